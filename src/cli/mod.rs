@@ -1,0 +1,115 @@
+//! The command line: argument parsing and dispatch. Each command is a thin wrapper over
+//! the engine; `--json` prints exactly one JSON document on stdout, everything else
+//! (progress, warnings) goes to stderr.
+
+mod eval;
+mod inspect;
+mod table;
+
+use clap::{Args, Parser, Subcommand};
+use qsteer::{Error, Result};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "qsteer",
+    version,
+    about = "Steer quantization and compression experiments on ONNX models"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The ONNX model (default: the embedded sample model)
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Dataset: a directory of .npy (inputs.npy, labels.npy), one .npz, or an image folder
+    #[arg(long, global = true)]
+    pub data: Option<PathBuf>,
+    /// Workspace directory (default: under the data directory, one per model)
+    #[arg(long, global = true)]
+    pub workspace: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Layer table (shapes, params, MACs) and totals
+    Inspect(inspect::InspectArgs),
+    /// Score a model on a dataset: accuracy with labels, fidelity to a reference without
+    Eval(eval::EvalArgs),
+}
+
+/// Parse arguments and run; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("qsteer: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Inspect(args)) => inspect::run(args, &cli.common),
+        Some(Command::Eval(args)) => eval::run(args, &cli.common),
+        None => {
+            // The interactive app arrives with the TUI; until then, the bare command
+            // describes the model (the sample by default) and how to go further.
+            let args = inspect::InspectArgs {
+                model: cli.model.clone(),
+            };
+            inspect::run(args, &cli.common)?;
+            if !cli.common.json {
+                eprintln!(
+                    "\nNext: `qsteer eval{} --data DIR` scores it; `qsteer --help` lists the commands.",
+                    cli.model.map(|m| format!(" {}", m.display())).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The model path the user gave, or the embedded sample (with its dataset directory).
+pub(crate) fn resolve_model(
+    model: Option<&PathBuf>,
+    data: Option<&PathBuf>,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    match model {
+        Some(m) => Ok((m.clone(), data.cloned())),
+        None => {
+            let s = qsteer::samples::materialize()?;
+            Ok((s.model, Some(data.cloned().unwrap_or(s.data))))
+        }
+    }
+}
+
+pub(crate) fn print_json(value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::runtime(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// The model's file stem, for display and workspace naming.
+pub(crate) fn model_name(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}

@@ -1,0 +1,66 @@
+//! Plain text tables for people: columns padded to their widest cell.
+
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    /// Right-align a column (numbers).
+    right: Vec<bool>,
+}
+
+impl Table {
+    pub fn new(header: &[&str], right: &[bool]) -> Table {
+        Table {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: vec![],
+            right: right.to_vec(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let cols = self.header.len();
+        let mut width = vec![0; cols];
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            for (i, c) in r.iter().enumerate().take(cols) {
+                width[i] = width[i].max(c.chars().count());
+            }
+        }
+        let line = |r: &Vec<String>| {
+            let cells: Vec<String> = (0..cols)
+                .map(|i| {
+                    let c = r.get(i).map(String::as_str).unwrap_or("");
+                    if self.right.get(i).copied().unwrap_or(false) {
+                        format!("{c:>w$}", w = width[i])
+                    } else {
+                        format!("{c:<w$}", w = width[i])
+                    }
+                })
+                .collect();
+            cells.join("  ").trim_end().to_string()
+        };
+        let mut out = line(&self.header);
+        out.push('\n');
+        for r in &self.rows {
+            out.push_str(&line(r));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// 1234567 -> "1.23M", 5300 -> "5.3k".
+pub fn human(n: u64) -> String {
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.2}G", f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.2}M", f / 1e6)
+    } else if f >= 1e4 {
+        format!("{:.1}k", f / 1e3)
+    } else {
+        n.to_string()
+    }
+}

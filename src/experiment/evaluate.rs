@@ -1,0 +1,216 @@
+//! The evaluation job: run a model over a dataset, score it (accuracy with labels,
+//! fidelity to a reference model without), and measure throughput. Shared by the CLI
+//! and the app, so both report the same numbers.
+
+use crate::cancel::CancelToken;
+use crate::data::{load_dataset, load_split, Dataset, NamedInput, SplitInfo};
+use crate::metrics::{score_outputs, Score};
+use crate::model::shapes::declared_dims;
+use crate::model::Model;
+use crate::runtime::{CompiledModel, RunOptions};
+use crate::{Error, Result};
+use ndarray::{concatenate, ArrayD, Axis, Ix2};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Which samples of a dataset to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Subset {
+    Evaluation,
+    Calibration,
+    All,
+}
+
+impl Subset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Subset::Evaluation => "evaluation",
+            Subset::Calibration => "calibration",
+            Subset::All => "all",
+        }
+    }
+}
+
+/// The samples chosen from a dataset path, with how they were chosen.
+pub struct Selected {
+    pub data: Dataset,
+    pub split: Option<SplitInfo>,
+}
+
+/// Load `path` and pick `subset` (split seeded unless the directory has an explicit
+/// `calibration/` + `evaluation/` split).
+pub fn select_samples(
+    path: &Path,
+    subset: Subset,
+    calibration_size: usize,
+    seed: u64,
+) -> Result<Selected> {
+    let explicit = path.join("calibration").is_dir() && path.join("evaluation").is_dir();
+    if subset == Subset::All && !explicit {
+        return Ok(Selected {
+            data: load_dataset(path)?,
+            split: None,
+        });
+    }
+    let pair = load_split(path, calibration_size, seed)?;
+    let data = match subset {
+        Subset::Evaluation => pair.evaluation,
+        Subset::Calibration => pair.calibration,
+        Subset::All => concat_datasets(&pair.calibration, &pair.evaluation)?,
+    };
+    Ok(Selected {
+        data,
+        split: Some(pair.split),
+    })
+}
+
+fn concat_datasets(a: &Dataset, b: &Dataset) -> Result<Dataset> {
+    let inputs = a
+        .inputs
+        .iter()
+        .zip(&b.inputs)
+        .map(|(x, y)| {
+            let data = concatenate(Axis(0), &[x.data.view(), y.data.view()])
+                .map_err(|e| Error::input(format!("{} and {}: {e}", x.source, y.source)))?;
+            Ok(NamedInput {
+                name: x.name.clone(),
+                source: format!("{}+{}", x.source, y.source),
+                data,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let labels = match (&a.labels, &b.labels) {
+        (Some(x), Some(y)) => Some(x.iter().chain(y).copied().collect()),
+        _ => None,
+    };
+    Dataset::from_arrays(a.name.clone(), inputs, labels)
+}
+
+/// Check the samples fit the model's declared inputs (a clear error before any work).
+pub fn check_fits(model: &Model, data: &Dataset) -> Result<()> {
+    let expected: Vec<(String, Vec<Option<usize>>)> = model
+        .inputs()
+        .iter()
+        .map(|i| {
+            let mut dims = declared_dims(i).unwrap_or_default();
+            if dims.is_empty() {
+                // No declared shape: anything of the dataset's rank fits.
+                dims = vec![None; data.inputs.first().map_or(1, |x| x.data.ndim())];
+            }
+            (i.name.clone(), dims)
+        })
+        .collect();
+    data.check_against_model(&expected)
+}
+
+/// Per-sample input shapes, in model input order.
+pub fn sample_shapes(data: &Dataset) -> Vec<Vec<usize>> {
+    (0..data.inputs.len())
+        .map(|i| data.sample_shape(i).to_vec())
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    pub model: PathBuf,
+    pub data: PathBuf,
+    pub subset: Subset,
+    pub reference: Option<PathBuf>,
+    pub options: RunOptions,
+    pub calibration_size: usize,
+    pub seed: u64,
+}
+
+pub struct EvalReport {
+    pub score: Score,
+    pub samples: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    /// The model's first output for every evaluated sample, in order.
+    pub outputs: ArrayD<f32>,
+    pub split: Option<SplitInfo>,
+    pub dataset_fingerprint: String,
+    pub fallback: Option<String>,
+    pub has_labels: bool,
+    /// MACs per sample of the model's layers (None if a dim stayed symbolic).
+    pub macs: Option<u64>,
+    /// Float weight elements.
+    pub params: u64,
+}
+
+/// First output as `[N, C]` (trailing dims flattened) for scoring.
+fn as_rows(out: &ArrayD<f32>, name: &str) -> Result<ndarray::Array2<f32>> {
+    let n = out.shape().first().copied().unwrap_or(0);
+    let c = out.len().checked_div(n).unwrap_or(0);
+    out.to_shape((n, c))
+        .map(|a| a.into_owned())
+        .map_err(|e| Error::runtime(format!("output '{name}': {e}")))?
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| Error::runtime(format!("output '{name}': {e}")))
+}
+
+/// Run and score. `progress(done, total)` is called from worker threads.
+pub fn evaluate(
+    req: &EvalRequest,
+    model: &Model,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<EvalReport> {
+    let selected = select_samples(&req.data, req.subset, req.calibration_size, req.seed)?;
+    let data = selected.data;
+    check_fits(model, &data)?;
+    let shapes = sample_shapes(&data);
+    let analysed = model.shapes(Some(&shapes))?;
+    let macs = model.layers(&analysed)?.iter().map(|l| l.macs).sum();
+    let params = model.weights().map(|(_, w)| w.array.len() as u64).sum();
+    let compiled = CompiledModel::compile(model, &shapes, req.options.batch_size, &[])?;
+    let run = compiled.run_dataset(&data, req.options, cancel, progress)?;
+    let first = run
+        .outputs
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::runtime("the model produced no output"))?;
+    let out_name = compiled.output_names()[0].clone();
+    let rows = as_rows(&first, &out_name)?;
+    let reference_rows = match &req.reference {
+        Some(path) => {
+            let reference = Model::load(path)?;
+            check_fits(&reference, &data)?;
+            let rc = CompiledModel::compile(&reference, &shapes, req.options.batch_size, &[])?;
+            let rr = rc.run_dataset(&data, req.options, cancel, &|_, _| {})?;
+            let r0 = rr
+                .outputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::runtime("reference produced no output"))?;
+            Some(as_rows(
+                &r0,
+                &format!("{} of {}", rc.output_names()[0], path.display()),
+            )?)
+        }
+        None => None,
+    };
+    let score = score_outputs(
+        rows.view(),
+        data.labels.as_deref(),
+        reference_rows.as_ref().map(|r| r.view()),
+    )?;
+    Ok(EvalReport {
+        samples: run.samples,
+        seconds: run.seconds,
+        samples_per_second: if run.seconds > 0.0 {
+            run.samples as f64 / run.seconds
+        } else {
+            0.0
+        },
+        score,
+        outputs: first,
+        split: selected.split,
+        dataset_fingerprint: data.fingerprint(),
+        fallback: compiled.fallback.clone(),
+        has_labels: data.labels.is_some(),
+        macs,
+        params,
+    })
+}

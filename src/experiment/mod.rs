@@ -1,0 +1,11 @@
+//! The experiment workspace: the variants of one model (the base and everything made
+//! from it), their results, and the job log. See DESIGN.md §2 "Workspace".
+
+pub mod evaluate;
+mod variant;
+mod workspace;
+
+pub use variant::{EvalRecord, Variant};
+pub use workspace::{
+    default_workspace_dir, now, qsteer_data_dir, Workspace, WorkspaceFile, FORMAT_VERSION,
+};

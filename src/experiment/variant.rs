@@ -1,0 +1,64 @@
+//! A variant is one model in the experiment tree: the base, or a child made by a recipe
+//! step from its parent.
+
+use crate::data::SplitInfo;
+use crate::metrics::Score;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Variant {
+    pub id: u32,
+    pub parent: Option<u32>,
+    /// The recipe step that made it from its parent (`base` for the original model).
+    pub step: String,
+    /// Model file, relative to the workspace directory.
+    pub model_file: String,
+    #[serde(default)]
+    pub encodings_file: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    #[serde(default)]
+    pub macs: Option<u64>,
+    #[serde(default)]
+    pub params: Option<u64>,
+    #[serde(default)]
+    pub size_bytes: u64,
+    #[serde(default)]
+    pub notes: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub results: Vec<EvalRecord>,
+}
+
+/// One evaluation of a variant on a dataset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalRecord {
+    /// The dataset path as given.
+    pub dataset: String,
+    /// Content fingerprint of the evaluated samples.
+    pub dataset_fingerprint: String,
+    /// `evaluation`, `calibration` or `all`.
+    pub subset: String,
+    #[serde(default)]
+    pub split: Option<SplitInfo>,
+    pub score: Score,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    pub batch_size: usize,
+    pub threads: usize,
+    /// Variant id of the reference the fidelity columns compare against, if any.
+    #[serde(default)]
+    pub reference: Option<String>,
+    pub when: u64,
+}
+
+impl Variant {
+    /// The most recent result on the given samples, if any.
+    pub fn latest_result(&self, dataset_fingerprint: &str) -> Option<&EvalRecord> {
+        self.results
+            .iter()
+            .rev()
+            .find(|r| r.dataset_fingerprint == dataset_fingerprint)
+    }
+}

@@ -1,0 +1,265 @@
+//! The workspace directory: `workspace.json` (variants, lineage, settings),
+//! `variants/<id>.onnx`, `cache/`, `logs/jobs.jsonl`. Every write is atomic.
+
+use super::variant::{EvalRecord, Variant};
+use crate::fsutil::{write_atomic, write_json_atomic};
+use crate::model::Model;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bumped when the file's meaning changes; older files are migrated on load.
+pub const FORMAT_VERSION: u32 = 1;
+const INDEX: &str = "workspace.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Settings {
+    /// Samples set aside for calibration when a dataset is split.
+    pub calibration_size: usize,
+    /// Seed of the calibration / evaluation split.
+    pub split_seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            calibration_size: 200,
+            split_seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkspaceFile {
+    pub format_version: u32,
+    /// The model file's stem, for display.
+    pub model_name: String,
+    /// sha256 of the base model's bytes: a workspace belongs to one model.
+    pub model_hash: String,
+    pub created: u64,
+    #[serde(default)]
+    pub settings: Settings,
+    pub variants: Vec<Variant>,
+}
+
+#[derive(Debug)]
+pub struct Workspace {
+    dir: PathBuf,
+    file: WorkspaceFile,
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// qsteer's data directory: `$QSTEER_DATA_DIR`, else the platform's (e.g.
+/// `~/.local/share/qsteer`).
+pub fn qsteer_data_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("QSTEER_DATA_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    directories::ProjectDirs::from("", "", "qsteer")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| Error::input("no home directory found; pass --workspace DIR"))
+}
+
+/// `<data dir>/workspaces/<model name>-<first 12 hex of its hash>`.
+pub fn default_workspace_dir(model_name: &str, model_hash: &str) -> Result<PathBuf> {
+    let short = &model_hash[..model_hash.len().min(12)];
+    Ok(qsteer_data_dir()?
+        .join("workspaces")
+        .join(format!("{model_name}-{short}")))
+}
+
+impl Workspace {
+    /// Reopen the workspace in `dir`, or create it with `model` as the base variant.
+    pub fn open_or_create(dir: &Path, model: &Model, model_name: &str) -> Result<Workspace> {
+        let index = dir.join(INDEX);
+        if index.exists() {
+            let ws = Workspace::open(dir)?;
+            let hash = model.content_hash();
+            if ws.file.model_hash != hash {
+                return Err(Error::input(format!(
+                    "{}: this workspace belongs to another model ('{}'); pick another --workspace",
+                    dir.display(),
+                    ws.file.model_name
+                )));
+            }
+            return Ok(ws);
+        }
+        Workspace::create(dir, model, model_name)
+    }
+
+    fn create(dir: &Path, model: &Model, model_name: &str) -> Result<Workspace> {
+        fs::create_dir_all(dir.join("variants")).map_err(|e| Error::io(dir, e))?;
+        fs::create_dir_all(dir.join("cache")).map_err(|e| Error::io(dir, e))?;
+        fs::create_dir_all(dir.join("logs")).map_err(|e| Error::io(dir, e))?;
+        let bytes = model.to_bytes();
+        let model_file = "variants/0.onnx".to_string();
+        write_atomic(&dir.join(&model_file), &bytes)?;
+        let base = Variant {
+            id: 0,
+            parent: None,
+            step: "base".into(),
+            model_file,
+            encodings_file: None,
+            created: now(),
+            macs: None,
+            params: None,
+            size_bytes: bytes.len() as u64,
+            notes: format!("imported from {}", model.source()),
+            tags: vec![],
+            results: vec![],
+        };
+        let file = WorkspaceFile {
+            format_version: FORMAT_VERSION,
+            model_name: model_name.to_string(),
+            model_hash: model.content_hash(),
+            created: now(),
+            settings: Settings::default(),
+            variants: vec![base],
+        };
+        let ws = Workspace {
+            dir: dir.to_path_buf(),
+            file,
+        };
+        ws.save()?;
+        Ok(ws)
+    }
+
+    /// Open an existing workspace; a corrupt or newer index is a clear error and is left
+    /// untouched on disk.
+    pub fn open(dir: &Path) -> Result<Workspace> {
+        let index = dir.join(INDEX);
+        let text = fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        let probe: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::input(format!(
+                "{}: corrupt workspace index ({e}); it was left as is — restore it or move it aside",
+                index.display()
+            ))
+        })?;
+        let version = probe
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        if version > FORMAT_VERSION as u64 {
+            return Err(Error::input(format!(
+                "{}: written by a newer qsteer (format {version}, this one reads up to {FORMAT_VERSION})",
+                index.display()
+            )));
+        }
+        let file: WorkspaceFile = serde_json::from_value(probe).map_err(|e| {
+            Error::input(format!(
+                "{}: unexpected content in workspace index: {e}",
+                index.display()
+            ))
+        })?;
+        Ok(Workspace {
+            dir: dir.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn file(&self) -> &WorkspaceFile {
+        &self.file
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.file.settings
+    }
+
+    pub fn variants(&self) -> &[Variant] {
+        &self.file.variants
+    }
+
+    pub fn variant(&self, id: u32) -> Option<&Variant> {
+        self.file.variants.iter().find(|v| v.id == id)
+    }
+
+    fn variant_mut(&mut self, id: u32) -> Result<&mut Variant> {
+        let dir = self.dir.display().to_string();
+        self.file
+            .variants
+            .iter_mut()
+            .find(|v| v.id == id)
+            .ok_or_else(|| Error::input(format!("{dir}: no variant {id}")))
+    }
+
+    /// Absolute path of a variant's model file.
+    pub fn model_path(&self, v: &Variant) -> PathBuf {
+        self.dir.join(&v.model_file)
+    }
+
+    /// Write `workspace.json` atomically.
+    pub fn save(&self) -> Result<()> {
+        write_json_atomic(&self.dir.join(INDEX), &self.file)
+    }
+
+    /// Record the cost figures of a variant (MACs and params per sample).
+    pub fn set_costs(&mut self, id: u32, macs: Option<u64>, params: Option<u64>) -> Result<()> {
+        let v = self.variant_mut(id)?;
+        v.macs = macs;
+        v.params = params;
+        self.save()
+    }
+
+    /// Append an evaluation result to a variant and save.
+    pub fn record_result(&mut self, id: u32, record: EvalRecord) -> Result<()> {
+        self.variant_mut(id)?.results.push(record);
+        self.save()
+    }
+
+    /// Add a child variant made by `step` from `parent`, saving its model file.
+    pub fn add_variant(&mut self, parent: u32, step: &str, model: &Model) -> Result<u32> {
+        if self.variant(parent).is_none() {
+            return Err(Error::input(format!(
+                "{}: no parent variant {parent}",
+                self.dir.display()
+            )));
+        }
+        let id = self.file.variants.iter().map(|v| v.id).max().unwrap_or(0) + 1;
+        let model_file = format!("variants/{id}.onnx");
+        let bytes = model.to_bytes();
+        write_atomic(&self.dir.join(&model_file), &bytes)?;
+        self.file.variants.push(Variant {
+            id,
+            parent: Some(parent),
+            step: step.to_string(),
+            model_file,
+            encodings_file: None,
+            created: now(),
+            macs: None,
+            params: None,
+            size_bytes: bytes.len() as u64,
+            notes: String::new(),
+            tags: vec![],
+            results: vec![],
+        });
+        self.save()?;
+        Ok(id)
+    }
+
+    /// Append one JSON line to `logs/jobs.jsonl` (the job history).
+    pub fn log_job(&self, entry: &serde_json::Value) -> Result<()> {
+        let path = self.dir.join("logs").join("jobs.jsonl");
+        fs::create_dir_all(self.dir.join("logs")).map_err(|e| Error::io(&path, e))?;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        // One write call per line keeps concurrent appenders from interleaving.
+        let mut line = entry.to_string();
+        line.push('\n');
+        f.write_all(line.as_bytes())
+            .map_err(|e| Error::io(&path, e))
+    }
+}

@@ -1,0 +1,300 @@
+//! Scores of model outputs: accuracy against labels, fidelity to a reference (the FP32 parent).
+//!
+//! Ranking rule, used by every function here: class `j` ranks ahead of class `l` when
+//! `logit[j] > logit[l]`, or when they are equal and `j < l` (lower index wins ties, like
+//! `np.argmax`). NaN ranks below every number. So a tie never counts as correct for more than
+//! `k` classes, and `top_k_accuracy(.., 1)` agrees with [`argmax_rows`].
+
+use ndarray::{ArrayView, ArrayView1, ArrayView2, Dimension};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The largest |SQNR| reported in JSON: identical outputs give +inf dB, which JSON cannot hold.
+pub const SQNR_DB_CAP: f64 = 200.0;
+
+/// NaN sorts below everything, including -inf.
+fn ahead(a: f32, a_index: usize, b: f32, b_index: usize) -> bool {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => a_index < b_index,
+        (true, false) => false,
+        (false, true) => true,
+        (false, false) => a > b || (a == b && a_index < b_index),
+    }
+}
+
+/// How many classes rank ahead of class `label` in `row` (0 = it is the top-1).
+fn rank_of(row: ArrayView1<f32>, label: usize) -> usize {
+    let Some(&own) = row.get(label) else {
+        return usize::MAX;
+    };
+    row.iter()
+        .enumerate()
+        .filter(|&(j, &v)| ahead(v, j, own, label))
+        .count()
+}
+
+/// Index of the top class of each row (lowest index among equal maxima; 0 for empty rows).
+pub fn argmax_rows(logits: ArrayView2<f32>) -> Vec<usize> {
+    logits
+        .rows()
+        .into_iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold(None, |best: Option<(usize, f32)>, (j, &v)| match best {
+                    Some((b, bv)) if !ahead(v, j, bv, b) => Some((b, bv)),
+                    _ => Some((j, v)),
+                })
+                .map_or(0, |(j, _)| j)
+        })
+        .collect()
+}
+
+/// Fraction of rows whose label ranks among the top `k` (see the module doc for ties).
+/// Labels outside `0..C` count as wrong; rows without a label (or labels without a row) are
+/// ignored. 0.0 for no samples. [`score_outputs`] validates shapes and labels first.
+pub fn top_k_accuracy(logits: ArrayView2<f32>, labels: &[i64], k: usize) -> f64 {
+    let n = logits.nrows().min(labels.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let correct = logits
+        .rows()
+        .into_iter()
+        .zip(labels)
+        .filter(|(row, &label)| usize::try_from(label).is_ok_and(|l| rank_of(*row, l) < k))
+        .count();
+    correct as f64 / n as f64
+}
+
+/// Fraction of rows where `a` and `b` pick the same top-1 class. Compares the first
+/// `min(rows)` rows; 0.0 when there are none.
+pub fn agreement(a: ArrayView2<f32>, b: ArrayView2<f32>) -> f64 {
+    let (top_a, top_b) = (argmax_rows(a), argmax_rows(b));
+    let n = top_a.len().min(top_b.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let same = top_a.iter().zip(&top_b).filter(|(x, y)| x == y).count();
+    same as f64 / n as f64
+}
+
+/// Signal-to-quantization-noise ratio in dB: 10·log10(Σref² / Σ(ref−test)²), summed in f64
+/// over element pairs. +inf when identical (clamp with [`clamp_db`] before JSON), NaN if
+/// either side has NaN.
+pub fn sqnr_db<D: Dimension>(reference: ArrayView<f32, D>, test: ArrayView<f32, D>) -> f64 {
+    let (mut signal, mut noise) = (0.0f64, 0.0f64);
+    for (&r, &t) in reference.iter().zip(test.iter()) {
+        let (r, t) = (f64::from(r), f64::from(t));
+        signal += r * r;
+        noise += (r - t) * (r - t);
+    }
+    if noise == 0.0 && signal == 0.0 {
+        return f64::INFINITY;
+    }
+    10.0 * (signal / noise).log10()
+}
+
+/// A dB value JSON can hold: ±inf become ±[`SQNR_DB_CAP`], NaN (a broken output) becomes
+/// −[`SQNR_DB_CAP`].
+pub fn clamp_db(db: f64) -> f64 {
+    if db.is_nan() {
+        -SQNR_DB_CAP
+    } else {
+        db.clamp(-SQNR_DB_CAP, SQNR_DB_CAP)
+    }
+}
+
+/// The score of one variant on one dataset, as reported in results and `--json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Top-1 accuracy in 0..1 (labels only).
+    pub accuracy: Option<f64>,
+    /// Top-5 accuracy in 0..1 (labels and more than 5 classes only).
+    pub top5_accuracy: Option<f64>,
+    /// Top-1 agreement with the reference outputs, 0..1.
+    pub agreement: Option<f64>,
+    /// Output SQNR vs the reference, clamped to ±[`SQNR_DB_CAP`].
+    pub sqnr_db: Option<f64>,
+    pub samples: usize,
+}
+
+/// Score `[N, C]` outputs against labels and/or reference outputs of the same shape.
+pub fn score_outputs(
+    outputs: ArrayView2<f32>,
+    labels: Option<&[i64]>,
+    reference: Option<ArrayView2<f32>>,
+) -> Result<Score> {
+    let (n, classes) = outputs.dim();
+    if n == 0 || classes == 0 {
+        return Err(Error::runtime(format!(
+            "cannot score outputs of shape [{n}, {classes}]: need at least one sample and one class"
+        )));
+    }
+    if let Some(labels) = labels {
+        if labels.len() != n {
+            return Err(Error::input(format!(
+                "{} labels for {n} model outputs; expected one label per sample",
+                labels.len()
+            )));
+        }
+        let out_of_range = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| usize::try_from(l).map_or(true, |l| l >= classes));
+        if let Some((i, label)) = out_of_range {
+            return Err(Error::input(format!(
+                "label {label} at sample {i} is out of range: the model outputs {classes} \
+                 classes (labels must be 0..{})",
+                classes - 1
+            )));
+        }
+    }
+    if let Some(reference) = reference {
+        if reference.dim() != outputs.dim() {
+            return Err(Error::runtime(format!(
+                "reference outputs have shape {:?} but outputs have {:?}",
+                reference.shape(),
+                outputs.shape()
+            )));
+        }
+    }
+    Ok(Score {
+        accuracy: labels.map(|l| top_k_accuracy(outputs, l, 1)),
+        top5_accuracy: labels
+            .filter(|_| classes > 5)
+            .map(|l| top_k_accuracy(outputs, l, 5)),
+        agreement: reference.map(|r| agreement(outputs, r)),
+        sqnr_db: reference.map(|r| clamp_db(sqnr_db(r, outputs))),
+        samples: n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array2};
+
+    #[test]
+    fn argmax_takes_the_first_maximum_and_skips_nan() {
+        let x = array![[1.0, 3.0, 3.0], [f32::NAN, -1.0, -2.0], [0.0, 0.0, 0.0]];
+        assert_eq!(argmax_rows(x.view()), vec![1, 1, 0]);
+        assert_eq!(argmax_rows(Array2::<f32>::zeros((2, 0)).view()), vec![0, 0]);
+    }
+
+    #[test]
+    fn top_k_by_hand() {
+        // 7 classes; label ranks: row0 0th, row1 2nd, row2 5th, row3 6th.
+        let x = array![
+            [9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            [9.0, 8.0, 7.0, 1.0, 1.0, 1.0, 1.0],
+            [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0],
+            [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0],
+        ];
+        let labels = [0, 2, 5, 6];
+        assert_eq!(top_k_accuracy(x.view(), &labels, 1), 0.25);
+        assert_eq!(top_k_accuracy(x.view(), &labels, 3), 0.5);
+        assert_eq!(top_k_accuracy(x.view(), &labels, 5), 0.5);
+        assert_eq!(top_k_accuracy(x.view(), &labels, 6), 0.75);
+        assert_eq!(top_k_accuracy(x.view(), &labels, 7), 1.0);
+        assert_eq!(top_k_accuracy(x.view(), &[-1, 99, 5, 6], 7), 0.5);
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index() {
+        let x = array![[1.0, 1.0, 1.0, 0.0]];
+        assert_eq!(top_k_accuracy(x.view(), &[0], 1), 1.0);
+        assert_eq!(top_k_accuracy(x.view(), &[1], 1), 0.0);
+        assert_eq!(top_k_accuracy(x.view(), &[2], 2), 0.0);
+        assert_eq!(top_k_accuracy(x.view(), &[2], 3), 1.0);
+        // All-equal outputs (e.g. a dead model) are right only for class 0 at top-1.
+        let flat = Array2::<f32>::zeros((3, 10));
+        assert_eq!(top_k_accuracy(flat.view(), &[0, 4, 9], 1), 1.0 / 3.0);
+        assert_eq!(top_k_accuracy(flat.view(), &[0, 4, 9], 5), 2.0 / 3.0);
+    }
+
+    #[test]
+    fn nan_label_logit_is_never_top() {
+        let x = array![[f32::NAN, -5.0]];
+        assert_eq!(top_k_accuracy(x.view(), &[0], 1), 0.0);
+        assert_eq!(top_k_accuracy(x.view(), &[0], 2), 1.0);
+    }
+
+    #[test]
+    fn agreement_by_hand() {
+        let a = array![[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 3.0]];
+        let b = array![[5.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 1.0]];
+        assert_eq!(agreement(a.view(), b.view()), 0.75);
+        assert_eq!(agreement(a.view(), a.view()), 1.0);
+    }
+
+    #[test]
+    fn sqnr_of_known_noise() {
+        // Signal power 1 per element (±1), noise power 0.01 (±0.1): 20 dB.
+        let r = Array2::from_shape_fn((4, 25), |(i, j)| if (i + j) % 2 == 0 { 1.0 } else { -1.0 });
+        let t = Array2::from_shape_fn((4, 25), |(i, j)| {
+            r[[i, j]] + if (i * 25 + j) % 3 == 0 { 0.1 } else { -0.1 }
+        });
+        assert!((sqnr_db(r.view(), t.view()) - 20.0).abs() < 1e-4);
+        assert_eq!(sqnr_db(r.view(), r.view()), f64::INFINITY);
+        // Works on any dimensionality.
+        let r3 = r.clone().into_shape_with_order((2, 2, 25)).unwrap();
+        let t3 = t.clone().into_shape_with_order((2, 2, 25)).unwrap();
+        assert!((sqnr_db(r3.view(), t3.view()) - 20.0).abs() < 1e-4);
+        assert_eq!(clamp_db(f64::INFINITY), SQNR_DB_CAP);
+        assert_eq!(clamp_db(f64::NEG_INFINITY), -SQNR_DB_CAP);
+        assert_eq!(clamp_db(f64::NAN), -SQNR_DB_CAP);
+        assert_eq!(clamp_db(12.5), 12.5);
+    }
+
+    #[test]
+    fn score_with_labels_and_reference() {
+        let out = Array2::from_shape_fn((4, 10), |(i, j)| if j == i { 1.0 } else { 0.0 });
+        let labels = [0, 1, 2, 9];
+        let s = score_outputs(out.view(), Some(&labels), Some(out.view())).unwrap();
+        assert_eq!(s.accuracy, Some(0.75));
+        // Row 3: class 3 (1.0) and the 8 lower-index zeros rank ahead of label 9: rank 9.
+        assert_eq!(s.top5_accuracy, Some(0.75));
+        assert_eq!(s.agreement, Some(1.0));
+        assert_eq!(s.sqnr_db, Some(SQNR_DB_CAP));
+        assert_eq!(s.samples, 4);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["sqnr_db"], 200.0);
+        assert_eq!(json["top5_accuracy"], 0.75);
+
+        let s = score_outputs(out.view(), None, None).unwrap();
+        assert_eq!((s.accuracy, s.agreement, s.samples), (None, None, 4));
+
+        let small = Array2::<f32>::zeros((2, 3));
+        let s = score_outputs(small.view(), Some(&[0, 1]), None).unwrap();
+        assert_eq!(s.top5_accuracy, None, "top-5 of 3 classes says nothing");
+    }
+
+    #[test]
+    fn score_errors_name_counts() {
+        let out = Array2::<f32>::zeros((3, 4));
+        let e = score_outputs(out.view(), Some(&[0, 1]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 labels for 3 model outputs"), "{e}");
+        let e = score_outputs(out.view(), Some(&[0, 4, 1]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("label 4 at sample 1") && e.contains("4 classes"),
+            "{e}"
+        );
+        let e = score_outputs(out.view(), Some(&[0, -2, 1]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("label -2"), "{e}");
+        let other = Array2::<f32>::zeros((3, 5));
+        let e = score_outputs(out.view(), None, Some(other.view()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[3, 5]") && e.contains("[3, 4]"), "{e}");
+        let empty = Array2::<f32>::zeros((0, 4));
+        assert!(score_outputs(empty.view(), None, None).is_err());
+    }
+}

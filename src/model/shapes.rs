@@ -1,0 +1,377 @@
+//! Shapes of every value, from tract's analysis. The batch dimension (axis 0 of each
+//! input) is the symbol `N` unless the file fixes it to a number; other symbolic input
+//! dims are pinned to a dataset's sample shape when one is given (symbolic H/W often
+//! defeat shape analysis at Resize or Concat).
+
+use super::Model;
+use crate::guard::guarded;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::fmt;
+use tract_onnx::pb::tensor_shape_proto::dimension::Value as DimValue;
+use tract_onnx::pb::type_proto::Value as TypeValue;
+use tract_onnx::pb::ValueInfoProto;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::InferenceModelExt;
+
+/// The batch symbol's name in shapes shown to users.
+pub const BATCH: &str = "N";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Known(usize),
+    /// The batch dimension (symbolic).
+    Batch,
+    /// Another symbolic expression, as tract prints it.
+    Symbol(String),
+}
+
+pub type Shape = Vec<Dim>;
+
+/// Known dims serialize as numbers, symbolic ones as their name (`"N"` for the batch).
+impl serde::Serialize for Dim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Dim::Known(v) => s.serialize_u64(*v as u64),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Known(d) => write!(f, "{d}"),
+            Dim::Batch => write!(f, "{BATCH}"),
+            Dim::Symbol(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// `N×1×16×16`.
+pub fn format_shape(shape: &[Dim]) -> String {
+    if shape.is_empty() {
+        return "scalar".into();
+    }
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
+}
+
+/// Elements per sample of an activation: the product of all dims but the batch axis
+/// (axis 0 when it is the batch symbol, or the file's fixed batch). `None` if another
+/// dim is symbolic.
+pub fn per_sample_elements(shape: &[Dim], fixed_batch: Option<usize>) -> Option<u64> {
+    let skip_first = match shape.first() {
+        Some(Dim::Batch) => true,
+        Some(Dim::Known(b)) => shape.len() > 1 && fixed_batch == Some(*b),
+        _ => false,
+    };
+    let mut n = 1u64;
+    for d in shape.iter().skip(usize::from(skip_first)) {
+        match d {
+            Dim::Known(v) => n = n.checked_mul(*v as u64)?,
+            Dim::Batch | Dim::Symbol(_) => return None,
+        }
+    }
+    Some(n)
+}
+
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub name: String,
+    /// Full shape including the batch axis.
+    pub shape: Shape,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelShapes {
+    /// Every named value tract could type: graph inputs, node outputs, weights.
+    pub values: HashMap<String, Shape>,
+    pub inputs: Vec<InputSpec>,
+    /// `Some(n)` when the file fixes the batch size (then the model runs n samples a call).
+    pub fixed_batch: Option<usize>,
+    /// Which loader fallback was needed, if any (reported to the user).
+    pub fallback: Option<String>,
+}
+
+impl ModelShapes {
+    pub fn get(&self, value: &str) -> Option<&Shape> {
+        self.values.get(value)
+    }
+}
+
+/// A model ready for tract, with the facts we chose for its inputs.
+pub struct Typed {
+    pub model: TypedModel,
+    pub inputs: Vec<InputSpec>,
+    pub fixed_batch: Option<usize>,
+    pub fallback: Option<String>,
+}
+
+/// Declared input dims as written in the file: `Some(n)` for n > 0, `None` for
+/// `dim_param`, `-1`, `0` or missing.
+pub fn declared_dims(input: &ValueInfoProto) -> Option<Vec<Option<usize>>> {
+    let Some(TypeValue::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    let shape = t.shape.as_ref()?;
+    Some(
+        shape
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(DimValue::DimValue(v)) if v > 0 => Some(v as usize),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+fn input_elem_type(input: &ValueInfoProto) -> Option<i32> {
+    match input.r#type.as_ref()?.value.as_ref()? {
+        TypeValue::TensorType(t) => Some(t.elem_type),
+    }
+}
+
+/// Decide the full input shapes: batch symbolic unless fixed, the rest from the file,
+/// pinned to `pinned` (per-sample shapes, one per input) where given.
+fn plan_inputs(
+    model: &Model,
+    pinned: Option<&[Vec<usize>]>,
+    batch: Option<usize>,
+) -> Result<(Vec<InputSpec>, Option<usize>)> {
+    let src = model.source();
+    let inputs = model.inputs();
+    if let Some(p) = pinned {
+        if p.len() != inputs.len() {
+            return Err(Error::input(format!(
+                "{src}: the model has {} input(s), the dataset provides {}",
+                inputs.len(),
+                p.len()
+            )));
+        }
+    }
+    let mut specs = Vec::new();
+    let mut fixed_batch = None;
+    for (i, input) in inputs.iter().enumerate() {
+        let elem = input_elem_type(input).unwrap_or(1);
+        if elem != 1 {
+            return Err(Error::input(format!(
+                "{src}: input '{}' has element type {}; qsteer feeds float32 inputs",
+                input.name,
+                super::tensor::data_type_name(elem)
+            )));
+        }
+        let declared = declared_dims(input);
+        let pin = pinned.map(|p| &p[i]);
+        let rank = match (&declared, pin) {
+            (Some(d), _) if !d.is_empty() => d.len(),
+            (_, Some(p)) => p.len() + 1,
+            _ => {
+                return Err(Error::input(format!(
+                    "{src}: input '{}' declares no shape; give a dataset so it can be pinned",
+                    input.name
+                )))
+            }
+        };
+        if let Some(p) = pin {
+            if p.len() + 1 != rank {
+                return Err(Error::input(format!(
+                    "{src}: dataset sample shape {p:?} does not fit input '{}' of rank {rank} \
+                     (expected {} dims per sample)",
+                    input.name,
+                    rank - 1
+                )));
+            }
+        }
+        let mut shape = Vec::with_capacity(rank);
+        for axis in 0..rank {
+            let file_dim = declared
+                .as_ref()
+                .and_then(|d| d.get(axis).copied().flatten());
+            if axis == 0 {
+                match file_dim {
+                    Some(b) => {
+                        shape.push(Dim::Known(b));
+                        fixed_batch = Some(b);
+                    }
+                    None => shape.push(batch.map_or(Dim::Batch, Dim::Known)),
+                }
+                continue;
+            }
+            let pinned_dim = pin.map(|p| p[axis - 1]);
+            match (file_dim, pinned_dim) {
+                (Some(f), Some(p)) if f != p => {
+                    return Err(Error::input(format!(
+                        "{src}: dataset sample shape {:?} does not match input '{}' {}",
+                        pin.unwrap_or(&vec![]),
+                        input.name,
+                        format_shape(&declared_shape_dims(declared.as_deref()))
+                    )))
+                }
+                (Some(f), _) => shape.push(Dim::Known(f)),
+                (None, Some(p)) => shape.push(Dim::Known(p)),
+                (None, None) => {
+                    shape.push(Dim::Symbol(format!("{}_{axis}", sanitize(&input.name))))
+                }
+            }
+        }
+        specs.push(InputSpec {
+            name: input.name.clone(),
+            shape,
+        });
+    }
+    Ok((specs, fixed_batch))
+}
+
+fn declared_shape_dims(d: Option<&[Option<usize>]>) -> Vec<Dim> {
+    d.unwrap_or(&[])
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Some(n) => Dim::Known(*n),
+            None if i == 0 => Dim::Batch,
+            None => Dim::Symbol("?".into()),
+        })
+        .collect()
+}
+
+fn sanitize(name: &str) -> String {
+    let s: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    if s.is_empty() || s.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        format!("d{s}")
+    } else {
+        s
+    }
+}
+
+fn inference_model(
+    model: &Model,
+    specs: &[InputSpec],
+    ignore_value_info: bool,
+) -> TractResult<InferenceModel> {
+    let onnx = tract_onnx::onnx().with_ignore_value_info(ignore_value_info);
+    let parsed = onnx.parse(model.proto(), None)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(TractError::msg(format!(
+            "unresolved inputs {:?}",
+            parsed.unresolved_inputs
+        )));
+    }
+    let mut m = parsed.model;
+    let batch = m.symbols.sym(BATCH);
+    for (i, spec) in specs.iter().enumerate() {
+        let dims: TVec<TDim> = spec
+            .shape
+            .iter()
+            .map(|d| match d {
+                Dim::Known(v) => TDim::from(*v as i64),
+                Dim::Batch => TDim::Sym(batch.clone()),
+                Dim::Symbol(s) => TDim::Sym(m.symbols.sym(s)),
+            })
+            .collect();
+        m.set_input_fact(i, InferenceFact::dt_shape(f32::datum_type(), dims))?;
+    }
+    Ok(m)
+}
+
+/// Build tract's typed model with our input facts, retrying with the file's value_info
+/// ignored when it contradicts the analysis. `batch` makes a symbolic batch concrete
+/// (tract runs a concrete batch several times faster); `outputs` selects extra named
+/// values to expose as outputs (intermediate capture), `None` keeps the graph's outputs.
+pub fn typed_model(
+    model: &Model,
+    pinned: Option<&[Vec<usize>]>,
+    batch: Option<usize>,
+    outputs: Option<&[String]>,
+) -> Result<Typed> {
+    let (inputs, fixed_batch) = plan_inputs(model, pinned, batch)?;
+    let src = model.source().to_string();
+    guarded(&src, || {
+        let attempt = |ignore: bool| -> TractResult<TypedModel> {
+            let mut m = inference_model(model, &inputs, ignore)?;
+            if let Some(names) = outputs {
+                m.select_outputs_by_name(names)?;
+            }
+            m.into_typed()
+        };
+        let (typed, fallback) = match attempt(false) {
+            Ok(t) => (t, None),
+            Err(first) => match attempt(true) {
+                Ok(t) => (
+                    t,
+                    Some(
+                        "the file's value_info was ignored (it contradicted shape analysis)"
+                            .to_string(),
+                    ),
+                ),
+                Err(_) => {
+                    return Err(Error::input(format!(
+                        "{src}: shape analysis failed: {}",
+                        chain(&first)
+                    )))
+                }
+            },
+        };
+        Ok(Typed {
+            model: typed,
+            inputs: inputs.clone(),
+            fixed_batch,
+            fallback,
+        })
+    })
+}
+
+/// tract's error with its context chain on one line.
+pub fn chain(e: &anyhow_like::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+mod anyhow_like {
+    pub use tract_onnx::prelude::TractError as Error;
+}
+
+/// Analyse the model's shapes. See the module comment for the batch convention.
+pub fn analyse(model: &Model, pinned: Option<&[Vec<usize>]>) -> Result<ModelShapes> {
+    let typed = typed_model(model, pinned, None, None)?;
+    let tm = &typed.model;
+    let batch_sym = tm.symbols.sym(BATCH);
+    let mut values = HashMap::new();
+    for (outlet, label) in &tm.outlet_labels {
+        if let Ok(fact) = tm.outlet_fact(*outlet) {
+            values.insert(label.clone(), convert_shape(fact.shape.dims(), &batch_sym));
+        }
+    }
+    for (name, w) in model.weights() {
+        values
+            .entry(name.clone())
+            .or_insert_with(|| w.array.shape().iter().map(|&d| Dim::Known(d)).collect());
+    }
+    for spec in &typed.inputs {
+        values.insert(spec.name.clone(), spec.shape.clone());
+    }
+    Ok(ModelShapes {
+        values,
+        inputs: typed.inputs,
+        fixed_batch: typed.fixed_batch,
+        fallback: typed.fallback,
+    })
+}
+
+fn convert_shape(dims: &[TDim], batch: &Symbol) -> Shape {
+    dims.iter()
+        .map(|d| match d {
+            TDim::Sym(s) if s == batch => Dim::Batch,
+            d => match d.as_i64() {
+                Some(v) if v >= 0 => Dim::Known(v as usize),
+                _ => Dim::Symbol(d.to_string()),
+            },
+        })
+        .collect()
+}

@@ -1,0 +1,120 @@
+//! One model compiled by tract for a fixed per-sample input shape.
+
+use crate::guard::guarded;
+use crate::model::shapes::{chain, typed_model, InputSpec};
+use crate::model::Model;
+use crate::{Error, Result};
+use ndarray::{ArrayD, ArrayViewD};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+
+pub struct CompiledModel {
+    plan: Arc<TypedSimplePlan>,
+    source: String,
+    inputs: Vec<InputSpec>,
+    sample_shapes: Vec<Vec<usize>>,
+    output_names: Vec<String>,
+    batch: usize,
+    /// The loader fallback that was needed, if any.
+    pub fallback: Option<String>,
+}
+
+impl CompiledModel {
+    /// Compile `model` for batches of `batch` samples of the given per-sample shapes (a
+    /// batch the file fixes wins). The outputs are the graph's outputs followed by the
+    /// `capture`d intermediate values, in that order.
+    pub fn compile(
+        model: &Model,
+        sample_shapes: &[Vec<usize>],
+        batch: usize,
+        capture: &[String],
+    ) -> Result<CompiledModel> {
+        let mut output_names = model.output_names();
+        for c in capture {
+            if !output_names.contains(c) {
+                output_names.push(c.clone());
+            }
+        }
+        for name in capture {
+            if model.index().producer(name).is_none() {
+                return Err(Error::input(format!(
+                    "{}: no value named '{name}' to capture",
+                    model.source()
+                )));
+            }
+        }
+        let selected = if capture.is_empty() {
+            None
+        } else {
+            Some(output_names.as_slice())
+        };
+        let typed = typed_model(model, Some(sample_shapes), Some(batch.max(1)), selected)?;
+        let src = model.source().to_string();
+        let plan = guarded(&src, || {
+            typed
+                .model
+                .into_optimized()
+                .and_then(|m| m.into_runnable())
+                .map_err(|e| Error::runtime(format!("{src}: compiling failed: {}", chain(&e))))
+        })?;
+        Ok(CompiledModel {
+            plan,
+            source: src,
+            inputs: typed.inputs,
+            sample_shapes: sample_shapes.to_vec(),
+            output_names,
+            batch: typed.fixed_batch.unwrap_or(batch.max(1)),
+            fallback: typed.fallback,
+        })
+    }
+
+    pub fn output_names(&self) -> &[String] {
+        &self.output_names
+    }
+
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    /// Per-sample input shapes the model was compiled for.
+    pub fn sample_shapes(&self) -> &[Vec<usize>] {
+        &self.sample_shapes
+    }
+
+    /// Samples per call the plan was compiled for.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Run one batch: each input has the batch on axis 0. Outputs are float32 (other
+    /// types are converted) in `output_names()` order.
+    pub fn run(&self, inputs: &[ArrayViewD<f32>]) -> Result<Vec<ArrayD<f32>>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::input(format!(
+                "{}: {} input(s) given, the model takes {}",
+                self.source,
+                inputs.len(),
+                self.inputs.len()
+            )));
+        }
+        let values: TVec<TValue> = inputs.iter().map(|a| a.to_owned().into_tvalue()).collect();
+        let outputs = guarded(&self.source, || {
+            self.plan.run(values).map_err(|e| {
+                Error::runtime(format!("{}: inference failed: {}", self.source, chain(&e)))
+            })
+        })?;
+        outputs
+            .into_iter()
+            .zip(&self.output_names)
+            .map(|(v, name)| {
+                let t = v.into_tensor();
+                let f = t
+                    .cast_to::<f32>()
+                    .map_err(|e| Error::runtime(format!("output '{name}': {e}")))?
+                    .into_owned();
+                f.into_plain_array::<f32>()
+                    .map_err(|e| Error::runtime(format!("output '{name}': {e}")))
+            })
+            .collect()
+    }
+}

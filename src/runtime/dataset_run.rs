@@ -1,0 +1,178 @@
+//! Running a whole dataset through a compiled model on worker threads.
+
+use super::CompiledModel;
+use crate::cancel::CancelToken;
+use crate::data::Dataset;
+use crate::{Error, Result};
+use ndarray::{concatenate, ArrayD, ArrayViewD, Axis, Slice};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Samples per call into tract; the model is compiled for it (the file's fixed
+    /// batch wins).
+    pub batch_size: usize,
+    /// Worker threads, each running its own batches on the shared plan.
+    pub threads: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            batch_size: 1,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// The outputs of a dataset run, each with all samples stacked on axis 0, in order.
+pub struct RunOutput {
+    pub outputs: Vec<ArrayD<f32>>,
+    pub samples: usize,
+    pub seconds: f64,
+}
+
+impl RunOutput {
+    pub fn samples_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.samples as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+impl CompiledModel {
+    /// Run every sample of `data` (batches of `self.batch()`; `options.batch_size` is
+    /// fixed at compile time), calling `on_batch(start, outputs)` for each batch (from
+    /// worker threads, one at a time, not necessarily in order) and `progress(done, total)`.
+    /// Stops with `Error::Cancelled` at the next batch boundary once `cancel` is set.
+    pub fn run_dataset_streaming(
+        &self,
+        data: &Dataset,
+        options: RunOptions,
+        cancel: &CancelToken,
+        progress: &(dyn Fn(usize, usize) + Sync),
+        on_batch: &mut (dyn FnMut(usize, Vec<ArrayD<f32>>) -> Result<()> + Send),
+    ) -> Result<f64> {
+        let n = data.len();
+        let batch = self.batch();
+        let batches = n.div_ceil(batch);
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let sink = Mutex::new((on_batch, None::<Error>));
+        let workers = options.threads.clamp(1, batches.max(1));
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    if cancel.is_cancelled() || sink.lock().map(|s| s.1.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    let b = next.fetch_add(1, Ordering::SeqCst);
+                    if b >= batches {
+                        return;
+                    }
+                    let from = b * batch;
+                    let to = (from + batch).min(n);
+                    let result = self.run_slice(data, from, to, batch);
+                    let Ok(mut guard) = sink.lock() else { return };
+                    let outcome = result.and_then(|outs| (guard.0)(from, outs));
+                    if let Err(e) = outcome {
+                        guard.1.get_or_insert(e);
+                        return;
+                    }
+                    drop(guard);
+                    let d = done.fetch_add(to - from, Ordering::SeqCst) + (to - from);
+                    progress(d, n);
+                });
+            }
+        });
+        let seconds = start.elapsed().as_secs_f64();
+        let (_, error) = sink
+            .into_inner()
+            .map_err(|_| Error::runtime("a worker thread failed"))?;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        cancel.check()?;
+        Ok(seconds)
+    }
+
+    /// Run samples `from..to`; a last batch shorter than the compiled one is filled by
+    /// repeating its last sample, and the extra outputs are dropped.
+    fn run_slice(
+        &self,
+        data: &Dataset,
+        from: usize,
+        to: usize,
+        batch: usize,
+    ) -> Result<Vec<ArrayD<f32>>> {
+        let pad = batch - (to - from);
+        let inputs: Vec<ArrayD<f32>> = data
+            .inputs
+            .iter()
+            .map(|inp| {
+                let part = inp.data.slice_axis(Axis(0), Slice::from(from..to));
+                if pad == 0 {
+                    return part.to_owned();
+                }
+                let last = inp.data.slice_axis(Axis(0), Slice::from(to - 1..to));
+                let mut views: Vec<ArrayViewD<f32>> = vec![part.clone()];
+                views.extend(std::iter::repeat_n(last, pad));
+                concatenate(Axis(0), &views).unwrap_or_else(|_| part.to_owned())
+            })
+            .collect();
+        let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
+        let outputs = self.run(&views)?;
+        Ok(outputs
+            .into_iter()
+            .map(|o| {
+                if pad > 0 && o.ndim() > 0 && o.shape()[0] == batch {
+                    o.slice_axis(Axis(0), Slice::from(0..to - from)).to_owned()
+                } else {
+                    o
+                }
+            })
+            .collect())
+    }
+
+    /// Run every sample and keep the outputs, stacked in sample order.
+    pub fn run_dataset(
+        &self,
+        data: &Dataset,
+        options: RunOptions,
+        cancel: &CancelToken,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<RunOutput> {
+        let mut parts: Vec<(usize, Vec<ArrayD<f32>>)> = Vec::new();
+        let seconds =
+            self.run_dataset_streaming(data, options, cancel, progress, &mut |start, outs| {
+                parts.push((start, outs));
+                Ok(())
+            })?;
+        parts.sort_by_key(|p| p.0);
+        let count = self.output_names().len();
+        let mut outputs = Vec::with_capacity(count);
+        for k in 0..count {
+            let views: Vec<ArrayViewD<f32>> = parts
+                .iter()
+                .filter_map(|p| p.1.get(k).map(|a| a.view()))
+                .collect();
+            let stacked = concatenate(Axis(0), &views).map_err(|e| {
+                Error::runtime(format!(
+                    "output '{}' changes shape between batches: {e}",
+                    self.output_names()[k]
+                ))
+            })?;
+            outputs.push(stacked);
+        }
+        Ok(RunOutput {
+            outputs,
+            samples: data.len(),
+            seconds,
+        })
+    }
+}

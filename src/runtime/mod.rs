@@ -1,0 +1,10 @@
+//! Running models with tract: compile once for the dataset's sample shape (batch left
+//! symbolic), then run a dataset in batches on a few worker threads. tract is faster per
+//! image at batch 1 than at large batches, so the default is one sample per call with
+//! one worker per core, all sharing one compiled plan.
+
+mod compiled;
+mod dataset_run;
+
+pub use compiled::CompiledModel;
+pub use dataset_run::{RunOptions, RunOutput};
