@@ -7,6 +7,7 @@ pub mod error;
 pub mod experiment;
 pub mod fsutil;
 pub mod guard;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod runtime;

@@ -1,6 +1,8 @@
-//! The `qsteer` binary: the command line (and, later, the terminal app) over the engine.
+//! The `qsteer` binary: the terminal app (no subcommand) and the command line, both thin
+//! front ends over the engine in the library.
 
 mod cli;
+mod tui;
 
 fn main() {
     std::process::exit(cli::main());

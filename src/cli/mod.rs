@@ -23,6 +23,12 @@ pub struct Cli {
     pub model: Option<PathBuf>,
     #[command(flatten)]
     pub common: Common,
+    /// Colour theme: default, light, mono, or a .toml file (NO_COLOR selects mono)
+    #[arg(long)]
+    pub theme: Option<String>,
+    /// Heavy jobs the app runs at once
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -70,19 +76,14 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Inspect(args)) => inspect::run(args, &cli.common),
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
         None => {
-            // The interactive app arrives with the TUI; until then, the bare command
-            // describes the model (the sample by default) and how to go further.
-            let args = inspect::InspectArgs {
-                model: cli.model.clone(),
-            };
-            inspect::run(args, &cli.common)?;
-            if !cli.common.json {
-                eprintln!(
-                    "\nNext: `qsteer eval{} --data DIR` scores it; `qsteer --help` lists the commands.",
-                    cli.model.map(|m| format!(" {}", m.display())).unwrap_or_default()
-                );
-            }
-            Ok(())
+            let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
+            crate::tui::run(crate::tui::AppOptions {
+                model,
+                data,
+                workspace: cli.common.workspace.clone(),
+                theme: cli.theme.clone(),
+                max_jobs: cli.jobs.max(1),
+            })
         }
     }
 }

@@ -133,6 +133,8 @@ pub struct EvalReport {
     pub dataset_fingerprint: String,
     pub fallback: Option<String>,
     pub has_labels: bool,
+    /// The evaluated samples' labels, in order, if the dataset has them.
+    pub labels: Option<Vec<i64>>,
     /// MACs per sample of the model's layers (None if a dim stayed symbolic).
     pub macs: Option<u64>,
     /// Float weight elements.
@@ -210,6 +212,7 @@ pub fn evaluate(
         dataset_fingerprint: data.fingerprint(),
         fallback: compiled.fallback.clone(),
         has_labels: data.labels.is_some(),
+        labels: data.labels.clone(),
         macs,
         params,
     })

@@ -2,9 +2,11 @@
 //! from it), their results, and the job log. See DESIGN.md §2 "Workspace".
 
 pub mod evaluate;
+mod predictions;
 mod variant;
 mod workspace;
 
+pub use predictions::{load_predictions, save_predictions, Predictions};
 pub use variant::{EvalRecord, Variant};
 pub use workspace::{
     default_workspace_dir, now, qsteer_data_dir, Workspace, WorkspaceFile, FORMAT_VERSION,

@@ -44,7 +44,7 @@ pub struct WorkspaceFile {
     pub variants: Vec<Variant>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Workspace {
     dir: PathBuf,
     file: WorkspaceFile,

@@ -1,0 +1,168 @@
+//! The evaluate job: score a workspace variant on a dataset (and its fidelity to a
+//! reference variant), then record the result on the variant.
+
+use super::exec::JobCtx;
+use super::kind::JobKind;
+use super::lock;
+use crate::experiment::evaluate::{evaluate, EvalReport, EvalRequest};
+use crate::experiment::{now, save_predictions, EvalRecord, Predictions, Workspace};
+use crate::metrics::argmax_rows;
+use crate::model::Model;
+use crate::runtime::RunOptions;
+use crate::{Error, Result};
+use serde_json::json;
+use std::sync::Mutex;
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+    let JobKind::Evaluate {
+        variant,
+        data,
+        subset,
+        batch_size,
+        threads,
+        calibration_size,
+        seed,
+        reference,
+    } = ctx.kind;
+    if *batch_size == 0 {
+        return Err(Error::input("evaluate: the batch size must be at least 1"));
+    }
+    // Paths only: the workspace lock is not held while the model runs.
+    let (model_path, reference_path, ws_dir) = {
+        let ws = lock(workspace);
+        let path_of = |id: u32| {
+            ws.variant(id)
+                .map(|v| ws.model_path(v))
+                .ok_or_else(|| Error::input(format!("{}: no variant {id}", ws.dir().display())))
+        };
+        let model = path_of(*variant)?;
+        let reference = reference.map(path_of).transpose()?;
+        (model, reference, ws.dir().to_path_buf())
+    };
+    ctx.cancel.check()?;
+    let mut options = RunOptions {
+        batch_size: *batch_size,
+        ..RunOptions::default()
+    };
+    if *threads > 0 {
+        options.threads = *threads;
+    }
+    ctx.log(format!(
+        "evaluating v{variant} on {} ({} subset), batch {}, {} threads{}",
+        data.display(),
+        subset.name(),
+        options.batch_size,
+        options.threads,
+        reference.map_or(String::new(), |r| format!(", fidelity to v{r}")),
+    ));
+    let model = Model::load(&model_path)?;
+    let req = EvalRequest {
+        model: model_path.clone(),
+        data: data.clone(),
+        subset: *subset,
+        reference: reference_path,
+        options,
+        calibration_size: *calibration_size,
+        seed: *seed,
+    };
+    let report = evaluate(&req, &model, ctx.cancel, &|done, total| {
+        ctx.progress(done, total, "samples")
+    })?;
+    // Cancelled after the last batch: still nothing is recorded.
+    ctx.cancel.check()?;
+    if let Some(f) = &report.fallback {
+        ctx.log(format!("note: {f}"));
+    }
+    if !report.has_labels && reference.is_none() {
+        ctx.log("note: the dataset has no labels and no reference was given: throughput only");
+    }
+    let record = EvalRecord {
+        dataset: data.display().to_string(),
+        dataset_fingerprint: report.dataset_fingerprint.clone(),
+        subset: subset.name().to_string(),
+        split: report.split.clone(),
+        score: report.score.clone(),
+        seconds: report.seconds,
+        samples_per_second: report.samples_per_second,
+        batch_size: options.batch_size,
+        threads: options.threads,
+        reference: reference.map(|r| r.to_string()),
+        when: now(),
+    };
+    {
+        let mut ws = lock(workspace);
+        ws.set_costs(*variant, report.macs, Some(report.params))?;
+        ws.record_result(*variant, record)?;
+    }
+    // A cache for the A/B comparison: losing it costs a rerun, not the job.
+    if let Err(e) = save_top1(&ws_dir, *variant, &report) {
+        ctx.log(format!("warning: predictions not cached: {e}"));
+    }
+    ctx.log(result_line(&report));
+    let s = &report.score;
+    Ok(json!({
+        "variant": variant,
+        "accuracy": s.accuracy,
+        "top5_accuracy": s.top5_accuracy,
+        "agreement": s.agreement,
+        "sqnr_db": s.sqnr_db,
+        "samples": report.samples,
+        "seconds": report.seconds,
+        "samples_per_second": report.samples_per_second,
+        "reference": reference,
+        "model": model_path.display().to_string(),
+        "dataset": data.display().to_string(),
+        "subset": subset.name(),
+        "split": report.split,
+        "batch_size": options.batch_size,
+        "threads": options.threads,
+        "macs": report.macs,
+        "params": report.params,
+        "workspace": ws_dir.display().to_string(),
+    }))
+}
+
+fn save_top1(ws_dir: &std::path::Path, variant: u32, r: &EvalReport) -> Result<()> {
+    let n = r.outputs.shape().first().copied().unwrap_or(0);
+    let c = r.outputs.len().checked_div(n).unwrap_or(0);
+    let rows = r
+        .outputs
+        .to_shape((n, c))
+        .map_err(|e| Error::runtime(format!("model output: {e}")))?;
+    let p = Predictions {
+        variant,
+        dataset_fingerprint: r.dataset_fingerprint.clone(),
+        predictions: argmax_rows(rows.view())
+            .into_iter()
+            .map(|k| k as i64)
+            .collect(),
+        labels: r.labels.clone(),
+    };
+    save_predictions(ws_dir, &p)
+}
+
+/// The result for the job's log, e.g.
+/// `accuracy 97.50% (top-5 99.75%), 400 samples in 0.41 s (975.6 samples/s)`.
+fn result_line(r: &EvalReport) -> String {
+    let pct = |v: f64| format!("{:.2}%", 100.0 * v);
+    let mut parts = Vec::new();
+    if let Some(a) = r.score.accuracy {
+        let top5 = r
+            .score
+            .top5_accuracy
+            .map_or(String::new(), |t| format!(" (top-5 {})", pct(t)));
+        parts.push(format!("accuracy {}{top5}", pct(a)));
+    }
+    if let Some(a) = r.score.agreement {
+        let sqnr = r
+            .score
+            .sqnr_db
+            .map_or(String::new(), |d| format!(", SQNR {d:.1} dB"));
+        parts.push(format!("agreement {}{sqnr}", pct(a)));
+    }
+    parts.push(format!(
+        "{} samples in {:.2} s ({:.1} samples/s)",
+        r.samples, r.seconds, r.samples_per_second
+    ));
+    parts.join(", ")
+}

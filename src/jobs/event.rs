@@ -1,0 +1,111 @@
+//! What a running job tells its front end, and the throttle that keeps progress from
+//! flooding it.
+
+use super::kind::{JobId, JobKind};
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum JobEvent {
+    Queued {
+        id: JobId,
+        kind: JobKind,
+    },
+    Started {
+        id: JobId,
+    },
+    /// `done` of `total` units of `what` (e.g. samples); never goes backwards.
+    Progress {
+        id: JobId,
+        done: usize,
+        total: usize,
+        what: String,
+    },
+    /// A line of the job's log, the same text as in `logs/job-<id>.log`.
+    Log {
+        id: JobId,
+        line: String,
+    },
+    Finished {
+        id: JobId,
+        summary: serde_json::Value,
+    },
+    Failed {
+        id: JobId,
+        error: String,
+    },
+    Cancelled {
+        id: JobId,
+    },
+}
+
+impl JobEvent {
+    pub fn id(&self) -> JobId {
+        match self {
+            JobEvent::Queued { id, .. }
+            | JobEvent::Started { id }
+            | JobEvent::Progress { id, .. }
+            | JobEvent::Log { id, .. }
+            | JobEvent::Finished { id, .. }
+            | JobEvent::Failed { id, .. }
+            | JobEvent::Cancelled { id } => *id,
+        }
+    }
+
+    /// The job's last event: nothing about it follows.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            JobEvent::Finished { .. } | JobEvent::Failed { .. } | JobEvent::Cancelled { .. }
+        )
+    }
+}
+
+/// At most ~20 progress events a second per job; the first and the last always pass.
+/// Called from worker threads, which may report out of order, so stale counts are dropped.
+pub(crate) struct Throttle {
+    gap: Duration,
+    last: Mutex<Option<(Instant, usize)>>,
+}
+
+impl Throttle {
+    pub(crate) fn new() -> Self {
+        Throttle {
+            gap: Duration::from_millis(50),
+            last: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn admit(&self, done: usize, total: usize) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let pass = match *last {
+            None => true,
+            Some((_, seen)) if done <= seen => false,
+            Some((at, _)) => done >= total || now.duration_since(at) >= self.gap,
+        };
+        if pass {
+            *last = Some((now, done));
+        }
+        pass
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_passes_first_and_last_and_drops_stale_counts() {
+        let t = Throttle::new();
+        assert!(t.admit(1, 100));
+        assert!(!t.admit(1, 100));
+        assert!(!t.admit(0, 100));
+        // Many updates in a burst: far fewer pass than arrive, but the last one does.
+        let passed = (2..100).filter(|&d| t.admit(d, 100)).count();
+        assert!(passed < 98);
+        assert!(t.admit(100, 100));
+    }
+}

@@ -1,0 +1,186 @@
+//! Running one job: the same code on the runner's worker threads and in the CLI, so both
+//! write the same journal lines, log files and results.
+
+use super::event::{JobEvent, Throttle};
+use super::history::load_history;
+use super::journal::{journal_line, Journal, Logged};
+use super::kind::{JobId, JobKind};
+use super::{evaluate, lock};
+use crate::cancel::CancelToken;
+use crate::experiment::Workspace;
+use crate::{Error, Result};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+/// Where a job's events go; called from worker threads.
+pub(crate) type Sink<'a> = &'a (dyn Fn(JobEvent) + Sync);
+
+/// What a job body reports through. Log lines and state changes go to the files and to
+/// the event sink at the same point, so the live view and a reopened workspace agree.
+pub(crate) struct JobCtx<'a> {
+    pub id: JobId,
+    pub kind: &'a JobKind,
+    pub cancel: &'a CancelToken,
+    journal: &'a Journal,
+    sink: Sink<'a>,
+    throttle: Throttle,
+}
+
+impl<'a> JobCtx<'a> {
+    pub(crate) fn new(
+        id: JobId,
+        kind: &'a JobKind,
+        cancel: &'a CancelToken,
+        journal: &'a Journal,
+        sink: Sink<'a>,
+    ) -> Self {
+        JobCtx {
+            id,
+            kind,
+            cancel,
+            journal,
+            sink,
+            throttle: Throttle::new(),
+        }
+    }
+
+    /// A line for `logs/job-<id>.log` and a `Log` event.
+    pub(crate) fn log(&self, line: impl Into<String>) {
+        let line = line.into();
+        if let Err(e) = self.journal.log(self.id, &line) {
+            self.warn(e);
+        }
+        (self.sink)(JobEvent::Log { id: self.id, line });
+    }
+
+    /// Throttled progress; called from worker threads.
+    pub(crate) fn progress(&self, done: usize, total: usize, what: &str) {
+        if self.throttle.admit(done, total) {
+            (self.sink)(JobEvent::Progress {
+                id: self.id,
+                done,
+                total,
+                what: what.to_string(),
+            });
+        }
+    }
+
+    /// A journal failure does not fail the job (its result is in the workspace); the
+    /// front end is told why the history will be incomplete.
+    fn warn(&self, e: Error) {
+        (self.sink)(JobEvent::Log {
+            id: self.id,
+            line: format!("warning: the job journal could not be written: {e}"),
+        });
+    }
+
+    /// Journal a state change, add a line for it to the job's log file, and send its
+    /// event. The line is not sent as a `Log` event: the event itself says it.
+    pub(crate) fn transition(
+        &self,
+        state: Logged,
+        summary: Option<serde_json::Value>,
+        error: Option<String>,
+    ) {
+        let id = self.id;
+        let text = match (state, &error, &summary) {
+            (Logged::Queued, _, _) => format!("queued: {}", self.kind.label()),
+            (Logged::Finished, _, Some(s)) => format!("finished: {s}"),
+            (Logged::Failed, Some(e), _) => format!("failed: {e}"),
+            (Logged::Interrupted, _, _) => {
+                "interrupted: qsteer stopped before this job ended".into()
+            }
+            (s, _, _) => s.name().to_string(),
+        };
+        // The end of a job that did work must survive a crash; the others are cheap to lose.
+        let durable = matches!(state, Logged::Finished | Logged::Failed);
+        let entry = journal_line(id, self.kind, state, summary.clone(), error.clone());
+        if let Err(e) = self.journal.state(&entry, durable) {
+            self.warn(e);
+        }
+        if let Err(e) = self.journal.log(id, &text) {
+            self.warn(e);
+        }
+        let event = match state {
+            Logged::Queued => JobEvent::Queued {
+                id,
+                kind: self.kind.clone(),
+            },
+            Logged::Started => JobEvent::Started { id },
+            Logged::Finished => JobEvent::Finished {
+                id,
+                summary: summary.unwrap_or_default(),
+            },
+            Logged::Failed => JobEvent::Failed {
+                id,
+                error: error.unwrap_or_default(),
+            },
+            Logged::Cancelled => JobEvent::Cancelled { id },
+            // Found at startup; the front end asks for these, no event.
+            Logged::Interrupted => return,
+        };
+        (self.sink)(event);
+    }
+}
+
+/// Run a queued job to its end: Started, the job body, then Finished, Failed or
+/// Cancelled. A panic in the body is a failed job, not a dead runner.
+pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serde_json::Value> {
+    if ctx.cancel.is_cancelled() {
+        ctx.transition(Logged::Cancelled, None, None);
+        return Err(Error::Cancelled);
+    }
+    ctx.transition(Logged::Started, None, None);
+    let result = catch_unwind(AssertUnwindSafe(|| match ctx.kind {
+        JobKind::Evaluate { .. } => evaluate::run(ctx, workspace),
+    }))
+    .unwrap_or_else(|panic| {
+        Err(Error::runtime(format!(
+            "the job panicked: {}",
+            panic_text(&panic)
+        )))
+    });
+    match &result {
+        Ok(summary) => ctx.transition(Logged::Finished, Some(summary.clone()), None),
+        Err(Error::Cancelled) => ctx.transition(Logged::Cancelled, None, None),
+        Err(e) => ctx.transition(Logged::Failed, None, Some(e.to_string())),
+    }
+    result
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Run one job on the current thread, headless: the same journal, logs and results as a
+/// job run by [`super::JobRunner`]. Returns the job's summary; a failed job is its error
+/// (so the CLI can pick the exit code), a cancelled one `Error::Cancelled`.
+pub fn run_job_blocking(
+    workspace: Arc<Mutex<Workspace>>,
+    kind: JobKind,
+    on_event: impl FnMut(JobEvent) + Send,
+) -> Result<serde_json::Value> {
+    run_job_blocking_with(workspace, kind, &CancelToken::new(), on_event)
+}
+
+/// [`run_job_blocking`] with a cancellation token (e.g. set from a Ctrl-C handler).
+pub fn run_job_blocking_with(
+    workspace: Arc<Mutex<Workspace>>,
+    kind: JobKind,
+    cancel: &CancelToken,
+    on_event: impl FnMut(JobEvent) + Send,
+) -> Result<serde_json::Value> {
+    let dir = lock(&workspace).dir().to_path_buf();
+    let id = load_history(&dir)?.next_id;
+    let journal = Journal::new(&dir);
+    // Progress comes from worker threads; the caller's callback sees one event at a time.
+    let on_event = Mutex::new(on_event);
+    let sink = |ev: JobEvent| (lock(&on_event))(ev);
+    let ctx = JobCtx::new(id, &kind, cancel, &journal, &sink);
+    ctx.transition(Logged::Queued, None, None);
+    execute(&workspace, &ctx)
+}

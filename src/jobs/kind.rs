@@ -1,0 +1,75 @@
+//! What a front end asks for: a job kind with all its settings, so a queued job can be
+//! journalled, shown and rerun without looking anything else up.
+
+use crate::experiment::evaluate::Subset;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+/// A job's number in its workspace. Ids continue across restarts, so a log file name
+/// never refers to two jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub u64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum JobKind {
+    /// Score a variant on a dataset and measure its throughput; the result is recorded
+    /// on the variant.
+    Evaluate {
+        variant: u32,
+        data: PathBuf,
+        subset: Subset,
+        batch_size: usize,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
+        calibration_size: usize,
+        seed: u64,
+        /// A variant id: also score fidelity (agreement, SQNR) to its outputs.
+        #[serde(default)]
+        reference: Option<u32>,
+    },
+}
+
+impl JobKind {
+    /// Evaluate `variant` on the evaluation subset with the CLI's defaults (batch 1,
+    /// one thread per core, 200 calibration samples, seed 0, no reference).
+    pub fn evaluate(variant: u32, data: PathBuf) -> JobKind {
+        JobKind::Evaluate {
+            variant,
+            data,
+            subset: Subset::Evaluation,
+            batch_size: 1,
+            threads: 0,
+            calibration_size: 200,
+            seed: 0,
+            reference: None,
+        }
+    }
+
+    /// Short name for lists and logs, e.g. `evaluate v3` or `evaluate v3 vs v0`.
+    pub fn label(&self) -> String {
+        match self {
+            JobKind::Evaluate {
+                variant, reference, ..
+            } => match reference {
+                Some(r) => format!("evaluate v{variant} vs v{r}"),
+                None => format!("evaluate v{variant}"),
+            },
+        }
+    }
+
+    /// Heavy jobs use all cores, so the runner limits how many run at once.
+    pub fn is_heavy(&self) -> bool {
+        match self {
+            JobKind::Evaluate { .. } => true,
+        }
+    }
+}

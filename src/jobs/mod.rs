@@ -1,0 +1,30 @@
+//! The job runner every front end uses (DESIGN.md §2 "Job"). A front end submits a
+//! [`JobKind`] and renders the [`JobEvent`]s; the app through [`JobRunner`] on tokio, the
+//! CLI through [`run_job_blocking`] — the same code, the same records. Every state change
+//! is journalled in `logs/jobs.jsonl`, each job's log in `logs/job-<id>.log`, so a
+//! restart shows what finished and which job was interrupted.
+
+mod evaluate;
+mod event;
+mod exec;
+mod history;
+mod journal;
+mod kind;
+mod runner;
+
+pub use event::JobEvent;
+pub use exec::{run_job_blocking, run_job_blocking_with};
+pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};
+pub use journal::{job_log_path, jobs_journal_path};
+pub use kind::{JobId, JobKind};
+pub use runner::JobRunner;
+
+use std::sync::{Mutex, MutexGuard};
+
+/// A panicked job must not wedge the workspace or the queue: take the lock anyway.
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

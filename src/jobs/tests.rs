@@ -1,0 +1,425 @@
+//! Jobs on the sample model and its digits data, in a temporary workspace. Each test
+//! asserts order and outcome, never timing. Where a test must catch a job in a given
+//! state it holds the workspace lock: a job announces `Started` and then waits for that
+//! lock before any work, so the test decides when it may go on.
+
+use super::*;
+use crate::experiment::{load_predictions, Workspace};
+use crate::model::Model;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+fn sample(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample-models")
+        .join(rel)
+}
+
+fn open_workspace(dir: &Path) -> Arc<Mutex<Workspace>> {
+    let model = Model::load(&sample("mbv2_digits.onnx")).unwrap();
+    let ws = Workspace::open_or_create(dir, &model, "mbv2_digits").unwrap();
+    Arc::new(Mutex::new(ws))
+}
+
+/// Evaluate on the 400 evaluation samples, one thread (the machine is shared).
+fn eval(variant: u32, reference: Option<u32>) -> JobKind {
+    JobKind::Evaluate {
+        variant,
+        data: sample("digits"),
+        subset: crate::experiment::evaluate::Subset::Evaluation,
+        batch_size: 1,
+        threads: 1,
+        calibration_size: 200,
+        seed: 0,
+        reference,
+    }
+}
+
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    rx: UnboundedReceiver<JobEvent>,
+    runner: JobRunner,
+    ws: Arc<Mutex<Workspace>>,
+}
+
+impl Harness {
+    fn new(dir: &Path) -> Harness {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let (tx, rx) = unbounded_channel();
+        let ws = open_workspace(dir);
+        let runner = JobRunner::new(rt.handle().clone(), ws.clone(), 1, tx).unwrap();
+        Harness { rt, rx, runner, ws }
+    }
+
+    /// The next event; a generous bound only so a broken runner fails instead of hanging.
+    fn next(&mut self) -> JobEvent {
+        let rx = &mut self.rx;
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(600), rx.recv()).await })
+            .expect("no job event for 10 minutes")
+            .expect("event channel closed")
+    }
+
+    /// Events until every job in `ids` has ended.
+    fn until_ended(&mut self, ids: &[JobId]) -> Vec<JobEvent> {
+        let mut events = Vec::new();
+        let mut open: Vec<JobId> = ids.to_vec();
+        while !open.is_empty() {
+            let ev = self.next();
+            if ev.is_terminal() {
+                open.retain(|id| *id != ev.id());
+            }
+            events.push(ev);
+        }
+        events
+    }
+}
+
+fn position(events: &[JobEvent], pred: impl Fn(&JobEvent) -> bool) -> usize {
+    events.iter().position(pred).expect("event not found")
+}
+
+fn journal_states(dir: &Path, id: JobId) -> Vec<String> {
+    std::fs::read_to_string(jobs_journal_path(dir))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["id"] == id.0)
+        .map(|v| v["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn evaluate_job_records_its_result_and_reports_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let id = h.runner.submit(eval(0, None));
+    assert_eq!(id, JobId(1));
+    let events = h.until_ended(&[id]);
+
+    // Queued, Started, Progress…, Finished (logs may come in between).
+    let states: Vec<&JobEvent> = events
+        .iter()
+        .filter(|e| !matches!(e, JobEvent::Log { .. }))
+        .collect();
+    assert!(
+        matches!(states[0], JobEvent::Queued { id: i, kind } if *i == id && *kind == eval(0, None))
+    );
+    assert_eq!(*states[1], JobEvent::Started { id });
+    let progress: Vec<(usize, usize)> = states[2..states.len() - 1]
+        .iter()
+        .map(|e| match e {
+            JobEvent::Progress { done, total, .. } => (*done, *total),
+            other => panic!("expected progress, got {other:?}"),
+        })
+        .collect();
+    assert!(!progress.is_empty());
+    assert!(progress.windows(2).all(|w| w[0].0 < w[1].0), "{progress:?}");
+    assert_eq!(*progress.last().unwrap(), (400, 400));
+    let JobEvent::Finished { summary, .. } = states.last().unwrap() else {
+        panic!("expected Finished, got {:?}", states.last());
+    };
+    assert_eq!(summary["variant"], 0);
+    assert_eq!(summary["samples"], 400);
+    let accuracy = summary["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.5 && accuracy <= 1.0, "{summary}");
+    assert!(summary["samples_per_second"].as_f64().unwrap() > 0.0);
+    assert!(summary["agreement"].is_null());
+
+    // Recorded on the variant, in memory and on disk, with the costs.
+    let fingerprint = {
+        let ws = h.ws.lock().unwrap();
+        let v = ws.variant(0).unwrap();
+        assert_eq!(v.results.len(), 1);
+        assert!(v.macs.is_some() && v.params.is_some());
+        assert_eq!(v.results[0].score.accuracy, Some(accuracy));
+        v.results[0].dataset_fingerprint.clone()
+    };
+    let reopened = Workspace::open(dir.path()).unwrap();
+    assert_eq!(reopened.variant(0).unwrap().results.len(), 1);
+    let cached = load_predictions(dir.path(), 0, &fingerprint).unwrap();
+    assert_eq!(cached.predictions.len(), 400);
+    assert_eq!(cached.labels.map(|l| l.len()), Some(400));
+
+    // Journal and log file.
+    assert_eq!(
+        journal_states(dir.path(), id),
+        ["queued", "started", "finished"]
+    );
+    let log = read_job_log(dir.path(), id).unwrap();
+    let live: Vec<&String> = events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Log { line, .. } => Some(line),
+            _ => None,
+        })
+        .collect();
+    assert!(!live.is_empty());
+    assert_eq!(log.first().unwrap(), "queued: evaluate v0");
+    assert_eq!(log[1], "started");
+    assert!(log.last().unwrap().starts_with("finished: {"), "{log:?}");
+    assert_eq!(log[2..log.len() - 1].iter().collect::<Vec<_>>(), live);
+
+    let history = job_history(dir.path()).unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].state, JobState::Finished);
+    // Floats pass through JSON text, so compare what is exact.
+    let recorded = history[0].summary.as_ref().unwrap();
+    assert_eq!(recorded["accuracy"], summary["accuracy"]);
+    assert_eq!(recorded["samples"], 400);
+    assert!(history[0].seconds.is_some());
+}
+
+#[test]
+fn with_one_heavy_slot_the_second_job_starts_after_the_first_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let (a, b) = {
+        let _hold = h.ws.lock().unwrap();
+        let a = h.runner.submit(eval(0, None));
+        // Fidelity of a variant to itself: agreement 1.
+        let b = h.runner.submit(eval(0, Some(0)));
+        assert_eq!(h.runner.running(), vec![(a, eval(0, None))]);
+        assert_eq!(h.runner.queued(), vec![(b, eval(0, Some(0)))]);
+        (a, b)
+    };
+    let events = h.until_ended(&[a, b]);
+    let finished_a = position(
+        &events,
+        |e| matches!(e, JobEvent::Finished { id, .. } if *id == a),
+    );
+    let started_b = position(&events, |e| *e == JobEvent::Started { id: b });
+    assert!(started_b > finished_a);
+    let JobEvent::Finished { summary, .. } = events.last().unwrap() else {
+        panic!("expected b to finish: {:?}", events.last());
+    };
+    assert_eq!(summary["agreement"].as_f64(), Some(1.0));
+    assert_eq!(h.ws.lock().unwrap().variant(0).unwrap().results.len(), 2);
+    assert!(h.runner.is_idle());
+}
+
+#[test]
+fn cancelling_a_queued_job_drops_it_without_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let (a, b) = {
+        let _hold = h.ws.lock().unwrap();
+        let a = h.runner.submit(eval(0, None));
+        let b = h.runner.submit(eval(0, None));
+        assert!(h.runner.cancel(b));
+        assert!(h.runner.queued().is_empty());
+        assert!(!h.runner.cancel(JobId(999)));
+        // Let `a` go too: only the queue is under test here.
+        assert!(h.runner.cancel(a));
+        (a, b)
+    };
+    let events = h.until_ended(&[a, b]);
+    let of_b: Vec<&JobEvent> = events.iter().filter(|e| e.id() == b).collect();
+    assert!(matches!(of_b[0], JobEvent::Queued { .. }));
+    assert_eq!(*of_b[1], JobEvent::Cancelled { id: b });
+    assert_eq!(of_b.len(), 2);
+    assert_eq!(journal_states(dir.path(), b), ["queued", "cancelled"]);
+    let history = job_history(dir.path()).unwrap();
+    let rec = history.iter().find(|r| r.id == b).unwrap();
+    assert_eq!(rec.state, JobState::Cancelled);
+    assert_eq!(rec.started_at, None);
+}
+
+#[test]
+fn cancelling_a_running_job_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let ws = h.ws.clone();
+    let hold = ws.lock().unwrap();
+    let id = h.runner.submit(eval(0, None));
+    while h.next() != (JobEvent::Started { id }) {}
+    assert!(h.runner.cancel(id));
+    drop(hold);
+    let events = h.until_ended(&[id]);
+    assert_eq!(*events.last().unwrap(), JobEvent::Cancelled { id });
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, JobEvent::Finished { .. })));
+    assert!(h.ws.lock().unwrap().variant(0).unwrap().results.is_empty());
+    let reopened = Workspace::open(dir.path()).unwrap();
+    assert!(reopened.variant(0).unwrap().results.is_empty());
+    assert_eq!(
+        journal_states(dir.path(), id),
+        ["queued", "started", "cancelled"]
+    );
+    assert_eq!(
+        job_history(dir.path()).unwrap()[0].state,
+        JobState::Cancelled
+    );
+    assert!(h.runner.is_idle());
+}
+
+#[test]
+fn a_failing_job_reports_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let id = h.runner.submit(eval(7, None));
+    let events = h.until_ended(&[id]);
+    let JobEvent::Failed { error, .. } = events.last().unwrap() else {
+        panic!("expected Failed: {events:?}");
+    };
+    assert!(error.contains("no variant 7"), "{error}");
+    let rec = &job_history(dir.path()).unwrap()[0];
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(rec.error.as_deref(), Some(error.as_str()));
+    assert!(read_job_log(dir.path(), id)
+        .unwrap()
+        .last()
+        .unwrap()
+        .starts_with("failed: "));
+}
+
+/// The journal a killed app leaves: job 1 finished, job 2 started and never ended, an
+/// older line of another format, and a last line cut off mid-write.
+fn write_crashed_journal(dir: &Path) {
+    let kind = serde_json::to_value(eval(0, None)).unwrap();
+    let line = |id: u64, state: &str, time: f64| {
+        serde_json::json!({"id": id, "state": state, "time": time, "kind": kind}).to_string()
+    };
+    let mut text = [
+        line(1, "queued", 100.0),
+        line(1, "started", 101.0),
+        serde_json::json!({"id": 1, "state": "finished", "time": 105.5, "kind": kind,
+            "summary": {"accuracy": 0.9}})
+        .to_string(),
+        r#"{"kind":"evaluate","variant":0,"when":1,"status":"finished"}"#.to_string(),
+        line(2, "queued", 200.0),
+        line(2, "started", 201.0),
+    ]
+    .join("\n");
+    text.push_str("\n{\"id\":3,\"state\":\"que");
+    std::fs::write(jobs_journal_path(dir), text).unwrap();
+}
+
+#[test]
+fn history_after_a_crash_names_the_interrupted_job() {
+    let dir = tempfile::tempdir().unwrap();
+    open_workspace(dir.path());
+    write_crashed_journal(dir.path());
+
+    let history = load_history(dir.path()).unwrap();
+    assert_eq!(history.skipped_lines, 2);
+    assert_eq!(history.next_id, JobId(3));
+    let states: Vec<(JobId, JobState)> = history.jobs.iter().map(|r| (r.id, r.state)).collect();
+    assert_eq!(
+        states,
+        [
+            (JobId(1), JobState::Finished),
+            (JobId(2), JobState::Interrupted)
+        ]
+    );
+    assert_eq!(history.jobs[0].seconds, Some(4.5));
+    let interrupted: Vec<&JobRecord> = history.interrupted().collect();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(
+        interrupted[0].describe(),
+        "job 2 (evaluate v0) was interrupted while running"
+    );
+
+    // A runner opening the workspace reports job 2 once and marks it.
+    let mut h = Harness::new(dir.path());
+    assert_eq!(h.runner.interrupted().len(), 1);
+    assert_eq!(h.runner.interrupted()[0].id, JobId(2));
+    let after = load_history(dir.path()).unwrap();
+    assert_eq!(after.interrupted().count(), 0);
+    assert_eq!(after.jobs[1].state, JobState::Interrupted);
+    assert!(read_job_log(dir.path(), JobId(2)).unwrap()[0].starts_with("interrupted"));
+
+    // New lines land after the cut-off one, which stays a single skipped line.
+    let id = {
+        let _hold = h.ws.lock().unwrap();
+        let id = h.runner.submit(eval(0, None));
+        h.runner.cancel(id);
+        id
+    };
+    assert_eq!(id, JobId(3));
+    h.until_ended(&[id]);
+    let again = load_history(dir.path()).unwrap();
+    assert_eq!(again.skipped_lines, 2);
+    assert_eq!(again.jobs.len(), 3);
+    assert_eq!(again.jobs[2].state, JobState::Cancelled);
+    drop(h);
+    let h2 = Harness::new(dir.path());
+    assert!(h2.runner.interrupted().is_empty());
+}
+
+#[test]
+fn ids_continue_across_restarts_and_the_headless_path_writes_the_same_records() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut h = Harness::new(dir.path());
+        let id = {
+            let _hold = h.ws.lock().unwrap();
+            let id = h.runner.submit(eval(0, None));
+            h.runner.cancel(id);
+            id
+        };
+        assert_eq!(id, JobId(1));
+        h.until_ended(&[id]);
+    }
+
+    // Headless, on a freshly opened workspace: id 2, same events and records.
+    let ws = open_workspace(dir.path());
+    let mut events = Vec::new();
+    let summary = run_job_blocking(ws.clone(), eval(0, None), |e| events.push(e)).unwrap();
+    let states: Vec<&JobEvent> = events
+        .iter()
+        .filter(|e| !matches!(e, JobEvent::Log { .. } | JobEvent::Progress { .. }))
+        .collect();
+    assert!(matches!(states[0], JobEvent::Queued { id: JobId(2), .. }));
+    assert_eq!(*states[1], JobEvent::Started { id: JobId(2) });
+    assert_eq!(
+        *states[2],
+        JobEvent::Finished {
+            id: JobId(2),
+            summary: summary.clone()
+        }
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, JobEvent::Progress { .. })));
+    assert_eq!(summary["samples"], 400);
+    assert_eq!(ws.lock().unwrap().variant(0).unwrap().results.len(), 1);
+    assert_eq!(
+        journal_states(dir.path(), JobId(2)),
+        ["queued", "started", "finished"]
+    );
+
+    // A failed headless job is its error, for the CLI's exit code.
+    let err = run_job_blocking(ws, eval(9, None), |_| {}).unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+
+    let h = Harness::new(dir.path());
+    assert_eq!(
+        h.runner.submit(JobKind::evaluate(0, sample("digits"))),
+        JobId(4)
+    );
+    h.runner.cancel_all();
+}
+
+#[test]
+fn kinds_and_events_serialize_with_stable_tags() {
+    let kind = eval(3, Some(0));
+    let v = serde_json::to_value(&kind).unwrap();
+    assert_eq!(v["type"], "evaluate");
+    assert_eq!(v["subset"], "evaluation");
+    assert_eq!(kind.label(), "evaluate v3 vs v0");
+    assert!(kind.is_heavy());
+    let ev = JobEvent::Queued { id: JobId(5), kind };
+    let v = serde_json::to_value(&ev).unwrap();
+    assert_eq!(v["event"], "queued");
+    assert_eq!(v["id"], 5);
+    assert_eq!(serde_json::from_value::<JobEvent>(v).unwrap(), ev);
+    assert_eq!(JobId(5).to_string(), "5");
+}

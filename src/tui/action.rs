@@ -1,0 +1,46 @@
+//! The one vocabulary of state changes: keys, the palette and job events all become an
+//! `Action`, and only `update` applies them.
+
+use super::state::Pane;
+use qsteer::jobs::JobEvent;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    FocusNext,
+    FocusPrev,
+    Focus(Pane),
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    /// Enter: open / make current / confirm.
+    Confirm,
+    /// Esc: close the top popup.
+    Close,
+    /// Space: toggle (select a row in a dialog, collapse in the graph).
+    Toggle,
+    Help,
+    Palette,
+    Filter,
+    SortNext,
+    SortReverse,
+    MarkA,
+    MarkB,
+    SwapAB,
+    StepA(i32),
+    StepB(i32),
+    Compare,
+    CancelJob,
+    EvaluateDialog,
+    Quit,
+    /// Typed text in an input field (filter, palette query, dialog number).
+    Char(char),
+    Backspace,
+    /// Left/right in a dialog's settings form.
+    Left,
+    Right,
+    Job(JobEvent),
+    Resize,
+}

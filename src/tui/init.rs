@@ -1,0 +1,144 @@
+//! Building the app's state for a model: analysis for the graph and layer panes, the
+//! workspace's variants, and the job history (with jobs a killed app left interrupted).
+
+use super::graph_rows::{build_rows, collapse};
+use super::state::{App, JobStatus, JobView, LayerSort, Pane};
+use super::theme::Theme;
+use qsteer::experiment::evaluate::{sample_shapes, select_samples, Subset};
+use qsteer::experiment::{default_workspace_dir, Workspace};
+use qsteer::jobs::{load_history, read_job_log, JobState};
+use qsteer::model::{Layer, Model};
+use qsteer::Result;
+use std::path::{Path, PathBuf};
+
+pub struct Opened {
+    pub app: App,
+    pub workspace: Workspace,
+}
+
+/// Per output channel, max − min of the layer's weights.
+pub fn channel_ranges(model: &Model, layer: &Layer) -> Vec<f32> {
+    let Some(w) = model.weight(&layer.weight) else {
+        return vec![];
+    };
+    // Conv: [Cout, ...]; ConvTranspose: [Cin, Cout/g, ...]; Gemm/MatMul: output dim last
+    // unless transposed — use axis 0 for convs, and the out-channel axis for matmuls.
+    use qsteer::model::LayerKind as K;
+    let matmul = matches!(layer.kind, K::Gemm | K::MatMul);
+    let axis = match layer.kind {
+        _ if matmul && w.shape().last() == Some(&layer.out_channels) => w.ndim() - 1,
+        K::ConvTranspose => 1,
+        _ => 0,
+    };
+    w.axis_iter(ndarray::Axis(axis))
+        .map(|c| {
+            let (lo, hi) = c
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                    (l.min(v), h.max(v))
+                });
+            if lo.is_finite() {
+                hi - lo
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+pub fn open(
+    model_path: &Path,
+    data: Option<PathBuf>,
+    workspace: Option<PathBuf>,
+    theme: Theme,
+) -> Result<Opened> {
+    let model = Model::load(model_path)?;
+    let pinned = match &data {
+        Some(d) => {
+            let s = select_samples(d, Subset::Evaluation, 200, 0)?;
+            qsteer::experiment::evaluate::check_fits(&model, &s.data)?;
+            Some(sample_shapes(&s.data))
+        }
+        None => None,
+    };
+    let shapes = model.shapes(pinned.as_deref())?;
+    let layers = model.layers(&shapes)?;
+    let macs_total = layers.iter().filter_map(|l| l.macs).sum();
+    let channel_ranges = layers.iter().map(|l| channel_ranges(&model, l)).collect();
+    let graph = build_rows(&model, &shapes);
+    let model_name = model_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let dir = match workspace {
+        Some(d) => d,
+        None => default_workspace_dir(&model_name, &model.content_hash())?,
+    };
+    let mut ws = Workspace::open_or_create(&dir, &model, &model_name)?;
+    if ws.variant(0).is_some_and(|v| v.macs.is_none()) {
+        let params = model.weights().map(|(_, w)| w.array.len() as u64).sum();
+        ws.set_costs(0, Some(macs_total), Some(params))?;
+    }
+    let history = load_history(&dir)?;
+    let mut status = String::new();
+    let jobs: Vec<JobView> = history
+        .jobs
+        .iter()
+        .map(|r| {
+            let st = match r.state {
+                JobState::Finished => JobStatus::Finished,
+                JobState::Failed => JobStatus::Failed(r.error.clone().unwrap_or_default()),
+                JobState::Cancelled => JobStatus::Cancelled,
+                _ => JobStatus::Interrupted,
+            };
+            JobView {
+                id: r.id,
+                label: r.kind.label(),
+                status: st,
+                done: 0,
+                total: 0,
+                what: String::new(),
+                started: None,
+                elapsed: r.seconds,
+                log: read_job_log(&dir, r.id).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let interrupted: Vec<String> = history
+        .interrupted()
+        .map(|r| format!("#{} {}", r.id, r.kind.label()))
+        .collect();
+    if !interrupted.is_empty() {
+        status = format!(
+            "interrupted when the app last stopped: {} (rerun with e)",
+            interrupted.join(", ")
+        );
+    }
+    let app = App {
+        model_name,
+        data_path: data,
+        theme,
+        graph_collapsed: collapse(&graph),
+        graph,
+        collapsed: false,
+        layers,
+        channel_ranges,
+        macs_total,
+        variants: ws.variants().to_vec(),
+        current: 0,
+        mark_a: None,
+        mark_b: None,
+        jobs,
+        focus: Pane::Layers,
+        cursor: [0; 5],
+        layer_sort: LayerSort::Order,
+        layer_sort_desc: false,
+        layer_filter: String::new(),
+        popups: vec![],
+        status,
+        should_quit: false,
+        compare: None,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    Ok(Opened { app, workspace: ws })
+}

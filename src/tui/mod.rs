@@ -1,0 +1,206 @@
+//! The terminal app: a thin client of the engine. The UI task only renders state and
+//! forwards input; jobs run on the engine's job runner and report back by channel.
+//! Frames are drawn at a bounded rate, and only when something changed.
+
+mod action;
+mod compare;
+mod graph_rows;
+mod init;
+mod keys;
+mod panes;
+mod popups;
+mod state;
+mod theme;
+mod ui;
+mod update;
+
+#[cfg(test)]
+mod tests;
+
+use action::Action;
+use crossterm::event::{Event, EventStream, KeyEventKind, MouseEventKind};
+use futures::StreamExt;
+use qsteer::jobs::{JobEvent, JobRunner};
+use qsteer::{Error, Result};
+use state::{App, Pane, Popup};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use update::{update, Effect};
+
+pub use theme::Theme;
+
+/// Frame budget: at most this many draws per second.
+const FPS: u64 = 30;
+
+pub struct AppOptions {
+    pub model: PathBuf,
+    pub data: Option<PathBuf>,
+    pub workspace: Option<PathBuf>,
+    pub theme: Option<String>,
+    /// Heavy jobs allowed at once.
+    pub max_jobs: usize,
+}
+
+pub fn run(opts: AppOptions) -> Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return Err(Error::input(
+            "the app needs a terminal; for scripts use a subcommand (qsteer --help)",
+        ));
+    }
+    let theme = Theme::choose(opts.theme.as_deref())?;
+    let opened = init::open(
+        &opts.model,
+        opts.data.clone(),
+        opts.workspace.clone(),
+        theme,
+    )?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::runtime(format!("cannot start the runtime: {e}")))?;
+    let mut terminal = ratatui::init();
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let result = rt.block_on(event_loop(&mut terminal, opened, opts.max_jobs));
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    ratatui::restore();
+    result
+}
+
+/// Translate a terminal event into an action for the current state.
+fn to_action(app: &App, ev: Event) -> Option<Action> {
+    match ev {
+        Event::Key(k) if k.kind != KeyEventKind::Release => {
+            use crossterm::event::KeyCode as K;
+            // Text fields take printable keys before the key table does.
+            let typing = matches!(
+                app.popups.last(),
+                Some(Popup::Palette { .. } | Popup::Filter)
+            );
+            let in_dialog = matches!(app.popups.last(), Some(Popup::Decision(_)));
+            match k.code {
+                K::Esc => Some(Action::Close),
+                K::Enter => Some(Action::Confirm),
+                K::Backspace => Some(Action::Backspace),
+                K::Left if in_dialog => Some(Action::Left),
+                K::Right if in_dialog => Some(Action::Right),
+                K::Char(c) if typing => Some(Action::Char(c)),
+                K::Char(' ') if in_dialog => Some(Action::Toggle),
+                K::Char(c) if in_dialog && c.is_ascii_digit() => Some(Action::Char(c)),
+                K::Char(c @ ('y' | 'n'))
+                    if matches!(app.popups.last(), Some(Popup::ConfirmQuit)) =>
+                {
+                    Some(Action::Char(c))
+                }
+                _ => keys::lookup(app.focus, &k),
+            }
+        }
+        Event::Mouse(m) => match m.kind {
+            MouseEventKind::ScrollDown => Some(Action::Down),
+            MouseEventKind::ScrollUp => Some(Action::Up),
+            _ => None,
+        },
+        Event::Resize(_, _) => Some(Action::Resize),
+        _ => None,
+    }
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    opened: init::Opened,
+    max_jobs: usize,
+) -> Result<()> {
+    let mut app = opened.app;
+    let workspace = Arc::new(Mutex::new(opened.workspace));
+    let (job_tx, mut job_rx) = mpsc::unbounded_channel::<JobEvent>();
+    let runner = JobRunner::new(
+        tokio::runtime::Handle::current(),
+        workspace.clone(),
+        max_jobs,
+        job_tx,
+    )?;
+    let (compare_tx, mut compare_rx) = mpsc::unbounded_channel::<compare::CompareData>();
+    let mut input = EventStream::new();
+    let mut frame = tokio::time::interval(Duration::from_millis(1000 / FPS));
+    frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut dirty = true;
+    loop {
+        tokio::select! {
+            ev = input.next() => {
+                let Some(ev) = ev else { break };
+                let ev = ev.map_err(|e| Error::runtime(format!("terminal input: {e}")))?;
+                if let Some(a) = to_action(&app, ev) {
+                    let effects = update(&mut app, a);
+                    apply(&mut app, effects, &runner, &workspace, &compare_tx);
+                    dirty = true;
+                }
+            }
+            Some(ev) = job_rx.recv() => {
+                let effects = update(&mut app, Action::Job(ev));
+                apply(&mut app, effects, &runner, &workspace, &compare_tx);
+                dirty = true;
+            }
+            Some(data) = compare_rx.recv() => {
+                app.compare = Some(data);
+                dirty = true;
+            }
+            _ = frame.tick() => {
+                // Running jobs change their clocks and ETAs every second.
+                if dirty || app.active_jobs() > 0 {
+                    terminal
+                        .draw(|f| ui::draw(f, &app))
+                        .map_err(|e| Error::runtime(format!("drawing: {e}")))?;
+                    dirty = false;
+                }
+            }
+        }
+        if app.should_quit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn apply(
+    app: &mut App,
+    effects: Vec<Effect>,
+    runner: &JobRunner,
+    workspace: &Arc<Mutex<qsteer::experiment::Workspace>>,
+    compare_tx: &mpsc::UnboundedSender<compare::CompareData>,
+) {
+    for e in effects {
+        match e {
+            Effect::Submit(kind) => {
+                runner.submit(kind);
+            }
+            Effect::Cancel(id) => {
+                runner.cancel(id);
+            }
+            Effect::ReloadWorkspace => {
+                if let Ok(ws) = workspace.lock() {
+                    app.variants = ws.variants().to_vec();
+                }
+            }
+            Effect::RefreshCompare => {
+                if let (Some(a), Some(b)) = (app.mark_a, app.mark_b) {
+                    if app.focus == Pane::Compare || app.compare.is_some() {
+                        let ws = workspace.clone();
+                        let tx = compare_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            // Work on a copy so a job recording a result never waits on us.
+                            let snapshot = match ws.lock() {
+                                Ok(w) => w.clone(),
+                                Err(_) => return,
+                            };
+                            let data = compare::compute(&snapshot, a, b);
+                            let _ = tx.send(data);
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+use super::{frame, human, variants::score_text};
+use crate::tui::state::{App, Pane};
+use qsteer::experiment::Variant;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row, Table};
+use ratatui::Frame;
+
+fn latency(v: &Variant) -> String {
+    match v.results.last() {
+        Some(r) if r.samples_per_second > 0.0 => format!(
+            "{:.2} ms/sample ({:.0}/s, {} thr)",
+            1000.0 * r.threads as f64 / r.samples_per_second,
+            r.samples_per_second,
+            r.threads
+        ),
+        _ => "–".into(),
+    }
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let block = frame(app, Pane::Compare, String::new());
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let t = &app.theme;
+    let (Some(a), Some(b)) = (
+        app.mark_a.and_then(|id| app.variant(id)),
+        app.mark_b.and_then(|id| app.variant(id)),
+    ) else {
+        let msg = "Mark two variants: select one in the variants pane (3) and press a, another and press b.";
+        f.render_widget(Paragraph::new(Span::styled(msg, t.dim())), inner);
+        return;
+    };
+    let data = app.compare.as_ref().filter(|c| c.a == a.id && c.b == b.id);
+    let macs = |m: Option<u64>| m.map(human).unwrap_or_else(|| "–".into());
+    let mut rows = vec![
+        Row::new(vec![
+            "variant".to_string(),
+            format!("A: {} {}", a.id, a.step),
+            format!("B: {} {}", b.id, b.step),
+        ])
+        .style(t.header()),
+        Row::new(vec!["score".to_string(), score_text(a), score_text(b)]),
+        Row::new(vec![
+            "MACs".to_string(),
+            macs(data.and_then(|d| d.macs_a).or(a.macs)),
+            macs(data.and_then(|d| d.macs_b).or(b.macs)),
+        ]),
+        Row::new(vec!["params".to_string(), macs(a.params), macs(b.params)]),
+        Row::new(vec![
+            "file size".to_string(),
+            format!("{}B", human(a.size_bytes)),
+            format!("{}B", human(b.size_bytes)),
+        ]),
+        Row::new(vec!["latency".to_string(), latency(a), latency(b)]),
+    ];
+    let disagree = match data.and_then(|d| d.disagreement) {
+        Some((n, d)) => format!(
+            "{d} of {n} samples ({:.2}%)",
+            100.0 * d as f64 / n.max(1) as f64
+        ),
+        None => data
+            .and_then(|d| d.note.clone())
+            .unwrap_or_else(|| "computing…".into()),
+    };
+    rows.push(Row::new(vec![
+        "disagree".to_string(),
+        disagree,
+        String::new(),
+    ]));
+    if let Some(d) = data.filter(|d| !d.classes.is_empty()) {
+        let classes: Vec<String> = d
+            .classes
+            .iter()
+            .take(6)
+            .map(|(c, n)| format!("{c}:{n}"))
+            .collect();
+        rows.push(Row::new(vec![
+            "by class".to_string(),
+            classes.join("  "),
+            String::new(),
+        ]));
+    }
+    let head_h = rows.len() as u16;
+    let widths = [
+        Constraint::Length(10),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
+    ];
+    let top = Rect {
+        height: head_h.min(inner.height),
+        ..inner
+    };
+    f.render_widget(
+        Table::new(rows.into_iter().map(|r| r.style(t.text())), widths),
+        top,
+    );
+    // Per-layer MAC differences below.
+    let rest = Rect {
+        y: inner.y + top.height,
+        height: inner.height.saturating_sub(top.height),
+        ..inner
+    };
+    if rest.height < 2 {
+        return;
+    }
+    let Some(d) = data else { return };
+    let changed: Vec<&crate::tui::compare::LayerDiff> =
+        d.layers.iter().filter(|l| l.macs_a != l.macs_b).collect();
+    let mut lines = vec![Line::from(Span::styled(
+        format!(
+            "per-layer MACs: {} of {} layers differ",
+            changed.len(),
+            d.layers.len()
+        ),
+        t.header(),
+    ))];
+    for l in changed.iter().take(rest.height as usize - 1) {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{:<24} {:>8} → {:>8}",
+                l.name,
+                macs(l.macs_a),
+                macs(l.macs_b)
+            ),
+            t.text(),
+        )));
+    }
+    f.render_widget(Paragraph::new(lines), rest);
+}

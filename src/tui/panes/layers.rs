@@ -1,0 +1,154 @@
+use super::{bar, frame, human, scroll_offset};
+use crate::tui::state::{App, Pane};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row, Table};
+use ratatui::Frame;
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let order = app.layer_order();
+    let mut extra = format!(
+        " · sorted: {}{}",
+        app.layer_sort.label(),
+        if app.layer_sort_desc { " ↓" } else { "" }
+    );
+    if !app.layer_filter.is_empty() {
+        extra.push_str(&format!(" · /{}", app.layer_filter));
+    }
+    let block = frame(app, Pane::Layers, extra);
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    // The selected layer's per-channel weight ranges go below the table when there is room.
+    let detail_h = if inner.height >= 14 { 5 } else { 0 };
+    let [table_area, detail_area] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(detail_h)]).areas(inner);
+    let t = &app.theme;
+    let cursor = app.cursor[Pane::Layers.index()];
+    let visible = table_area.height.saturating_sub(1) as usize;
+    let top = scroll_offset(cursor, visible);
+    let total = app.macs_total.max(1) as f64;
+    // Narrow terminals drop the share bar so the layer name keeps its room.
+    let bar_w = if table_area.width >= 100 { 8 } else { 0 };
+    let wide = table_area.width >= 66;
+    let rows: Vec<Row> = order
+        .iter()
+        .enumerate()
+        .skip(top)
+        .take(visible)
+        .map(|(pos, &i)| {
+            let l = &app.layers[i];
+            let kernel = if l.kernel.is_empty() {
+                "-".to_string()
+            } else {
+                l.kernel
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join("×")
+            };
+            let share = l.macs.map_or(0.0, |m| m as f64 / total);
+            let mut cells = vec![l.name.clone(), l.kind.label().to_string()];
+            if wide {
+                cells.push(kernel);
+            }
+            cells.push(format!("{}→{}", l.in_channels, l.out_channels));
+            if wide {
+                cells.push(human(l.params));
+            }
+            cells.push(l.macs.map(human).unwrap_or_else(|| "?".into()));
+            cells.push(format!("{:>5.1}% {}", share * 100.0, bar(share, bar_w)));
+            let row = Row::new(cells);
+            if pos == cursor && app.focus == Pane::Layers {
+                row.style(t.selected())
+            } else {
+                row.style(t.text())
+            }
+        })
+        .collect();
+    let (header, widths) = if wide {
+        (
+            vec!["layer", "op", "kernel", "ch", "params", "MACs", "share"],
+            vec![
+                Constraint::Min(12),
+                Constraint::Length(6),
+                Constraint::Length(6),
+                Constraint::Length(9),
+                Constraint::Length(6),
+                Constraint::Length(7),
+                Constraint::Length(7 + bar_w as u16),
+            ],
+        )
+    } else {
+        (
+            vec!["layer", "op", "ch", "MACs", "share"],
+            vec![
+                Constraint::Min(10),
+                Constraint::Length(6),
+                Constraint::Length(7),
+                Constraint::Length(6),
+                Constraint::Length(6),
+            ],
+        )
+    };
+    let header = Row::new(header).style(t.header());
+    f.render_widget(Table::new(rows, widths).header(header), table_area);
+    if detail_h > 0 {
+        draw_detail(f, detail_area, app, order.get(cursor).copied());
+    }
+}
+
+fn draw_detail(f: &mut Frame, area: Rect, app: &App, layer: Option<usize>) {
+    let t = &app.theme;
+    let Some(i) = layer else { return };
+    let l = &app.layers[i];
+    let ranges = app.channel_ranges.get(i).cloned().unwrap_or_default();
+    let widest = ranges.iter().cloned().fold(0f32, f32::max);
+    let median = {
+        let mut s = ranges.clone();
+        s.sort_by(|a, b| a.total_cmp(b));
+        s.get(s.len() / 2).copied().unwrap_or(0.0)
+    };
+    const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let width = area.width as usize;
+    let spark: String = ranges
+        .iter()
+        .take(width)
+        .map(|r| {
+            let k = if widest > 0.0 {
+                (r / widest * 7.0).round() as usize
+            } else {
+                0
+            };
+            LEVELS[k.min(7)]
+        })
+        .collect();
+    let ratio = if median > 0.0 { widest / median } else { 0.0 };
+    let lines = vec![
+        Line::from(Span::styled(
+            format!(
+                "{} · per-channel weight range ({} channels, max/median {:.1})",
+                l.name,
+                ranges.len(),
+                ratio
+            ),
+            t.header(),
+        )),
+        Line::from(Span::styled(spark, t.fg(t.bar))),
+        Line::from(Span::styled(
+            format!(
+                "weight {:?}  in {}  out {}",
+                l.weight_shape,
+                shape(&l.input_shape),
+                shape(&l.output_shape)
+            ),
+            t.dim(),
+        )),
+    ];
+    f.render_widget(Paragraph::new(lines), area);
+}
+
+fn shape(s: &Option<qsteer::model::Shape>) -> String {
+    s.as_ref()
+        .map(|s| qsteer::model::shapes::format_shape(s))
+        .unwrap_or_else(|| "?".into())
+}

@@ -1,0 +1,61 @@
+//! One module per pane; each draws from `App` into its area and nothing else.
+
+pub mod compare;
+pub mod graph;
+pub mod jobs;
+pub mod layers;
+pub mod variants;
+
+use super::state::{App, Pane};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders};
+
+/// The pane's frame: title with its number key, highlighted when focused.
+pub fn frame<'a>(app: &App, pane: Pane, extra: String) -> Block<'a> {
+    let focused = app.focus == pane;
+    let title = format!(" {} {}{} ", pane.index() + 1, pane.title(), extra);
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(app.theme.border(focused))
+        .title(Line::from(Span::styled(
+            title,
+            app.theme.fg(app.theme.title),
+        )))
+}
+
+/// First visible row so that `cursor` stays in a window of `height` rows.
+pub fn scroll_offset(cursor: usize, height: usize) -> usize {
+    if height == 0 {
+        0
+    } else {
+        cursor.saturating_sub(height - 1)
+    }
+}
+
+/// "1.23M", "45.1k".
+pub fn human(n: u64) -> String {
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.2}G", f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.2}M", f / 1e6)
+    } else if f >= 1e4 {
+        format!("{:.1}k", f / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// A bar of `width` cells filled to `fraction`, with eighth-block resolution.
+pub fn bar(fraction: f64, width: usize) -> String {
+    const EIGHTHS: [char; 9] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
+    let f = fraction.clamp(0.0, 1.0) * width as f64;
+    let full = f.floor() as usize;
+    let part = ((f - full as f64) * 8.0).round() as usize;
+    let mut s: String = "█".repeat(full.min(width));
+    if full < width {
+        s.push(EIGHTHS[part.min(8)]);
+        s.push_str(&" ".repeat(width - full - 1));
+    }
+    s
+}

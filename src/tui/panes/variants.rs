@@ -1,0 +1,70 @@
+use super::{frame, human, scroll_offset};
+use crate::tui::state::{App, Pane};
+use qsteer::experiment::Variant;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+/// The score shown for a variant: its latest accuracy, else agreement with a reference.
+pub fn score_text(v: &Variant) -> String {
+    match v.results.last() {
+        Some(r) => match (r.score.accuracy, r.score.agreement) {
+            (Some(a), _) => format!("{:.2}%", a * 100.0),
+            (None, Some(g)) => format!("agr {:.1}%", g * 100.0),
+            _ => "-".into(),
+        },
+        None => "–".into(),
+    }
+}
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let block = frame(app, Pane::Variants, String::new());
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let t = &app.theme;
+    let base_macs = app.variant(0).and_then(|v| v.macs);
+    let cursor = app.cursor[Pane::Variants.index()];
+    let top = scroll_offset(cursor, inner.height as usize);
+    let lines: Vec<Line> = app
+        .variant_tree()
+        .into_iter()
+        .enumerate()
+        .skip(top)
+        .take(inner.height as usize)
+        .map(|(i, (depth, v))| {
+            let indent = if depth == 0 {
+                String::new()
+            } else {
+                format!("{}└ ", "  ".repeat(depth - 1))
+            };
+            let ratio = match (v.macs, base_macs) {
+                (Some(m), Some(b)) if b > 0 => format!("{:.2}", m as f64 / b as f64),
+                _ => "-".into(),
+            };
+            let mut spans = vec![
+                Span::styled(format!("{indent}{} ", v.id), t.dim()),
+                Span::styled(format!("{:<14} ", v.step), t.text()),
+                Span::styled(format!("{:>8} ", score_text(v)), t.fg(t.good)),
+                Span::styled(format!("MACs {ratio:<5} "), t.dim()),
+                Span::styled(format!("{}B ", human(v.size_bytes)), t.dim()),
+            ];
+            if v.id == app.current {
+                spans.push(Span::styled("● ", t.fg(t.accent)));
+            }
+            if app.mark_a == Some(v.id) {
+                spans.push(Span::styled("A ", t.fg(t.mark_a)));
+            }
+            if app.mark_b == Some(v.id) {
+                spans.push(Span::styled("B", t.fg(t.mark_b)));
+            }
+            let line = Line::from(spans);
+            if i == cursor && app.focus == Pane::Variants {
+                line.style(t.selected())
+            } else {
+                line
+            }
+        })
+        .collect();
+    f.render_widget(Paragraph::new(lines), inner);
+}

@@ -1,0 +1,252 @@
+//! Everything the app shows, as plain data. Rendering reads it; only `update` changes it.
+
+use super::graph_rows::GraphRow;
+use super::theme::Theme;
+use qsteer::experiment::Variant;
+use qsteer::jobs::JobId;
+use qsteer::model::Layer;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pane {
+    Graph,
+    Layers,
+    Variants,
+    Jobs,
+    Compare,
+}
+
+impl Pane {
+    pub const ALL: [Pane; 5] = [
+        Pane::Graph,
+        Pane::Layers,
+        Pane::Variants,
+        Pane::Jobs,
+        Pane::Compare,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Graph => "Graph",
+            Pane::Layers => "Layers · MACs",
+            Pane::Variants => "Variants",
+            Pane::Jobs => "Jobs",
+            Pane::Compare => "Compare A/B",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Pane::ALL.iter().position(|p| *p == self).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Finished,
+    Failed(String),
+    Cancelled,
+    /// Found started but never ended in the history: the app was killed mid-job.
+    Interrupted,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub id: JobId,
+    pub label: String,
+    pub status: JobStatus,
+    pub done: usize,
+    pub total: usize,
+    pub what: String,
+    pub started: Option<Instant>,
+    /// Seconds it ran, once ended.
+    pub elapsed: Option<f64>,
+    pub log: Vec<String>,
+}
+
+impl JobView {
+    pub fn is_active(&self) -> bool {
+        matches!(self.status, JobStatus::Queued | JobStatus::Running)
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.elapsed
+            .unwrap_or_else(|| self.started.map_or(0.0, |s| s.elapsed().as_secs_f64()))
+    }
+
+    /// Remaining seconds from the progress rate so far.
+    pub fn eta(&self) -> Option<f64> {
+        if self.status != JobStatus::Running || self.done == 0 || self.total <= self.done {
+            return None;
+        }
+        let rate = self.done as f64 / self.seconds().max(1e-6);
+        Some((self.total - self.done) as f64 / rate)
+    }
+}
+
+/// Columns the layer table can sort by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerSort {
+    Order,
+    Name,
+    Op,
+    Params,
+    Macs,
+}
+
+impl LayerSort {
+    pub const ALL: [LayerSort; 5] = [
+        LayerSort::Order,
+        LayerSort::Name,
+        LayerSort::Op,
+        LayerSort::Params,
+        LayerSort::Macs,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LayerSort::Order => "graph order",
+            LayerSort::Name => "name",
+            LayerSort::Op => "op",
+            LayerSort::Params => "params",
+            LayerSort::Macs => "MACs",
+        }
+    }
+}
+
+/// The "evaluate variants" decision dialog: candidate rows and a settings form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub title: String,
+    /// Candidate variant ids and whether each is picked.
+    pub rows: Vec<(u32, bool)>,
+    pub cursor: usize,
+    /// Form fields after the rows: subset, batch size, threads.
+    pub subset: usize,
+    pub batch_size: usize,
+    pub threads: usize,
+    /// 0 = the table, 1.. = the form fields.
+    pub field: usize,
+}
+
+pub const SUBSETS: [&str; 3] = ["evaluation", "calibration", "all"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Popup {
+    Help,
+    Palette { query: String, cursor: usize },
+    Filter,
+    Decision(Decision),
+    ConfirmQuit,
+}
+
+pub struct App {
+    pub model_name: String,
+    pub data_path: Option<PathBuf>,
+    pub theme: Theme,
+    pub graph: Vec<GraphRow>,
+    pub graph_collapsed: Vec<GraphRow>,
+    pub collapsed: bool,
+    pub layers: Vec<Layer>,
+    /// Per layer, the weight range (max − min) of each output channel.
+    pub channel_ranges: Vec<Vec<f32>>,
+    pub macs_total: u64,
+    pub variants: Vec<Variant>,
+    pub current: u32,
+    pub mark_a: Option<u32>,
+    pub mark_b: Option<u32>,
+    pub jobs: Vec<JobView>,
+    pub focus: Pane,
+    /// Row cursor of each pane, by `Pane::index`.
+    pub cursor: [usize; 5],
+    pub layer_sort: LayerSort,
+    pub layer_sort_desc: bool,
+    pub layer_filter: String,
+    pub popups: Vec<Popup>,
+    /// One line shown in the footer (last notice).
+    pub status: String,
+    pub should_quit: bool,
+    /// Prediction disagreement of A vs B, filled by the compare computation.
+    pub compare: Option<super::compare::CompareData>,
+    /// Threads available, the default in dialogs.
+    pub cores: usize,
+}
+
+impl App {
+    pub fn graph_rows(&self) -> &[GraphRow] {
+        if self.collapsed {
+            &self.graph_collapsed
+        } else {
+            &self.graph
+        }
+    }
+
+    /// Layer indices in display order (filtered, sorted).
+    pub fn layer_order(&self) -> Vec<usize> {
+        let f = self.layer_filter.to_lowercase();
+        let mut idx: Vec<usize> = (0..self.layers.len())
+            .filter(|&i| f.is_empty() || self.layers[i].name.to_lowercase().contains(&f))
+            .collect();
+        let l = &self.layers;
+        match self.layer_sort {
+            LayerSort::Order => {}
+            LayerSort::Name => idx.sort_by(|&a, &b| l[a].name.cmp(&l[b].name)),
+            LayerSort::Op => idx.sort_by(|&a, &b| l[a].kind.label().cmp(l[b].kind.label())),
+            LayerSort::Params => idx.sort_by_key(|&i| l[i].params),
+            LayerSort::Macs => idx.sort_by_key(|&i| l[i].macs.unwrap_or(0)),
+        }
+        if self.layer_sort_desc {
+            idx.reverse();
+        }
+        idx
+    }
+
+    /// Variants in tree order with their depth (children under their parent).
+    pub fn variant_tree(&self) -> Vec<(usize, &Variant)> {
+        let mut out = Vec::new();
+        fn walk<'a>(
+            all: &'a [Variant],
+            parent: Option<u32>,
+            depth: usize,
+            out: &mut Vec<(usize, &'a Variant)>,
+        ) {
+            for v in all.iter().filter(|v| v.parent == parent) {
+                out.push((depth, v));
+                walk(all, Some(v.id), depth + 1, out);
+            }
+        }
+        walk(&self.variants, None, 0, &mut out);
+        out
+    }
+
+    pub fn variant(&self, id: u32) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.id == id)
+    }
+
+    /// Rows in the focused pane (for cursor bounds).
+    pub fn rows_in(&self, pane: Pane) -> usize {
+        match pane {
+            Pane::Graph => self.graph_rows().len(),
+            Pane::Layers => self.layer_order().len(),
+            Pane::Variants => self.variants.len(),
+            Pane::Jobs => self.jobs.len(),
+            Pane::Compare => 0,
+        }
+    }
+
+    pub fn active_jobs(&self) -> usize {
+        self.jobs.iter().filter(|j| j.is_active()).count()
+    }
+
+    pub fn selected_job(&self) -> Option<&JobView> {
+        self.jobs.get(self.cursor[Pane::Jobs.index()])
+    }
+
+    pub fn selected_variant(&self) -> Option<u32> {
+        self.variant_tree()
+            .get(self.cursor[Pane::Variants.index()])
+            .map(|(_, v)| v.id)
+    }
+}

@@ -1,0 +1,263 @@
+//! `update` on its own (action in, state out) and snapshots of every pane and popup at
+//! 80×24 and 160×48, rendered with ratatui's `TestBackend`.
+
+use super::action::Action;
+use super::init;
+use super::state::{App, JobStatus, Pane, Popup};
+use super::theme::Theme;
+use super::ui;
+use super::update::{update, Effect};
+use qsteer::jobs::{JobEvent, JobId, JobKind};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::PathBuf;
+
+fn sample_app() -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = init::open(
+        &PathBuf::from("sample-models/mbv2_digits.onnx"),
+        Some(PathBuf::from("sample-models/digits")),
+        Some(dir.path().join("ws")),
+        Theme::load("mono").unwrap(),
+    )
+    .unwrap();
+    let mut app = opened.app;
+    app.cores = 2; // snapshots must not depend on the machine
+    (app, dir)
+}
+
+fn render(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| ui::draw(f, app)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..h {
+        let line: String = (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect();
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn eval_kind(variant: u32) -> JobKind {
+    JobKind::evaluate(variant, PathBuf::from("sample-models/digits"))
+}
+
+/// A finished and a running job, so the jobs pane has something to show.
+fn with_jobs(app: &mut App) {
+    update(
+        app,
+        Action::Job(JobEvent::Queued {
+            id: JobId(1),
+            kind: eval_kind(0),
+        }),
+    );
+    update(app, Action::Job(JobEvent::Started { id: JobId(1) }));
+    update(
+        app,
+        Action::Job(JobEvent::Log {
+            id: JobId(1),
+            line: "evaluating variant 0".into(),
+        }),
+    );
+    update(
+        app,
+        Action::Job(JobEvent::Finished {
+            id: JobId(1),
+            summary: serde_json::json!({"accuracy": 0.99}),
+        }),
+    );
+    update(
+        app,
+        Action::Job(JobEvent::Queued {
+            id: JobId(2),
+            kind: eval_kind(0),
+        }),
+    );
+    update(app, Action::Job(JobEvent::Started { id: JobId(2) }));
+    update(
+        app,
+        Action::Job(JobEvent::Progress {
+            id: JobId(2),
+            done: 100,
+            total: 400,
+            what: "samples".into(),
+        }),
+    );
+    // Fixed clocks keep the snapshots stable.
+    for j in &mut app.jobs {
+        j.started = None;
+        j.elapsed = Some(1.0);
+    }
+}
+
+#[test]
+fn tab_cycles_panes_and_number_keys_jump() {
+    let (mut app, _d) = sample_app();
+    assert_eq!(app.focus, Pane::Layers);
+    update(&mut app, Action::FocusNext);
+    assert_eq!(app.focus, Pane::Variants);
+    update(&mut app, Action::FocusPrev);
+    update(&mut app, Action::FocusPrev);
+    assert_eq!(app.focus, Pane::Graph);
+    update(&mut app, Action::Focus(Pane::Jobs));
+    assert_eq!(app.focus, Pane::Jobs);
+}
+
+#[test]
+fn cursor_stays_in_bounds() {
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::Up);
+    assert_eq!(app.cursor[Pane::Layers.index()], 0);
+    update(&mut app, Action::Bottom);
+    assert_eq!(app.cursor[Pane::Layers.index()], app.layers.len() - 1);
+    update(&mut app, Action::PageDown);
+    assert_eq!(app.cursor[Pane::Layers.index()], app.layers.len() - 1);
+}
+
+#[test]
+fn sorting_and_filtering_layers() {
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::SortNext); // name
+    update(&mut app, Action::SortNext); // op
+    update(&mut app, Action::SortNext); // params
+    update(&mut app, Action::SortNext); // MACs
+    update(&mut app, Action::SortReverse);
+    let order = app.layer_order();
+    let macs: Vec<u64> = order.iter().map(|&i| app.layers[i].macs.unwrap()).collect();
+    assert!(macs.windows(2).all(|w| w[0] >= w[1]), "{macs:?}");
+    update(&mut app, Action::Filter);
+    for c in "dw".chars() {
+        update(&mut app, Action::Char(c));
+    }
+    update(&mut app, Action::Confirm);
+    assert!(app.popups.is_empty());
+    assert_eq!(app.layer_order().len(), 5);
+}
+
+#[test]
+fn evaluate_dialog_submits_one_job_per_picked_variant() {
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::EvaluateDialog);
+    assert!(matches!(app.popups.last(), Some(Popup::Decision(_))));
+    update(&mut app, Action::FocusNext); // to the "samples" field
+    update(&mut app, Action::Right); // calibration
+    update(&mut app, Action::FocusNext); // batch size
+    update(&mut app, Action::Char('4'));
+    let effects = update(&mut app, Action::Confirm);
+    assert_eq!(effects.len(), 1);
+    match &effects[0] {
+        Effect::Submit(JobKind::Evaluate {
+            variant,
+            batch_size,
+            subset,
+            ..
+        }) => {
+            assert_eq!(*variant, 0);
+            assert_eq!(*batch_size, 14);
+            assert_eq!(*subset, qsteer::experiment::evaluate::Subset::Calibration);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(app.popups.is_empty());
+    assert_eq!(app.focus, Pane::Jobs);
+}
+
+#[test]
+fn unpicking_every_candidate_submits_nothing() {
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::EvaluateDialog);
+    update(&mut app, Action::Toggle);
+    assert!(update(&mut app, Action::Confirm).is_empty());
+    assert!(!app.popups.is_empty());
+}
+
+#[test]
+fn job_events_drive_the_job_list_and_cancel_targets_the_selected_job() {
+    let (mut app, _d) = sample_app();
+    with_jobs(&mut app);
+    assert_eq!(app.jobs[0].status, JobStatus::Finished);
+    assert_eq!(app.jobs[1].status, JobStatus::Running);
+    assert_eq!(app.active_jobs(), 1);
+    app.focus = Pane::Jobs;
+    app.cursor[Pane::Jobs.index()] = 1;
+    assert_eq!(
+        update(&mut app, Action::CancelJob),
+        vec![Effect::Cancel(JobId(2))]
+    );
+    app.cursor[Pane::Jobs.index()] = 0;
+    assert!(
+        update(&mut app, Action::CancelJob).is_empty(),
+        "a finished job cannot be cancelled"
+    );
+}
+
+#[test]
+fn quit_asks_while_jobs_run() {
+    let (mut app, _d) = sample_app();
+    with_jobs(&mut app);
+    update(&mut app, Action::Quit);
+    assert!(!app.should_quit);
+    assert_eq!(app.popups.last(), Some(&Popup::ConfirmQuit));
+    update(&mut app, Action::Char('n'));
+    assert!(app.popups.is_empty() && !app.should_quit);
+    update(&mut app, Action::Quit);
+    update(&mut app, Action::Char('y'));
+    assert!(app.should_quit);
+}
+
+#[test]
+fn marks_swap_and_palette_runs_actions() {
+    let (mut app, _d) = sample_app();
+    app.focus = Pane::Variants;
+    update(&mut app, Action::MarkA);
+    assert_eq!(app.mark_a, Some(0));
+    update(&mut app, Action::SwapAB);
+    assert_eq!((app.mark_a, app.mark_b), (None, Some(0)));
+    update(&mut app, Action::Palette);
+    for c in "help".chars() {
+        update(&mut app, Action::Char(c));
+    }
+    update(&mut app, Action::Confirm);
+    assert_eq!(app.popups.last(), Some(&Popup::Help));
+}
+
+#[test]
+fn snapshots_of_every_pane_and_popup() {
+    let (mut app, _d) = sample_app();
+    with_jobs(&mut app);
+    app.mark_a = Some(0);
+    app.mark_b = Some(0);
+    for (w, h) in [(80u16, 24u16), (160, 48)] {
+        for pane in Pane::ALL {
+            app.focus = pane;
+            insta::assert_snapshot!(
+                format!("pane_{pane:?}_{w}x{h}").to_lowercase(),
+                render(&app, w, h)
+            );
+        }
+        app.focus = Pane::Layers;
+        for (name, popup) in [
+            ("help", Popup::Help),
+            (
+                "palette",
+                Popup::Palette {
+                    query: "a".into(),
+                    cursor: 0,
+                },
+            ),
+            ("confirm_quit", Popup::ConfirmQuit),
+        ] {
+            app.popups = vec![popup];
+            insta::assert_snapshot!(format!("popup_{name}_{w}x{h}"), render(&app, w, h));
+        }
+        app.popups.clear();
+        update(&mut app, Action::EvaluateDialog);
+        insta::assert_snapshot!(format!("popup_decision_{w}x{h}"), render(&app, w, h));
+        app.popups.clear();
+        app.collapsed = true;
+        app.focus = Pane::Graph;
+        insta::assert_snapshot!(format!("graph_collapsed_{w}x{h}"), render(&app, w, h));
+        app.collapsed = false;
+    }
+}

@@ -1,0 +1,407 @@
+//! `update`: the only place state changes. An action goes in, the state changes, and the
+//! side effects the shell must perform (start or cancel a job, reload the workspace) come
+//! out as data, so this is tested without a terminal or a runtime.
+
+use super::action::Action;
+use super::keys;
+use super::state::{App, Decision, JobStatus, JobView, LayerSort, Pane, Popup, SUBSETS};
+use qsteer::experiment::evaluate::Subset;
+use qsteer::jobs::{JobEvent, JobId, JobKind};
+use std::time::Instant;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Submit(JobKind),
+    Cancel(JobId),
+    /// A job changed the workspace: re-read variants and results.
+    ReloadWorkspace,
+    /// A and B changed: recompute the comparison.
+    RefreshCompare,
+}
+
+const PAGE: usize = 10;
+const LOG_LINES_KEPT: usize = 500;
+
+pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    if let Action::Job(ev) = action {
+        return job_event(app, ev);
+    }
+    if let Some(top) = app.popups.last().cloned() {
+        return popup_action(app, top, action);
+    }
+    let pane = app.focus;
+    let pi = pane.index();
+    match action {
+        Action::FocusNext => app.focus = Pane::ALL[(pi + 1) % Pane::ALL.len()],
+        Action::FocusPrev => app.focus = Pane::ALL[(pi + Pane::ALL.len() - 1) % Pane::ALL.len()],
+        Action::Focus(p) => {
+            app.focus = p;
+            if p == Pane::Compare {
+                return vec![Effect::RefreshCompare];
+            }
+        }
+        Action::Up => move_cursor(app, pane, -1),
+        Action::Down => move_cursor(app, pane, 1),
+        Action::PageUp => move_cursor(app, pane, -(PAGE as i64)),
+        Action::PageDown => move_cursor(app, pane, PAGE as i64),
+        Action::Top => app.cursor[pi] = 0,
+        Action::Bottom => app.cursor[pi] = app.rows_in(pane).saturating_sub(1),
+        Action::Confirm if pane == Pane::Variants => {
+            if let Some(id) = app.selected_variant() {
+                app.current = id;
+                app.status = format!("variant {id} is now current");
+            }
+        }
+        Action::Toggle if pane == Pane::Graph => {
+            app.collapsed = !app.collapsed;
+            app.cursor[pi] = app.cursor[pi].min(app.rows_in(pane).saturating_sub(1));
+        }
+        Action::Help => app.popups.push(Popup::Help),
+        Action::Palette => app.popups.push(Popup::Palette {
+            query: String::new(),
+            cursor: 0,
+        }),
+        Action::Filter if pane == Pane::Layers => app.popups.push(Popup::Filter),
+        Action::SortNext => {
+            let i = LayerSort::ALL
+                .iter()
+                .position(|s| *s == app.layer_sort)
+                .unwrap_or(0);
+            app.layer_sort = LayerSort::ALL[(i + 1) % LayerSort::ALL.len()];
+            app.status = format!("layers sorted by {}", app.layer_sort.label());
+        }
+        Action::SortReverse => app.layer_sort_desc = !app.layer_sort_desc,
+        Action::MarkA | Action::MarkB => {
+            if let Some(id) = app.selected_variant() {
+                let a = action == Action::MarkA;
+                if a {
+                    app.mark_a = Some(id);
+                } else {
+                    app.mark_b = Some(id);
+                }
+                app.status = format!("variant {id} marked {}", if a { "A" } else { "B" });
+                return vec![Effect::RefreshCompare];
+            }
+        }
+        Action::SwapAB => {
+            std::mem::swap(&mut app.mark_a, &mut app.mark_b);
+            return vec![Effect::RefreshCompare];
+        }
+        Action::StepA(d) | Action::StepB(d) => {
+            let tree: Vec<u32> = app.variant_tree().iter().map(|(_, v)| v.id).collect();
+            let slot = if matches!(action, Action::StepA(_)) {
+                &mut app.mark_a
+            } else {
+                &mut app.mark_b
+            };
+            let pos = slot
+                .and_then(|id| tree.iter().position(|&t| t == id))
+                .unwrap_or(0) as i64;
+            let next = (pos + d as i64).clamp(0, tree.len().saturating_sub(1) as i64) as usize;
+            *slot = tree.get(next).copied();
+            return vec![Effect::RefreshCompare];
+        }
+        Action::Compare => {
+            app.focus = Pane::Compare;
+            if app.mark_a.is_none() || app.mark_b.is_none() {
+                app.status = "mark two variants with a and b in the variants pane".into();
+            }
+            return vec![Effect::RefreshCompare];
+        }
+        Action::CancelJob => {
+            if let Some(id) = app.selected_job().filter(|j| j.is_active()).map(|j| j.id) {
+                app.status = format!("cancelling job {id}");
+                return vec![Effect::Cancel(id)];
+            }
+        }
+        Action::EvaluateDialog => open_evaluate_dialog(app),
+        Action::Quit => {
+            if app.active_jobs() > 0 {
+                app.popups.push(Popup::ConfirmQuit);
+            } else {
+                app.should_quit = true;
+            }
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn move_cursor(app: &mut App, pane: Pane, delta: i64) {
+    let n = app.rows_in(pane);
+    let c = &mut app.cursor[pane.index()];
+    *c = (*c as i64 + delta).clamp(0, n.saturating_sub(1) as i64) as usize;
+}
+
+fn open_evaluate_dialog(app: &mut App) {
+    if app.data_path.is_none() {
+        app.status = "no dataset: restart with --data DIR to evaluate".into();
+        return;
+    }
+    let picked = app.selected_variant().unwrap_or(app.current);
+    let rows = app
+        .variant_tree()
+        .iter()
+        .map(|(_, v)| (v.id, v.id == picked))
+        .collect();
+    let cursor = app
+        .variant_tree()
+        .iter()
+        .position(|(_, v)| v.id == picked)
+        .unwrap_or(0);
+    app.popups.push(Popup::Decision(Decision {
+        title: "Evaluate variants".into(),
+        rows,
+        cursor,
+        subset: 0,
+        batch_size: 1,
+        threads: app.cores,
+        field: 0,
+    }));
+}
+
+fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
+    if action == Action::Close {
+        app.popups.pop();
+        return vec![];
+    }
+    match top {
+        Popup::Help => {
+            if matches!(action, Action::Help | Action::Confirm | Action::Quit) {
+                app.popups.pop();
+            }
+            vec![]
+        }
+        Popup::ConfirmQuit => {
+            match action {
+                Action::Char('y') | Action::Confirm => app.should_quit = true,
+                _ => {
+                    app.popups.pop();
+                }
+            }
+            vec![]
+        }
+        Popup::Filter => {
+            match action {
+                Action::Char(c) => app.layer_filter.push(c),
+                Action::Backspace => {
+                    app.layer_filter.pop();
+                }
+                Action::Confirm => {
+                    app.popups.pop();
+                }
+                _ => {}
+            }
+            app.cursor[Pane::Layers.index()] = 0;
+            vec![]
+        }
+        Popup::Palette {
+            mut query,
+            mut cursor,
+        } => {
+            let matches = palette_matches(&query);
+            match action {
+                Action::Char(c) => {
+                    query.push(c);
+                    cursor = 0;
+                }
+                Action::Backspace => {
+                    query.pop();
+                    cursor = 0;
+                }
+                Action::Up => cursor = cursor.saturating_sub(1),
+                Action::Down => cursor = (cursor + 1).min(matches.len().saturating_sub(1)),
+                Action::Confirm => {
+                    app.popups.pop();
+                    return match matches.get(cursor) {
+                        Some(b) => update(app, b.action.clone()),
+                        None => vec![],
+                    };
+                }
+                _ => {}
+            }
+            if let Some(Popup::Palette {
+                query: q,
+                cursor: c,
+            }) = app.popups.last_mut()
+            {
+                *q = query;
+                *c = cursor;
+            }
+            vec![]
+        }
+        Popup::Decision(mut d) => {
+            let effects = decision_action(app, &mut d, action);
+            if let Some(Popup::Decision(slot)) = app.popups.last_mut() {
+                *slot = d;
+            }
+            effects
+        }
+    }
+}
+
+/// Palette entries whose description or key contains the query.
+pub fn palette_matches(query: &str) -> Vec<keys::Binding> {
+    let q = query.to_lowercase();
+    keys::palette_entries()
+        .into_iter()
+        .filter(|b| b.action != Action::Palette && b.action != Action::Close)
+        .filter(|b| q.is_empty() || b.what.to_lowercase().contains(&q) || b.key.to_lowercase() == q)
+        .collect()
+}
+
+const FIELDS: usize = 3;
+
+fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effect> {
+    match action {
+        Action::FocusNext => d.field = (d.field + 1) % (FIELDS + 1),
+        Action::FocusPrev => d.field = (d.field + FIELDS) % (FIELDS + 1),
+        Action::Up if d.field == 0 => d.cursor = d.cursor.saturating_sub(1),
+        Action::Down if d.field == 0 => {
+            d.cursor = (d.cursor + 1).min(d.rows.len().saturating_sub(1))
+        }
+        Action::Toggle | Action::Char(' ') if d.field == 0 => {
+            if let Some(r) = d.rows.get_mut(d.cursor) {
+                r.1 = !r.1;
+            }
+        }
+        Action::Left | Action::Right | Action::Up | Action::Down => {
+            let step: i64 = if matches!(action, Action::Left | Action::Down) {
+                -1
+            } else {
+                1
+            };
+            match d.field {
+                1 => d.subset = (d.subset as i64 + step).rem_euclid(SUBSETS.len() as i64) as usize,
+                2 => d.batch_size = (d.batch_size as i64 + step).clamp(1, 256) as usize,
+                3 => d.threads = (d.threads as i64 + step).clamp(1, 256) as usize,
+                _ => {}
+            }
+        }
+        Action::Char(c) if c.is_ascii_digit() && d.field >= 2 => {
+            let slot = if d.field == 2 {
+                &mut d.batch_size
+            } else {
+                &mut d.threads
+            };
+            let v = (*slot * 10 + c.to_digit(10).unwrap_or(0) as usize).min(256);
+            *slot = v.max(1);
+        }
+        Action::Backspace if d.field >= 2 => {
+            let slot = if d.field == 2 {
+                &mut d.batch_size
+            } else {
+                &mut d.threads
+            };
+            *slot = (*slot / 10).max(1);
+        }
+        Action::Confirm => {
+            let picked: Vec<u32> = d.rows.iter().filter(|r| r.1).map(|r| r.0).collect();
+            if picked.is_empty() {
+                app.status = "pick at least one variant (Space)".into();
+                return vec![];
+            }
+            let Some(data) = app.data_path.clone() else {
+                return vec![];
+            };
+            app.popups.pop();
+            app.focus = Pane::Jobs;
+            app.status = format!("{} evaluation job(s) queued", picked.len());
+            let subset = [Subset::Evaluation, Subset::Calibration, Subset::All][d.subset];
+            return picked
+                .into_iter()
+                .map(|variant| {
+                    Effect::Submit(JobKind::Evaluate {
+                        variant,
+                        data: data.clone(),
+                        subset,
+                        batch_size: d.batch_size,
+                        threads: d.threads,
+                        calibration_size: 200,
+                        seed: 0,
+                        reference: None,
+                    })
+                })
+                .collect();
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn job_mut(app: &mut App, id: JobId) -> Option<&mut JobView> {
+    app.jobs.iter_mut().find(|j| j.id == id)
+}
+
+fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
+    match ev {
+        JobEvent::Queued { id, kind } => {
+            if job_mut(app, id).is_none() {
+                app.jobs.push(JobView {
+                    id,
+                    label: kind.label(),
+                    status: JobStatus::Queued,
+                    done: 0,
+                    total: 0,
+                    what: String::new(),
+                    started: None,
+                    elapsed: None,
+                    log: vec![],
+                });
+                app.cursor[Pane::Jobs.index()] = app.jobs.len() - 1;
+            }
+        }
+        JobEvent::Started { id } => {
+            if let Some(j) = job_mut(app, id) {
+                j.status = JobStatus::Running;
+                j.started = Some(Instant::now());
+            }
+        }
+        JobEvent::Progress {
+            id,
+            done,
+            total,
+            what,
+        } => {
+            if let Some(j) = job_mut(app, id) {
+                j.done = done;
+                j.total = total;
+                j.what = what;
+            }
+        }
+        JobEvent::Log { id, line } => {
+            if let Some(j) = job_mut(app, id) {
+                j.log.push(line);
+                if j.log.len() > LOG_LINES_KEPT {
+                    j.log.remove(0);
+                }
+            }
+        }
+        JobEvent::Finished { id, summary } => {
+            if let Some(j) = job_mut(app, id) {
+                j.status = JobStatus::Finished;
+                j.elapsed = Some(j.seconds());
+                j.done = j.total;
+                j.log.push(format!("finished: {summary}"));
+                app.status = format!("job {id} finished");
+            }
+            return vec![Effect::ReloadWorkspace, Effect::RefreshCompare];
+        }
+        JobEvent::Failed { id, error } => {
+            if let Some(j) = job_mut(app, id) {
+                j.elapsed = Some(j.seconds());
+                j.log.push(format!("failed: {error}"));
+                j.status = JobStatus::Failed(error);
+                app.status = format!("job {id} failed");
+            }
+        }
+        JobEvent::Cancelled { id } => {
+            if let Some(j) = job_mut(app, id) {
+                j.elapsed = Some(j.seconds());
+                j.status = JobStatus::Cancelled;
+                j.log.push("cancelled".into());
+            }
+        }
+    }
+    vec![]
+}

@@ -1,0 +1,117 @@
+//! One end-to-end run of the real binary in a real terminal (tmux): open the sample model,
+//! start an evaluation from the dialog, see it finish in the jobs pane, mark A and B,
+//! open the compare view, and quit. Polls the screen with a generous deadline: it checks
+//! that things happen, not how fast.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Session {
+    name: String,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux").args(args).output().expect("tmux runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn screen(s: &Session) -> String {
+    tmux(&["capture-pane", "-p", "-t", &s.name])
+}
+
+fn keys(s: &Session, k: &[&str]) {
+    let mut args = vec!["send-keys", "-t", &s.name];
+    args.extend_from_slice(k);
+    tmux(&args);
+    std::thread::sleep(Duration::from_millis(150));
+}
+
+fn wait_for(s: &Session, what: &str, deadline: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let text = screen(s);
+        if text.contains(what) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "'{what}' never appeared; screen:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn evaluate_mark_compare_quit_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("tmux is not installed; .ci/run installs it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_qsteer");
+    let name = format!("qsteer-e2e-{}", std::process::id());
+    let cmd = format!(
+        "QSTEER_DATA_DIR={} {bin} --workspace {} ; sleep 30",
+        dir.path().join("data").display(),
+        dir.path().join("ws").display()
+    );
+    let status = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "120",
+            "-y",
+            "36",
+            &cmd,
+        ])
+        .status()
+        .expect("tmux starts");
+    assert!(status.success());
+    let s = Session { name };
+    wait_for(&s, "Layers · MACs", Duration::from_secs(60));
+    keys(&s, &["e"]);
+    wait_for(&s, "Evaluate variants", Duration::from_secs(10));
+    keys(&s, &["Enter"]);
+    let done = wait_for(&s, "✓ #1 evaluate", Duration::from_secs(120));
+    assert!(
+        done.contains("99.25%"),
+        "score shown in the variants pane:\n{done}"
+    );
+    keys(&s, &["3", "a", "b", "="]);
+    let cmp = wait_for(&s, "disagree", Duration::from_secs(30));
+    assert!(cmp.contains("Compare A/B"), "{cmp}");
+    wait_for(&s, "0 of 400 samples", Duration::from_secs(30));
+    keys(&s, &["q"]);
+    // The app is gone once the shell's `sleep` is what the pane runs.
+    let start = Instant::now();
+    loop {
+        let cmd = tmux(&[
+            "display-message",
+            "-p",
+            "-t",
+            &s.name,
+            "#{pane_current_command}",
+        ]);
+        if cmd.trim() == "sleep" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "app did not quit: {cmd}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ws = std::fs::read_to_string(dir.path().join("ws/workspace.json")).unwrap();
+    assert!(ws.contains("\"accuracy\""), "the result was recorded: {ws}");
+}
