@@ -18,11 +18,15 @@ fn eval_throughput(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(data.len() as u64));
     for name in ["mbv2_digits", "resnet_digits"] {
-        let model = Model::load(&root.join(format!("sample-models/{name}.onnx"))).expect("sample model");
+        let model =
+            Model::load(&root.join(format!("sample-models/{name}.onnx"))).expect("sample model");
         for batch in [1usize, 32] {
             let compiled = CompiledModel::compile(&model, &shapes, batch, &[]).expect("compile");
             for threads in [1usize, cores] {
-                let options = RunOptions { batch_size: batch, threads };
+                let options = RunOptions {
+                    batch_size: batch,
+                    threads,
+                };
                 group.bench_function(format!("{name}/batch{batch}/threads{threads}"), |b| {
                     b.iter(|| {
                         compiled

@@ -1,5 +1,8 @@
-//! qsteer: the engine under the terminal app and the CLI. It knows nothing of terminals:
-//! front ends call into it and render what it returns.
+//! qsteer: the engine under the terminal app and the CLI. The engine modules know nothing
+//! of terminals; `tui` is the app, a client of them like the CLI in the binary.
+
+// Lets the app's modules name the engine as `qsteer::…`, as an outside client would.
+extern crate self as qsteer;
 
 pub mod cancel;
 pub mod data;
@@ -12,5 +15,6 @@ pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod samples;
+pub mod tui;
 
 pub use error::{Error, Result};

@@ -2,7 +2,6 @@
 //! front ends over the engine in the library.
 
 mod cli;
-mod tui;
 
 fn main() {
     std::process::exit(cli::main());

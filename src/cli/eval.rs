@@ -6,13 +6,15 @@ use clap::Args;
 use qsteer::cancel::CancelToken;
 use qsteer::data::write_npy_f32;
 use qsteer::experiment::evaluate::{evaluate, EvalRequest, Subset};
-use qsteer::experiment::{default_workspace_dir, now, EvalRecord, Workspace};
+use qsteer::experiment::{default_workspace_dir, Workspace};
+use qsteer::jobs::{run_job_blocking, JobEvent, JobKind};
 use qsteer::model::Model;
 use qsteer::runtime::RunOptions;
 use qsteer::{Error, Result};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -60,128 +62,155 @@ pub fn run(args: EvalArgs, common: &Common) -> Result<()> {
     if let Some(t) = args.threads {
         options.threads = t;
     }
+    let show_progress = std::io::stderr().is_terminal();
+    let summary = if args.no_workspace {
+        evaluate_only(&args, &path, &data, &model, options, show_progress)?
+    } else {
+        evaluate_as_job(&args, &path, &data, &model, options, common, show_progress)?
+    };
+    if show_progress {
+        eprintln!();
+    }
+    if common.json {
+        return print_json(&summary);
+    }
+    print_summary(&summary);
+    Ok(())
+}
+
+/// The normal path: the same evaluate job the app runs, recorded on the base variant of
+/// the model's workspace and in its job history.
+fn evaluate_as_job(
+    args: &EvalArgs,
+    path: &std::path::Path,
+    data: &std::path::Path,
+    model: &Model,
+    options: RunOptions,
+    common: &Common,
+    show_progress: bool,
+) -> Result<serde_json::Value> {
+    let name = model_name(path);
+    let dir = match &common.workspace {
+        Some(d) => d.clone(),
+        None => default_workspace_dir(&name, &model.content_hash())?,
+    };
+    let ws = Workspace::open_or_create(&dir, model, &name)?;
+    // Absolute paths: the journal must still make sense from the app started elsewhere.
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let kind = JobKind::Evaluate {
+        variant: 0,
+        data: abs(data),
+        subset: args.split,
+        batch_size: options.batch_size,
+        threads: options.threads,
+        calibration_size: args.calibration_size,
+        seed: args.seed,
+        reference: None,
+        reference_model: args.reference.as_deref().map(abs),
+        save_outputs: args.save_outputs.as_deref().map(abs),
+    };
+    let mut summary = run_job_blocking(Arc::new(Mutex::new(ws)), kind, move |ev| match ev {
+        JobEvent::Progress { done, total, .. } if show_progress => eprint!("\reval {done}/{total}"),
+        JobEvent::Log { line, .. } if line.starts_with("note:") || line.starts_with("warning:") => {
+            eprintln!("{line}")
+        }
+        _ => {}
+    })?;
+    if let Some(obj) = summary.as_object_mut() {
+        obj.insert("model".into(), json!(path.display().to_string()));
+    }
+    Ok(summary)
+}
+
+/// `--no-workspace`: the same evaluation, nothing recorded.
+fn evaluate_only(
+    args: &EvalArgs,
+    path: &std::path::Path,
+    data: &std::path::Path,
+    model: &Model,
+    options: RunOptions,
+    show_progress: bool,
+) -> Result<serde_json::Value> {
     let req = EvalRequest {
-        model: path.clone(),
-        data: data.clone(),
+        model: path.to_path_buf(),
+        data: data.to_path_buf(),
         subset: args.split,
         reference: args.reference.clone(),
         options,
         calibration_size: args.calibration_size,
         seed: args.seed,
     };
-    let show_progress = std::io::stderr().is_terminal();
     let progress = move |done: usize, total: usize| {
         if show_progress {
             eprint!("\reval {done}/{total}");
         }
     };
-    let report = evaluate(&req, &model, &CancelToken::new(), &progress)?;
-    if show_progress {
-        eprintln!();
-    }
+    let report = evaluate(&req, model, &CancelToken::new(), &progress)?;
     if let Some(f) = &report.fallback {
         eprintln!("note: {f}");
-    }
-    if !report.has_labels && args.reference.is_none() {
-        eprintln!("note: the dataset has no labels and no --reference was given: throughput only");
     }
     if let Some(out) = &args.save_outputs {
         write_npy_f32(out, &report.outputs)?;
     }
-    let workspace = if args.no_workspace {
-        None
-    } else {
-        Some(record(&path, &model, &req, &report, common)?)
-    };
-    if common.json {
-        let s = &report.score;
-        return print_json(&json!({
-            "model": path.display().to_string(),
-            "dataset": data.display().to_string(),
-            "subset": args.split.name(),
-            "split": report.split,
-            "samples": report.samples,
-            "accuracy": s.accuracy,
-            "top5_accuracy": s.top5_accuracy,
-            "agreement": s.agreement,
-            "sqnr_db": s.sqnr_db,
-            "seconds": report.seconds,
-            "samples_per_second": report.samples_per_second,
-            "batch_size": options.batch_size,
-            "threads": options.threads,
-            "variant": workspace.as_ref().map(|_| 0),
-            "workspace": workspace.as_ref().map(|w| w.display().to_string()),
-            "output": args.save_outputs.as_ref().map(|p| p.display().to_string()),
-        }));
-    }
     let s = &report.score;
+    Ok(json!({
+        "model": path.display().to_string(),
+        "dataset": data.display().to_string(),
+        "subset": args.split.name(),
+        "split": report.split,
+        "samples": report.samples,
+        "accuracy": s.accuracy,
+        "top5_accuracy": s.top5_accuracy,
+        "agreement": s.agreement,
+        "sqnr_db": s.sqnr_db,
+        "seconds": report.seconds,
+        "samples_per_second": report.samples_per_second,
+        "batch_size": options.batch_size,
+        "threads": options.threads,
+        "macs": report.macs,
+        "params": report.params,
+        "variant": null,
+        "workspace": null,
+        "output": args.save_outputs.as_ref().map(|p| p.display().to_string()),
+    }))
+}
+
+fn print_summary(s: &serde_json::Value) {
+    let text = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let num = |k: &str| s.get(k).and_then(|v| v.as_f64());
     let pct = |v: Option<f64>| {
         v.map(|v| format!("{:.2}%", 100.0 * v))
             .unwrap_or_else(|| "-".into())
     };
     println!(
         "{}  on {} ({}, {} samples)",
-        path.display(),
-        data.display(),
-        args.split.name(),
-        report.samples
+        text("model"),
+        text("dataset"),
+        text("subset"),
+        num("samples").unwrap_or(0.0)
     );
-    if s.accuracy.is_some() {
+    if num("accuracy").is_some() {
         println!(
             "accuracy   top-1 {}  top-5 {}",
-            pct(s.accuracy),
-            pct(s.top5_accuracy)
+            pct(num("accuracy")),
+            pct(num("top5_accuracy"))
         );
     }
-    if s.agreement.is_some() {
+    if num("agreement").is_some() {
         println!(
             "fidelity   top-1 agreement {}  output SQNR {:.1} dB",
-            pct(s.agreement),
-            s.sqnr_db.unwrap_or(f64::NAN)
+            pct(num("agreement")),
+            num("sqnr_db").unwrap_or(f64::NAN)
         );
     }
     println!(
         "throughput {:.1} samples/s ({:.3} s, batch {}, {} threads)",
-        report.samples_per_second, report.seconds, options.batch_size, options.threads
+        num("samples_per_second").unwrap_or(0.0),
+        num("seconds").unwrap_or(0.0),
+        num("batch_size").unwrap_or(0.0),
+        num("threads").unwrap_or(0.0)
     );
-    if let Some(w) = workspace {
-        println!("recorded in workspace {}", w.display());
+    if let Some(w) = s.get("workspace").and_then(|v| v.as_str()) {
+        println!("recorded in workspace {w} (variant 0)");
     }
-    Ok(())
-}
-
-/// Store the result on the base variant of the model's workspace.
-fn record(
-    path: &std::path::Path,
-    model: &Model,
-    req: &EvalRequest,
-    report: &qsteer::experiment::evaluate::EvalReport,
-    common: &Common,
-) -> Result<PathBuf> {
-    let name = model_name(path);
-    let dir = match &common.workspace {
-        Some(d) => d.clone(),
-        None => default_workspace_dir(&name, &model.content_hash())?,
-    };
-    let mut ws = Workspace::open_or_create(&dir, model, &name)?;
-    ws.set_costs(0, report.macs, Some(report.params))?;
-    let record = EvalRecord {
-        dataset: req.data.display().to_string(),
-        dataset_fingerprint: report.dataset_fingerprint.clone(),
-        subset: req.subset.name().to_string(),
-        split: report.split.clone(),
-        score: report.score.clone(),
-        seconds: report.seconds,
-        samples_per_second: report.samples_per_second,
-        batch_size: req.options.batch_size,
-        threads: req.options.threads,
-        reference: req.reference.as_ref().map(|p| p.display().to_string()),
-        when: now(),
-    };
-    ws.record_result(0, record)?;
-    ws.log_job(&json!({
-        "kind": "evaluate", "variant": 0, "when": now(), "status": "finished",
-        "samples": report.samples, "seconds": report.seconds, "score": report.score,
-    }))?;
-    Ok(dir)
 }

@@ -77,7 +77,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
-            crate::tui::run(crate::tui::AppOptions {
+            qsteer::tui::run(qsteer::tui::AppOptions {
                 model,
                 data,
                 workspace: cli.common.workspace.clone(),

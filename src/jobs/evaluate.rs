@@ -23,6 +23,8 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         calibration_size,
         seed,
         reference,
+        reference_model,
+        save_outputs,
     } = ctx.kind;
     if *batch_size == 0 {
         return Err(Error::input("evaluate: the batch size must be at least 1"));
@@ -36,7 +38,10 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
                 .ok_or_else(|| Error::input(format!("{}: no variant {id}", ws.dir().display())))
         };
         let model = path_of(*variant)?;
-        let reference = reference.map(path_of).transpose()?;
+        let reference = match reference {
+            Some(r) => Some(path_of(*r)?),
+            None => reference_model.clone(),
+        };
         (model, reference, ws.dir().to_path_buf())
     };
     ctx.cancel.check()?;
@@ -70,10 +75,13 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     })?;
     // Cancelled after the last batch: still nothing is recorded.
     ctx.cancel.check()?;
+    if let Some(out) = save_outputs {
+        crate::data::write_npy_f32(out, &report.outputs)?;
+    }
     if let Some(f) = &report.fallback {
         ctx.log(format!("note: {f}"));
     }
-    if !report.has_labels && reference.is_none() {
+    if !report.has_labels && reference.is_none() && reference_model.is_none() {
         ctx.log("note: the dataset has no labels and no reference was given: throughput only");
     }
     let record = EvalRecord {
@@ -86,7 +94,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         samples_per_second: report.samples_per_second,
         batch_size: options.batch_size,
         threads: options.threads,
-        reference: reference.map(|r| r.to_string()),
+        reference: reference
+            .map(|r| r.to_string())
+            .or_else(|| reference_model.as_ref().map(|p| p.display().to_string())),
         when: now(),
     };
     {
@@ -119,6 +129,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "macs": report.macs,
         "params": report.params,
         "workspace": ws_dir.display().to_string(),
+        "output": save_outputs.as_ref().map(|p| p.display().to_string()),
     }))
 }
 

@@ -35,6 +35,13 @@ pub enum JobKind {
         /// A variant id: also score fidelity (agreement, SQNR) to its outputs.
         #[serde(default)]
         reference: Option<u32>,
+        /// A model file outside the workspace to score fidelity against (the CLI's
+        /// `--reference FILE`); used when `reference` is not set.
+        #[serde(default)]
+        reference_model: Option<PathBuf>,
+        /// Also write the model's first output for every sample to this .npy file.
+        #[serde(default)]
+        save_outputs: Option<PathBuf>,
     },
 }
 
@@ -51,6 +58,8 @@ impl JobKind {
             calibration_size: 200,
             seed: 0,
             reference: None,
+            reference_model: None,
+            save_outputs: None,
         }
     }
 
@@ -58,10 +67,14 @@ impl JobKind {
     pub fn label(&self) -> String {
         match self {
             JobKind::Evaluate {
-                variant, reference, ..
-            } => match reference {
-                Some(r) => format!("evaluate v{variant} vs v{r}"),
-                None => format!("evaluate v{variant}"),
+                variant,
+                reference,
+                reference_model,
+                ..
+            } => match (reference, reference_model) {
+                (Some(r), _) => format!("evaluate v{variant} vs v{r}"),
+                (None, Some(m)) => format!("evaluate v{variant} vs {}", m.display()),
+                (None, None) => format!("evaluate v{variant}"),
             },
         }
     }

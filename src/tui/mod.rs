@@ -2,17 +2,17 @@
 //! forwards input; jobs run on the engine's job runner and report back by channel.
 //! Frames are drawn at a bounded rate, and only when something changed.
 
-mod action;
+pub mod action;
 mod compare;
 mod graph_rows;
-mod init;
+pub mod init;
 mod keys;
 mod panes;
 mod popups;
-mod state;
-mod theme;
-mod ui;
-mod update;
+pub mod state;
+pub mod theme;
+pub mod ui;
+pub mod update;
 
 #[cfg(test)]
 mod tests;
@@ -135,7 +135,11 @@ async fn event_loop(
                 if let Some(a) = to_action(&app, ev) {
                     let effects = update(&mut app, a);
                     apply(&mut app, effects, &runner, &workspace, &compare_tx);
-                    dirty = true;
+                    // Answer a key at once rather than at the next frame tick.
+                    terminal
+                        .draw(|f| ui::draw(f, &app))
+                        .map_err(|e| Error::runtime(format!("drawing: {e}")))?;
+                    dirty = false;
                 }
             }
             Some(ev) = job_rx.recv() => {

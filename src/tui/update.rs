@@ -320,6 +320,8 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
                         calibration_size: 200,
                         seed: 0,
                         reference: None,
+                        reference_model: None,
+                        save_outputs: None,
                     })
                 })
                 .collect();
