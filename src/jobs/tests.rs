@@ -34,6 +34,8 @@ fn eval(variant: u32, reference: Option<u32>) -> JobKind {
         calibration_size: 200,
         seed: 0,
         reference,
+        reference_model: None,
+        save_outputs: None,
     }
 }
 

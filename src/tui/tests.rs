@@ -261,3 +261,34 @@ fn snapshots_of_every_pane_and_popup() {
         app.collapsed = false;
     }
 }
+
+#[test]
+fn a_job_left_running_by_a_killed_app_is_reported_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        init::open(
+            &PathBuf::from("sample-models/mbv2_digits.onnx"),
+            Some(PathBuf::from("sample-models/digits")),
+            Some(dir.path().join("ws")),
+            Theme::load("mono").unwrap(),
+        )
+        .unwrap()
+        .app
+    };
+    let first = open();
+    assert!(first.jobs.is_empty());
+    // What a kill mid-job leaves behind: a job journalled as started, never ended.
+    let kind = serde_json::to_value(eval_kind(0)).unwrap();
+    let mut journal = String::new();
+    for state in ["queued", "started"] {
+        journal.push_str(&serde_json::json!({"id": 1, "state": state, "time": 1.0, "kind": kind}).to_string());
+        journal.push('\n');
+    }
+    std::fs::write(dir.path().join("ws/logs/jobs.jsonl"), journal).unwrap();
+    let app = open();
+    assert_eq!(app.jobs.len(), 1);
+    assert_eq!(app.jobs[0].status, JobStatus::Interrupted);
+    assert!(app.status.contains("#1 evaluate v0"), "{}", app.status);
+    let screen = render(&app, 120, 30);
+    assert!(screen.contains("interrupted"), "{screen}");
+}

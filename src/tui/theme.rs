@@ -77,7 +77,9 @@ impl Theme {
 
     /// The theme to start with: `mono` under NO_COLOR, else the named one.
     pub fn choose(requested: Option<&str>) -> Result<Theme> {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        // NO_COLOR (no-color.org) or a terminal that declares it has no colours.
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+            || std::env::var("TERM").is_ok_and(|t| t == "dumb");
         match requested {
             Some(r) => Theme::load(r),
             None if no_color => Theme::load("mono"),
