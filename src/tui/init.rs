@@ -46,6 +46,48 @@ pub fn channel_ranges(model: &Model, layer: &Layer) -> Vec<f32> {
         .collect()
 }
 
+/// What the graph and layer panes show for one model.
+pub struct ModelView {
+    pub variant: u32,
+    pub graph: Vec<super::graph_rows::GraphRow>,
+    pub graph_collapsed: Vec<super::graph_rows::GraphRow>,
+    pub layers: Vec<Layer>,
+    pub channel_ranges: Vec<Vec<f32>>,
+    pub macs_total: u64,
+}
+
+/// Analyse `model` for the panes; `pinned` are per-sample input shapes from the data.
+pub fn model_view(variant: u32, model: &Model, pinned: Option<&[Vec<usize>]>) -> Result<ModelView> {
+    let shapes = model.shapes(pinned)?;
+    let layers = model.layers(&shapes)?;
+    let graph = build_rows(model, &shapes);
+    Ok(ModelView {
+        variant,
+        graph_collapsed: collapse(&graph),
+        graph,
+        macs_total: layers.iter().filter_map(|l| l.macs).sum(),
+        channel_ranges: layers.iter().map(|l| channel_ranges(model, l)).collect(),
+        layers,
+    })
+}
+
+impl App {
+    /// Show `view` in the graph and layer panes (the current variant changed).
+    pub fn set_model_view(&mut self, view: ModelView) {
+        self.current = view.variant;
+        self.graph = view.graph;
+        self.graph_collapsed = view.graph_collapsed;
+        self.layers = view.layers;
+        self.channel_ranges = view.channel_ranges;
+        self.macs_total = view.macs_total;
+        for pane in [Pane::Graph, Pane::Layers] {
+            let n = self.rows_in(pane);
+            let c = &mut self.cursor[pane.index()];
+            *c = (*c).min(n.saturating_sub(1));
+        }
+    }
+}
+
 pub fn open(
     model_path: &Path,
     data: Option<PathBuf>,
@@ -61,11 +103,7 @@ pub fn open(
         }
         None => None,
     };
-    let shapes = model.shapes(pinned.as_deref())?;
-    let layers = model.layers(&shapes)?;
-    let macs_total = layers.iter().filter_map(|l| l.macs).sum();
-    let channel_ranges = layers.iter().map(|l| channel_ranges(&model, l)).collect();
-    let graph = build_rows(&model, &shapes);
+    let view = model_view(0, &model, pinned.as_deref())?;
     let model_name = model_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -75,6 +113,7 @@ pub fn open(
         None => default_workspace_dir(&model_name, &model.content_hash())?,
     };
     let mut ws = Workspace::open_or_create(&dir, &model, &model_name)?;
+    let macs_total = view.macs_total;
     if ws.variant(0).is_some_and(|v| v.macs.is_none()) {
         let params = model.weights().map(|(_, w)| w.array.len() as u64).sum();
         ws.set_costs(0, Some(macs_total), Some(params))?;
@@ -118,12 +157,13 @@ pub fn open(
         model_name,
         data_path: data,
         theme,
-        graph_collapsed: collapse(&graph),
-        graph,
+        graph_collapsed: view.graph_collapsed,
+        graph: view.graph,
         collapsed: false,
-        layers,
-        channel_ranges,
-        macs_total,
+        layers: view.layers,
+        channel_ranges: view.channel_ranges,
+        macs_total: view.macs_total,
+        pinned,
         variants: ws.variants().to_vec(),
         current: 0,
         mark_a: None,

@@ -123,6 +123,11 @@ async fn event_loop(
         job_tx,
     )?;
     let (compare_tx, mut compare_rx) = mpsc::unbounded_channel::<compare::CompareData>();
+    let (view_tx, mut view_rx) = mpsc::unbounded_channel::<Result<init::ModelView>>();
+    let senders = Senders {
+        compare: compare_tx,
+        view: view_tx,
+    };
     let mut input = EventStream::new();
     let mut frame = tokio::time::interval(Duration::from_millis(1000 / FPS));
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -134,7 +139,7 @@ async fn event_loop(
                 let ev = ev.map_err(|e| Error::runtime(format!("terminal input: {e}")))?;
                 if let Some(a) = to_action(&app, ev) {
                     let effects = update(&mut app, a);
-                    apply(&mut app, effects, &runner, &workspace, &compare_tx);
+                    apply(&mut app, effects, &runner, &workspace, &senders);
                     // Answer a key at once rather than at the next frame tick.
                     terminal
                         .draw(|f| ui::draw(f, &app))
@@ -144,11 +149,21 @@ async fn event_loop(
             }
             Some(ev) = job_rx.recv() => {
                 let effects = update(&mut app, Action::Job(ev));
-                apply(&mut app, effects, &runner, &workspace, &compare_tx);
+                apply(&mut app, effects, &runner, &workspace, &senders);
                 dirty = true;
             }
             Some(data) = compare_rx.recv() => {
                 app.compare = Some(data);
+                dirty = true;
+            }
+            Some(view) = view_rx.recv() => {
+                match view {
+                    Ok(v) => {
+                        app.status = format!("variant {} is now current", v.variant);
+                        app.set_model_view(v);
+                    }
+                    Err(e) => app.status = format!("cannot load the variant: {e}"),
+                }
                 dirty = true;
             }
             _ = frame.tick() => {
@@ -168,12 +183,18 @@ async fn event_loop(
     Ok(())
 }
 
+/// Where background computations for the UI send their results.
+struct Senders {
+    compare: mpsc::UnboundedSender<compare::CompareData>,
+    view: mpsc::UnboundedSender<Result<init::ModelView>>,
+}
+
 fn apply(
     app: &mut App,
     effects: Vec<Effect>,
     runner: &JobRunner,
     workspace: &Arc<Mutex<qsteer::experiment::Workspace>>,
-    compare_tx: &mpsc::UnboundedSender<compare::CompareData>,
+    senders: &Senders,
 ) {
     for e in effects {
         match e {
@@ -188,11 +209,25 @@ fn apply(
                     app.variants = ws.variants().to_vec();
                 }
             }
+            Effect::LoadVariant(id) => {
+                let path = workspace
+                    .lock()
+                    .ok()
+                    .and_then(|w| w.variant(id).map(|v| w.model_path(v)));
+                let Some(path) = path else { continue };
+                let pinned = app.pinned.clone();
+                let tx = senders.view.clone();
+                tokio::task::spawn_blocking(move || {
+                    let view = qsteer::model::Model::load(&path)
+                        .and_then(|m| init::model_view(id, &m, pinned.as_deref()));
+                    let _ = tx.send(view);
+                });
+            }
             Effect::RefreshCompare => {
                 if let (Some(a), Some(b)) = (app.mark_a, app.mark_b) {
                     if app.focus == Pane::Compare || app.compare.is_some() {
                         let ws = workspace.clone();
-                        let tx = compare_tx.clone();
+                        let tx = senders.compare.clone();
                         tokio::task::spawn_blocking(move || {
                             // Work on a copy so a job recording a result never waits on us.
                             let snapshot = match ws.lock() {

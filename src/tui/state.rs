@@ -153,6 +153,8 @@ pub struct App {
     /// Per layer, the weight range (max − min) of each output channel.
     pub channel_ranges: Vec<Vec<f32>>,
     pub macs_total: u64,
+    /// Per-sample input shapes from the dataset (pins symbolic dims when analysing).
+    pub pinned: Option<Vec<Vec<usize>>>,
     pub variants: Vec<Variant>,
     pub current: u32,
     pub mark_a: Option<u32>,

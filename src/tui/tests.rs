@@ -281,7 +281,9 @@ fn a_job_left_running_by_a_killed_app_is_reported_on_reopen() {
     let kind = serde_json::to_value(eval_kind(0)).unwrap();
     let mut journal = String::new();
     for state in ["queued", "started"] {
-        journal.push_str(&serde_json::json!({"id": 1, "state": state, "time": 1.0, "kind": kind}).to_string());
+        journal.push_str(
+            &serde_json::json!({"id": 1, "state": state, "time": 1.0, "kind": kind}).to_string(),
+        );
         journal.push('\n');
     }
     std::fs::write(dir.path().join("ws/logs/jobs.jsonl"), journal).unwrap();

@@ -17,6 +17,8 @@ pub enum Effect {
     ReloadWorkspace,
     /// A and B changed: recompute the comparison.
     RefreshCompare,
+    /// Analyse a variant's model and show it in the graph and layer panes.
+    LoadVariant(u32),
 }
 
 const PAGE: usize = 10;
@@ -48,8 +50,8 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Bottom => app.cursor[pi] = app.rows_in(pane).saturating_sub(1),
         Action::Confirm if pane == Pane::Variants => {
             if let Some(id) = app.selected_variant() {
-                app.current = id;
-                app.status = format!("variant {id} is now current");
+                app.status = format!("loading variant {id}…");
+                return vec![Effect::LoadVariant(id)];
             }
         }
         Action::Toggle if pane == Pane::Graph => {
