@@ -16,5 +16,6 @@ pub mod model;
 pub mod runtime;
 pub mod samples;
 pub mod tui;
+pub mod units;
 
 pub use error::{Error, Result};

@@ -51,16 +51,4 @@ impl Table {
     }
 }
 
-/// 1234567 -> "1.23M", 5300 -> "5.3k".
-pub fn human(n: u64) -> String {
-    let f = n as f64;
-    if f >= 1e9 {
-        format!("{:.2}G", f / 1e9)
-    } else if f >= 1e6 {
-        format!("{:.2}M", f / 1e6)
-    } else if f >= 1e4 {
-        format!("{:.1}k", f / 1e3)
-    } else {
-        n.to_string()
-    }
-}
+pub use qsteer::units::human;

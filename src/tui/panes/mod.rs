@@ -32,19 +32,7 @@ pub fn scroll_offset(cursor: usize, height: usize) -> usize {
     }
 }
 
-/// "1.23M", "45.1k".
-pub fn human(n: u64) -> String {
-    let f = n as f64;
-    if f >= 1e9 {
-        format!("{:.2}G", f / 1e9)
-    } else if f >= 1e6 {
-        format!("{:.2}M", f / 1e6)
-    } else if f >= 1e4 {
-        format!("{:.1}k", f / 1e3)
-    } else {
-        n.to_string()
-    }
-}
+pub use qsteer::units::human;
 
 /// A bar of `width` cells filled to `fraction`, with eighth-block resolution.
 pub fn bar(fraction: f64, width: usize) -> String {
