@@ -13,6 +13,7 @@ pub mod guard;
 pub mod jobs;
 pub mod metrics;
 pub mod model;
+pub mod quant;
 pub mod runtime;
 pub mod samples;
 pub mod tui;

@@ -1,0 +1,657 @@
+//! Encodings from a calibration histogram, by scheme (names as in AIMET):
+//!
+//! - `minmax` (AIMET `tf`): the exact observed `[min, max]`.
+//! - `tf_enhanced`: AIMET's grid search over candidate (delta, offset) pairs minimising
+//!   quantization noise + 3 × saturation (clipping) noise. Candidates as AIMET picks them:
+//!   asymmetric, 17 deltas (1/16 … 17/16 of the min-max delta) × 21 offsets evenly spread over
+//!   `[-(2^b-1), 0]`, each clamped to the observed range, plus the min-max grid; symmetric, 101
+//!   deltas (1/100 … 101/100 of `2·absmax/(2^b-1)`) at offset `-2^(b-1)` (unsigned
+//!   symmetric: of `max/(2^b-1)` at offset 0), plus the min-max grid.
+//! - `percentile(p)`: clip `(100 - p)`% of the values off *each* tail (AIMET's definition,
+//!   `p` in 50..=100, interpolated inside a bin); a symmetric spec then takes the larger of the
+//!   two clipped magnitudes. `percentile(100)` is `minmax`.
+//! - `mse`: the clipping range `[lo, hi]` among histogram bin edges (and 0) whose encoding has
+//!   the least expected squared fake-quant error — exhaustive on small histograms, a
+//!   coarse-to-fine grid search on large ones; the min-max range is always a candidate.
+//!
+//! Noise is evaluated exactly for data spread uniformly inside each bin (AIMET samples bin
+//! midpoints instead, which misjudges bins wider than a quantization step, e.g. at 16 bit).
+//! Only the rounding pattern differs from fake-quant: ties have measure zero.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::encoding::{Encoding, QuantSpec, MIN_SCALE};
+use super::histogram::{Bin, Histogram};
+use crate::{Error, Result};
+
+/// AIMET's weight on saturation noise in `tf_enhanced`.
+const TF_ENHANCED_GAMMA: f64 = 3.0;
+/// Percentile used when the CLI says just `percentile`.
+pub const DEFAULT_PERCENTILE: f64 = 99.99;
+/// Candidates per side and round of the `mse` coarse-to-fine search.
+const MSE_GRID: usize = 32;
+
+/// A calibration scheme. Serialized snake_case (`"minmax"`, `"tf_enhanced"`, `"mse"`,
+/// `{"percentile": 99.99}`); parsed from the CLI by [`FromStr`] (`tf` = `minmax`,
+/// `percentile` = `percentile:99.99`, `percentile:99.9`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    #[serde(alias = "tf")]
+    Minmax,
+    TfEnhanced,
+    Percentile(f64),
+    Mse,
+}
+
+impl Scheme {
+    /// Rejects a percentile outside 50..=100 (AIMET's bounds).
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Scheme::Percentile(p) if !(50.0..=100.0).contains(&p) => Err(Error::input(format!(
+                "percentile {p} is outside 50..=100 (it is the share of values kept on each side)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scheme::Minmax => f.write_str("minmax"),
+            Scheme::TfEnhanced => f.write_str("tf_enhanced"),
+            Scheme::Percentile(p) => write!(f, "percentile:{p}"),
+            Scheme::Mse => f.write_str("mse"),
+        }
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase().replace('-', "_");
+        let (name, value) = match lower.split_once([':', '=']) {
+            Some((name, value)) => (name, Some(value)),
+            None => (lower.as_str(), None),
+        };
+        let scheme = match (name, value) {
+            ("minmax" | "tf", None) => Scheme::Minmax,
+            ("tf_enhanced", None) => Scheme::TfEnhanced,
+            ("mse", None) => Scheme::Mse,
+            ("percentile", None) => Scheme::Percentile(DEFAULT_PERCENTILE),
+            ("percentile", Some(v)) => Scheme::Percentile(v.trim().parse().map_err(|_| {
+                Error::input(format!("percentile value '{v}' in '{s}' is not a number"))
+            })?),
+            _ => {
+                return Err(Error::input(format!(
+                    "unknown calibration scheme '{s}' (expected minmax, tf, tf_enhanced, \
+                     percentile[:P] or mse)"
+                )))
+            }
+        };
+        scheme.validate()?;
+        Ok(scheme)
+    }
+}
+
+/// The encoding for the values a histogram saw. NaN or infinite values in the stream are an
+/// input error (the caller adds the tensor's name); an empty histogram gives the tiny grid
+/// around 0.
+pub fn calibrate(h: &Histogram, scheme: Scheme, spec: QuantSpec) -> Result<Encoding> {
+    scheme.validate()?;
+    if h.non_finite() > 0 {
+        return Err(Error::input(format!(
+            "{} of {} values are NaN or infinite",
+            h.non_finite(),
+            h.non_finite() + h.count()
+        )));
+    }
+    let Some((min, max)) = h.range() else {
+        return Ok(spec.encoding(0.0, 0.0));
+    };
+    let (min, max) = (min as f64, max as f64);
+    Ok(match scheme {
+        Scheme::Minmax => spec.encoding_f64(min, max),
+        Scheme::Percentile(p) if p >= 100.0 => spec.encoding_f64(min, max),
+        Scheme::Percentile(p) => {
+            let lo = h.quantile(1.0 - p / 100.0).unwrap_or(min);
+            let hi = h.quantile(p / 100.0).unwrap_or(max);
+            spec.encoding_f64(lo, hi)
+        }
+        Scheme::TfEnhanced => tf_enhanced(&h.occupied().collect::<Vec<_>>(), min, max, spec),
+        Scheme::Mse => mse(&h.occupied().collect::<Vec<_>>(), min, max, spec),
+    })
+}
+
+/// Expected squared fake-quant error per value over the histogram (data uniform inside each
+/// bin); 0 for an empty histogram. For diagnostics and tests.
+pub fn expected_sq_error(h: &Histogram, e: &Encoding) -> f64 {
+    if h.count() == 0 {
+        return 0.0;
+    }
+    noise(&h.occupied().collect::<Vec<_>>(), e, 1.0) / h.count() as f64
+}
+
+fn tf_enhanced(bins: &[Bin], min: f64, max: f64, spec: QuantSpec) -> Encoding {
+    let steps = spec.num_steps() as f64;
+    let lo = min.min(0.0);
+    let hi = max.max(0.0).max(lo + MIN_SCALE as f64 * steps);
+    let scale = |d: f64| (d.max(MIN_SCALE as f64) as f32).max(MIN_SCALE);
+    // The min-max grid goes first so that ties (e.g. all-zero data) keep it.
+    let mut candidates = vec![spec.encoding_f64(lo, hi)];
+    if spec.symmetric() {
+        let (delta_max, offset) = if spec.uses_unsigned_grid(lo) {
+            (hi / steps, 0)
+        } else {
+            (2.0 * hi.max(-lo) / steps, -(1i32 << (spec.bitwidth() - 1)))
+        };
+        for i in 1..=101 {
+            candidates.push(spec.grid(scale(delta_max * i as f64 / 100.0), offset));
+        }
+    } else {
+        let delta_max = (hi - lo) / steps;
+        let observed_offset = (lo / delta_max).round().clamp(-steps, 0.0);
+        let observed_min = delta_max * observed_offset;
+        let observed_max = observed_min + delta_max * steps;
+        candidates.push(spec.grid(scale(delta_max), observed_offset as i32));
+        for i in 1..=17 {
+            let delta = delta_max * i as f64 / 16.0;
+            for j in 0..=20 {
+                let offset = (-steps + steps * j as f64 / 20.0).round();
+                // Clamp the candidate grid to the observed range, then re-grid it.
+                let test_min = observed_min.max(delta * offset);
+                let test_max = observed_max.min(delta * (offset + steps));
+                if test_max <= test_min {
+                    continue;
+                }
+                let d = (test_max - test_min) / steps;
+                let o = (test_min / d).round().clamp(-steps, 0.0);
+                candidates.push(spec.grid(scale(d), o as i32));
+            }
+        }
+    }
+    argmin(candidates, |e| noise(bins, e, TF_ENHANCED_GAMMA))
+}
+
+fn mse(bins: &[Bin], min: f64, max: f64, spec: QuantSpec) -> Encoding {
+    let mut edges: Vec<f64> = bins.iter().flat_map(|b| [b.lo, b.hi]).collect();
+    edges.push(0.0);
+    let cost = |lo: f64, hi: f64| {
+        let e = spec.encoding_f64(lo, hi);
+        (noise(bins, &e, 1.0), e)
+    };
+    let minmax = cost(min, max);
+    let best = if spec.symmetric() {
+        // One threshold t: the grid depends on max(|lo|, |hi|) only.
+        let mut t: Vec<f64> = if spec.uses_unsigned_grid(min) {
+            edges.into_iter().filter(|&e| e > 0.0).collect()
+        } else {
+            edges
+                .into_iter()
+                .map(f64::abs)
+                .filter(|&e| e > 0.0)
+                .collect()
+        };
+        sort_dedup(&mut t);
+        let unsigned = spec.uses_unsigned_grid(min);
+        zoom_search(1, t.len(), minmax, |_, j| {
+            cost(if unsigned { 0.0 } else { -t[j] }, t[j])
+        })
+    } else {
+        let mut lows: Vec<f64> = edges.iter().copied().filter(|&e| e <= 0.0).collect();
+        let mut highs: Vec<f64> = edges.into_iter().filter(|&e| e >= 0.0).collect();
+        sort_dedup(&mut lows);
+        sort_dedup(&mut highs);
+        zoom_search(lows.len(), highs.len(), minmax, |i, j| {
+            cost(lows[i], highs[j])
+        })
+    };
+    best.1
+}
+
+fn sort_dedup(v: &mut Vec<f64>) {
+    v.sort_by(f64::total_cmp);
+    v.dedup();
+}
+
+/// Minimises `cost(i, j)` over `[0, ni) × [0, nj)`: exhaustively when both sides have at most
+/// [`MSE_GRID`] candidates, else on a grid of that many per side, then again around the best
+/// at a finer stride until the stride is 1. `start` wins ties.
+fn zoom_search(
+    ni: usize,
+    nj: usize,
+    start: (f64, Encoding),
+    mut cost: impl FnMut(usize, usize) -> (f64, Encoding),
+) -> (f64, Encoding) {
+    let mut best = start;
+    if ni == 0 || nj == 0 {
+        return best;
+    }
+    let (mut wi, mut wj) = ((0, ni - 1), (0, nj - 1));
+    let (mut bi, mut bj) = (0, nj - 1);
+    loop {
+        let si = (wi.1 - wi.0 + 1).div_ceil(MSE_GRID).max(1);
+        let sj = (wj.1 - wj.0 + 1).div_ceil(MSE_GRID).max(1);
+        for i in strided(wi, si) {
+            for j in strided(wj, sj) {
+                let c = cost(i, j);
+                if c.0 < best.0 {
+                    (best, bi, bj) = (c, i, j);
+                }
+            }
+        }
+        if si == 1 && sj == 1 {
+            return best;
+        }
+        wi = (bi.saturating_sub(si), (bi + si).min(ni - 1));
+        wj = (bj.saturating_sub(sj), (bj + sj).min(nj - 1));
+    }
+}
+
+/// `lo, lo + step, …` and always `hi`.
+fn strided((lo, hi): (usize, usize), step: usize) -> impl Iterator<Item = usize> {
+    (lo..=hi)
+        .step_by(step)
+        .chain(((hi - lo) % step != 0).then_some(hi))
+}
+
+fn argmin(candidates: Vec<Encoding>, cost: impl Fn(&Encoding) -> f64) -> Encoding {
+    let mut best = (f64::INFINITY, candidates[0]);
+    for e in candidates {
+        let c = cost(&e);
+        if c < best.0 {
+            best = (c, e);
+        }
+    }
+    best.1
+}
+
+/// Total squared fake-quant error over the bins (count-weighted), values whose rounding falls
+/// off the grid weighted by `gamma`.
+fn noise(bins: &[Bin], e: &Encoding, gamma: f64) -> f64 {
+    let d = e.scale as f64;
+    let grid_lo = e.offset as f64 * d;
+    let grid_hi = (e.offset as f64 + e.num_steps() as f64) * d;
+    let g = Grid {
+        d,
+        grid_lo,
+        grid_hi,
+        clip_lo: grid_lo - d / 2.0,
+        clip_hi: grid_hi + d / 2.0,
+        gamma,
+    };
+    bins.iter()
+        .map(|b| b.count as f64 * g.mean_sq(b.lo, b.hi))
+        .sum()
+}
+
+struct Grid {
+    d: f64,
+    grid_lo: f64,
+    grid_hi: f64,
+    /// Below `clip_lo` (above `clip_hi`) rounding leaves the grid: saturation.
+    clip_lo: f64,
+    clip_hi: f64,
+    gamma: f64,
+}
+
+impl Grid {
+    /// Mean squared error of values uniform on `[a, b]` (a point when `a == b`).
+    fn mean_sq(&self, a: f64, b: f64) -> f64 {
+        if b <= a {
+            return self.point_sq(a);
+        }
+        let mut total = 0.0;
+        if a < self.clip_lo {
+            total += self.gamma * sq_integral(a, b.min(self.clip_lo), self.grid_lo);
+        }
+        let (u, v) = (a.max(self.clip_lo), b.min(self.clip_hi));
+        if v > u {
+            total += self.sawtooth_integral(u, v);
+        }
+        if b > self.clip_hi {
+            total += self.gamma * sq_integral(a.max(self.clip_hi), b, self.grid_hi);
+        }
+        total / (b - a)
+    }
+
+    fn point_sq(&self, x: f64) -> f64 {
+        if x < self.clip_lo {
+            self.gamma * (x - self.grid_lo).powi(2)
+        } else if x > self.clip_hi {
+            self.gamma * (x - self.grid_hi).powi(2)
+        } else {
+            (x - self.d * (x / self.d).round()).powi(2)
+        }
+    }
+
+    /// ∫ r(x)² over [u, v], r the rounding error to multiples of d. Per period of length d the
+    /// integral is d³/12; inside a period it is ((x - m·d)³ + d³/8) / 3.
+    fn sawtooth_integral(&self, u: f64, v: f64) -> f64 {
+        let d = self.d;
+        let (mu, mv) = ((u / d).round(), (v / d).round());
+        let partial = |x: f64, m: f64| (x - m * d).powi(3) / 3.0;
+        d.powi(3) / 12.0 * (mv - mu) + partial(v, mv) - partial(u, mu)
+    }
+}
+
+/// ∫ (x - g)² over [u, v].
+fn sq_integral(u: f64, v: f64, g: f64) -> f64 {
+    ((v - g).powi(3) - (u - g).powi(3)) / 3.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::test_data::{fake_quant_mse, Rng};
+
+    fn spec(bits: u8, symmetric: bool) -> QuantSpec {
+        QuantSpec::new(bits, symmetric).unwrap()
+    }
+
+    fn hist(data: &[f32]) -> Histogram {
+        let mut h = Histogram::default();
+        h.add(data);
+        h
+    }
+
+    /// N(0, 1) activations plus a few huge outliers.
+    fn gaussian_with_outliers(seed: u64, n: usize, outliers: &[f32]) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut data: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        data.extend(outliers);
+        data
+    }
+
+    #[test]
+    fn scheme_names_parse_and_print() {
+        assert_eq!("minmax".parse::<Scheme>().unwrap(), Scheme::Minmax);
+        assert_eq!("tf".parse::<Scheme>().unwrap(), Scheme::Minmax);
+        assert_eq!("TF_Enhanced".parse::<Scheme>().unwrap(), Scheme::TfEnhanced);
+        assert_eq!("tf-enhanced".parse::<Scheme>().unwrap(), Scheme::TfEnhanced);
+        assert_eq!("mse".parse::<Scheme>().unwrap(), Scheme::Mse);
+        assert_eq!(
+            "percentile".parse::<Scheme>().unwrap(),
+            Scheme::Percentile(99.99)
+        );
+        assert_eq!(
+            "percentile:99.9".parse::<Scheme>().unwrap(),
+            Scheme::Percentile(99.9)
+        );
+        assert_eq!(
+            "percentile=95".parse::<Scheme>().unwrap(),
+            Scheme::Percentile(95.0)
+        );
+        for bad in [
+            "entropy",
+            "percentile:abc",
+            "percentile:101",
+            "percentile:10",
+            "mse:3",
+        ] {
+            let err = bad.parse::<Scheme>().unwrap_err();
+            assert!(matches!(err, Error::Input(_)), "{bad}");
+        }
+        for s in [
+            Scheme::Minmax,
+            Scheme::TfEnhanced,
+            Scheme::Mse,
+            Scheme::Percentile(99.9),
+        ] {
+            assert_eq!(s.to_string().parse::<Scheme>().unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn scheme_serde_is_snake_case() {
+        let json = serde_json::to_string(&[
+            Scheme::Minmax,
+            Scheme::TfEnhanced,
+            Scheme::Mse,
+            Scheme::Percentile(99.5),
+        ])
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"["minmax","tf_enhanced","mse",{"percentile":99.5}]"#
+        );
+        let tf: Scheme = serde_json::from_str(r#""tf""#).unwrap();
+        assert_eq!(tf, Scheme::Minmax);
+    }
+
+    #[test]
+    fn minmax_uses_the_exact_range() {
+        let h = hist(&[-0.7, 0.1, 2.3]);
+        let e = calibrate(&h, Scheme::Minmax, spec(8, false)).unwrap();
+        assert_eq!(e, Encoding::from_range(-0.7, 2.3, 8, false).unwrap());
+    }
+
+    #[test]
+    fn percentile_100_is_minmax_and_lower_clips_each_tail() {
+        let data = gaussian_with_outliers(1, 200_000, &[60.0, -45.0, 80.0]);
+        let h = hist(&data);
+        for s in [spec(8, false), spec(8, true), spec(4, false)] {
+            assert_eq!(
+                calibrate(&h, Scheme::Percentile(100.0), s).unwrap(),
+                calibrate(&h, Scheme::Minmax, s).unwrap()
+            );
+        }
+        let e = calibrate(&h, Scheme::Percentile(99.9), spec(8, false)).unwrap();
+        // N(0,1) 0.1% tails sit at ±3.09.
+        assert!(
+            (e.min + 3.09).abs() < 0.1 && (e.max - 3.09).abs() < 0.1,
+            "{e:?}"
+        );
+        assert!(calibrate(&h, Scheme::Percentile(30.0), spec(8, false)).is_err());
+    }
+
+    #[test]
+    fn tf_enhanced_clips_outliers_and_beats_minmax() {
+        // Clipping pays (even at 3x weight) only when outliers are rare enough: at 8 bit a
+        // range of 80 costs ~(80/255)^2/12 per value; clipping one outlier of 40 to ~4 costs
+        // ~3 * 36^2 / n.
+        let data = gaussian_with_outliers(2, 4_000_000, &[40.0, -40.0]);
+        let h = hist(&data);
+        for s in [spec(8, false), spec(8, true), spec(4, false), spec(4, true)] {
+            let minmax = calibrate(&h, Scheme::Minmax, s).unwrap();
+            let tfe = calibrate(&h, Scheme::TfEnhanced, s).unwrap();
+            assert!(
+                tfe.max - tfe.min <= (minmax.max - minmax.min) / 3.0,
+                "{s:?}: {tfe:?} vs {minmax:?}"
+            );
+            assert!(tfe.min < -2.0 && tfe.max > 2.0, "{s:?}: {tfe:?}");
+            let (mse_tfe, mse_mm) = (fake_quant_mse(&tfe, &data), fake_quant_mse(&minmax, &data));
+            assert!(mse_tfe < mse_mm, "{s:?}: {mse_tfe} vs {mse_mm}");
+        }
+    }
+
+    #[test]
+    fn tf_enhanced_keeps_the_whole_range_of_a_uniform_distribution() {
+        // Nothing to clip: uniform data wants the full range.
+        let data: Vec<f32> = (0..100_000)
+            .map(|i| -1.0 + 3.0 * i as f32 / 99_999.0)
+            .collect();
+        let h = hist(&data);
+        let e = calibrate(&h, Scheme::TfEnhanced, spec(8, false)).unwrap();
+        assert!(e.min <= -0.95 && e.max >= 1.95, "{e:?}");
+    }
+
+    #[test]
+    fn mse_never_worse_than_minmax() {
+        let mut rng = Rng::new(3);
+        let laplace: Vec<f32> = (0..100_000).map(|_| rng.laplace()).collect();
+        let relu: Vec<f32> = laplace.iter().map(|&x| x.max(0.0) * 2.0).collect();
+        for data in [
+            laplace,
+            relu,
+            gaussian_with_outliers(4, 100_000, &[30.0, -20.0]),
+        ] {
+            let h = hist(&data);
+            let unsigned = spec(8, true).with_unsigned_symmetric(true);
+            for s in [
+                spec(8, false),
+                spec(8, true),
+                spec(4, false),
+                spec(4, true),
+                unsigned,
+            ] {
+                let minmax = calibrate(&h, Scheme::Minmax, s).unwrap();
+                let best = calibrate(&h, Scheme::Mse, s).unwrap();
+                assert!(expected_sq_error(&h, &best) <= expected_sq_error(&h, &minmax));
+                let (got, base) = (fake_quant_mse(&best, &data), fake_quant_mse(&minmax, &data));
+                assert!(got <= base * 1.001, "{s:?}: {got} vs {base}");
+            }
+        }
+    }
+
+    /// Every (lo, hi) pair of candidate edges, costed with the same analytic noise.
+    fn brute_force_mse(bins: &[Bin], s: QuantSpec) -> f64 {
+        let mut edges: Vec<f64> = bins.iter().flat_map(|b| [b.lo, b.hi]).collect();
+        edges.push(0.0);
+        let mut best = f64::INFINITY;
+        for &lo in edges.iter().filter(|&&e| e <= 0.0) {
+            for &hi in edges.iter().filter(|&&e| e >= 0.0) {
+                for (l, u) in [(lo, hi), (-hi, hi), (lo, -lo)] {
+                    if s.symmetric() || (l, u) == (lo, hi) {
+                        best = best.min(noise(bins, &s.encoding_f64(l, u), 1.0));
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn mse_matches_brute_force_on_a_small_histogram() {
+        let mut rng = Rng::new(5);
+        let data: Vec<f32> = (0..5000).map(|_| rng.laplace() + 0.4).collect();
+        let mut h = Histogram::new(16);
+        h.add(&data);
+        let bins: Vec<Bin> = h.occupied().collect();
+        let unsigned = spec(3, true).with_unsigned_symmetric(true);
+        for s in [
+            spec(3, false),
+            spec(4, false),
+            spec(3, true),
+            spec(2, false),
+            unsigned,
+        ] {
+            let got = noise(&bins, &calibrate(&h, Scheme::Mse, s).unwrap(), 1.0);
+            let best = brute_force_mse(&bins, s);
+            assert!(
+                got <= best * (1.0 + 1e-12),
+                "{s:?}: {got} vs brute force {best}"
+            );
+        }
+    }
+
+    #[test]
+    fn mse_coarse_to_fine_search_comes_close_to_exhaustive() {
+        let mut rng = Rng::new(8);
+        let data: Vec<f32> = (0..50_000).map(|_| rng.laplace() * 0.7 - 0.3).collect();
+        let mut h = Histogram::new(256);
+        h.add(&data);
+        let bins: Vec<Bin> = h.occupied().collect();
+        for s in [spec(4, false), spec(8, false), spec(4, true)] {
+            let got = noise(&bins, &calibrate(&h, Scheme::Mse, s).unwrap(), 1.0);
+            let best = brute_force_mse(&bins, s);
+            assert!(got <= best * 1.02, "{s:?}: {got} vs exhaustive {best}");
+        }
+    }
+
+    /// Midpoint-rule integral of the true fake-quant error, independent of `Grid`.
+    fn numeric_sq_error(bins: &[Bin], e: &Encoding) -> f64 {
+        let steps = 2000;
+        let mut total = 0.0;
+        for b in bins {
+            let mut s = 0.0;
+            for k in 0..steps {
+                let x = b.lo + (b.hi - b.lo) * (k as f64 + 0.5) / steps as f64;
+                s += (e.fake_quant(x as f32) as f64 - x).powi(2);
+            }
+            total += b.count as f64 * s / steps as f64;
+        }
+        total
+    }
+
+    #[test]
+    fn expected_error_matches_numeric_integration() {
+        let mut rng = Rng::new(6);
+        let data: Vec<f32> = (0..20_000).map(|_| rng.normal() * 1.5).collect();
+        let mut h = Histogram::new(64);
+        h.add(&data);
+        let bins: Vec<Bin> = h.occupied().collect();
+        for (lo, hi, bits) in [
+            (-2.0, 2.0, 4),
+            (-5.0, 5.0, 8),
+            (-1.0, 0.5, 3),
+            (-6.0, 6.0, 16),
+        ] {
+            let e = Encoding::from_range(lo, hi, bits, false).unwrap();
+            let exact = expected_sq_error(&h, &e);
+            let numeric = numeric_sq_error(&bins, &e) / h.count() as f64;
+            assert!(
+                (exact - numeric).abs() <= 0.01 * numeric + 1e-12,
+                "{bits} bit [{lo}, {hi}]: {exact} vs {numeric}"
+            );
+            // And close to fake-quant on the samples themselves.
+            let sampled = fake_quant_mse(&e, &data);
+            assert!(
+                (exact - sampled).abs() <= 0.15 * sampled,
+                "{exact} vs {sampled}"
+            );
+        }
+    }
+
+    #[test]
+    fn degenerate_histograms_never_give_nan() {
+        let all_zero = hist(&[0.0; 100]);
+        let constant = hist(&[2.5; 100]);
+        let negative = hist(&[-1e-20; 10]);
+        let empty = Histogram::default();
+        let single = hist(&[-3.0]);
+        let schemes = [
+            Scheme::Minmax,
+            Scheme::TfEnhanced,
+            Scheme::Percentile(99.0),
+            Scheme::Mse,
+        ];
+        for h in [&all_zero, &constant, &negative, &empty, &single] {
+            for scheme in schemes {
+                for s in [
+                    spec(8, false),
+                    spec(8, true),
+                    spec(2, true),
+                    spec(16, false),
+                ] {
+                    let e = calibrate(h, scheme, s).unwrap();
+                    e.validate().unwrap();
+                    assert!(e.min.is_finite() && e.max.is_finite(), "{scheme} {e:?}");
+                    assert_eq!(e.fake_quant(0.0), 0.0);
+                    assert!(!expected_sq_error(h, &e).is_nan());
+                }
+            }
+        }
+        // A constant tensor keeps its value (to within half a step) under every scheme.
+        for scheme in schemes {
+            let e = calibrate(&constant, scheme, spec(8, false)).unwrap();
+            assert!(
+                (e.fake_quant(2.5) - 2.5).abs() <= e.scale,
+                "{scheme}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_finite_data_is_an_input_error() {
+        let h = hist(&[1.0, f32::NAN, 2.0, f32::INFINITY]);
+        let err = calibrate(&h, Scheme::Minmax, spec(8, false)).unwrap_err();
+        assert!(matches!(err, Error::Input(_)));
+        assert!(err.to_string().contains("2 of 4"), "{err}");
+    }
+}

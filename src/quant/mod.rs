@@ -1,0 +1,65 @@
+//! Quantization simulation, first layer: encodings and calibration statistics. Pure math on
+//! slices and ndarray; nothing here knows about models or runtimes.
+//!
+//! - [`encoding`]: one grid (scale, offset, bitwidth) and fake-quant, with ONNX's rounding.
+//! - [`aimet`]: the per-encoding pieces of AIMET's encodings JSON (0.6.1 and 1.0.0).
+//! - [`histogram`]: the streaming, mergeable histogram activations are calibrated from.
+//! - [`calibrate`]: encodings from a histogram: `minmax`, `tf_enhanced`, `percentile`, `mse`.
+//! - [`per_channel`]: weight encodings per output channel (or per tensor) and their fake-quant.
+
+pub mod aimet;
+pub mod calibrate;
+pub mod encoding;
+pub mod histogram;
+pub mod per_channel;
+
+pub use calibrate::{calibrate, expected_sq_error, Scheme};
+pub use encoding::{Encoding, QuantSpec};
+pub use histogram::Histogram;
+
+/// Deterministic data for the tests (no rand dependency).
+#[cfg(test)]
+pub(crate) mod test_data {
+    /// xorshift64* with Box-Muller normals.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        }
+
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// Uniform in (0, 1).
+        pub fn uniform(&mut self) -> f64 {
+            ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+
+        pub fn normal(&mut self) -> f32 {
+            let (u, v) = (self.uniform(), self.uniform());
+            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+        }
+
+        /// Laplace(0, 1): heavier tails than a Gaussian, where clipping pays off.
+        pub fn laplace(&mut self) -> f32 {
+            let u = self.uniform() - 0.5;
+            (-u.signum() * (1.0 - 2.0 * u.abs()).ln()) as f32
+        }
+    }
+
+    /// Mean squared error of fake-quant over the samples, in f64.
+    pub fn fake_quant_mse(e: &super::Encoding, data: &[f32]) -> f64 {
+        data.iter()
+            .map(|&x| {
+                let d = (e.fake_quant(x) - x) as f64;
+                d * d
+            })
+            .sum::<f64>()
+            / data.len() as f64
+    }
+}
