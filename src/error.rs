@@ -42,11 +42,21 @@ impl Error {
         }
     }
 
-    /// The process exit code the CLI uses for this error (DESIGN.md §2).
+    /// The process exit code the CLI uses for this error (DESIGN.md §2). A path that does
+    /// not lead where it should (missing, a file where a directory belongs or the reverse,
+    /// not permitted) is bad input, not a failed job.
     pub fn exit_code(&self) -> i32 {
+        use std::io::ErrorKind::*;
         match self {
             Error::Input(_) => 2,
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 2,
+            Error::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    NotFound | NotADirectory | IsADirectory | PermissionDenied
+                ) =>
+            {
+                2
+            }
             _ => 1,
         }
     }

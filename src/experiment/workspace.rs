@@ -135,8 +135,9 @@ impl Workspace {
     /// untouched on disk.
     pub fn open(dir: &Path) -> Result<Workspace> {
         let index = dir.join(INDEX);
-        let text = fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-        let probe: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        // bytes, not a string: binary junk is corruption like any other, not an I/O error
+        let bytes = fs::read(&index).map_err(|e| Error::io(&index, e))?;
+        let probe: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             Error::input(format!(
                 "{}: corrupt workspace index ({e}); it was left as is — restore it or move it aside",
                 index.display()

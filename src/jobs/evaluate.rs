@@ -120,6 +120,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "seconds": report.seconds,
         "samples_per_second": report.samples_per_second,
         "reference": reference,
+        "reference_model": reference_model.as_ref().map(|p| p.display().to_string()),
         "model": model_path.display().to_string(),
         "dataset": data.display().to_string(),
         "subset": subset.name(),

@@ -121,9 +121,9 @@ fn conv_layer(model: &Model, shapes: &ModelShapes, i: usize, node: &NodeProto) -
     let groups = attrs::int(node, "group").unwrap_or(1).max(1) as usize;
     let transpose = node.op_type == "ConvTranspose";
     let (in_channels, out_channels) = if transpose {
-        (ws[0], ws[1] * groups)
+        (ws[0], ws[1].checked_mul(groups)?)
     } else {
-        (ws[1] * groups, ws[0])
+        (ws[1].checked_mul(groups)?, ws[0])
     };
     let kernel = ws[2..].to_vec();
     let bias = node
@@ -138,17 +138,22 @@ fn conv_layer(model: &Model, shapes: &ModelShapes, i: usize, node: &NodeProto) -
     let output = node.output.first()?.clone();
     let input_shape = shapes.get(&input).cloned();
     let output_shape = shapes.get(&output).cloned();
-    let kernel_elems: u64 = kernel.iter().map(|&k| k as u64).product();
+    // a weight with a zero dim holds no data whatever its other dims say: count with care
+    let kernel_elems = kernel
+        .iter()
+        .try_fold(1u64, |acc, &k| acc.checked_mul(k as u64))?;
     let macs = if transpose {
         input_shape
             .as_deref()
             .and_then(|s| per_sample_elements(s, shapes.fixed_batch))
-            .map(|e| e * (out_channels / groups) as u64 * kernel_elems)
+            .and_then(|e| e.checked_mul((out_channels / groups) as u64))
+            .and_then(|e| e.checked_mul(kernel_elems))
     } else {
         output_shape
             .as_deref()
             .and_then(|s| per_sample_elements(s, shapes.fixed_batch))
-            .map(|e| e * (in_channels / groups) as u64 * kernel_elems)
+            .and_then(|e| e.checked_mul((in_channels / groups) as u64))
+            .and_then(|e| e.checked_mul(kernel_elems))
     };
     let kind = if transpose {
         LayerKind::ConvTranspose
@@ -230,7 +235,7 @@ fn matmul_layer(model: &Model, shapes: &ModelShapes, i: usize, node: &NodeProto)
     let macs = output_shape
         .as_deref()
         .and_then(|s| per_sample_elements(s, shapes.fixed_batch))
-        .map(|e| e * k as u64);
+        .and_then(|e| e.checked_mul(k as u64));
     Some(Layer {
         name: name_of(model, i),
         node: i,

@@ -12,6 +12,7 @@ pub mod calibrate;
 pub mod encoding;
 pub mod histogram;
 pub mod per_channel;
+pub mod points;
 
 pub use calibrate::{calibrate, expected_sq_error, Scheme};
 pub use encoding::{Encoding, QuantSpec};

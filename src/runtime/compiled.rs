@@ -8,6 +8,35 @@ use ndarray::{ArrayD, ArrayViewD};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 
+/// The most elements one value may hold in one call. Far beyond any real model (16 GiB of
+/// float32), far below what a damaged pad, stride or shape can ask for; running such a
+/// model would exhaust memory or run for hours instead of failing.
+pub const MAX_VALUE_ELEMENTS: u64 = 1 << 32;
+
+/// Refuse a model whose analysed shapes ask for an absurd amount of memory.
+fn check_value_sizes(model: &TypedModel, src: &str) -> Result<()> {
+    for node in &model.nodes {
+        for (slot, output) in node.outputs.iter().enumerate() {
+            let Some(dims) = output.fact.shape.as_concrete() else {
+                continue;
+            };
+            let elements = dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+            if elements.is_none_or(|n| n > MAX_VALUE_ELEMENTS) {
+                let name = model
+                    .outlet_label(OutletId::new(node.id, slot))
+                    .unwrap_or(&node.name);
+                return Err(Error::input(format!(
+                    "{src}: value '{name}' would have shape {dims:?}, more than \
+                     {MAX_VALUE_ELEMENTS} elements; the model's shapes or attributes look damaged"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub struct CompiledModel {
     plan: Arc<TypedSimplePlan>,
     source: String,
@@ -50,6 +79,7 @@ impl CompiledModel {
         };
         let typed = typed_model(model, Some(sample_shapes), Some(batch.max(1)), selected)?;
         let src = model.source().to_string();
+        check_value_sizes(&typed.model, &src)?;
         let plan = guarded(&src, || {
             typed
                 .model

@@ -6,5 +6,5 @@
 mod compiled;
 mod dataset_run;
 
-pub use compiled::CompiledModel;
+pub use compiled::{CompiledModel, MAX_VALUE_ELEMENTS};
 pub use dataset_run::{RunOptions, RunOutput};
