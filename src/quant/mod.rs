@@ -1,18 +1,26 @@
-//! Quantization simulation, first layer: encodings and calibration statistics. Pure math on
-//! slices and ndarray; nothing here knows about models or runtimes.
+//! Quantization simulation. The first layer is pure math on slices and ndarray (encodings,
+//! calibration statistics); the second places quantizers on a model, calibrates them in one
+//! streaming pass and builds the simulated model.
 //!
 //! - [`encoding`]: one grid (scale, offset, bitwidth) and fake-quant, with ONNX's rounding.
 //! - [`aimet`]: the per-encoding pieces of AIMET's encodings JSON (0.6.1 and 1.0.0).
 //! - [`histogram`]: the streaming, mergeable histogram activations are calibrated from.
-//! - [`calibrate`]: encodings from a histogram: `minmax`, `tf_enhanced`, `percentile`, `mse`.
+//! - [`calibrate`](mod@calibrate): encodings from a histogram: `minmax`, `tf_enhanced`, `percentile`, `mse`.
 //! - [`per_channel`]: weight encodings per output channel (or per tensor) and their fake-quant.
+//! - [`points`]: where quantizers sit: activation points (groups, pass-through ops) and
+//!   per-layer weight quantizers.
+//! - [`calibration`]: one streaming pass of the FP32 model filling a histogram per point.
+//! - [`qdq`]: the simulated model: weights fake-quantized in place, QDQ (or equivalent float
+//!   ops) after each activation point; modes W+A, weights-only, activations-only.
 
 pub mod aimet;
 pub mod calibrate;
+pub mod calibration;
 pub mod encoding;
 pub mod histogram;
 pub mod per_channel;
 pub mod points;
+pub mod qdq;
 
 pub use calibrate::{calibrate, expected_sq_error, Scheme};
 pub use encoding::{Encoding, QuantSpec};

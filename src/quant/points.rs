@@ -357,7 +357,13 @@ pub(crate) mod tests {
         assert!(pos.windows(2).all(|w| w[0] < w[1]));
         let clips = g.node.iter().filter(|n| n.op_type == "Clip").count();
         let adds = g.node.iter().filter(|n| n.op_type == "Add").count();
-        let lone_bns = 2; // block2 and block4 projections have no residual Add
+        // The projection BNs (no activation) end their Conv+BN group.
+        let lone_bns = g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization" && n.output[0].contains("project"))
+            .count();
+        assert_eq!(lone_bns, 5);
         assert_eq!(points.len(), 1 + clips + adds + lone_bns + 1 + 1);
     }
 
@@ -371,7 +377,8 @@ pub(crate) mod tests {
             .collect();
         assert!(v.contains(&"layer1.relu2.out".to_string()));
         assert!(!v.contains(&"layer1.add.out".to_string()));
-        assert!(!v.contains(&"layer1.bn2.out".to_string()));
+        // Conv+BN without an activation ends at the BN, which feeds the Add.
+        assert!(v.contains(&"layer1.bn2.out".to_string()));
         assert!(v.contains(&"layer1.relu1.out".to_string()));
         assert!(!v.contains(&"stem.bn.out".to_string()));
     }
