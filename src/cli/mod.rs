@@ -4,6 +4,7 @@
 
 mod eval;
 mod inspect;
+mod quantsim;
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +51,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Score a model on a dataset: accuracy with labels, fidelity to a reference without
     Eval(eval::EvalArgs),
+    /// Quantization simulation: calibrate, fake-quantize weights and activations, score
+    Quantsim(quantsim::QuantsimArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -75,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Inspect(args)) => inspect::run(args, &cli.common),
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
+        Some(Command::Quantsim(args)) => quantsim::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             qsteer::tui::run(qsteer::tui::AppOptions {

@@ -248,6 +248,14 @@ impl Workspace {
         Ok(id)
     }
 
+    /// Store a variant's quantization encodings (AIMET JSON) as `variants/<id>.encodings.json`.
+    pub fn set_encodings(&mut self, id: u32, encodings: &serde_json::Value) -> Result<()> {
+        let rel = format!("variants/{id}.encodings.json");
+        write_json_atomic(&self.dir.join(&rel), encodings)?;
+        self.variant_mut(id)?.encodings_file = Some(rel);
+        self.save()
+    }
+
     /// Append one JSON line to `logs/jobs.jsonl` (the job history).
     pub fn log_job(&self, entry: &serde_json::Value) -> Result<()> {
         let path = self.dir.join("logs").join("jobs.jsonl");

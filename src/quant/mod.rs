@@ -21,6 +21,7 @@ pub mod histogram;
 pub mod per_channel;
 pub mod points;
 pub mod qdq;
+pub mod simulate;
 
 pub use calibrate::{calibrate, expected_sq_error, Scheme};
 pub use encoding::{Encoding, QuantSpec};

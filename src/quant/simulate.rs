@@ -1,0 +1,159 @@
+//! The quantsim job: calibrate on the calibration samples, build the simulated model and
+//! score it on the evaluation samples. Shared by the CLI (and, next, the app) so both make
+//! the same variant with the same numbers.
+
+use super::calibration::{calibrate_activations, ActivationConfig, CalibrationOptions};
+use super::points::{activation_points, weight_quantizers};
+use super::qdq::{build_quantsim, ActivationOps, QuantMode, SimConfig, SimModel, WeightConfig};
+use super::{aimet, QuantSpec, Scheme};
+use crate::cancel::CancelToken;
+use crate::experiment::evaluate::{
+    check_fits, evaluate, sample_shapes, select_samples, EvalReport, EvalRequest, Subset,
+};
+use crate::model::Model;
+use crate::runtime::RunOptions;
+use crate::Result;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantsimSettings {
+    pub w_bits: u8,
+    pub a_bits: u8,
+    pub per_channel: bool,
+    pub symmetric: bool,
+    pub scheme: Scheme,
+    pub mode: QuantMode,
+}
+
+impl QuantsimSettings {
+    /// The recipe step recorded on the variant, e.g. `quantsim{w:8,a:8,per_channel:true,…}`.
+    pub fn step(&self) -> String {
+        format!(
+            "quantsim{{w:{},a:{},per_channel:{},symmetric:{},scheme:{},mode:{}}}",
+            self.w_bits,
+            self.a_bits,
+            self.per_channel,
+            self.symmetric,
+            serde_json::to_value(self.scheme)
+                .map(|v| v.to_string().replace('"', ""))
+                .unwrap_or_default(),
+            self.mode
+        )
+    }
+}
+
+pub struct QuantsimRequest {
+    pub data: PathBuf,
+    pub calibration_size: usize,
+    pub seed: u64,
+    pub settings: QuantsimSettings,
+    pub options: RunOptions,
+}
+
+pub struct QuantsimOutcome {
+    pub sim: SimModel,
+    pub report: EvalReport,
+    pub activation_points: usize,
+    pub calibration_seconds: f64,
+}
+
+/// Calibrate, simulate and evaluate. `progress(stage, done, total)`.
+pub fn quantsim(
+    model: &Model,
+    req: &QuantsimRequest,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<QuantsimOutcome> {
+    let s = &req.settings;
+    let calibration = select_samples(
+        &req.data,
+        Subset::Calibration,
+        req.calibration_size,
+        req.seed,
+    )?
+    .data;
+    check_fits(model, &calibration)?;
+    let shapes = model.shapes(Some(&sample_shapes(&calibration)))?;
+    let layers = model.layers(&shapes)?;
+    let points = activation_points(model)?;
+    let weights = weight_quantizers(model, &layers)?;
+    let start = Instant::now();
+    let activations = if s.mode.activations() {
+        let config = ActivationConfig {
+            spec: QuantSpec::new(s.a_bits, s.symmetric)?,
+            scheme: s.scheme,
+        };
+        let options = CalibrationOptions {
+            run: RunOptions {
+                batch_size: 16,
+                threads: req.options.threads,
+            },
+            ..CalibrationOptions::default()
+        };
+        calibrate_activations(
+            model,
+            &points,
+            &calibration,
+            config,
+            options,
+            cancel,
+            &|d, t| progress("calibration", d, t),
+        )?
+    } else {
+        BTreeMap::new()
+    };
+    let calibration_seconds = start.elapsed().as_secs_f64();
+    let config = SimConfig {
+        mode: s.mode,
+        weights: WeightConfig {
+            spec: QuantSpec::new(s.w_bits, s.symmetric)?,
+            scheme: s.scheme,
+            per_channel: s.per_channel,
+        },
+        activation_ops: ActivationOps::Auto,
+    };
+    let sim = build_quantsim(model, &weights, &activations, &config)?;
+    cancel.check()?;
+    let eval = EvalRequest {
+        model: PathBuf::from(model.source()),
+        data: req.data.clone(),
+        subset: Subset::Evaluation,
+        reference: None,
+        options: req.options,
+        calibration_size: req.calibration_size,
+        seed: req.seed,
+    };
+    let report = evaluate(&eval, &sim.model, cancel, &|d, t| {
+        progress("evaluation", d, t)
+    })?;
+    Ok(QuantsimOutcome {
+        activation_points: points.len(),
+        sim,
+        report,
+        calibration_seconds,
+    })
+}
+
+/// The encodings in AIMET's 1.0.0 JSON layout (activations and parameters).
+pub fn encodings_json(sim: &SimModel) -> Result<Value> {
+    let activations = sim
+        .activations
+        .iter()
+        .map(|(name, e)| aimet::to_aimet_v1(name, std::slice::from_ref(e), false))
+        .collect::<Result<Vec<_>>>()?;
+    let params = sim
+        .weights
+        .iter()
+        .map(|w| aimet::to_aimet_v1(&w.weight, &w.encodings, w.axis.is_some()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(json!({
+        "version": "1.0.0",
+        "activation_encodings": activations,
+        "param_encodings": params,
+        "excluded_layers": [],
+    }))
+}

@@ -1,0 +1,97 @@
+//! `qsteer quantsim`: a child variant with its encodings, and numbers that move the way
+//! quantization noise says they must (W8A8 ≈ FP32; 4-bit per-tensor weights hurt; per-channel
+//! recovers most of it).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn quantsim(dir: &std::path::Path, ws: &std::path::Path, extra: &[&str]) -> Value {
+    let model = sample_model("mbv2_digits");
+    let data = digits();
+    let mut args = vec![
+        "quantsim",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--workspace",
+        ws.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = run(dir, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("one JSON document")
+}
+
+#[test]
+fn quantsim_variants_and_their_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let w8a8 = quantsim(dir.path(), &ws, &["--per-channel"]);
+    let w4 = quantsim(dir.path(), &ws, &["--w-bits", "4", "--mode", "w"]);
+    let w4pc = quantsim(
+        dir.path(),
+        &ws,
+        &["--w-bits", "4", "--mode", "w", "--per-channel"],
+    );
+    let acc = |v: &Value| v["accuracy"].as_f64().unwrap();
+    assert!(acc(&w8a8) >= 0.97, "W8A8 {}", acc(&w8a8));
+    assert!(
+        acc(&w4) < acc(&w8a8) - 0.05,
+        "W4 per-tensor {} vs W8A8 {}",
+        acc(&w4),
+        acc(&w8a8)
+    );
+    assert!(
+        acc(&w4pc) > acc(&w4),
+        "per-channel {} vs per-tensor {}",
+        acc(&w4pc),
+        acc(&w4)
+    );
+    assert_eq!(w8a8["variant"], 1);
+    assert_eq!(w4pc["variant"], 3);
+    assert!(w8a8["activation_points"].as_u64().unwrap() > 10);
+
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(ws.join("workspace.json")).unwrap()).unwrap();
+    let variants = index["variants"].as_array().unwrap();
+    assert_eq!(variants.len(), 4);
+    assert_eq!(variants[1]["parent"], 0);
+    assert!(variants[1]["step"]
+        .as_str()
+        .unwrap()
+        .starts_with("quantsim{w:8,a:8,per_channel:true"));
+    let enc: Value =
+        serde_json::from_slice(&std::fs::read(ws.join("variants/1.encodings.json")).unwrap())
+            .unwrap();
+    assert_eq!(enc["version"], "1.0.0");
+    assert!(!enc["activation_encodings"].as_array().unwrap().is_empty());
+    let params = enc["param_encodings"].as_array().unwrap();
+    assert_eq!(params.len(), 17);
+    assert!(params.iter().all(|p| p["enc_type"] == "PER_CHANNEL"));
+    // Weights-only has no activation encodings.
+    let enc2: Value =
+        serde_json::from_slice(&std::fs::read(ws.join("variants/2.encodings.json")).unwrap())
+            .unwrap();
+    assert!(enc2["activation_encodings"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn bad_quantsim_settings_are_input_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sample_model("mbv2_digits");
+    let data = digits();
+    for extra in [["--w-bits", "1"], ["--scheme", "bogus"], ["--mode", "x"]] {
+        let mut args = vec![
+            "quantsim",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&extra);
+        let out = run(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+    }
+}
