@@ -92,15 +92,19 @@ pub enum LayerSort {
     Order,
     Name,
     Op,
+    Kernel,
+    Channels,
     Params,
     Macs,
 }
 
 impl LayerSort {
-    pub const ALL: [LayerSort; 5] = [
+    pub const ALL: [LayerSort; 7] = [
         LayerSort::Order,
         LayerSort::Name,
         LayerSort::Op,
+        LayerSort::Kernel,
+        LayerSort::Channels,
         LayerSort::Params,
         LayerSort::Macs,
     ];
@@ -110,6 +114,8 @@ impl LayerSort {
             LayerSort::Order => "graph order",
             LayerSort::Name => "name",
             LayerSort::Op => "op",
+            LayerSort::Kernel => "kernel",
+            LayerSort::Channels => "channels",
             LayerSort::Params => "params",
             LayerSort::Macs => "MACs",
         }
@@ -196,6 +202,8 @@ impl App {
             LayerSort::Order => {}
             LayerSort::Name => idx.sort_by(|&a, &b| l[a].name.cmp(&l[b].name)),
             LayerSort::Op => idx.sort_by(|&a, &b| l[a].kind.label().cmp(l[b].kind.label())),
+            LayerSort::Kernel => idx.sort_by_key(|&i| l[i].kernel.iter().product::<usize>()),
+            LayerSort::Channels => idx.sort_by_key(|&i| (l[i].out_channels, l[i].in_channels)),
             LayerSort::Params => idx.sort_by_key(|&i| l[i].params),
             LayerSort::Macs => idx.sort_by_key(|&i| l[i].macs.unwrap_or(0)),
         }

@@ -120,6 +120,11 @@ fn sorting_and_filtering_layers() {
     let (mut app, _d) = sample_app();
     update(&mut app, Action::SortNext); // name
     update(&mut app, Action::SortNext); // op
+    update(&mut app, Action::SortNext); // kernel
+    update(&mut app, Action::SortNext); // channels
+    let order = app.layer_order();
+    let outs: Vec<usize> = order.iter().map(|&i| app.layers[i].out_channels).collect();
+    assert!(outs.windows(2).all(|w| w[0] <= w[1]), "{outs:?}");
     update(&mut app, Action::SortNext); // params
     update(&mut app, Action::SortNext); // MACs
     update(&mut app, Action::SortReverse);
