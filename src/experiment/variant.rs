@@ -54,6 +54,30 @@ pub struct EvalRecord {
 }
 
 impl Variant {
+    /// A fresh variant with no costs, results or notes yet.
+    pub fn new(
+        id: u32,
+        parent: Option<u32>,
+        step: &str,
+        model_file: String,
+        size_bytes: u64,
+    ) -> Variant {
+        Variant {
+            id,
+            parent,
+            step: step.to_string(),
+            model_file,
+            encodings_file: None,
+            created: super::now(),
+            macs: None,
+            params: None,
+            size_bytes,
+            notes: String::new(),
+            tags: vec![],
+            results: vec![],
+        }
+    }
+
     /// The most recent result on the given samples, if any.
     pub fn latest_result(&self, dataset_fingerprint: &str) -> Option<&EvalRecord> {
         self.results

@@ -101,20 +101,8 @@ impl Workspace {
         let bytes = model.to_bytes();
         let model_file = "variants/0.onnx".to_string();
         write_atomic(&dir.join(&model_file), &bytes)?;
-        let base = Variant {
-            id: 0,
-            parent: None,
-            step: "base".into(),
-            model_file,
-            encodings_file: None,
-            created: now(),
-            macs: None,
-            params: None,
-            size_bytes: bytes.len() as u64,
-            notes: format!("imported from {}", model.source()),
-            tags: vec![],
-            results: vec![],
-        };
+        let mut base = Variant::new(0, None, "base", model_file, bytes.len() as u64);
+        base.notes = format!("imported from {}", model.source());
         let file = WorkspaceFile {
             format_version: FORMAT_VERSION,
             model_name: model_name.to_string(),
@@ -230,20 +218,13 @@ impl Workspace {
         let model_file = format!("variants/{id}.onnx");
         let bytes = model.to_bytes();
         write_atomic(&self.dir.join(&model_file), &bytes)?;
-        self.file.variants.push(Variant {
+        self.file.variants.push(Variant::new(
             id,
-            parent: Some(parent),
-            step: step.to_string(),
+            Some(parent),
+            step,
             model_file,
-            encodings_file: None,
-            created: now(),
-            macs: None,
-            params: None,
-            size_bytes: bytes.len() as u64,
-            notes: String::new(),
-            tags: vec![],
-            results: vec![],
-        });
+            bytes.len() as u64,
+        ));
         self.save()?;
         Ok(id)
     }

@@ -326,15 +326,11 @@ pub fn typed_model(
 }
 
 /// tract's error with its context chain on one line.
-pub fn chain(e: &anyhow_like::Error) -> String {
+pub fn chain(e: &TractError) -> String {
     e.chain()
         .map(|c| c.to_string())
         .collect::<Vec<_>>()
         .join(": ")
-}
-
-mod anyhow_like {
-    pub use tract_onnx::prelude::TractError as Error;
 }
 
 /// Analyse the model's shapes. See the module comment for the batch convention.
