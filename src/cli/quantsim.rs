@@ -82,6 +82,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         symmetric: args.symmetric,
         scheme: args.scheme,
         mode: args.mode,
+        overrides: Vec::new(),
     };
     let req = QuantsimRequest {
         data: std::path::absolute(&data).unwrap_or(data.clone()),

@@ -13,13 +13,13 @@ use crate::experiment::evaluate::{
 use crate::model::Model;
 use crate::runtime::RunOptions;
 use crate::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuantsimSettings {
     pub w_bits: u8,
     pub a_bits: u8,
@@ -27,6 +27,37 @@ pub struct QuantsimSettings {
     pub symmetric: bool,
     pub scheme: Scheme,
     pub mode: QuantMode,
+    /// Per-layer exceptions (leave FP32, other bitwidths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<LayerOverride>,
+}
+
+/// AIMET's defaults: W8A8 asymmetric per tensor, `tf_enhanced`, weights and activations.
+impl Default for QuantsimSettings {
+    fn default() -> Self {
+        QuantsimSettings {
+            w_bits: 8,
+            a_bits: 8,
+            per_channel: false,
+            symmetric: false,
+            scheme: Scheme::TfEnhanced,
+            mode: QuantMode::WeightsAndActivations,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// A per-layer exception to the quantsim settings. `layer` is the layer's name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LayerOverride {
+    pub layer: String,
+    /// Leave the layer FP32: no weight quantizer and no quantizer on its output.
+    #[serde(default)]
+    pub skip: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub w_bits: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a_bits: Option<u8>,
 }
 
 impl QuantsimSettings {
