@@ -282,6 +282,68 @@ pub fn weight_quantizers(model: &Model, layers: &[Layer]) -> Result<Vec<WeightQu
     Ok(out)
 }
 
+/// For each layer, the activation point that ends its group (Conv → BatchNormalization →
+/// activation): the value a runtime stores for it. `None` when the group's output carries no
+/// quantizer (e.g. a graph output of a non-float type).
+pub fn layer_output_points(
+    model: &Model,
+    layers: &[Layer],
+    points: &[QuantPoint],
+) -> Vec<Option<String>> {
+    let graph = model.graph();
+    let index = model.index();
+    let is_point: HashSet<&str> = points.iter().map(|p| p.value.as_str()).collect();
+    layers
+        .iter()
+        .map(|layer| {
+            let mut value = graph.node[layer.node].output.first()?.clone();
+            // Head, then at most a BatchNormalization and an activation.
+            for _ in 0..3 {
+                if is_point.contains(value.as_str()) {
+                    return Some(value);
+                }
+                let [(next, 0)] = index.consumers(&value) else {
+                    return None;
+                };
+                let n = &graph.node[*next];
+                let op = n.op_type.as_str();
+                if op != "BatchNormalization" && !ACTIVATIONS.contains(&op) {
+                    return None;
+                }
+                value = n.output.first()?.clone();
+            }
+            None
+        })
+        .collect()
+}
+
+/// The activation point whose encoding `value` carries: `value` itself, or the point it comes
+/// from through pass-through ops (a MaxPool or Flatten of grid values stays on the grid).
+pub fn point_feeding<'a>(
+    model: &Model,
+    points: &'a [QuantPoint],
+    value: &str,
+) -> Option<&'a QuantPoint> {
+    let graph = model.graph();
+    let mut current = value.to_string();
+    for _ in 0..64 {
+        if let Some(p) = points.iter().find(|p| p.value == current) {
+            return Some(p);
+        }
+        match model.index().producer(&current) {
+            Some(Producer::Node { node, slot: 0 }) => {
+                let n = &graph.node[node];
+                if !PASS_THROUGH.contains(&n.op_type.as_str()) {
+                    return None;
+                }
+                current = n.input.first()?.clone();
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Whether a Gemm/MatMul layer's weight is its right operand (B), seen through Identity nodes.
 fn weight_is_right_operand(model: &Model, layer: &Layer) -> bool {
     let graph = model.graph();

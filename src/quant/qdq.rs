@@ -155,15 +155,37 @@ pub fn build_quantsim(
     activations: &BTreeMap<String, Encoding>,
     config: &SimConfig,
 ) -> Result<SimModel> {
+    let weights: Vec<(WeightQuantizer, WeightConfig)> = weights
+        .iter()
+        .map(|q| (q.clone(), config.weights))
+        .collect();
+    build_quantsim_with(
+        model,
+        &weights,
+        activations,
+        config.mode,
+        config.activation_ops,
+    )
+}
+
+/// [`build_quantsim`] with a weight configuration per quantizer (per-layer bitwidths; a layer
+/// left out keeps FP32 weights).
+pub fn build_quantsim_with(
+    model: &Model,
+    weights: &[(WeightQuantizer, WeightConfig)],
+    activations: &BTreeMap<String, Encoding>,
+    mode: QuantMode,
+    activation_ops: ActivationOps,
+) -> Result<SimModel> {
     let mut sim = model.clone();
     let mut weight_encodings = Vec::new();
-    if config.mode.weights() {
-        for q in weights {
-            let enc = quantize_weight(&mut sim, q, &config.weights)?;
+    if mode.weights() {
+        for (q, config) in weights {
+            let enc = quantize_weight(&mut sim, q, config)?;
             weight_encodings.push(enc);
         }
     }
-    let activations = if config.mode.activations() {
+    let activations = if mode.activations() {
         activations.clone()
     } else {
         BTreeMap::new()
@@ -176,7 +198,7 @@ pub fn build_quantsim(
         });
     }
     let mut proto = sim.proto().clone();
-    insert_activation_quantizers(&sim, &mut proto, &activations, config.activation_ops)?;
+    insert_activation_quantizers(&sim, &mut proto, &activations, activation_ops)?;
     let model = Model::from_proto(proto, &format!("{} (quantsim)", model.source()))?;
     Ok(SimModel {
         model,
@@ -226,12 +248,12 @@ fn quantize_weight(
 
 /// Activation fake-quant form chosen for one encoding.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Form {
+pub(crate) enum Form {
     Qdq,
     FloatOps,
 }
 
-fn form_for(ops: ActivationOps, e: &Encoding, value: &str) -> Result<Form> {
+pub(crate) fn form_for(ops: ActivationOps, e: &Encoding, value: &str) -> Result<Form> {
     match ops {
         ActivationOps::FloatOps => Ok(Form::FloatOps),
         ActivationOps::Auto if e.bitwidth == 8 => Ok(Form::Qdq),
@@ -246,10 +268,10 @@ fn form_for(ops: ActivationOps, e: &Encoding, value: &str) -> Result<Form> {
 }
 
 /// Fresh value/node names, unique in the graph.
-struct Names(HashSet<String>);
+pub(crate) struct Names(HashSet<String>);
 
 impl Names {
-    fn of(graph: &GraphProto) -> Names {
+    pub(crate) fn of(graph: &GraphProto) -> Names {
         let mut set = HashSet::new();
         set.extend(graph.input.iter().map(|v| v.name.clone()));
         set.extend(graph.output.iter().map(|v| v.name.clone()));
@@ -262,7 +284,7 @@ impl Names {
         Names(set)
     }
 
-    fn fresh(&mut self, base: &str) -> String {
+    pub(crate) fn fresh(&mut self, base: &str) -> String {
         let mut name = base.to_string();
         let mut k = 1;
         while self.0.contains(&name) {
@@ -342,7 +364,7 @@ fn insert_activation_quantizers(
 
 /// The nodes computing `target = fake_quant(source)`, with their initializers added to
 /// `graph`.
-fn quantizer_nodes(
+pub(crate) fn quantizer_nodes(
     graph: &mut GraphProto,
     names: &mut Names,
     value: &str,
@@ -453,7 +475,11 @@ const STABLE_OPS: &[&str] = &[
     "Constant",
 ];
 
-fn ensure_opset(model: &Model, proto: &mut tract_onnx::pb::ModelProto, needed: i64) -> Result<()> {
+pub(crate) fn ensure_opset(
+    model: &Model,
+    proto: &mut tract_onnx::pb::ModelProto,
+    needed: i64,
+) -> Result<()> {
     let current = model.opset();
     if current >= needed {
         return Ok(());
