@@ -2,8 +2,10 @@
 //! the engine; `--json` prints exactly one JSON document on stdout, everything else
 //! (progress, warnings) goes to stderr.
 
+mod analyze;
 mod eval;
 mod inspect;
+mod quant_flags;
 mod quantsim;
 mod table;
 
@@ -53,6 +55,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Quantization simulation: calibrate, fake-quantize weights and activations, score
     Quantsim(quantsim::QuantsimArgs),
+    /// Diagnose quantization: scores per mode and the per-layer quant-noise table
+    Analyze(analyze::AnalyzeArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -79,6 +83,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Inspect(args)) => inspect::run(args, &cli.common),
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
         Some(Command::Quantsim(args)) => quantsim::run(args, &cli.common),
+        Some(Command::Analyze(args)) => analyze::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             qsteer::tui::run(qsteer::tui::AppOptions {

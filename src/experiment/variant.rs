@@ -15,6 +15,9 @@ pub struct Variant {
     pub model_file: String,
     #[serde(default)]
     pub encodings_file: Option<String>,
+    /// The latest per-layer quantization analysis (`qsteer analyze`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_file: Option<String>,
     /// Seconds since the Unix epoch.
     pub created: u64,
     #[serde(default)]
@@ -68,6 +71,7 @@ impl Variant {
             step: step.to_string(),
             model_file,
             encodings_file: None,
+            analysis_file: None,
             created: super::now(),
             macs: None,
             params: None,

@@ -4,6 +4,7 @@
 use super::variant::{EvalRecord, Variant};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::Model;
+use crate::quant::analysis::Analysis;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -235,6 +236,27 @@ impl Workspace {
         write_json_atomic(&self.dir.join(&rel), encodings)?;
         self.variant_mut(id)?.encodings_file = Some(rel);
         self.save()
+    }
+
+    /// Store a variant's latest quantization analysis as `variants/<id>.analysis.json`.
+    pub fn set_analysis(&mut self, id: u32, analysis: &Analysis) -> Result<()> {
+        self.variant_mut(id)?;
+        let rel = format!("variants/{id}.analysis.json");
+        write_json_atomic(&self.dir.join(&rel), analysis)?;
+        self.variant_mut(id)?.analysis_file = Some(rel);
+        self.save()
+    }
+
+    /// A variant's stored analysis; a damaged file is an error naming it.
+    pub fn analysis(&self, id: u32) -> Result<Option<Analysis>> {
+        let Some(rel) = self.variant(id).and_then(|v| v.analysis_file.clone()) else {
+            return Ok(None);
+        };
+        let path = self.dir.join(rel);
+        let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::input(format!("{}: not a qsteer analysis: {e}", path.display())))
     }
 
     /// Append one JSON line to `logs/jobs.jsonl` (the job history).

@@ -14,14 +14,17 @@
 //!   ops) after each activation point; modes W+A, weights-only, activations-only.
 
 pub mod aimet;
+pub mod analysis;
 pub mod calibrate;
 pub mod calibration;
 pub mod encoding;
 pub mod histogram;
 pub mod per_channel;
 pub mod points;
+pub mod probe;
 pub mod qdq;
 pub mod simulate;
+pub mod sweep;
 
 pub use calibrate::{calibrate, expected_sq_error, Scheme};
 pub use encoding::{Encoding, QuantSpec};

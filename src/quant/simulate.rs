@@ -107,7 +107,7 @@ impl QuantsimSettings {
     }
 
     /// The grid of this layer's weights, `None` when the layer stays FP32.
-    fn weight_spec(&self, layer: &str) -> Result<Option<QuantSpec>> {
+    pub(crate) fn weight_spec(&self, layer: &str) -> Result<Option<QuantSpec>> {
         let o = self.overrides.iter().find(|o| o.layer == layer);
         if o.is_some_and(|o| o.skip) {
             return Ok(None);

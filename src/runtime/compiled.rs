@@ -39,7 +39,7 @@ fn check_value_sizes(model: &TypedModel, src: &str) -> Result<()> {
 
 pub struct CompiledModel {
     plan: Arc<TypedSimplePlan>,
-    source: String,
+    pub(crate) source: String,
     inputs: Vec<InputSpec>,
     sample_shapes: Vec<Vec<usize>>,
     output_names: Vec<String>,

@@ -57,53 +57,19 @@ impl CompiledModel {
         progress: &(dyn Fn(usize, usize) + Sync),
         on_batch: &mut (dyn FnMut(usize, Vec<ArrayD<f32>>) -> Result<()> + Send),
     ) -> Result<f64> {
-        let n = data.len();
-        let batch = self.batch();
-        let batches = n.div_ceil(batch);
-        let next = AtomicUsize::new(0);
-        let done = AtomicUsize::new(0);
-        let sink = Mutex::new((on_batch, None::<Error>));
-        let workers = options.threads.clamp(1, batches.max(1));
-        let start = Instant::now();
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    if cancel.is_cancelled() || sink.lock().map(|s| s.1.is_some()).unwrap_or(true) {
-                        return;
-                    }
-                    let b = next.fetch_add(1, Ordering::SeqCst);
-                    if b >= batches {
-                        return;
-                    }
-                    let from = b * batch;
-                    let to = (from + batch).min(n);
-                    let result = self.run_slice(data, from, to, batch);
-                    let Ok(mut guard) = sink.lock() else { return };
-                    let outcome = result.and_then(|outs| (guard.0)(from, outs));
-                    if let Err(e) = outcome {
-                        guard.1.get_or_insert(e);
-                        return;
-                    }
-                    drop(guard);
-                    let d = done.fetch_add(to - from, Ordering::SeqCst) + (to - from);
-                    progress(d, n);
-                });
-            }
-        });
-        let seconds = start.elapsed().as_secs_f64();
-        let (_, error) = sink
-            .into_inner()
-            .map_err(|_| Error::runtime("a worker thread failed"))?;
-        if let Some(e) = error {
-            return Err(e);
-        }
-        cancel.check()?;
-        Ok(seconds)
+        run_together(
+            &[self],
+            data,
+            options,
+            cancel,
+            progress,
+            &mut |from, mut outs| on_batch(from, outs.pop().unwrap_or_default()),
+        )
     }
 
     /// Run samples `from..to`; a last batch shorter than the compiled one is filled by
     /// repeating its last sample, and the extra outputs are dropped.
-    fn run_slice(
+    pub(crate) fn run_slice(
         &self,
         data: &Dataset,
         from: usize,
@@ -175,4 +141,74 @@ impl CompiledModel {
             seconds,
         })
     }
+}
+
+/// Run every sample of `data` through several models compiled for the same batch, batch by
+/// batch, so values of one sample in different models can be compared without holding the
+/// dataset's activations: `on_batch(start, outputs)` gets each model's outputs for the batch
+/// (in `models` order), from worker threads one at a time. Cancelled between batches.
+pub fn run_together(
+    models: &[&CompiledModel],
+    data: &Dataset,
+    options: RunOptions,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    on_batch: &mut (dyn FnMut(usize, Vec<Vec<ArrayD<f32>>>) -> Result<()> + Send),
+) -> Result<f64> {
+    let Some(first) = models.first() else {
+        return Err(Error::runtime("no model to run"));
+    };
+    let batch = first.batch();
+    if let Some(m) = models.iter().find(|m| m.batch() != batch) {
+        return Err(Error::runtime(format!(
+            "{} runs batches of {}, {} of {batch}; models run together need one batch size",
+            m.source,
+            m.batch(),
+            first.source
+        )));
+    }
+    let n = data.len();
+    let batches = n.div_ceil(batch);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let sink = Mutex::new((on_batch, None::<Error>));
+    let workers = options.threads.clamp(1, batches.max(1));
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                if cancel.is_cancelled() || sink.lock().map(|s| s.1.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let b = next.fetch_add(1, Ordering::SeqCst);
+                if b >= batches {
+                    return;
+                }
+                let from = b * batch;
+                let to = (from + batch).min(n);
+                let result: Result<Vec<Vec<ArrayD<f32>>>> = models
+                    .iter()
+                    .map(|m| m.run_slice(data, from, to, batch))
+                    .collect();
+                let Ok(mut guard) = sink.lock() else { return };
+                let outcome = result.and_then(|outs| (guard.0)(from, outs));
+                if let Err(e) = outcome {
+                    guard.1.get_or_insert(e);
+                    return;
+                }
+                drop(guard);
+                let d = done.fetch_add(to - from, Ordering::SeqCst) + (to - from);
+                progress(d, n);
+            });
+        }
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let (_, error) = sink
+        .into_inner()
+        .map_err(|_| Error::runtime("a worker thread failed"))?;
+    if let Some(e) = error {
+        return Err(e);
+    }
+    cancel.check()?;
+    Ok(seconds)
 }

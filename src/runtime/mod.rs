@@ -7,4 +7,4 @@ mod compiled;
 mod dataset_run;
 
 pub use compiled::{CompiledModel, MAX_VALUE_ELEMENTS};
-pub use dataset_run::{RunOptions, RunOutput};
+pub use dataset_run::{run_together, RunOptions, RunOutput};

@@ -1,0 +1,179 @@
+//! `qsteer analyze MODEL --data DIR`: the diagnosis — FP32 / weights-only / activations-only
+//! / W+A scores and the per-layer quant-noise table; `--sweep` adds the per-layer
+//! sensitivity. The analysis is stored on the model's base variant in its workspace.
+
+use super::quant_flags::QuantFlags;
+use super::table::Table;
+use super::{model_name, print_json, resolve_model, Common};
+use clap::Args;
+use qsteer::cancel::CancelToken;
+use qsteer::experiment::{default_workspace_dir, Workspace};
+use qsteer::metrics::Score;
+use qsteer::model::Model;
+use qsteer::quant::analysis::{analyze, Analysis, AnalyzeOptions};
+use qsteer::quant::simulate::QuantsimRequest;
+use qsteer::{Error, Result};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The ONNX model (default: the embedded sample model)
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub quant: QuantFlags,
+    /// Also score each layer alone quantized and alone left FP32 (two evaluations per layer;
+    /// resumes from the workspace cache if interrupted)
+    #[arg(long)]
+    pub sweep: bool,
+}
+
+pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
+    let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
+    let data = data.ok_or_else(|| Error::input("analyze needs a dataset: --data DIR"))?;
+    let settings = args.quant.settings()?;
+    let options = args.quant.run_options()?;
+    let model = Model::load(&path)?;
+    let name = model_name(&path);
+    let dir = match &common.workspace {
+        Some(d) => d.clone(),
+        None => default_workspace_dir(&name, &model.content_hash())?,
+    };
+    let mut ws = Workspace::open_or_create(&dir, &model, &name)?;
+    let req = QuantsimRequest {
+        data: std::path::absolute(&data).unwrap_or(data.clone()),
+        calibration_size: args.quant.calibration_size,
+        seed: args.quant.seed,
+        settings,
+        options,
+    };
+    let show = std::io::stderr().is_terminal();
+    let progress = move |stage: &str, done: usize, total: usize| {
+        if show {
+            eprint!("\r{stage} {done}/{total}   ");
+        }
+    };
+    let analyze_options = AnalyzeOptions {
+        sweep: args.sweep,
+        cache_dir: Some(dir.join("cache")),
+    };
+    std::fs::create_dir_all(dir.join("cache")).map_err(|e| Error::io(dir.join("cache"), e))?;
+    let (analysis, _) = analyze(
+        &model,
+        &req,
+        &analyze_options,
+        &CancelToken::new(),
+        &progress,
+    )?;
+    if show {
+        eprintln!();
+    }
+    ws.set_analysis(0, &analysis)?;
+    if common.json {
+        // Through text, so f32 fields print as f32 (0.0235), not widened (0.02352941222).
+        let text = serde_json::to_string(&analysis).map_err(|e| Error::runtime(e.to_string()))?;
+        let mut doc: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::runtime(e.to_string()))?;
+        doc["model"] = json!(path.display().to_string());
+        doc["dataset"] = json!(data.display().to_string());
+        doc["variant"] = json!(0);
+        doc["workspace"] = json!(dir.display().to_string());
+        return print_json(&doc);
+    }
+    print!("{}", render(&path, &analysis));
+    println!(
+        "stored on variant 0 in workspace {} ({:.1} s, {} model passes + {})",
+        dir.display(),
+        analysis.seconds,
+        analysis.model_passes,
+        if analysis.sweep.is_some() {
+            "the sweep"
+        } else {
+            "no sweep"
+        }
+    );
+    Ok(())
+}
+
+fn metric(s: &Score) -> String {
+    match (s.accuracy, s.agreement) {
+        (Some(a), _) => format!("{:.2}%", 100.0 * a),
+        (None, Some(a)) => format!("{:.2}% agr", 100.0 * a),
+        _ => "-".into(),
+    }
+}
+
+fn db(v: Option<f64>) -> String {
+    v.map(|d| format!("{d:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// The score table and the per-layer table, in graph order.
+fn render(path: &std::path::Path, a: &Analysis) -> String {
+    let mut out = format!(
+        "{}  {}  ({} evaluation samples)\n\n",
+        path.display(),
+        a.step,
+        a.samples
+    );
+    let mut scores = Table::new(&["", "score"], &[false, true]);
+    for (label, s) in [
+        ("FP32", &a.scores.fp32),
+        ("weights only", &a.scores.weights_only),
+        ("activations only", &a.scores.activations_only),
+        ("weights + activations", &a.scores.weights_and_activations),
+    ] {
+        scores.row(vec![label.into(), metric(s)]);
+    }
+    out.push_str(&scores.render());
+    out.push('\n');
+    let sweep = a.sweep.as_ref();
+    let mut header = vec![
+        "layer",
+        "op",
+        "W",
+        "SQNR dB",
+        "W only",
+        "A only",
+        "iso",
+        "iso W",
+        "rng max/med",
+        "act range",
+    ];
+    if sweep.is_some() {
+        header.extend(["only q", "only fp32"]);
+    }
+    let right: Vec<bool> = header.iter().enumerate().map(|(i, _)| i >= 2).collect();
+    let mut t = Table::new(&header, &right);
+    for l in &a.layers {
+        let mut row = vec![
+            l.layer.clone(),
+            l.op.clone(),
+            l.weight_bits
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "fp32".into()),
+            db(l.sqnr_db),
+            db(l.sqnr_weights_db),
+            db(l.sqnr_activations_db),
+            db(l.sqnr_isolated_db),
+            db(l.sqnr_isolated_weights_db),
+            format!("{:.1}", l.weights.max_median_ratio),
+            l.activation
+                .as_ref()
+                .map(|r| format!("{:.3} … {:.3}", r.observed_min, r.observed_max))
+                .unwrap_or_else(|| "-".into()),
+        ];
+        if let Some(sweep) = sweep {
+            let s = sweep.iter().find(|s| s.layer == l.layer);
+            let pct = |v: Option<f64>| {
+                v.map(|v| format!("{:.2}%", 100.0 * v))
+                    .unwrap_or_else(|| "-".into())
+            };
+            row.push(pct(s.map(|s| s.only_this_quantized)));
+            row.push(pct(s.map(|s| s.only_this_fp32)));
+        }
+        t.row(row);
+    }
+    out.push_str(&t.render());
+    out
+}

@@ -1,0 +1,125 @@
+//! The quantsim settings flags shared by `quantsim` and `analyze`.
+
+use clap::Args;
+use qsteer::quant::qdq::QuantMode;
+use qsteer::quant::simulate::{LayerOverride, QuantsimSettings};
+use qsteer::quant::{QuantSpec, Scheme};
+use qsteer::runtime::RunOptions;
+use qsteer::{Error, Result};
+
+#[derive(Debug, Clone, Args)]
+pub struct QuantFlags {
+    /// Weight bitwidth (2–16)
+    #[arg(long, default_value_t = 8)]
+    pub w_bits: u8,
+    /// Activation bitwidth (2–16)
+    #[arg(long, default_value_t = 8)]
+    pub a_bits: u8,
+    /// One weight encoding per output channel (default: per tensor)
+    #[arg(long)]
+    pub per_channel: bool,
+    /// Symmetric encodings (default: asymmetric)
+    #[arg(long)]
+    pub symmetric: bool,
+    /// Calibration scheme: minmax, tf_enhanced, percentile[:P], mse
+    #[arg(long, default_value = "tf_enhanced", value_parser = parse_scheme)]
+    pub scheme: Scheme,
+    /// What to quantize: wa (weights and activations), w, a
+    #[arg(long, default_value = "wa", value_parser = parse_mode)]
+    pub mode: QuantMode,
+    /// Leave these layers FP32 (no weight or output quantizer); repeat or comma-separate
+    #[arg(long = "fp32", value_name = "LAYER", value_delimiter = ',')]
+    pub fp32_layers: Vec<String>,
+    /// Another weight bitwidth for one layer: LAYER=BITS (repeatable)
+    #[arg(long = "layer-w-bits", value_name = "LAYER=BITS", value_parser = parse_layer_bits)]
+    pub layer_w_bits: Vec<(String, u8)>,
+    /// Another output activation bitwidth for one layer: LAYER=BITS (repeatable)
+    #[arg(long = "layer-a-bits", value_name = "LAYER=BITS", value_parser = parse_layer_bits)]
+    pub layer_a_bits: Vec<(String, u8)>,
+    /// Samples set aside for calibration when the dataset is split
+    #[arg(long, default_value_t = 200)]
+    pub calibration_size: usize,
+    /// Seed of the calibration / evaluation split
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: one per core)
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
+    s.parse::<Scheme>().map_err(|e| e.to_string())
+}
+
+fn parse_mode(s: &str) -> std::result::Result<QuantMode, String> {
+    s.parse::<QuantMode>().map_err(|e| e.to_string())
+}
+
+fn parse_layer_bits(s: &str) -> std::result::Result<(String, u8), String> {
+    let (layer, bits) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("'{s}': expected LAYER=BITS"))?;
+    let bits: u8 = bits
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}': '{bits}' is not a bitwidth"))?;
+    if layer.trim().is_empty() {
+        return Err(format!("'{s}': the layer name is empty"));
+    }
+    Ok((layer.trim().to_string(), bits))
+}
+
+impl QuantFlags {
+    /// The settings, checked before any work is done.
+    pub fn settings(&self) -> Result<QuantsimSettings> {
+        QuantSpec::new(self.w_bits, self.symmetric)
+            .map_err(|e| Error::input(format!("--w-bits: {e}")))?;
+        QuantSpec::new(self.a_bits, self.symmetric)
+            .map_err(|e| Error::input(format!("--a-bits: {e}")))?;
+        self.scheme.validate()?;
+        let mut overrides: Vec<LayerOverride> = Vec::new();
+        for layer in &self.fp32_layers {
+            entry(&mut overrides, layer).skip = true;
+        }
+        for (layer, bits) in &self.layer_w_bits {
+            entry(&mut overrides, layer).w_bits = Some(*bits);
+        }
+        for (layer, bits) in &self.layer_a_bits {
+            entry(&mut overrides, layer).a_bits = Some(*bits);
+        }
+        Ok(QuantsimSettings {
+            w_bits: self.w_bits,
+            a_bits: self.a_bits,
+            per_channel: self.per_channel,
+            symmetric: self.symmetric,
+            scheme: self.scheme,
+            mode: self.mode,
+            overrides,
+        })
+    }
+
+    pub fn run_options(&self) -> Result<RunOptions> {
+        let mut options = RunOptions::default();
+        match self.threads {
+            Some(0) => return Err(Error::input("--threads must be at least 1")),
+            Some(t) => options.threads = t,
+            None => {}
+        }
+        Ok(options)
+    }
+}
+
+/// The override of `layer`, added if missing.
+fn entry<'a>(overrides: &'a mut Vec<LayerOverride>, layer: &str) -> &'a mut LayerOverride {
+    let i = match overrides.iter().position(|o| o.layer == layer) {
+        Some(i) => i,
+        None => {
+            overrides.push(LayerOverride {
+                layer: layer.to_string(),
+                ..LayerOverride::default()
+            });
+            overrides.len() - 1
+        }
+    };
+    &mut overrides[i]
+}

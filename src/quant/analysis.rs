@@ -1,0 +1,602 @@
+//! Per-layer quantization analysis (diagnosis) in a fixed number of model passes:
+//!
+//! 1. calibration (one pass of the FP32 model, histograms);
+//! 2. one joint pass over the evaluation samples of four models, batch by batch: the probe
+//!    (FP32 + isolated copies of every layer, see [`super::probe`]) and the simulations in
+//!    the modes weights-only, activations-only and W+A.
+//!
+//! From the joint pass: the four scores (FP32 / W / A / W+A) and, per layer, the output SQNR
+//! against FP32 of each simulation (cumulative: every layer before it quantized too) and of
+//! the isolated copies. Static columns come from the weights and encodings: per-channel
+//! weight ranges and the activation range and encoding. The optional sensitivity sweep
+//! ([`super::sweep`]) costs one evaluation per layer and mode and runs separately.
+
+use std::time::Instant;
+
+use ndarray::{ArrayD, ArrayViewD, Axis, Ix2};
+use serde::{Deserialize, Serialize};
+
+use super::probe::build_probe;
+use super::qdq::{QuantMode, SimModel};
+use super::simulate::{prepare, simulate, Prepared, QuantsimRequest, QuantsimSettings};
+use super::sweep::{sensitivity_sweep, Sensitivity, SweepInput};
+use super::Encoding;
+use crate::cancel::CancelToken;
+use crate::experiment::evaluate::{check_fits, sample_shapes, select_samples, Subset};
+use crate::metrics::{clamp_db, score_outputs, Score};
+use crate::model::{Layer, Model};
+use crate::runtime::{run_together, CompiledModel};
+use crate::{Error, Result};
+
+/// The diagnosis of one model at one set of quantsim settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub settings: QuantsimSettings,
+    pub step: String,
+    /// Evaluation samples the scores and SQNRs are measured on.
+    pub samples: usize,
+    pub dataset_fingerprint: String,
+    pub scores: ModeScores,
+    pub layers: Vec<LayerAnalysis>,
+    /// Model passes over the data: calibration, then the joint pass (probe + 3 simulations).
+    pub model_passes: usize,
+    pub calibration_seconds: f64,
+    pub seconds: f64,
+    /// The sensitivity sweep, when it was run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Vec<Sensitivity>>,
+}
+
+/// Scores of the FP32 model and of the three simulation modes on the same samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeScores {
+    pub fp32: Score,
+    pub weights_only: Score,
+    pub activations_only: Score,
+    pub weights_and_activations: Score,
+}
+
+/// One row of the quant-noise table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerAnalysis {
+    pub layer: String,
+    pub op: String,
+    /// The value the SQNRs are measured on (the end of the layer's group).
+    pub output: Option<String>,
+    /// Output SQNR vs FP32 with the whole model quantized (W+A), weights only, activations
+    /// only.
+    pub sqnr_db: Option<f64>,
+    pub sqnr_weights_db: Option<f64>,
+    pub sqnr_activations_db: Option<f64>,
+    /// Output SQNR with only this layer quantized (input, weights, output), and with only
+    /// its weights quantized.
+    pub sqnr_isolated_db: Option<f64>,
+    pub sqnr_isolated_weights_db: Option<f64>,
+    /// Weight bitwidth used (None: left FP32 by an override).
+    pub weight_bits: Option<u8>,
+    pub weights: WeightRanges,
+    pub activation: Option<ActivationRange>,
+}
+
+/// Per-channel weight ranges along the output-channel axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightRanges {
+    pub min: f32,
+    pub max: f32,
+    /// `[min, max]` per output channel (one entry for a per-tensor layer).
+    pub channels: Vec<[f32; 2]>,
+    /// Widest channel range over the median channel range: large values are what CLE fixes.
+    pub max_median_ratio: f64,
+}
+
+/// The observed range of a layer's output and the encoding the simulation gave it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationRange {
+    pub observed_min: f32,
+    pub observed_max: f32,
+    pub encoding: Option<Encoding>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AnalyzeOptions {
+    /// Also run the sensitivity sweep (two evaluations per layer).
+    pub sweep: bool,
+    /// Where the sweep checkpoints (a workspace's `cache/`); none: no resume.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// Run the analysis. `progress(stage, done, total)`.
+pub fn analyze(
+    model: &Model,
+    req: &QuantsimRequest,
+    options: &AnalyzeOptions,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<(Analysis, Prepared)> {
+    let start = Instant::now();
+    let prepared = prepare(model, req, true, cancel, progress)?;
+    let with_mode = |mode| QuantsimSettings {
+        mode,
+        ..req.settings.clone()
+    };
+    let sim_w = simulate(model, &prepared, &with_mode(QuantMode::WeightsOnly))?;
+    let sim_a = simulate(model, &prepared, &with_mode(QuantMode::ActivationsOnly))?;
+    let sim_wa = simulate(
+        model,
+        &prepared,
+        &with_mode(QuantMode::WeightsAndActivations),
+    )?;
+    let probe = build_probe(model, &prepared, &sim_wa)?;
+    cancel.check()?;
+
+    let data = select_samples(
+        &req.data,
+        Subset::Evaluation,
+        req.calibration_size,
+        req.seed,
+    )?
+    .data;
+    check_fits(model, &data)?;
+    let shapes = sample_shapes(&data);
+    // Captured in the probe: each layer's FP32 output and its isolated copies.
+    let outputs: Vec<Option<String>> = prepared.layer_outputs.clone();
+    let reference_names: Vec<String> = outputs.iter().flatten().cloned().collect();
+    let mut probe_names = reference_names.clone();
+    for v in probe.values.iter().flatten() {
+        probe_names.push(v.isolated.clone());
+        probe_names.push(v.isolated_weights.clone());
+    }
+    let batch = req.options.batch_size.max(8);
+    let compiled_probe = CompiledModel::compile(&probe.model, &shapes, batch, &probe_names)?;
+    let sims = [&sim_w, &sim_a, &sim_wa];
+    let compiled_sims = sims
+        .iter()
+        .map(|s| CompiledModel::compile(&s.model, &shapes, batch, &reference_names))
+        .collect::<Result<Vec<_>>>()?;
+    let mut models = vec![&compiled_probe];
+    models.extend(compiled_sims.iter());
+
+    let slot = |c: &CompiledModel, name: &str| c.output_names().iter().position(|n| n == name);
+    let layer_slots: Vec<Option<LayerSlots>> = prepared
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let out = outputs[i].as_ref()?;
+            let iso = probe.values[i].as_ref();
+            Some(LayerSlots {
+                reference: slot(&compiled_probe, out)?,
+                sims: compiled_sims
+                    .iter()
+                    .map(|c| slot(c, out))
+                    .collect::<Option<Vec<_>>>()?,
+                isolated: iso.and_then(|v| slot(&compiled_probe, &v.isolated)),
+                isolated_weights: iso.and_then(|v| slot(&compiled_probe, &v.isolated_weights)),
+            })
+        })
+        .collect();
+
+    let mut noise = vec![NoiseSums::default(); prepared.layers.len()];
+    let mut logits: Vec<Vec<(usize, ArrayD<f32>)>> = vec![Vec::new(); models.len()];
+    run_together(
+        &models,
+        &data,
+        crate::runtime::RunOptions {
+            batch_size: batch,
+            threads: req.options.threads,
+        },
+        cancel,
+        &|d, t| progress("analysis", d, t),
+        &mut |from, outs| {
+            for (m, o) in outs.iter().enumerate() {
+                logits[m].push((from, o[0].clone()));
+            }
+            for (sums, slots) in noise.iter_mut().zip(&layer_slots) {
+                let Some(s) = slots else { continue };
+                sums.measured = true;
+                let reference = outs[0][s.reference].view();
+                sums.signal += sum_sq(reference.view());
+                for (k, &slot) in s.sims.iter().enumerate() {
+                    sums.sims[k] += diff_sq(reference.view(), outs[k + 1][slot].view())?;
+                }
+                if let Some(slot) = s.isolated {
+                    sums.isolated += diff_sq(reference.view(), outs[0][slot].view())?;
+                }
+                if let Some(slot) = s.isolated_weights {
+                    sums.isolated_weights += diff_sq(reference.view(), outs[0][slot].view())?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+
+    let labels = data.labels.as_deref();
+    let rows: Vec<ndarray::Array2<f32>> =
+        logits.into_iter().map(stack_rows).collect::<Result<_>>()?;
+    let fp32 = score_outputs(rows[0].view(), labels, None)?;
+    let score = |k: usize| score_outputs(rows[k].view(), labels, Some(rows[0].view()));
+    let scores = ModeScores {
+        fp32,
+        weights_only: score(1)?,
+        activations_only: score(2)?,
+        weights_and_activations: score(3)?,
+    };
+
+    let layers = prepared
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| layer_row(model, &prepared, &sim_wa, layer, i, &noise[i]))
+        .collect::<Result<Vec<_>>>()?;
+    let sweep = if options.sweep {
+        let key = sweep_key(model, &data, req);
+        let path = options
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("sensitivity-{}.json", &key[..16])));
+        let input = SweepInput {
+            model,
+            prepared: &prepared,
+            settings: &req.settings,
+            sim: &sim_wa,
+            data: &data,
+            fp32_rows: &rows[0],
+            options: req.options,
+            checkpoint: path.as_deref().map(|p| (p, key.clone())),
+        };
+        Some(sensitivity_sweep(&input, cancel, &|d, t| {
+            progress("sweep", d, t)
+        })?)
+    } else {
+        None
+    };
+    Ok((
+        Analysis {
+            step: req.settings.step(),
+            settings: req.settings.clone(),
+            samples: data.len(),
+            dataset_fingerprint: data.fingerprint(),
+            scores,
+            layers,
+            model_passes: 2,
+            calibration_seconds: prepared.calibration_seconds,
+            seconds: start.elapsed().as_secs_f64(),
+            sweep,
+        },
+        prepared,
+    ))
+}
+
+/// What a sweep checkpoint must match: model, evaluation data, settings and split.
+fn sweep_key(model: &Model, data: &crate::data::Dataset, req: &QuantsimRequest) -> String {
+    use sha2::Digest;
+    let text = format!(
+        "{}|{}|{}|{}|{}",
+        model.content_hash(),
+        data.fingerprint(),
+        req.settings.step(),
+        req.calibration_size,
+        req.seed
+    );
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct LayerSlots {
+    reference: usize,
+    sims: Vec<usize>,
+    isolated: Option<usize>,
+    isolated_weights: Option<usize>,
+}
+
+/// Σ reference² and Σ (reference − test)² per comparison, in f64.
+#[derive(Debug, Clone, Default)]
+struct NoiseSums {
+    measured: bool,
+    signal: f64,
+    /// Weights-only, activations-only, W+A.
+    sims: [f64; 3],
+    isolated: f64,
+    isolated_weights: f64,
+}
+
+fn sum_sq(a: ArrayViewD<f32>) -> f64 {
+    a.iter().map(|&x| (x as f64) * (x as f64)).sum()
+}
+
+fn diff_sq(a: ArrayViewD<f32>, b: ArrayViewD<f32>) -> Result<f64> {
+    if a.shape() != b.shape() {
+        return Err(Error::runtime(format!(
+            "compared values have shapes {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        )));
+    }
+    Ok(a.iter()
+        .zip(b.iter())
+        .map(|(&x, &y)| {
+            let d = x as f64 - y as f64;
+            d * d
+        })
+        .sum())
+}
+
+fn db(signal: f64, noise: f64) -> f64 {
+    if noise == 0.0 {
+        return clamp_db(f64::INFINITY);
+    }
+    clamp_db(10.0 * (signal / noise).log10())
+}
+
+/// The batches' first outputs in sample order, as `[N, C]`.
+fn stack_rows(mut parts: Vec<(usize, ArrayD<f32>)>) -> Result<ndarray::Array2<f32>> {
+    parts.sort_by_key(|(from, _)| *from);
+    let views: Vec<ArrayViewD<f32>> = parts.iter().map(|(_, a)| a.view()).collect();
+    let all = ndarray::concatenate(Axis(0), &views)
+        .map_err(|e| Error::runtime(format!("stacking outputs: {e}")))?;
+    let n = all.shape().first().copied().unwrap_or(0);
+    let c = all.len().checked_div(n).unwrap_or(0);
+    all.into_shape_with_order((n, c))
+        .map_err(|e| Error::runtime(format!("outputs as rows: {e}")))?
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| Error::runtime(format!("outputs as rows: {e}")))
+}
+
+fn layer_row(
+    model: &Model,
+    prepared: &Prepared,
+    sim: &SimModel,
+    layer: &Layer,
+    i: usize,
+    noise: &NoiseSums,
+) -> Result<LayerAnalysis> {
+    let output = prepared.layer_outputs[i].clone();
+    let has_iso = sim.weights.iter().any(|w| w.layer == layer.name);
+    let sqnr = |n: f64, ok: bool| (noise.measured && ok).then(|| db(noise.signal, n));
+    let axis = prepared
+        .weights
+        .iter()
+        .find(|q| q.weight == layer.weight)
+        .and_then(|q| q.axis);
+    let weight = model.weight(&layer.weight).ok_or_else(|| {
+        Error::runtime(format!(
+            "layer '{}' has no weight '{}'",
+            layer.name, layer.weight
+        ))
+    })?;
+    let activation = output
+        .as_ref()
+        .and_then(|v| prepared.histograms.get(v).map(|h| (v, h)))
+        .and_then(|(v, h)| {
+            h.range().map(|(lo, hi)| ActivationRange {
+                observed_min: lo,
+                observed_max: hi,
+                encoding: sim.activations.get(v).cloned(),
+            })
+        });
+    Ok(LayerAnalysis {
+        layer: layer.name.clone(),
+        op: layer.kind.label().to_string(),
+        sqnr_db: sqnr(noise.sims[2], true),
+        sqnr_weights_db: sqnr(noise.sims[0], true),
+        sqnr_activations_db: sqnr(noise.sims[1], true),
+        sqnr_isolated_db: sqnr(noise.isolated, has_iso),
+        sqnr_isolated_weights_db: sqnr(noise.isolated_weights, has_iso),
+        weight_bits: sim
+            .weights
+            .iter()
+            .find(|w| w.weight == layer.weight)
+            .and_then(|w| w.encodings.first())
+            .map(|e| e.bitwidth),
+        weights: weight_ranges(weight.view(), axis),
+        activation,
+        output,
+    })
+}
+
+/// Per-channel `[min, max]` along `axis` (the whole tensor when `None`).
+pub fn weight_ranges(w: ArrayViewD<f32>, axis: Option<usize>) -> WeightRanges {
+    let min_max = |values: &mut dyn Iterator<Item = &f32>| {
+        values.fold([f32::INFINITY, f32::NEG_INFINITY], |[lo, hi], &v| {
+            [lo.min(v), hi.max(v)]
+        })
+    };
+    let channels: Vec<[f32; 2]> = match axis {
+        Some(a) if a < w.ndim() => w
+            .axis_iter(Axis(a))
+            .map(|c| min_max(&mut c.iter()))
+            .collect(),
+        _ => vec![min_max(&mut w.iter())],
+    };
+    let min = channels.iter().map(|c| c[0]).fold(f32::INFINITY, f32::min);
+    let max = channels
+        .iter()
+        .map(|c| c[1])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut widths: Vec<f64> = channels.iter().map(|c| (c[1] - c[0]) as f64).collect();
+    widths.sort_by(|a, b| a.total_cmp(b));
+    let median = widths.get(widths.len() / 2).copied().unwrap_or(0.0);
+    let widest = widths.last().copied().unwrap_or(0.0);
+    WeightRanges {
+        min,
+        max,
+        channels,
+        max_median_ratio: if median > 0.0 { widest / median } else { 0.0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::points::tests::sample_model;
+    use crate::quant::simulate::quantsim;
+    use crate::runtime::RunOptions;
+    use std::path::Path;
+
+    fn request(settings: QuantsimSettings) -> QuantsimRequest {
+        QuantsimRequest {
+            data: Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/digits"),
+            calibration_size: 200,
+            seed: 0,
+            settings,
+            options: RunOptions::default(),
+        }
+    }
+
+    fn w4a8() -> QuantsimSettings {
+        QuantsimSettings {
+            w_bits: 4,
+            ..QuantsimSettings::default()
+        }
+    }
+
+    #[test]
+    fn mbv2_w4a8_table_is_consistent_with_quantsim() {
+        let model = sample_model("mbv2_digits.onnx");
+        let req = request(w4a8());
+        let cancel = CancelToken::new();
+        let (a, prepared) = analyze(
+            &model,
+            &req,
+            &AnalyzeOptions::default(),
+            &cancel,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        assert_eq!(a.layers.len(), prepared.layers.len());
+        assert_eq!(a.samples, 400);
+        assert!((a.scores.fp32.accuracy.unwrap() - 0.9925).abs() < 1e-9);
+        // The W+A score is the quantsim job's score at the same settings.
+        let q = quantsim(&model, &req, &cancel, &|_, _, _| {}).unwrap();
+        assert_eq!(
+            a.scores.weights_and_activations.accuracy,
+            q.report.score.accuracy
+        );
+        for l in &a.layers {
+            for db in [
+                l.sqnr_db,
+                l.sqnr_weights_db,
+                l.sqnr_activations_db,
+                l.sqnr_isolated_db,
+                l.sqnr_isolated_weights_db,
+            ] {
+                let db = db.unwrap_or_else(|| panic!("{}: missing SQNR", l.layer));
+                assert!(
+                    db.is_finite() && db > 0.0 && db < 100.0,
+                    "{}: {db}",
+                    l.layer
+                );
+            }
+            assert_eq!(l.weight_bits, Some(4));
+            assert!(l.weights.max_median_ratio >= 1.0);
+            assert!(l.activation.as_ref().unwrap().encoding.is_some());
+        }
+        // At the first layer nothing upstream is quantized but its input: the cumulative
+        // noise is the isolated noise, and weights-only cumulative is isolated-weights.
+        let first = &a.layers[0];
+        assert!(
+            (first.sqnr_db.unwrap() - first.sqnr_isolated_db.unwrap()).abs() < 0.1,
+            "{first:?}"
+        );
+        assert!(
+            (first.sqnr_weights_db.unwrap() - first.sqnr_isolated_weights_db.unwrap()).abs() < 0.01,
+            "{first:?}"
+        );
+        // Noise accumulates: deeper layers are noisier with everything quantized than alone.
+        let last = a.layers.last().unwrap();
+        assert!(
+            last.sqnr_db.unwrap() < last.sqnr_isolated_db.unwrap(),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn probe_keeps_the_fp32_function() {
+        use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
+        let model = sample_model("mbv2_digits.onnx");
+        let req = request(w4a8());
+        let cancel = CancelToken::new();
+        let prepared = prepare(&model, &req, true, &cancel, &|_, _, _| {}).unwrap();
+        let sim = simulate(&model, &prepared, &req.settings).unwrap();
+        let probe = build_probe(&model, &prepared, &sim).unwrap();
+        assert_eq!(probe.values.iter().flatten().count(), prepared.layers.len());
+        let data = select_samples(&req.data, Subset::Evaluation, 200, 0)
+            .unwrap()
+            .data
+            .subset(&(0..32).collect::<Vec<_>>());
+        let shapes = sample_shapes(&data);
+        let run = |m: &Model| {
+            CompiledModel::compile(m, &shapes, 8, &[])
+                .unwrap()
+                .run_dataset(&data, RunOptions::default(), &cancel, &|_, _| {})
+                .unwrap()
+                .outputs
+                .remove(0)
+        };
+        assert_eq!(run(&model), run(&probe.model));
+    }
+
+    #[test]
+    fn sweep_scores_every_layer_and_resumes_from_its_checkpoint() {
+        let model = sample_model("mbv2_digits.onnx");
+        let req = request(w4a8());
+        let dir = tempfile::tempdir().unwrap();
+        let options = AnalyzeOptions {
+            sweep: true,
+            cache_dir: Some(dir.path().to_path_buf()),
+        };
+        let (a, prepared) =
+            analyze(&model, &req, &options, &CancelToken::new(), &|_, _, _| {}).unwrap();
+        let sweep = a.sweep.unwrap();
+        assert_eq!(sweep.len(), prepared.layers.len());
+        for s in &sweep {
+            assert!((0.0..=1.0).contains(&s.only_this_quantized), "{s:?}");
+            assert!((0.0..=1.0).contains(&s.only_this_fp32), "{s:?}");
+        }
+        // W4 on one layer hurts less than W4 everywhere.
+        let wa = a.scores.weights_and_activations.accuracy.unwrap();
+        assert!(
+            sweep.iter().all(|s| s.only_this_quantized >= wa),
+            "{sweep:?} vs {wa}"
+        );
+        // Every layer is in the checkpoint: a rerun evaluates nothing (a cancelled token
+        // would stop the first evaluation) and returns the same results.
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let cancelled = CancelToken::new();
+        let (again, _) = analyze(
+            &model,
+            &req,
+            &AnalyzeOptions {
+                sweep: false,
+                ..options.clone()
+            },
+            &cancelled,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        assert!(again.sweep.is_none());
+        let data = select_samples(&req.data, Subset::Evaluation, 200, 0)
+            .unwrap()
+            .data;
+        let sim = simulate(&model, &prepared, &req.settings).unwrap();
+        let fp32 = ndarray::Array2::<f32>::zeros((data.len(), 10));
+        cancelled.cancel();
+        let key = sweep_key(&model, &data, &req);
+        let path = dir.path().join(format!("sensitivity-{}.json", &key[..16]));
+        let input = SweepInput {
+            model: &model,
+            prepared: &prepared,
+            settings: &req.settings,
+            sim: &sim,
+            data: &data,
+            fp32_rows: &fp32,
+            options: req.options,
+            checkpoint: Some((&path, key.clone())),
+        };
+        let resumed = sensitivity_sweep(&input, &cancelled, &|_, _| {}).unwrap();
+        assert_eq!(resumed, sweep);
+    }
+}
