@@ -88,11 +88,7 @@ pub fn record_quantsim(
 /// symmetric minmax` (weights only), `A8 mse` (activations only).
 pub fn settings_label(s: &QuantsimSettings) -> String {
     let mode = s.mode;
-    let mut parts = vec![match (mode.weights(), mode.activations()) {
-        (true, true) => format!("W{}A{}", s.w_bits, s.a_bits),
-        (true, false) => format!("W{}", s.w_bits),
-        _ => format!("A{}", s.a_bits),
-    }];
+    let mut parts = vec![bits_label(s)];
     if mode.weights() {
         let granularity = if s.per_channel {
             "per-channel"
@@ -106,6 +102,15 @@ pub fn settings_label(s: &QuantsimSettings) -> String {
     }
     parts.push(s.scheme.to_string());
     parts.join(" ")
+}
+
+/// What is quantized at which bitwidth: `W8A8`, `W4` (weights only), `A8` (activations only).
+pub fn bits_label(s: &QuantsimSettings) -> String {
+    match (s.mode.weights(), s.mode.activations()) {
+        (true, true) => format!("W{}A{}", s.w_bits, s.a_bits),
+        (true, false) => format!("W{}", s.w_bits),
+        _ => format!("A{}", s.a_bits),
+    }
 }
 
 /// The result line of a quantsim run, e.g.
