@@ -44,6 +44,13 @@ pub fn quantsim_child(
         let v = ws
             .variant(parent)
             .ok_or_else(|| Error::input(format!("{}: no variant {parent}", ws.dir().display())))?;
+        // Its model already holds fake-quant: a second set of quantizers means nothing.
+        if v.encodings_file.is_some() {
+            return Err(Error::input(format!(
+                "variant {parent} is already quantized ({}); run quantsim on an unquantized variant",
+                v.step
+            )));
+        }
         ws.model_path(v)
     };
     let model = Model::load(&path)?;

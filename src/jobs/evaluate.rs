@@ -132,7 +132,8 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     }))
 }
 
-fn save_top1(ws_dir: &std::path::Path, variant: u32, r: &EvalReport) -> Result<()> {
+/// Cache the top-1 predictions for the A/B comparison.
+pub(crate) fn save_top1(ws_dir: &std::path::Path, variant: u32, r: &EvalReport) -> Result<()> {
     let n = r.outputs.shape().first().copied().unwrap_or(0);
     let c = r.outputs.len().checked_div(n).unwrap_or(0);
     let rows = r

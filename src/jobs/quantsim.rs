@@ -2,6 +2,7 @@
 //! (see `experiment::quantsim`). Progress comes in two stages, calibration then
 //! evaluation.
 
+use super::evaluate::save_top1;
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
@@ -64,13 +65,17 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     if let Some(f) = &r.fallback {
         ctx.log(format!("note: {f}"));
     }
+    // A cache for the A/B comparison: losing it costs a rerun, not the job.
+    let ws_dir = lock(workspace).dir().to_path_buf();
+    if let Err(e) = save_top1(&ws_dir, child.variant, r) {
+        ctx.log(format!("warning: predictions not cached: {e}"));
+    }
     let line = result_line(settings, &r.score, child.parent_score.as_ref());
     ctx.log(format!("{line} → variant {}", child.variant));
-    let (ws_dir, output, encodings) = {
+    let (output, encodings) = {
         let ws = lock(workspace);
         let v = ws.variant(child.variant);
         (
-            ws.dir().to_path_buf(),
             v.map(|v| ws.model_path(v)),
             v.and_then(|v| v.encodings_file.as_ref().map(|e| ws.dir().join(e))),
         )

@@ -530,6 +530,9 @@ fn quantsim_job_keeps_the_simulated_model_as_a_child_variant() {
     assert!(!enc["activation_encodings"].as_array().unwrap().is_empty());
     assert!(!enc["param_encodings"].as_array().unwrap().is_empty());
     Model::load(&ws.model_path(v)).expect("the simulated model loads");
+    // Cached for the A/B comparison, like an evaluation's.
+    let cached = load_predictions(dir.path(), child, &v.results[0].dataset_fingerprint).unwrap();
+    assert_eq!(cached.predictions.len(), 400);
 
     // Weights only, from the copy: a child of the copy; its parent was never evaluated.
     let s = summary(w);
@@ -579,16 +582,25 @@ fn cancelling_a_running_quantsim_adds_no_variant() {
 }
 
 #[test]
-fn quantsim_with_bad_settings_fails_naming_them() {
+fn quantsim_with_bad_settings_or_a_quantized_parent_fails_naming_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = Harness::new(dir.path());
     let settings = crate::quant::simulate::QuantsimSettings {
         w_bits: 1,
         ..Default::default()
     };
+    // A variant with encodings stands for a simulated model.
+    let quantized = {
+        let model = Model::load(&sample("mbv2_digits.onnx")).unwrap();
+        let mut ws = h.ws.lock().unwrap();
+        let id = ws.add_variant(0, "quantized", &model).unwrap();
+        ws.set_encodings(id, &serde_json::json!({})).unwrap();
+        id
+    };
     let bad_bits = h.runner.submit(quantsim(0, settings));
     let no_parent = h.runner.submit(quantsim(5, Default::default()));
-    let events = h.until_ended(&[bad_bits, no_parent]);
+    let twice = h.runner.submit(quantsim(quantized, Default::default()));
+    let events = h.until_ended(&[bad_bits, no_parent, twice]);
     let error = |id: JobId| match ending(&events, id) {
         JobEvent::Failed { error, .. } => error.clone(),
         other => panic!("job {id} did not fail: {other:?}"),
@@ -603,7 +615,12 @@ fn quantsim_with_bad_settings_fails_naming_them() {
         "{}",
         error(no_parent)
     );
-    assert_eq!(h.ws.lock().unwrap().variants().len(), 1);
+    assert!(
+        error(twice).contains("already quantized"),
+        "{}",
+        error(twice)
+    );
+    assert_eq!(h.ws.lock().unwrap().variants().len(), 2);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::form::field_line;
 use super::keys;
-use super::quantsim_form::{Field, QuantsimForm};
+use super::quantsim_form::{blocker, Field, QuantsimForm};
 use super::state::{App, Decision, Pane, Popup, SUBSETS};
 use super::update::palette_matches;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
@@ -190,13 +190,9 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
         ));
     }
     lines.push(Line::from(""));
-    let (text, style) = match (&app.data_path, form.problem()) {
-        (None, _) => (
-            "no dataset: restart with --data DIR to run quantsim".to_string(),
-            t.fg(t.bad),
-        ),
-        (Some(_), Some(p)) => (p, t.fg(t.bad)),
-        (Some(_), None) => (
+    let (text, style) = match blocker(app, form) {
+        Some(p) => (p, t.fg(t.bad)),
+        None => (
             format!(
                 "Enter runs {}",
                 qsteer::experiment::quantsim::settings_label(&form.settings())

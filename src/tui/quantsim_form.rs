@@ -255,6 +255,24 @@ fn fp32_known(app: &App, form: &QuantsimForm, data: &Path) -> bool {
     })
 }
 
+/// Why the dialog cannot launch now, if it cannot: no dataset, a quantized variant, or a
+/// number out of range. The dialog shows it, and Enter or `d` says it again.
+pub fn blocker(app: &App, form: &QuantsimForm) -> Option<String> {
+    if app.data_path.is_none() {
+        return Some("no dataset: restart with --data DIR to run quantsim".into());
+    }
+    if app
+        .variant(form.variant)
+        .is_some_and(|v| v.encodings_file.is_some())
+    {
+        return Some(format!(
+            "variant {} is already quantized: pick an unquantized one",
+            form.variant
+        ));
+    }
+    form.problem()
+}
+
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
 pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Effect> {
     match action {
@@ -276,14 +294,13 @@ pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Eff
             }
         }
         Action::Confirm | Action::Char('d') => {
-            let Some(data) = app.data_path.clone() else {
-                app.status = "quantsim needs a dataset: restart with --data DIR".into();
-                return vec![];
-            };
-            if let Some(p) = form.problem() {
+            if let Some(p) = blocker(app, form) {
                 app.status = p;
                 return vec![];
             }
+            let Some(data) = app.data_path.clone() else {
+                return vec![];
+            };
             let jobs = if action == Action::Confirm {
                 form.run(&data, app.cores)
             } else {

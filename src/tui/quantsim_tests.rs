@@ -174,16 +174,25 @@ fn bits_out_of_range_block_the_launch_and_say_why() {
 }
 
 #[test]
-fn the_dialog_targets_the_selected_variant_from_the_variants_pane() {
+fn the_dialog_targets_the_selected_variant_and_refuses_a_quantized_one() {
     let (mut app, _d) = sample_app();
-    app.variants
-        .push(quantsim_child(1, &QuantsimSettings::default(), 0.99));
+    let copy = Variant::new(1, Some(0), "copy", "variants/1.onnx".into(), 0);
+    let mut quantized = quantsim_child(2, &QuantsimSettings::default(), 0.99);
+    quantized.encodings_file = Some("variants/2.encodings.json".into());
+    app.variants.extend([copy, quantized]);
     app.focus = Pane::Variants;
     update(&mut app, Action::Down);
     update(&mut app, Action::QuantsimDialog);
     assert_eq!(form(&app).variant, 1);
     let jobs = submitted(&update(&mut app, Action::Confirm));
     assert!(matches!(jobs[0], JobKind::Quantsim { variant: 1, .. }));
+
+    app.focus = Pane::Variants;
+    update(&mut app, Action::Bottom);
+    update(&mut app, Action::QuantsimDialog);
+    assert_eq!(form(&app).variant, 2);
+    assert!(update(&mut app, Action::Confirm).is_empty());
+    assert!(app.status.contains("already quantized"), "{}", app.status);
 }
 
 #[test]
@@ -194,6 +203,7 @@ fn without_a_dataset_the_dialog_says_so_and_launches_nothing() {
     assert!(update(&mut app, Action::Confirm).is_empty());
     assert!(update(&mut app, Action::Char('d')).is_empty());
     assert!(app.status.contains("--data"), "{}", app.status);
+    assert!(matches!(app.popups.last(), Some(Popup::Quantsim(_))));
     let screen = render(&app, 80, 24);
     assert!(screen.contains("no dataset"), "{screen}");
 }
