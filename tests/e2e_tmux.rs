@@ -49,19 +49,19 @@ fn wait_for(s: &Session, what: &str, deadline: Duration) -> String {
     }
 }
 
-#[test]
-fn evaluate_mark_compare_quit_in_a_real_terminal() {
+/// The app on the embedded sample in a 120×36 tmux session, with its workspace in `dir`;
+/// None when tmux is missing.
+fn start(dir: &std::path::Path, tag: &str) -> Option<Session> {
     if Command::new("tmux").arg("-V").output().is_err() {
         eprintln!("tmux is not installed; .ci/run installs it");
-        return;
+        return None;
     }
-    let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_qsteer");
-    let name = format!("qsteer-e2e-{}", std::process::id());
+    let name = format!("qsteer-e2e-{tag}-{}", std::process::id());
     let cmd = format!(
         "QSTEER_DATA_DIR={} {bin} --workspace {} ; sleep 30",
-        dir.path().join("data").display(),
-        dir.path().join("ws").display()
+        dir.join("data").display(),
+        dir.join("ws").display()
     );
     let status = Command::new("tmux")
         .args([
@@ -78,22 +78,12 @@ fn evaluate_mark_compare_quit_in_a_real_terminal() {
         .status()
         .expect("tmux starts");
     assert!(status.success());
-    let s = Session { name };
-    wait_for(&s, "Layers · MACs", Duration::from_secs(60));
-    keys(&s, &["e"]);
-    wait_for(&s, "Evaluate variants", Duration::from_secs(10));
-    keys(&s, &["Enter"]);
-    let done = wait_for(&s, "✓ #1 evaluate", Duration::from_secs(120));
-    assert!(
-        done.contains("99.25%"),
-        "score shown in the variants pane:\n{done}"
-    );
-    keys(&s, &["3", "a", "b", "="]);
-    let cmp = wait_for(&s, "disagree", Duration::from_secs(30));
-    assert!(cmp.contains("Compare A/B"), "{cmp}");
-    wait_for(&s, "0 of 400 samples", Duration::from_secs(30));
-    keys(&s, &["q"]);
-    // The app is gone once the shell's `sleep` is what the pane runs.
+    Some(Session { name })
+}
+
+/// Quit with `q` and wait until the shell's `sleep` is what the pane runs.
+fn quit(s: &Session) {
+    keys(s, &["q"]);
     let start = Instant::now();
     loop {
         let cmd = tmux(&[
@@ -112,6 +102,56 @@ fn evaluate_mark_compare_quit_in_a_real_terminal() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn evaluate_mark_compare_quit_in_a_real_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s) = start(dir.path(), "eval") else {
+        return;
+    };
+    wait_for(&s, "Layers · MACs", Duration::from_secs(60));
+    keys(&s, &["e"]);
+    wait_for(&s, "Evaluate variants", Duration::from_secs(10));
+    keys(&s, &["Enter"]);
+    let done = wait_for(&s, "✓ #1 evaluate", Duration::from_secs(120));
+    assert!(
+        done.contains("99.25%"),
+        "score shown in the variants pane:\n{done}"
+    );
+    keys(&s, &["3", "a", "b", "="]);
+    let cmp = wait_for(&s, "disagree", Duration::from_secs(30));
+    assert!(cmp.contains("Compare A/B"), "{cmp}");
+    wait_for(&s, "0 of 400 samples", Duration::from_secs(30));
+    quit(&s);
     let ws = std::fs::read_to_string(dir.path().join("ws/workspace.json")).unwrap();
     assert!(ws.contains("\"accuracy\""), "the result was recorded: {ws}");
+}
+
+#[test]
+fn quantsim_from_the_dialog_adds_a_variant_in_a_real_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s) = start(dir.path(), "quantsim") else {
+        return;
+    };
+    let first = wait_for(&s, "Layers · MACs", Duration::from_secs(60));
+    assert!(first.contains("◆w") && first.contains("◆a"), "{first}");
+    keys(&s, &["s"]);
+    let dialog = wait_for(&s, "Quantsim", Duration::from_secs(10));
+    assert!(
+        dialog.contains("Enter runs W8A8 per-tensor tf_enhanced"),
+        "{dialog}"
+    );
+    keys(&s, &["Enter"]);
+    wait_for(&s, "✓ #1 quantsim v0", Duration::from_secs(180));
+    let tree = wait_for(&s, "W8A8 pt tf_enh", Duration::from_secs(10));
+    assert!(tree.contains("99.25%"), "the child's score:\n{tree}");
+    quit(&s);
+    let ws: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("ws/workspace.json")).unwrap())
+            .unwrap();
+    let child = &ws["variants"][1];
+    assert_eq!(child["parent"], 0, "{ws}");
+    assert!(child["encodings_file"].is_string(), "{ws}");
+    assert!(dir.path().join("ws/variants/1.encodings.json").exists());
 }

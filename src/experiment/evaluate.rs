@@ -141,6 +141,31 @@ pub struct EvalReport {
     pub params: u64,
 }
 
+impl EvalReport {
+    /// The record kept on a variant for this evaluation of `dataset`'s `subset`.
+    pub fn record(
+        &self,
+        dataset: &Path,
+        subset: Subset,
+        options: RunOptions,
+        reference: Option<String>,
+    ) -> super::EvalRecord {
+        super::EvalRecord {
+            dataset: dataset.display().to_string(),
+            dataset_fingerprint: self.dataset_fingerprint.clone(),
+            subset: subset.name().to_string(),
+            split: self.split.clone(),
+            score: self.score.clone(),
+            seconds: self.seconds,
+            samples_per_second: self.samples_per_second,
+            batch_size: options.batch_size,
+            threads: options.threads,
+            reference,
+            when: super::now(),
+        }
+    }
+}
+
 /// First output as `[N, C]` (trailing dims flattened) for scoring.
 fn as_rows(out: &ArrayD<f32>, name: &str) -> Result<ndarray::Array2<f32>> {
     let n = out.shape().first().copied().unwrap_or(0);

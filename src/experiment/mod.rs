@@ -3,6 +3,7 @@
 
 pub mod evaluate;
 mod predictions;
+pub mod quantsim;
 mod variant;
 mod workspace;
 

@@ -5,7 +5,7 @@ use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
 use crate::experiment::evaluate::{evaluate, EvalReport, EvalRequest};
-use crate::experiment::{now, save_predictions, EvalRecord, Predictions, Workspace};
+use crate::experiment::{save_predictions, Predictions, Workspace};
 use crate::metrics::argmax_rows;
 use crate::model::Model;
 use crate::runtime::RunOptions;
@@ -25,7 +25,12 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         reference,
         reference_model,
         save_outputs,
-    } = ctx.kind;
+    } = ctx.kind
+    else {
+        return Err(Error::runtime(
+            "the evaluate job was handed another kind of job",
+        ));
+    };
     if *batch_size == 0 {
         return Err(Error::input("evaluate: the batch size must be at least 1"));
     }
@@ -84,21 +89,14 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     if !report.has_labels && reference.is_none() && reference_model.is_none() {
         ctx.log("note: the dataset has no labels and no reference was given: throughput only");
     }
-    let record = EvalRecord {
-        dataset: data.display().to_string(),
-        dataset_fingerprint: report.dataset_fingerprint.clone(),
-        subset: subset.name().to_string(),
-        split: report.split.clone(),
-        score: report.score.clone(),
-        seconds: report.seconds,
-        samples_per_second: report.samples_per_second,
-        batch_size: options.batch_size,
-        threads: options.threads,
-        reference: reference
+    let record = report.record(
+        data,
+        *subset,
+        options,
+        reference
             .map(|r| r.to_string())
             .or_else(|| reference_model.as_ref().map(|p| p.display().to_string())),
-        when: now(),
-    };
+    );
     {
         let mut ws = lock(workspace);
         ws.set_costs(*variant, report.macs, Some(report.params))?;
@@ -134,7 +132,8 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     }))
 }
 
-fn save_top1(ws_dir: &std::path::Path, variant: u32, r: &EvalReport) -> Result<()> {
+/// Cache the top-1 predictions for the A/B comparison.
+pub(crate) fn save_top1(ws_dir: &std::path::Path, variant: u32, r: &EvalReport) -> Result<()> {
     let n = r.outputs.shape().first().copied().unwrap_or(0);
     let c = r.outputs.len().checked_div(n).unwrap_or(0);
     let rows = r

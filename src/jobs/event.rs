@@ -63,11 +63,18 @@ impl JobEvent {
     }
 }
 
-/// At most ~20 progress events a second per job; the first and the last always pass.
-/// Called from worker threads, which may report out of order, so stale counts are dropped.
+/// At most ~20 progress events a second per job; the first and the last of each stage
+/// (`what`, e.g. calibration then evaluation) always pass. Called from worker threads,
+/// which may report out of order, so stale counts within a stage are dropped.
 pub(crate) struct Throttle {
     gap: Duration,
-    last: Mutex<Option<(Instant, usize)>>,
+    last: Mutex<Option<Seen>>,
+}
+
+struct Seen {
+    at: Instant,
+    done: usize,
+    what: String,
 }
 
 impl Throttle {
@@ -78,16 +85,22 @@ impl Throttle {
         }
     }
 
-    pub(crate) fn admit(&self, done: usize, total: usize) -> bool {
+    pub(crate) fn admit(&self, what: &str, done: usize, total: usize) -> bool {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let pass = match *last {
+        let pass = match &*last {
             None => true,
-            Some((_, seen)) if done <= seen => false,
-            Some((at, _)) => done >= total || now.duration_since(at) >= self.gap,
+            // A new stage starts its count again.
+            Some(seen) if seen.what != what => true,
+            Some(seen) if done <= seen.done => false,
+            Some(seen) => done >= total || now.duration_since(seen.at) >= self.gap,
         };
         if pass {
-            *last = Some((now, done));
+            *last = Some(Seen {
+                at: now,
+                done,
+                what: what.to_string(),
+            });
         }
         pass
     }
@@ -98,14 +111,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttle_passes_first_and_last_and_drops_stale_counts() {
+    fn throttle_passes_first_and_last_of_each_stage_and_drops_stale_counts() {
         let t = Throttle::new();
-        assert!(t.admit(1, 100));
-        assert!(!t.admit(1, 100));
-        assert!(!t.admit(0, 100));
+        assert!(t.admit("samples", 1, 100));
+        assert!(!t.admit("samples", 1, 100));
+        assert!(!t.admit("samples", 0, 100));
         // Many updates in a burst: far fewer pass than arrive, but the last one does.
-        let passed = (2..100).filter(|&d| t.admit(d, 100)).count();
+        let passed = (2..100).filter(|&d| t.admit("samples", d, 100)).count();
         assert!(passed < 98);
-        assert!(t.admit(100, 100));
+        assert!(t.admit("samples", 100, 100));
+        // The next stage counts from its own start.
+        assert!(t.admit("evaluation", 1, 400));
+        assert!(!t.admit("evaluation", 1, 400));
     }
 }

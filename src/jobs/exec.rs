@@ -5,7 +5,7 @@ use super::event::{JobEvent, Throttle};
 use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
-use super::{evaluate, lock};
+use super::{evaluate, lock, quantsim};
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
 use crate::{Error, Result};
@@ -55,7 +55,7 @@ impl<'a> JobCtx<'a> {
 
     /// Throttled progress; called from worker threads.
     pub(crate) fn progress(&self, done: usize, total: usize, what: &str) {
-        if self.throttle.admit(done, total) {
+        if self.throttle.admit(what, done, total) {
             (self.sink)(JobEvent::Progress {
                 id: self.id,
                 done,
@@ -133,6 +133,7 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
     ctx.transition(Logged::Started, None, None);
     let result = catch_unwind(AssertUnwindSafe(|| match ctx.kind {
         JobKind::Evaluate { .. } => evaluate::run(ctx, workspace),
+        JobKind::Quantsim { .. } => quantsim::run(ctx, workspace),
     }))
     .unwrap_or_else(|panic| {
         Err(Error::runtime(format!(

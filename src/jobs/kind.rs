@@ -2,6 +2,8 @@
 //! journalled, shown and rerun without looking anything else up.
 
 use crate::experiment::evaluate::Subset;
+use crate::experiment::quantsim::settings_label;
+use crate::quant::simulate::QuantsimSettings;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -43,6 +45,17 @@ pub enum JobKind {
         #[serde(default)]
         save_outputs: Option<PathBuf>,
     },
+    /// Calibrate and simulate quantization of a variant, score the simulated model on the
+    /// evaluation samples, and keep it as a child variant with its encodings.
+    Quantsim {
+        variant: u32,
+        data: PathBuf,
+        settings: QuantsimSettings,
+        calibration_size: usize,
+        seed: u64,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
+    },
 }
 
 impl JobKind {
@@ -63,7 +76,21 @@ impl JobKind {
         }
     }
 
-    /// Short name for lists and logs, e.g. `evaluate v3` or `evaluate v3 vs v0`.
+    /// Quantsim of `variant` with the CLI's split defaults (200 calibration samples,
+    /// seed 0) and one thread per core.
+    pub fn quantsim(variant: u32, data: PathBuf, settings: QuantsimSettings) -> JobKind {
+        JobKind::Quantsim {
+            variant,
+            data,
+            settings,
+            calibration_size: 200,
+            seed: 0,
+            threads: 0,
+        }
+    }
+
+    /// Short name for lists and logs, e.g. `evaluate v3`, `evaluate v3 vs v0` or
+    /// `quantsim v0 W8A8 per-tensor tf_enhanced`.
     pub fn label(&self) -> String {
         match self {
             JobKind::Evaluate {
@@ -76,13 +103,16 @@ impl JobKind {
                 (None, Some(m)) => format!("evaluate v{variant} vs {}", m.display()),
                 (None, None) => format!("evaluate v{variant}"),
             },
+            JobKind::Quantsim {
+                variant, settings, ..
+            } => format!("quantsim v{variant} {}", settings_label(settings)),
         }
     }
 
     /// Heavy jobs use all cores, so the runner limits how many run at once.
     pub fn is_heavy(&self) -> bool {
         match self {
-            JobKind::Evaluate { .. } => true,
+            JobKind::Evaluate { .. } | JobKind::Quantsim { .. } => true,
         }
     }
 }

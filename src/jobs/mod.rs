@@ -10,6 +10,7 @@ mod exec;
 mod history;
 mod journal;
 mod kind;
+mod quantsim;
 mod runner;
 
 pub use event::JobEvent;

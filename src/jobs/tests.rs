@@ -425,3 +425,215 @@ fn kinds_and_events_serialize_with_stable_tags() {
     assert_eq!(serde_json::from_value::<JobEvent>(v).unwrap(), ev);
     assert_eq!(JobId(5).to_string(), "5");
 }
+
+/// Quantsim with 200 calibration samples, scored on the 400 evaluation samples, one thread.
+fn quantsim(variant: u32, settings: crate::quant::simulate::QuantsimSettings) -> JobKind {
+    JobKind::Quantsim {
+        variant,
+        data: sample("digits"),
+        settings,
+        calibration_size: 200,
+        seed: 0,
+        threads: 1,
+    }
+}
+
+fn progress_of(events: &[JobEvent], id: JobId) -> Vec<(String, usize, usize)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            JobEvent::Progress {
+                id: i,
+                done,
+                total,
+                what,
+            } if *i == id => Some((what.clone(), *done, *total)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The event that ended job `id`.
+fn ending(events: &[JobEvent], id: JobId) -> &JobEvent {
+    events
+        .iter()
+        .find(|e| e.id() == id && e.is_terminal())
+        .unwrap_or_else(|| panic!("job {id} did not end: {events:?}"))
+}
+
+#[test]
+fn quantsim_job_keeps_the_simulated_model_as_a_child_variant() {
+    use crate::quant::qdq::QuantMode;
+    use crate::quant::simulate::QuantsimSettings;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    // A second variant with the base's model, so a parent other than 0 is exercised.
+    let copy = {
+        let model = Model::load(&sample("mbv2_digits.onnx")).unwrap();
+        h.ws.lock().unwrap().add_variant(0, "copy", &model).unwrap()
+    };
+    let fp32 = h.runner.submit(eval(0, None));
+    let wa = h.runner.submit(quantsim(0, QuantsimSettings::default()));
+    let weights_only = QuantsimSettings {
+        w_bits: 4,
+        per_channel: true,
+        mode: QuantMode::WeightsOnly,
+        ..Default::default()
+    };
+    let w = h.runner.submit(quantsim(copy, weights_only.clone()));
+    let events = h.until_ended(&[fp32, wa, w]);
+
+    // Progress per stage: calibration to its end, then evaluation to its end.
+    let stages = progress_of(&events, wa);
+    let calibration_end = stages
+        .iter()
+        .position(|p| p.0 == "calibration" && p.1 == p.2)
+        .expect("calibration reported its end");
+    assert!(stages[..calibration_end]
+        .iter()
+        .all(|p| p.0 == "calibration"));
+    assert!(stages[calibration_end + 1..]
+        .iter()
+        .all(|p| p.0 == "evaluation"));
+    assert_eq!(
+        stages.last().unwrap(),
+        &("evaluation".to_string(), 400, 400)
+    );
+
+    let summary = |id: JobId| match ending(&events, id) {
+        JobEvent::Finished { summary, .. } => summary.clone(),
+        other => panic!("job {id} did not finish: {other:?}"),
+    };
+    let s = summary(wa);
+    let child = s["variant"].as_u64().unwrap() as u32;
+    assert_eq!(s["parent"], 0);
+    let result = s["result"].as_str().unwrap();
+    assert!(
+        result.starts_with("W8A8 per-tensor tf_enhanced: ") && result.contains("(FP32 "),
+        "{result}"
+    );
+    assert!(s["accuracy"].as_f64().unwrap() > 0.9, "{s}");
+    assert!(s["activation_points"].as_u64().unwrap() > 0);
+
+    let ws = Workspace::open(dir.path()).unwrap();
+    let v = ws.variant(child).unwrap();
+    assert_eq!(v.parent, Some(0));
+    assert_eq!(v.step, QuantsimSettings::default().step());
+    assert!(v.macs.is_some() && v.params.is_some());
+    assert_eq!(v.results.len(), 1);
+    assert_eq!(v.results[0].score.accuracy, s["accuracy"].as_f64());
+    let enc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(v.encodings_file.as_ref().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(enc["version"], "1.0.0");
+    assert!(!enc["activation_encodings"].as_array().unwrap().is_empty());
+    assert!(!enc["param_encodings"].as_array().unwrap().is_empty());
+    Model::load(&ws.model_path(v)).expect("the simulated model loads");
+    // Cached for the A/B comparison, like an evaluation's.
+    let cached = load_predictions(dir.path(), child, &v.results[0].dataset_fingerprint).unwrap();
+    assert_eq!(cached.predictions.len(), 400);
+
+    // Weights only, from the copy: a child of the copy; its parent was never evaluated.
+    let s = summary(w);
+    let grandchild = ws.variant(s["variant"].as_u64().unwrap() as u32).unwrap();
+    assert_eq!(grandchild.parent, Some(copy));
+    assert_eq!(grandchild.step, weights_only.step());
+    let result = s["result"].as_str().unwrap();
+    assert!(
+        result.starts_with("W4 per-channel tf_enhanced: ") && result.contains("not evaluated"),
+        "{result}"
+    );
+    let enc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(grandchild.encodings_file.as_ref().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert!(enc["activation_encodings"].as_array().unwrap().is_empty());
+    assert_eq!(
+        journal_states(dir.path(), w),
+        ["queued", "started", "finished"]
+    );
+    let log = read_job_log(dir.path(), w).unwrap();
+    assert_eq!(
+        log[0],
+        format!("queued: quantsim v{copy} W4 per-channel tf_enhanced")
+    );
+}
+
+#[test]
+fn cancelling_a_running_quantsim_adds_no_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let ws = h.ws.clone();
+    let hold = ws.lock().unwrap();
+    let id = h.runner.submit(quantsim(0, Default::default()));
+    while h.next() != (JobEvent::Started { id }) {}
+    assert!(h.runner.cancel(id));
+    drop(hold);
+    let events = h.until_ended(&[id]);
+    assert_eq!(*events.last().unwrap(), JobEvent::Cancelled { id });
+    assert_eq!(h.ws.lock().unwrap().variants().len(), 1);
+    assert_eq!(Workspace::open(dir.path()).unwrap().variants().len(), 1);
+    assert!(!dir.path().join("variants/1.onnx").exists());
+    assert_eq!(
+        journal_states(dir.path(), id),
+        ["queued", "started", "cancelled"]
+    );
+}
+
+#[test]
+fn quantsim_with_bad_settings_or_a_quantized_parent_fails_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let settings = crate::quant::simulate::QuantsimSettings {
+        w_bits: 1,
+        ..Default::default()
+    };
+    // A variant with encodings stands for a simulated model.
+    let quantized = {
+        let model = Model::load(&sample("mbv2_digits.onnx")).unwrap();
+        let mut ws = h.ws.lock().unwrap();
+        let id = ws.add_variant(0, "quantized", &model).unwrap();
+        ws.set_encodings(id, &serde_json::json!({})).unwrap();
+        id
+    };
+    let bad_bits = h.runner.submit(quantsim(0, settings));
+    let no_parent = h.runner.submit(quantsim(5, Default::default()));
+    let twice = h.runner.submit(quantsim(quantized, Default::default()));
+    let events = h.until_ended(&[bad_bits, no_parent, twice]);
+    let error = |id: JobId| match ending(&events, id) {
+        JobEvent::Failed { error, .. } => error.clone(),
+        other => panic!("job {id} did not fail: {other:?}"),
+    };
+    assert!(
+        error(bad_bits).contains("weight bits"),
+        "{}",
+        error(bad_bits)
+    );
+    assert!(
+        error(no_parent).contains("no variant 5"),
+        "{}",
+        error(no_parent)
+    );
+    assert!(
+        error(twice).contains("already quantized"),
+        "{}",
+        error(twice)
+    );
+    assert_eq!(h.ws.lock().unwrap().variants().len(), 2);
+}
+
+#[test]
+fn a_quantsim_kind_survives_the_journal_round_trip() {
+    let settings = crate::quant::simulate::QuantsimSettings {
+        scheme: crate::quant::Scheme::Percentile(99.99),
+        ..Default::default()
+    };
+    let kind = quantsim(2, settings);
+    let v = serde_json::to_value(&kind).unwrap();
+    assert_eq!(v["type"], "quantsim");
+    assert_eq!(v["settings"]["scheme"]["percentile"], 99.99);
+    assert_eq!(serde_json::from_value::<JobKind>(v).unwrap(), kind);
+    assert_eq!(kind.label(), "quantsim v2 W8A8 per-tensor percentile:99.99");
+    assert!(kind.is_heavy());
+}

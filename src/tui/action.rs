@@ -34,6 +34,7 @@ pub enum Action {
     Compare,
     CancelJob,
     EvaluateDialog,
+    QuantsimDialog,
     Quit,
     /// Typed text in an input field (filter, palette query, dialog number).
     Char(char),

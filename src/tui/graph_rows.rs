@@ -20,6 +20,8 @@ pub struct GraphRow {
     pub shape: String,
     /// Non-compute nodes folded into this row when runs are collapsed (e.g. BN, Clip).
     pub folded: Vec<String>,
+    /// The names of those folded nodes, in the same order.
+    pub folded_names: Vec<String>,
     /// Node index in the graph (or usize::MAX for the input row).
     pub node: usize,
 }
@@ -42,6 +44,7 @@ pub fn build_rows(model: &Model, shapes: &ModelShapes) -> Vec<GraphRow> {
                 .map(|s| format_shape(s))
                 .unwrap_or_default(),
             folded: vec![],
+            folded_names: vec![],
             node: usize::MAX,
         });
     }
@@ -105,6 +108,7 @@ pub fn build_rows(model: &Model, shapes: &ModelShapes) -> Vec<GraphRow> {
             op: node.op_type.clone(),
             shape,
             folded: vec![],
+            folded_names: vec![],
             node: i,
         });
         while lanes.last().is_some_and(|l| l.is_none()) {
@@ -193,6 +197,7 @@ pub fn collapse(rows: &[GraphRow]) -> Vec<GraphRow> {
                 if foldable && prev.lanes.replace('├', "│") == r.lanes && is_compute(&prev.op) =>
             {
                 prev.folded.push(r.op.clone());
+                prev.folded_names.push(r.name.clone());
                 prev.shape = r.shape.clone();
             }
             _ => out.push(r.clone()),

@@ -2,6 +2,7 @@
 //! workspace's variants, and the job history (with jobs a killed app left interrupted).
 
 use super::graph_rows::{build_rows, collapse};
+use super::quant_marks::QuantMarks;
 use super::state::{App, JobStatus, JobView, LayerSort, Pane};
 use super::theme::Theme;
 use qsteer::experiment::evaluate::{sample_shapes, select_samples, Subset};
@@ -104,6 +105,15 @@ pub fn open(
         None => None,
     };
     let view = model_view(0, &model, pinned.as_deref())?;
+    // Marks are a help, not a requirement: a model quantsim cannot place quantizers on
+    // still opens, and the status line says why the marks are missing.
+    let (quant_marks, marks_problem) = match QuantMarks::of(&model, &view.layers) {
+        Ok(m) => (m, None),
+        Err(e) => (
+            QuantMarks::default(),
+            Some(format!("no quantizer marks: {e}")),
+        ),
+    };
     let model_name = model_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -147,6 +157,9 @@ pub fn open(
         .interrupted()
         .map(|r| format!("#{} {}", r.id, r.kind.label()))
         .collect();
+    if let Some(p) = marks_problem {
+        status = p;
+    }
     if !interrupted.is_empty() {
         status = format!(
             "interrupted when the app last stopped: {} (rerun with e)",
@@ -160,6 +173,7 @@ pub fn open(
         graph_collapsed: view.graph_collapsed,
         graph: view.graph,
         collapsed: false,
+        quant_marks,
         layers: view.layers,
         channel_ranges: view.channel_ranges,
         macs_total: view.macs_total,

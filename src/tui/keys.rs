@@ -109,6 +109,7 @@ pub fn bindings() -> Vec<Binding> {
             G,
             true,
         ),
+        b(K::Char('s'), "s", A::QuantsimDialog, "quantsim…", G, true),
         b(
             K::Char('a'),
             "a",
@@ -135,8 +136,8 @@ pub fn bindings() -> Vec<Binding> {
         ),
         b(K::Char('='), "=", A::Compare, "compare A and B", G, true),
         b(
-            K::Char('s'),
-            "s",
+            K::Char('w'),
+            "w",
             A::SwapAB,
             "swap A and B",
             P(Pane::Compare),

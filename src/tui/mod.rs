@@ -4,16 +4,21 @@
 
 pub mod action;
 mod compare;
+mod form;
 mod graph_rows;
 pub mod init;
 mod keys;
 mod panes;
 mod popups;
+mod quant_marks;
+mod quantsim_form;
 pub mod state;
 pub mod theme;
 pub mod ui;
 pub mod update;
 
+#[cfg(test)]
+mod quantsim_tests;
 #[cfg(test)]
 mod tests;
 
@@ -80,7 +85,11 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
                 app.popups.last(),
                 Some(Popup::Palette { .. } | Popup::Filter)
             );
-            let in_dialog = matches!(app.popups.last(), Some(Popup::Decision(_)));
+            let in_dialog = matches!(
+                app.popups.last(),
+                Some(Popup::Decision(_) | Popup::Quantsim(_))
+            );
+            let in_quantsim = matches!(app.popups.last(), Some(Popup::Quantsim(_)));
             match k.code {
                 K::Esc => Some(Action::Close),
                 K::Enter => Some(Action::Confirm),
@@ -90,6 +99,8 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
                 K::Char(c) if typing => Some(Action::Char(c)),
                 K::Char(' ') if in_dialog => Some(Action::Toggle),
                 K::Char(c) if in_dialog && c.is_ascii_digit() => Some(Action::Char(c)),
+                // The quantsim dialog's "diagnosis set" key.
+                K::Char('d') if in_quantsim => Some(Action::Char('d')),
                 K::Char(c @ ('y' | 'n'))
                     if matches!(app.popups.last(), Some(Popup::ConfirmQuit)) =>
                 {

@@ -1,8 +1,10 @@
 //! Popups drawn over the panes: help, command palette, layer filter, the decision dialog,
 //! and the quit confirmation.
 
+use super::form::field_line;
 use super::keys;
-use super::state::{App, Decision, Popup, SUBSETS};
+use super::quantsim_form::{blocker, Field, QuantsimForm};
+use super::state::{App, Decision, Pane, Popup, SUBSETS};
 use super::update::palette_matches;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -39,6 +41,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
             f.render_widget(p, r);
         }
         Popup::Decision(d) => decision(f, app, area, d),
+        Popup::Quantsim(form) => quantsim(f, app, area, form),
         Popup::ConfirmQuit => {
             let r = centered(area, 52, 4);
             f.render_widget(Clear, r);
@@ -54,13 +57,19 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
 fn help(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
     let binds = keys::active(app.focus);
-    let h = (binds.len() as u16 + 3).min(area.height);
+    // The graph pane's marks are explained where its keys are.
+    let legend = (app.focus == Pane::Graph && !app.quant_marks.is_empty())
+        .then_some(super::quant_marks::LEGEND);
+    let h = (binds.len() as u16 + 3 + legend.map_or(0, |_| 1)).min(area.height);
     let r = centered(area, 56, h);
     f.render_widget(Clear, r);
     let mut lines = vec![Line::from(Span::styled(
         format!("keys in {}", app.focus.title()),
         t.header(),
     ))];
+    if let Some(l) = legend {
+        lines.push(Line::from(Span::styled(l, t.text())));
+    }
     for b in binds {
         lines.push(Line::from(vec![
             Span::styled(format!("{:>8}  ", b.key), t.fg(t.accent)),
@@ -117,7 +126,11 @@ fn decision(f: &mut Frame, app: &App, area: Rect, d: &Decision) {
         let line = Line::from(vec![
             Span::styled(if *picked { "[x] " } else { "[ ] " }, t.fg(t.accent)),
             Span::styled(
-                format!("{id:>3} {:<18}", v.map(|v| v.step.as_str()).unwrap_or("?")),
+                format!(
+                    "{id:>3} {:<18}",
+                    v.map(|v| super::panes::variants::step_text(&v.step))
+                        .unwrap_or_else(|| "?".into())
+                ),
                 t.text(),
             ),
             Span::styled(
@@ -133,17 +146,7 @@ fn decision(f: &mut Frame, app: &App, area: Rect, d: &Decision) {
         });
     }
     lines.push(Line::from(""));
-    let field = |i: usize, name: &str, value: String| {
-        let l = Line::from(vec![
-            Span::styled(format!("{name:<12}"), t.text()),
-            Span::styled(format!("◂ {value} ▸"), t.fg(t.accent)),
-        ]);
-        if d.field == i {
-            l.style(t.selected())
-        } else {
-            l
-        }
-    };
+    let field = |i: usize, name: &str, value: String| field_line(t, d.field == i, name, value);
     lines.push(field(1, "samples", SUBSETS[d.subset].to_string()));
     lines.push(field(2, "batch size", d.batch_size.to_string()));
     lines.push(field(3, "threads", d.threads.to_string()));
@@ -154,4 +157,63 @@ fn decision(f: &mut Frame, app: &App, area: Rect, d: &Decision) {
         .unwrap_or_default();
     lines.push(Line::from(Span::styled(format!("data: {data}"), t.dim())));
     f.render_widget(Paragraph::new(lines).block(boxed(app, &d.title)), r);
+}
+
+fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
+    let t = &app.theme;
+    let r = centered(area, 64, Field::ALL.len() as u16 + 9);
+    f.render_widget(Clear, r);
+    let v = app.variant(form.variant);
+    let mut lines = vec![Line::from(vec![
+        Span::styled(format!("on variant {} ", form.variant), t.text()),
+        Span::styled(
+            v.map(|v| super::panes::variants::step_text(&v.step))
+                .unwrap_or_default(),
+            t.dim(),
+        ),
+        Span::styled(
+            format!(
+                " {}",
+                v.map(super::panes::variants::score_text)
+                    .unwrap_or_default()
+            ),
+            t.fg(t.good),
+        ),
+    ])];
+    lines.push(Line::from(""));
+    for (i, field) in Field::ALL.into_iter().enumerate() {
+        lines.push(field_line(
+            t,
+            form.field == i,
+            field.name(),
+            form.value_text(field),
+        ));
+    }
+    lines.push(Line::from(""));
+    let (text, style) = match blocker(app, form) {
+        Some(p) => (p, t.fg(t.bad)),
+        None => (
+            format!(
+                "Enter runs {}",
+                qsteer::experiment::quantsim::settings_label(&form.settings())
+            ),
+            t.text(),
+        ),
+    };
+    lines.push(Line::from(Span::styled(text, style)));
+    lines.push(Line::from(Span::styled(
+        "d runs the diagnosis set: FP32, W+A, weights only, act. only",
+        t.text(),
+    )));
+    lines.push(Line::from(Span::styled(
+        "↑↓ field  ◂▸/Space change  digits type  Esc closes",
+        t.dim(),
+    )));
+    let data = app
+        .data_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "none".into());
+    lines.push(Line::from(Span::styled(format!("data: {data}"), t.dim())));
+    f.render_widget(Paragraph::new(lines).block(boxed(app, "Quantsim")), r);
 }

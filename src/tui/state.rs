@@ -145,6 +145,7 @@ pub enum Popup {
     Palette { query: String, cursor: usize },
     Filter,
     Decision(Decision),
+    Quantsim(super::quantsim_form::QuantsimForm),
     ConfirmQuit,
 }
 
@@ -155,6 +156,8 @@ pub struct App {
     pub graph: Vec<GraphRow>,
     pub graph_collapsed: Vec<GraphRow>,
     pub collapsed: bool,
+    /// Where the base model's quantizers sit, marked in the graph pane.
+    pub quant_marks: super::quant_marks::QuantMarks,
     pub layers: Vec<Layer>,
     /// Per layer, the weight range (max − min) of each output channel.
     pub channel_ranges: Vec<Vec<f32>>,

@@ -12,7 +12,7 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use std::path::PathBuf;
 
-fn sample_app() -> (App, tempfile::TempDir) {
+pub(super) fn sample_app() -> (App, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let opened = init::open(
         &PathBuf::from("sample-models/mbv2_digits.onnx"),
@@ -26,7 +26,7 @@ fn sample_app() -> (App, tempfile::TempDir) {
     (app, dir)
 }
 
-fn render(app: &App, w: u16, h: u16) -> String {
+pub(super) fn render(app: &App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| ui::draw(f, app)).unwrap();
     let buf = t.backend().buffer().clone();

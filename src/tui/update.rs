@@ -3,7 +3,9 @@
 //! out as data, so this is tested without a terminal or a runtime.
 
 use super::action::Action;
+use super::form;
 use super::keys;
+use super::quantsim_form;
 use super::state::{App, Decision, JobStatus, JobView, LayerSort, Pane, Popup, SUBSETS};
 use qsteer::experiment::evaluate::Subset;
 use qsteer::jobs::{JobEvent, JobId, JobKind};
@@ -117,6 +119,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             }
         }
         Action::EvaluateDialog => open_evaluate_dialog(app),
+        Action::QuantsimDialog => quantsim_form::open(app),
         Action::Quit => {
             if app.active_jobs() > 0 {
                 app.popups.push(Popup::ConfirmQuit);
@@ -239,6 +242,13 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
             }
             effects
         }
+        Popup::Quantsim(mut form) => {
+            let effects = quantsim_form::action(app, &mut form, action);
+            if let Some(Popup::Quantsim(slot)) = app.popups.last_mut() {
+                *slot = form;
+            }
+            effects
+        }
     }
 }
 
@@ -275,8 +285,8 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
             };
             match d.field {
                 1 => d.subset = (d.subset as i64 + step).rem_euclid(SUBSETS.len() as i64) as usize,
-                2 => d.batch_size = (d.batch_size as i64 + step).clamp(1, 256) as usize,
-                3 => d.threads = (d.threads as i64 + step).clamp(1, 256) as usize,
+                2 => d.batch_size = form::step(d.batch_size, step, 1, 256),
+                3 => d.threads = form::step(d.threads, step, 1, 256),
                 _ => {}
             }
         }
@@ -286,8 +296,7 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
             } else {
                 &mut d.threads
             };
-            let v = (*slot * 10 + c.to_digit(10).unwrap_or(0) as usize).min(256);
-            *slot = v.max(1);
+            *slot = form::type_digit(*slot, c, 256, false).max(1);
         }
         Action::Backspace if d.field >= 2 => {
             let slot = if d.field == 2 {
@@ -295,7 +304,7 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
             } else {
                 &mut d.threads
             };
-            *slot = (*slot / 10).max(1);
+            *slot = form::erase_digit(*slot).max(1);
         }
         Action::Confirm => {
             let picked: Vec<u32> = d.rows.iter().filter(|r| r.1).map(|r| r.0).collect();
@@ -386,8 +395,17 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 j.status = JobStatus::Finished;
                 j.elapsed = Some(j.seconds());
                 j.done = j.total;
-                j.log.push(format!("finished: {summary}"));
-                app.status = format!("job {id} finished");
+                // A job that states its result in a line (quantsim) is shown by it.
+                match summary["result"].as_str() {
+                    Some(result) => {
+                        j.log.push(format!("finished: {result}"));
+                        app.status = format!("job {id} finished: {result}");
+                    }
+                    None => {
+                        j.log.push(format!("finished: {summary}"));
+                        app.status = format!("job {id} finished");
+                    }
+                }
             }
             return vec![Effect::ReloadWorkspace, Effect::RefreshCompare];
         }

@@ -1,4 +1,5 @@
 use super::{frame, scroll_offset};
+use crate::tui::quant_marks::SHORT_LEGEND;
 use crate::tui::state::{App, Pane};
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -7,17 +8,22 @@ use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let rows = app.graph_rows();
+    let t = &app.theme;
     let extra = if app.collapsed {
         " · collapsed".to_string()
     } else {
         String::new()
     };
-    let block = frame(app, Pane::Graph, extra);
+    let marks = &app.quant_marks;
+    let mut block = frame(app, Pane::Graph, extra);
+    if !marks.is_empty() {
+        // The short legend; the help popup spells it out.
+        block = block.title_bottom(Line::from(Span::styled(SHORT_LEGEND, t.dim())));
+    }
     let inner = block.inner(area);
     f.render_widget(block, area);
     let cursor = app.cursor[Pane::Graph.index()];
     let top = scroll_offset(cursor, inner.height as usize);
-    let t = &app.theme;
     let lines: Vec<Line> = rows
         .iter()
         .enumerate()
@@ -29,12 +35,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 op.push('→');
                 op.push_str(folded);
             }
-            let line = Line::from(vec![
-                Span::styled(format!("{} ", r.lanes), t.fg(t.accent)),
+            let mut spans = vec![Span::styled(format!("{} ", r.lanes), t.fg(t.accent))];
+            if !marks.is_empty() {
+                spans.push(Span::styled(format!("{} ", marks.mark(r)), t.fg(t.warn)));
+            }
+            spans.extend([
                 Span::styled(format!("{} ", r.name), t.text()),
                 Span::styled(format!("{op} "), t.fg(t.header)),
                 Span::styled(r.shape.clone(), t.dim()),
             ]);
+            let line = Line::from(spans);
             if i == cursor && app.focus == Pane::Graph {
                 line.style(t.selected())
             } else {

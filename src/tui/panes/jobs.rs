@@ -41,7 +41,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let mut lines: Vec<Line> = Vec::new();
     if app.jobs.is_empty() {
         lines.push(Line::from(Span::styled(
-            "no jobs yet — e evaluates variants",
+            "no jobs yet — e evaluates, s runs quantsim",
             t.dim(),
         )));
     }

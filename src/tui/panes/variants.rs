@@ -1,5 +1,6 @@
 use super::{frame, human, scroll_offset};
 use crate::tui::state::{App, Pane};
+use qsteer::experiment::quantsim::{bits_label, settings_from_step};
 use qsteer::experiment::Variant;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -16,6 +17,29 @@ pub fn score_text(v: &Variant) -> String {
         },
         None => "–".into(),
     }
+}
+
+/// A recipe step as the tree shows it: a quantsim step compactly (`W8A8 pt tf_enh`,
+/// `W4 pc sym minmax`), any other as written.
+pub fn step_text(step: &str) -> String {
+    use qsteer::quant::Scheme;
+    let Some(s) = settings_from_step(step) else {
+        return step.to_string();
+    };
+    let mut parts = vec![bits_label(&s)];
+    if s.mode.weights() {
+        parts.push(if s.per_channel { "pc" } else { "pt" }.into());
+    }
+    if s.symmetric {
+        parts.push("sym".into());
+    }
+    parts.push(match s.scheme {
+        Scheme::Minmax => "minmax".into(),
+        Scheme::TfEnhanced => "tf_enh".into(),
+        Scheme::Percentile(p) => format!("p{p}"),
+        Scheme::Mse => "mse".into(),
+    });
+    parts.join(" ")
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -44,7 +68,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             };
             let mut spans = vec![
                 Span::styled(format!("{indent}{} ", v.id), t.dim()),
-                Span::styled(format!("{:<14} ", v.step), t.text()),
+                Span::styled(format!("{:<14} ", step_text(&v.step)), t.text()),
                 Span::styled(format!("{:>8} ", score_text(v)), t.fg(t.good)),
                 Span::styled(format!("MACs {ratio:<5} "), t.dim()),
                 Span::styled(format!("{}B ", human(v.size_bytes)), t.dim()),

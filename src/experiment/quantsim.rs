@@ -1,0 +1,236 @@
+//! A quantsim run kept as a variant: the simulated model becomes a child of the variant
+//! it was made from, with its encodings, costs and evaluation. The quantsim job (and the
+//! CLI, through the same functions) use this, so every front end leaves the same records.
+
+use super::evaluate::Subset;
+use super::Workspace;
+use crate::cancel::CancelToken;
+use crate::metrics::Score;
+use crate::model::Model;
+use crate::quant::simulate::{
+    encodings_json, quantsim, QuantsimOutcome, QuantsimRequest, QuantsimSettings,
+};
+use crate::quant::Scheme;
+use crate::{Error, Result};
+use std::sync::{Mutex, MutexGuard};
+
+/// What [`quantsim_child`] made.
+pub struct QuantsimChild {
+    /// The new variant's id.
+    pub variant: u32,
+    pub parent: u32,
+    pub outcome: QuantsimOutcome,
+    /// The parent's latest score on the same evaluation samples, if it was evaluated.
+    pub parent_score: Option<Score>,
+}
+
+/// A panicked job elsewhere must not wedge the workspace: take the lock anyway.
+fn lock(ws: &Mutex<Workspace>) -> MutexGuard<'_, Workspace> {
+    ws.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Simulate `req.settings` on variant `parent`'s model and record the result as its child.
+/// The workspace is locked only to look the parent up and to record the child, never while
+/// the model runs. A cancel at any point before recording leaves the workspace unchanged.
+pub fn quantsim_child(
+    workspace: &Mutex<Workspace>,
+    parent: u32,
+    req: &QuantsimRequest,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<QuantsimChild> {
+    let path = {
+        let ws = lock(workspace);
+        let v = ws
+            .variant(parent)
+            .ok_or_else(|| Error::input(format!("{}: no variant {parent}", ws.dir().display())))?;
+        // Its model already holds fake-quant: a second set of quantizers means nothing.
+        if v.encodings_file.is_some() {
+            return Err(Error::input(format!(
+                "variant {parent} is already quantized ({}); run quantsim on an unquantized variant",
+                v.step
+            )));
+        }
+        ws.model_path(v)
+    };
+    let model = Model::load(&path)?;
+    let outcome = quantsim(&model, req, cancel, progress)?;
+    // Cancelled during the last evaluation batch: still nothing is recorded.
+    cancel.check()?;
+    let mut ws = lock(workspace);
+    let variant = record_quantsim(&mut ws, parent, req, &outcome)?;
+    let parent_score = ws
+        .variant(parent)
+        .and_then(|v| v.latest_result(&outcome.report.dataset_fingerprint))
+        .map(|r| r.score.clone());
+    Ok(QuantsimChild {
+        variant,
+        parent,
+        outcome,
+        parent_score,
+    })
+}
+
+/// Record a quantsim outcome as a new child of `parent`: model file, encodings (AIMET
+/// 1.0.0 JSON), costs and the evaluation result. Returns the child's id.
+pub fn record_quantsim(
+    ws: &mut Workspace,
+    parent: u32,
+    req: &QuantsimRequest,
+    outcome: &QuantsimOutcome,
+) -> Result<u32> {
+    let encodings = encodings_json(&outcome.sim)?;
+    let id = ws.add_variant(parent, &req.settings.step(), &outcome.sim.model)?;
+    ws.set_encodings(id, &encodings)?;
+    let r = &outcome.report;
+    ws.set_costs(id, r.macs, Some(r.params))?;
+    ws.record_result(
+        id,
+        r.record(&req.data, Subset::Evaluation, req.options, None),
+    )?;
+    Ok(id)
+}
+
+/// The settings for people, e.g. `W8A8 per-tensor tf_enhanced`, `W4 per-channel
+/// symmetric minmax` (weights only), `A8 mse` (activations only).
+pub fn settings_label(s: &QuantsimSettings) -> String {
+    let mode = s.mode;
+    let mut parts = vec![bits_label(s)];
+    if mode.weights() {
+        let granularity = if s.per_channel {
+            "per-channel"
+        } else {
+            "per-tensor"
+        };
+        parts.push(granularity.into());
+    }
+    if s.symmetric {
+        parts.push("symmetric".into());
+    }
+    parts.push(s.scheme.to_string());
+    parts.join(" ")
+}
+
+/// What is quantized at which bitwidth: `W8A8`, `W4` (weights only), `A8` (activations only).
+pub fn bits_label(s: &QuantsimSettings) -> String {
+    match (s.mode.weights(), s.mode.activations()) {
+        (true, true) => format!("W{}A{}", s.w_bits, s.a_bits),
+        (true, false) => format!("W{}", s.w_bits),
+        _ => format!("A{}", s.a_bits),
+    }
+}
+
+/// The result line of a quantsim run, e.g.
+/// `W8A8 per-tensor tf_enhanced: 99.25 % (FP32 99.25 %)`.
+pub fn result_line(settings: &QuantsimSettings, score: &Score, parent: Option<&Score>) -> String {
+    let pct = |v: f64| format!("{:.2} %", 100.0 * v);
+    let label = settings_label(settings);
+    let Some(a) = score.accuracy else {
+        return format!("{label}: no labels in the dataset, no accuracy");
+    };
+    match parent.and_then(|p| p.accuracy) {
+        Some(f) => format!("{label}: {} (FP32 {})", pct(a), pct(f)),
+        None => format!("{label}: {} (FP32 not evaluated on these samples)", pct(a)),
+    }
+}
+
+/// Read the settings back from a variant's recipe step (the inverse of
+/// `QuantsimSettings::step`); `None` if the step is not a quantsim step this reads.
+pub fn settings_from_step(step: &str) -> Option<QuantsimSettings> {
+    let body = step.strip_prefix("quantsim{")?.strip_suffix('}')?;
+    let mut s = QuantsimSettings::default();
+    for pair in body.split(',') {
+        let (key, value) = pair.split_once(':')?;
+        match key {
+            "w" => s.w_bits = value.parse().ok()?,
+            "a" => s.a_bits = value.parse().ok()?,
+            "per_channel" => s.per_channel = value.parse().ok()?,
+            "symmetric" => s.symmetric = value.parse().ok()?,
+            // A percentile is written as `{percentile:99.99}`.
+            "scheme" => {
+                s.scheme = value
+                    .trim_matches(|c| c == '{' || c == '}')
+                    .parse::<Scheme>()
+                    .ok()?
+            }
+            "mode" => s.mode = value.parse().ok()?,
+            _ => return None,
+        }
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::qdq::QuantMode;
+
+    fn settings(mode: QuantMode, scheme: Scheme) -> QuantsimSettings {
+        QuantsimSettings {
+            w_bits: 4,
+            a_bits: 8,
+            per_channel: true,
+            symmetric: true,
+            scheme,
+            mode,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn labels_name_what_is_quantized() {
+        assert_eq!(
+            settings_label(&QuantsimSettings::default()),
+            "W8A8 per-tensor tf_enhanced"
+        );
+        assert_eq!(
+            settings_label(&settings(QuantMode::WeightsOnly, Scheme::Minmax)),
+            "W4 per-channel symmetric minmax"
+        );
+        assert_eq!(
+            settings_label(&settings(QuantMode::ActivationsOnly, Scheme::Mse)),
+            "A8 symmetric mse"
+        );
+        let score = |a| Score {
+            accuracy: Some(a),
+            top5_accuracy: None,
+            agreement: None,
+            sqnr_db: None,
+            samples: 400,
+        };
+        assert_eq!(
+            result_line(
+                &QuantsimSettings::default(),
+                &score(0.9925),
+                Some(&score(0.995))
+            ),
+            "W8A8 per-tensor tf_enhanced: 99.25 % (FP32 99.50 %)"
+        );
+    }
+
+    #[test]
+    fn steps_read_back_into_the_settings_that_wrote_them() {
+        for mode in [
+            QuantMode::WeightsAndActivations,
+            QuantMode::WeightsOnly,
+            QuantMode::ActivationsOnly,
+        ] {
+            for scheme in [
+                Scheme::Minmax,
+                Scheme::TfEnhanced,
+                Scheme::Percentile(99.99),
+                Scheme::Mse,
+            ] {
+                let s = settings(mode, scheme);
+                assert_eq!(
+                    settings_from_step(&s.step()),
+                    Some(s.clone()),
+                    "{}",
+                    s.step()
+                );
+            }
+        }
+        assert_eq!(settings_from_step("base"), None);
+        assert_eq!(settings_from_step("quantsim{w:x}"), None);
+    }
+}

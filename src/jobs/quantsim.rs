@@ -1,0 +1,107 @@
+//! The quantsim job: simulate quantization of a variant and keep the result as its child
+//! (see `experiment::quantsim`). Progress comes in two stages, calibration then
+//! evaluation.
+
+use super::evaluate::save_top1;
+use super::exec::JobCtx;
+use super::kind::JobKind;
+use super::lock;
+use crate::experiment::quantsim::{quantsim_child, result_line, settings_label};
+use crate::experiment::Workspace;
+use crate::quant::simulate::QuantsimRequest;
+use crate::quant::QuantSpec;
+use crate::runtime::RunOptions;
+use crate::{Error, Result};
+use serde_json::json;
+use std::sync::Mutex;
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+    let JobKind::Quantsim {
+        variant,
+        data,
+        settings,
+        calibration_size,
+        seed,
+        threads,
+    } = ctx.kind
+    else {
+        return Err(Error::runtime(
+            "the quantsim job was handed another kind of job",
+        ));
+    };
+    // Bad settings fail before any sample is loaded.
+    QuantSpec::new(settings.w_bits, settings.symmetric)
+        .map_err(|e| Error::input(format!("quantsim weight bits: {e}")))?;
+    QuantSpec::new(settings.a_bits, settings.symmetric)
+        .map_err(|e| Error::input(format!("quantsim activation bits: {e}")))?;
+    settings.scheme.validate()?;
+    let mut options = RunOptions::default();
+    if *threads > 0 {
+        options.threads = *threads;
+    }
+    let req = QuantsimRequest {
+        data: data.clone(),
+        calibration_size: *calibration_size,
+        seed: *seed,
+        settings: settings.clone(),
+        options,
+    };
+    ctx.log(format!(
+        "quantsim of v{variant}: {} ({}), {calibration_size} calibration samples from {}, {} threads",
+        settings_label(settings),
+        settings.step(),
+        data.display(),
+        options.threads,
+    ));
+    let child = quantsim_child(workspace, *variant, &req, ctx.cancel, &|stage, d, t| {
+        ctx.progress(d, t, stage)
+    })?;
+    let o = &child.outcome;
+    let r = &o.report;
+    ctx.log(format!(
+        "{} activation quantizers calibrated in {:.2} s; {} samples evaluated in {:.2} s",
+        o.activation_points, o.calibration_seconds, r.samples, r.seconds
+    ));
+    if let Some(f) = &r.fallback {
+        ctx.log(format!("note: {f}"));
+    }
+    // A cache for the A/B comparison: losing it costs a rerun, not the job.
+    let ws_dir = lock(workspace).dir().to_path_buf();
+    if let Err(e) = save_top1(&ws_dir, child.variant, r) {
+        ctx.log(format!("warning: predictions not cached: {e}"));
+    }
+    let line = result_line(settings, &r.score, child.parent_score.as_ref());
+    ctx.log(format!("{line} → variant {}", child.variant));
+    let (output, encodings) = {
+        let ws = lock(workspace);
+        let v = ws.variant(child.variant);
+        (
+            v.map(|v| ws.model_path(v)),
+            v.and_then(|v| v.encodings_file.as_ref().map(|e| ws.dir().join(e))),
+        )
+    };
+    let s = &r.score;
+    Ok(json!({
+        "variant": child.variant,
+        "parent": child.parent,
+        "result": line,
+        "step": settings.step(),
+        "settings": settings,
+        "accuracy": s.accuracy,
+        "top5_accuracy": s.top5_accuracy,
+        "parent_accuracy": child.parent_score.as_ref().and_then(|p| p.accuracy),
+        "samples": r.samples,
+        "seconds": r.seconds,
+        "samples_per_second": r.samples_per_second,
+        "activation_points": o.activation_points,
+        "calibration_seconds": o.calibration_seconds,
+        "calibration_size": calibration_size,
+        "seed": seed,
+        "threads": options.threads,
+        "split": r.split,
+        "dataset": data.display().to_string(),
+        "output": output.map(|p| p.display().to_string()),
+        "encodings": encodings.map(|p| p.display().to_string()),
+        "workspace": ws_dir.display().to_string(),
+    }))
+}

@@ -1,0 +1,321 @@
+//! The quantsim decision dialog: a settings form prefilled with AIMET's defaults, launching
+//! one quantsim of the chosen variant (Enter) or the diagnosis set users compare (`d`):
+//! the FP32 score, W+A, weights only and activations only at the same bits.
+
+use super::action::Action;
+use super::form;
+use super::state::{App, Pane, Popup};
+use super::update::Effect;
+use qsteer::jobs::JobKind;
+use qsteer::quant::qdq::QuantMode;
+use qsteer::quant::simulate::QuantsimSettings;
+use qsteer::quant::Scheme;
+use std::path::Path;
+
+/// The schemes offered, as the form shows them.
+pub const SCHEMES: [(&str, Scheme); 4] = [
+    ("minmax", Scheme::Minmax),
+    ("tf_enhanced", Scheme::TfEnhanced),
+    ("percentile 99.99", Scheme::Percentile(99.99)),
+    ("mse", Scheme::Mse),
+];
+
+pub const MODES: [(&str, QuantMode); 3] = [
+    ("W+A", QuantMode::WeightsAndActivations),
+    ("weights only", QuantMode::WeightsOnly),
+    ("activations only", QuantMode::ActivationsOnly),
+];
+
+const BITS: (usize, usize) = (2, 16);
+const CALIBRATION: (usize, usize) = (1, 100_000);
+/// The split's calibration size everywhere else in the app and the CLI.
+const CALIBRATION_DEFAULT: usize = 200;
+
+/// The form's fields, top to bottom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    WBits,
+    ABits,
+    PerChannel,
+    Symmetric,
+    Scheme,
+    Mode,
+    Calibration,
+}
+
+impl Field {
+    pub const ALL: [Field; 7] = [
+        Field::WBits,
+        Field::ABits,
+        Field::PerChannel,
+        Field::Symmetric,
+        Field::Scheme,
+        Field::Mode,
+        Field::Calibration,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::WBits => "W bits",
+            Field::ABits => "A bits",
+            Field::PerChannel => "per-channel",
+            Field::Symmetric => "symmetric",
+            Field::Scheme => "scheme",
+            Field::Mode => "mode",
+            Field::Calibration => "calibration",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantsimForm {
+    /// The variant to quantize.
+    pub variant: u32,
+    pub w_bits: usize,
+    pub a_bits: usize,
+    pub per_channel: bool,
+    pub symmetric: bool,
+    /// Index into [`SCHEMES`].
+    pub scheme: usize,
+    /// Index into [`MODES`].
+    pub mode: usize,
+    pub calibration_size: usize,
+    /// Index into [`Field::ALL`].
+    pub field: usize,
+    /// No digit typed in this field yet: the first one replaces the value.
+    pub fresh: bool,
+}
+
+impl QuantsimForm {
+    /// AIMET's defaults (W8A8 asymmetric per tensor, tf_enhanced, W+A) on `variant`.
+    pub fn new(variant: u32, calibration_size: usize) -> QuantsimForm {
+        let d = QuantsimSettings::default();
+        QuantsimForm {
+            variant,
+            w_bits: d.w_bits as usize,
+            a_bits: d.a_bits as usize,
+            per_channel: d.per_channel,
+            symmetric: d.symmetric,
+            scheme: SCHEMES.iter().position(|s| s.1 == d.scheme).unwrap_or(0),
+            mode: MODES.iter().position(|m| m.1 == d.mode).unwrap_or(0),
+            calibration_size,
+            field: 0,
+            fresh: true,
+        }
+    }
+
+    pub fn field(&self) -> Field {
+        Field::ALL[self.field.min(Field::ALL.len() - 1)]
+    }
+
+    /// The settings of the form, in `mode`.
+    pub fn settings_in(&self, mode: QuantMode) -> QuantsimSettings {
+        QuantsimSettings {
+            w_bits: self.w_bits as u8,
+            a_bits: self.a_bits as u8,
+            per_channel: self.per_channel,
+            symmetric: self.symmetric,
+            scheme: SCHEMES[self.scheme].1,
+            mode,
+            ..Default::default()
+        }
+    }
+
+    pub fn settings(&self) -> QuantsimSettings {
+        self.settings_in(MODES[self.mode].1)
+    }
+
+    pub fn value_text(&self, f: Field) -> String {
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        match f {
+            Field::WBits => self.w_bits.to_string(),
+            Field::ABits => self.a_bits.to_string(),
+            Field::PerChannel => yes_no(self.per_channel),
+            Field::Symmetric => yes_no(self.symmetric),
+            Field::Scheme => SCHEMES[self.scheme].0.to_string(),
+            Field::Mode => MODES[self.mode].0.to_string(),
+            Field::Calibration => format!("{} samples", self.calibration_size),
+        }
+    }
+
+    /// What is wrong with the typed numbers, if anything.
+    pub fn problem(&self) -> Option<String> {
+        let (lo, hi) = BITS;
+        for (name, v) in [("W bits", self.w_bits), ("A bits", self.a_bits)] {
+            if !(lo..=hi).contains(&v) {
+                return Some(format!("{name} must be {lo}–{hi}"));
+            }
+        }
+        (self.calibration_size < CALIBRATION.0).then(|| "calibration needs a sample".into())
+    }
+
+    fn move_field(&mut self, delta: i64) {
+        let n = Field::ALL.len() as i64;
+        self.field = (self.field as i64 + delta).rem_euclid(n) as usize;
+        self.fresh = true;
+    }
+
+    /// Step the current field's value: numbers by one, choices to the next, flags flip.
+    fn change(&mut self, delta: i64) {
+        let cycle = |i: usize, n: usize| (i as i64 + delta).rem_euclid(n as i64) as usize;
+        match self.field() {
+            Field::WBits => self.w_bits = form::step(self.w_bits, delta, BITS.0, BITS.1),
+            Field::ABits => self.a_bits = form::step(self.a_bits, delta, BITS.0, BITS.1),
+            Field::PerChannel => self.per_channel = !self.per_channel,
+            Field::Symmetric => self.symmetric = !self.symmetric,
+            Field::Scheme => self.scheme = cycle(self.scheme, SCHEMES.len()),
+            Field::Mode => self.mode = cycle(self.mode, MODES.len()),
+            Field::Calibration => {
+                self.calibration_size = form::step(
+                    self.calibration_size,
+                    delta * 10,
+                    CALIBRATION.0,
+                    CALIBRATION.1,
+                )
+            }
+        }
+    }
+
+    fn number(&mut self) -> Option<(&mut usize, usize)> {
+        match self.field() {
+            Field::WBits => Some((&mut self.w_bits, BITS.1)),
+            Field::ABits => Some((&mut self.a_bits, BITS.1)),
+            Field::Calibration => Some((&mut self.calibration_size, CALIBRATION.1)),
+            _ => None,
+        }
+    }
+
+    /// The jobs Enter launches: one quantsim in the form's mode.
+    pub fn run(&self, data: &Path, threads: usize) -> Vec<JobKind> {
+        vec![self.quantsim(data, threads, self.settings())]
+    }
+
+    /// The jobs `d` launches: the parent's FP32 evaluation (unless it already has one on
+    /// these samples), then W+A, weights only and activations only.
+    pub fn diagnosis(&self, data: &Path, threads: usize, fp32_known: bool) -> Vec<JobKind> {
+        let mut jobs = Vec::new();
+        if !fp32_known {
+            let mut eval = JobKind::evaluate(self.variant, data.to_path_buf());
+            if let JobKind::Evaluate {
+                calibration_size,
+                threads: t,
+                ..
+            } = &mut eval
+            {
+                *calibration_size = self.calibration_size;
+                *t = threads;
+            }
+            jobs.push(eval);
+        }
+        jobs.extend(
+            MODES
+                .iter()
+                .map(|(_, mode)| self.quantsim(data, threads, self.settings_in(*mode))),
+        );
+        jobs
+    }
+
+    fn quantsim(&self, data: &Path, threads: usize, settings: QuantsimSettings) -> JobKind {
+        JobKind::Quantsim {
+            variant: self.variant,
+            data: data.to_path_buf(),
+            settings,
+            calibration_size: self.calibration_size,
+            seed: 0,
+            threads,
+        }
+    }
+}
+
+/// Open the dialog on the variant selected in the variants pane when it has the focus,
+/// else on the current variant.
+pub fn open(app: &mut App) {
+    let variant = match app.focus {
+        Pane::Variants => app.selected_variant().unwrap_or(app.current),
+        _ => app.current,
+    };
+    app.popups.push(Popup::Quantsim(QuantsimForm::new(
+        variant,
+        CALIBRATION_DEFAULT,
+    )));
+}
+
+/// Whether `variant` already has an FP32 score on the evaluation samples the form's
+/// split gives (same dataset, calibration size and seed 0).
+fn fp32_known(app: &App, form: &QuantsimForm, data: &Path) -> bool {
+    let data = data.display().to_string();
+    app.variant(form.variant).is_some_and(|v| {
+        v.results.iter().any(|r| {
+            r.dataset == data
+                && r.subset == "evaluation"
+                && r.split.as_ref().is_none_or(|s| {
+                    s.calibration_requested == form.calibration_size && s.seed.unwrap_or(0) == 0
+                })
+        })
+    })
+}
+
+/// Why the dialog cannot launch now, if it cannot: no dataset, a quantized variant, or a
+/// number out of range. The dialog shows it, and Enter or `d` says it again.
+pub fn blocker(app: &App, form: &QuantsimForm) -> Option<String> {
+    if app.data_path.is_none() {
+        return Some("no dataset: restart with --data DIR to run quantsim".into());
+    }
+    if app
+        .variant(form.variant)
+        .is_some_and(|v| v.encodings_file.is_some())
+    {
+        return Some(format!(
+            "variant {} is already quantized: pick an unquantized one",
+            form.variant
+        ));
+    }
+    form.problem()
+}
+
+/// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
+pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Up | Action::FocusPrev => form.move_field(-1),
+        Action::Down | Action::FocusNext => form.move_field(1),
+        Action::Left => form.change(-1),
+        Action::Right | Action::Toggle => form.change(1),
+        Action::Char(c) if c.is_ascii_digit() => {
+            let fresh = form.fresh;
+            if let Some((slot, hi)) = form.number() {
+                *slot = form::type_digit(*slot, c, hi, fresh);
+                form.fresh = false;
+            }
+        }
+        Action::Backspace => {
+            if let Some((slot, _)) = form.number() {
+                *slot = form::erase_digit(*slot);
+                form.fresh = false;
+            }
+        }
+        Action::Confirm | Action::Char('d') => {
+            if let Some(p) = blocker(app, form) {
+                app.status = p;
+                return vec![];
+            }
+            let Some(data) = app.data_path.clone() else {
+                return vec![];
+            };
+            let jobs = if action == Action::Confirm {
+                form.run(&data, app.cores)
+            } else {
+                form.diagnosis(&data, app.cores, fp32_known(app, form, &data))
+            };
+            app.popups.pop();
+            app.focus = Pane::Jobs;
+            app.status = format!(
+                "{} job(s) queued on variant {}; new variants appear when they finish",
+                jobs.len(),
+                form.variant
+            );
+            return jobs.into_iter().map(Effect::Submit).collect();
+        }
+        _ => {}
+    }
+    vec![]
+}
