@@ -6,16 +6,16 @@ use super::quant_flags::QuantFlags;
 use super::table::Table;
 use super::{model_name, print_json, resolve_model, Common};
 use clap::Args;
-use qsteer::cancel::CancelToken;
 use qsteer::experiment::{default_workspace_dir, Workspace};
+use qsteer::jobs::{run_job_blocking, JobEvent, JobKind};
 use qsteer::metrics::Score;
 use qsteer::model::Model;
-use qsteer::quant::analysis::{analyze, Analysis, AnalyzeOptions};
-use qsteer::quant::simulate::QuantsimRequest;
+use qsteer::quant::analysis::Analysis;
 use qsteer::{Error, Result};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
@@ -40,36 +40,36 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
         Some(d) => d.clone(),
         None => default_workspace_dir(&name, &model.content_hash())?,
     };
-    let mut ws = Workspace::open_or_create(&dir, &model, &name)?;
-    let req = QuantsimRequest {
+    let ws = Arc::new(Mutex::new(Workspace::open_or_create(&dir, &model, &name)?));
+    let kind = JobKind::Analyze {
+        variant: 0,
         data: std::path::absolute(&data).unwrap_or(data.clone()),
+        settings,
         calibration_size: args.quant.calibration_size,
         seed: args.quant.seed,
-        settings,
-        options,
+        threads: options.threads,
+        sweep: args.sweep,
     };
     let show = std::io::stderr().is_terminal();
-    let progress = move |stage: &str, done: usize, total: usize| {
-        if show {
-            eprint!("\r{stage} {done}/{total}   ");
+    run_job_blocking(ws.clone(), kind, move |ev| match ev {
+        JobEvent::Progress {
+            done, total, what, ..
+        } if show => {
+            eprint!("\r{what} {done}/{total}   ")
         }
-    };
-    let analyze_options = AnalyzeOptions {
-        sweep: args.sweep,
-        cache_dir: Some(dir.join("cache")),
-    };
-    std::fs::create_dir_all(dir.join("cache")).map_err(|e| Error::io(dir.join("cache"), e))?;
-    let (analysis, _) = analyze(
-        &model,
-        &req,
-        &analyze_options,
-        &CancelToken::new(),
-        &progress,
-    )?;
+        JobEvent::Log { line, .. } if line.starts_with("note:") || line.starts_with("warning:") => {
+            eprintln!("{line}")
+        }
+        _ => {}
+    })?;
     if show {
         eprintln!();
     }
-    ws.set_analysis(0, &analysis)?;
+    let analysis = ws
+        .lock()
+        .map_err(|_| Error::runtime("workspace lock poisoned"))?
+        .analysis(0)?
+        .ok_or_else(|| Error::runtime("the analysis was not stored"))?;
     if common.json {
         // Through text, so f32 fields print as f32 (0.0235), not widened (0.02352941222).
         let text = serde_json::to_string(&analysis).map_err(|e| Error::runtime(e.to_string()))?;

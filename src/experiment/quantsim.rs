@@ -10,7 +10,6 @@ use crate::model::Model;
 use crate::quant::simulate::{
     encodings_json, quantsim, QuantsimOutcome, QuantsimRequest, QuantsimSettings,
 };
-use crate::quant::Scheme;
 use crate::{Error, Result};
 use std::sync::{Mutex, MutexGuard};
 
@@ -39,20 +38,7 @@ pub fn quantsim_child(
     cancel: &CancelToken,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantsimChild> {
-    let path = {
-        let ws = lock(workspace);
-        let v = ws
-            .variant(parent)
-            .ok_or_else(|| Error::input(format!("{}: no variant {parent}", ws.dir().display())))?;
-        // Its model already holds fake-quant: a second set of quantizers means nothing.
-        if v.encodings_file.is_some() {
-            return Err(Error::input(format!(
-                "variant {parent} is already quantized ({}); run quantsim on an unquantized variant",
-                v.step
-            )));
-        }
-        ws.model_path(v)
-    };
+    let path = float_variant_path(&lock(workspace), parent, "quantsim")?;
     let model = Model::load(&path)?;
     let outcome = quantsim(&model, req, cancel, progress)?;
     // Cancelled during the last evaluation batch: still nothing is recorded.
@@ -71,6 +57,21 @@ pub fn quantsim_child(
     })
 }
 
+/// The model file of variant `id`, which must not be quantized already (its model holds
+/// fake-quant: a second set of quantizers means nothing). `what` names the job asking.
+pub fn float_variant_path(ws: &Workspace, id: u32, what: &str) -> Result<std::path::PathBuf> {
+    let v = ws
+        .variant(id)
+        .ok_or_else(|| Error::input(format!("{}: no variant {id}", ws.dir().display())))?;
+    if v.encodings_file.is_some() {
+        return Err(Error::input(format!(
+            "variant {id} is already quantized ({}); run {what} on an unquantized variant",
+            v.step
+        )));
+    }
+    Ok(ws.model_path(v))
+}
+
 /// Record a quantsim outcome as a new child of `parent`: model file, encodings (AIMET
 /// 1.0.0 JSON), costs and the evaluation result. Returns the child's id.
 pub fn record_quantsim(
@@ -82,6 +83,7 @@ pub fn record_quantsim(
     let encodings = encodings_json(&outcome.sim)?;
     let id = ws.add_variant(parent, &req.settings.step(), &outcome.sim.model)?;
     ws.set_encodings(id, &encodings)?;
+    ws.set_quantsim_settings(id, &req.settings)?;
     let r = &outcome.report;
     ws.set_costs(id, r.macs, Some(r.params))?;
     ws.record_result(
@@ -134,36 +136,11 @@ pub fn result_line(settings: &QuantsimSettings, score: &Score, parent: Option<&S
     }
 }
 
-/// Read the settings back from a variant's recipe step (the inverse of
-/// `QuantsimSettings::step`); `None` if the step is not a quantsim step this reads.
-pub fn settings_from_step(step: &str) -> Option<QuantsimSettings> {
-    let body = step.strip_prefix("quantsim{")?.strip_suffix('}')?;
-    let mut s = QuantsimSettings::default();
-    for pair in body.split(',') {
-        let (key, value) = pair.split_once(':')?;
-        match key {
-            "w" => s.w_bits = value.parse().ok()?,
-            "a" => s.a_bits = value.parse().ok()?,
-            "per_channel" => s.per_channel = value.parse().ok()?,
-            "symmetric" => s.symmetric = value.parse().ok()?,
-            // A percentile is written as `{percentile:99.99}`.
-            "scheme" => {
-                s.scheme = value
-                    .trim_matches(|c| c == '{' || c == '}')
-                    .parse::<Scheme>()
-                    .ok()?
-            }
-            "mode" => s.mode = value.parse().ok()?,
-            _ => return None,
-        }
-    }
-    Some(s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::qdq::QuantMode;
+    use crate::quant::Scheme;
 
     fn settings(mode: QuantMode, scheme: Scheme) -> QuantsimSettings {
         QuantsimSettings {
@@ -206,31 +183,5 @@ mod tests {
             ),
             "W8A8 per-tensor tf_enhanced: 99.25 % (FP32 99.50 %)"
         );
-    }
-
-    #[test]
-    fn steps_read_back_into_the_settings_that_wrote_them() {
-        for mode in [
-            QuantMode::WeightsAndActivations,
-            QuantMode::WeightsOnly,
-            QuantMode::ActivationsOnly,
-        ] {
-            for scheme in [
-                Scheme::Minmax,
-                Scheme::TfEnhanced,
-                Scheme::Percentile(99.99),
-                Scheme::Mse,
-            ] {
-                let s = settings(mode, scheme);
-                assert_eq!(
-                    settings_from_step(&s.step()),
-                    Some(s.clone()),
-                    "{}",
-                    s.step()
-                );
-            }
-        }
-        assert_eq!(settings_from_step("base"), None);
-        assert_eq!(settings_from_step("quantsim{w:x}"), None);
     }
 }

@@ -15,6 +15,9 @@ pub struct Variant {
     pub model_file: String,
     #[serde(default)]
     pub encodings_file: Option<String>,
+    /// The quantsim settings that made it, for a quantsim variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantsim: Option<crate::quant::simulate::QuantsimSettings>,
     /// The latest per-layer quantization analysis (`qsteer analyze`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis_file: Option<String>,
@@ -72,6 +75,7 @@ impl Variant {
             model_file,
             encodings_file: None,
             analysis_file: None,
+            quantsim: None,
             created: super::now(),
             macs: None,
             params: None,

@@ -5,6 +5,7 @@ use super::variant::{EvalRecord, Variant};
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::Model;
 use crate::quant::analysis::Analysis;
+use crate::quant::simulate::QuantsimSettings;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -235,6 +236,12 @@ impl Workspace {
         let rel = format!("variants/{id}.encodings.json");
         write_json_atomic(&self.dir.join(&rel), encodings)?;
         self.variant_mut(id)?.encodings_file = Some(rel);
+        self.save()
+    }
+
+    /// Record the quantsim settings a variant was made with.
+    pub fn set_quantsim_settings(&mut self, id: u32, settings: &QuantsimSettings) -> Result<()> {
+        self.variant_mut(id)?.quantsim = Some(settings.clone());
         self.save()
     }
 

@@ -56,6 +56,19 @@ pub enum JobKind {
         /// Worker threads; 0 means one per core.
         threads: usize,
     },
+    /// Diagnose quantization of a variant: scores per mode and the per-layer quant-noise
+    /// table (optionally the sensitivity sweep), stored on the variant.
+    Analyze {
+        variant: u32,
+        data: PathBuf,
+        settings: QuantsimSettings,
+        calibration_size: usize,
+        seed: u64,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
+        #[serde(default)]
+        sweep: bool,
+    },
 }
 
 impl JobKind {
@@ -106,13 +119,23 @@ impl JobKind {
             JobKind::Quantsim {
                 variant, settings, ..
             } => format!("quantsim v{variant} {}", settings_label(settings)),
+            JobKind::Analyze {
+                variant,
+                settings,
+                sweep,
+                ..
+            } => format!(
+                "analyze v{variant} {}{}",
+                settings_label(settings),
+                if *sweep { " + sweep" } else { "" }
+            ),
         }
     }
 
     /// Heavy jobs use all cores, so the runner limits how many run at once.
     pub fn is_heavy(&self) -> bool {
         match self {
-            JobKind::Evaluate { .. } | JobKind::Quantsim { .. } => true,
+            JobKind::Evaluate { .. } | JobKind::Quantsim { .. } | JobKind::Analyze { .. } => true,
         }
     }
 }

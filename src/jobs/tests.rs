@@ -637,3 +637,55 @@ fn a_quantsim_kind_survives_the_journal_round_trip() {
     assert_eq!(kind.label(), "quantsim v2 W8A8 per-tensor percentile:99.99");
     assert!(kind.is_heavy());
 }
+
+#[test]
+fn analyze_job_stores_the_diagnosis_on_the_variant_and_refuses_a_quantized_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let quantized = {
+        let model = Model::load(&sample("mbv2_digits.onnx")).unwrap();
+        let mut ws = h.ws.lock().unwrap();
+        let id = ws.add_variant(0, "quantized", &model).unwrap();
+        ws.set_encodings(id, &serde_json::json!({})).unwrap();
+        id
+    };
+    let kind = |variant| JobKind::Analyze {
+        variant,
+        data: sample("digits"),
+        settings: crate::quant::simulate::QuantsimSettings {
+            w_bits: 4,
+            ..Default::default()
+        },
+        calibration_size: 200,
+        seed: 0,
+        threads: 1,
+        sweep: false,
+    };
+    let ok = h.runner.submit(kind(0));
+    let refused = h.runner.submit(kind(quantized));
+    let events = h.until_ended(&[ok, refused]);
+    let JobEvent::Finished { summary, .. } = ending(&events, ok) else {
+        panic!("{events:?}")
+    };
+    assert!(
+        summary["result"]
+            .as_str()
+            .unwrap()
+            .contains("noisiest alone"),
+        "{summary}"
+    );
+    let stages: Vec<String> = progress_of(&events, ok).into_iter().map(|p| p.0).collect();
+    assert!(
+        stages.contains(&"calibration".to_string()) && stages.contains(&"analysis".to_string()),
+        "{stages:?}"
+    );
+    let ws = h.ws.lock().unwrap();
+    let analysis = ws.analysis(0).unwrap().expect("stored");
+    assert_eq!(analysis.layers.len(), 17);
+    assert_eq!(analysis.settings.w_bits, 4);
+    assert!(ws.analysis(quantized).unwrap().is_none());
+    match ending(&events, refused) {
+        JobEvent::Failed { error, .. } => assert!(error.contains("already quantized"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+}

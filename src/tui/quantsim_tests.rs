@@ -61,6 +61,7 @@ fn quantsim_child(id: u32, settings: &QuantsimSettings, accuracy: f64) -> Varian
         format!("variants/{id}.onnx"),
         0,
     );
+    v.quantsim = Some(settings.clone());
     v.results.push(result(accuracy));
     v.size_bytes = 180_000;
     v

@@ -1,6 +1,6 @@
 use super::{frame, human, scroll_offset};
 use crate::tui::state::{App, Pane};
-use qsteer::experiment::quantsim::{bits_label, settings_from_step};
+use qsteer::experiment::quantsim::bits_label;
 use qsteer::experiment::Variant;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -19,12 +19,12 @@ pub fn score_text(v: &Variant) -> String {
     }
 }
 
-/// A recipe step as the tree shows it: a quantsim step compactly (`W8A8 pt tf_enh`,
+/// A variant's recipe step as the tree shows it: a quantsim step compactly (`W8A8 pt tf_enh`,
 /// `W4 pc sym minmax`), any other as written.
-pub fn step_text(step: &str) -> String {
+pub fn step_text(v: &Variant) -> String {
     use qsteer::quant::Scheme;
-    let Some(s) = settings_from_step(step) else {
-        return step.to_string();
+    let Some(s) = &v.quantsim else {
+        return v.step.clone();
     };
     let mut parts = vec![bits_label(&s)];
     if s.mode.weights() {
@@ -39,7 +39,20 @@ pub fn step_text(step: &str) -> String {
         Scheme::Percentile(p) => format!("p{p}"),
         Scheme::Mse => "mse".into(),
     });
+    if !s.overrides.is_empty() {
+        parts.push(format!("+{}", s.overrides.len()));
+    }
     parts.join(" ")
+}
+
+/// `text` cut to `width` characters, with an ellipsis when cut.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -68,7 +81,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             };
             let mut spans = vec![
                 Span::styled(format!("{indent}{} ", v.id), t.dim()),
-                Span::styled(format!("{:<14} ", step_text(&v.step)), t.text()),
+                Span::styled(format!("{:<14} ", fit(&step_text(v), 14)), t.text()),
                 Span::styled(format!("{:>8} ", score_text(v)), t.fg(t.good)),
                 Span::styled(format!("MACs {ratio:<5} "), t.dim()),
                 Span::styled(format!("{}B ", human(v.size_bytes)), t.dim()),

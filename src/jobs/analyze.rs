@@ -1,0 +1,121 @@
+//! The analyze job: the quantization diagnosis of a variant (scores per mode, per-layer
+//! quant noise, optionally the sensitivity sweep), stored on the variant. Progress comes in
+//! stages: calibration, analysis, sweep.
+
+use super::exec::JobCtx;
+use super::kind::JobKind;
+use super::lock;
+use crate::experiment::quantsim::{float_variant_path, settings_label};
+use crate::experiment::Workspace;
+use crate::model::Model;
+use crate::quant::analysis::{analyze, Analysis, AnalyzeOptions};
+use crate::quant::simulate::QuantsimRequest;
+use crate::quant::QuantSpec;
+use crate::runtime::RunOptions;
+use crate::{Error, Result};
+use serde_json::json;
+use std::sync::Mutex;
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+    let JobKind::Analyze {
+        variant,
+        data,
+        settings,
+        calibration_size,
+        seed,
+        threads,
+        sweep,
+    } = ctx.kind
+    else {
+        return Err(Error::runtime(
+            "the analyze job was handed another kind of job",
+        ));
+    };
+    QuantSpec::new(settings.w_bits, settings.symmetric)
+        .map_err(|e| Error::input(format!("weight bits: {e}")))?;
+    QuantSpec::new(settings.a_bits, settings.symmetric)
+        .map_err(|e| Error::input(format!("activation bits: {e}")))?;
+    settings.scheme.validate()?;
+    let mut options = RunOptions::default();
+    if *threads > 0 {
+        options.threads = *threads;
+    }
+    let (path, ws_dir) = {
+        let ws = lock(workspace);
+        (
+            float_variant_path(&ws, *variant, "analyze")?,
+            ws.dir().to_path_buf(),
+        )
+    };
+    let model = Model::load(&path)?;
+    let req = QuantsimRequest {
+        data: data.clone(),
+        calibration_size: *calibration_size,
+        seed: *seed,
+        settings: settings.clone(),
+        options,
+    };
+    ctx.log(format!(
+        "analyze v{variant}: {} ({}){}",
+        settings_label(settings),
+        settings.step(),
+        if *sweep {
+            " with the sensitivity sweep"
+        } else {
+            ""
+        }
+    ));
+    let cache_dir = ws_dir.join("cache");
+    std::fs::create_dir_all(&cache_dir).map_err(|e| Error::io(&cache_dir, e))?;
+    let analyze_options = AnalyzeOptions {
+        sweep: *sweep,
+        cache_dir: Some(cache_dir),
+    };
+    let (analysis, _) = analyze(
+        &model,
+        &req,
+        &analyze_options,
+        ctx.cancel,
+        &|stage, d, t| ctx.progress(d, t, stage),
+    )?;
+    ctx.cancel.check()?;
+    lock(workspace).set_analysis(*variant, &analysis)?;
+    let line = summary_line(&analysis);
+    ctx.log(format!("{line} → stored on variant {variant}"));
+    Ok(json!({
+        "variant": variant,
+        "result": line,
+        "step": analysis.step,
+        "samples": analysis.samples,
+        "model_passes": analysis.model_passes,
+        "seconds": analysis.seconds,
+        "sweep": sweep,
+        "workspace": ws_dir.display().to_string(),
+    }))
+}
+
+/// e.g. `W+A 69.75 %, W 69.25 %, A 99.25 % (FP32 99.25 %); noisiest: block5.project.conv 2.1 dB`.
+pub fn summary_line(a: &Analysis) -> String {
+    let pct = |s: &crate::metrics::Score| match (s.accuracy, s.agreement) {
+        (Some(v), _) => format!("{:.2} %", 100.0 * v),
+        (None, Some(v)) => format!("{:.2} % agreement", 100.0 * v),
+        _ => "-".into(),
+    };
+    let s = &a.scores;
+    let mut line = format!(
+        "W+A {}, W {}, A {} (FP32 {})",
+        pct(&s.weights_and_activations),
+        pct(&s.weights_only),
+        pct(&s.activations_only),
+        pct(&s.fp32)
+    );
+    let worst = a
+        .layers
+        .iter()
+        .filter_map(|l| l.sqnr_isolated_db.map(|d| (l, d)))
+        .min_by(|x, y| x.1.total_cmp(&y.1));
+    if let Some((l, d)) = worst {
+        line.push_str(&format!("; noisiest alone: {} {d:.1} dB", l.layer));
+    }
+    line
+}
