@@ -128,7 +128,7 @@ fn decision(f: &mut Frame, app: &App, area: Rect, d: &Decision) {
             Span::styled(
                 format!(
                     "{id:>3} {:<18}",
-                    v.map(|v| super::panes::variants::step_text(v))
+                    v.map(super::panes::variants::step_text)
                         .unwrap_or_else(|| "?".into())
                 ),
                 t.text(),
@@ -167,7 +167,7 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
     let mut lines = vec![Line::from(vec![
         Span::styled(format!("on variant {} ", form.variant), t.text()),
         Span::styled(
-            v.map(|v| super::panes::variants::step_text(v))
+            v.map(super::panes::variants::step_text)
                 .unwrap_or_default(),
             t.dim(),
         ),

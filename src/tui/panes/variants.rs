@@ -26,7 +26,7 @@ pub fn step_text(v: &Variant) -> String {
     let Some(s) = &v.quantsim else {
         return v.step.clone();
     };
-    let mut parts = vec![bits_label(&s)];
+    let mut parts = vec![bits_label(s)];
     if s.mode.weights() {
         parts.push(if s.per_channel { "pc" } else { "pt" }.into());
     }
