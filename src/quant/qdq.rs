@@ -246,10 +246,10 @@ fn form_for(ops: ActivationOps, e: &Encoding, value: &str) -> Result<Form> {
 }
 
 /// Fresh value/node names, unique in the graph.
-struct Names(HashSet<String>);
+pub(crate) struct Names(HashSet<String>);
 
 impl Names {
-    fn of(graph: &GraphProto) -> Names {
+    pub(crate) fn of(graph: &GraphProto) -> Names {
         let mut set = HashSet::new();
         set.extend(graph.input.iter().map(|v| v.name.clone()));
         set.extend(graph.output.iter().map(|v| v.name.clone()));
@@ -262,7 +262,7 @@ impl Names {
         Names(set)
     }
 
-    fn fresh(&mut self, base: &str) -> String {
+    pub(crate) fn fresh(&mut self, base: &str) -> String {
         let mut name = base.to_string();
         let mut k = 1;
         while self.0.contains(&name) {
@@ -274,7 +274,7 @@ impl Names {
     }
 }
 
-fn insert_activation_quantizers(
+pub(crate) fn insert_activation_quantizers(
     model: &Model,
     proto: &mut tract_onnx::pb::ModelProto,
     activations: &BTreeMap<String, Encoding>,
@@ -453,7 +453,11 @@ const STABLE_OPS: &[&str] = &[
     "Constant",
 ];
 
-fn ensure_opset(model: &Model, proto: &mut tract_onnx::pb::ModelProto, needed: i64) -> Result<()> {
+pub(crate) fn ensure_opset(
+    model: &Model,
+    proto: &mut tract_onnx::pb::ModelProto,
+    needed: i64,
+) -> Result<()> {
     let current = model.opset();
     if current >= needed {
         return Ok(());

@@ -3,9 +3,10 @@
 //! the same variant with the same numbers.
 
 use super::calibration::{calibrate_activations, ActivationConfig, CalibrationOptions};
+use super::encodings_file::{encodings_document, EncodingsVersion};
 use super::points::{activation_points, weight_quantizers};
 use super::qdq::{build_quantsim, ActivationOps, QuantMode, SimConfig, SimModel, WeightConfig};
-use super::{aimet, QuantSpec, Scheme};
+use super::{QuantSpec, Scheme};
 use crate::cancel::CancelToken;
 use crate::experiment::evaluate::{
     check_fits, evaluate, sample_shapes, select_samples, EvalReport, EvalRequest, Subset,
@@ -14,7 +15,7 @@ use crate::model::Model;
 use crate::runtime::RunOptions;
 use crate::Result;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -149,6 +150,23 @@ pub fn quantsim(
     };
     let sim = build_quantsim(model, &weights, &activations, &config)?;
     cancel.check()?;
+    let report = evaluate_sim(model, &sim, req, cancel, progress)?;
+    Ok(QuantsimOutcome {
+        activation_points: points.len(),
+        sim,
+        report,
+        calibration_seconds,
+    })
+}
+
+/// Score the simulated model of `model` on the request's evaluation samples.
+pub(crate) fn evaluate_sim(
+    model: &Model,
+    sim: &SimModel,
+    req: &QuantsimRequest,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<EvalReport> {
     let eval = EvalRequest {
         model: PathBuf::from(model.source()),
         data: req.data.clone(),
@@ -158,33 +176,13 @@ pub fn quantsim(
         calibration_size: req.calibration_size,
         seed: req.seed,
     };
-    let report = evaluate(&eval, &sim.model, cancel, &|d, t| {
+    evaluate(&eval, &sim.model, cancel, &|d, t| {
         progress("evaluation", d, t)
-    })?;
-    Ok(QuantsimOutcome {
-        activation_points: points.len(),
-        sim,
-        report,
-        calibration_seconds,
     })
 }
 
-/// The encodings in AIMET's 1.0.0 JSON layout (activations and parameters).
+/// The encodings in AIMET's 1.0.0 JSON layout (activations and parameters); other layouts:
+/// [`super::encodings_file::encodings_document`].
 pub fn encodings_json(sim: &SimModel) -> Result<Value> {
-    let activations = sim
-        .activations
-        .iter()
-        .map(|(name, e)| aimet::to_aimet_v1(name, std::slice::from_ref(e), false))
-        .collect::<Result<Vec<_>>>()?;
-    let params = sim
-        .weights
-        .iter()
-        .map(|w| aimet::to_aimet_v1(&w.weight, &w.encodings, w.axis.is_some()))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(json!({
-        "version": "1.0.0",
-        "activation_encodings": activations,
-        "param_encodings": params,
-        "excluded_layers": [],
-    }))
+    encodings_document(&sim.weights, &sim.activations, EncodingsVersion::V1)
 }
