@@ -3,6 +3,7 @@
 //! (progress, warnings) goes to stderr.
 
 mod eval;
+mod export;
 mod inspect;
 mod quantsim;
 mod table;
@@ -53,6 +54,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Quantization simulation: calibrate, fake-quantize weights and activations, score
     Quantsim(quantsim::QuantsimArgs),
+    /// Write the QDQ ONNX model and AIMET encodings of a quantized variant (or model + encodings)
+    Export(export::ExportArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -79,6 +82,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Inspect(args)) => inspect::run(args, &cli.common),
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
         Some(Command::Quantsim(args)) => quantsim::run(args, &cli.common),
+        Some(Command::Export(args)) => export::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             qsteer::tui::run(qsteer::tui::AppOptions {

@@ -1,9 +1,12 @@
-//! 4- and 16-bit activation quantizers as `com.microsoft` `QuantizeLinear → DequantizeLinear`
-//! (`uint4` / `uint16`), which ONNX Runtime runs at opset 13; the standard ops need opset 21
-//! for these types. The simulation writes them as float ops (`Div → Round → Clip → Mul`, see
+//! 16-bit activation quantizers as `com.microsoft` `QuantizeLinear → DequantizeLinear`
+//! (`uint16`), which ONNX Runtime runs at opset 13; the standard ops need opset 21 for 16-bit
+//! types. The simulation writes them as float ops (`Div → Round → Clip → Mul`, see
 //! [`super::qdq`]); this rewrites those chains in place. Same math: Q computes
-//! `clamp(round_half_even(x / scale) + zp, 0, 2^b − 1)` with `zp = −offset`, DQ
-//! `(q − zp) · scale`.
+//! `clamp(round_half_even(x / scale) + zp, 0, 65535)` with `zp = −offset`, DQ `(q − zp) · scale`.
+//!
+//! Not 4 bit: ONNX Runtime 1.32 runs a `uint4` contrib pair on its own, but its default
+//! session fails to initialise when such a QuantizeLinear follows a Clip (the Clip/Q fusion
+//! does not know the type), so 4-bit activations keep the float-op form.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +20,12 @@ use crate::{Error, Result};
 /// The domain of ONNX Runtime's contrib ops.
 pub const CONTRIB_DOMAIN: &str = "com.microsoft";
 
-/// Activation bitwidths with a `com.microsoft` Q/DQ integer type (other than 8).
+/// Activation bitwidths exported as `com.microsoft` Q/DQ.
 pub fn contrib_activation_bits(bits: u8) -> bool {
-    bits == 4 || bits == 16
+    bits == 16
 }
 
-/// Rewrite the float-op quantizer of every 4- or 16-bit activation; returns their names.
+/// Rewrite the float-op quantizer of every 16-bit activation; returns their names.
 /// The quantizers must already be in the graph (`insert_activation_quantizers`).
 pub fn use_contrib_qdq(
     proto: &mut ModelProto,
@@ -93,20 +96,13 @@ fn replace_chain(graph: &mut GraphProto, names: &mut Names, i: usize, value: &st
     graph.initializer.retain(|t| !unused.contains(&t.name));
 }
 
-/// Scalar unsigned zero point `-offset`: `uint16` little-endian, or `uint4` in the low
-/// nibble of one byte (ONNX packs 4-bit values two per byte, first in the low nibble).
+/// Scalar `uint16` zero point `-offset`, little-endian.
 fn zero_point(name: &str, e: &Encoding) -> TensorProto {
-    let zp = e.onnx_zero_point();
-    let (data_type, raw_data) = if e.bitwidth == 4 {
-        (DataType::Uint4, vec![(zp & 0x0f) as u8])
-    } else {
-        (DataType::Uint16, (zp as u16).to_le_bytes().to_vec())
-    };
     TensorProto {
         name: name.to_string(),
-        data_type: data_type as i32,
+        data_type: DataType::Uint16 as i32,
         dims: vec![],
-        raw_data,
+        raw_data: (e.onnx_zero_point() as u16).to_le_bytes().to_vec(),
         ..Default::default()
     }
 }
