@@ -55,7 +55,8 @@ pub struct QuantsimArgs {
     /// Write the QDQ ONNX model and the encodings (AIMET 1.0.0) into this directory
     #[arg(long)]
     pub export: Option<PathBuf>,
-    /// Use these encodings (AIMET JSON, 1.0.0 or 0.6.1) instead of calibrating
+    /// Use these encodings (AIMET JSON, 1.0.0 or 0.6.1) instead of calibrating; the bitwidth,
+    /// per-channel, symmetric, scheme and mode settings are then the file's
     #[arg(long)]
     pub encodings: Option<PathBuf>,
 }
