@@ -36,14 +36,14 @@ failed, 2 on bad arguments.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import onnxruntime as ort
+
+from interop_common import fmt, resolve_qsteer, scratch_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = os.path.join(ROOT, "sample-models", "digits")
@@ -150,11 +150,6 @@ def check_case(model_name, config, flags, steps, bin_path, tmp, args, x):
     return r
 
 
-def fmt(v, spec):
-    width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
-    return "-".rjust(width) if v is None else format(v, spec)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--qsteer", required=True, help="path to the qsteer binary")
@@ -169,14 +164,8 @@ def main():
     ap.add_argument("--keep", metavar="DIR", help="keep the models and outputs in DIR")
     args = ap.parse_args()
 
-    bin_path = args.qsteer
-    if os.sep in bin_path:
-        bin_path = os.path.abspath(bin_path)
-        if not os.access(bin_path, os.X_OK):
-            print(f"check_qdq: qsteer binary not found or not executable: {bin_path}", file=sys.stderr)
-            return 2
-    elif shutil.which(bin_path) is None:
-        print(f"check_qdq: {bin_path} not on PATH", file=sys.stderr)
+    bin_path = resolve_qsteer(args.qsteer, "check_qdq")
+    if bin_path is None:
         return 2
     cases = [(m, c, f, steps) for m in MODELS for c, f, steps in CONFIGS
              if not args.only or any(o in f"{m} {c}" for o in args.only)]
@@ -184,13 +173,7 @@ def main():
         print("check_qdq: no cases selected", file=sys.stderr)
         return 2
 
-    tmp_ctx = None
-    if args.keep:
-        os.makedirs(args.keep, exist_ok=True)
-        tmp = args.keep
-    else:
-        tmp_ctx = tempfile.TemporaryDirectory(prefix="qsteer-qdq-")
-        tmp = tmp_ctx.name
+    tmp, tmp_ctx = scratch_dir(args.keep, "qsteer-qdq-")
     x = digits_inputs()
     results = []
     for m, c, f, steps in cases:
