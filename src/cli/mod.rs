@@ -4,6 +4,7 @@
 
 mod analyze;
 mod eval;
+mod export;
 mod inspect;
 mod quant_flags;
 mod quantsim;
@@ -57,6 +58,8 @@ pub enum Command {
     Quantsim(quantsim::QuantsimArgs),
     /// Diagnose quantization: scores per mode and the per-layer quant-noise table
     Analyze(analyze::AnalyzeArgs),
+    /// Write the QDQ ONNX model and AIMET encodings of a quantized variant (or model + encodings)
+    Export(export::ExportArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -84,6 +87,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
         Some(Command::Quantsim(args)) => quantsim::run(args, &cli.common),
         Some(Command::Analyze(args)) => analyze::run(args, &cli.common),
+        Some(Command::Export(args)) => export::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             qsteer::tui::run(qsteer::tui::AppOptions {

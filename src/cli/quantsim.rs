@@ -1,11 +1,14 @@
 //! `qsteer quantsim MODEL --data DIR`: calibrate, simulate and score a quantized variant;
 //! the result is a child of the base variant in the model's workspace.
 
+use super::export::{print_report, warn_float_ops};
 use super::{model_name, print_json, resolve_model, Common};
 use clap::Args;
 use qsteer::cancel::CancelToken;
 use qsteer::experiment::{default_workspace_dir, now, EvalRecord, Workspace};
 use qsteer::model::Model;
+use qsteer::quant::export::write_export;
+use qsteer::quant::import::quantsim_from_file;
 use qsteer::quant::qdq::QuantMode;
 use qsteer::quant::simulate::{encodings_json, quantsim, QuantsimRequest, QuantsimSettings};
 use qsteer::quant::Scheme;
@@ -49,6 +52,13 @@ pub struct QuantsimArgs {
     /// Also write the simulated model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write the QDQ ONNX model and the encodings (AIMET 1.0.0) into this directory
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Use these encodings (AIMET JSON, 1.0.0 or 0.6.1) instead of calibrating; the bitwidth,
+    /// per-channel, symmetric, scheme and mode settings are then the file's
+    #[arg(long)]
+    pub encodings: Option<PathBuf>,
 }
 
 fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
@@ -97,7 +107,14 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
             eprint!("\r{stage} {done}/{total}   ");
         }
     };
-    let outcome = quantsim(&model, &req, &CancelToken::new(), &progress)?;
+    let outcome = match &args.encodings {
+        Some(file) => quantsim_from_file(&model, file, &req, &CancelToken::new(), &progress)?,
+        None => quantsim(&model, &req, &CancelToken::new(), &progress)?,
+    };
+    let step = match &args.encodings {
+        Some(file) => format!("quantsim{{encodings:{}}}", file.display()),
+        None => settings.step(),
+    };
     if show {
         eprintln!();
     }
@@ -107,7 +124,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         None => default_workspace_dir(&name, &model.content_hash())?,
     };
     let mut ws = Workspace::open_or_create(&dir, &model, &name)?;
-    let id = ws.add_variant(0, &settings.step(), &outcome.sim.model)?;
+    let id = ws.add_variant(0, &step, &outcome.sim.model)?;
     ws.set_encodings(id, &encodings_json(&outcome.sim)?)?;
     let r = &outcome.report;
     ws.set_costs(id, r.macs, Some(r.params))?;
@@ -130,13 +147,23 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
     if let Some(out) = &args.out {
         outcome.sim.model.save(out)?;
     }
+    let export = match &args.export {
+        Some(dir) => {
+            let (weights, acts) = (&outcome.sim.weights, &outcome.sim.activations);
+            let name = format!("{name}_v{id}");
+            let report = write_export(dir, &name, &model, weights, acts, Default::default())?;
+            warn_float_ops(&report);
+            Some(report)
+        }
+        None => None,
+    };
     let s = &r.score;
     if common.json {
         return print_json(&json!({
             "model": path.display().to_string(),
             "dataset": data.display().to_string(),
             "settings": settings,
-            "step": settings.step(),
+            "step": step,
             "variant": id,
             "workspace": dir.display().to_string(),
             "output": args.out.as_ref().map(|p| p.display().to_string()),
@@ -148,9 +175,10 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
             "top5_accuracy": s.top5_accuracy,
             "seconds": r.seconds,
             "samples_per_second": r.samples_per_second,
+            "export": export,
         }));
     }
-    println!("{}  {}", path.display(), settings.step());
+    println!("{}  {step}", path.display());
     println!(
         "{} activation quantizers, calibrated in {:.2} s",
         outcome.activation_points, outcome.calibration_seconds
@@ -163,5 +191,8 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         );
     }
     println!("variant {id} in workspace {}", dir.display());
+    if let Some(report) = &export {
+        print_report(report);
+    }
     Ok(())
 }

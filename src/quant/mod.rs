@@ -12,13 +12,21 @@
 //! - [`calibration`]: one streaming pass of the FP32 model filling a histogram per point.
 //! - [`qdq`]: the simulated model: weights fake-quantized in place, QDQ (or equivalent float
 //!   ops) after each activation point; modes W+A, weights-only, activations-only.
+//! - [`encodings_file`]: AIMET encodings documents, 1.0.0 and 0.6.1, written and read.
+//! - [`import`]: a file's encodings matched to a model, and the simulated model built from them.
+//! - [`export`]: the QDQ ONNX model for ONNX Runtime and target tools ([`contrib_qdq`]: the
+//!   `com.microsoft` Q/DQ used for 4- and 16-bit activations).
 
 pub mod aimet;
 pub mod analysis;
 pub mod calibrate;
 pub mod calibration;
+pub mod contrib_qdq;
 pub mod encoding;
+pub mod encodings_file;
+pub mod export;
 pub mod histogram;
+pub mod import;
 pub mod per_channel;
 pub mod points;
 pub mod probe;

@@ -296,7 +296,7 @@ impl Names {
     }
 }
 
-fn insert_activation_quantizers(
+pub(crate) fn insert_activation_quantizers(
     model: &Model,
     proto: &mut tract_onnx::pb::ModelProto,
     activations: &BTreeMap<String, Encoding>,
@@ -493,7 +493,7 @@ pub(crate) fn ensure_opset(
         .collect();
     if current < 7 || !unstable.is_empty() {
         return Err(Error::input(format!(
-            "{}: the model declares opset {current}; activation quantizers need opset {needed}, \
+            "{}: the model declares opset {current}; quantizers need opset {needed}, \
              and raising it could change the meaning of {} (re-export the model at opset 13)",
             model.source(),
             if unstable.is_empty() {

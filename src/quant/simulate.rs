@@ -4,11 +4,12 @@
 
 use super::calibrate::calibrate;
 use super::calibration::{collect_histograms, CalibrationOptions};
+use super::encodings_file::{encodings_document, EncodingsVersion};
 use super::points::{
     activation_points, layer_output_points, weight_quantizers, QuantPoint, WeightQuantizer,
 };
 use super::qdq::{build_quantsim_with, ActivationOps, QuantMode, SimModel, WeightConfig};
-use super::{aimet, Encoding, Histogram, QuantSpec, Scheme};
+use super::{Encoding, Histogram, QuantSpec, Scheme};
 use crate::cancel::CancelToken;
 use crate::experiment::evaluate::{
     check_fits, evaluate, sample_shapes, select_samples, EvalReport, EvalRequest, Subset,
@@ -17,7 +18,7 @@ use crate::model::{Layer, Model};
 use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -310,7 +311,24 @@ pub fn quantsim(
     )?;
     let sim = simulate(model, &prepared, &req.settings)?;
     cancel.check()?;
-    let eval = EvalRequest {
+    let report = evaluate_sim(model, &sim, req, cancel, progress)?;
+    Ok(QuantsimOutcome {
+        activation_points: prepared.points.len(),
+        sim,
+        report,
+        calibration_seconds: prepared.calibration_seconds,
+    })
+}
+
+/// Score the simulated model of `model` on the request's evaluation samples.
+pub(crate) fn evaluate_sim(
+    model: &Model,
+    sim: &SimModel,
+    req: &QuantsimRequest,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<EvalReport> {
+    let mut eval = EvalRequest {
         model: PathBuf::from(model.source()),
         data: req.data.clone(),
         subset: Subset::Evaluation,
@@ -322,32 +340,20 @@ pub fn quantsim(
     let report = evaluate(&eval, &sim.model, cancel, &|d, t| {
         progress("evaluation", d, t)
     })?;
-    Ok(QuantsimOutcome {
-        activation_points: prepared.points.len(),
-        sim,
-        report,
-        calibration_seconds: prepared.calibration_seconds,
+    // Without labels the score is fidelity to the FP32 model (when it is a file to load).
+    if report.has_labels || !eval.model.is_file() {
+        return Ok(report);
+    }
+    eval.reference = Some(eval.model.clone());
+    evaluate(&eval, &sim.model, cancel, &|d, t| {
+        progress("evaluation", d, t)
     })
 }
 
-/// The encodings in AIMET's 1.0.0 JSON layout (activations and parameters).
+/// The encodings in AIMET's 1.0.0 JSON layout (activations and parameters); other layouts:
+/// [`super::encodings_file::encodings_document`].
 pub fn encodings_json(sim: &SimModel) -> Result<Value> {
-    let activations = sim
-        .activations
-        .iter()
-        .map(|(name, e)| aimet::to_aimet_v1(name, std::slice::from_ref(e), false))
-        .collect::<Result<Vec<_>>>()?;
-    let params = sim
-        .weights
-        .iter()
-        .map(|w| aimet::to_aimet_v1(&w.weight, &w.encodings, w.axis.is_some()))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(json!({
-        "version": "1.0.0",
-        "activation_encodings": activations,
-        "param_encodings": params,
-        "excluded_layers": [],
-    }))
+    encodings_document(&sim.weights, &sim.activations, EncodingsVersion::V1)
 }
 
 #[cfg(test)]

@@ -29,14 +29,14 @@ import argparse
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import onnxruntime as ort
+
+from interop_common import fmt, resolve_qsteer, scratch_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -174,11 +174,6 @@ def check_case(name, model, data_dir, bin_path, tmp, tol, timeout):
     return r
 
 
-def fmt(v, spec):
-    width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
-    return "-".rjust(width) if v is None else format(v, spec)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--qsteer", required=True, help="path to the qsteer binary")
@@ -189,27 +184,15 @@ def main():
     ap.add_argument("--keep", metavar="DIR", help="keep qsteer's saved outputs in DIR")
     args = ap.parse_args()
 
-    bin_path = args.qsteer
-    if os.sep in bin_path:
-        bin_path = os.path.abspath(bin_path)
-        if not os.access(bin_path, os.X_OK):
-            print(f"check_fp32: qsteer binary not found or not executable: {bin_path}", file=sys.stderr)
-            return 2
-    elif shutil.which(bin_path) is None:
-        print(f"check_fp32: {bin_path} not on PATH", file=sys.stderr)
+    bin_path = resolve_qsteer(args.qsteer, "check_fp32")
+    if bin_path is None:
         return 2
 
     cases = [c for c in discover_cases() if not args.only or any(o in c[0] for o in args.only)]
     if not cases:
         print("check_fp32: no cases found", file=sys.stderr)
         return 2
-    if args.keep:
-        os.makedirs(args.keep, exist_ok=True)
-        tmp_ctx = None
-        tmp = args.keep
-    else:
-        tmp_ctx = tempfile.TemporaryDirectory(prefix="qsteer-interop-")
-        tmp = tmp_ctx.name
+    tmp, tmp_ctx = scratch_dir(args.keep, "qsteer-interop-")
     results = []
     for name, model, data in cases:
         print(f"check_fp32: {name} ...", file=sys.stderr, flush=True)

@@ -1,0 +1,376 @@
+//! Encodings from a file instead of calibration: match an [`EncodingsFile`] to a model
+//! (every tensor exists, per-channel counts fit the weight's output axis) and build the
+//! simulated model with exactly those grids — weights fake-quantized with the file's
+//! encodings, activation quantizers where the file puts them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+
+use super::aimet::AimetTensorEncoding;
+use super::encoding::{Encoding, QuantSpec};
+use super::encodings_file::{read_encodings_file, EncodingsFile};
+use super::per_channel::{fake_quant_tensor, fake_quant_weight};
+use super::points::{weight_quantizers, WeightQuantizer};
+use super::qdq::{
+    build_quantsim, ActivationOps, QuantMode, SimConfig, SimModel, WeightConfig, WeightEncodings,
+};
+use super::simulate::{evaluate_sim, QuantsimOutcome, QuantsimRequest};
+use super::Scheme;
+use crate::cancel::CancelToken;
+use crate::model::graph::Producer;
+use crate::model::Model;
+use crate::{Error, Result};
+
+/// A file's encodings matched to a model: weights in layer order with their channel axis,
+/// activations by value name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEncodings {
+    pub weights: Vec<WeightEncodings>,
+    pub activations: BTreeMap<String, Encoding>,
+}
+
+/// Read `path` and match it to `model`; errors name the file and the tensor.
+pub fn load_model_encodings(model: &Model, path: &Path) -> Result<ModelEncodings> {
+    let file = read_encodings_file(path)?;
+    match_encodings(model, &file).map_err(|e| Error::input(format!("{}: {e}", path.display())))
+}
+
+/// Match a parsed file to `model`: parameter entries must name a layer's weight (per-channel
+/// with one encoding per output channel), activation entries a value computed by a node or
+/// fed as a graph input, one per-tensor encoding each.
+pub fn match_encodings(model: &Model, file: &EncodingsFile) -> Result<ModelEncodings> {
+    let shapes = model.shapes(None)?;
+    let layers = model.layers(&shapes)?;
+    let quantizers = weight_quantizers(model, &layers)?;
+    let mut params: HashMap<&str, &AimetTensorEncoding> = HashMap::new();
+    for p in &file.params {
+        if params.insert(p.name.as_str(), p).is_some() {
+            return Err(Error::input(format!(
+                "param_encodings lists '{}' twice",
+                p.name
+            )));
+        }
+        if !quantizers.iter().any(|q| q.weight == p.name) {
+            return Err(Error::input(format!(
+                "param_encodings names '{}', which is not the weight of a Conv, ConvTranspose, \
+                 Gemm or MatMul layer of {}",
+                p.name,
+                model.source()
+            )));
+        }
+    }
+    let weights = quantizers
+        .iter()
+        .filter_map(|q| {
+            params
+                .get(q.weight.as_str())
+                .map(|p| weight_encodings(q, p))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut activations = BTreeMap::new();
+    for a in &file.activations {
+        let encoding = activation_encoding(model, a)?;
+        if activations.insert(a.name.clone(), encoding).is_some() {
+            return Err(Error::input(format!(
+                "activation_encodings lists '{}' twice",
+                a.name
+            )));
+        }
+    }
+    Ok(ModelEncodings {
+        weights,
+        activations,
+    })
+}
+
+fn weight_encodings(q: &WeightQuantizer, p: &AimetTensorEncoding) -> Result<WeightEncodings> {
+    let axis = if p.per_channel {
+        let axis = q.axis.ok_or_else(|| {
+            Error::input(format!(
+                "param_encodings '{}': per-channel encodings for the left operand of layer \
+                 '{}', which has no output-channel axis",
+                p.name, q.layer
+            ))
+        })?;
+        let channels = q.shape[axis];
+        if p.encodings.len() != channels {
+            return Err(Error::input(format!(
+                "param_encodings '{}': {} per-channel encodings, but the weight of layer '{}' \
+                 (shape {:?}) has {channels} output channels on axis {axis}",
+                p.name,
+                p.encodings.len(),
+                q.layer,
+                q.shape
+            )));
+        }
+        Some(axis)
+    } else {
+        None
+    };
+    Ok(WeightEncodings {
+        layer: q.layer.clone(),
+        weight: q.weight.clone(),
+        axis,
+        encodings: p.encodings.clone(),
+    })
+}
+
+fn activation_encoding(model: &Model, a: &AimetTensorEncoding) -> Result<Encoding> {
+    match model.index().producer(&a.name) {
+        Some(Producer::Input) | Some(Producer::Node { .. }) => {}
+        Some(Producer::Initializer) => {
+            return Err(Error::input(format!(
+                "activation_encodings names '{}', a stored tensor of {}, not an activation",
+                a.name,
+                model.source()
+            )))
+        }
+        None => {
+            return Err(Error::input(format!(
+                "activation_encodings names '{}', which is not a value of {}",
+                a.name,
+                model.source()
+            )))
+        }
+    }
+    match a.encodings.as_slice() {
+        [e] => Ok(*e),
+        _ => Err(Error::input(format!(
+            "activation_encodings '{}': {} encodings; activations are quantized per tensor",
+            a.name,
+            a.encodings.len()
+        ))),
+    }
+}
+
+/// The simulated model for `encodings` on the FP32 `model`, without calibration: the same
+/// graph [`build_quantsim`] makes, with the file's grids.
+pub fn sim_from_encodings(model: &Model, encodings: &ModelEncodings) -> Result<SimModel> {
+    let mut fake_quantized = model.clone();
+    for w in &encodings.weights {
+        let mut array = model
+            .weight(&w.weight)
+            .ok_or_else(|| {
+                Error::input(format!(
+                    "{}: no float weight '{}'",
+                    model.source(),
+                    w.weight
+                ))
+            })?
+            .clone();
+        match w.axis {
+            Some(axis) => fake_quant_weight(&mut array, &w.encodings, axis)?,
+            None => fake_quant_tensor(&mut array, &w.encodings[0]),
+        }
+        fake_quantized.set_weight(&w.weight, array)?;
+    }
+    // Weights are done: the activation pass of build_quantsim adds the quantizers.
+    let config = SimConfig {
+        mode: QuantMode::ActivationsOnly,
+        weights: WeightConfig {
+            spec: QuantSpec::new(8, false)?,
+            scheme: Scheme::Minmax,
+            per_channel: false,
+        },
+        activation_ops: ActivationOps::Auto,
+    };
+    let mut sim = build_quantsim(&fake_quantized, &[], &encodings.activations, &config)?;
+    sim.weights = encodings.weights.clone();
+    Ok(sim)
+}
+
+/// The quantsim job with encodings from `file` instead of calibration: build the simulated
+/// model and score it on the evaluation samples.
+pub fn quantsim_from_file(
+    model: &Model,
+    file: &Path,
+    req: &QuantsimRequest,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<QuantsimOutcome> {
+    let start = Instant::now();
+    let encodings = load_model_encodings(model, file)?;
+    let sim = sim_from_encodings(model, &encodings)?;
+    let load_seconds = start.elapsed().as_secs_f64();
+    cancel.check()?;
+    let report = evaluate_sim(model, &sim, req, cancel, progress)?;
+    Ok(QuantsimOutcome {
+        activation_points: encodings.activations.len(),
+        sim,
+        report,
+        calibration_seconds: load_seconds,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::experiment::evaluate::Subset;
+    use crate::quant::calibration::tests::{digits, options};
+    use crate::quant::calibration::{calibrate_activations, ActivationConfig};
+    use crate::quant::encodings_file::{encodings_document, parse_encodings, EncodingsVersion};
+    use crate::quant::points::{activation_points, tests::sample_model};
+    use crate::runtime::CompiledModel;
+    use ndarray::ArrayD;
+    use serde_json::{json, Value};
+
+    /// A calibrated sim of a sample model: W`w_bits` per channel or per tensor, A8.
+    pub fn calibrated_sim(name: &str, w_bits: u8, per_channel: bool) -> (Model, SimModel) {
+        let model = sample_model(name);
+        let points = activation_points(&model).unwrap();
+        let layers = model.layers(&model.shapes(None).unwrap()).unwrap();
+        let weights = weight_quantizers(&model, &layers).unwrap();
+        let config = ActivationConfig {
+            spec: QuantSpec::new(8, false).unwrap(),
+            scheme: Scheme::TfEnhanced,
+        };
+        let acts = calibrate_activations(
+            &model,
+            &points,
+            &digits(Subset::Calibration),
+            config,
+            options(),
+            &CancelToken::new(),
+            &|_, _| {},
+        )
+        .unwrap();
+        let sim_config = SimConfig {
+            mode: QuantMode::WeightsAndActivations,
+            weights: WeightConfig {
+                spec: QuantSpec::new(w_bits, true).unwrap(),
+                scheme: Scheme::TfEnhanced,
+                per_channel,
+            },
+            activation_ops: ActivationOps::Auto,
+        };
+        let sim = build_quantsim(&model, &weights, &acts, &sim_config).unwrap();
+        (model, sim)
+    }
+
+    /// First output of `model` on the first `n` evaluation digits.
+    pub fn outputs(model: &Model, n: usize) -> ArrayD<f32> {
+        let data = digits(Subset::Evaluation);
+        let x = data.inputs[0]
+            .data
+            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+            .to_owned();
+        let shape = vec![data.sample_shape(0).to_vec()];
+        let compiled = CompiledModel::compile(model, &shape, n, &[]).unwrap();
+        compiled.run(&[x.view()]).unwrap().remove(0)
+    }
+
+    fn bits(a: &ArrayD<f32>) -> Vec<u32> {
+        a.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn round_trip_through_both_versions_is_bit_identical() {
+        for (name, per_channel) in [("mbv2_digits.onnx", true), ("resnet_digits.onnx", false)] {
+            let (model, sim) = calibrated_sim(name, 4, per_channel);
+            let expected = outputs(&sim.model, 64);
+            for version in [EncodingsVersion::V1, EncodingsVersion::Legacy] {
+                let doc = encodings_document(&sim.weights, &sim.activations, version).unwrap();
+                let text = serde_json::to_string(&doc).unwrap();
+                let file = parse_encodings(&serde_json::from_str(&text).unwrap()).unwrap();
+                let encodings = match_encodings(&model, &file).unwrap();
+                assert_eq!(encodings.activations, sim.activations);
+                assert_eq!(encodings.weights.len(), sim.weights.len());
+                let rebuilt = sim_from_encodings(&model, &encodings).unwrap();
+                let got = outputs(&rebuilt.model, 64);
+                assert_eq!(bits(&got), bits(&expected), "{name} {version}");
+            }
+        }
+    }
+
+    #[test]
+    fn aimet_offset_is_minus_the_onnx_zero_point() {
+        // Hand example: [-0.3, 0.9] at 4 bit, scale 0.08, offset round(-0.3 / 0.08) = -4
+        // (-3.75 rounds away from zero), so the ONNX uint4 zero point is 4.
+        let e = Encoding::from_range(-0.3, 0.9, 4, false).unwrap();
+        assert_eq!(e.scale, 0.08);
+        assert_eq!(e.offset, -4);
+        assert_eq!(e.onnx_zero_point(), 4);
+        let doc = json!({
+            "version": "0.6.1",
+            "activation_encodings": {"input": [e.to_aimet_legacy()]},
+            "param_encodings": {},
+        });
+        let model = sample_model("mbv2_digits.onnx");
+        let file = parse_encodings(&doc).unwrap();
+        let got = match_encodings(&model, &file).unwrap().activations["input"];
+        assert_eq!(got.offset, -4);
+        assert_eq!(got.onnx_zero_point(), 4);
+        // 0 maps to quantized 4, the most negative grid value is (0 - 4) * 0.08.
+        assert_eq!(got.quantize(0.0), 4);
+        assert_eq!(got.dequantize(0), -4.0 * 0.08);
+    }
+
+    fn v1_doc(sim: &SimModel) -> Value {
+        encodings_document(&sim.weights, &sim.activations, EncodingsVersion::V1).unwrap()
+    }
+
+    #[test]
+    fn files_that_do_not_fit_the_model_are_input_errors_naming_file_and_tensor() {
+        let (model, sim) = calibrated_sim("mbv2_digits.onnx", 8, true);
+        let dir = tempfile::tempdir().unwrap();
+        let check = |doc: Value, expect: &[&str]| {
+            let path = dir.path().join("bad.encodings.json");
+            std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+            let err = load_model_encodings(&model, &path).unwrap_err();
+            assert!(matches!(err, Error::Input(_)), "{err}");
+            let text = err.to_string();
+            assert!(text.contains("bad.encodings.json"), "{text}");
+            for e in expect {
+                assert!(text.contains(e), "{text} lacks {e}");
+            }
+        };
+        let good = v1_doc(&sim);
+        let first_weight = sim.weights[0].weight.clone();
+
+        let mut unknown = good.clone();
+        unknown["param_encodings"][0]["name"] = json!("no.such.weight");
+        check(unknown, &["no.such.weight", "param_encodings"]);
+
+        let mut bias = good.clone();
+        bias["param_encodings"][0]["name"] = json!("fc.bias");
+        check(bias, &["fc.bias", "not the weight"]);
+
+        let mut count = good.clone();
+        let scales = count["param_encodings"][0]["scale"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let offsets = count["param_encodings"][0]["offset"]
+            .as_array()
+            .unwrap()
+            .clone();
+        count["param_encodings"][0]["scale"] = json!(scales[..3]);
+        count["param_encodings"][0]["offset"] = json!(offsets[..3]);
+        check(
+            count,
+            &[&first_weight, "3 per-channel encodings", "output channels"],
+        );
+
+        let mut negative = good.clone();
+        negative["activation_encodings"][0]["scale"] = json!([-1.0]);
+        let act = good["activation_encodings"][0]["name"].as_str().unwrap();
+        check(negative, &[act, "scale"]);
+
+        let mut not_value = good.clone();
+        not_value["activation_encodings"][0]["name"] = json!("nowhere");
+        check(not_value, &["nowhere", "activation_encodings"]);
+
+        let mut stored = good.clone();
+        stored["activation_encodings"][0]["name"] = json!(first_weight.clone());
+        check(stored, &[&first_weight, "not an activation"]);
+
+        let mut twice = good.clone();
+        let entry = twice["activation_encodings"][0].clone();
+        twice["activation_encodings"]
+            .as_array_mut()
+            .unwrap()
+            .push(entry);
+        check(twice, &["twice"]);
+    }
+}

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""QDQ interop check: qsteer's simulated outputs vs ONNX Runtime running qsteer's exported QDQ model.
+
+    python3 tests/interop/check_qdq.py --qsteer target/debug/qsteer
+    (normally through tests/interop/run.sh, after check_fp32.py)
+
+Cases: each sample model (mbv2_digits, resnet_digits) on sample-models/digits at W8A8 per
+tensor, W8A8 per channel and W4A8 per channel, plus W16A16 (com.microsoft Q/DQ) and W8A4
+(activations as float ops) per channel. For each case the qsteer binary runs
+
+    BIN quantsim MODEL --data DIGITS [flags] --out SIM.onnx --export DIR --workspace WS --json
+    BIN eval SIM.onnx --data DIGITS --split all --save-outputs SIM.npy --no-workspace --json
+
+(the simulated logits of every sample, calibration then evaluation, as tract computes them).
+ONNX Runtime then runs the exported QDQ model (`export.output` of the quantsim JSON) on the same
+inputs with the default session options (what a deployment gets; ORT may fuse Q/DQ into integer
+kernels), and both the exported model and qsteer's simulated model SIM.onnx with
+ORT_DISABLE_ALL. A case fails when
+
+  * qsteer fails, prints something other than one JSON document, or writes no outputs,
+  * ONNX Runtime cannot load or run the exported model,
+  * the default session's argmax agrees with qsteer's simulated outputs on fewer than
+    --min-agreement (0.99) of the samples, or its max |delta logit| exceeds --tol (0.05) times
+    the simulated logits' range (max - min over all samples; two output grid steps for 4-bit
+    activations),
+  * with ORT_DISABLE_ALL the exported model and the simulated model differ by more than
+    --tol-exact (0: identical) times that range. The export must compute exactly what the
+    simulation computes; tract itself may land a rounding tie one grid step away from
+    ONNX Runtime (it multiplies by 1/scale where ORT divides), which the `ties` column counts
+    (logits of the default session that differ at all from qsteer's).
+
+A table goes to stdout (or a JSON report with --json); exit 0 if every case passed, 1 if any
+failed, 2 on bad arguments.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from interop_common import fmt, resolve_qsteer, scratch_dir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DIGITS = os.path.join(ROOT, "sample-models", "digits")
+MODELS = ["mbv2_digits", "resnet_digits"]
+# (name, quantsim flags, steps): the close-logits bound is --tol of the logit range, or `steps`
+# grid steps of the output quantizer when that is more (a tie tract rounds the other way moves
+# a 4-bit output by 1/15 of its range).
+CONFIGS = [
+    ("W8A8 per-tensor", [], 0),
+    ("W8A8 per-channel", ["--per-channel"], 0),
+    ("W4A8 per-channel", ["--w-bits", "4", "--per-channel"], 0),
+    # 16 bit: com.microsoft DequantizeLinear (int16 weights) and Q/DQ (uint16 activations).
+    ("W16A16 per-channel", ["--w-bits", "16", "--a-bits", "16", "--per-channel"], 0),
+    # 4-bit activations: the float-op form.
+    ("W8A4 per-channel", ["--a-bits", "4", "--per-channel"], 2 / 15),
+]
+
+
+def digits_inputs():
+    """The `--split all` order of an explicit split: calibration, then evaluation."""
+    parts = [np.load(os.path.join(DIGITS, p, "inputs.npy")) for p in ("calibration", "evaluation")]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def run_json(cmd, timeout):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout}s"
+    if p.returncode != 0:
+        tail = (p.stderr or "").strip().splitlines()[-3:]
+        return None, f"exit code {p.returncode}: {' | '.join(tail)}"
+    try:
+        return json.loads(p.stdout), None
+    except json.JSONDecodeError as e:
+        return None, f"stdout is not one JSON document ({e})"
+
+
+def run_ort(model, x, optimize):
+    so = ort.SessionOptions()
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.asarray(sess.run([sess.get_outputs()[0].name], {name: x})[0], dtype=np.float32)
+
+
+def compare(sim, ref):
+    span = float(sim.max() - sim.min()) or 1.0
+    return float((sim.argmax(1) == ref.argmax(1)).mean()), float(np.abs(sim - ref).max()) / span
+
+
+def check_case(model_name, config, flags, steps, bin_path, tmp, args, x):
+    r = {"case": f"{model_name} {config}", "ok": False, "errors": []}
+    work = os.path.join(tmp, f"{model_name}-{config.replace(' ', '_')}")
+    os.makedirs(work, exist_ok=True)
+    model = os.path.join(ROOT, "sample-models", model_name + ".onnx")
+    sim_path = os.path.join(work, "sim.onnx")
+    t0 = time.time()
+    doc, err = run_json([bin_path, "quantsim", model, "--data", DIGITS, *flags, "--out", sim_path,
+                         "--export", os.path.join(work, "export"), "--workspace", os.path.join(work, "ws"),
+                         "--json"], args.timeout)
+    if err:
+        r["errors"].append("qsteer quantsim " + err)
+        return r
+    export = doc.get("export") or {}
+    qdq = export.get("output")
+    if not qdq or not os.path.exists(qdq):
+        r["errors"].append("quantsim --export reported no existing `export.output`")
+        return r
+    r["accuracy_sim"] = doc.get("accuracy")
+    r["float_op_tensors"] = len(export.get("float_op_tensors", []))
+    out_path = os.path.join(work, "sim.npy")
+    doc, err = run_json([bin_path, "eval", sim_path, "--data", DIGITS, "--split", "all", "--save-outputs",
+                         out_path, "--no-workspace", "--json"], args.timeout)
+    if err:
+        r["errors"].append("qsteer eval " + err)
+        return r
+    r["qsteer_seconds"] = round(time.time() - t0, 2)
+    sim = np.load(out_path).astype(np.float32)
+    if sim.shape[0] != x.shape[0]:
+        r["errors"].append(f"qsteer saved {sim.shape[0]} samples, the dataset has {x.shape[0]}")
+        return r
+    try:
+        deployed = run_ort(qdq, x, optimize=True)
+        exported = run_ort(qdq, x, optimize=False)
+        simulated = run_ort(sim_path, x, optimize=False)
+    except Exception as e:  # noqa: BLE001
+        r["errors"].append(f"ONNX Runtime failed on {os.path.basename(qdq)}: {e}")
+        return r
+    r["samples"] = int(x.shape[0])
+    r["agreement"], r["rel_diff"] = compare(sim, deployed)
+    r["ties"] = float((sim != deployed).mean())
+    _, r["rel_diff_exact"] = compare(simulated, exported)
+    if r["agreement"] < args.min_agreement:
+        r["errors"].append(f"argmax agreement {r['agreement']:.2%} < {args.min_agreement:.0%}")
+    tol = max(args.tol, steps)
+    if r["rel_diff"] > tol:
+        r["errors"].append(f"max |delta logit| / logit range {r['rel_diff']:.3g} > {tol:.3g}")
+    if r["rel_diff_exact"] > args.tol_exact:
+        r["errors"].append(f"ORT_DISABLE_ALL: exported vs simulated model differ by "
+                           f"{r['rel_diff_exact']:.3g} of the logit range > {args.tol_exact:g}")
+    r["ok"] = not r["errors"]
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--qsteer", required=True, help="path to the qsteer binary")
+    ap.add_argument("--min-agreement", type=float, default=0.99, help="argmax agreement (default 0.99)")
+    ap.add_argument("--tol", type=float, default=0.05,
+                    help="max |delta logit| / simulated logit range, default session (default 0.05)")
+    ap.add_argument("--tol-exact", type=float, default=0.0,
+                    help="the same, exported vs simulated model both in ORT_DISABLE_ALL (default 0)")
+    ap.add_argument("--only", action="append", default=[], help="run only cases whose name contains this")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per qsteer run")
+    ap.add_argument("--json", action="store_true", help="print one JSON report instead of a table")
+    ap.add_argument("--keep", metavar="DIR", help="keep the models and outputs in DIR")
+    args = ap.parse_args()
+
+    bin_path = resolve_qsteer(args.qsteer, "check_qdq")
+    if bin_path is None:
+        return 2
+    cases = [(m, c, f, steps) for m in MODELS for c, f, steps in CONFIGS
+             if not args.only or any(o in f"{m} {c}" for o in args.only)]
+    if not cases:
+        print("check_qdq: no cases selected", file=sys.stderr)
+        return 2
+
+    tmp, tmp_ctx = scratch_dir(args.keep, "qsteer-qdq-")
+    x = digits_inputs()
+    results = []
+    for m, c, f, steps in cases:
+        print(f"check_qdq: {m} {c} ...", file=sys.stderr, flush=True)
+        results.append(check_case(m, c, f, steps, bin_path, tmp, args, x))
+    if tmp_ctx:
+        tmp_ctx.cleanup()
+
+    passed = sum(r["ok"] for r in results)
+    failed = len(results) - passed
+    if args.json:
+        print(json.dumps({"onnxruntime": ort.__version__, "cases": results, "passed": passed,
+                          "failed": failed}, indent=1))
+    else:
+        print(f"ONNX Runtime {ort.__version__}: exported QDQ model vs qsteer's simulation "
+              f"(argmax >= {args.min_agreement:.0%}, rel_diff <= {args.tol:g}, exact <= {args.tol_exact:g})")
+        hdr = f"{'case':32s} {'samples':>7s} {'acc_sim':>7s} {'argmax':>7s} {'rel_diff':>9s} " \
+              f"{'ties':>7s} {'exact':>9s} {'seconds':>7s}  status"
+        print(hdr)
+        print("-" * len(hdr))
+        for r in results:
+            print(f"{r['case']:32s} {fmt(r.get('samples'), '7d')} {fmt(r.get('accuracy_sim'), '7.2%')} "
+                  f"{fmt(r.get('agreement'), '7.2%')} {fmt(r.get('rel_diff'), '9.2e')} "
+                  f"{fmt(r.get('ties'), '7.2%')} {fmt(r.get('rel_diff_exact'), '9.2e')} "
+                  f"{fmt(r.get('qsteer_seconds'), '7.1f')}  {'ok' if r['ok'] else 'FAIL'}")
+            for e in r["errors"]:
+                print(f"    error: {e}")
+        print("argmax, rel_diff (max |delta logit| / logit range), ties (logits differing at all): ORT default "
+              "session on the QDQ export vs qsteer's simulation; exact: QDQ export vs simulated model, both "
+              "in ORT_DISABLE_ALL")
+        print(f"qdq interop: {passed} passed, {failed} failed")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
