@@ -42,10 +42,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     }
     let (path, ws_dir) = {
         let ws = lock(workspace);
-        (
-            float_variant_path(&ws, *variant, "analyze")?,
-            ws.dir().to_path_buf(),
-        )
+        (analyzed_model(&ws, *variant)?, ws.dir().to_path_buf())
     };
     let model = Model::load(&path)?;
     let req = QuantsimRequest {
@@ -92,6 +89,20 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "sweep": sweep,
         "workspace": ws_dir.display().to_string(),
     }))
+}
+
+/// The FP32 model an analysis of `variant` runs on: its own, or for a quantsim variant its
+/// parent's (the analysis then explains that variant; the job passes its settings).
+fn analyzed_model(ws: &Workspace, variant: u32) -> Result<std::path::PathBuf> {
+    match ws.variant(variant) {
+        Some(v) if v.quantsim.is_some() => {
+            let parent = v.parent.ok_or_else(|| {
+                Error::input(format!("variant {variant} is quantized but has no parent"))
+            })?;
+            float_variant_path(ws, parent, "analyze")
+        }
+        _ => float_variant_path(ws, variant, "analyze"),
+    }
 }
 
 /// e.g. `W+A 69.75 %, W 69.25 %, A 99.25 % (FP32 99.25 %); noisiest: block5.project.conv 2.1 dB`.

@@ -649,6 +649,15 @@ fn analyze_job_stores_the_diagnosis_on_the_variant_and_refuses_a_quantized_one()
         ws.set_encodings(id, &serde_json::json!({})).unwrap();
         id
     };
+    // A quantsim variant: analysed on its parent's FP32 model, stored on itself.
+    let simulated = {
+        let model = Model::load(&sample("mbv2_digits.onnx")).unwrap();
+        let mut ws = h.ws.lock().unwrap();
+        let id = ws.add_variant(0, "quantsim", &model).unwrap();
+        ws.set_encodings(id, &serde_json::json!({})).unwrap();
+        ws.set_quantsim_settings(id, &Default::default()).unwrap();
+        id
+    };
     let kind = |variant| JobKind::Analyze {
         variant,
         data: sample("digits"),
@@ -663,7 +672,9 @@ fn analyze_job_stores_the_diagnosis_on_the_variant_and_refuses_a_quantized_one()
     };
     let ok = h.runner.submit(kind(0));
     let refused = h.runner.submit(kind(quantized));
-    let events = h.until_ended(&[ok, refused]);
+    let of_sim = h.runner.submit(kind(simulated));
+    let events = h.until_ended(&[ok, refused, of_sim]);
+    assert!(matches!(ending(&events, of_sim), JobEvent::Finished { .. }));
     let JobEvent::Finished { summary, .. } = ending(&events, ok) else {
         panic!("{events:?}")
     };
@@ -684,6 +695,7 @@ fn analyze_job_stores_the_diagnosis_on_the_variant_and_refuses_a_quantized_one()
     assert_eq!(analysis.layers.len(), 17);
     assert_eq!(analysis.settings.w_bits, 4);
     assert!(ws.analysis(quantized).unwrap().is_none());
+    assert_eq!(ws.analysis(simulated).unwrap().unwrap().layers.len(), 17);
     match ending(&events, refused) {
         JobEvent::Failed { error, .. } => assert!(error.contains("already quantized"), "{error}"),
         other => panic!("{other:?}"),

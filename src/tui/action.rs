@@ -26,6 +26,8 @@ pub enum Action {
     Filter,
     SortNext,
     SortReverse,
+    /// Layers pane: quant-noise table ↔ costs table.
+    ToggleNoise,
     MarkA,
     MarkB,
     SwapAB,
@@ -43,5 +45,7 @@ pub enum Action {
     Left,
     Right,
     Job(JobEvent),
+    /// An analysis was read for a variant (None: it has none).
+    Analysis(u32, Option<Box<qsteer::quant::analysis::Analysis>>),
     Resize,
 }

@@ -166,6 +166,14 @@ pub fn open(
             interrupted.join(", ")
         );
     }
+    // A damaged analysis file costs the noise table, not the app.
+    let analysis = match ws.analysis(0) {
+        Ok(a) => a.map(|a| (0, a)),
+        Err(e) => {
+            status = format!("analysis not loaded: {e}");
+            None
+        }
+    };
     let app = App {
         model_name,
         data_path: data,
@@ -193,6 +201,8 @@ pub fn open(
         should_quit: false,
         compare: None,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        analysis,
+        noise_view: true,
     };
     Ok(Opened { app, workspace: ws })
 }

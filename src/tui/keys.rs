@@ -208,6 +208,14 @@ pub fn bindings() -> Vec<Binding> {
             false,
         ),
         b(
+            K::Char('n'),
+            "n",
+            A::ToggleNoise,
+            "quant-noise table / costs table",
+            P(Pane::Layers),
+            false,
+        ),
+        b(
             K::Char(' '),
             "Space",
             A::Toggle,

@@ -18,6 +18,8 @@ pub mod ui;
 pub mod update;
 
 #[cfg(test)]
+mod noise_tests;
+#[cfg(test)]
 mod quantsim_tests;
 #[cfg(test)]
 mod tests;
@@ -101,6 +103,8 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
                 K::Char(c) if in_dialog && c.is_ascii_digit() => Some(Action::Char(c)),
                 // The quantsim dialog's "diagnosis set" key.
                 K::Char('d') if in_quantsim => Some(Action::Char('d')),
+                // …and its analyze keys (A: with the sensitivity sweep).
+                K::Char(c @ ('a' | 'A')) if in_quantsim => Some(Action::Char(c)),
                 K::Char(c @ ('y' | 'n'))
                     if matches!(app.popups.last(), Some(Popup::ConfirmQuit)) =>
                 {
@@ -135,8 +139,10 @@ async fn event_loop(
     )?;
     let (compare_tx, mut compare_rx) = mpsc::unbounded_channel::<compare::CompareData>();
     let (view_tx, mut view_rx) = mpsc::unbounded_channel::<Result<init::ModelView>>();
+    let (analysis_tx, mut analysis_rx) = mpsc::unbounded_channel();
     let senders = Senders {
         compare: compare_tx,
+        analysis: analysis_tx,
         view: view_tx,
     };
     let mut input = EventStream::new();
@@ -161,6 +167,17 @@ async fn event_loop(
             Some(ev) = job_rx.recv() => {
                 let effects = update(&mut app, Action::Job(ev));
                 apply(&mut app, effects, &runner, &workspace, &senders);
+                dirty = true;
+            }
+            Some((id, analysis)) = analysis_rx.recv() => {
+                let analysis = match analysis {
+                    Ok(a) => a,
+                    Err(e) => {
+                        app.status = format!("analysis not loaded: {e}");
+                        None
+                    }
+                };
+                update(&mut app, Action::Analysis(id, analysis.map(Box::new)));
                 dirty = true;
             }
             Some(data) = compare_rx.recv() => {
@@ -197,6 +214,7 @@ async fn event_loop(
 /// Where background computations for the UI send their results.
 struct Senders {
     compare: mpsc::UnboundedSender<compare::CompareData>,
+    analysis: mpsc::UnboundedSender<(u32, Result<Option<qsteer::quant::analysis::Analysis>>)>,
     view: mpsc::UnboundedSender<Result<init::ModelView>>,
 }
 
@@ -232,6 +250,18 @@ fn apply(
                     let view = qsteer::model::Model::load(&path)
                         .and_then(|m| init::model_view(id, &m, pinned.as_deref()));
                     let _ = tx.send(view);
+                });
+            }
+            Effect::LoadAnalysis(id) => {
+                let ws = workspace.clone();
+                let tx = senders.analysis.clone();
+                tokio::task::spawn_blocking(move || {
+                    // Copy the index so a job recording a result never waits on the read.
+                    let snapshot = match ws.lock() {
+                        Ok(w) => w.clone(),
+                        Err(_) => return,
+                    };
+                    let _ = tx.send((id, snapshot.analysis(id)));
                 });
             }
             Effect::RefreshCompare => {

@@ -167,8 +167,7 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
     let mut lines = vec![Line::from(vec![
         Span::styled(format!("on variant {} ", form.variant), t.text()),
         Span::styled(
-            v.map(super::panes::variants::step_text)
-                .unwrap_or_default(),
+            v.map(super::panes::variants::step_text).unwrap_or_default(),
             t.dim(),
         ),
         Span::styled(
@@ -202,7 +201,7 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
     };
     lines.push(Line::from(Span::styled(text, style)));
     lines.push(Line::from(Span::styled(
-        "d runs the diagnosis set: FP32, W+A, weights only, act. only",
+        "d: FP32, W+A, W-only, A-only runs · a: analyze · A: +sweep",
         t.text(),
     )));
     lines.push(Line::from(Span::styled(

@@ -273,6 +273,45 @@ pub fn blocker(app: &App, form: &QuantsimForm) -> Option<String> {
     form.problem()
 }
 
+/// The analysis `a` (`A`: with the sensitivity sweep) launches: of an FP32 variant with the
+/// form's settings, or of a quantsim variant with the settings that made it.
+pub fn analyze_job(
+    app: &App,
+    form: &QuantsimForm,
+    sweep: bool,
+) -> std::result::Result<JobKind, String> {
+    let Some(data) = app.data_path.clone() else {
+        return Err("no dataset: restart with --data DIR to analyze".into());
+    };
+    let v = app
+        .variant(form.variant)
+        .ok_or_else(|| format!("no variant {}", form.variant))?;
+    let settings = match (&v.quantsim, &v.encodings_file) {
+        (Some(s), _) => s.clone(),
+        (None, Some(_)) => {
+            return Err(format!(
+                "variant {} has imported encodings and no settings: analyze its parent",
+                v.id
+            ))
+        }
+        (None, None) => {
+            if let Some(p) = form.problem() {
+                return Err(p);
+            }
+            form.settings()
+        }
+    };
+    Ok(JobKind::Analyze {
+        variant: form.variant,
+        data,
+        settings,
+        calibration_size: form.calibration_size,
+        seed: 0,
+        threads: app.cores,
+        sweep,
+    })
+}
+
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
 pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Effect> {
     match action {
@@ -292,6 +331,23 @@ pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Eff
                 *slot = form::erase_digit(*slot);
                 form.fresh = false;
             }
+        }
+        Action::Char(c @ ('a' | 'A')) => {
+            return match analyze_job(app, form, c == 'A') {
+                Ok(job) => {
+                    app.popups.pop();
+                    app.focus = Pane::Jobs;
+                    app.status = format!(
+                        "analysis of variant {} queued; the layers pane shows it when done (n toggles)",
+                        form.variant
+                    );
+                    vec![Effect::Submit(job)]
+                }
+                Err(why) => {
+                    app.status = why;
+                    vec![]
+                }
+            };
         }
         Action::Confirm | Action::Char('d') => {
             if let Some(p) = blocker(app, form) {

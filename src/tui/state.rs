@@ -5,6 +5,7 @@ use super::theme::Theme;
 use qsteer::experiment::Variant;
 use qsteer::jobs::JobId;
 use qsteer::model::Layer;
+use qsteer::quant::analysis::{Analysis, LayerAnalysis};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -96,10 +97,15 @@ pub enum LayerSort {
     Channels,
     Params,
     Macs,
+    /// Quant-noise columns (need an analysis): cumulative and isolated output SQNR, and the
+    /// per-channel weight range ratio.
+    Sqnr,
+    SqnrIsolated,
+    RangeRatio,
 }
 
 impl LayerSort {
-    pub const ALL: [LayerSort; 7] = [
+    pub const ALL: [LayerSort; 10] = [
         LayerSort::Order,
         LayerSort::Name,
         LayerSort::Op,
@@ -107,6 +113,9 @@ impl LayerSort {
         LayerSort::Channels,
         LayerSort::Params,
         LayerSort::Macs,
+        LayerSort::Sqnr,
+        LayerSort::SqnrIsolated,
+        LayerSort::RangeRatio,
     ];
 
     pub fn label(self) -> &'static str {
@@ -118,6 +127,9 @@ impl LayerSort {
             LayerSort::Channels => "channels",
             LayerSort::Params => "params",
             LayerSort::Macs => "MACs",
+            LayerSort::Sqnr => "SQNR",
+            LayerSort::SqnrIsolated => "isolated SQNR",
+            LayerSort::RangeRatio => "weight range max/median",
         }
     }
 }
@@ -183,6 +195,10 @@ pub struct App {
     pub compare: Option<super::compare::CompareData>,
     /// Threads available, the default in dialogs.
     pub cores: usize,
+    /// The quantization analysis of the current variant, when it has one.
+    pub analysis: Option<(u32, Analysis)>,
+    /// The layers pane shows the quant-noise table (when there is an analysis), not costs.
+    pub noise_view: bool,
 }
 
 impl App {
@@ -209,11 +225,40 @@ impl App {
             LayerSort::Channels => idx.sort_by_key(|&i| (l[i].out_channels, l[i].in_channels)),
             LayerSort::Params => idx.sort_by_key(|&i| l[i].params),
             LayerSort::Macs => idx.sort_by_key(|&i| l[i].macs.unwrap_or(0)),
+            LayerSort::Sqnr | LayerSort::SqnrIsolated | LayerSort::RangeRatio => {
+                // Worst first; layers without a figure last.
+                let key = |i: usize| -> f64 {
+                    let row = self.noise_row(&l[i].name);
+                    let v = match self.layer_sort {
+                        LayerSort::Sqnr => row.and_then(|r| r.sqnr_db),
+                        LayerSort::SqnrIsolated => row.and_then(|r| r.sqnr_isolated_db),
+                        _ => row.map(|r| -r.weights.max_median_ratio),
+                    };
+                    v.unwrap_or(f64::INFINITY)
+                };
+                idx.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+            }
         }
         if self.layer_sort_desc {
             idx.reverse();
         }
         idx
+    }
+
+    /// The current variant's analysis, if loaded.
+    pub fn current_analysis(&self) -> Option<&Analysis> {
+        self.analysis
+            .as_ref()
+            .filter(|(id, _)| *id == self.current)
+            .map(|(_, a)| a)
+    }
+
+    /// The analysis row of a layer of the current variant.
+    pub fn noise_row(&self, layer: &str) -> Option<&LayerAnalysis> {
+        self.current_analysis()?
+            .layers
+            .iter()
+            .find(|r| r.layer == layer)
     }
 
     /// Variants in tree order with their depth (children under their parent).

@@ -21,6 +21,8 @@ pub enum Effect {
     RefreshCompare,
     /// Analyse a variant's model and show it in the graph and layer panes.
     LoadVariant(u32),
+    /// Read a variant's stored quantization analysis (the layers pane's noise table).
+    LoadAnalysis(u32),
 }
 
 const PAGE: usize = 10;
@@ -53,7 +55,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Confirm if pane == Pane::Variants => {
             if let Some(id) = app.selected_variant() {
                 app.status = format!("loading variant {id}…");
-                return vec![Effect::LoadVariant(id)];
+                return vec![Effect::LoadVariant(id), Effect::LoadAnalysis(id)];
             }
         }
         Action::Toggle if pane == Pane::Graph => {
@@ -75,6 +77,25 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.status = format!("layers sorted by {}", app.layer_sort.label());
         }
         Action::SortReverse => app.layer_sort_desc = !app.layer_sort_desc,
+        Action::ToggleNoise => {
+            app.noise_view = !app.noise_view;
+            app.status = match (app.noise_view, app.current_analysis().is_some()) {
+                (true, true) => "layers: quant-noise table".into(),
+                (true, false) => format!(
+                    "variant {} has no analysis yet: run one from the quantsim dialog (s, then a)",
+                    app.current
+                ),
+                (false, _) => "layers: costs table".into(),
+            };
+        }
+        Action::Analysis(id, analysis) => {
+            // Worst layers first the first time a noise table appears.
+            if analysis.is_some() && app.layer_sort == LayerSort::Order && app.analysis.is_none() {
+                app.layer_sort = LayerSort::Sqnr;
+                app.layer_sort_desc = false;
+            }
+            app.analysis = analysis.map(|a| (id, *a));
+        }
         Action::MarkA | Action::MarkB => {
             if let Some(id) = app.selected_variant() {
                 let a = action == Action::MarkA;
@@ -407,7 +428,11 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                     }
                 }
             }
-            return vec![Effect::ReloadWorkspace, Effect::RefreshCompare];
+            return vec![
+                Effect::ReloadWorkspace,
+                Effect::RefreshCompare,
+                Effect::LoadAnalysis(app.current),
+            ];
         }
         JobEvent::Failed { id, error } => {
             if let Some(j) = job_mut(app, id) {

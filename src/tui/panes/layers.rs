@@ -7,11 +7,13 @@ use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let order = app.layer_order();
-    let mut extra = format!(
+    let noise = app.current_analysis().filter(|_| app.noise_view);
+    let mut extra = noise.map(super::noise::title).unwrap_or_default();
+    extra.push_str(&format!(
         " · sorted: {}{}",
         app.layer_sort.label(),
         if app.layer_sort_desc { " ↓" } else { "" }
-    );
+    ));
     if !app.layer_filter.is_empty() {
         extra.push_str(&format!(" · /{}", app.layer_filter));
     }
@@ -26,6 +28,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let cursor = app.cursor[Pane::Layers.index()];
     let visible = table_area.height.saturating_sub(1) as usize;
     let top = scroll_offset(cursor, visible);
+    if noise.is_some() {
+        super::noise::draw_table(f, table_area, app, &order, top);
+        if detail_h > 0 {
+            draw_detail(f, detail_area, app, order.get(cursor).copied());
+        }
+        return;
+    }
     let total = app.macs_total.max(1) as f64;
     // Narrow terminals drop the share bar so the layer name keeps its room.
     let bar_w = if table_area.width >= 100 { 8 } else { 0 };
@@ -123,7 +132,7 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &App, layer: Option<usize>) {
         })
         .collect();
     let ratio = if median > 0.0 { widest / median } else { 0.0 };
-    let lines = vec![
+    let mut lines = vec![
         Line::from(Span::styled(
             format!(
                 "{} · per-channel weight range ({} channels, max/median {:.1})",
@@ -144,6 +153,24 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &App, layer: Option<usize>) {
             t.dim(),
         )),
     ];
+    if let Some(a) = app.noise_row(&l.name).and_then(|r| r.activation.as_ref()) {
+        let enc = a
+            .encoding
+            .map(|e| {
+                format!(
+                    " · a{} [{:.3}, {:.3}] scale {:.4} offset {}",
+                    e.bitwidth, e.min, e.max, e.scale, e.offset
+                )
+            })
+            .unwrap_or_else(|| " · output not quantized".into());
+        lines.push(Line::from(Span::styled(
+            format!(
+                "output observed [{:.3}, {:.3}]{enc}",
+                a.observed_min, a.observed_max
+            ),
+            t.dim(),
+        )));
+    }
     f.render_widget(Paragraph::new(lines), area);
 }
 

@@ -4,6 +4,7 @@ pub mod compare;
 pub mod graph;
 pub mod jobs;
 pub mod layers;
+pub mod noise;
 pub mod variants;
 
 use super::state::{App, Pane};

@@ -1,0 +1,130 @@
+//! The quant-noise table in the layers pane (from a real analysis of the sample model), the
+//! analyze keys of the quantsim dialog, and the analysis reaching the app from disk.
+
+use super::action::Action;
+use super::state::{LayerSort, Pane};
+use super::tests::{render, sample_app};
+use super::update::{update, Effect};
+use qsteer::cancel::CancelToken;
+use qsteer::jobs::JobKind;
+use qsteer::model::Model;
+use qsteer::quant::analysis::{analyze, Analysis, AnalyzeOptions};
+use qsteer::quant::simulate::{QuantsimRequest, QuantsimSettings};
+use qsteer::runtime::RunOptions;
+use std::path::PathBuf;
+
+fn w4a8_analysis() -> Analysis {
+    let model = Model::load(&PathBuf::from("sample-models/mbv2_digits.onnx")).unwrap();
+    let req = QuantsimRequest {
+        data: PathBuf::from("sample-models/digits"),
+        calibration_size: 200,
+        seed: 0,
+        settings: QuantsimSettings {
+            w_bits: 4,
+            ..Default::default()
+        },
+        options: RunOptions::default(),
+    };
+    analyze(
+        &model,
+        &req,
+        &AnalyzeOptions::default(),
+        &CancelToken::new(),
+        &|_, _, _| {},
+    )
+    .unwrap()
+    .0
+}
+
+#[test]
+fn an_analysis_turns_the_layers_pane_into_the_noise_table_worst_first() {
+    let (mut app, _d) = sample_app();
+    let analysis = w4a8_analysis();
+    let worst = analysis
+        .layers
+        .iter()
+        .min_by(|a, b| a.sqnr_db.unwrap().total_cmp(&b.sqnr_db.unwrap()))
+        .unwrap()
+        .layer
+        .clone();
+    update(&mut app, Action::Analysis(0, Some(Box::new(analysis))));
+    assert_eq!(app.layer_sort, LayerSort::Sqnr);
+    let order = app.layer_order();
+    assert_eq!(app.layers[order[0]].name, worst);
+    app.focus = Pane::Layers;
+    let wide = render(&app, 160, 48);
+    assert!(wide.contains("noise W4A8 pt"), "{wide}");
+    assert!(
+        wide.contains("SQNR dB") && wide.contains("W only"),
+        "{wide}"
+    );
+    assert!(wide.contains("output observed"), "{wide}");
+    let narrow = render(&app, 80, 24);
+    assert!(narrow.contains("SQNR dB"), "{narrow}");
+    insta::assert_snapshot!("layers_noise_160x48", wide);
+    insta::assert_snapshot!("layers_noise_80x24", narrow);
+    // n: back to the costs table, and again to the noise table.
+    update(&mut app, Action::ToggleNoise);
+    assert!(render(&app, 160, 48).contains("MACs"));
+    update(&mut app, Action::ToggleNoise);
+    assert!(render(&app, 160, 48).contains("SQNR dB"));
+    // Another variant made current: its (absent) analysis, not variant 0's.
+    app.current = 7;
+    assert!(!render(&app, 160, 48).contains("SQNR dB"));
+}
+
+#[test]
+fn the_dialog_analyzes_fp32_variants_with_its_settings_and_quantsim_variants_with_theirs() {
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::QuantsimDialog);
+    update(&mut app, Action::Right); // W bits 8 → 9: any change shows the form is used
+    let effects = update(&mut app, Action::Char('A'));
+    let Some(Effect::Submit(JobKind::Analyze {
+        variant,
+        settings,
+        sweep,
+        ..
+    })) = effects.first()
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!((*variant, *sweep), (0, true));
+    assert_ne!(settings, &QuantsimSettings::default());
+
+    let mut child = qsteer::experiment::Variant::new(1, Some(0), "quantsim", "v/1.onnx".into(), 0);
+    let stored = QuantsimSettings {
+        w_bits: 4,
+        per_channel: true,
+        ..Default::default()
+    };
+    child.quantsim = Some(stored.clone());
+    child.encodings_file = Some("v/1.encodings.json".into());
+    app.variants.push(child);
+    app.focus = Pane::Variants;
+    update(&mut app, Action::Bottom);
+    update(&mut app, Action::QuantsimDialog);
+    let effects = update(&mut app, Action::Char('a'));
+    let Some(Effect::Submit(JobKind::Analyze {
+        variant,
+        settings,
+        sweep,
+        ..
+    })) = effects.first()
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!((*variant, settings, *sweep), (1, &stored, false));
+}
+
+#[test]
+fn a_finished_job_reloads_the_current_variants_analysis() {
+    let (mut app, _d) = sample_app();
+    let effects = update(
+        &mut app,
+        Action::Job(qsteer::jobs::JobEvent::Finished {
+            id: qsteer::jobs::JobId(1),
+            summary: serde_json::json!({}),
+        }),
+    );
+    assert!(effects.contains(&Effect::LoadAnalysis(0)), "{effects:?}");
+}

@@ -1,0 +1,154 @@
+//! The layers pane's quant-noise table: per layer the output SQNR against FP32 with the
+//! whole model quantized (cumulative, with a bar), with only that layer quantized
+//! (isolated), the weights' and activations' shares, and the per-channel weight range
+//! ratio — from the current variant's stored analysis.
+
+use super::bar;
+use crate::tui::state::{App, Pane};
+use qsteer::quant::analysis::{Analysis, LayerAnalysis};
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Row, Table};
+use ratatui::Frame;
+
+/// SQNR at which the bar is full: about what 8-bit quantization of a well-behaved layer
+/// gives, so short bars are the layers worth a look.
+const FULL_BAR_DB: f64 = 40.0;
+
+/// The pane title's note: settings and the scores per mode.
+pub fn title(a: &Analysis) -> String {
+    let pct = |s: &qsteer::metrics::Score| {
+        s.accuracy
+            .or(s.agreement)
+            .map(|v| format!("{:.1}", 100.0 * v))
+            .unwrap_or_else(|| "-".into())
+    };
+    let s = &a.scores;
+    format!(
+        " · noise {} · FP32 {} W {} A {} W+A {}",
+        short_settings(a),
+        pct(&s.fp32),
+        pct(&s.weights_only),
+        pct(&s.activations_only),
+        pct(&s.weights_and_activations)
+    )
+}
+
+fn short_settings(a: &Analysis) -> String {
+    let s = &a.settings;
+    format!(
+        "W{}A{} {}{}",
+        s.w_bits,
+        s.a_bits,
+        if s.per_channel { "pc" } else { "pt" },
+        if s.symmetric { " sym" } else { "" }
+    )
+}
+
+fn db(v: Option<f64>) -> String {
+    v.map(|d| format!("{d:.1}")).unwrap_or_else(|| "-".into())
+}
+
+/// The colour of an SQNR: under 10 dB is damage, under 20 dB worth a look.
+fn sqnr_style(app: &App, v: Option<f64>) -> Style {
+    let t = &app.theme;
+    match v {
+        Some(d) if d < 10.0 => t.fg(t.bad),
+        Some(d) if d < 20.0 => t.fg(t.warn),
+        Some(_) => t.fg(t.good),
+        None => t.dim(),
+    }
+}
+
+pub fn draw_table(f: &mut Frame, area: Rect, app: &App, order: &[usize], top: usize) {
+    let t = &app.theme;
+    let cursor = app.cursor[Pane::Layers.index()];
+    let visible = area.height.saturating_sub(1) as usize;
+    let wide = area.width >= 96;
+    let medium = area.width >= 60;
+    let bar_w = if wide { 8 } else { 5 };
+    let rows: Vec<Row> = order
+        .iter()
+        .enumerate()
+        .skip(top)
+        .take(visible)
+        .map(|(pos, &i)| {
+            let l = &app.layers[i];
+            let r: Option<&LayerAnalysis> = app.noise_row(&l.name);
+            let sqnr = r.and_then(|r| r.sqnr_db);
+            let iso = r.and_then(|r| r.sqnr_isolated_db);
+            let fill = sqnr.map_or(0.0, |d| d / FULL_BAR_DB);
+            let mut cells = vec![Cell::from(l.name.clone())];
+            if medium {
+                cells.push(Cell::from(l.kind.label()));
+                cells.push(Cell::from(
+                    r.and_then(|r| r.weight_bits)
+                        .map(|b| format!("w{b}"))
+                        .unwrap_or_else(|| "fp32".into()),
+                ));
+            }
+            cells.push(Cell::from(Line::from(vec![
+                Span::styled(format!("{:>6} ", db(sqnr)), sqnr_style(app, sqnr)),
+                Span::styled(bar(fill, bar_w), t.fg(t.bar)),
+            ])));
+            cells.push(Cell::from(Span::styled(db(iso), sqnr_style(app, iso))));
+            if wide {
+                cells.push(Cell::from(db(r.and_then(|r| r.sqnr_weights_db))));
+                cells.push(Cell::from(db(r.and_then(|r| r.sqnr_activations_db))));
+            }
+            cells.push(Cell::from(
+                r.map(|r| format!("{:.1}", r.weights.max_median_ratio))
+                    .unwrap_or_else(|| "-".into()),
+            ));
+            let row = Row::new(cells);
+            if pos == cursor && app.focus == Pane::Layers {
+                row.style(t.selected())
+            } else {
+                row.style(t.text())
+            }
+        })
+        .collect();
+    let sqnr_w = 7 + bar_w as u16;
+    let (header, widths) = if wide {
+        (
+            vec![
+                "layer", "op", "W", "SQNR dB", "iso", "W only", "A only", "rng",
+            ],
+            vec![
+                Constraint::Min(12),
+                Constraint::Length(6),
+                Constraint::Length(4),
+                Constraint::Length(sqnr_w),
+                Constraint::Length(5),
+                Constraint::Length(6),
+                Constraint::Length(6),
+                Constraint::Length(5),
+            ],
+        )
+    } else if medium {
+        (
+            vec!["layer", "op", "W", "SQNR dB", "iso", "rng"],
+            vec![
+                Constraint::Min(10),
+                Constraint::Length(6),
+                Constraint::Length(4),
+                Constraint::Length(sqnr_w),
+                Constraint::Length(5),
+                Constraint::Length(5),
+            ],
+        )
+    } else {
+        (
+            vec!["layer", "SQNR dB", "iso", "rng"],
+            vec![
+                Constraint::Min(8),
+                Constraint::Length(sqnr_w),
+                Constraint::Length(5),
+                Constraint::Length(5),
+            ],
+        )
+    };
+    let header = Row::new(header).style(t.header());
+    f.render_widget(Table::new(rows, widths).header(header), area);
+}
