@@ -1,5 +1,6 @@
 //! The A/B comparison: cost and score side by side, how often the two variants' predictions
-//! disagree on the evaluation set (and for which classes), and per-layer MAC differences.
+//! disagree on the evaluation set (and for which classes), per-layer MAC differences and,
+//! where both have an analysis, per-layer SQNR differences.
 //! Computed off the UI task from the workspace's files (`compute`), shown by the pane.
 
 use qsteer::experiment::{Variant, Workspace};
@@ -11,6 +12,9 @@ pub struct LayerDiff {
     pub name: String,
     pub macs_a: Option<u64>,
     pub macs_b: Option<u64>,
+    /// Output SQNR (cumulative, dB) from each variant's stored analysis, if it has one.
+    pub sqnr_a: Option<f64>,
+    pub sqnr_b: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,16 +92,28 @@ pub fn compute(ws: &Workspace, a: u32, b: u32) -> CompareData {
                 names.push(n.clone());
             }
         }
+        let (sa, sb) = (sqnr_by_layer(ws, a), sqnr_by_layer(ws, b));
         data.layers = names
             .into_iter()
             .map(|name| LayerDiff {
                 macs_a: la.iter().find(|l| l.0 == name).and_then(|l| l.1),
                 macs_b: lb.iter().find(|l| l.0 == name).and_then(|l| l.1),
+                sqnr_a: sa.get(&name).copied().flatten(),
+                sqnr_b: sb.get(&name).copied().flatten(),
                 name,
             })
             .collect();
     }
     data
+}
+
+/// Cumulative output SQNR per layer from a variant's analysis (empty without one).
+fn sqnr_by_layer(ws: &Workspace, id: u32) -> BTreeMap<String, Option<f64>> {
+    ws.analysis(id)
+        .ok()
+        .flatten()
+        .map(|a| a.layers.into_iter().map(|l| (l.layer, l.sqnr_db)).collect())
+        .unwrap_or_default()
 }
 
 type Predictions = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);

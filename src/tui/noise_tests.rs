@@ -128,3 +128,41 @@ fn a_finished_job_reloads_the_current_variants_analysis() {
     );
     assert!(effects.contains(&Effect::LoadAnalysis(0)), "{effects:?}");
 }
+
+#[test]
+fn compare_shows_per_layer_sqnr_deltas_when_both_variants_have_an_analysis() {
+    use qsteer::experiment::Workspace;
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::load(&PathBuf::from("sample-models/mbv2_digits.onnx")).unwrap();
+    let mut ws = Workspace::open_or_create(dir.path(), &model, "mbv2_digits").unwrap();
+    let a = ws.add_variant(0, "a", &model).unwrap();
+    let b = ws.add_variant(0, "b", &model).unwrap();
+    let analysis = w4a8_analysis();
+    let mut better = analysis.clone();
+    better.layers[2].sqnr_db = better.layers[2].sqnr_db.map(|d| d + 12.5);
+    ws.set_analysis(a, &analysis).unwrap();
+    ws.set_analysis(b, &better).unwrap();
+    let data = super::compare::compute(&ws, a, b);
+    let with_both = data
+        .layers
+        .iter()
+        .filter(|l| l.sqnr_a.is_some() && l.sqnr_b.is_some())
+        .count();
+    assert_eq!(with_both, analysis.layers.len());
+
+    let (mut app, _d) = sample_app();
+    app.variants = ws.variants().to_vec();
+    app.mark_a = Some(a);
+    app.mark_b = Some(b);
+    app.compare = Some(data);
+    app.focus = Pane::Compare;
+    let screen = render(&app, 160, 48);
+    let first = screen
+        .lines()
+        .skip_while(|l| !l.contains("per-layer SQNR"))
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(first.contains(&analysis.layers[2].layer), "{screen}");
+    assert!(first.contains("(+12.5)"), "{first}");
+}

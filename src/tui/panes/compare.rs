@@ -105,17 +105,19 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         return;
     }
     let Some(d) = data else { return };
+    let mut lines = sqnr_lines(app, d, rest.height as usize / 2);
     let changed: Vec<&crate::tui::compare::LayerDiff> =
         d.layers.iter().filter(|l| l.macs_a != l.macs_b).collect();
-    let mut lines = vec![Line::from(Span::styled(
+    lines.push(Line::from(Span::styled(
         format!(
             "per-layer MACs: {} of {} layers differ",
             changed.len(),
             d.layers.len()
         ),
         t.header(),
-    ))];
-    for l in changed.iter().take(rest.height as usize - 1) {
+    )));
+    let room = (rest.height as usize).saturating_sub(lines.len());
+    for l in changed.iter().take(room) {
         lines.push(Line::from(Span::styled(
             format!(
                 "{:<24} {:>8} → {:>8}",
@@ -127,4 +129,44 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         )));
     }
     f.render_widget(Paragraph::new(lines), rest);
+}
+
+/// Per-layer SQNR of A and B where both variants have an analysis, largest change first.
+fn sqnr_lines<'a>(
+    app: &App,
+    d: &'a crate::tui::compare::CompareData,
+    room: usize,
+) -> Vec<Line<'a>> {
+    let t = &app.theme;
+    let mut both: Vec<(&str, f64, f64)> = d
+        .layers
+        .iter()
+        .filter_map(|l| Some((l.name.as_str(), l.sqnr_a?, l.sqnr_b?)))
+        .collect();
+    if both.is_empty() || room < 2 {
+        return vec![];
+    }
+    both.sort_by(|x, y| (y.2 - y.1).abs().total_cmp(&(x.2 - x.1).abs()));
+    let mut lines = vec![Line::from(Span::styled(
+        format!(
+            "per-layer SQNR dB, A → B (Δ), {} layers, largest change first",
+            both.len()
+        ),
+        t.header(),
+    ))];
+    for (name, a, b) in both.into_iter().take(room - 1) {
+        let delta = b - a;
+        let style = if delta < -1.0 {
+            t.fg(t.bad)
+        } else if delta > 1.0 {
+            t.fg(t.good)
+        } else {
+            t.text()
+        };
+        lines.push(Line::from(Span::styled(
+            format!("{name:<24} {a:>6.1} → {b:>6.1}  ({delta:+.1})"),
+            style,
+        )));
+    }
+    lines
 }
