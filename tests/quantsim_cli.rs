@@ -76,6 +76,24 @@ fn quantsim_variants_and_their_scores() {
         serde_json::from_slice(&std::fs::read(ws.join("variants/2.encodings.json")).unwrap())
             .unwrap();
     assert!(enc2["activation_encodings"].as_array().unwrap().is_empty());
+
+    // Leaving the most sensitive layer (the stem) in FP32 recovers part of the W4 loss;
+    // the override is in the step and the layer has no weight encoding.
+    let skip = quantsim(
+        dir.path(),
+        &ws,
+        &["--w-bits", "4", "--mode", "w", "--fp32", "stem.conv"],
+    );
+    assert!(acc(&skip) > acc(&w4), "{} vs {}", acc(&skip), acc(&w4));
+    assert!(skip["step"].as_str().unwrap().contains("fp32:[stem.conv]"));
+    let enc5: Value =
+        serde_json::from_slice(&std::fs::read(skip["encodings"].as_str().unwrap()).unwrap())
+            .unwrap();
+    let params = enc5["param_encodings"].as_array().unwrap();
+    assert_eq!(params.len(), 16);
+    assert!(params
+        .iter()
+        .all(|p| !p["name"].as_str().unwrap().starts_with("stem")));
 }
 
 #[test]

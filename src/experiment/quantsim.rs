@@ -7,10 +7,12 @@ use super::Workspace;
 use crate::cancel::CancelToken;
 use crate::metrics::Score;
 use crate::model::Model;
+use crate::quant::import::quantsim_from_file;
 use crate::quant::simulate::{
     encodings_json, quantsim, QuantsimOutcome, QuantsimRequest, QuantsimSettings,
 };
 use crate::{Error, Result};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 /// What [`quantsim_child`] made.
@@ -31,20 +33,25 @@ fn lock(ws: &Mutex<Workspace>) -> MutexGuard<'_, Workspace> {
 /// Simulate `req.settings` on variant `parent`'s model and record the result as its child.
 /// The workspace is locked only to look the parent up and to record the child, never while
 /// the model runs. A cancel at any point before recording leaves the workspace unchanged.
+/// With `encodings`, the file's encodings are used instead of calibrating.
 pub fn quantsim_child(
     workspace: &Mutex<Workspace>,
     parent: u32,
     req: &QuantsimRequest,
+    encodings: Option<&Path>,
     cancel: &CancelToken,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantsimChild> {
     let path = float_variant_path(&lock(workspace), parent, "quantsim")?;
     let model = Model::load(&path)?;
-    let outcome = quantsim(&model, req, cancel, progress)?;
+    let outcome = match encodings {
+        Some(file) => quantsim_from_file(&model, file, req, cancel, progress)?,
+        None => quantsim(&model, req, cancel, progress)?,
+    };
     // Cancelled during the last evaluation batch: still nothing is recorded.
     cancel.check()?;
     let mut ws = lock(workspace);
-    let variant = record_quantsim(&mut ws, parent, req, &outcome)?;
+    let variant = record_quantsim(&mut ws, parent, req, encodings, &outcome)?;
     let parent_score = ws
         .variant(parent)
         .and_then(|v| v.latest_result(&outcome.report.dataset_fingerprint))
@@ -78,12 +85,20 @@ pub fn record_quantsim(
     ws: &mut Workspace,
     parent: u32,
     req: &QuantsimRequest,
+    from_file: Option<&Path>,
     outcome: &QuantsimOutcome,
 ) -> Result<u32> {
     let encodings = encodings_json(&outcome.sim)?;
-    let id = ws.add_variant(parent, &req.settings.step(), &outcome.sim.model)?;
+    let step = match from_file {
+        Some(file) => format!("quantsim{{encodings:{}}}", file.display()),
+        None => req.settings.step(),
+    };
+    let id = ws.add_variant(parent, &step, &outcome.sim.model)?;
     ws.set_encodings(id, &encodings)?;
-    ws.set_quantsim_settings(id, &req.settings)?;
+    // Imported encodings have no settings to rerun or analyze with.
+    if from_file.is_none() {
+        ws.set_quantsim_settings(id, &req.settings)?;
+    }
     let r = &outcome.report;
     ws.set_costs(id, r.macs, Some(r.params))?;
     ws.record_result(

@@ -55,6 +55,10 @@ pub enum JobKind {
         seed: u64,
         /// Worker threads; 0 means one per core.
         threads: usize,
+        /// An encodings file (AIMET JSON) to use instead of calibrating; `settings` is then
+        /// ignored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encodings: Option<PathBuf>,
     },
     /// Diagnose quantization of a variant: scores per mode and the per-layer quant-noise
     /// table (optionally the sensitivity sweep), stored on the variant.
@@ -99,6 +103,7 @@ impl JobKind {
             calibration_size: 200,
             seed: 0,
             threads: 0,
+            encodings: None,
         }
     }
 
@@ -116,6 +121,11 @@ impl JobKind {
                 (None, Some(m)) => format!("evaluate v{variant} vs {}", m.display()),
                 (None, None) => format!("evaluate v{variant}"),
             },
+            JobKind::Quantsim {
+                variant,
+                encodings: Some(file),
+                ..
+            } => format!("quantsim v{variant} with {}", file.display()),
             JobKind::Quantsim {
                 variant, settings, ..
             } => format!("quantsim v{variant} {}", settings_label(settings)),

@@ -23,6 +23,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         calibration_size,
         seed,
         threads,
+        encodings,
     } = ctx.kind
     else {
         return Err(Error::runtime(
@@ -46,16 +47,28 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         settings: settings.clone(),
         options,
     };
-    ctx.log(format!(
-        "quantsim of v{variant}: {} ({}), {calibration_size} calibration samples from {}, {} threads",
-        settings_label(settings),
-        settings.step(),
-        data.display(),
-        options.threads,
-    ));
-    let child = quantsim_child(workspace, *variant, &req, ctx.cancel, &|stage, d, t| {
-        ctx.progress(d, t, stage)
-    })?;
+    match encodings {
+        Some(file) => ctx.log(format!(
+            "quantsim of v{variant} with the encodings of {}, {} threads",
+            file.display(),
+            options.threads
+        )),
+        None => ctx.log(format!(
+            "quantsim of v{variant}: {} ({}), {calibration_size} calibration samples from {}, {} threads",
+            settings_label(settings),
+            settings.step(),
+            data.display(),
+            options.threads,
+        )),
+    }
+    let child = quantsim_child(
+        workspace,
+        *variant,
+        &req,
+        encodings.as_deref(),
+        ctx.cancel,
+        &|stage, d, t| ctx.progress(d, t, stage),
+    )?;
     let o = &child.outcome;
     let r = &o.report;
     ctx.log(format!(
@@ -70,7 +83,12 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     if let Err(e) = save_top1(&ws_dir, child.variant, r) {
         ctx.log(format!("warning: predictions not cached: {e}"));
     }
-    let line = result_line(settings, &r.score, child.parent_score.as_ref());
+    let mut line = result_line(settings, &r.score, child.parent_score.as_ref());
+    if let Some(file) = encodings {
+        // The settings are the file's, not the form's: name the file instead.
+        let label = crate::experiment::quantsim::settings_label(settings);
+        line = line.replacen(&label, &format!("encodings {}", file.display()), 1);
+    }
     ctx.log(format!("{line} → variant {}", child.variant));
     let (output, encodings) = {
         let ws = lock(workspace);
@@ -85,7 +103,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "variant": child.variant,
         "parent": child.parent,
         "result": line,
-        "step": settings.step(),
+        "step": lock(workspace).variant(child.variant).map(|v| v.step.clone()),
         "settings": settings,
         "accuracy": s.accuracy,
         "top5_accuracy": s.top5_accuracy,

@@ -435,6 +435,7 @@ fn quantsim(variant: u32, settings: crate::quant::simulate::QuantsimSettings) ->
         calibration_size: 200,
         seed: 0,
         threads: 1,
+        encodings: None,
     }
 }
 

@@ -223,6 +223,7 @@ impl QuantsimForm {
             calibration_size: self.calibration_size,
             seed: 0,
             threads,
+            encodings: None,
         }
     }
 }

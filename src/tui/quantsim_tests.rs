@@ -105,6 +105,7 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
             calibration_size: 50,
             seed: 0,
             threads: 2,
+            encodings: None,
         }]
     );
     assert!(app.popups.is_empty());
