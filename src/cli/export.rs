@@ -4,6 +4,7 @@
 
 use super::{model_name, print_json, resolve_model, Common};
 use clap::Args;
+use qsteer::experiment::export::export_source;
 use qsteer::experiment::{default_workspace_dir, Workspace};
 use qsteer::model::Model;
 use qsteer::quant::encodings_file::EncodingsVersion;
@@ -111,29 +112,9 @@ fn variant_source(id: u32, args: &ExportArgs, common: &Common) -> Result<Source>
         )));
     }
     let ws = Workspace::open(&dir)?;
-    let variant = ws
-        .variant(id)
-        .ok_or_else(|| Error::input(format!("{}: no variant {id}", dir.display())))?;
-    let parent = variant.parent.and_then(|p| ws.variant(p)).ok_or_else(|| {
-        Error::input(format!(
-            "{}: variant {id} has no parent variant to take the FP32 model from",
-            dir.display()
-        ))
-    })?;
-    let encodings = match (&args.encodings, &variant.encodings_file) {
-        (Some(file), _) => file.clone(),
-        (None, Some(rel)) => dir.join(rel),
-        (None, None) => {
-            return Err(Error::input(format!(
-                "{}: variant {id} ({}) has no encodings; export a quantsim variant or pass \
-                 --encodings FILE",
-                dir.display(),
-                variant.step
-            )))
-        }
-    };
+    let (model_path, encodings) = export_source(&ws, id, args.encodings.as_deref())?;
     Ok(Source {
-        model: Model::load(&ws.model_path(parent))?,
+        model: Model::load(&model_path)?,
         encodings,
         name: format!("{}_v{id}", ws.file().model_name),
         variant: Some(id),

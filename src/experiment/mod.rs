@@ -2,6 +2,7 @@
 //! from it), their results, and the job log. See DESIGN.md §2 "Workspace".
 
 pub mod evaluate;
+pub mod export;
 mod predictions;
 pub mod quantsim;
 mod variant;

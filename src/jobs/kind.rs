@@ -3,6 +3,7 @@
 
 use crate::experiment::evaluate::Subset;
 use crate::experiment::quantsim::settings_label;
+use crate::quant::encodings_file::EncodingsVersion;
 use crate::quant::simulate::QuantsimSettings;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -73,6 +74,15 @@ pub enum JobKind {
         #[serde(default)]
         sweep: bool,
     },
+    /// Write a quantized variant as a QDQ ONNX model plus its encodings file.
+    Export {
+        variant: u32,
+        /// Output directory; default `<workspace>/exports`.
+        #[serde(default)]
+        out: Option<PathBuf>,
+        #[serde(default)]
+        version: EncodingsVersion,
+    },
 }
 
 impl JobKind {
@@ -139,6 +149,9 @@ impl JobKind {
                 settings_label(settings),
                 if *sweep { " + sweep" } else { "" }
             ),
+            JobKind::Export {
+                variant, version, ..
+            } => format!("export v{variant} (QDQ + encodings {version})"),
         }
     }
 
@@ -146,6 +159,7 @@ impl JobKind {
     pub fn is_heavy(&self) -> bool {
         match self {
             JobKind::Evaluate { .. } | JobKind::Quantsim { .. } | JobKind::Analyze { .. } => true,
+            JobKind::Export { .. } => false,
         }
     }
 }

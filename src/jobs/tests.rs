@@ -702,3 +702,44 @@ fn analyze_job_stores_the_diagnosis_on_the_variant_and_refuses_a_quantized_one()
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn export_job_writes_the_qdq_model_and_encodings_of_a_quantsim_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path());
+    let summary = run_job_blocking(ws.clone(), quantsim(0, Default::default()), |_| {}).unwrap();
+    let id = summary["variant"].as_u64().unwrap() as u32;
+    let export = JobKind::Export {
+        variant: id,
+        out: None,
+        version: crate::quant::encodings_file::EncodingsVersion::Legacy,
+    };
+    let summary = run_job_blocking(ws.clone(), export, |_| {}).unwrap();
+    let output = std::path::PathBuf::from(summary["output"].as_str().unwrap());
+    assert!(output.starts_with(dir.path().join("exports")), "{output:?}");
+    let qdq = Model::load(&output).unwrap();
+    assert!(qdq
+        .graph()
+        .node
+        .iter()
+        .any(|n| n.op_type == "DequantizeLinear"));
+    let enc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(summary["encodings"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(enc["version"], "0.6.1");
+    // The base variant has nothing to export.
+    let err = run_job_blocking(
+        ws,
+        JobKind::Export {
+            variant: 0,
+            out: None,
+            version: Default::default(),
+        },
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no parent") || err.to_string().contains("no encodings"),
+        "{err}"
+    );
+}

@@ -37,6 +37,8 @@ pub enum Action {
     CancelJob,
     EvaluateDialog,
     QuantsimDialog,
+    /// Export the selected quantized variant (QDQ ONNX + encodings).
+    Export,
     Quit,
     /// Typed text in an input field (filter, palette query, dialog number).
     Char(char),

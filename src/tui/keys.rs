@@ -111,6 +111,14 @@ pub fn bindings() -> Vec<Binding> {
         ),
         b(K::Char('s'), "s", A::QuantsimDialog, "quantsim…", G, true),
         b(
+            K::Char('x'),
+            "x",
+            A::Export,
+            "export QDQ model + encodings",
+            Scope::Pane(Pane::Variants),
+            false,
+        ),
+        b(
             K::Char('a'),
             "a",
             A::MarkA,

@@ -166,3 +166,27 @@ fn compare_shows_per_layer_sqnr_deltas_when_both_variants_have_an_analysis() {
     assert!(first.contains(&analysis.layers[2].layer), "{screen}");
     assert!(first.contains("(+12.5)"), "{first}");
 }
+
+#[test]
+fn x_exports_a_quantized_variant_and_refuses_an_fp32_one() {
+    let (mut app, _d) = sample_app();
+    app.focus = Pane::Variants;
+    assert!(update(&mut app, Action::Export).is_empty());
+    assert!(app.status.contains("not quantized"), "{}", app.status);
+    let mut child = qsteer::experiment::Variant::new(1, Some(0), "quantsim", "v/1.onnx".into(), 0);
+    child.encodings_file = Some("v/1.encodings.json".into());
+    app.variants.push(child);
+    update(&mut app, Action::Bottom);
+    let effects = update(&mut app, Action::Export);
+    assert!(
+        matches!(
+            effects.as_slice(),
+            [Effect::Submit(JobKind::Export {
+                variant: 1,
+                out: None,
+                ..
+            })]
+        ),
+        "{effects:?}"
+    );
+}

@@ -96,6 +96,22 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             }
             app.analysis = analysis.map(|a| (id, *a));
         }
+        Action::Export => {
+            let Some(v) = app.selected_variant().and_then(|id| app.variant(id)) else {
+                return vec![];
+            };
+            let (id, quantized) = (v.id, v.encodings_file.is_some());
+            if !quantized {
+                app.status = format!("variant {id} is not quantized: nothing to export");
+                return vec![];
+            }
+            app.status = format!("exporting variant {id} to the workspace's exports/ directory");
+            return vec![Effect::Submit(JobKind::Export {
+                variant: id,
+                out: None,
+                version: Default::default(),
+            })];
+        }
         Action::MarkA | Action::MarkB => {
             if let Some(id) = app.selected_variant() {
                 let a = action == Action::MarkA;
