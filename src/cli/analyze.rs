@@ -4,18 +4,15 @@
 
 use super::quant_flags::QuantFlags;
 use super::table::Table;
-use super::{model_name, print_json, resolve_model, Common};
+use super::{open_workspace, print_json, resolve_model, run_headless, Common};
 use clap::Args;
-use qsteer::experiment::{default_workspace_dir, Workspace};
-use qsteer::jobs::{run_job_blocking, JobEvent, JobKind};
+use qsteer::jobs::JobKind;
 use qsteer::metrics::Score;
 use qsteer::model::Model;
 use qsteer::quant::analysis::Analysis;
 use qsteer::{Error, Result};
 use serde_json::json;
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
@@ -35,12 +32,7 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
     let settings = args.quant.settings()?;
     let options = args.quant.run_options()?;
     let model = Model::load(&path)?;
-    let name = model_name(&path);
-    let dir = match &common.workspace {
-        Some(d) => d.clone(),
-        None => default_workspace_dir(&name, &model.content_hash())?,
-    };
-    let ws = Arc::new(Mutex::new(Workspace::open_or_create(&dir, &model, &name)?));
+    let (dir, ws) = open_workspace(&path, &model, common)?;
     let kind = JobKind::Analyze {
         variant: 0,
         data: std::path::absolute(&data).unwrap_or(data.clone()),
@@ -50,21 +42,7 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         sweep: args.sweep,
     };
-    let show = std::io::stderr().is_terminal();
-    run_job_blocking(ws.clone(), kind, move |ev| match ev {
-        JobEvent::Progress {
-            done, total, what, ..
-        } if show => {
-            eprint!("\r{what} {done}/{total}   ")
-        }
-        JobEvent::Log { line, .. } if line.starts_with("note:") || line.starts_with("warning:") => {
-            eprintln!("{line}")
-        }
-        _ => {}
-    })?;
-    if show {
-        eprintln!();
-    }
+    run_headless(ws.clone(), kind)?;
     let analysis = ws
         .lock()
         .map_err(|_| Error::runtime("workspace lock poisoned"))?

@@ -3,6 +3,7 @@
 //! (progress, warnings) goes to stderr.
 
 mod analyze;
+mod bias_correct;
 mod eval;
 mod export;
 mod inspect;
@@ -58,6 +59,8 @@ pub enum Command {
     Quantsim(quantsim::QuantsimArgs),
     /// Diagnose quantization: scores per mode and the per-layer quant-noise table
     Analyze(analyze::AnalyzeArgs),
+    /// Correct biases for quantization (empirical, analytical or hybrid)
+    BiasCorrect(bias_correct::BiasCorrectArgs),
     /// Write the QDQ ONNX model and AIMET encodings of a quantized variant (or model + encodings)
     Export(export::ExportArgs),
 }
@@ -87,6 +90,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
         Some(Command::Quantsim(args)) => quantsim::run(args, &cli.common),
         Some(Command::Analyze(args)) => analyze::run(args, &cli.common),
+        Some(Command::BiasCorrect(args)) => bias_correct::run(args, &cli.common),
         Some(Command::Export(args)) => export::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
@@ -126,4 +130,47 @@ pub(crate) fn model_name(path: &std::path::Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into())
+}
+
+/// The model's workspace (`--workspace`, or its default one), opened or created, shared the
+/// way jobs take it.
+pub(crate) fn open_workspace(
+    path: &std::path::Path,
+    model: &qsteer::model::Model,
+    common: &Common,
+) -> Result<(
+    PathBuf,
+    std::sync::Arc<std::sync::Mutex<qsteer::experiment::Workspace>>,
+)> {
+    let name = model_name(path);
+    let dir = match &common.workspace {
+        Some(d) => d.clone(),
+        None => qsteer::experiment::default_workspace_dir(&name, &model.content_hash())?,
+    };
+    let ws = qsteer::experiment::Workspace::open_or_create(&dir, model, &name)?;
+    Ok((dir, std::sync::Arc::new(std::sync::Mutex::new(ws))))
+}
+
+/// Run one job headless: its progress on stderr when that is a terminal, its notes and
+/// warnings always; returns the job's summary.
+pub(crate) fn run_headless(
+    ws: std::sync::Arc<std::sync::Mutex<qsteer::experiment::Workspace>>,
+    kind: qsteer::jobs::JobKind,
+) -> Result<serde_json::Value> {
+    use qsteer::jobs::JobEvent;
+    use std::io::IsTerminal;
+    let show = std::io::stderr().is_terminal();
+    let summary = qsteer::jobs::run_job_blocking(ws, kind, move |ev| match ev {
+        JobEvent::Progress {
+            done, total, what, ..
+        } if show => eprint!("\r{what} {done}/{total}   "),
+        JobEvent::Log { line, .. } if line.starts_with("note:") || line.starts_with("warning:") => {
+            eprintln!("{line}")
+        }
+        _ => {}
+    });
+    if show {
+        eprintln!();
+    }
+    summary
 }

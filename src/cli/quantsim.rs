@@ -3,18 +3,15 @@
 
 use super::export::{print_report, warn_float_ops};
 use super::quant_flags::QuantFlags;
-use super::{model_name, print_json, resolve_model, Common};
+use super::{model_name, open_workspace, print_json, resolve_model, run_headless, Common};
 use clap::Args;
-use qsteer::experiment::{default_workspace_dir, Workspace};
-use qsteer::jobs::{run_job_blocking, JobEvent, JobKind};
+use qsteer::jobs::JobKind;
 use qsteer::model::Model;
 use qsteer::quant::export::write_export;
 use qsteer::quant::import::load_model_encodings;
 use qsteer::{Error, Result};
 use serde_json::json;
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Args)]
 pub struct QuantsimArgs {
@@ -42,13 +39,8 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
     let settings = args.quant.settings()?;
     let options = args.quant.run_options()?;
     let model = Model::load(&path)?;
-    let name = model_name(&path);
-    let dir = match &common.workspace {
-        Some(d) => d.clone(),
-        None => default_workspace_dir(&name, &model.content_hash())?,
-    };
+    let (dir, ws) = open_workspace(&path, &model, common)?;
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let ws = Arc::new(Mutex::new(Workspace::open_or_create(&dir, &model, &name)?));
     let kind = JobKind::Quantsim {
         variant: 0,
         data: abs(&data),
@@ -58,19 +50,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         encodings: args.encodings.as_deref().map(abs),
     };
-    let show = std::io::stderr().is_terminal();
-    let mut summary = run_job_blocking(ws.clone(), kind, move |ev| match ev {
-        JobEvent::Progress {
-            done, total, what, ..
-        } if show => eprint!("\r{what} {done}/{total}   "),
-        JobEvent::Log { line, .. } if line.starts_with("note:") || line.starts_with("warning:") => {
-            eprintln!("{line}")
-        }
-        _ => {}
-    })?;
-    if show {
-        eprintln!();
-    }
+    let mut summary = run_headless(ws.clone(), kind)?;
     let id = summary["variant"]
         .as_u64()
         .and_then(|v| u32::try_from(v).ok())
@@ -95,7 +75,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
             let encodings = load_model_encodings(&model, enc)?;
             let report = write_export(
                 out_dir,
-                &format!("{name}_v{id}"),
+                &format!("{}_v{id}", model_name(&path)),
                 &model,
                 &encodings.weights,
                 &encodings.activations,

@@ -2,12 +2,14 @@
 //! `variants/<id>.onnx`, `cache/`, `logs/jobs.jsonl`. Every write is atomic.
 
 use super::variant::{EvalRecord, Variant};
+use crate::fixes::bias_correction::BnStats;
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::Model;
 use crate::quant::analysis::Analysis;
 use crate::quant::simulate::QuantsimSettings;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -245,6 +247,25 @@ impl Workspace {
         self.save()
     }
 
+    /// Store the BatchNormalization statistics that describe a variant's layer outputs (kept
+    /// by BN folding; read by analytical bias correction) as `variants/<id>.bn_stats.json`.
+    pub fn set_bn_stats(&mut self, id: u32, stats: &BTreeMap<String, BnStats>) -> Result<()> {
+        self.variant_mut(id)?;
+        write_json_atomic(&self.dir.join(bn_stats_file(id)), stats)
+    }
+
+    /// A variant's BN statistics, if it has any.
+    pub fn bn_stats(&self, id: u32) -> Result<Option<BTreeMap<String, BnStats>>> {
+        let path = self.dir.join(bn_stats_file(id));
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::input(format!("{}: not BN statistics: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// Store a variant's latest quantization analysis as `variants/<id>.analysis.json`.
     pub fn set_analysis(&mut self, id: u32, analysis: &Analysis) -> Result<()> {
         self.variant_mut(id)?;
@@ -281,4 +302,8 @@ impl Workspace {
         f.write_all(line.as_bytes())
             .map_err(|e| Error::io(&path, e))
     }
+}
+
+fn bn_stats_file(id: u32) -> String {
+    format!("variants/{id}.bn_stats.json")
 }

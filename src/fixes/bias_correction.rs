@@ -741,7 +741,12 @@ mod bias_tests {
         let run = |m: &Model| {
             CompiledModel::compile(m, &shapes, 16, &[])
                 .unwrap()
-                .run_dataset(&data, RunOptions::default(), &CancelToken::new(), &|_, _| {})
+                .run_dataset(
+                    &data,
+                    RunOptions::default(),
+                    &CancelToken::new(),
+                    &|_, _| {},
+                )
                 .unwrap()
                 .outputs
                 .remove(0)

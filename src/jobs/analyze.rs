@@ -10,8 +10,6 @@ use crate::experiment::Workspace;
 use crate::model::Model;
 use crate::quant::analysis::{analyze, Analysis, AnalyzeOptions};
 use crate::quant::simulate::QuantsimRequest;
-use crate::quant::QuantSpec;
-use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use serde_json::json;
 use std::sync::Mutex;
@@ -31,27 +29,12 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
             "the analyze job was handed another kind of job",
         ));
     };
-    QuantSpec::new(settings.w_bits, settings.symmetric)
-        .map_err(|e| Error::input(format!("weight bits: {e}")))?;
-    QuantSpec::new(settings.a_bits, settings.symmetric)
-        .map_err(|e| Error::input(format!("activation bits: {e}")))?;
-    settings.scheme.validate()?;
-    let mut options = RunOptions::default();
-    if *threads > 0 {
-        options.threads = *threads;
-    }
+    let req = QuantsimRequest::checked(data, settings, *calibration_size, *seed, *threads)?;
     let (path, ws_dir) = {
         let ws = lock(workspace);
         (analyzed_model(&ws, *variant)?, ws.dir().to_path_buf())
     };
     let model = Model::load(&path)?;
-    let req = QuantsimRequest {
-        data: data.clone(),
-        calibration_size: *calibration_size,
-        seed: *seed,
-        settings: settings.clone(),
-        options,
-    };
     ctx.log(format!(
         "analyze v{variant}: {} ({}){}",
         settings_label(settings),

@@ -3,6 +3,7 @@
 
 use crate::experiment::evaluate::Subset;
 use crate::experiment::quantsim::settings_label;
+use crate::fixes::bias_correction::BcMode;
 use crate::quant::encodings_file::EncodingsVersion;
 use crate::quant::simulate::QuantsimSettings;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,19 @@ pub enum JobKind {
         threads: usize,
         #[serde(default)]
         sweep: bool,
+    },
+    /// Correct the biases of an FP32 variant for quantization at `settings`; the corrected
+    /// model is a child variant, and its quantsim at the same settings a grandchild.
+    BiasCorrect {
+        variant: u32,
+        data: PathBuf,
+        settings: QuantsimSettings,
+        #[serde(default)]
+        mode: BcMode,
+        calibration_size: usize,
+        seed: u64,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
     },
     /// Write a quantized variant as a QDQ ONNX model plus its encodings file.
     Export {
@@ -152,13 +166,25 @@ impl JobKind {
             JobKind::Export {
                 variant, version, ..
             } => format!("export v{variant} (QDQ + encodings {version})"),
+            JobKind::BiasCorrect {
+                variant,
+                settings,
+                mode,
+                ..
+            } => format!(
+                "bias correction v{variant} {mode} for {}",
+                settings_label(settings)
+            ),
         }
     }
 
     /// Heavy jobs use all cores, so the runner limits how many run at once.
     pub fn is_heavy(&self) -> bool {
         match self {
-            JobKind::Evaluate { .. } | JobKind::Quantsim { .. } | JobKind::Analyze { .. } => true,
+            JobKind::Evaluate { .. }
+            | JobKind::Quantsim { .. }
+            | JobKind::Analyze { .. }
+            | JobKind::BiasCorrect { .. } => true,
             JobKind::Export { .. } => false,
         }
     }

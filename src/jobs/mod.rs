@@ -5,6 +5,7 @@
 //! restart shows what finished and which job was interrupted.
 
 mod analyze;
+mod bias_correct;
 mod evaluate;
 mod event;
 mod exec;

@@ -9,8 +9,6 @@ use super::lock;
 use crate::experiment::quantsim::{quantsim_child, result_line, settings_label};
 use crate::experiment::Workspace;
 use crate::quant::simulate::QuantsimRequest;
-use crate::quant::QuantSpec;
-use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use serde_json::json;
 use std::sync::Mutex;
@@ -31,22 +29,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         ));
     };
     // Bad settings fail before any sample is loaded.
-    QuantSpec::new(settings.w_bits, settings.symmetric)
-        .map_err(|e| Error::input(format!("quantsim weight bits: {e}")))?;
-    QuantSpec::new(settings.a_bits, settings.symmetric)
-        .map_err(|e| Error::input(format!("quantsim activation bits: {e}")))?;
-    settings.scheme.validate()?;
-    let mut options = RunOptions::default();
-    if *threads > 0 {
-        options.threads = *threads;
-    }
-    let req = QuantsimRequest {
-        data: data.clone(),
-        calibration_size: *calibration_size,
-        seed: *seed,
-        settings: settings.clone(),
-        options,
-    };
+    let req = QuantsimRequest::checked(data, settings, *calibration_size, *seed, *threads)
+        .map_err(|e| Error::input(format!("quantsim {e}")))?;
+    let options = req.options;
     match encodings {
         Some(file) => ctx.log(format!(
             "quantsim of v{variant} with the encodings of {}, {} threads",

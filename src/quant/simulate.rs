@@ -107,6 +107,15 @@ impl QuantsimSettings {
         step
     }
 
+    /// Bitwidths and scheme are usable (checked before any work is done).
+    pub fn validate(&self) -> Result<()> {
+        QuantSpec::new(self.w_bits, self.symmetric)
+            .map_err(|e| Error::input(format!("weight bits: {e}")))?;
+        QuantSpec::new(self.a_bits, self.symmetric)
+            .map_err(|e| Error::input(format!("activation bits: {e}")))?;
+        self.scheme.validate()
+    }
+
     /// The grid of this layer's weights, `None` when the layer stays FP32.
     pub(crate) fn weight_spec(&self, layer: &str) -> Result<Option<QuantSpec>> {
         let o = self.overrides.iter().find(|o| o.layer == layer);
@@ -141,6 +150,30 @@ pub struct QuantsimRequest {
     pub seed: u64,
     pub settings: QuantsimSettings,
     pub options: RunOptions,
+}
+
+impl QuantsimRequest {
+    /// A request with checked settings, as a job gives it (`threads` 0: one per core).
+    pub fn checked(
+        data: &std::path::Path,
+        settings: &QuantsimSettings,
+        calibration_size: usize,
+        seed: u64,
+        threads: usize,
+    ) -> Result<QuantsimRequest> {
+        settings.validate()?;
+        let mut options = RunOptions::default();
+        if threads > 0 {
+            options.threads = threads;
+        }
+        Ok(QuantsimRequest {
+            data: data.to_path_buf(),
+            calibration_size,
+            seed,
+            settings: settings.clone(),
+            options,
+        })
+    }
 }
 
 pub struct QuantsimOutcome {
