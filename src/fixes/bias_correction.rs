@@ -119,10 +119,7 @@ pub fn bias_correct(
     )?
     .data;
     let shapes = sample_shapes(&data);
-    let options = RunOptions {
-        batch_size: 16,
-        threads: req.options.threads,
-    };
+    let options = req.options;
 
     // Which layers go which way.
     let plan: Vec<std::result::Result<Route, &str>> = prepared

@@ -221,10 +221,8 @@ pub fn prepare(
     let start = Instant::now();
     let histograms = if calibrate {
         let options = CalibrationOptions {
-            run: RunOptions {
-                batch_size: 16,
-                threads: req.options.threads,
-            },
+            // The request's batch: tract runs these small models fastest one sample a call.
+            run: req.options,
             ..CalibrationOptions::default()
         };
         collect_histograms(model, &points, &calibration, options, cancel, &|d, t| {
