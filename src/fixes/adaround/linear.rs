@@ -75,11 +75,7 @@ impl LinearOp {
                     return Err(format!("Gemm weight of rank {}", w.len()));
                 }
                 let trans_b = attrs::int(node, "transB").unwrap_or(0) != 0;
-                let (out_features, in_features) = if trans_b {
-                    (w[0], w[1])
-                } else {
-                    (w[1], w[0])
-                };
+                let (out_features, in_features) = if trans_b { (w[0], w[1]) } else { (w[1], w[0]) };
                 Ok(LinearOp::Dense {
                     in_features,
                     out_features,
@@ -248,9 +244,7 @@ impl LinearOp {
                 let x = sample
                     .to_shape((rows, *in_features))
                     .map_err(|e| Error::runtime(format!("dense input: {e}")))?;
-                cols[0]
-                    .slice_mut(s![.., at..at + rows])
-                    .assign(&x.t());
+                cols[0].slice_mut(s![.., at..at + rows]).assign(&x.t());
             }
         }
         Ok(())
@@ -274,7 +268,8 @@ impl LinearOp {
         let mut y = Array2::zeros((self.out_channels(), n));
         for (g, c) in cols.iter().enumerate() {
             let wg = w.slice(s![g * per..(g + 1) * per, ..]);
-            y.slice_mut(s![g * per..(g + 1) * per, ..]).assign(&wg.dot(c));
+            y.slice_mut(s![g * per..(g + 1) * per, ..])
+                .assign(&wg.dot(c));
         }
         y
     }
@@ -389,7 +384,7 @@ fn conv_geometry(
         Some(other) => return Err(format!("auto_pad {other}")),
     };
     let groups = layer.groups.max(1);
-    if input[0] % groups != 0 || layer.out_channels % groups != 0 {
+    if !input[0].is_multiple_of(groups) || !layer.out_channels.is_multiple_of(groups) {
         return Err(format!(
             "{} input / {} output channels do not split into {groups} groups",
             input[0], layer.out_channels

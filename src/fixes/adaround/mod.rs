@@ -36,10 +36,10 @@ use crate::data::Dataset;
 use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
 use crate::model::graph::Producer;
 use crate::model::{Layer, Model};
+use crate::quant::encodings_file::{encodings_document, EncodingsVersion};
 use crate::quant::per_channel::{per_channel_encodings, per_tensor_encoding};
 use crate::quant::points::WeightQuantizer;
 use crate::quant::qdq::WeightEncodings;
-use crate::quant::encodings_file::{encodings_document, EncodingsVersion};
 use crate::quant::simulate::{activation_encodings_for, prepare, QuantsimRequest};
 use crate::runtime::{CompiledModel, RunOptions};
 use crate::{Error, Result};
@@ -116,6 +116,9 @@ struct Planned {
     op: std::result::Result<LinearOp, String>,
 }
 
+/// A rounded weight (original layout) and its report.
+type Rounded = (ArrayD<f32>, LayerRound);
+
 /// Input columns of one layer.
 struct Cache {
     cols: Vec<Array2<f32>>,
@@ -151,7 +154,8 @@ pub fn adaround(
     )?
     .data;
     let plan = plan_layers(model, req, &prepared.layers, &prepared.weights)?;
-    let dir = checkpoints.map(|root| checkpoint::run_dir(root, &run_key(model, req, options, &data)));
+    let dir =
+        checkpoints.map(|root| checkpoint::run_dir(root, &run_key(model, req, options, &data)));
 
     // Finished layers from an earlier run.
     let mut done: Vec<Option<(ArrayD<f32>, LayerRound)>> = plan
@@ -159,11 +163,17 @@ pub fn adaround(
         .map(|p| {
             let dir = dir.as_ref()?;
             p.op.as_ref().ok()?;
-            checkpoint::load(dir, p.index, &p.layer.name, &p.quantizer.weight, &p.quantizer.shape)
-                .map(|(w, mut r)| {
-                    r.how = "loaded".into();
-                    (w, r)
-                })
+            checkpoint::load(
+                dir,
+                p.index,
+                &p.layer.name,
+                &p.quantizer.weight,
+                &p.quantizer.shape,
+            )
+            .map(|(w, mut r)| {
+                r.how = "loaded".into();
+                (w, r)
+            })
         })
         .collect();
     let loaded = done.iter().filter(|d| d.is_some()).count();
@@ -171,7 +181,16 @@ pub fn adaround(
         .filter(|&i| plan[i].op.is_ok() && done[i].is_none())
         .collect();
     let caches = capture(model, &plan, &todo, &data, req, options, cancel, progress)?;
-    let results = optimise_all(&plan, &todo, caches, req, options, dir.as_deref(), cancel, progress)?;
+    let results = optimise_all(
+        &plan,
+        &todo,
+        caches,
+        req,
+        options,
+        dir.as_deref(),
+        cancel,
+        progress,
+    )?;
     for (i, r) in todo.iter().zip(results) {
         done[*i] = Some(r);
     }
@@ -242,7 +261,8 @@ fn plan_layers(
                 q.layer, q.weight
             ))
         })?;
-        let context = |e: Error| Error::input(format!("weight '{}' of '{}': {e}", q.weight, q.layer));
+        let context =
+            |e: Error| Error::input(format!("weight '{}' of '{}': {e}", q.weight, q.layer));
         let (axis, encodings) = match q.axis.filter(|_| settings.per_channel) {
             Some(axis) => (
                 Some(axis),
@@ -275,7 +295,12 @@ fn plan_layers(
 }
 
 /// Everything the rounded weights depend on: model, settings, hyper-parameters, samples.
-fn run_key(model: &Model, req: &QuantsimRequest, options: &AdaroundOptions, data: &Dataset) -> String {
+fn run_key(
+    model: &Model,
+    req: &QuantsimRequest,
+    options: &AdaroundOptions,
+    data: &Dataset,
+) -> String {
     use sha2::Digest;
     let text = format!(
         "adaround v1\n{}\n{}\n{:?}\n{}\n{}\n{}",
@@ -325,31 +350,33 @@ fn capture(
     let n = data.len();
     let budget = options.cache_bytes;
     // Fills layer `i`'s cache with samples `from..` of a batch of its input.
-    let fill = |caches: &mut Vec<Option<Cache>>, i: usize, from: usize, x: &ArrayD<f32>| -> Result<()> {
-        let op = plan[i].op.as_ref().map_err(|e| Error::runtime(e.clone()))?;
-        let context = |e: Error| Error::runtime(format!("input of layer '{}': {e}", plan[i].layer.name));
-        if caches[i].is_none() {
-            let sample = &x.shape()[1.min(x.ndim())..];
-            op.check_sample(sample).map_err(context)?;
-            let positions = op.positions(sample);
-            let per_sample = (op.groups() * op.k() * positions * 4).max(1);
-            let samples = (budget / per_sample).clamp(1, n.max(1));
-            caches[i] = Some(Cache {
-                cols: vec![Array2::zeros((op.k(), samples * positions)); op.groups()],
-                positions,
-                samples,
-            });
-        }
-        let cache = caches[i].as_mut().expect("allocated above");
-        for (k, sample) in x.axis_iter(Axis(0)).enumerate() {
-            let s = from + k;
-            if s < cache.samples {
-                op.fill_columns(sample, &mut cache.cols, s * cache.positions)
-                    .map_err(context)?;
+    let fill =
+        |caches: &mut Vec<Option<Cache>>, i: usize, from: usize, x: &ArrayD<f32>| -> Result<()> {
+            let op = plan[i].op.as_ref().map_err(|e| Error::runtime(e.clone()))?;
+            let context =
+                |e: Error| Error::runtime(format!("input of layer '{}': {e}", plan[i].layer.name));
+            if caches[i].is_none() {
+                let sample = &x.shape()[1.min(x.ndim())..];
+                op.check_sample(sample).map_err(context)?;
+                let positions = op.positions(sample);
+                let per_sample = (op.groups() * op.k() * positions * 4).max(1);
+                let samples = (budget / per_sample).clamp(1, n.max(1));
+                caches[i] = Some(Cache {
+                    cols: vec![Array2::zeros((op.k(), samples * positions)); op.groups()],
+                    positions,
+                    samples,
+                });
             }
-        }
-        Ok(())
-    };
+            let cache = caches[i].as_mut().expect("allocated above");
+            for (k, sample) in x.axis_iter(Axis(0)).enumerate() {
+                let s = from + k;
+                if s < cache.samples {
+                    op.fill_columns(sample, &mut cache.cols, s * cache.positions)
+                        .map_err(context)?;
+                }
+            }
+            Ok(())
+        };
     for &(i, slot) in &from_data {
         fill(&mut caches, i, 0, &data.inputs[slot].data)?;
     }
@@ -384,7 +411,11 @@ fn capture(
 
 /// Which dataset input feeds graph input `name`.
 fn data_input(model: &Model, data: &Dataset, name: &str) -> Result<usize> {
-    if let Some(i) = data.inputs.iter().position(|x| x.name.as_deref() == Some(name)) {
+    if let Some(i) = data
+        .inputs
+        .iter()
+        .position(|x| x.name.as_deref() == Some(name))
+    {
         return Ok(i);
     }
     // By position among the graph inputs.
@@ -407,10 +438,9 @@ fn optimise_all(
     dir: Option<&Path>,
     cancel: &CancelToken,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
-) -> Result<Vec<(ArrayD<f32>, LayerRound)>> {
+) -> Result<Vec<Rounded>> {
     let caches: Vec<Mutex<Option<Cache>>> = caches.into_iter().map(Mutex::new).collect();
-    let results: Vec<Mutex<Option<(ArrayD<f32>, LayerRound)>>> =
-        todo.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<Rounded>>> = todo.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
@@ -427,7 +457,10 @@ fn optimise_all(
                 let cache = caches[i].lock().ok().and_then(|mut c| c.take());
                 let outcome = cache
                     .ok_or_else(|| {
-                        Error::runtime(format!("no inputs cached for layer '{}'", plan[i].layer.name))
+                        Error::runtime(format!(
+                            "no inputs cached for layer '{}'",
+                            plan[i].layer.name
+                        ))
                     })
                     .and_then(|cache| {
                         let base = finished.load(Ordering::SeqCst) * options.hyper.iterations;
@@ -438,7 +471,13 @@ fn optimise_all(
                     })
                     .and_then(|(w, report)| {
                         if let Some(dir) = dir {
-                            checkpoint::store(dir, plan[i].index, &plan[i].quantizer.weight, &w, &report)?;
+                            checkpoint::store(
+                                dir,
+                                plan[i].index,
+                                &plan[i].quantizer.weight,
+                                &w,
+                                &report,
+                            )?;
                         }
                         Ok((w, report))
                     });
@@ -518,7 +557,9 @@ fn round_layer(
         flipped,
         seconds: start.elapsed().as_secs_f64(),
     };
-    let tensor = op.weight_tensor(&hard, &p.quantizer.shape).map_err(context)?;
+    let tensor = op
+        .weight_tensor(&hard, &p.quantizer.shape)
+        .map_err(context)?;
     Ok((tensor, report))
 }
 

@@ -55,7 +55,9 @@ impl Hyper {
         let rel = (t - warm) as f32 / (self.iterations - warm).max(1) as f32;
         Some(
             self.beta_end
-                + 0.5 * (self.beta_start - self.beta_end) * (1.0 + (rel * std::f32::consts::PI).cos()),
+                + 0.5
+                    * (self.beta_start - self.beta_end)
+                    * (1.0 + (rel * std::f32::consts::PI).cos()),
         )
     }
 }
@@ -138,7 +140,13 @@ fn weight_with(p: &Problem, floor: &Array2<f32>, b: &Array2<f32>) -> Array2<f32>
 
 /// Hard rounding: up where `h(V) ≥ 0.5`. Every value is on the grid.
 pub fn hard_weight(p: &Problem, v: &Array2<f32>) -> Array2<f32> {
-    let up = v.mapv(|v| if rectified_sigmoid(v) >= 0.5 { 1.0 } else { 0.0 });
+    let up = v.mapv(|v| {
+        if rectified_sigmoid(v) >= 0.5 {
+            1.0
+        } else {
+            0.0
+        }
+    });
     weight_with(p, &floor_of(p), &up)
 }
 
@@ -188,7 +196,10 @@ pub fn loss_and_grad(
     for (g, x) in cols.iter().enumerate() {
         let rows = s![g * per..(g + 1) * per, ..];
         let residual = delta.slice(rows).dot(x);
-        loss += residual.iter().map(|&r| (r as f64) * (r as f64)).sum::<f64>();
+        loss += residual
+            .iter()
+            .map(|&r| (r as f64) * (r as f64))
+            .sum::<f64>();
         grad.slice_mut(rows)
             .assign(&(residual.dot(&x.t()) * (2.0 / columns)));
     }

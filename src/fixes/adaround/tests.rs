@@ -141,11 +141,15 @@ fn conv_forward_matches_tract() {
         let layer = &model.layers(&shapes).unwrap()[0];
         let op = LinearOp::of(&model, layer).unwrap();
         assert_eq!(op, LinearOp::Conv(g.clone()));
-        let ours = op.forward(x.view(), &op.weight_matrix(&w).unwrap()).unwrap();
+        let ours = op
+            .forward(x.view(), &op.weight_matrix(&w).unwrap())
+            .unwrap();
         let compiled = CompiledModel::compile(&model, &[x.shape()[1..].to_vec()], 3, &[]).unwrap();
         let theirs = compiled.run(&[x.view()]).unwrap().remove(0);
         assert_eq!(ours.shape(), theirs.shape());
-        let diff = (&ours - &theirs).mapv(f32::abs).fold(0f32, |a, &b| a.max(b));
+        let diff = (&ours - &theirs)
+            .mapv(f32::abs)
+            .fold(0f32, |a, &b| a.max(b));
         assert!(diff < 1e-5, "geometry {k}: max diff {diff}");
     }
 }
@@ -162,7 +166,9 @@ struct Setup {
 
 impl Setup {
     fn new(op: LinearOp, sample: &[usize], samples: usize) -> Setup {
-        let shape: Vec<usize> = std::iter::once(samples).chain(sample.iter().copied()).collect();
+        let shape: Vec<usize> = std::iter::once(samples)
+            .chain(sample.iter().copied())
+            .collect();
         let x = random(&shape, 11);
         let weight = random(&[op.out_channels(), op.k()], 5)
             .into_dimensionality::<ndarray::Ix2>()
@@ -171,7 +177,12 @@ impl Setup {
         let encodings: Vec<Encoding> = weight
             .rows()
             .into_iter()
-            .map(|r| spec.encoding(r.fold(0f32, |a, &b| a.min(b)), r.fold(0f32, |a, &b| a.max(b))))
+            .map(|r| {
+                spec.encoding(
+                    r.fold(0f32, |a, &b| a.min(b)),
+                    r.fold(0f32, |a, &b| a.max(b)),
+                )
+            })
             .collect();
         let grid = RowGrid::new(&encodings, weight.nrows());
         let cols = op.columns(x.view()).unwrap();
@@ -295,8 +306,15 @@ fn hard_rounding_lands_on_the_grid_next_to_the_weight() {
         let s = p.grid.scale[r];
         let e = Encoding::from_scale_offset(4, false, s, p.grid.lo[r] as i32).unwrap();
         for (&q, &w) in row.iter().zip(fp.iter()) {
-            assert_eq!(e.fake_quant(q).to_bits(), q.to_bits(), "row {r}: {q} off the grid");
-            assert!((q - w).abs() <= s * 1.0001, "row {r}: {q} is not next to {w}");
+            assert_eq!(
+                e.fake_quant(q).to_bits(),
+                q.to_bits(),
+                "row {r}: {q} off the grid"
+            );
+            assert!(
+                (q - w).abs() <= s * 1.0001,
+                "row {r}: {q} is not next to {w}"
+            );
         }
     }
     // The optimised rounding reconstructs no worse than nearest on this data.
@@ -330,12 +348,18 @@ fn frozen_accuracy(outcome: &AdaroundOutcome, req: &QuantsimRequest) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("adaround.encodings.json");
     crate::fsutil::write_json_atomic(&file, &doc).unwrap();
-    quantsim_from_file(&outcome.model, &file, req, &CancelToken::new(), &|_, _, _| {})
-        .unwrap()
-        .report
-        .score
-        .accuracy
-        .unwrap()
+    quantsim_from_file(
+        &outcome.model,
+        &file,
+        req,
+        &CancelToken::new(),
+        &|_, _, _| {},
+    )
+    .unwrap()
+    .report
+    .score
+    .accuracy
+    .unwrap()
 }
 
 #[test]
@@ -349,7 +373,15 @@ fn adaround_beats_nearest_on_mbv2_w4_per_tensor() {
         .accuracy
         .unwrap();
     let options = AdaroundOptions::new(4, Some(400));
-    let outcome = adaround(&model, &req, &options, None, &CancelToken::new(), &|_, _, _| {}).unwrap();
+    let outcome = adaround(
+        &model,
+        &req,
+        &options,
+        None,
+        &CancelToken::new(),
+        &|_, _, _| {},
+    )
+    .unwrap();
     let rounded: Vec<&LayerRound> = outcome
         .report
         .layers
@@ -361,7 +393,11 @@ fn adaround_beats_nearest_on_mbv2_w4_per_tensor() {
         .iter()
         .filter(|l| l.mse_adaround.unwrap() < l.mse_nearest.unwrap())
         .count();
-    assert!(better * 4 > rounded.len() * 3, "{better} of {} layers improved", rounded.len());
+    assert!(
+        better * 4 > rounded.len() * 3,
+        "{better} of {} layers improved",
+        rounded.len()
+    );
     let ada = frozen_accuracy(&outcome, &req);
     eprintln!("mbv2 W4 weights-only per-tensor: nearest {nearest:.4}, adaround(400) {ada:.4}");
     assert!(ada > nearest, "adaround {ada} vs nearest {nearest}");
@@ -376,27 +412,59 @@ fn a_cancelled_run_resumes_from_its_checkpoints_and_matches_an_uninterrupted_one
     // Cancel when the third layer starts: two layers are checkpointed by then.
     let cancel = CancelToken::new();
     let seen = Mutex::new(Vec::<String>::new());
-    let result = adaround(&model, &req, &options, Some(dir.path()), &cancel, &|stage, _, _| {
-        if let Some(layer) = stage.strip_prefix("adaround ") {
-            let mut seen = seen.lock().unwrap();
-            if !seen.iter().any(|s| s == layer) {
-                seen.push(layer.to_string());
+    let result = adaround(
+        &model,
+        &req,
+        &options,
+        Some(dir.path()),
+        &cancel,
+        &|stage, _, _| {
+            if let Some(layer) = stage.strip_prefix("adaround ") {
+                let mut seen = seen.lock().unwrap();
+                if !seen.iter().any(|s| s == layer) {
+                    seen.push(layer.to_string());
+                }
+                if seen.len() >= 3 {
+                    cancel.cancel();
+                }
             }
-            if seen.len() >= 3 {
-                cancel.cancel();
-            }
-        }
-    });
+        },
+    );
     assert!(matches!(result, Err(Error::Cancelled)));
-    let resumed = adaround(&model, &req, &options, Some(dir.path()), &CancelToken::new(), &|_, _, _| {})
-        .unwrap();
+    let resumed = adaround(
+        &model,
+        &req,
+        &options,
+        Some(dir.path()),
+        &CancelToken::new(),
+        &|_, _, _| {},
+    )
+    .unwrap();
     assert_eq!(resumed.report.loaded, 2);
-    let hows: Vec<&str> = resumed.report.layers.iter().map(|l| l.how.as_str()).collect();
+    let hows: Vec<&str> = resumed
+        .report
+        .layers
+        .iter()
+        .map(|l| l.how.as_str())
+        .collect();
     assert_eq!(&hows[..3], &["loaded", "loaded", "adarounded"]);
-    let fresh = adaround(&model, &req, &options, None, &CancelToken::new(), &|_, _, _| {}).unwrap();
+    let fresh = adaround(
+        &model,
+        &req,
+        &options,
+        None,
+        &CancelToken::new(),
+        &|_, _, _| {},
+    )
+    .unwrap();
     assert_eq!(fresh.report.loaded, 0);
     for w in &fresh.weights {
-        assert_eq!(resumed.model.weight(&w.weight), fresh.model.weight(&w.weight), "{}", w.layer);
+        assert_eq!(
+            resumed.model.weight(&w.weight),
+            fresh.model.weight(&w.weight),
+            "{}",
+            w.layer
+        );
     }
     assert_eq!(resumed.weights, fresh.weights);
 }
