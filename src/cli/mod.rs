@@ -2,6 +2,7 @@
 //! the engine; `--json` prints exactly one JSON document on stdout, everything else
 //! (progress, warnings) goes to stderr.
 
+mod adaround;
 mod analyze;
 mod bias_correct;
 mod eval;
@@ -61,6 +62,8 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Correct biases for quantization (empirical, analytical or hybrid)
     BiasCorrect(bias_correct::BiasCorrectArgs),
+    /// Learn up/down rounding of the weights (AdaRound) for quantization
+    Adaround(adaround::AdaroundArgs),
     /// Write the QDQ ONNX model and AIMET encodings of a quantized variant (or model + encodings)
     Export(export::ExportArgs),
 }
@@ -91,6 +94,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Quantsim(args)) => quantsim::run(args, &cli.common),
         Some(Command::Analyze(args)) => analyze::run(args, &cli.common),
         Some(Command::BiasCorrect(args)) => bias_correct::run(args, &cli.common),
+        Some(Command::Adaround(args)) => adaround::run(args, &cli.common),
         Some(Command::Export(args)) => export::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;

@@ -88,6 +88,21 @@ pub enum JobKind {
         /// Worker threads; 0 means one per core.
         threads: usize,
     },
+    /// Learn the rounding of an FP32 variant's weights (AdaRound) for `settings`; the
+    /// rounded model is a child variant, its quantsim with the frozen encodings a grandchild.
+    #[serde(rename = "adaround")]
+    AdaRound {
+        variant: u32,
+        data: PathBuf,
+        settings: QuantsimSettings,
+        /// Iterations per layer; default AIMET's (10k, 15k below 8-bit weights).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iterations: Option<usize>,
+        calibration_size: usize,
+        seed: u64,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
+    },
     /// Write a quantized variant as a QDQ ONNX model plus its encodings file.
     Export {
         variant: u32,
@@ -175,6 +190,9 @@ impl JobKind {
                 "bias correction v{variant} {mode} for {}",
                 settings_label(settings)
             ),
+            JobKind::AdaRound {
+                variant, settings, ..
+            } => format!("adaround v{variant} for {}", settings_label(settings)),
         }
     }
 
@@ -184,7 +202,8 @@ impl JobKind {
             JobKind::Evaluate { .. }
             | JobKind::Quantsim { .. }
             | JobKind::Analyze { .. }
-            | JobKind::BiasCorrect { .. } => true,
+            | JobKind::BiasCorrect { .. }
+            | JobKind::AdaRound { .. } => true,
             JobKind::Export { .. } => false,
         }
     }

@@ -299,7 +299,7 @@ pub fn simulate(
 
 /// An encoding per calibrated activation point, with the bitwidth of the layer owning it;
 /// points of layers left FP32 are dropped.
-fn activation_encodings_for(
+pub(crate) fn activation_encodings_for(
     prepared: &Prepared,
     settings: &QuantsimSettings,
 ) -> Result<BTreeMap<String, Encoding>> {
