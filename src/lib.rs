@@ -8,6 +8,7 @@ pub mod cancel;
 pub mod data;
 pub mod error;
 pub mod experiment;
+pub mod fixes;
 pub mod fsutil;
 pub mod guard;
 pub mod jobs;

@@ -167,8 +167,7 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
     let mut lines = vec![Line::from(vec![
         Span::styled(format!("on variant {} ", form.variant), t.text()),
         Span::styled(
-            v.map(super::panes::variants::step_text)
-                .unwrap_or_default(),
+            v.map(super::panes::variants::step_text).unwrap_or_default(),
             t.dim(),
         ),
         Span::styled(

@@ -1,0 +1,703 @@
+//! Cross-layer equalization (Nagel et al. 2019, "Data-Free Quantization"; DESIGN.md §3
+//! "CLE"). Per-channel scaling commutes with positively homogeneous activations
+//! (f(s·x) = s·f(x) for s > 0: Relu, LeakyRelu, PRelu, none), so in a chain
+//! L1 → f → L2 output channel i of L1 can be divided by s_i and input channel i of L2
+//! multiplied by it without changing the function. Choosing s_i = r1_i / √(r1_i·r2_i)
+//! (r = max |w| per channel) gives both the range √(r1_i·r2_i), which per-tensor
+//! quantization of either layer likes far better than a few wide channels.
+//!
+//! Chains are found as AIMET does: maximal sequences of Conv/Gemm layers, each reading the
+//! previous one's output (through at most one such activation) as its only reader; a
+//! sequence is cut into pairs, and into a triple where a depthwise conv sits between two
+//! layers (Conv→DWConv→Conv), scaled with the cube-root form so all three end with
+//! ∛(r1·r2·r3). Sets share layers (the end of one is the start of the next), so the sets
+//! are equalized again until no scale moves more than the tolerance.
+//!
+//! Relu6 (Clip(0, 6)) is not homogeneous: a chain through it is equalized only with the
+//! user's consent, by turning that Clip into a Relu (which changes the function; every
+//! such node is reported). Other activations (HardSwish, Sigmoid, …), residual Adds and
+//! values read by several nodes end a chain.
+
+use super::bn_fold::{fold_batchnorms, FoldReport};
+use super::bn_stats::BnStats;
+use super::edit::{private_constant, prune_unused};
+use super::hba::{absorb_high_bias, HbaLink, HbaReport};
+use super::layout::Layout;
+use crate::cancel::CancelToken;
+use crate::model::graph::node_label;
+use crate::model::{attrs, Model};
+use crate::quant::analysis::{weight_ranges, WeightRanges};
+use crate::{Error, Result};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleOptions {
+    /// Turn Clip(0, m) activations inside chains into Relu so the chain can be equalized.
+    pub relu6_to_relu: bool,
+    /// High-bias absorption after the scaling (needs BN statistics).
+    pub hba: bool,
+    /// Absorb also into layers that zero-pad their input, as AIMET does (see `hba`).
+    pub hba_padded: bool,
+    pub max_iterations: usize,
+    /// Stop when no scale of an iteration differs from 1 by more than this.
+    pub tolerance: f32,
+}
+
+impl Default for CleOptions {
+    fn default() -> Self {
+        CleOptions {
+            relu6_to_relu: false,
+            hba: true,
+            hba_padded: false,
+            max_iterations: 100,
+            tolerance: 1e-4,
+        }
+    }
+}
+
+/// Layers equalized together: two (a pair) or three (Conv→DWConv→Conv).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleSet {
+    pub layers: Vec<String>,
+    /// The activation between consecutive layers (op type, or "none").
+    pub activations: Vec<String>,
+}
+
+/// A layer no set continues from, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainEnd {
+    pub layer: String,
+    pub reason: String,
+}
+
+/// An activation turned into Relu (this changes the model's function).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvertedActivation {
+    pub node: String,
+    /// What it was, e.g. `Clip(0, 6)`.
+    pub was: String,
+}
+
+/// Per-output-channel weight ranges of a layer before and after equalization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRanges {
+    pub layer: String,
+    pub op: String,
+    pub before: WeightRanges,
+    pub after: WeightRanges,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleReport {
+    /// BNs folded first, when the model still had foldable ones.
+    pub folded: Option<FoldReport>,
+    pub sets: Vec<CleSet>,
+    pub ends: Vec<ChainEnd>,
+    pub converted: Vec<ConvertedActivation>,
+    pub iterations: usize,
+    pub converged: bool,
+    /// Largest |s − 1| of the last iteration.
+    pub last_change: f32,
+    pub layers: Vec<LayerRanges>,
+    pub hba: Option<HbaReport>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CleOutcome {
+    pub model: Model,
+    pub report: CleReport,
+    /// BN statistics of the result (scaled and shifted with the layers they describe).
+    pub stats: BnStats,
+}
+
+/// A layer CLE may scale: a Conv or a Gemm (`transA=0`) owning its constant weight and bias.
+#[derive(Debug, Clone)]
+struct Member {
+    node: usize,
+    name: String,
+    op: String,
+    weight: String,
+    shape: Vec<usize>,
+    bias: Option<String>,
+    layout: Layout,
+}
+
+/// What sits between two layers of a chain.
+#[derive(Debug, Clone, PartialEq)]
+enum Between {
+    Nothing,
+    /// Relu, LeakyRelu, PRelu, Clip(0, ∞).
+    Homogeneous {
+        node: usize,
+        relu_like: bool,
+    },
+    /// Clip(0, max), to become Relu.
+    Bounded {
+        node: usize,
+        max: f32,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    to: usize,
+    between: Between,
+}
+
+fn member(model: &Model, node: usize) -> std::result::Result<Member, String> {
+    let n = &model.graph().node[node];
+    let name = node_label(model.graph(), node);
+    let op = n.op_type.clone();
+    if op == "Gemm" && attrs::int(n, "transA").unwrap_or(0) != 0 {
+        return Err("a Gemm with transA=1 is not equalized".into());
+    }
+    let weight = private_constant(model, node, 1)
+        .ok_or_else(|| "its weight is not a constant it alone reads".to_string())?;
+    let w = model
+        .weight(&weight)
+        .expect("private_constant finds a weight");
+    let layout = match op.as_str() {
+        "Conv" => {
+            let groups = attrs::int(n, "group").unwrap_or(1).max(1) as usize;
+            Layout::conv(w.shape(), groups, &name)
+        }
+        _ => Layout::gemm(w.shape(), attrs::int(n, "transB").unwrap_or(0) != 0, &name),
+    }
+    .map_err(|e| e.to_string())?;
+    let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
+        None => None,
+        Some(_) => {
+            let b = private_constant(model, node, 2)
+                .ok_or_else(|| "its bias is shared or computed".to_string())?;
+            if model.weight(&b).map(|a| a.len()) != Some(layout.out_channels()) {
+                return Err("its bias is not one value per output channel".into());
+            }
+            Some(b)
+        }
+    };
+    Ok(Member {
+        node,
+        name,
+        op,
+        weight,
+        shape: w.shape().to_vec(),
+        bias,
+        layout,
+    })
+}
+
+/// The Clip bounds, from attributes (opset < 11) or constant inputs.
+fn clip_bounds(model: &Model, node: usize) -> Option<(f32, f32)> {
+    let n = &model.graph().node[node];
+    let input = |slot: usize| -> Option<Option<f32>> {
+        match n.input.get(slot).filter(|s| !s.is_empty()) {
+            None => Some(None),
+            Some(v) => {
+                let c = super::edit::constant_behind(model, v)?;
+                model.weight(&c)?.iter().next().map(|x| Some(*x))
+            }
+        }
+    };
+    let lo = input(1)?
+        .or(attrs::float(n, "min"))
+        .unwrap_or(f32::NEG_INFINITY);
+    let hi = input(2)?
+        .or(attrs::float(n, "max"))
+        .unwrap_or(f32::INFINITY);
+    Some((lo, hi))
+}
+
+/// Activations where f(s·x) ≠ s·f(x): scaling cannot pass them.
+const NOT_HOMOGENEOUS: &[&str] = &[
+    "HardSwish",
+    "HardSigmoid",
+    "Sigmoid",
+    "Tanh",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Mish",
+    "ThresholdedRelu",
+];
+
+fn classify(model: &Model, node: usize) -> std::result::Result<Between, String> {
+    let n = &model.graph().node[node];
+    let label = node_label(model.graph(), node);
+    match n.op_type.as_str() {
+        "Relu" => Ok(Between::Homogeneous {
+            node,
+            relu_like: true,
+        }),
+        "LeakyRelu" | "PRelu" => Ok(Between::Homogeneous {
+            node,
+            relu_like: false,
+        }),
+        "Clip" => match clip_bounds(model, node) {
+            Some((lo, hi)) if lo == 0.0 && hi == f32::INFINITY => Ok(Between::Homogeneous {
+                node,
+                relu_like: true,
+            }),
+            Some((lo, hi)) if lo == 0.0 && hi > 0.0 => Ok(Between::Bounded { node, max: hi }),
+            Some((lo, hi)) => Err(format!(
+                "followed by Clip({lo}, {hi}) '{label}', which does not commute with scaling"
+            )),
+            None => Err(format!("followed by Clip '{label}' with computed bounds")),
+        },
+        op if NOT_HOMOGENEOUS.contains(&op) => Err(format!(
+            "followed by {op} '{label}', which does not commute with scaling"
+        )),
+        op => Err(format!("followed by {op} '{label}', which ends a chain")),
+    }
+}
+
+/// The single reader of `value` (node, slot), or why there is none.
+fn only_reader(model: &Model, value: &str) -> std::result::Result<(usize, usize), String> {
+    if model.graph().output.iter().any(|o| o.name == value) {
+        return Err(format!("its output '{value}' is a graph output"));
+    }
+    match model.index().consumers(value) {
+        [one] => Ok(*one),
+        [] => Err(format!("nothing reads its output '{value}'")),
+        many => Err(format!(
+            "its output '{value}' is read by {} nodes (e.g. a residual Add)",
+            many.len()
+        )),
+    }
+}
+
+fn next_link(
+    model: &Model,
+    members: &HashMap<usize, Member>,
+    refused: &HashMap<usize, String>,
+    from: &Member,
+    relu6_to_relu: bool,
+) -> std::result::Result<Link, String> {
+    let graph = model.graph();
+    let out = &graph.node[from.node].output[0];
+    let (mut next, mut slot) = only_reader(model, out)?;
+    let mut between = Between::Nothing;
+    if !members.contains_key(&next) && !refused.contains_key(&next) {
+        between = classify(model, next)?;
+        (next, slot) = only_reader(model, &graph.node[next].output[0])?;
+    }
+    let label = node_label(graph, next);
+    if let Some(reason) = refused.get(&next) {
+        return Err(format!(
+            "the next layer '{label}' is not equalized: {reason}"
+        ));
+    }
+    let Some(to) = members.get(&next) else {
+        return Err(format!(
+            "then comes {} '{label}', not a Conv or Gemm",
+            graph.node[next].op_type
+        ));
+    };
+    if slot != 0 {
+        return Err(format!("it feeds '{label}' as a weight, not as its input"));
+    }
+    if to.layout.in_channels() != from.layout.out_channels() {
+        return Err(format!(
+            "its {} output channels do not match the {} input channels of '{label}'",
+            from.layout.out_channels(),
+            to.layout.in_channels()
+        ));
+    }
+    // Asked last, so the reason names the Clip only when it is the one obstacle.
+    if let Between::Bounded { node, max } = between {
+        if !relu6_to_relu {
+            return Err(format!(
+                "followed by Clip(0, {max}) '{}': equalizing through it needs relu6_to_relu \
+                 (it becomes Relu, which changes the function)",
+                node_label(graph, node)
+            ));
+        }
+    }
+    Ok(Link { to: next, between })
+}
+
+/// The sets of a model, as member node indices, with the links between them.
+struct Plan {
+    members: HashMap<usize, Member>,
+    sets: Vec<Vec<usize>>,
+    links: HashMap<usize, Link>,
+    ends: Vec<ChainEnd>,
+}
+
+fn plan(model: &Model, relu6_to_relu: bool) -> Plan {
+    let graph = model.graph();
+    let mut members = HashMap::new();
+    let mut refused = HashMap::new();
+    let mut ends = Vec::new();
+    for &i in model.index().order() {
+        match graph.node[i].op_type.as_str() {
+            "Conv" | "Gemm" => match member(model, i) {
+                Ok(m) => {
+                    members.insert(i, m);
+                }
+                Err(reason) => {
+                    refused.insert(i, reason);
+                }
+            },
+            "ConvTranspose" => {
+                refused.insert(i, "ConvTranspose is not equalized".into());
+            }
+            _ => {}
+        }
+    }
+    let mut links = HashMap::new();
+    for &i in model.index().order() {
+        if let Some(reason) = refused.get(&i) {
+            ends.push(ChainEnd {
+                layer: node_label(graph, i),
+                reason: reason.clone(),
+            });
+        }
+        let Some(m) = members.get(&i) else { continue };
+        match next_link(model, &members, &refused, m, relu6_to_relu) {
+            Ok(link) => {
+                links.insert(i, link);
+            }
+            Err(reason) => ends.push(ChainEnd {
+                layer: m.name.clone(),
+                reason,
+            }),
+        }
+    }
+    let targets: HashSet<usize> = links.values().map(|l| l.to).collect();
+    let mut sets = Vec::new();
+    for &i in model.index().order() {
+        if !links.contains_key(&i) || targets.contains(&i) {
+            continue;
+        }
+        let mut seq = vec![i];
+        while let Some(l) = links.get(seq.last().expect("non-empty")) {
+            seq.push(l.to);
+        }
+        // AIMET's split: a depthwise layer with a successor makes a triple.
+        let mut k = 0;
+        while k + 1 < seq.len() {
+            if k + 2 < seq.len() && members[&seq[k + 1]].layout.is_depthwise() {
+                sets.push(seq[k..k + 3].to_vec());
+                k += 2;
+            } else {
+                sets.push(seq[k..k + 2].to_vec());
+                k += 1;
+            }
+        }
+    }
+    Plan {
+        members,
+        sets,
+        links,
+        ends,
+    }
+}
+
+/// Weights and biases of the members while they are scaled.
+struct Work {
+    weights: HashMap<usize, Vec<f32>>,
+    biases: HashMap<usize, Vec<f32>>,
+    /// Product of the factors each layer's output channels were multiplied by.
+    out_scale: HashMap<usize, Vec<f32>>,
+}
+
+/// s = r1 / √(r1·r2), or 1 where a range is zero (a dead channel has nothing to balance).
+fn pair_scale(r1: f32, r2: f32) -> f32 {
+    if r1 > 0.0 && r2 > 0.0 && r1.is_finite() && r2.is_finite() {
+        (r1 / r2).sqrt()
+    } else {
+        1.0
+    }
+}
+
+/// (s12, s23) of the three-layer form: all three ranges become ∛(r1·r2·r3).
+fn triple_scales(r1: f32, r2: f32, r3: f32) -> (f32, f32) {
+    let all = [r1, r2, r3];
+    if all
+        .iter()
+        .any(|r| r.is_nan() || *r <= 0.0 || r.is_infinite())
+    {
+        return (1.0, 1.0);
+    }
+    let c = (r1 as f64 * r2 as f64 * r3 as f64).cbrt();
+    ((r1 as f64 / c) as f32, (c / r3 as f64) as f32)
+}
+
+impl Work {
+    /// Multiply `m`'s weight rows by `weight_factor`; its output channels (bias, and what
+    /// the statistics must follow) change by `output_factor`.
+    fn scale_out(&mut self, m: &Member, weight_factor: &[f32], output_factor: &[f32]) {
+        let w = self.weights.get_mut(&m.node).expect("member weight");
+        m.layout.scale_out(w, weight_factor);
+        if let Some(b) = self.biases.get_mut(&m.node) {
+            b.iter_mut().zip(output_factor).for_each(|(b, f)| *b *= f);
+        }
+        let acc = self
+            .out_scale
+            .entry(m.node)
+            .or_insert_with(|| vec![1.0; output_factor.len()]);
+        acc.iter_mut().zip(output_factor).for_each(|(a, f)| *a *= f);
+    }
+
+    /// Equalize one set; returns the largest |s − 1|.
+    fn equalize(&mut self, set: &[&Member]) -> f32 {
+        let change = |s: &[f32]| s.iter().fold(0.0f32, |m, v| m.max((v - 1.0).abs()));
+        match set {
+            [a, b] => {
+                let r1 = a.layout.out_ranges(&self.weights[&a.node]);
+                let r2 = b.layout.in_ranges(&self.weights[&b.node]);
+                let s: Vec<f32> = r1
+                    .iter()
+                    .zip(&r2)
+                    .map(|(&x, &y)| pair_scale(x, y))
+                    .collect();
+                let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
+                self.scale_out(a, &inv, &inv);
+                b.layout
+                    .scale_in(self.weights.get_mut(&b.node).expect("weight"), &s);
+                change(&s)
+            }
+            [a, d, b] => {
+                let r1 = a.layout.out_ranges(&self.weights[&a.node]);
+                let r2 = d.layout.out_ranges(&self.weights[&d.node]);
+                let r3 = b.layout.in_ranges(&self.weights[&b.node]);
+                let (s12, s23): (Vec<f32>, Vec<f32>) = (0..r1.len())
+                    .map(|i| triple_scales(r1[i], r2[i], r3[i]))
+                    .unzip();
+                let inv12: Vec<f32> = s12.iter().map(|v| 1.0 / v).collect();
+                let inv23: Vec<f32> = s23.iter().map(|v| 1.0 / v).collect();
+                // The depthwise layer takes s12 on its input and gives 1/s23 on its output;
+                // with one input per output both are a factor on its channel.
+                let mid: Vec<f32> = s12.iter().zip(&s23).map(|(x, y)| x / y).collect();
+                self.scale_out(a, &inv12, &inv12);
+                self.scale_out(d, &mid, &inv23);
+                b.layout
+                    .scale_in(self.weights.get_mut(&b.node).expect("weight"), &s23);
+                change(&s12).max(change(&s23))
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// Relu in place of Clip nodes `nodes` (indices into the graph); their bounds are dropped.
+fn clips_to_relu(model: Model, nodes: &[usize]) -> Result<Model> {
+    if nodes.is_empty() {
+        return Ok(model);
+    }
+    let source = model.source().to_string();
+    let mut proto = model.into_proto();
+    let g = proto.graph.as_mut().expect("graph checked at load");
+    let mut bounds = HashSet::new();
+    for &i in nodes {
+        let n = &mut g.node[i];
+        bounds.extend(n.input.iter().skip(1).filter(|s| !s.is_empty()).cloned());
+        n.op_type = "Relu".into();
+        n.input.truncate(1);
+        n.attribute.clear();
+    }
+    prune_unused(g, &bounds);
+    Model::from_proto(proto, &source)
+}
+
+/// Turn the named Clip(0, m) nodes into Relu, nothing else: the reference a CLE with
+/// `relu6_to_relu` must match exactly.
+pub fn convert_to_relu(model: &Model, nodes: &[String]) -> Result<Model> {
+    let graph = model.graph();
+    let mut indices = Vec::new();
+    for name in nodes {
+        let i = (0..graph.node.len())
+            .find(|&i| node_label(graph, i) == *name)
+            .ok_or_else(|| Error::input(format!("{}: no node '{name}'", model.source())))?;
+        if graph.node[i].op_type != "Clip" {
+            return Err(Error::input(format!(
+                "{}: node '{name}' is a {}, not a Clip",
+                model.source(),
+                graph.node[i].op_type
+            )));
+        }
+        indices.push(i);
+    }
+    clips_to_relu(model.clone(), &indices)
+}
+
+/// Equalize `model` (folding its BNs first when it still has foldable ones). `stats` are
+/// the BN statistics of an earlier fold, if any; HBA needs them.
+pub fn equalize(
+    model: &Model,
+    stats: &BnStats,
+    options: &CleOptions,
+    cancel: &CancelToken,
+) -> Result<CleOutcome> {
+    let fold = fold_batchnorms(model)?;
+    let mut stats = stats.clone();
+    let (model, folded) = if fold.report.folded.is_empty() {
+        (model.clone(), None)
+    } else {
+        stats.merge(fold.stats);
+        (fold.model, Some(fold.report))
+    };
+    cancel.check()?;
+    let plan = plan(&model, options.relu6_to_relu);
+    let mut work = Work {
+        weights: HashMap::new(),
+        biases: HashMap::new(),
+        out_scale: HashMap::new(),
+    };
+    let in_sets: Vec<usize> = {
+        let mut seen = HashSet::new();
+        plan.sets
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|i| seen.insert(*i))
+            .collect()
+    };
+    for &i in &in_sets {
+        let m = &plan.members[&i];
+        let w = model.weight(&m.weight).expect("member weight");
+        work.weights
+            .insert(i, w.as_standard_layout().iter().copied().collect());
+        if let Some(b) = m.bias.as_ref().and_then(|b| model.weight(b)) {
+            work.biases.insert(i, b.iter().copied().collect());
+        }
+    }
+    let before: HashMap<usize, Vec<f32>> = work.weights.clone();
+    let (mut iterations, mut converged, mut last_change) = (0, plan.sets.is_empty(), 0.0);
+    let sets: Vec<Vec<&Member>> = plan
+        .sets
+        .iter()
+        .map(|s| s.iter().map(|i| &plan.members[i]).collect())
+        .collect();
+    while !converged && iterations < options.max_iterations.max(1) {
+        cancel.check()?;
+        iterations += 1;
+        last_change = sets.iter().map(|s| work.equalize(s)).fold(0.0f32, f32::max);
+        converged = last_change <= options.tolerance;
+    }
+
+    // Write back, report ranges, carry the statistics along.
+    let mut edited = model.clone();
+    let mut layers = Vec::new();
+    for &i in &in_sets {
+        let m = &plan.members[&i];
+        let view = |data: &[f32]| -> Result<WeightRanges> {
+            let v = ArrayViewD::from_shape(IxDyn(&m.shape), data)
+                .map_err(|e| Error::runtime(format!("{}: {e}", m.name)))?;
+            Ok(weight_ranges(v, Some(m.layout.out_axis())))
+        };
+        layers.push(LayerRanges {
+            layer: m.name.clone(),
+            op: if m.layout.is_depthwise() {
+                "DWConv".into()
+            } else {
+                m.op.clone()
+            },
+            before: view(&before[&i])?,
+            after: view(&work.weights[&i])?,
+        });
+        let w =
+            ArrayD::from_shape_vec(IxDyn(&m.shape), work.weights.remove(&i).unwrap_or_default())
+                .map_err(|e| Error::runtime(format!("{}: {e}", m.name)))?;
+        edited.set_weight(&m.weight, w)?;
+        if let (Some(name), Some(b)) = (&m.bias, work.biases.remove(&i)) {
+            let shape = model.weight(name).expect("bias").shape().to_vec();
+            let b = ArrayD::from_shape_vec(IxDyn(&shape), b)
+                .map_err(|e| Error::runtime(format!("{name}: {e}")))?;
+            edited.set_weight(name, b)?;
+        }
+        if let Some(f) = work.out_scale.get(&i) {
+            stats.scale(&m.name, f);
+        }
+    }
+    let graph = model.graph();
+    let mut converted = Vec::new();
+    let mut clips = Vec::new();
+    let mut hba_links = Vec::new();
+    let mut set_reports = Vec::new();
+    for set in &plan.sets {
+        let mut activations = Vec::new();
+        for pair in set.windows(2) {
+            let link = &plan.links[&pair[0]];
+            let (name, relu) = match link.between {
+                Between::Nothing => ("none".to_string(), false),
+                Between::Homogeneous { node, relu_like } => {
+                    (graph.node[node].op_type.clone(), relu_like)
+                }
+                Between::Bounded { node, max } => {
+                    if !clips.contains(&node) {
+                        clips.push(node);
+                        converted.push(ConvertedActivation {
+                            node: node_label(graph, node),
+                            was: format!("Clip(0, {max})"),
+                        });
+                    }
+                    ("Relu (was Clip)".to_string(), true)
+                }
+            };
+            activations.push(name);
+            if relu {
+                hba_links.push(HbaLink {
+                    layer: plan.members[&pair[0]].name.clone(),
+                    next: plan.members[&pair[1]].name.clone(),
+                });
+            }
+        }
+        set_reports.push(CleSet {
+            layers: set.iter().map(|i| plan.members[i].name.clone()).collect(),
+            activations,
+        });
+    }
+    let mut result = clips_to_relu(edited, &clips)?;
+    cancel.check()?;
+    let hba = if options.hba {
+        let (m, r) = absorb_high_bias(&result, &hba_links, &mut stats, options.hba_padded)?;
+        result = m;
+        Some(r)
+    } else {
+        None
+    };
+    Ok(CleOutcome {
+        model: result,
+        report: CleReport {
+            folded,
+            sets: set_reports,
+            ends: plan.ends,
+            converted,
+            iterations,
+            converged,
+            last_change,
+            layers,
+            hba,
+        },
+        stats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_scale_equalizes_two_channels_by_hand() {
+        // Channel 0: r1 = 4, r2 = 1 → s = √(4/1) = 2, both ranges become 2 (= √(4·1)).
+        // Channel 1: r1 = 0.5, r2 = 8 → s = √(0.5/8) = 0.25, both become 2 (= √(0.5·8)).
+        let s = [pair_scale(4.0, 1.0), pair_scale(0.5, 8.0)];
+        assert_eq!(s, [2.0, 0.25]);
+        assert_eq!([4.0 / s[0], 1.0 * s[0]], [2.0, 2.0]);
+        assert_eq!([0.5 / s[1], 8.0 * s[1]], [2.0, 2.0]);
+        // s = r1 / √(r1·r2), the paper's form, is the same number.
+        assert!((4.0f32 / (4.0f32 * 1.0).sqrt() - s[0]).abs() < 1e-7);
+        // A dead channel is left alone.
+        assert_eq!(pair_scale(0.0, 3.0), 1.0);
+        let (s12, s23) = triple_scales(8.0, 1.0, 1.0);
+        // ∛8 = 2: r1/s12 = 2, r2·s12/s23 = 2, r3·s23 = 2.
+        assert!((8.0 / s12 - 2.0).abs() < 1e-6 && (s12 / s23 - 2.0).abs() < 1e-6);
+        assert!((s23 - 2.0).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,23 @@
+//! Post-training fixes (DESIGN.md §3): transforms that make a float model quantize better
+//! without changing what it computes. Each is pure — `&Model` in, a new model and a report
+//! out — and the jobs in `jobs/` keep the result as a child variant.
+//!
+//! - [`bn_fold`]: BatchNormalization folded into the Conv/ConvTranspose/Gemm before it,
+//!   keeping the BN statistics ([`bn_stats`]) for later fixes;
+//! - [`cle`]: cross-layer equalization of Conv/Gemm chains;
+//! - [`hba`]: high-bias absorption after CLE.
+
+pub mod bn_fold;
+pub mod bn_stats;
+pub mod cle;
+pub(crate) mod edit;
+pub mod hba;
+pub(crate) mod layout;
+
+#[cfg(test)]
+mod tests;
+
+pub use bn_fold::{fold_batchnorms, FoldOutcome, FoldReport};
+pub use bn_stats::{BnStats, ChannelStats};
+pub use cle::{convert_to_relu, equalize, CleOptions, CleOutcome, CleReport};
+pub use hba::{absorb_high_bias, HbaLink, HbaReport};
