@@ -4,9 +4,8 @@
 
 use super::quant_flags::QuantFlags;
 use super::table::Table;
-use super::{model_name, print_json, resolve_model, Common};
+use super::{open_workspace, print_json, resolve_model, Common};
 use clap::Args;
-use qsteer::experiment::{default_workspace_dir, Workspace};
 use qsteer::jobs::{run_job_blocking, JobEvent, JobKind};
 use qsteer::metrics::Score;
 use qsteer::model::Model;
@@ -35,12 +34,8 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
     let settings = args.quant.settings()?;
     let options = args.quant.run_options()?;
     let model = Model::load(&path)?;
-    let name = model_name(&path);
-    let dir = match &common.workspace {
-        Some(d) => d.clone(),
-        None => default_workspace_dir(&name, &model.content_hash())?,
-    };
-    let ws = Arc::new(Mutex::new(Workspace::open_or_create(&dir, &model, &name)?));
+    let (dir, ws) = open_workspace(&path, &model, common)?;
+    let ws = Arc::new(Mutex::new(ws));
     let kind = JobKind::Analyze {
         variant: 0,
         data: std::path::absolute(&data).unwrap_or(data.clone()),

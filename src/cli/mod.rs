@@ -5,6 +5,7 @@
 mod analyze;
 mod eval;
 mod export;
+mod fixes;
 mod inspect;
 mod quant_flags;
 mod quantsim;
@@ -60,6 +61,10 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Write the QDQ ONNX model and AIMET encodings of a quantized variant (or model + encodings)
     Export(export::ExportArgs),
+    /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
+    FoldBn(fixes::FoldBnArgs),
+    /// Cross-layer equalization with high-bias absorption (a new variant)
+    Cle(fixes::CleArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -88,6 +93,8 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Quantsim(args)) => quantsim::run(args, &cli.common),
         Some(Command::Analyze(args)) => analyze::run(args, &cli.common),
         Some(Command::Export(args)) => export::run(args, &cli.common),
+        Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
+        Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             qsteer::tui::run(qsteer::tui::AppOptions {
@@ -119,6 +126,22 @@ pub(crate) fn print_json(value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::runtime(e.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+/// The model's workspace (`--workspace`, else the default one for this model), opened or
+/// created with the model as its base variant; returns its directory too.
+pub(crate) fn open_workspace(
+    path: &std::path::Path,
+    model: &qsteer::model::Model,
+    common: &Common,
+) -> Result<(PathBuf, qsteer::experiment::Workspace)> {
+    let name = model_name(path);
+    let dir = match &common.workspace {
+        Some(d) => d.clone(),
+        None => qsteer::experiment::default_workspace_dir(&name, &model.content_hash())?,
+    };
+    let ws = qsteer::experiment::Workspace::open_or_create(&dir, model, &name)?;
+    Ok((dir, ws))
 }
 
 /// The model's file stem, for display and workspace naming.

@@ -2,6 +2,7 @@
 //! `variants/<id>.onnx`, `cache/`, `logs/jobs.jsonl`. Every write is atomic.
 
 use super::variant::{EvalRecord, Variant};
+use crate::fixes::BnStats;
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::Model;
 use crate::quant::analysis::Analysis;
@@ -245,25 +246,59 @@ impl Workspace {
         self.save()
     }
 
-    /// Store a variant's latest quantization analysis as `variants/<id>.analysis.json`.
-    pub fn set_analysis(&mut self, id: u32, analysis: &Analysis) -> Result<()> {
+    /// Write `value` as `variants/<id>.<kind>.json`; returns the relative path to record.
+    fn write_variant_file<T: Serialize>(
+        &mut self,
+        id: u32,
+        kind: &str,
+        value: &T,
+    ) -> Result<String> {
         self.variant_mut(id)?;
-        let rel = format!("variants/{id}.analysis.json");
-        write_json_atomic(&self.dir.join(&rel), analysis)?;
-        self.variant_mut(id)?.analysis_file = Some(rel);
-        self.save()
+        let rel = format!("variants/{id}.{kind}.json");
+        write_json_atomic(&self.dir.join(&rel), value)?;
+        Ok(rel)
     }
 
-    /// A variant's stored analysis; a damaged file is an error naming it.
-    pub fn analysis(&self, id: u32) -> Result<Option<Analysis>> {
-        let Some(rel) = self.variant(id).and_then(|v| v.analysis_file.clone()) else {
+    /// Read a variant's side file; a damaged one is an error naming it and `what` it holds.
+    fn read_variant_file<T: serde::de::DeserializeOwned>(
+        &self,
+        rel: Option<String>,
+        what: &str,
+    ) -> Result<Option<T>> {
+        let Some(rel) = rel else {
             return Ok(None);
         };
         let path = self.dir.join(rel);
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::input(format!("{}: not a qsteer analysis: {e}", path.display())))
+            .map_err(|e| Error::input(format!("{}: not {what}: {e}", path.display())))
+    }
+
+    /// Store a variant's latest quantization analysis as `variants/<id>.analysis.json`.
+    pub fn set_analysis(&mut self, id: u32, analysis: &Analysis) -> Result<()> {
+        let rel = self.write_variant_file(id, "analysis", analysis)?;
+        self.variant_mut(id)?.analysis_file = Some(rel);
+        self.save()
+    }
+
+    /// A variant's stored analysis; a damaged file is an error naming it.
+    pub fn analysis(&self, id: u32) -> Result<Option<Analysis>> {
+        let rel = self.variant(id).and_then(|v| v.analysis_file.clone());
+        self.read_variant_file(rel, "a qsteer analysis")
+    }
+
+    /// Store the BN statistics of a variant's folded layers as `variants/<id>.bn_stats.json`.
+    pub fn set_bn_stats(&mut self, id: u32, stats: &BnStats) -> Result<()> {
+        let rel = self.write_variant_file(id, "bn_stats", stats)?;
+        self.variant_mut(id)?.bn_stats_file = Some(rel);
+        self.save()
+    }
+
+    /// A variant's BN statistics, if it has any; a damaged file is an error naming it.
+    pub fn bn_stats(&self, id: u32) -> Result<Option<BnStats>> {
+        let rel = self.variant(id).and_then(|v| v.bn_stats_file.clone());
+        self.read_variant_file(rel, "qsteer BN statistics")
     }
 
     /// Append one JSON line to `logs/jobs.jsonl` (the job history).

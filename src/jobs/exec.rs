@@ -5,7 +5,7 @@ use super::event::{JobEvent, Throttle};
 use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
-use super::{analyze, evaluate, lock, quantsim};
+use super::{analyze, evaluate, fixes, lock, quantsim};
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
 use crate::{Error, Result};
@@ -135,6 +135,8 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::Evaluate { .. } => evaluate::run(ctx, workspace),
         JobKind::Quantsim { .. } => quantsim::run(ctx, workspace),
         JobKind::Analyze { .. } => analyze::run(ctx, workspace),
+        JobKind::FoldBn { .. } => fixes::run_fold_bn(ctx, workspace),
+        JobKind::Cle { .. } => fixes::run_cle(ctx, workspace),
     }))
     .unwrap_or_else(|panic| {
         Err(Error::runtime(format!(

@@ -69,6 +69,27 @@ pub enum JobKind {
         #[serde(default)]
         sweep: bool,
     },
+    /// Fold the BatchNormalizations of a variant into their layers; the result is a child
+    /// variant with the BN statistics kept beside it.
+    FoldBn { variant: u32 },
+    /// Cross-layer equalization of a variant (BN folded first if needed), optionally with
+    /// high-bias absorption; the result is a child variant.
+    Cle {
+        variant: u32,
+        /// Turn Clip(0, 6) inside chains into Relu (changes the function) instead of
+        /// skipping those chains.
+        #[serde(default)]
+        relu6_to_relu: bool,
+        #[serde(default = "yes")]
+        hba: bool,
+        /// HBA also into layers that zero-pad their input (AIMET's behaviour).
+        #[serde(default)]
+        hba_padded: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl JobKind {
@@ -129,6 +150,24 @@ impl JobKind {
                 settings_label(settings),
                 if *sweep { " + sweep" } else { "" }
             ),
+            JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
+            JobKind::Cle {
+                variant,
+                relu6_to_relu,
+                hba,
+                hba_padded,
+            } => {
+                let mut label = format!("cle v{variant}");
+                if *relu6_to_relu {
+                    label.push_str(" relu6→relu");
+                }
+                match (hba, hba_padded) {
+                    (true, true) => label.push_str(" +hba (padded too)"),
+                    (true, false) => label.push_str(" +hba"),
+                    _ => {}
+                }
+                label
+            }
         }
     }
 
@@ -136,6 +175,8 @@ impl JobKind {
     pub fn is_heavy(&self) -> bool {
         match self {
             JobKind::Evaluate { .. } | JobKind::Quantsim { .. } | JobKind::Analyze { .. } => true,
+            // Single-threaded weight arithmetic, well under a second on a ResNet-50.
+            JobKind::FoldBn { .. } | JobKind::Cle { .. } => false,
         }
     }
 }

@@ -8,6 +8,7 @@ mod analyze;
 mod evaluate;
 mod event;
 mod exec;
+mod fixes;
 mod history;
 mod journal;
 mod kind;
