@@ -21,14 +21,14 @@
 use super::bn_fold::{fold_batchnorms, FoldReport};
 use super::bn_stats::BnStats;
 use super::edit::{private_constant, prune_unused};
-use super::hba::{absorb_high_bias, HbaLink, HbaReport};
+use super::hba::{absorb, HbaLink, HbaReport};
 use super::layout::Layout;
 use crate::cancel::CancelToken;
 use crate::model::graph::node_label;
 use crate::model::{attrs, Model};
-use crate::quant::analysis::{weight_ranges, WeightRanges};
+use crate::quant::analysis::WeightRanges;
 use crate::{Error, Result};
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
@@ -323,7 +323,9 @@ fn next_link(
 /// The sets of a model, as member node indices, with the links between them.
 struct Plan {
     members: HashMap<usize, Member>,
-    sets: Vec<Vec<usize>>,
+    /// Per chain (a maximal sequence of linked layers), its sets in order. Chains share no
+    /// layer, so each is equalized on its own.
+    chains: Vec<Vec<Vec<usize>>>,
     links: HashMap<usize, Link>,
     ends: Vec<ChainEnd>,
 }
@@ -369,11 +371,12 @@ fn plan(model: &Model, relu6_to_relu: bool) -> Plan {
         }
     }
     let targets: HashSet<usize> = links.values().map(|l| l.to).collect();
-    let mut sets = Vec::new();
+    let mut chains = Vec::new();
     for &i in model.index().order() {
         if !links.contains_key(&i) || targets.contains(&i) {
             continue;
         }
+        let mut sets = Vec::new();
         let mut seq = vec![i];
         while let Some(l) = links.get(seq.last().expect("non-empty")) {
             seq.push(l.to);
@@ -389,21 +392,26 @@ fn plan(model: &Model, relu6_to_relu: bool) -> Plan {
                 k += 1;
             }
         }
+        chains.push(sets);
     }
     Plan {
         members,
-        sets,
+        chains,
         links,
         ends,
     }
 }
 
-/// Weights and biases of the members while they are scaled.
+/// One chain's weights and biases while they are scaled.
+#[derive(Default)]
 struct Work {
     weights: HashMap<usize, Vec<f32>>,
     biases: HashMap<usize, Vec<f32>>,
     /// Product of the factors each layer's output channels were multiplied by.
     out_scale: HashMap<usize, Vec<f32>>,
+    iterations: usize,
+    converged: bool,
+    last_change: f32,
 }
 
 /// s = r1 / √(r1·r2), or 1 where a range is zero (a dead channel has nothing to balance).
@@ -485,6 +493,58 @@ impl Work {
     }
 }
 
+/// Equalize each chain until its scales settle; chains are independent, so the cores
+/// take them one after another. Cancellation is checked between iterations.
+fn equalize_chains(
+    chains: &[Vec<Vec<&Member>>],
+    works: &mut [Work],
+    options: &CleOptions,
+    cancel: &CancelToken,
+) -> Result<()> {
+    let run = |sets: &[Vec<&Member>], work: &mut Work| -> Result<()> {
+        while !work.converged && work.iterations < options.max_iterations.max(1) {
+            cancel.check()?;
+            work.iterations += 1;
+            work.last_change = sets.iter().map(|s| work.equalize(s)).fold(0.0, f32::max);
+            work.converged = work.last_change <= options.tolerance;
+        }
+        Ok(())
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(chains.len());
+    if threads <= 1 {
+        return chains
+            .iter()
+            .zip(works.iter_mut())
+            .try_for_each(|(c, w)| run(c, w));
+    }
+    let slots: Vec<std::sync::Mutex<&mut Work>> =
+        works.iter_mut().map(std::sync::Mutex::new).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(slot) = slots.get(k) else {
+                            return Ok(());
+                        };
+                        // Each slot is taken by one worker only: the lock never waits.
+                        let mut work = slot.lock().unwrap_or_else(|e| e.into_inner());
+                        run(&chains[k], &mut work)?;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(Error::runtime("a CLE worker panicked")))
+        })
+    })
+}
+
 /// Relu in place of Clip nodes `nodes` (indices into the graph); their bounds are dropped.
 fn clips_to_relu(model: Model, nodes: &[usize]) -> Result<Model> {
     if nodes.is_empty() {
@@ -544,83 +604,82 @@ pub fn equalize(
     };
     cancel.check()?;
     let plan = plan(&model, options.relu6_to_relu);
-    let mut work = Work {
-        weights: HashMap::new(),
-        biases: HashMap::new(),
-        out_scale: HashMap::new(),
-    };
-    let in_sets: Vec<usize> = {
-        let mut seen = HashSet::new();
-        plan.sets
-            .iter()
-            .flatten()
-            .copied()
-            .filter(|i| seen.insert(*i))
-            .collect()
-    };
-    for &i in &in_sets {
-        let m = &plan.members[&i];
-        let w = model.weight(&m.weight).expect("member weight");
-        work.weights
-            .insert(i, w.as_standard_layout().iter().copied().collect());
-        if let Some(b) = m.bias.as_ref().and_then(|b| model.weight(b)) {
-            work.biases.insert(i, b.iter().copied().collect());
-        }
-    }
-    let before: HashMap<usize, Vec<f32>> = work.weights.clone();
-    let (mut iterations, mut converged, mut last_change) = (0, plan.sets.is_empty(), 0.0);
-    let sets: Vec<Vec<&Member>> = plan
-        .sets
+    let chains: Vec<Vec<Vec<&Member>>> = plan
+        .chains
         .iter()
-        .map(|s| s.iter().map(|i| &plan.members[i]).collect())
+        .map(|c| {
+            c.iter()
+                .map(|s| s.iter().map(|i| &plan.members[i]).collect())
+                .collect()
+        })
         .collect();
-    while !converged && iterations < options.max_iterations.max(1) {
-        cancel.check()?;
-        iterations += 1;
-        last_change = sets.iter().map(|s| work.equalize(s)).fold(0.0f32, f32::max);
-        converged = last_change <= options.tolerance;
+    let mut works = Vec::with_capacity(chains.len());
+    let mut layers = Vec::new();
+    for chain in &chains {
+        let mut work = Work::default();
+        for m in chain.iter().flatten() {
+            if work.weights.contains_key(&m.node) {
+                continue;
+            }
+            let w = model.weight(&m.weight).expect("member weight");
+            let flat = match w.as_slice() {
+                Some(s) => s.to_vec(),
+                None => w.as_standard_layout().iter().copied().collect(),
+            };
+            layers.push((m, WeightRanges::from_channels(m.layout.out_min_max(&flat))));
+            work.weights.insert(m.node, flat);
+            if let Some(b) = m.bias.as_ref().and_then(|b| model.weight(b)) {
+                work.biases.insert(m.node, b.iter().copied().collect());
+            }
+        }
+        works.push(work);
     }
+    equalize_chains(&chains, &mut works, options, cancel)?;
+    let iterations = works.iter().map(|w| w.iterations).max().unwrap_or(0);
+    let converged = works.iter().all(|w| w.converged);
+    let last_change = works.iter().map(|w| w.last_change).fold(0.0, f32::max);
 
     // Write back, report ranges, carry the statistics along.
-    let mut edited = model.clone();
-    let mut layers = Vec::new();
-    for &i in &in_sets {
-        let m = &plan.members[&i];
-        let view = |data: &[f32]| -> Result<WeightRanges> {
-            let v = ArrayViewD::from_shape(IxDyn(&m.shape), data)
-                .map_err(|e| Error::runtime(format!("{}: {e}", m.name)))?;
-            Ok(weight_ranges(v, Some(m.layout.out_axis())))
-        };
-        layers.push(LayerRanges {
+    let mut edited = model;
+    let mut ranges = Vec::with_capacity(layers.len());
+    let mut all: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut biases: HashMap<usize, Vec<f32>> = HashMap::new();
+    for w in works {
+        for (node, f) in &w.out_scale {
+            stats.scale(&plan.members[node].name, f);
+        }
+        all.extend(w.weights);
+        biases.extend(w.biases);
+    }
+    for (m, before) in layers {
+        let data = all.remove(&m.node).unwrap_or_default();
+        let after = WeightRanges::from_channels(m.layout.out_min_max(&data));
+        let w = ArrayD::from_shape_vec(IxDyn(&m.shape), data)
+            .map_err(|e| Error::runtime(format!("{}: {e}", m.name)))?;
+        ranges.push(LayerRanges {
             layer: m.name.clone(),
             op: if m.layout.is_depthwise() {
                 "DWConv".into()
             } else {
                 m.op.clone()
             },
-            before: view(&before[&i])?,
-            after: view(&work.weights[&i])?,
+            before,
+            after,
         });
-        let w =
-            ArrayD::from_shape_vec(IxDyn(&m.shape), work.weights.remove(&i).unwrap_or_default())
-                .map_err(|e| Error::runtime(format!("{}: {e}", m.name)))?;
         edited.set_weight(&m.weight, w)?;
-        if let (Some(name), Some(b)) = (&m.bias, work.biases.remove(&i)) {
-            let shape = model.weight(name).expect("bias").shape().to_vec();
+        if let (Some(name), Some(b)) = (&m.bias, biases.remove(&m.node)) {
+            let shape = edited.weight(name).expect("bias").shape().to_vec();
             let b = ArrayD::from_shape_vec(IxDyn(&shape), b)
                 .map_err(|e| Error::runtime(format!("{name}: {e}")))?;
             edited.set_weight(name, b)?;
         }
-        if let Some(f) = work.out_scale.get(&i) {
-            stats.scale(&m.name, f);
-        }
     }
-    let graph = model.graph();
+    let graph = edited.graph();
     let mut converted = Vec::new();
     let mut clips = Vec::new();
     let mut hba_links = Vec::new();
     let mut set_reports = Vec::new();
-    for set in &plan.sets {
+    for set in plan.chains.iter().flatten() {
         let mut activations = Vec::new();
         for pair in set.windows(2) {
             let link = &plan.links[&pair[0]];
@@ -656,7 +715,7 @@ pub fn equalize(
     let mut result = clips_to_relu(edited, &clips)?;
     cancel.check()?;
     let hba = if options.hba {
-        let (m, r) = absorb_high_bias(&result, &hba_links, &mut stats, options.hba_padded)?;
+        let (m, r) = absorb(result, &hba_links, &mut stats, options.hba_padded)?;
         result = m;
         Some(r)
     } else {
@@ -672,7 +731,7 @@ pub fn equalize(
             iterations,
             converged,
             last_change,
-            layers,
+            layers: ranges,
             hba,
         },
         stats,

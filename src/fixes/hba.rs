@@ -101,15 +101,23 @@ pub fn absorb_high_bias(
     stats: &mut BnStats,
     padded: bool,
 ) -> Result<(Model, HbaReport)> {
-    let graph = model.graph();
-    let by_label: HashMap<String, usize> = (0..graph.node.len())
-        .map(|i| (node_label(graph, i), i))
+    absorb(model.clone(), links, stats, padded)
+}
+
+/// [`absorb_high_bias`] editing `model` itself (CLE hands over the model it made).
+pub(crate) fn absorb(
+    mut model: Model,
+    links: &[HbaLink],
+    stats: &mut BnStats,
+    padded: bool,
+) -> Result<(Model, HbaReport)> {
+    let by_label: HashMap<String, usize> = (0..model.graph().node.len())
+        .map(|i| (node_label(model.graph(), i), i))
         .collect();
     let mut report = HbaReport {
         padded,
         ..Default::default()
     };
-    let mut edited = model.clone();
     // Layers that had no bias of their own: the bias they get, attached at the end.
     let mut new_biases: HashMap<usize, Vec<f32>> = HashMap::new();
     for link in links {
@@ -145,7 +153,7 @@ pub fn absorb_high_bias(
             ));
             continue;
         }
-        if !padded && pads_input(&graph.node[l2]) {
+        if !padded && pads_input(&model.graph().node[l2]) {
             report.skipped.push(skip(format!(
                 "'{}' zero-pads its input: its border outputs would get only part of the bias \
                  (hba_padded absorbs anyway, as AIMET does)",
@@ -153,61 +161,62 @@ pub fn absorb_high_bias(
             )));
             continue;
         }
-        let Some(b1) = private_constant(model, l1, 2) else {
+        let Some(b1) = private_constant(&model, l1, 2) else {
             report
                 .skipped
                 .push(skip("the layer has no bias of its own to lower".into()));
             continue;
         };
-        let w2_name = private_constant(model, l2, 1).ok_or_else(|| {
+        let w2_name = private_constant(&model, l2, 1).ok_or_else(|| {
             Error::input(format!(
                 "{}: weight of '{}' not found",
                 model.source(),
                 link.next
             ))
         })?;
-        let w2 = edited
+        let w2 = model
             .weight(&w2_name)
             .expect("weight")
             .as_standard_layout()
             .into_owned();
-        let layout2 = layout_of(model, l2, &w2)?;
-        if c.len() != layout2.in_channels() || edited.weight(&b1).map(|b| b.len()) != Some(c.len())
-        {
+        let layout2 = layout_of(&model, l2, &w2)?;
+        if c.len() != layout2.in_channels() || model.weight(&b1).map(|b| b.len()) != Some(c.len()) {
             report.skipped.push(skip(format!(
                 "{} statistics channels do not match the layers",
                 c.len()
             )));
             continue;
         }
+        // L2's bias: its own (changed in place) or a new one; a shared one refuses the pair.
+        let own2 = private_constant(&model, l2, 2)
+            .filter(|b| model.weight(b).map(|a| a.len()) == Some(layout2.out_channels()));
+        let has_bias2 = model.graph().node[l2]
+            .input
+            .get(2)
+            .is_some_and(|b| !b.is_empty());
+        if own2.is_none() && has_bias2 {
+            report.skipped.push(skip(format!(
+                "'{}' shares its bias with another node",
+                link.next
+            )));
+            continue;
+        }
         let added = layout2.weighted_in_sum(w2.as_slice().expect("standard layout"), &c);
 
         // L1: b1 −= c.
-        let f1 = bias_factor(model, l1);
-        let mut bias1 = edited.weight(&b1).expect("bias").clone();
+        let f1 = bias_factor(&model, l1);
+        let mut bias1 = model.weight(&b1).expect("bias").clone();
         bias1.iter_mut().zip(&c).for_each(|(b, v)| *b -= v * f1);
-        edited.set_weight(&b1, bias1)?;
-        // L2: b2 += W2·c, in place when it owns its bias.
-        let f2 = bias_factor(model, l2);
-        let own2 = private_constant(model, l2, 2)
-            .filter(|b| model.weight(b).map(|a| a.len()) == Some(added.len()));
+        model.set_weight(&b1, bias1)?;
+        // L2: b2 += W2·c.
+        let f2 = bias_factor(&model, l2);
         match own2 {
             Some(b2) => {
-                let mut bias2 = edited.weight(&b2).expect("bias").clone();
+                let mut bias2 = model.weight(&b2).expect("bias").clone();
                 bias2.iter_mut().zip(&added).for_each(|(b, v)| *b += v * f2);
-                edited.set_weight(&b2, bias2)?;
+                model.set_weight(&b2, bias2)?;
             }
             None => {
-                let old = graph.node[l2].input.get(2).filter(|b| !b.is_empty());
-                if old.is_some() {
-                    report.skipped.push(skip(format!(
-                        "'{}' shares its bias with another node",
-                        link.next
-                    )));
-                    // Undo L1's change: absorb both sides or neither.
-                    edited.set_weight(&b1, model.weight(&b1).expect("bias").clone())?;
-                    continue;
-                }
                 let entry = new_biases
                     .entry(l2)
                     .or_insert_with(|| vec![0.0; added.len()]);
@@ -223,10 +232,10 @@ pub fn absorb_high_bias(
         });
     }
     if new_biases.is_empty() {
-        return Ok((edited, report));
+        return Ok((model, report));
     }
     let source = model.source().to_string();
-    let mut proto = edited.into_proto();
+    let mut proto = model.into_proto();
     let g = proto.graph.as_mut().expect("graph checked at load");
     let mut names = Names::of(g);
     let mut order: Vec<usize> = new_biases.keys().copied().collect();

@@ -25,6 +25,10 @@ pub(crate) enum Layout {
     Cols { k: usize, n: usize },
 }
 
+fn max_abs(s: &[f32]) -> f32 {
+    s.iter().fold(0.0f32, |m, w| m.max(w.abs()))
+}
+
 fn kernel_size(shape: &[usize]) -> usize {
     shape[2..].iter().product()
 }
@@ -96,14 +100,6 @@ impl Layout {
         }
     }
 
-    /// The axis of the output channels in the weight tensor.
-    pub(crate) fn out_axis(&self) -> usize {
-        match self {
-            Layout::Rows { .. } => 0,
-            Layout::Transposed { .. } | Layout::Cols { .. } => 1,
-        }
-    }
-
     /// One group per channel, as many outputs as inputs: the middle of a Conv→DWConv→Conv.
     pub(crate) fn is_depthwise(&self) -> bool {
         matches!(*self, Layout::Rows { cout, cin_g: 1, groups, .. } if groups == cout && groups > 1)
@@ -130,22 +126,18 @@ impl Layout {
     /// Call `f(out, in, span)` for every (output, input) pair, `span` the positions of its
     /// kernel taps in the flat weight; in memory order.
     fn spans(&self, mut f: impl FnMut(usize, usize, std::ops::Range<usize>)) {
-        match *self {
-            Layout::Rows {
-                cout,
-                cin_g,
-                groups,
-                kernel,
-            } => {
-                let cout_g = (cout / groups).max(1);
-                for o in 0..cout {
-                    let first_in = (o / cout_g) * cin_g;
-                    for li in 0..cin_g {
-                        let at = (o * cin_g + li) * kernel;
-                        f(o, first_in + li, at..at + kernel);
-                    }
+        if let Some((cout, cin_g, kernel, cout_g)) = self.rows() {
+            for o in 0..cout {
+                let first_in = (o / cout_g) * cin_g;
+                for li in 0..cin_g {
+                    let at = (o * cin_g + li) * kernel;
+                    f(o, first_in + li, at..at + kernel);
                 }
             }
+            return;
+        }
+        match *self {
+            Layout::Rows { .. } => {} // done above
             Layout::Transposed {
                 cin,
                 cout_g,
@@ -184,8 +176,45 @@ impl Layout {
         self.spans(|o, i, span| data[span].iter_mut().for_each(|w| f(o, i, w)));
     }
 
+    /// Conv-like rows: (outputs, inputs per group, kernel taps, outputs per group).
+    fn rows(&self) -> Option<(usize, usize, usize, usize)> {
+        match *self {
+            Layout::Rows {
+                cout,
+                cin_g,
+                groups,
+                kernel,
+            } => Some((cout, cin_g, kernel, (cout / groups).max(1))),
+            _ => None,
+        }
+    }
+
+    /// Length of one output row, for the Conv-like layouts.
+    fn row_len(&self) -> Option<usize> {
+        self.rows().map(|(_, cin_g, kernel, _)| cin_g * kernel)
+    }
+
+    /// `[min, max]` per output channel.
+    pub(crate) fn out_min_max(&self, data: &[f32]) -> Vec<[f32; 2]> {
+        let widen = |[lo, hi]: [f32; 2], w: f32| [lo.min(w), hi.max(w)];
+        let empty = [f32::INFINITY, f32::NEG_INFINITY];
+        if let Some(len) = self.row_len() {
+            return data
+                .chunks_exact(len)
+                .map(|row| row.iter().fold(empty, |m, &w| widen(m, w)))
+                .collect();
+        }
+        let mut r = vec![empty; self.out_channels()];
+        self.for_each(data, |o, _, w| r[o] = widen(r[o], w));
+        r
+    }
+
     /// max |w| per output channel.
     pub(crate) fn out_ranges(&self, data: &[f32]) -> Vec<f32> {
+        // Rows are contiguous: the common case runs as plain slice loops.
+        if let Some(len) = self.row_len() {
+            return data.chunks_exact(len).map(max_abs).collect();
+        }
         let mut r = vec![0.0f32; self.out_channels()];
         self.for_each(data, |o, _, w| r[o] = r[o].max(w.abs()));
         r
@@ -194,17 +223,46 @@ impl Layout {
     /// max |w| per input channel.
     pub(crate) fn in_ranges(&self, data: &[f32]) -> Vec<f32> {
         let mut r = vec![0.0f32; self.in_channels()];
+        if let Some((_, cin_g, kernel, cout_g)) = self.rows() {
+            let len = cin_g * kernel;
+            for (o, row) in data.chunks_exact(len).enumerate() {
+                let first = (o / cout_g) * cin_g;
+                for (taps, m) in row.chunks_exact(kernel).zip(&mut r[first..first + cin_g]) {
+                    *m = m.max(max_abs(taps));
+                }
+            }
+            return r;
+        }
         self.for_each(data, |_, i, w| r[i] = r[i].max(w.abs()));
         r
     }
 
     /// Multiply output channel `o` by `factor[o]`.
     pub(crate) fn scale_out(&self, data: &mut [f32], factor: &[f32]) {
+        if let Some(len) = self.row_len() {
+            for (row, f) in data.chunks_exact_mut(len).zip(factor) {
+                row.iter_mut().for_each(|w| *w *= f);
+            }
+            return;
+        }
         self.for_each_mut(data, |o, _, w| *w *= factor[o]);
     }
 
     /// Multiply input channel `i` by `factor[i]`.
     pub(crate) fn scale_in(&self, data: &mut [f32], factor: &[f32]) {
+        if let Some((_, cin_g, kernel, cout_g)) = self.rows() {
+            let len = cin_g * kernel;
+            for (o, row) in data.chunks_exact_mut(len).enumerate() {
+                let first = (o / cout_g) * cin_g;
+                for (taps, f) in row
+                    .chunks_exact_mut(kernel)
+                    .zip(&factor[first..first + cin_g])
+                {
+                    taps.iter_mut().for_each(|w| *w *= f);
+                }
+            }
+            return;
+        }
         self.for_each_mut(data, |_, i, w| *w *= factor[i]);
     }
 
@@ -255,5 +313,28 @@ mod tests {
         assert_eq!(c.out_ranges(&w), [3.0, 5.0, 4.0]);
         assert_eq!(c.in_ranges(&w), [5.0, 4.0]);
         assert_eq!(c.weighted_in_sum(&w, &[1.0, 2.0]), [7.0, -4.0, -6.0]);
+    }
+
+    #[test]
+    fn row_fast_paths_agree_with_the_generic_traversal() {
+        // 6 outputs, 3 groups of 2 inputs, 2 taps.
+        let l = Layout::conv(&[6, 2, 2], 3, "g").unwrap();
+        let w: Vec<f32> = (0..24).map(|k| ((k * 7) % 11) as f32 - 5.0).collect();
+        let (mut outs, mut ins) = (vec![0.0f32; 6], vec![0.0f32; 6]);
+        l.for_each(&w, |o, i, v| {
+            outs[o] = outs[o].max(v.abs());
+            ins[i] = ins[i].max(v.abs());
+        });
+        assert_eq!(l.out_ranges(&w), outs);
+        assert_eq!(l.in_ranges(&w), ins);
+        let f: Vec<f32> = (1..=6).map(|k| k as f32).collect();
+        let (mut a, mut b) = (w.clone(), w.clone());
+        l.scale_in(&mut a, &f);
+        l.for_each_mut(&mut b, |_, i, v| *v *= f[i]);
+        assert_eq!(a, b);
+        let (mut a, mut b) = (w.clone(), w.clone());
+        l.scale_out(&mut a, &f);
+        l.for_each_mut(&mut b, |o, _, v| *v *= f[o]);
+        assert_eq!(a, b);
     }
 }

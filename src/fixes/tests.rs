@@ -94,21 +94,35 @@ fn spread_rows(mut w: ArrayD<f32>, f: &[f32]) -> ArrayD<f32> {
     w
 }
 
+/// A BatchNormalization `name` with the given scale, bias, mean and variance.
+fn bn_with(b: &mut ProtoBuilder, name: &str, input: &str, output: &str, params: [ArrayD<f32>; 4]) {
+    let names = ["scale", "bias", "mean", "var"].map(|p| format!("{name}.{p}"));
+    for (n, a) in names.iter().zip(&params) {
+        b.initializer(n, a);
+    }
+    let mut inputs = vec![input];
+    inputs.extend(names.iter().map(|n| n.as_str()));
+    b.node("BatchNormalization", name, &inputs, &[output], vec![]);
+}
+
 /// BN parameters for `c` channels, with variance and a mean far from 0.
 fn bn(b: &mut ProtoBuilder, rng: &mut Rng, name: &str, c: usize, input: &str, output: &str) {
     let pos = |rng: &mut Rng| rng.array(&[c], 0.5).mapv(|v| v + 1.0);
-    b.initializer(&format!("{name}.scale"), &pos(rng))
-        .initializer(&format!("{name}.bias"), &rng.array(&[c], 1.0))
-        .initializer(&format!("{name}.mean"), &rng.array(&[c], 2.0))
-        .initializer(&format!("{name}.var"), &pos(rng));
-    let p = |s: &str| format!("{name}.{s}");
-    b.node(
-        "BatchNormalization",
-        name,
-        &[input, &p("scale"), &p("bias"), &p("mean"), &p("var")],
-        &[output],
-        vec![],
-    );
+    let params = [
+        pos(rng),
+        rng.array(&[c], 1.0),
+        rng.array(&[c], 2.0),
+        pos(rng),
+    ];
+    bn_with(b, name, input, output, params);
+}
+
+/// A BN whose output sits near `beta` (huge variance makes the normalized input tiny):
+/// through a Relu it never drops below β − 3|γ| = β − 3, so HBA is exact there.
+fn high_bn(b: &mut ProtoBuilder, name: &str, input: &str, output: &str, beta: ArrayD<f32>) {
+    let fill = |v: f32| ArrayD::from_elem(beta.raw_dim(), v);
+    let params = [fill(1.0), beta.clone(), fill(0.0), fill(1e6)];
+    bn_with(b, name, input, output, params);
 }
 
 fn conv_attrs(k: i64, group: i64) -> Vec<tract_onnx::pb::AttributeProto> {
@@ -269,20 +283,13 @@ fn chain_net(activation: &str) -> Model {
             &spread_rows(rng.array(&[8, 1, 3, 3], 0.5), &spread2),
         )
         .node("Conv", "dw", &["a1", "dw.w"], &["dw"], conv_attrs(3, 8));
-    // A BN whose output sits near β = 5 (huge variance, so the normalized input is tiny):
-    // through the Relu it never drops below β − 3|γ| = 2, so HBA is exact here.
-    let high = |v: f32| ArrayD::from_elem(IxDyn(&[8]), v);
-    b.initializer("bn2.scale", &high(1.0))
-        .initializer("bn2.bias", &rng.array(&[8], 0.5).mapv(|v| v + 5.0))
-        .initializer("bn2.mean", &high(0.0))
-        .initializer("bn2.var", &high(1e6))
-        .node(
-            "BatchNormalization",
-            "bn2",
-            &["dw", "bn2.scale", "bn2.bias", "bn2.mean", "bn2.var"],
-            &["b2"],
-            vec![],
-        );
+    high_bn(
+        &mut b,
+        "bn2",
+        "dw",
+        "b2",
+        rng.array(&[8], 0.5).mapv(|v| v + 5.0),
+    );
     b.node(activation, "a2", &["b2"], &["a2"], vec![])
         .initializer("c2.w", &rng.array(&[6, 8, 1, 1], 0.5))
         .initializer("c2.b", &rng.array(&[6], 0.5))
@@ -462,4 +469,55 @@ fn cle_on_mbv2_goes_through_relu6_only_with_consent() {
     // The stem and head keep their Relu6.
     let clips = ops(&out.model).iter().filter(|o| *o == "Clip").count();
     assert_eq!(clips, 16 - 9 - 5);
+}
+
+/// Conv 1×1 → BN (output ≈ 5 ± tiny) → Relu → Conv 3×3 with zero padding.
+fn padded_pair() -> Model {
+    let mut rng = Rng::new(21);
+    let mut b = ProtoBuilder::new(13);
+    b.input("x", &[3, 6, 6])
+        .initializer("c1.w", &rng.array(&[4, 3, 1, 1], 0.5))
+        .node("Conv", "c1", &["x", "c1.w"], &["c1"], vec![]);
+    high_bn(&mut b, "bn", "c1", "b", ArrayD::from_elem(IxDyn(&[4]), 5.0));
+    b.node("Relu", "relu", &["b"], &["r"], vec![])
+        .initializer("c2.w", &rng.array(&[2, 4, 3, 3], 0.5))
+        .node("Conv", "c2", &["r", "c2.w"], &["y"], conv_attrs(3, 1))
+        .output("y");
+    b.model("padded pair").unwrap()
+}
+
+#[test]
+fn absorbing_into_a_zero_padded_conv_changes_only_its_border() {
+    let model = padded_pair();
+    let x = Rng::new(22).array(&[8, 3, 6, 6], 1.0);
+    let reference = outputs(&model, &x);
+    let exact = cle(&model, &CleOptions::default());
+    let hba = exact.report.hba.as_ref().unwrap();
+    assert!(hba.absorbed.is_empty() && hba.skipped[0].reason.contains("zero-pads"));
+    assert_same_function(&model, &exact.model, &x, "padded conv skipped");
+    let aimet = cle(
+        &model,
+        &CleOptions {
+            hba_padded: true,
+            ..Default::default()
+        },
+    );
+    let a = aimet.report.hba.as_ref().unwrap();
+    assert_eq!(a.absorbed.len(), 1, "{a:?}");
+    assert!(a.absorbed[0].max > 1.9, "c = β − 3|γ| ≈ 2: {a:?}");
+    let got = outputs(&aimet.model, &x);
+    let range = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (mut inner, mut border) = (0.0f32, 0.0f32);
+    for ((idx, r), g) in reference.indexed_iter().zip(got.iter()) {
+        let (h, w) = (idx[2], idx[3]);
+        let d = (r - g).abs() / range;
+        if (1..5).contains(&h) && (1..5).contains(&w) {
+            inner = inner.max(d);
+        } else {
+            border = border.max(d);
+        }
+    }
+    eprintln!("HBA into a padded 3×3 conv: border outputs off by {border:.3} of the output range, interior {inner:.1e}");
+    assert!(inner < 1e-4, "{inner}");
+    assert!(border > 0.05, "{border}");
 }
