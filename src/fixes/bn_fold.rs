@@ -7,7 +7,8 @@
 
 use super::bn_stats::{BnStats, ChannelStats};
 use super::edit::{
-    add_initializer, drop_stale_value_info, private_constant, prune_unused, set_attr, set_input,
+    add_initializer, drop_stale_value_info, not_float32, private_constant, prune_unused, set_attr,
+    set_input,
 };
 use super::layout::Layout;
 use crate::model::builder::attr_float;
@@ -194,6 +195,9 @@ fn plan_fold(
     let layer_name = node_label(graph, layer);
     let weight = private_constant(model, layer, 1)
         .ok_or_else(|| format!("the weight of '{layer_name}' is not a constant it alone reads"))?;
+    if let Some(reason) = not_float32(model, &weight) {
+        return Err(reason);
+    }
     let w = model
         .weight(&weight)
         .expect("constant_behind checks the weight");

@@ -20,7 +20,7 @@
 
 use super::bn_fold::{fold_batchnorms, FoldReport};
 use super::bn_stats::BnStats;
-use super::edit::{private_constant, prune_unused};
+use super::edit::{not_float32, private_constant, prune_unused};
 use super::hba::{absorb, HbaLink, HbaReport};
 use super::layout::Layout;
 use crate::cancel::CancelToken;
@@ -155,6 +155,9 @@ fn member(model: &Model, node: usize) -> std::result::Result<Member, String> {
     }
     let weight = private_constant(model, node, 1)
         .ok_or_else(|| "its weight is not a constant it alone reads".to_string())?;
+    if let Some(reason) = not_float32(model, &weight) {
+        return Err(reason);
+    }
     let w = model
         .weight(&weight)
         .expect("private_constant finds a weight");

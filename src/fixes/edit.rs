@@ -3,11 +3,12 @@
 //! [`Model::set_weight`]; these helpers change the structure of the protobuf.
 
 use crate::model::graph::Producer;
-use crate::model::tensor::tensor_from_array;
+use crate::model::tensor::{data_type_name, tensor_from_array};
 use crate::model::Model;
 use crate::quant::qdq::Names;
 use ndarray::ArrayD;
 use std::collections::HashSet;
+use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto};
 
 /// The stored constant behind value `name`, looking through Identity nodes.
@@ -54,6 +55,27 @@ pub(crate) fn private_constant(model: &Model, node: usize, slot: usize) -> Optio
         };
         current = model.graph().node[p].input[0].clone();
     }
+}
+
+/// Why the stored constant `name` cannot be rewritten, if it cannot: edits write float32
+/// (as [`Model::set_weight`] does), which would break a float16 or float64 model's types.
+pub(crate) fn not_float32(model: &Model, name: &str) -> Option<String> {
+    let g = model.graph();
+    let data_type = match g.initializer.iter().find(|t| t.name == name) {
+        Some(t) => t.data_type,
+        None => g
+            .node
+            .iter()
+            .find(|n| n.op_type == "Constant" && n.output.first().is_some_and(|o| o == name))
+            .and_then(|n| crate::model::attrs::tensor(n, "value"))
+            .map_or(DataType::Float as i32, |t| t.data_type),
+    };
+    (data_type != DataType::Float as i32).then(|| {
+        format!(
+            "'{name}' is stored as {}; only float32 weights are rewritten",
+            data_type_name(data_type)
+        )
+    })
 }
 
 /// Set input `slot` of `node` to `value`, padding skipped optional inputs with "".

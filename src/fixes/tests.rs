@@ -521,3 +521,45 @@ fn absorbing_into_a_zero_padded_conv_changes_only_its_border() {
     assert!(inner < 1e-4, "{inner}");
     assert!(border > 0.05, "{border}");
 }
+
+#[test]
+fn cle_equalizes_gemm_pairs_in_both_weight_layouts() {
+    let mut rng = Rng::new(31);
+    let spread = rng.spread(6);
+    // fc1 stores [K=8, N=6] (transB=0): output channel n is column n.
+    let mut w1 = rng.array(&[8, 6], 0.5);
+    for (n, mut col) in w1.axis_iter_mut(Axis(1)).enumerate() {
+        col.mapv_inplace(|v| v * spread[n]);
+    }
+    let mut b = ProtoBuilder::new(13);
+    b.input("x", &[8])
+        .initializer("fc1.w", &w1)
+        .initializer("fc1.b", &rng.array(&[6], 0.5))
+        .node("Gemm", "fc1", &["x", "fc1.w", "fc1.b"], &["h"], vec![])
+        .node("Relu", "relu", &["h"], &["r"], vec![])
+        .initializer("fc2.w", &rng.array(&[4, 6], 0.5))
+        .node(
+            "Gemm",
+            "fc2",
+            &["r", "fc2.w"],
+            &["y"],
+            vec![attr_int("transB", 1)],
+        )
+        .output("y");
+    let model = b.model("gemm pair").unwrap();
+    let out = cle(&model, &CleOptions::default());
+    assert_eq!(set_layers(&out.report), [["fc1", "fc2"]]);
+    let m = &out.model;
+    let cols = |w: &str| -> Vec<f32> {
+        m.weight(w)
+            .unwrap()
+            .axis_iter(Axis(1))
+            .map(|c| c.iter().fold(0.0f32, |a, v| a.max(v.abs())))
+            .collect()
+    };
+    for (a, b) in cols("fc1.w").iter().zip(cols("fc2.w")) {
+        assert!((a / b - 1.0).abs() < 1e-5, "{a} vs {b}");
+    }
+    let x = Rng::new(32).array(&[16, 8], 2.0);
+    assert_same_function(&model, m, &x, "gemm pair");
+}
