@@ -1,8 +1,8 @@
 //! BN folding and cross-layer equalization time on the sample models and on a synthetic
 //! model with ResNet-50's conv shapes (53 convs + the 1000-way Gemm, ≈25.6M parameters,
 //! random weights, BN after every conv). CLE is measured end to end from the unfolded
-//! model (fold, chain search, iterated scaling, HBA, rebuilding the model). Target: CLE
-//! under 1 s on two cores for the ResNet-50-sized model.
+//! model (fold, chain search, iterated scaling, HBA, rebuilding the model) and on the
+//! folded model. Target: CLE under 1 s on two cores for the ResNet-50-sized model.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{ArrayD, IxDyn};
@@ -179,6 +179,13 @@ fn fixes(c: &mut Criterion) {
         group.bench_function(format!("{name}/cle"), |b| {
             b.iter(|| {
                 equalize(model, &BnStats::default(), &options, &CancelToken::new()).expect("cle")
+            })
+        });
+        // CLE proper: on the model already folded (what `qsteer cle` does on a fold_bn variant).
+        let folded = fold_batchnorms(model).expect("fold");
+        group.bench_function(format!("{name}/cle_on_folded"), |b| {
+            b.iter(|| {
+                equalize(&folded.model, &folded.stats, &options, &CancelToken::new()).expect("cle")
             })
         });
     }

@@ -4,11 +4,12 @@
 //!
 //! - [`bn_fold`]: BatchNormalization folded into the Conv/ConvTranspose/Gemm before it,
 //!   keeping the BN statistics ([`bn_stats`]) for later fixes;
-//! - [`cle`]: cross-layer equalization of Conv/Gemm chains;
+//! - [`cle`]: cross-layer equalization of the Conv/Gemm chains `chains` finds;
 //! - [`hba`]: high-bias absorption after CLE.
 
 pub mod bn_fold;
 pub mod bn_stats;
+mod chains;
 pub mod cle;
 pub(crate) mod edit;
 pub mod hba;
