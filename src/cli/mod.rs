@@ -7,6 +7,7 @@ mod analyze;
 mod bias_correct;
 mod eval;
 mod export;
+mod fixes;
 mod inspect;
 mod quant_flags;
 mod quantsim;
@@ -66,6 +67,10 @@ pub enum Command {
     Adaround(adaround::AdaroundArgs),
     /// Write the QDQ ONNX model and AIMET encodings of a quantized variant (or model + encodings)
     Export(export::ExportArgs),
+    /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
+    FoldBn(fixes::FoldBnArgs),
+    /// Cross-layer equalization with high-bias absorption (a new variant)
+    Cle(fixes::CleArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -96,6 +101,8 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::BiasCorrect(args)) => bias_correct::run(args, &cli.common),
         Some(Command::Adaround(args)) => adaround::run(args, &cli.common),
         Some(Command::Export(args)) => export::run(args, &cli.common),
+        Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
+        Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             qsteer::tui::run(qsteer::tui::AppOptions {

@@ -112,6 +112,27 @@ pub enum JobKind {
         #[serde(default)]
         version: EncodingsVersion,
     },
+    /// Fold the BatchNormalizations of a variant into their layers; the result is a child
+    /// variant with the BN statistics kept beside it.
+    FoldBn { variant: u32 },
+    /// Cross-layer equalization of a variant (BN folded first if needed), optionally with
+    /// high-bias absorption; the result is a child variant.
+    Cle {
+        variant: u32,
+        /// Turn Clip(0, 6) inside chains into Relu (changes the function) instead of
+        /// skipping those chains.
+        #[serde(default)]
+        relu6_to_relu: bool,
+        #[serde(default = "yes")]
+        hba: bool,
+        /// HBA also into layers that zero-pad their input (AIMET's behaviour).
+        #[serde(default)]
+        hba_padded: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl JobKind {
@@ -193,6 +214,24 @@ impl JobKind {
             JobKind::AdaRound {
                 variant, settings, ..
             } => format!("adaround v{variant} for {}", settings_label(settings)),
+            JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
+            JobKind::Cle {
+                variant,
+                relu6_to_relu,
+                hba,
+                hba_padded,
+            } => {
+                let mut label = format!("cle v{variant}");
+                if *relu6_to_relu {
+                    label.push_str(" relu6→relu");
+                }
+                match (hba, hba_padded) {
+                    (true, true) => label.push_str(" +hba (padded too)"),
+                    (true, false) => label.push_str(" +hba"),
+                    _ => {}
+                }
+                label
+            }
         }
     }
 
@@ -204,7 +243,8 @@ impl JobKind {
             | JobKind::Analyze { .. }
             | JobKind::BiasCorrect { .. }
             | JobKind::AdaRound { .. } => true,
-            JobKind::Export { .. } => false,
+            // Single-threaded weight arithmetic, well under a second on a ResNet-50.
+            JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,
         }
     }
 }

@@ -11,6 +11,7 @@ mod evaluate;
 mod event;
 mod exec;
 mod export;
+mod fixes;
 mod history;
 mod journal;
 mod kind;

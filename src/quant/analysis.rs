@@ -413,20 +413,27 @@ pub fn weight_ranges(w: ArrayViewD<f32>, axis: Option<usize>) -> WeightRanges {
             .collect(),
         _ => vec![min_max(&mut w.iter())],
     };
-    let min = channels.iter().map(|c| c[0]).fold(f32::INFINITY, f32::min);
-    let max = channels
-        .iter()
-        .map(|c| c[1])
-        .fold(f32::NEG_INFINITY, f32::max);
-    let mut widths: Vec<f64> = channels.iter().map(|c| (c[1] - c[0]) as f64).collect();
-    widths.sort_by(|a, b| a.total_cmp(b));
-    let median = widths.get(widths.len() / 2).copied().unwrap_or(0.0);
-    let widest = widths.last().copied().unwrap_or(0.0);
-    WeightRanges {
-        min,
-        max,
-        channels,
-        max_median_ratio: if median > 0.0 { widest / median } else { 0.0 },
+    WeightRanges::from_channels(channels)
+}
+
+impl WeightRanges {
+    /// The summary of per-channel `[min, max]` pairs (computed however suits the caller).
+    pub fn from_channels(channels: Vec<[f32; 2]>) -> WeightRanges {
+        let min = channels.iter().map(|c| c[0]).fold(f32::INFINITY, f32::min);
+        let max = channels
+            .iter()
+            .map(|c| c[1])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let mut widths: Vec<f64> = channels.iter().map(|c| (c[1] - c[0]) as f64).collect();
+        widths.sort_by(|a, b| a.total_cmp(b));
+        let median = widths.get(widths.len() / 2).copied().unwrap_or(0.0);
+        let widest = widths.last().copied().unwrap_or(0.0);
+        WeightRanges {
+            min,
+            max,
+            channels,
+            max_median_ratio: if median > 0.0 { widest / median } else { 0.0 },
+        }
     }
 }
 
