@@ -119,6 +119,10 @@ struct Work {
     biases: HashMap<usize, Vec<f32>>,
     /// Product of the factors each layer's output channels were multiplied by.
     out_scale: HashMap<usize, Vec<f32>>,
+    /// Current per-channel ranges, kept up to date by every scaling (a positive factor
+    /// scales a channel's max |w| exactly), so each scaling is the only pass over a weight.
+    out_ranges: HashMap<usize, Vec<f32>>,
+    in_ranges: HashMap<usize, Vec<f32>>,
     iterations: usize,
     converged: bool,
     last_change: f32,
@@ -146,20 +150,54 @@ fn triple_scales(r1: f32, r2: f32, r3: f32) -> (f32, f32) {
     ((r1 as f64 / c) as f32, (c / r3 as f64) as f32)
 }
 
+fn times(r: &mut [f32], factor: &[f32]) {
+    r.iter_mut().zip(factor).for_each(|(r, f)| *r *= f);
+}
+
 impl Work {
+    fn out_ranges(&mut self, m: &Member) -> Vec<f32> {
+        let w = &self.weights[&m.node];
+        self.out_ranges
+            .entry(m.node)
+            .or_insert_with(|| m.layout.out_ranges(w))
+            .clone()
+    }
+
+    fn in_ranges(&mut self, m: &Member) -> Vec<f32> {
+        let w = &self.weights[&m.node];
+        self.in_ranges
+            .entry(m.node)
+            .or_insert_with(|| m.layout.in_ranges(w))
+            .clone()
+    }
+
     /// Multiply `m`'s weight rows by `weight_factor`; its output channels (bias, and what
     /// the statistics must follow) change by `output_factor`.
     fn scale_out(&mut self, m: &Member, weight_factor: &[f32], output_factor: &[f32]) {
         let w = self.weights.get_mut(&m.node).expect("member weight");
-        m.layout.scale_out(w, weight_factor);
+        let in_ranges = m.layout.scale_out_in_ranges(w, weight_factor);
+        self.in_ranges.insert(m.node, in_ranges);
+        if let Some(r) = self.out_ranges.get_mut(&m.node) {
+            times(r, weight_factor);
+        }
         if let Some(b) = self.biases.get_mut(&m.node) {
-            b.iter_mut().zip(output_factor).for_each(|(b, f)| *b *= f);
+            times(b, output_factor);
         }
         let acc = self
             .out_scale
             .entry(m.node)
             .or_insert_with(|| vec![1.0; output_factor.len()]);
-        acc.iter_mut().zip(output_factor).for_each(|(a, f)| *a *= f);
+        times(acc, output_factor);
+    }
+
+    /// Multiply `m`'s input channels by `factor`.
+    fn scale_in(&mut self, m: &Member, factor: &[f32]) {
+        let w = self.weights.get_mut(&m.node).expect("member weight");
+        let out_ranges = m.layout.scale_in_out_ranges(w, factor);
+        self.out_ranges.insert(m.node, out_ranges);
+        if let Some(r) = self.in_ranges.get_mut(&m.node) {
+            times(r, factor);
+        }
     }
 
     /// Equalize one set; returns the largest |s − 1|.
@@ -167,8 +205,7 @@ impl Work {
         let change = |s: &[f32]| s.iter().fold(0.0f32, |m, v| m.max((v - 1.0).abs()));
         match set {
             [a, b] => {
-                let r1 = a.layout.out_ranges(&self.weights[&a.node]);
-                let r2 = b.layout.in_ranges(&self.weights[&b.node]);
+                let (r1, r2) = (self.out_ranges(a), self.in_ranges(b));
                 let s: Vec<f32> = r1
                     .iter()
                     .zip(&r2)
@@ -176,14 +213,11 @@ impl Work {
                     .collect();
                 let inv: Vec<f32> = s.iter().map(|v| 1.0 / v).collect();
                 self.scale_out(a, &inv, &inv);
-                b.layout
-                    .scale_in(self.weights.get_mut(&b.node).expect("weight"), &s);
+                self.scale_in(b, &s);
                 change(&s)
             }
             [a, d, b] => {
-                let r1 = a.layout.out_ranges(&self.weights[&a.node]);
-                let r2 = d.layout.out_ranges(&self.weights[&d.node]);
-                let r3 = b.layout.in_ranges(&self.weights[&b.node]);
+                let (r1, r2, r3) = (self.out_ranges(a), self.out_ranges(d), self.in_ranges(b));
                 let (s12, s23): (Vec<f32>, Vec<f32>) = (0..r1.len())
                     .map(|i| triple_scales(r1[i], r2[i], r3[i]))
                     .unzip();
@@ -194,8 +228,7 @@ impl Work {
                 let mid: Vec<f32> = s12.iter().zip(&s23).map(|(x, y)| x / y).collect();
                 self.scale_out(a, &inv12, &inv12);
                 self.scale_out(d, &mid, &inv23);
-                b.layout
-                    .scale_in(self.weights.get_mut(&b.node).expect("weight"), &s23);
+                self.scale_in(b, &s23);
                 change(&s12).max(change(&s23))
             }
             _ => 0.0,

@@ -248,11 +248,36 @@ impl Layout {
         self.for_each_mut(data, |o, _, w| *w *= factor[o]);
     }
 
-    /// Multiply input channel `i` by `factor[i]`.
-    pub(crate) fn scale_in(&self, data: &mut [f32], factor: &[f32]) {
+    /// Multiply output channel `o` by `factor[o]`; returns the new max |w| per input
+    /// channel, found in the same pass.
+    pub(crate) fn scale_out_in_ranges(&self, data: &mut [f32], factor: &[f32]) -> Vec<f32> {
+        let mut r = vec![0.0f32; self.in_channels()];
         if let Some((_, cin_g, kernel, cout_g)) = self.rows() {
-            let len = cin_g * kernel;
-            for (o, row) in data.chunks_exact_mut(len).enumerate() {
+            for (o, row) in data.chunks_exact_mut(cin_g * kernel).enumerate() {
+                let (f, first) = (factor[o], (o / cout_g) * cin_g);
+                for (taps, m) in row
+                    .chunks_exact_mut(kernel)
+                    .zip(&mut r[first..first + cin_g])
+                {
+                    taps.iter_mut().for_each(|w| *w *= f);
+                    *m = m.max(max_abs(taps));
+                }
+            }
+            return r;
+        }
+        self.for_each_mut(data, |o, i, w| {
+            *w *= factor[o];
+            r[i] = r[i].max(w.abs());
+        });
+        r
+    }
+
+    /// Multiply input channel `i` by `factor[i]`; returns the new max |w| per output
+    /// channel, found in the same pass.
+    pub(crate) fn scale_in_out_ranges(&self, data: &mut [f32], factor: &[f32]) -> Vec<f32> {
+        let mut r = vec![0.0f32; self.out_channels()];
+        if let Some((_, cin_g, kernel, cout_g)) = self.rows() {
+            for (o, row) in data.chunks_exact_mut(cin_g * kernel).enumerate() {
                 let first = (o / cout_g) * cin_g;
                 for (taps, f) in row
                     .chunks_exact_mut(kernel)
@@ -260,10 +285,15 @@ impl Layout {
                 {
                     taps.iter_mut().for_each(|w| *w *= f);
                 }
+                r[o] = max_abs(row);
             }
-            return;
+            return r;
         }
-        self.for_each_mut(data, |_, i, w| *w *= factor[i]);
+        self.for_each_mut(data, |o, i, w| {
+            *w *= factor[i];
+            r[o] = r[o].max(w.abs());
+        });
+        r
     }
 
     /// Per output channel, Σ over its inputs and kernel taps of w · `c[input]`: what a
@@ -329,12 +359,14 @@ mod tests {
         assert_eq!(l.in_ranges(&w), ins);
         let f: Vec<f32> = (1..=6).map(|k| k as f32).collect();
         let (mut a, mut b) = (w.clone(), w.clone());
-        l.scale_in(&mut a, &f);
+        let outs_after = l.scale_in_out_ranges(&mut a, &f);
         l.for_each_mut(&mut b, |_, i, v| *v *= f[i]);
         assert_eq!(a, b);
+        assert_eq!(outs_after, l.out_ranges(&b));
         let (mut a, mut b) = (w.clone(), w.clone());
-        l.scale_out(&mut a, &f);
+        let ins_after = l.scale_out_in_ranges(&mut a, &f);
         l.for_each_mut(&mut b, |o, _, v| *v *= f[o]);
+        assert_eq!(ins_after, l.in_ranges(&b));
         assert_eq!(a, b);
     }
 }
