@@ -634,18 +634,8 @@ mod tests {
 mod model_tests {
     use super::*;
     use crate::quant::points::tests::sample_model;
+    use crate::quant::simulate::tests::request;
     use crate::quant::simulate::{quantsim, QuantsimSettings};
-    use std::path::Path;
-
-    fn request(settings: QuantsimSettings) -> QuantsimRequest {
-        QuantsimRequest {
-            data: Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/digits"),
-            calibration_size: 200,
-            seed: 0,
-            settings,
-            options: RunOptions::default(),
-        }
-    }
 
     fn accuracy(model: &Model, req: &QuantsimRequest) -> f64 {
         quantsim(model, req, &CancelToken::new(), &|_, _, _| {})

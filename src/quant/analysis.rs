@@ -442,18 +442,8 @@ mod tests {
     use super::*;
     use crate::quant::points::tests::sample_model;
     use crate::quant::simulate::quantsim;
+    use crate::quant::simulate::tests::request;
     use crate::runtime::RunOptions;
-    use std::path::Path;
-
-    fn request(settings: QuantsimSettings) -> QuantsimRequest {
-        QuantsimRequest {
-            data: Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/digits"),
-            calibration_size: 200,
-            seed: 0,
-            settings,
-            options: RunOptions::default(),
-        }
-    }
 
     fn w4a8() -> QuantsimSettings {
         QuantsimSettings {

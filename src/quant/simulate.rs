@@ -388,12 +388,13 @@ pub fn encodings_json(sim: &SimModel) -> Result<Value> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::quant::points::tests::sample_model;
     use std::path::Path;
 
-    fn request(settings: QuantsimSettings) -> QuantsimRequest {
+    /// The sample digits data with the CLI's split defaults (200 calibration samples, seed 0).
+    pub fn request(settings: QuantsimSettings) -> QuantsimRequest {
         QuantsimRequest {
             data: Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/digits"),
             calibration_size: 200,
