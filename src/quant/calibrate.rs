@@ -246,15 +246,20 @@ fn tf_enhanced(start: f64, width: f64, counts: &[u64], spec: QuantSpec) -> Encod
 /// last) saturate, at the squared distance between the two midpoints, weighted by
 /// [`TF_ENHANCED_GAMMA`]; the others cost their rounding error.
 fn binned_noise(start: f64, width: f64, occupied: &[(usize, u64)], e: &Encoding) -> f64 {
-    let d = e.scale as f64;
-    let grid_lo = e.offset as f64 * d;
-    let grid_hi = (e.offset as f64 + e.num_steps() as f64) * d;
-    // Bin indices on the histogram's grid extended past its window, so that a grid edge
+    // The grid's ends, the window start and the midpoints in f32 as AIMET computes them: grid
+    // ends land on bin edges (the range is made of them), where the bin a grid end falls in
+    // depends on that rounding.
+    let d = e.scale;
+    let grid_lo = e.offset as f32 * d;
+    let grid_hi = (e.offset as f32 + e.num_steps() as f32) * d;
+    let start32 = start as f32;
+    // Bin indices on the histogram's grid extended past its window, so that a grid end
     // outside the window still saturates the values beyond it.
-    let index = |x: f64| ((x - start) / width).floor();
-    let mid = |i: f64| start + (i + 0.5) * width;
+    let index = |x: f32| ((x - start32) as f64 / width).floor();
+    let mid = |i: f64| (start32 as f64 + (i + 0.5) * width) as f32 as f64;
     let (lo_bin, hi_bin) = (index(grid_lo), index(grid_hi));
     let (lo_mid, hi_mid) = (mid(lo_bin), mid(hi_bin));
+    let d = d as f64;
     let (mut saturation, mut rounding) = (0.0, 0.0);
     for &(i, count) in occupied {
         let (i, c) = (i as f64, count as f64);
