@@ -267,10 +267,10 @@ fn summary(_: &mut Criterion) {
         let calibration = median(runs.iter().map(|a| a.calibration_seconds).collect());
         println!(
             "  analysis {:.1} ms at batch {ANALYSIS_BATCH}, {:.1} ms of it calibration \
-             (analyze reports model_passes {}):",
+             ({} passes over the data):",
             seconds * 1e3,
             calibration * 1e3,
-            runs[0].model_passes
+            runs[0].data_passes
         );
         for (batch, f) in fp32_seconds {
             println!(

@@ -32,7 +32,7 @@ fn analyze_reports_scores_and_a_row_per_layer_and_stores_them() {
     let acc = |mode: &str| doc["scores"][mode]["accuracy"].as_f64().unwrap();
     assert!((acc("fp32") - 0.9925).abs() < 1e-9);
     assert!(acc("weights_and_activations") < acc("fp32"));
-    assert_eq!(doc["model_passes"], 2);
+    assert_eq!(doc["data_passes"], 2);
     let layers = doc["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 17);
     // The overridden layer stays FP32: no weight bits, no isolated columns.

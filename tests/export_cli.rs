@@ -8,12 +8,6 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 
-fn json_ok(dir: &Path, args: &[&str]) -> Value {
-    let out = run(dir, args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    serde_json::from_str(&stdout(&out)).expect("one JSON document")
-}
-
 fn read_json(path: &str) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }

@@ -61,10 +61,10 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
     }
     print!("{}", render(&path, &analysis));
     println!(
-        "stored on variant 0 in workspace {} ({:.1} s, {} model passes + {})",
+        "stored on variant 0 in workspace {} ({:.1} s, {} passes over the data + {})",
         dir.display(),
         analysis.seconds,
-        analysis.model_passes,
+        analysis.data_passes,
         if analysis.sweep.is_some() {
             "the sweep"
         } else {

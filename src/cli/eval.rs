@@ -1,12 +1,11 @@
 //! `qsteer eval MODEL --data DIR`: score, sample count, throughput; the result is
 //! recorded on the model's base variant in its workspace.
 
-use super::{model_name, print_json, resolve_model, Common};
+use super::{open_workspace, print_json, resolve_model, Common};
 use clap::Args;
 use qsteer::cancel::CancelToken;
 use qsteer::data::write_npy_f32;
 use qsteer::experiment::evaluate::{evaluate, EvalRequest, Subset};
-use qsteer::experiment::{default_workspace_dir, Workspace};
 use qsteer::jobs::{run_job_blocking, JobEvent, JobKind};
 use qsteer::model::Model;
 use qsteer::runtime::RunOptions;
@@ -14,7 +13,6 @@ use qsteer::{Error, Result};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -89,12 +87,7 @@ fn evaluate_as_job(
     common: &Common,
     show_progress: bool,
 ) -> Result<serde_json::Value> {
-    let name = model_name(path);
-    let dir = match &common.workspace {
-        Some(d) => d.clone(),
-        None => default_workspace_dir(&name, &model.content_hash())?,
-    };
-    let ws = Workspace::open_or_create(&dir, model, &name)?;
+    let (_, ws) = open_workspace(path, model, common)?;
     // Absolute paths: the journal must still make sense from the app started elsewhere.
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let kind = JobKind::Evaluate {
@@ -109,7 +102,7 @@ fn evaluate_as_job(
         reference_model: args.reference.as_deref().map(abs),
         save_outputs: args.save_outputs.as_deref().map(abs),
     };
-    let mut summary = run_job_blocking(Arc::new(Mutex::new(ws)), kind, move |ev| match ev {
+    let mut summary = run_job_blocking(ws, kind, move |ev| match ev {
         JobEvent::Progress { done, total, .. } if show_progress => eprint!("\reval {done}/{total}"),
         JobEvent::Log { line, .. } if line.starts_with("note:") || line.starts_with("warning:") => {
             eprintln!("{line}")

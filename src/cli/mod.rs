@@ -2,10 +2,12 @@
 //! the engine; `--json` prints exactly one JSON document on stdout, everything else
 //! (progress, warnings) goes to stderr.
 
+mod adaround;
 mod analyze;
 mod bias_correct;
 mod eval;
 mod export;
+mod fixes;
 mod inspect;
 mod quant_flags;
 mod quantsim;
@@ -61,8 +63,14 @@ pub enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Correct biases for quantization (empirical, analytical or hybrid)
     BiasCorrect(bias_correct::BiasCorrectArgs),
+    /// Learn up/down rounding of the weights (AdaRound) for quantization
+    Adaround(adaround::AdaroundArgs),
     /// Write the QDQ ONNX model and AIMET encodings of a quantized variant (or model + encodings)
     Export(export::ExportArgs),
+    /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
+    FoldBn(fixes::FoldBnArgs),
+    /// Cross-layer equalization with high-bias absorption (a new variant)
+    Cle(fixes::CleArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -91,7 +99,10 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Quantsim(args)) => quantsim::run(args, &cli.common),
         Some(Command::Analyze(args)) => analyze::run(args, &cli.common),
         Some(Command::BiasCorrect(args)) => bias_correct::run(args, &cli.common),
+        Some(Command::Adaround(args)) => adaround::run(args, &cli.common),
         Some(Command::Export(args)) => export::run(args, &cli.common),
+        Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
+        Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             qsteer::tui::run(qsteer::tui::AppOptions {

@@ -25,6 +25,7 @@ pub use npy::{
 pub use npy_header::DType;
 pub use npz::{read_npz, read_npz_bytes};
 pub use preprocess::{ChannelOrder, Layout, Preprocess, Resize, Size};
+pub use split::SplitMix64;
 pub use split::{load_split, seeded_split, DatasetPair, Split, SplitInfo, SplitKind};
 
 /// Samples for every model input, with optional labels. Axis 0 of every input is the sample.

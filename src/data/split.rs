@@ -46,11 +46,12 @@ pub struct DatasetPair {
     pub split: SplitInfo,
 }
 
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, well mixed, and fixed forever.
-struct SplitMix64(u64);
+/// splitmix64 (Steele, Lea, Flood 2014): tiny, well mixed, and fixed forever. Also the
+/// source of synthetic weights in tests and benchmarks.
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -60,7 +61,12 @@ impl SplitMix64 {
 
     /// Uniform-enough index in `0..bound` (multiply-shift; bias < bound / 2^64).
     fn below(&mut self, bound: usize) -> usize {
-        ((u128::from(self.next()) * bound as u128) >> 64) as usize
+        ((u128::from(self.next_u64()) * bound as u128) >> 64) as usize
+    }
+
+    /// Uniform in [-1, 1) (24 bits).
+    pub fn symmetric(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
 }
 
@@ -223,8 +229,8 @@ mod tests {
     fn splitmix64_matches_the_reference_sequence() {
         // First outputs of the reference C implementation seeded with 0.
         let mut rng = SplitMix64(0);
-        assert_eq!(rng.next(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(rng.next(), 0x6E78_9E6A_A1B9_65F4);
+        assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(rng.next_u64(), 0x6E78_9E6A_A1B9_65F4);
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub struct Variant {
     /// The latest per-layer quantization analysis (`qsteer analyze`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis_file: Option<String>,
+    /// Statistics of the BatchNormalizations folded into this variant's layers (BN
+    /// folding, CLE), for the fixes that need them (HBA, analytical bias correction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn_stats_file: Option<String>,
     /// Seconds since the Unix epoch.
     pub created: u64,
     #[serde(default)]
@@ -75,6 +79,7 @@ impl Variant {
             model_file,
             encodings_file: None,
             analysis_file: None,
+            bn_stats_file: None,
             quantsim: None,
             created: super::now(),
             macs: None,

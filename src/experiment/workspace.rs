@@ -2,14 +2,13 @@
 //! `variants/<id>.onnx`, `cache/`, `logs/jobs.jsonl`. Every write is atomic.
 
 use super::variant::{EvalRecord, Variant};
-use crate::fixes::bias_correction::BnStats;
+use crate::fixes::BnStats;
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::Model;
 use crate::quant::analysis::Analysis;
 use crate::quant::simulate::QuantsimSettings;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -247,44 +246,59 @@ impl Workspace {
         self.save()
     }
 
-    /// Store the BatchNormalization statistics that describe a variant's layer outputs (kept
-    /// by BN folding; read by analytical bias correction) as `variants/<id>.bn_stats.json`.
-    pub fn set_bn_stats(&mut self, id: u32, stats: &BTreeMap<String, BnStats>) -> Result<()> {
+    /// Write `value` as `variants/<id>.<kind>.json`; returns the relative path to record.
+    fn write_variant_file<T: Serialize>(
+        &mut self,
+        id: u32,
+        kind: &str,
+        value: &T,
+    ) -> Result<String> {
         self.variant_mut(id)?;
-        write_json_atomic(&self.dir.join(bn_stats_file(id)), stats)
+        let rel = format!("variants/{id}.{kind}.json");
+        write_json_atomic(&self.dir.join(&rel), value)?;
+        Ok(rel)
     }
 
-    /// A variant's BN statistics, if it has any.
-    pub fn bn_stats(&self, id: u32) -> Result<Option<BTreeMap<String, BnStats>>> {
-        let path = self.dir.join(bn_stats_file(id));
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::input(format!("{}: not BN statistics: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(&path, e)),
-        }
-    }
-
-    /// Store a variant's latest quantization analysis as `variants/<id>.analysis.json`.
-    pub fn set_analysis(&mut self, id: u32, analysis: &Analysis) -> Result<()> {
-        self.variant_mut(id)?;
-        let rel = format!("variants/{id}.analysis.json");
-        write_json_atomic(&self.dir.join(&rel), analysis)?;
-        self.variant_mut(id)?.analysis_file = Some(rel);
-        self.save()
-    }
-
-    /// A variant's stored analysis; a damaged file is an error naming it.
-    pub fn analysis(&self, id: u32) -> Result<Option<Analysis>> {
-        let Some(rel) = self.variant(id).and_then(|v| v.analysis_file.clone()) else {
+    /// Read a variant's side file; a damaged one is an error naming it and `what` it holds.
+    fn read_variant_file<T: serde::de::DeserializeOwned>(
+        &self,
+        rel: Option<String>,
+        what: &str,
+    ) -> Result<Option<T>> {
+        let Some(rel) = rel else {
             return Ok(None);
         };
         let path = self.dir.join(rel);
         let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::input(format!("{}: not a qsteer analysis: {e}", path.display())))
+            .map_err(|e| Error::input(format!("{}: not {what}: {e}", path.display())))
+    }
+
+    /// Store a variant's latest quantization analysis as `variants/<id>.analysis.json`.
+    pub fn set_analysis(&mut self, id: u32, analysis: &Analysis) -> Result<()> {
+        let rel = self.write_variant_file(id, "analysis", analysis)?;
+        self.variant_mut(id)?.analysis_file = Some(rel);
+        self.save()
+    }
+
+    /// A variant's stored analysis; a damaged file is an error naming it.
+    pub fn analysis(&self, id: u32) -> Result<Option<Analysis>> {
+        let rel = self.variant(id).and_then(|v| v.analysis_file.clone());
+        self.read_variant_file(rel, "a qsteer analysis")
+    }
+
+    /// Store the BN statistics of a variant's folded layers as `variants/<id>.bn_stats.json`.
+    pub fn set_bn_stats(&mut self, id: u32, stats: &BnStats) -> Result<()> {
+        let rel = self.write_variant_file(id, "bn_stats", stats)?;
+        self.variant_mut(id)?.bn_stats_file = Some(rel);
+        self.save()
+    }
+
+    /// A variant's BN statistics, if it has any; a damaged file is an error naming it.
+    pub fn bn_stats(&self, id: u32) -> Result<Option<BnStats>> {
+        let rel = self.variant(id).and_then(|v| v.bn_stats_file.clone());
+        self.read_variant_file(rel, "qsteer BN statistics")
     }
 
     /// Append one JSON line to `logs/jobs.jsonl` (the job history).
@@ -302,8 +316,4 @@ impl Workspace {
         f.write_all(line.as_bytes())
             .map_err(|e| Error::io(&path, e))
     }
-}
-
-fn bn_stats_file(id: u32) -> String {
-    format!("variants/{id}.bn_stats.json")
 }

@@ -28,7 +28,8 @@ use tract_onnx::pb::NodeProto;
 use crate::cancel::CancelToken;
 use crate::data::Dataset;
 use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
-use crate::model::graph::Producer;
+use crate::fixes::BnStats;
+use crate::model::graph::{node_label, Producer};
 use crate::model::tensor::tensor_from_array;
 use crate::model::{attrs, Layer, LayerKind, Model};
 use crate::quant::qdq::Names;
@@ -91,21 +92,14 @@ pub struct BcReport {
     pub samples: usize,
 }
 
-/// The per-channel output distribution of a BatchNormalization: mean β, std |γ|.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BnStats {
-    pub beta: Vec<f32>,
-    pub gamma: Vec<f32>,
-}
-
-/// Correct the biases of `model` for `req.settings`. `bn_stats` maps a value name (a layer's
-/// output whose BatchNormalization was folded into it) to the folded BN's statistics; BNs
-/// still in the graph are read from it directly. `progress(stage, done, total)`.
+/// Correct the biases of `model` for `req.settings`. `bn_stats` holds the statistics of
+/// BatchNormalizations folded into layers (kept by BN folding); BNs still in the graph are
+/// read from it directly. `progress(stage, done, total)`.
 pub fn bias_correct(
     model: &Model,
     req: &QuantsimRequest,
     mode: BcMode,
-    bn_stats: &BTreeMap<String, BnStats>,
+    bn_stats: &BnStats,
     cancel: &CancelToken,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<(Model, BcReport)> {
@@ -119,10 +113,7 @@ pub fn bias_correct(
     )?
     .data;
     let shapes = sample_shapes(&data);
-    let options = RunOptions {
-        batch_size: 16,
-        threads: req.options.threads,
-    };
+    let options = req.options;
 
     // Which layers go which way.
     let plan: Vec<std::result::Result<Route, &str>> = prepared
@@ -254,7 +245,7 @@ fn route(
     model: &Model,
     layer: &Layer,
     mode: BcMode,
-    bn_stats: &BTreeMap<String, BnStats>,
+    bn_stats: &BnStats,
 ) -> std::result::Result<Route, &'static str> {
     if layer.kind == LayerKind::MatMul {
         return Err("no bias input (MatMul)");
@@ -271,11 +262,7 @@ fn route(
 
 /// The per-channel mean of the layer's input when it is a BN output (in the graph, or folded
 /// with known statistics) through an optional Relu / Clip.
-fn input_mean(
-    model: &Model,
-    layer: &Layer,
-    bn_stats: &BTreeMap<String, BnStats>,
-) -> Option<Vec<f32>> {
+fn input_mean(model: &Model, layer: &Layer, bn_stats: &BnStats) -> Option<Vec<f32>> {
     let graph = model.graph();
     let mut value = layer.input.clone();
     let (mut lo, mut hi) = (f32::NEG_INFINITY, f32::INFINITY);
@@ -287,15 +274,10 @@ fn input_mean(
             value = n.input.first()?.clone();
         }
     }
-    let stats = match bn_stats.get(&value) {
-        Some(s) => s.clone(),
-        None => bn_node_stats(model, &value)?,
-    };
+    let (mean, std) = output_stats(model, &value, bn_stats)?;
     Some(
-        stats
-            .beta
-            .iter()
-            .zip(&stats.gamma)
+        mean.iter()
+            .zip(&std)
             .map(|(&b, &g)| {
                 clipped_normal_mean(b as f64, g.abs() as f64, lo as f64, hi as f64) as f32
             })
@@ -327,21 +309,25 @@ fn activation_bounds(model: &Model, n: &NodeProto) -> Option<(f32, f32)> {
     }
 }
 
-/// β and γ (as output mean and std) of the BatchNormalization producing `value`.
-fn bn_node_stats(model: &Model, value: &str) -> Option<BnStats> {
+/// Per-channel mean and std of `value`: the output of a BatchNormalization (β, |γ|), or of a
+/// layer a BN was folded into (the statistics folding kept).
+fn output_stats(model: &Model, value: &str, bn_stats: &BnStats) -> Option<(Vec<f32>, Vec<f32>)> {
     let Producer::Node { node, .. } = model.index().producer(value)? else {
         return None;
     };
+    if let Some(s) = bn_stats.get(&node_label(model.graph(), node)) {
+        return Some((s.mean.clone(), s.std.clone()));
+    }
     let n = &model.graph().node[node];
     if n.op_type != "BatchNormalization" {
         return None;
     }
     let scale = model.weight(n.input.get(1)?)?;
     let bias = model.weight(n.input.get(2)?)?;
-    Some(BnStats {
-        beta: bias.iter().copied().collect(),
-        gamma: scale.iter().copied().collect(),
-    })
+    Some((
+        bias.iter().copied().collect(),
+        scale.iter().map(|g| g.abs()).collect(),
+    ))
 }
 
 /// E[clip(X, lo, hi)] for X ~ N(mu, sigma²).
@@ -686,7 +672,7 @@ mod model_tests {
                 &model,
                 &req,
                 mode,
-                &BTreeMap::new(),
+                &BnStats::default(),
                 &CancelToken::new(),
                 &|_, _, _| {},
             )

@@ -67,7 +67,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "result": line,
         "step": analysis.step,
         "samples": analysis.samples,
-        "model_passes": analysis.model_passes,
+        "data_passes": analysis.data_passes,
         "seconds": analysis.seconds,
         "sweep": sweep,
         "workspace": ws_dir.display().to_string(),

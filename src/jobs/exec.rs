@@ -5,7 +5,7 @@ use super::event::{JobEvent, Throttle};
 use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
-use super::{analyze, bias_correct, evaluate, export, lock, quantsim};
+use super::{adaround, analyze, bias_correct, evaluate, export, fixes, lock, quantsim};
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
 use crate::{Error, Result};
@@ -137,6 +137,9 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::Analyze { .. } => analyze::run(ctx, workspace),
         JobKind::Export { .. } => export::run(ctx, workspace),
         JobKind::BiasCorrect { .. } => bias_correct::run(ctx, workspace),
+        JobKind::AdaRound { .. } => adaround::run(ctx, workspace),
+        JobKind::FoldBn { .. } => fixes::run_fold_bn(ctx, workspace),
+        JobKind::Cle { .. } => fixes::run_cle(ctx, workspace),
     }))
     .unwrap_or_else(|panic| {
         Err(Error::runtime(format!(

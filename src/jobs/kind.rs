@@ -88,6 +88,21 @@ pub enum JobKind {
         /// Worker threads; 0 means one per core.
         threads: usize,
     },
+    /// Learn the rounding of an FP32 variant's weights (AdaRound) for `settings`; the
+    /// rounded model is a child variant, its quantsim with the frozen encodings a grandchild.
+    #[serde(rename = "adaround")]
+    AdaRound {
+        variant: u32,
+        data: PathBuf,
+        settings: QuantsimSettings,
+        /// Iterations per layer; default AIMET's (10k, 15k below 8-bit weights).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iterations: Option<usize>,
+        calibration_size: usize,
+        seed: u64,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
+    },
     /// Write a quantized variant as a QDQ ONNX model plus its encodings file.
     Export {
         variant: u32,
@@ -97,6 +112,27 @@ pub enum JobKind {
         #[serde(default)]
         version: EncodingsVersion,
     },
+    /// Fold the BatchNormalizations of a variant into their layers; the result is a child
+    /// variant with the BN statistics kept beside it.
+    FoldBn { variant: u32 },
+    /// Cross-layer equalization of a variant (BN folded first if needed), optionally with
+    /// high-bias absorption; the result is a child variant.
+    Cle {
+        variant: u32,
+        /// Turn Clip(0, 6) inside chains into Relu (changes the function) instead of
+        /// skipping those chains.
+        #[serde(default)]
+        relu6_to_relu: bool,
+        #[serde(default = "yes")]
+        hba: bool,
+        /// HBA also into layers that zero-pad their input (AIMET's behaviour).
+        #[serde(default)]
+        hba_padded: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl JobKind {
@@ -175,6 +211,27 @@ impl JobKind {
                 "bias correction v{variant} {mode} for {}",
                 settings_label(settings)
             ),
+            JobKind::AdaRound {
+                variant, settings, ..
+            } => format!("adaround v{variant} for {}", settings_label(settings)),
+            JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
+            JobKind::Cle {
+                variant,
+                relu6_to_relu,
+                hba,
+                hba_padded,
+            } => {
+                let mut label = format!("cle v{variant}");
+                if *relu6_to_relu {
+                    label.push_str(" relu6→relu");
+                }
+                match (hba, hba_padded) {
+                    (true, true) => label.push_str(" +hba (padded too)"),
+                    (true, false) => label.push_str(" +hba"),
+                    _ => {}
+                }
+                label
+            }
         }
     }
 
@@ -184,8 +241,10 @@ impl JobKind {
             JobKind::Evaluate { .. }
             | JobKind::Quantsim { .. }
             | JobKind::Analyze { .. }
-            | JobKind::BiasCorrect { .. } => true,
-            JobKind::Export { .. } => false,
+            | JobKind::BiasCorrect { .. }
+            | JobKind::AdaRound { .. } => true,
+            // Single-threaded weight arithmetic, well under a second on a ResNet-50.
+            JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,
         }
     }
 }

@@ -4,12 +4,14 @@
 //! is journalled in `logs/jobs.jsonl`, each job's log in `logs/job-<id>.log`, so a
 //! restart shows what finished and which job was interrupted.
 
+mod adaround;
 mod analyze;
 mod bias_correct;
 mod evaluate;
 mod event;
 mod exec;
 mod export;
+mod fixes;
 mod history;
 mod journal;
 mod kind;

@@ -743,3 +743,90 @@ fn export_job_writes_the_qdq_model_and_encodings_of_a_quantsim_variant() {
         "{err}"
     );
 }
+
+#[test]
+fn fold_bn_then_cle_jobs_make_children_that_carry_the_bn_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::new(dir.path());
+    let fold = h.runner.submit(JobKind::FoldBn { variant: 0 });
+    let events = h.until_ended(&[fold]);
+    let JobEvent::Finished { summary, .. } = ending(&events, fold) else {
+        panic!("{events:?}")
+    };
+    assert_eq!(summary["step"], "fold_bn");
+    assert_eq!(summary["folded"].as_array().unwrap().len(), 16);
+    let folded = summary["variant"].as_u64().unwrap() as u32;
+    let cle = JobKind::Cle {
+        variant: folded,
+        relu6_to_relu: true,
+        hba: true,
+        hba_padded: false,
+    };
+    assert_eq!(cle.label(), format!("cle v{folded} relu6→relu +hba"));
+    assert!(!cle.is_heavy());
+    let id = h.runner.submit(cle);
+    let events = h.until_ended(&[id]);
+    let JobEvent::Finished { summary, .. } = ending(&events, id) else {
+        panic!("{events:?}")
+    };
+    assert_eq!(summary["step"], "cle{relu6_to_relu:true,hba:true}");
+    assert_eq!(summary["parent"], folded);
+    // Already folded: the statistics came from the parent, no second fold.
+    assert!(summary["folded"].is_null(), "{summary}");
+    assert_eq!(summary["converted"].as_array().unwrap().len(), 9);
+    assert_eq!(summary["sets"].as_array().unwrap().len(), 5);
+    let layer = &summary["layers"][0];
+    assert!(layer["ratio_before"].as_f64().unwrap() >= layer["ratio_after"].as_f64().unwrap());
+    assert_eq!(summary["hba"]["absorbed"].as_array().unwrap().len(), 0);
+    let notes = events
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Log { line, .. } if line.contains("became Relu")))
+        .count();
+    assert_eq!(notes, 9);
+    let child = summary["variant"].as_u64().unwrap() as u32;
+    let ws = h.ws.lock().unwrap();
+    for v in [folded, child] {
+        let stats = ws.bn_stats(v).unwrap().expect("stats stored");
+        assert_eq!(stats.layers.len(), 16);
+        assert!(dir
+            .path()
+            .join(format!("variants/{v}.bn_stats.json"))
+            .is_file());
+    }
+    // CLE scaled the statistics with the channels.
+    let before = ws.bn_stats(folded).unwrap().unwrap();
+    let after = ws.bn_stats(child).unwrap().unwrap();
+    assert_ne!(
+        before.get("block2.expand.conv"),
+        after.get("block2.expand.conv")
+    );
+    assert_eq!(before.get("stem.conv"), after.get("stem.conv"));
+    let v = ws.variant(child).unwrap();
+    assert_eq!(v.parent, Some(folded));
+    assert!(v.params.is_some());
+    assert!(Model::load(&ws.model_path(v)).is_ok());
+    assert!(ws.bn_stats(0).unwrap().is_none());
+}
+
+#[test]
+fn a_cancelled_cle_job_adds_no_variant_and_a_kind_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = open_workspace(dir.path());
+    let cancel = crate::cancel::CancelToken::new();
+    cancel.cancel();
+    let kind = JobKind::Cle {
+        variant: 0,
+        relu6_to_relu: false,
+        hba: true,
+        hba_padded: false,
+    };
+    let result = run_job_blocking_with(ws.clone(), kind.clone(), &cancel, |_| {});
+    assert!(matches!(result, Err(crate::Error::Cancelled)), "{result:?}");
+    assert_eq!(ws.lock().unwrap().variants().len(), 1);
+    // Older journals without the HBA fields read with HBA on, padded off.
+    let v: serde_json::Value =
+        serde_json::json!({"type": "cle", "variant": 0, "relu6_to_relu": false});
+    assert_eq!(serde_json::from_value::<JobKind>(v).unwrap(), kind);
+    let fold = serde_json::to_value(JobKind::FoldBn { variant: 2 }).unwrap();
+    assert_eq!(fold, serde_json::json!({"type": "fold_bn", "variant": 2}));
+}

@@ -3,6 +3,7 @@
 //! nodes). Transformations edit weights and nodes here; tract only analyses and runs.
 
 pub mod attrs;
+pub mod builder;
 pub mod graph;
 pub mod layers;
 pub mod save;
@@ -176,6 +177,12 @@ impl Model {
         }
         w.array = array;
         Ok(())
+    }
+
+    /// The protobuf, for graph surgery; rebuild with [`Model::from_proto`] afterwards (weight
+    /// locations and the index are positions in this proto).
+    pub fn into_proto(self) -> ModelProto {
+        self.proto
     }
 
     /// Encode the model as ONNX protobuf bytes.

@@ -153,7 +153,14 @@ pub fn write_array_f32(t: &mut TensorProto, array: &ArrayD<f32>) {
     t.float_data.clear();
     t.double_data.clear();
     t.int32_data.clear();
-    t.raw_data = array.iter().flat_map(|v| v.to_le_bytes()).collect();
+    // Sized up front: this runs on every weight a transform rewrites (100 MB on a ResNet-50).
+    let mut raw = Vec::with_capacity(array.len() * 4);
+    let mut put = |v: &f32| raw.extend_from_slice(&v.to_le_bytes());
+    match array.as_slice() {
+        Some(flat) => flat.iter().for_each(&mut put),
+        None => array.iter().for_each(&mut put),
+    }
+    t.raw_data = raw;
 }
 
 /// A fresh float32 tensor proto named `name`.

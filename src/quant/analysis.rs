@@ -1,4 +1,5 @@
-//! Per-layer quantization analysis (diagnosis) in a fixed number of model passes:
+//! Per-layer quantization analysis (diagnosis) in a fixed number of passes over the data,
+//! whatever the number of layers:
 //!
 //! 1. calibration (one pass of the FP32 model, histograms);
 //! 2. one joint pass over the evaluation samples of four models, batch by batch: the probe
@@ -38,8 +39,10 @@ pub struct Analysis {
     pub dataset_fingerprint: String,
     pub scores: ModeScores,
     pub layers: Vec<LayerAnalysis>,
-    /// Model passes over the data: calibration, then the joint pass (probe + 3 simulations).
-    pub model_passes: usize,
+    /// Passes over the data: calibration, then the joint pass. The joint pass runs the probe
+    /// (FP32 plus two copies of every layer) and three simulations, so in compute it costs
+    /// several FP32 passes (the quantsim bench measures how many).
+    pub data_passes: usize,
     pub calibration_seconds: f64,
     pub seconds: f64,
     /// The sensitivity sweep, when it was run.
@@ -146,7 +149,7 @@ pub fn analyze(
         probe_names.push(v.isolated.clone());
         probe_names.push(v.isolated_weights.clone());
     }
-    let batch = req.options.batch_size.max(8);
+    let batch = req.options.batch_size.max(1);
     let compiled_probe = CompiledModel::compile(&probe.model, &shapes, batch, &probe_names)?;
     let sims = [&sim_w, &sim_a, &sim_wa];
     let compiled_sims = sims
@@ -258,7 +261,7 @@ pub fn analyze(
             dataset_fingerprint: data.fingerprint(),
             scores,
             layers,
-            model_passes: 2,
+            data_passes: 2,
             calibration_seconds: prepared.calibration_seconds,
             seconds: start.elapsed().as_secs_f64(),
             sweep,
@@ -410,20 +413,27 @@ pub fn weight_ranges(w: ArrayViewD<f32>, axis: Option<usize>) -> WeightRanges {
             .collect(),
         _ => vec![min_max(&mut w.iter())],
     };
-    let min = channels.iter().map(|c| c[0]).fold(f32::INFINITY, f32::min);
-    let max = channels
-        .iter()
-        .map(|c| c[1])
-        .fold(f32::NEG_INFINITY, f32::max);
-    let mut widths: Vec<f64> = channels.iter().map(|c| (c[1] - c[0]) as f64).collect();
-    widths.sort_by(|a, b| a.total_cmp(b));
-    let median = widths.get(widths.len() / 2).copied().unwrap_or(0.0);
-    let widest = widths.last().copied().unwrap_or(0.0);
-    WeightRanges {
-        min,
-        max,
-        channels,
-        max_median_ratio: if median > 0.0 { widest / median } else { 0.0 },
+    WeightRanges::from_channels(channels)
+}
+
+impl WeightRanges {
+    /// The summary of per-channel `[min, max]` pairs (computed however suits the caller).
+    pub fn from_channels(channels: Vec<[f32; 2]>) -> WeightRanges {
+        let min = channels.iter().map(|c| c[0]).fold(f32::INFINITY, f32::min);
+        let max = channels
+            .iter()
+            .map(|c| c[1])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let mut widths: Vec<f64> = channels.iter().map(|c| (c[1] - c[0]) as f64).collect();
+        widths.sort_by(|a, b| a.total_cmp(b));
+        let median = widths.get(widths.len() / 2).copied().unwrap_or(0.0);
+        let widest = widths.last().copied().unwrap_or(0.0);
+        WeightRanges {
+            min,
+            max,
+            channels,
+            max_median_ratio: if median > 0.0 { widest / median } else { 0.0 },
+        }
     }
 }
 

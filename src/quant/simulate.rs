@@ -221,10 +221,8 @@ pub fn prepare(
     let start = Instant::now();
     let histograms = if calibrate {
         let options = CalibrationOptions {
-            run: RunOptions {
-                batch_size: 16,
-                threads: req.options.threads,
-            },
+            // The request's batch: tract runs these small models fastest one sample a call.
+            run: req.options,
             ..CalibrationOptions::default()
         };
         collect_histograms(model, &points, &calibration, options, cancel, &|d, t| {
@@ -301,7 +299,7 @@ pub fn simulate(
 
 /// An encoding per calibrated activation point, with the bitwidth of the layer owning it;
 /// points of layers left FP32 are dropped.
-fn activation_encodings_for(
+pub(crate) fn activation_encodings_for(
     prepared: &Prepared,
     settings: &QuantsimSettings,
 ) -> Result<BTreeMap<String, Encoding>> {

@@ -37,6 +37,8 @@ pub enum Action {
     CancelJob,
     EvaluateDialog,
     QuantsimDialog,
+    /// The post-training fix dialog.
+    FixDialog,
     /// Export the selected quantized variant (QDQ ONNX + encodings).
     Export,
     Quit,

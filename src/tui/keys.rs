@@ -111,6 +111,14 @@ pub fn bindings() -> Vec<Binding> {
         ),
         b(K::Char('s'), "s", A::QuantsimDialog, "quantsim…", G, true),
         b(
+            K::Char('f'),
+            "f",
+            A::FixDialog,
+            "fix (BN fold, CLE, BC, AdaRound)…",
+            G,
+            true,
+        ),
+        b(
             K::Char('x'),
             "x",
             A::Export,

@@ -4,6 +4,7 @@
 
 pub mod action;
 mod compare;
+mod fix_form;
 mod form;
 mod graph_rows;
 pub mod init;

@@ -190,3 +190,49 @@ fn x_exports_a_quantized_variant_and_refuses_an_fp32_one() {
         "{effects:?}"
     );
 }
+
+#[test]
+fn the_fix_dialog_targets_the_fp32_parent_with_the_quantsim_settings_and_gives_reasons() {
+    let (mut app, _d) = sample_app();
+    let stored = QuantsimSettings {
+        w_bits: 4,
+        ..Default::default()
+    };
+    let mut child = qsteer::experiment::Variant::new(1, Some(0), "quantsim", "v/1.onnx".into(), 0);
+    child.quantsim = Some(stored.clone());
+    child.encodings_file = Some("v/1.encodings.json".into());
+    app.variants.push(child);
+    update(
+        &mut app,
+        Action::Analysis(1, Some(Box::new(w4a8_analysis()))),
+    );
+    app.focus = Pane::Variants;
+    update(&mut app, Action::Bottom);
+    update(&mut app, Action::FixDialog);
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("weights dominate"), "{screen}");
+    assert!(screen.contains("BatchNorms are not folded"), "{screen}");
+    insta::assert_snapshot!("popup_fix_80x24", screen);
+    // The first choice folds the parent's BNs; bias correction gets the quantsim settings.
+    let effects = update(&mut app, Action::Confirm);
+    assert!(
+        matches!(
+            effects.as_slice(),
+            [Effect::Submit(JobKind::FoldBn { variant: 0 })]
+        ),
+        "{effects:?}"
+    );
+    app.focus = Pane::Variants;
+    update(&mut app, Action::FixDialog);
+    for _ in 0..3 {
+        update(&mut app, Action::Down);
+    }
+    let effects = update(&mut app, Action::Confirm);
+    let Some(Effect::Submit(JobKind::BiasCorrect {
+        variant, settings, ..
+    })) = effects.first()
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!((*variant, settings), (0, &stored));
+}

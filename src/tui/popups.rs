@@ -42,6 +42,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
         }
         Popup::Decision(d) => decision(f, app, area, d),
         Popup::Quantsim(form) => quantsim(f, app, area, form),
+        Popup::Fix(form) => fix(f, app, area, form),
         Popup::ConfirmQuit => {
             let r = centered(area, 52, 4);
             f.render_widget(Clear, r);
@@ -215,4 +216,57 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
         .unwrap_or_else(|| "none".into());
     lines.push(Line::from(Span::styled(format!("data: {data}"), t.dim())));
     f.render_widget(Paragraph::new(lines).block(boxed(app, "Quantsim")), r);
+}
+
+fn fix(f: &mut Frame, app: &App, area: Rect, form: &super::fix_form::FixForm) {
+    use super::fix_form::{job, FIXES};
+    let t = &app.theme;
+    // Reasons wrap to two lines in a narrow terminal.
+    let r = centered(area, 72, (FIXES.len() + 2 * form.reasons.len()) as u16 + 7);
+    f.render_widget(Clear, r);
+    let mut lines = vec![Line::from(Span::styled(
+        if form.from == form.target {
+            format!("on variant {}", form.target)
+        } else {
+            format!(
+                "on variant {} (the FP32 parent of {}), for {}",
+                form.target,
+                form.from,
+                qsteer::experiment::quantsim::settings_label(&form.settings)
+            )
+        },
+        t.text(),
+    ))];
+    for reason in &form.reasons {
+        lines.push(Line::from(Span::styled(
+            format!("· {reason}"),
+            t.fg(t.warn),
+        )));
+    }
+    lines.push(Line::from(""));
+    for (i, name) in FIXES.iter().enumerate() {
+        let marker = if i == form.cursor { "▶ " } else { "  " };
+        let style = if i == form.cursor {
+            t.selected()
+        } else {
+            t.text()
+        };
+        lines.push(Line::from(Span::styled(format!("{marker}{name}"), style)));
+    }
+    lines.push(Line::from(""));
+    let (text, style) = match job(app, form) {
+        Ok(kind) => (format!("Enter runs: {}", kind.label()), t.text()),
+        Err(why) => (why, t.fg(t.bad)),
+    };
+    lines.push(Line::from(Span::styled(text, style)));
+    lines.push(Line::from(Span::styled(
+        "↑↓ choose  Enter run  Esc closes",
+        t.dim(),
+    )));
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(ratatui::widgets::Wrap { trim: false })
+            .block(boxed(app, "Fix")),
+        r,
+    );
 }

@@ -158,6 +158,7 @@ pub enum Popup {
     Filter,
     Decision(Decision),
     Quantsim(super::quantsim_form::QuantsimForm),
+    Fix(super::fix_form::FixForm),
     ConfirmQuit,
 }
 

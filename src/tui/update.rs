@@ -3,6 +3,7 @@
 //! out as data, so this is tested without a terminal or a runtime.
 
 use super::action::Action;
+use super::fix_form;
 use super::form;
 use super::keys;
 use super::quantsim_form;
@@ -157,6 +158,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::EvaluateDialog => open_evaluate_dialog(app),
         Action::QuantsimDialog => quantsim_form::open(app),
+        Action::FixDialog => fix_form::open(app),
         Action::Quit => {
             if app.active_jobs() > 0 {
                 app.popups.push(Popup::ConfirmQuit);
@@ -282,6 +284,13 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
         Popup::Quantsim(mut form) => {
             let effects = quantsim_form::action(app, &mut form, action);
             if let Some(Popup::Quantsim(slot)) = app.popups.last_mut() {
+                *slot = form;
+            }
+            effects
+        }
+        Popup::Fix(mut form) => {
+            let effects = fix_form::action(app, &mut form, action);
+            if let Some(Popup::Fix(slot)) = app.popups.last_mut() {
                 *slot = form;
             }
             effects

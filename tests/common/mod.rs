@@ -126,6 +126,13 @@ pub fn run(data_dir: &Path, args: &[&str]) -> Output {
         .expect("the qsteer binary runs")
 }
 
+/// Run, expect success, parse stdout as one JSON document.
+pub fn json_ok(data_dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run(data_dir, args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("one JSON document")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -1,0 +1,126 @@
+//! The AdaRound job: learn the rounding of an FP32 variant's weights for one set of quantsim
+//! settings (child variant: the FP32 graph with rounded weights), then simulate it with the
+//! frozen encodings (grandchild), so the user sees the AdaRound score at once.
+//!
+//! The grandchild is a quantsim from an encodings file: AdaRound's parameter encodings plus
+//! activation encodings calibrated on the rounded model, written next to the child's model
+//! as `variants/<child>.adaround.encodings.json`. Recalibrating the weights instead would
+//! move the grid the rounding was learned for.
+
+use super::exec::JobCtx;
+use super::kind::JobKind;
+use super::lock;
+use crate::experiment::quantsim::{
+    float_variant_path, quantsim_child, result_line, settings_label,
+};
+use crate::experiment::Workspace;
+use crate::fixes::adaround::{adaround, frozen_encodings, AdaroundOptions};
+use crate::fsutil::write_json_atomic;
+use crate::model::Model;
+use crate::quant::simulate::QuantsimRequest;
+use crate::{Error, Result};
+use serde_json::json;
+use std::sync::Mutex;
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+    let JobKind::AdaRound {
+        variant,
+        data,
+        settings,
+        iterations,
+        calibration_size,
+        seed,
+        threads,
+    } = ctx.kind
+    else {
+        return Err(Error::runtime(
+            "the AdaRound job was handed another kind of job",
+        ));
+    };
+    let req = QuantsimRequest::checked(data, settings, *calibration_size, *seed, *threads)?;
+    let (path, checkpoints) = {
+        let ws = lock(workspace);
+        let path = float_variant_path(&ws, *variant, "AdaRound")?;
+        (path, ws.dir().join("cache").join("adaround"))
+    };
+    let model = Model::load(&path)?;
+    let options = AdaroundOptions::new(settings.w_bits, *iterations);
+    let n = options.hyper.iterations;
+    ctx.log(format!(
+        "AdaRound of v{variant} for {} ({n} iterations per layer)",
+        settings_label(settings)
+    ));
+    let outcome = adaround(
+        &model,
+        &req,
+        &options,
+        Some(&checkpoints),
+        ctx.cancel,
+        &|stage, d, t| ctx.progress(d, t, stage),
+    )?;
+    for l in &outcome.report.layers {
+        match (l.mse_nearest, l.mse_adaround) {
+            (Some(a), Some(b)) => ctx.log(format!(
+                "{}: {} (output MSE nearest {a:.3e} → {b:.3e}, {:.1} % flipped)",
+                l.layer,
+                l.how,
+                100.0 * l.flipped
+            )),
+            _ => ctx.log(format!("{}: {}", l.layer, l.how)),
+        }
+    }
+    ctx.cancel.check()?;
+    let doc = frozen_encodings(&outcome, &req, ctx.cancel, &|stage, d, t| {
+        ctx.progress(d, t, stage)
+    })?;
+    ctx.cancel.check()?;
+    let step = format!(
+        "adaround{{w:{},a:{},per_channel:{},iterations:{n}}}",
+        settings.w_bits, settings.a_bits, settings.per_channel
+    );
+    let (rounded_id, encodings_file) = {
+        let mut ws = lock(workspace);
+        let id = ws.add_variant(*variant, &step, &outcome.model)?;
+        let file = ws
+            .dir()
+            .join("variants")
+            .join(format!("{id}.adaround.encodings.json"));
+        write_json_atomic(&file, &doc)?;
+        (id, file)
+    };
+    ctx.log(format!(
+        "rounded model → variant {rounded_id}; simulating it with the frozen encodings"
+    ));
+    let child = quantsim_child(
+        workspace,
+        rounded_id,
+        &req,
+        Some(&encodings_file),
+        ctx.cancel,
+        &|stage, d, t| ctx.progress(d, t, stage),
+    )?;
+    let parent_score = lock(workspace)
+        .variant(*variant)
+        .and_then(|v| v.latest_result(&child.outcome.report.dataset_fingerprint))
+        .map(|r| r.score.clone());
+    let line = format!(
+        "AdaRound ({n} it.) → {}",
+        result_line(settings, &child.outcome.report.score, parent_score.as_ref())
+    );
+    ctx.log(format!("{line} → variant {}", child.variant));
+    Ok(json!({
+        "variant": child.variant,
+        "rounded_variant": rounded_id,
+        "parent": variant,
+        "result": line,
+        "settings": settings,
+        "iterations": n,
+        "accuracy": child.outcome.report.score.accuracy,
+        "agreement": child.outcome.report.score.agreement,
+        "encodings": encodings_file.display().to_string(),
+        "layers": outcome.report.layers,
+        "loaded_layers": outcome.report.loaded,
+        "samples": outcome.report.samples,
+        "seconds": outcome.report.seconds,
+    }))
+}
