@@ -1,12 +1,17 @@
 //! Encodings from a calibration histogram, by scheme (names as in AIMET):
 //!
 //! - `minmax` (AIMET `tf`): the exact observed `[min, max]`.
-//! - `tf_enhanced`: AIMET's grid search over candidate (delta, offset) pairs minimising
-//!   quantization noise + 3 × saturation (clipping) noise. Candidates as AIMET picks them:
-//!   asymmetric, 17 deltas (1/16 … 17/16 of the min-max delta) × 21 offsets evenly spread over
-//!   `[-(2^b-1), 0]`, each clamped to the observed range, plus the min-max grid; symmetric, 101
-//!   deltas (1/100 … 101/100 of `2·absmax/(2^b-1)`) at offset `-2^(b-1)` (unsigned
-//!   symmetric: of `max/(2^b-1)` at offset 0), plus the min-max grid.
+//! - `tf_enhanced` (AIMET's definition): a grid search over candidate (delta, offset) pairs
+//!   minimising quantization noise + 3 × saturation (clipping) noise, on a histogram with every
+//!   value at its bin's midpoint; a value saturates when its bin lies below (above) the bin
+//!   holding the grid's first (last) value, at the distance between the two midpoints. The range
+//!   is that of the occupied bins' left edges. Candidates: asymmetric, 17 deltas (1/16 … 17/16
+//!   of the snapped min-max delta) × 21 offsets from `-(2^b-1)` to 0 (truncated toward zero),
+//!   each clamped to the observed range and re-gridded (a candidate covering it on both sides is
+//!   dropped), then the min-max grid; symmetric, the min-max grid then 101 deltas (1/100 …
+//!   101/100 of `2·absmax/(2^b-1)`) at offset `-2^(b-1)` (unsigned symmetric: of `max/(2^b-1)`
+//!   at offset 0). Activations use the streaming histogram; a weight (all values at hand) uses
+//!   AIMET's: 1536 bins over 3× its span ([`tf_enhanced_values`]).
 //! - `percentile(p)`: clip `(100 - p)`% of the values off *each* tail (AIMET's definition,
 //!   `p` in 50..=100, interpolated inside a bin); a symmetric spec then takes the larger of the
 //!   two clipped magnitudes. `percentile(100)` is `minmax`.
@@ -14,9 +19,9 @@
 //!   the least expected squared fake-quant error — exhaustive on small histograms, a
 //!   coarse-to-fine grid search on large ones; the min-max range is always a candidate.
 //!
-//! Noise is evaluated exactly for data spread uniformly inside each bin (AIMET samples bin
-//! midpoints instead, which misjudges bins wider than a quantization step, e.g. at 16 bit).
-//! Only the rounding pattern differs from fake-quant: ties have measure zero.
+//! For `mse`, noise is evaluated exactly for data spread uniformly inside each bin (midpoints
+//! misjudge bins wider than a quantization step, e.g. at 16 bit). Only the rounding pattern
+//! differs from fake-quant: ties have measure zero.
 
 use std::fmt;
 use std::str::FromStr;
@@ -123,7 +128,10 @@ pub fn calibrate(h: &Histogram, scheme: Scheme, spec: QuantSpec) -> Result<Encod
             let hi = h.quantile(p / 100.0).unwrap_or(max);
             spec.encoding_f64(lo, hi)
         }
-        Scheme::TfEnhanced => tf_enhanced(&h.occupied().collect::<Vec<_>>(), min, max, spec),
+        Scheme::TfEnhanced => {
+            let (start, width, counts) = h.regular_bins();
+            tf_enhanced(start, width, counts, spec)
+        }
         Scheme::Mse => mse(&h.occupied().collect::<Vec<_>>(), min, max, spec),
     })
 }
@@ -137,14 +145,63 @@ pub fn expected_sq_error(h: &Histogram, e: &Encoding) -> f64 {
     noise(&h.occupied().collect::<Vec<_>>(), e, 1.0) / h.count() as f64
 }
 
-fn tf_enhanced(bins: &[Bin], min: f64, max: f64, spec: QuantSpec) -> Encoding {
+/// AIMET's histogram for a tensor seen whole (a weight): its window is 3× the data span,
+/// centred on it, in this many bins, so the data covers about a third of them.
+const TF_ENHANCED_WEIGHT_BINS: usize = 1536;
+
+/// `tf_enhanced` for a tensor whose values are all at hand (a weight, or one channel of it),
+/// on the histogram AIMET builds for it: bin width `(max - min) / 512`, bins on the grid of
+/// multiples of that width (floor binning), a window from `min - span` to `max + span`.
+/// A constant tensor gets its min-max grid. Non-finite values are an input error.
+pub fn tf_enhanced_values(values: &[f32], spec: QuantSpec) -> Result<Encoding> {
+    let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &x in values {
+        if !x.is_finite() {
+            return Err(Error::input(format!("value {x} is not finite")));
+        }
+        min = min.min(x);
+        max = max.max(x);
+    }
+    if values.is_empty() || min == max {
+        return Ok(spec.encoding(min.min(0.0), max.max(0.0)));
+    }
+    let (min, max) = (min as f64, max as f64);
+    let span = max - min;
+    let width = 3.0 * span / TF_ENHANCED_WEIGHT_BINS as f64;
+    let first = ((min - span) / width).floor();
+    let mut counts = vec![0u64; TF_ENHANCED_WEIGHT_BINS];
+    for &x in values {
+        let k = (x as f64 / width).floor() - first;
+        if k >= 0.0 && k < TF_ENHANCED_WEIGHT_BINS as f64 {
+            counts[k as usize] += 1;
+        }
+    }
+    Ok(tf_enhanced(first * width, width, &counts, spec))
+}
+
+/// AIMET's `tf_enhanced` search on a regular histogram (`counts[i]` values in
+/// `[start + i·width, start + (i+1)·width)`). The range is that of the occupied bins' left
+/// edges (widened to contain 0); every value counts at its bin's midpoint.
+fn tf_enhanced(start: f64, width: f64, counts: &[u64], spec: QuantSpec) -> Encoding {
+    let occupied: Vec<(usize, u64)> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, &c)| (i, c))
+        .collect();
+    let (Some(&(first, _)), Some(&(last, _))) = (occupied.first(), occupied.last()) else {
+        return spec.encoding(0.0, 0.0);
+    };
     let steps = spec.num_steps() as f64;
-    let lo = min.min(0.0);
-    let hi = max.max(0.0).max(lo + MIN_SCALE as f64 * steps);
+    let lo = (start + first as f64 * width).min(0.0);
+    let hi = (start + last as f64 * width)
+        .max(0.0)
+        .max(lo + MIN_SCALE as f64 * steps);
     let scale = |d: f64| (d.max(MIN_SCALE as f64) as f32).max(MIN_SCALE);
-    // The min-max grid goes first so that ties (e.g. all-zero data) keep it.
-    let mut candidates = vec![spec.encoding_f64(lo, hi)];
+    let mut candidates = Vec::new();
     if spec.symmetric() {
+        // The min-max grid goes first so that ties (e.g. all-zero data) keep it.
+        candidates.push(spec.encoding_f64(lo, hi));
         let (delta_max, offset) = if spec.uses_unsigned_grid(lo) {
             (hi / steps, 0)
         } else {
@@ -154,18 +211,23 @@ fn tf_enhanced(bins: &[Bin], min: f64, max: f64, spec: QuantSpec) -> Encoding {
             candidates.push(spec.grid(scale(delta_max * i as f64 / 100.0), offset));
         }
     } else {
+        // The observed range snapped to a grid, then 17 deltas (1/16 … 17/16 of its step) ×
+        // 21 offsets from -(2^b - 1) to 0 (truncated toward zero); each candidate grid is
+        // clamped to the observed range and re-gridded, and one that covers it on both sides
+        // is skipped (the observed grid itself is the last candidate).
         let delta_max = (hi - lo) / steps;
         let observed_offset = (lo / delta_max).round().clamp(-steps, 0.0);
         let observed_min = delta_max * observed_offset;
         let observed_max = observed_min + delta_max * steps;
-        candidates.push(spec.grid(scale(delta_max), observed_offset as i32));
         for i in 1..=17 {
             let delta = delta_max * i as f64 / 16.0;
             for j in 0..=20 {
-                let offset = (-steps + steps * j as f64 / 20.0).round();
-                // Clamp the candidate grid to the observed range, then re-grid it.
-                let test_min = observed_min.max(delta * offset);
-                let test_max = observed_max.min(delta * (offset + steps));
+                let offset = (-steps + steps * j as f64 / 20.0).trunc();
+                let (test_min, test_max) = (delta * offset, delta * (offset + steps));
+                if test_min < observed_min && test_max > observed_max {
+                    continue;
+                }
+                let (test_min, test_max) = (test_min.max(observed_min), test_max.min(observed_max));
                 if test_max <= test_min {
                     continue;
                 }
@@ -174,8 +236,43 @@ fn tf_enhanced(bins: &[Bin], min: f64, max: f64, spec: QuantSpec) -> Encoding {
                 candidates.push(spec.grid(scale(d), o as i32));
             }
         }
+        candidates.push(spec.grid(scale(delta_max), observed_offset as i32));
     }
-    argmin(candidates, |e| noise(bins, e, TF_ENHANCED_GAMMA))
+    argmin(candidates, |e| binned_noise(start, width, &occupied, e))
+}
+
+/// AIMET's `tf_enhanced` cost of an encoding on a regular histogram, every value at its bin's
+/// midpoint: bins below the one holding the grid's first value (above the one holding its
+/// last) saturate, at the squared distance between the two midpoints, weighted by
+/// [`TF_ENHANCED_GAMMA`]; the others cost their rounding error.
+fn binned_noise(start: f64, width: f64, occupied: &[(usize, u64)], e: &Encoding) -> f64 {
+    // The grid's ends, the window start and the midpoints in f32 as AIMET computes them: grid
+    // ends land on bin edges (the range is made of them), where the bin a grid end falls in
+    // depends on that rounding.
+    let d = e.scale;
+    let grid_lo = e.offset as f32 * d;
+    let grid_hi = (e.offset as f32 + e.num_steps() as f32) * d;
+    let start32 = start as f32;
+    // Bin indices on the histogram's grid extended past its window, so that a grid end
+    // outside the window still saturates the values beyond it.
+    let index = |x: f32| ((x - start32) as f64 / width).floor();
+    let mid = |i: f64| (start32 as f64 + (i + 0.5) * width) as f32 as f64;
+    let (lo_bin, hi_bin) = (index(grid_lo), index(grid_hi));
+    let (lo_mid, hi_mid) = (mid(lo_bin), mid(hi_bin));
+    let d = d as f64;
+    let (mut saturation, mut rounding) = (0.0, 0.0);
+    for &(i, count) in occupied {
+        let (i, c) = (i as f64, count as f64);
+        let x = mid(i);
+        if i < lo_bin {
+            saturation += c * (x - lo_mid).powi(2);
+        } else if i >= hi_bin {
+            saturation += c * (x - hi_mid).powi(2);
+        } else {
+            rounding += c * (x - d * (x / d).round()).powi(2);
+        }
+    }
+    TF_ENHANCED_GAMMA * saturation + rounding
 }
 
 fn mse(bins: &[Bin], min: f64, max: f64, spec: QuantSpec) -> Encoding {
@@ -467,6 +564,91 @@ mod tests {
             assert!(tfe.min < -2.0 && tfe.max > 2.0, "{s:?}: {tfe:?}");
             let (mse_tfe, mse_mm) = (fake_quant_mse(&tfe, &data), fake_quant_mse(&minmax, &data));
             assert!(mse_tfe < mse_mm, "{s:?}: {mse_tfe} vs {mse_mm}");
+        }
+    }
+
+    /// Weight-like channels (from `Rng`) and the asymmetric `tf_enhanced` encodings AIMET
+    /// computes for them: aimet-onnx 2.42.0, `libpymo.BlockTensorQuantizer([1], bw,
+    /// QUANTIZATION_TF_ENHANCED)`, `updateStats(x)`, `computeEncodings(False)`, run on the same
+    /// arrays regenerated in Python. (scale, offset) at 4 and at 8 bit.
+    #[test]
+    fn tf_enhanced_weights_match_aimet() {
+        #[allow(clippy::type_complexity)]
+        let cases: [(u64, usize, bool, f32, f32, [(f64, i32); 2]); 6] = [
+            (
+                11,
+                144,
+                false,
+                0.1,
+                0.0,
+                [(0.03643481805920601, -8), (0.0021363955456763506, -132)],
+            ),
+            (
+                12,
+                144,
+                true,
+                0.05,
+                0.01,
+                [(0.02814565785229206, -8), (0.0016556269256398082, -131)],
+            ),
+            (
+                13,
+                576,
+                false,
+                0.2,
+                -0.03,
+                [(0.0685560405254364, -8), (0.0043015554547309875, -138)],
+            ),
+            (
+                14,
+                1152,
+                true,
+                0.02,
+                0.0,
+                [(0.014160213991999626, -6), (0.0010251739295199513, -108)],
+            ),
+            (
+                15,
+                64,
+                true,
+                0.3,
+                0.05,
+                [(0.15367849171161652, -5), (0.009031048975884914, -81)],
+            ),
+            (
+                16,
+                9,
+                false,
+                0.5,
+                0.0,
+                [(0.07363173365592957, -4), (0.004331278149038553, -73)],
+            ),
+        ];
+        for (seed, n, laplace, scale, shift, expected) in cases {
+            let mut rng = Rng::new(seed);
+            let data: Vec<f32> = (0..n)
+                .map(|_| {
+                    let x = if laplace { rng.laplace() } else { rng.normal() };
+                    x * scale + shift
+                })
+                .collect();
+            if seed == 11 {
+                // The Python regeneration starts with the same value.
+                assert_eq!(data[0], 0.047251403);
+            }
+            for ((bits, (aimet_scale, aimet_offset)), s) in [4, 8]
+                .into_iter()
+                .zip(expected)
+                .zip([spec(4, false), spec(8, false)])
+            {
+                let e = tf_enhanced_values(&data, s).unwrap();
+                assert_eq!(e.offset, aimet_offset, "seed {seed}, {bits} bit: {e:?}");
+                assert!(
+                    (e.scale as f64 - aimet_scale).abs() <= 1e-5 * aimet_scale,
+                    "seed {seed}, {bits} bit: {} vs AIMET {aimet_scale}",
+                    e.scale
+                );
+            }
         }
     }
 

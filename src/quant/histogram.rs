@@ -169,6 +169,13 @@ impl Histogram {
         exp2(self.exp)
     }
 
+    /// The raw bins: `(start, width, counts)`, `counts[i]` values in
+    /// `[start + i·width, start + (i+1)·width)` (edges not clipped to the data range).
+    pub fn regular_bins(&self) -> (f64, f64, &[u64]) {
+        let width = self.bin_width();
+        (self.first as f64 * width, width, &self.counts)
+    }
+
     /// The occupied bins in increasing order, edges clipped to `[min, max]` (so the first bin
     /// starts at min and the last ends at max; a constant stream is one bin with lo == hi).
     pub fn occupied(&self) -> impl Iterator<Item = Bin> + '_ {

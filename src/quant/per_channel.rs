@@ -5,7 +5,7 @@
 
 use ndarray::{ArrayD, ArrayViewD, Axis};
 
-use super::calibrate::{calibrate, Scheme};
+use super::calibrate::{calibrate, tf_enhanced_values, Scheme};
 use super::encoding::{Encoding, QuantSpec};
 use super::histogram::Histogram;
 use crate::{Error, Result};
@@ -82,6 +82,10 @@ fn channel_encoding(values: ArrayViewD<f32>, spec: QuantSpec, scheme: Scheme) ->
             hi = hi.max(x);
         }
         return Ok(spec.encoding(lo, hi));
+    }
+    if scheme == Scheme::TfEnhanced {
+        let values: Vec<f32> = values.iter().copied().collect();
+        return tf_enhanced_values(&values, spec);
     }
     let mut h = Histogram::default();
     h.add_array(&values);
