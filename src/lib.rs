@@ -5,6 +5,7 @@
 extern crate self as qsteer;
 
 pub mod cancel;
+pub mod compress;
 pub mod data;
 pub mod error;
 pub mod experiment;
