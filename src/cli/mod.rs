@@ -5,6 +5,7 @@
 mod adaround;
 mod analyze;
 mod bias_correct;
+mod compress;
 mod eval;
 mod export;
 mod fixes;
@@ -67,6 +68,8 @@ pub enum Command {
     Adaround(adaround::AdaroundArgs),
     /// Write the QDQ ONNX model and AIMET encodings of a quantized variant (or model + encodings)
     Export(export::ExportArgs),
+    /// Compress to a target MAC ratio (greedy per-layer ratios) or at manual ratios (a new variant)
+    Compress(compress::CompressArgs),
     /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
     FoldBn(fixes::FoldBnArgs),
     /// Cross-layer equalization with high-bias absorption (a new variant)
@@ -101,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::BiasCorrect(args)) => bias_correct::run(args, &cli.common),
         Some(Command::Adaround(args)) => adaround::run(args, &cli.common),
         Some(Command::Export(args)) => export::run(args, &cli.common),
+        Some(Command::Compress(args)) => compress::run(args, &cli.common),
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         None => {

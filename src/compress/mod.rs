@@ -9,6 +9,13 @@
 //!   `ratio ×` the original layer's MACs;
 //! - channel pruning keeps `round(ratio × Cin)` input channels (at least one).
 
+pub mod build;
+pub mod greedy;
+pub mod record;
+pub mod scorer;
+#[cfg(test)]
+pub(crate) mod test_double;
+
 use crate::cancel::CancelToken;
 use crate::model::Model;
 use crate::Result;

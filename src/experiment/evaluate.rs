@@ -167,7 +167,7 @@ impl EvalReport {
 }
 
 /// First output as `[N, C]` (trailing dims flattened) for scoring.
-fn as_rows(out: &ArrayD<f32>, name: &str) -> Result<ndarray::Array2<f32>> {
+pub(crate) fn as_rows(out: &ArrayD<f32>, name: &str) -> Result<ndarray::Array2<f32>> {
     let n = out.shape().first().copied().unwrap_or(0);
     let c = out.len().checked_div(n).unwrap_or(0);
     out.to_shape((n, c))

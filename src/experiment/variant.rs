@@ -25,6 +25,9 @@ pub struct Variant {
     /// folding, CLE), for the fixes that need them (HBA, analytical bias correction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bn_stats_file: Option<String>,
+    /// How compression made this variant (`variants/<id>.compress.json`), for a compressed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression_file: Option<String>,
     /// Seconds since the Unix epoch.
     pub created: u64,
     #[serde(default)]
@@ -80,6 +83,7 @@ impl Variant {
             encodings_file: None,
             analysis_file: None,
             bn_stats_file: None,
+            compression_file: None,
             quantsim: None,
             created: super::now(),
             macs: None,

@@ -2,6 +2,7 @@
 //! `variants/<id>.onnx`, `cache/`, `logs/jobs.jsonl`. Every write is atomic.
 
 use super::variant::{EvalRecord, Variant};
+use crate::compress::record::CompressionRecord;
 use crate::fixes::BnStats;
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::Model;
@@ -299,6 +300,19 @@ impl Workspace {
     pub fn bn_stats(&self, id: u32) -> Result<Option<BnStats>> {
         let rel = self.variant(id).and_then(|v| v.bn_stats_file.clone());
         self.read_variant_file(rel, "qsteer BN statistics")
+    }
+
+    /// Store how compression made a variant as `variants/<id>.compress.json`.
+    pub fn set_compression(&mut self, id: u32, record: &CompressionRecord) -> Result<()> {
+        let rel = self.write_variant_file(id, "compress", record)?;
+        self.variant_mut(id)?.compression_file = Some(rel);
+        self.save()
+    }
+
+    /// A variant's compression record, if it has one; a damaged file is an error naming it.
+    pub fn compression(&self, id: u32) -> Result<Option<CompressionRecord>> {
+        let rel = self.variant(id).and_then(|v| v.compression_file.clone());
+        self.read_variant_file(rel, "a qsteer compression record")
     }
 
     /// Append one JSON line to `logs/jobs.jsonl` (the job history).

@@ -28,6 +28,12 @@ pub enum JobEvent {
         id: JobId,
         line: String,
     },
+    /// A piece of the result as it is made (e.g. one entry of the compress job's eval-score
+    /// dictionary), for a front end that draws the result while it fills.
+    Partial {
+        id: JobId,
+        result: serde_json::Value,
+    },
     Finished {
         id: JobId,
         summary: serde_json::Value,
@@ -48,6 +54,7 @@ impl JobEvent {
             | JobEvent::Started { id }
             | JobEvent::Progress { id, .. }
             | JobEvent::Log { id, .. }
+            | JobEvent::Partial { id, .. }
             | JobEvent::Finished { id, .. }
             | JobEvent::Failed { id, .. }
             | JobEvent::Cancelled { id } => *id,

@@ -5,7 +5,7 @@ use super::event::{JobEvent, Throttle};
 use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
-use super::{adaround, analyze, bias_correct, evaluate, export, fixes, lock, quantsim};
+use super::{adaround, analyze, bias_correct, compress, evaluate, export, fixes, lock, quantsim};
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
 use crate::{Error, Result};
@@ -51,6 +51,14 @@ impl<'a> JobCtx<'a> {
             self.warn(e);
         }
         (self.sink)(JobEvent::Log { id: self.id, line });
+    }
+
+    /// A piece of the result for the live view (not journalled: the finished summary is).
+    pub(crate) fn partial(&self, result: serde_json::Value) {
+        (self.sink)(JobEvent::Partial {
+            id: self.id,
+            result,
+        });
     }
 
     /// Throttled progress; called from worker threads.
@@ -140,6 +148,7 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::AdaRound { .. } => adaround::run(ctx, workspace),
         JobKind::FoldBn { .. } => fixes::run_fold_bn(ctx, workspace),
         JobKind::Cle { .. } => fixes::run_cle(ctx, workspace),
+        JobKind::Compress { .. } => compress::run(ctx, workspace),
     }))
     .unwrap_or_else(|panic| {
         Err(Error::runtime(format!(

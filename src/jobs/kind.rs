@@ -1,6 +1,7 @@
 //! What a front end asks for: a job kind with all its settings, so a queued job can be
 //! journalled, shown and rerun without looking anything else up.
 
+use crate::compress::{LayerRatios, Method};
 use crate::experiment::evaluate::Subset;
 use crate::experiment::quantsim::settings_label;
 use crate::fixes::bias_correction::BcMode;
@@ -112,6 +113,39 @@ pub enum JobKind {
         #[serde(default)]
         version: EncodingsVersion,
     },
+    /// Compress a variant to a target MAC ratio by greedy per-layer ratio selection (or at
+    /// the user's ratios), optionally refit layer-wise; the result is a child variant with
+    /// the selection kept beside it (`variants/<id>.compress.json`).
+    Compress {
+        variant: u32,
+        data: PathBuf,
+        method: Method,
+        /// MAC ratio of the result to the variant; exactly one of `target` and `ratios`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<f64>,
+        /// Manual mode: these per-layer ratios, no search.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ratios: Option<LayerRatios>,
+        /// Layers held at a fixed ratio.
+        #[serde(default)]
+        pin: LayerRatios,
+        /// Layers left alone.
+        #[serde(default)]
+        exclude: Vec<String>,
+        /// N of the candidate ratios k/N.
+        #[serde(default = "default_candidates")]
+        candidates: usize,
+        /// Channel pruning's channel selection (`magnitude` or `greedy`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selection: Option<String>,
+        /// Refit the changed layers to the parent's outputs (least squares, no labels).
+        #[serde(default)]
+        reconstruct: bool,
+        calibration_size: usize,
+        seed: u64,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
+    },
     /// Fold the BatchNormalizations of a variant into their layers; the result is a child
     /// variant with the BN statistics kept beside it.
     FoldBn { variant: u32 },
@@ -133,6 +167,10 @@ pub enum JobKind {
 
 fn yes() -> bool {
     true
+}
+
+fn default_candidates() -> usize {
+    10
 }
 
 impl JobKind {
@@ -214,6 +252,26 @@ impl JobKind {
             JobKind::AdaRound {
                 variant, settings, ..
             } => format!("adaround v{variant} for {}", settings_label(settings)),
+            JobKind::Compress {
+                variant,
+                method,
+                target,
+                ratios,
+                reconstruct,
+                ..
+            } => {
+                let what = match (target, ratios) {
+                    (Some(t), _) => format!("to {t} MACs"),
+                    (None, Some(r)) => format!("at {} manual ratio(s)", r.len()),
+                    (None, None) => "(no target)".into(),
+                };
+                let refit = if *reconstruct {
+                    " + reconstruction"
+                } else {
+                    ""
+                };
+                format!("compress v{variant} {} {what}{refit}", method.short())
+            }
             JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
             JobKind::Cle {
                 variant,
@@ -242,7 +300,8 @@ impl JobKind {
             | JobKind::Quantsim { .. }
             | JobKind::Analyze { .. }
             | JobKind::BiasCorrect { .. }
-            | JobKind::AdaRound { .. } => true,
+            | JobKind::AdaRound { .. }
+            | JobKind::Compress { .. } => true,
             // Single-threaded weight arithmetic, well under a second on a ResNet-50.
             JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,
         }

@@ -7,6 +7,7 @@
 mod adaround;
 mod analyze;
 mod bias_correct;
+mod compress;
 mod evaluate;
 mod event;
 mod exec;
@@ -32,5 +33,7 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(test)]
+mod compress_tests;
 #[cfg(test)]
 mod tests;

@@ -436,6 +436,8 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 }
             }
         }
+        // Partial results are drawn by the panes that ask for them; the log line says it too.
+        JobEvent::Partial { .. } => {}
         JobEvent::Finished { id, summary } => {
             if let Some(j) = job_mut(app, id) {
                 j.status = JobStatus::Finished;

@@ -1,0 +1,211 @@
+//! `qsteer compress MODEL --data DIR --method wsvd|ssvd|cp --target C`: greedy per-layer
+//! ratio selection (or `--ratios FILE`) run as a job on the model's workspace; the compressed
+//! model is a child of the base variant, optionally copied to `--out FILE`.
+
+use super::table::Table;
+use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use clap::Args;
+use qsteer::compress::build::SELECTIONS;
+use qsteer::compress::{LayerRatios, Method};
+use qsteer::fsutil::write_atomic;
+use qsteer::jobs::JobKind;
+use qsteer::model::Model;
+use qsteer::units::human;
+use qsteer::{Error, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Args)]
+pub struct CompressArgs {
+    /// The ONNX model (default: the embedded sample model)
+    pub model: Option<PathBuf>,
+    /// Compression method: wsvd (weight SVD), ssvd (spatial SVD), cp (channel pruning)
+    #[arg(long, value_parser = parse_method)]
+    pub method: Method,
+    /// MAC ratio of the result to MODEL, in (0, 1): greedy per-layer ratio selection
+    #[arg(long, conflicts_with = "ratios", required_unless_present = "ratios")]
+    pub target: Option<f64>,
+    /// Manual per-layer ratios instead of a target: a JSON file {"layer": ratio, …}
+    #[arg(long)]
+    pub ratios: Option<PathBuf>,
+    /// N of the candidate ratios k/N (k = 1..N−1) of the greedy selection
+    #[arg(long, default_value_t = 10)]
+    pub candidates: usize,
+    /// Hold layers at fixed ratios: LAYER=R,…
+    #[arg(long, value_delimiter = ',')]
+    pub pin: Vec<String>,
+    /// Leave layers alone: LAYER,…
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Channel pruning's choice of input channels to keep
+    #[arg(long, value_parser = SELECTIONS)]
+    pub selection: Option<String>,
+    /// Refit the changed layers to the model's outputs (layer-wise least squares, no labels)
+    #[arg(long)]
+    pub reconstruct: bool,
+    /// Samples set aside for calibration when the dataset is split
+    #[arg(long, default_value_t = 200)]
+    pub calibration_size: usize,
+    /// Seed of the calibration / evaluation split
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (0: one per core)
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write the compressed model to this ONNX file
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_method(s: &str) -> std::result::Result<Method, String> {
+    Method::parse(s).ok_or_else(|| format!("'{s}' is not a method; expected wsvd, ssvd or cp"))
+}
+
+/// `LAYER=R` items; a malformed one is an error naming it.
+fn parse_pins(items: &[String]) -> Result<LayerRatios> {
+    items
+        .iter()
+        .map(|item| {
+            let parsed = item
+                .rsplit_once('=')
+                .and_then(|(l, r)| Some((l.trim().to_string(), r.trim().parse::<f64>().ok()?)))
+                .filter(|(l, _)| !l.is_empty());
+            parsed.ok_or_else(|| {
+                Error::input(format!(
+                    "--pin '{item}': expected LAYER=RATIO, e.g. conv1=0.5"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The `--ratios` file: one JSON object of layer name → ratio.
+fn read_ratios(path: &Path) -> Result<LayerRatios> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::input(format!(
+            "{}: expected a JSON object of layer name → ratio, e.g. {{\"conv1\": 0.5}}: {e}",
+            path.display()
+        ))
+    })
+}
+
+pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
+    let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
+    let data = data.ok_or_else(|| Error::input("compress needs a dataset: --data DIR"))?;
+    let ratios = args.ratios.as_deref().map(read_ratios).transpose()?;
+    let pin = parse_pins(&args.pin)?;
+    let model = Model::load(&path)?;
+    let (_, ws) = open_workspace(&path, &model, common)?;
+    let kind = JobKind::Compress {
+        variant: 0,
+        data: std::path::absolute(&data).unwrap_or(data),
+        method: args.method,
+        target: args.target,
+        ratios,
+        pin,
+        exclude: args.exclude.clone(),
+        candidates: args.candidates,
+        selection: args.selection.clone(),
+        reconstruct: args.reconstruct,
+        calibration_size: args.calibration_size,
+        seed: args.seed,
+        threads: args.threads,
+    };
+    let mut summary = run_headless(ws, kind)?;
+    if let Some(out) = &args.out {
+        let child = PathBuf::from(text(&summary["output"]));
+        let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;
+        write_atomic(out, &bytes)?;
+        summary["variant_model"] = summary["output"].clone();
+        summary["output"] = json!(out.display().to_string());
+    }
+    summary["model"] = json!(path.display().to_string());
+    if common.json {
+        return print_json(&summary);
+    }
+    print_table(&summary);
+    Ok(())
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+fn pct(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".into(), |v| format!("{:.2} %", 100.0 * v))
+}
+
+fn print_table(s: &Value) {
+    println!("{}  {}", text(&s["model"]), text(&s["step"]));
+    let predicted = s["predicted_mac_ratio"]
+        .as_f64()
+        .map_or(String::new(), |p| format!(", predicted {p:.3}"));
+    let target = s["target"]
+        .as_f64()
+        .map_or(String::new(), |t| format!(", target {t}"));
+    let macs = |k: &str| s[k].as_u64().map_or("-".into(), human);
+    println!(
+        "MAC ratio {:.3}{predicted}{target} · MACs {} → {} · params {}",
+        s["mac_ratio"].as_f64().unwrap_or(1.0),
+        macs("macs_before"),
+        macs("macs"),
+        macs("params_total"),
+    );
+    let score = if s["accuracy"].is_null() {
+        format!("agreement with the model {}", pct(&s["agreement"]))
+    } else {
+        format!(
+            "accuracy {} (model {})",
+            pct(&s["accuracy"]),
+            pct(&s["parent_accuracy"])
+        )
+    };
+    match s["before_reconstruction"].as_object() {
+        Some(b) => println!(
+            "{score} after reconstruction, {} before; {} samples",
+            pct(b.get("accuracy").unwrap_or(&b["agreement"])),
+            s["samples"]
+        ),
+        None => println!("{score} on {} samples", s["samples"]),
+    }
+    if let Some(d) = s["dictionary"].as_object() {
+        println!(
+            "dictionary: {} entries, {} reused, {} evaluated in {:.1} s",
+            d["entries"],
+            d["reused"],
+            d["computed"],
+            d["seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let mut t = Table::new(
+        &["layer", "ratio", "MACs", "→", "rank / channels"],
+        &[false, true, true, true, false],
+    );
+    for l in s["layers"].as_array().into_iter().flatten() {
+        let kept = match (l["rank"].as_u64(), l["kept_channels"].as_u64()) {
+            (Some(r), _) => format!("rank {r}/{}", l["full_rank"]),
+            (None, Some(k)) => format!("{k}/{} in", l["total_channels"]),
+            _ => String::new(),
+        };
+        t.row(vec![
+            text(&l["layer"]),
+            format!("{:.2}", l["ratio"].as_f64().unwrap_or(1.0)),
+            l["macs_before"].as_u64().map_or("-".into(), human),
+            l["macs_after"].as_u64().map_or("-".into(), human),
+            kept,
+        ]);
+    }
+    print!("{}", t.render());
+    for k in s["skipped"].as_array().into_iter().flatten() {
+        println!("  left: {}: {}", text(&k["layer"]), text(&k["reason"]));
+    }
+    println!(
+        "variant {} in workspace {}; model {}; {:.1} s",
+        s["variant"],
+        text(&s["workspace"]),
+        text(&s["output"]),
+        s["seconds"].as_f64().unwrap_or(0.0)
+    );
+}

@@ -1,0 +1,128 @@
+//! The eval-score dictionary: for each searched layer and candidate ratio, the score with
+//! only that layer compressed and the whole model's MACs after. It lives in the workspace's
+//! `cache/greedy-<key>.json`, written atomically after every entry, so a killed run resumes
+//! where it stopped and a later run with another target reuses it.
+
+use crate::compress::scorer::Metric;
+use crate::compress::Method;
+use crate::fsutil::write_json_atomic;
+use crate::Result;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// One evaluation: `layer` alone at `ratio`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub layer: String,
+    pub ratio: f64,
+    pub score: f64,
+    /// Whole-model MACs per sample with this layer compressed (for channel pruning this
+    /// includes what winnowing cut upstream).
+    pub macs_after: u64,
+}
+
+/// What the key is made of, kept in the file for people reading it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DictionaryHeader {
+    pub method: Method,
+    pub metric: Metric,
+    pub candidates: Vec<f64>,
+    /// The compressor's settings beyond the method (sample shapes, selection, …).
+    pub settings: String,
+    pub model_hash: String,
+    pub dataset_fingerprint: String,
+}
+
+impl DictionaryHeader {
+    /// sha256 over everything an entry depends on.
+    pub fn key(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"qsteer-greedy-dictionary-v1\0");
+        for part in [
+            self.method.short(),
+            self.metric.name(),
+            &self.settings,
+            &self.model_hash,
+            &self.dataset_fingerprint,
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        for c in &self.candidates {
+            h.update(c.to_le_bytes());
+        }
+        crate::model::hex(&h.finalize())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DictionaryFile {
+    key: String,
+    header: DictionaryHeader,
+    entries: Vec<Entry>,
+}
+
+/// The dictionary of one key, backed by its cache file (none: in memory only).
+pub struct Dictionary {
+    path: Option<PathBuf>,
+    file: DictionaryFile,
+}
+
+/// Ratios are k/N computed the same way each run; compare with a little slack anyway.
+fn same_ratio(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+impl Dictionary {
+    /// The dictionary for `header`, with the entries of an earlier run if `cache_dir` holds
+    /// one of the same key. An unreadable or foreign file starts afresh (it is a cache).
+    pub fn open(cache_dir: Option<&Path>, header: DictionaryHeader) -> Dictionary {
+        let key = header.key();
+        let path = cache_dir.map(|d| d.join(format!("greedy-{}.json", &key[..16])));
+        let entries = path
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|bytes| serde_json::from_slice::<DictionaryFile>(&bytes).ok())
+            .filter(|f| f.key == key)
+            .map(|f| f.entries)
+            .unwrap_or_default();
+        Dictionary {
+            path,
+            file: DictionaryFile {
+                key,
+                header,
+                entries,
+            },
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.file.key
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.file.entries
+    }
+
+    pub fn get(&self, layer: &str, ratio: f64) -> Option<&Entry> {
+        self.file
+            .entries
+            .iter()
+            .find(|e| e.layer == layer && same_ratio(e.ratio, ratio))
+    }
+
+    /// Add an entry and write the file at once, so a kill loses at most the evaluation
+    /// under way.
+    pub fn insert(&mut self, entry: Entry) -> Result<()> {
+        self.file.entries.push(entry);
+        match &self.path {
+            Some(p) => write_json_atomic(p, &self.file),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Greedy per-layer ratio selection (DESIGN.md §3), for any [`LayerCompressor`]: fill the
+//! eval-score dictionary (each searched layer alone at each candidate ratio k/N), search the
+//! score threshold that meets the target MAC ratio, then compress every layer at its chosen
+//! ratio at once. Manual mode skips the dictionary and applies the user's ratios.
+
+pub mod dictionary;
+pub mod plan;
+pub mod search;
+
+#[cfg(test)]
+mod tests;
+
+use crate::cancel::CancelToken;
+use crate::compress::scorer::ModelScorer;
+use crate::compress::{CompressOutcome, LayerCompressor, LayerRatios};
+use crate::model::Model;
+use crate::{Error, Result};
+use dictionary::{Dictionary, DictionaryHeader, Entry};
+use plan::{manual_ratios, plan, LayerPlan};
+use search::{SearchInput, SearchResult};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub use search::TOLERANCE;
+
+/// Candidate ratios k/N for k = 1..N−1.
+pub fn candidates(n: usize) -> Result<Vec<f64>> {
+    if !(2..=100).contains(&n) {
+        return Err(Error::input(format!(
+            "--candidates is {n}; it must be between 2 and 100 (ratios k/N, k = 1..N−1)"
+        )));
+    }
+    Ok((1..n).map(|k| k as f64 / n as f64).collect())
+}
+
+/// A target MAC ratio must leave something and remove something.
+pub fn check_target(target: f64) -> Result<()> {
+    if !target.is_finite() || target <= 0.0 || target >= 1.0 {
+        return Err(Error::input(format!(
+            "--target is {target}; the MAC ratio of the result to the model must be in (0, 1)"
+        )));
+    }
+    Ok(())
+}
+
+pub struct GreedyRequest<'a> {
+    pub model: &'a Model,
+    pub compressor: &'a dyn LayerCompressor,
+    pub scorer: &'a ModelScorer,
+    /// MAC ratio of the result to `model`.
+    pub target: f64,
+    /// N of the candidates k/N.
+    pub candidates: usize,
+    pub pin: &'a LayerRatios,
+    pub exclude: &'a [String],
+    /// Where the dictionary is cached (the workspace's `cache/`); `None`: not cached.
+    pub cache_dir: Option<&'a Path>,
+    /// The compressor's settings beyond its method, as they enter the cache key.
+    pub settings: &'a str,
+}
+
+/// What a selection tells its caller as it goes (from the calling thread).
+pub enum GreedyEvent<'a> {
+    /// The dictionary about to be filled: searched layers (graph order) × candidates; the
+    /// parent's score is what ratio 1 scores.
+    Plan {
+        layers: &'a [String],
+        candidates: &'a [f64],
+        baseline: f64,
+    },
+    /// `done` of `total` dictionary entries; `what` e.g. `layer 3/17 ratio 0.4`.
+    Progress {
+        done: usize,
+        total: usize,
+        what: &'a str,
+    },
+    /// A dictionary entry, computed now or reused from the cache.
+    Entry {
+        entry: &'a Entry,
+        computed: bool,
+        baseline: f64,
+    },
+}
+
+/// How the dictionary was filled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DictionaryReport {
+    pub key: String,
+    /// The cache file, if cached.
+    pub file: Option<String>,
+    pub entries: usize,
+    pub reused: usize,
+    /// Evaluations made now.
+    pub computed: usize,
+    pub seconds: f64,
+}
+
+/// The result of a greedy selection.
+pub struct GreedySelection {
+    pub plan: LayerPlan,
+    pub search: SearchResult,
+    /// Every layer's ratio below 1 (searched and pinned), as applied.
+    pub ratios: LayerRatios,
+    pub outcome: CompressOutcome,
+    pub dictionary: DictionaryReport,
+    /// The dictionary's entries for the searched layers.
+    pub entries: Vec<Entry>,
+}
+
+/// Select per-layer ratios for `req.target` and compress. Cancellable between evaluations.
+pub fn select_greedy(
+    req: &GreedyRequest,
+    cancel: &CancelToken,
+    events: &dyn Fn(GreedyEvent),
+) -> Result<GreedySelection> {
+    check_target(req.target)?;
+    let candidates = candidates(req.candidates)?;
+    let plan = plan(req.compressor, req.model, req.pin, req.exclude)?;
+    let smallest = candidates[0];
+    // One cheap apply (no scoring) tells whether the target is reachable at all.
+    let mut extreme = plan.pinned.clone();
+    extreme.extend(plan.searched.iter().map(|l| (l.clone(), smallest)));
+    let best = req.compressor.apply(req.model, &extreme, cancel)?;
+    if best.mac_ratio() > req.target + TOLERANCE {
+        return Err(Error::input(format!(
+            "target MAC ratio {:.3} cannot be reached with {}: with every searched layer at \
+             ratio {smallest} the MAC ratio is {:.3}",
+            req.target,
+            req.compressor.method().short(),
+            best.mac_ratio()
+        )));
+    }
+    let pinned_saving = if plan.pinned.is_empty() {
+        0
+    } else {
+        let p = req.compressor.apply(req.model, &plan.pinned, cancel)?;
+        p.macs_before.saturating_sub(p.macs_after)
+    };
+    let (dict, report) = fill(req, &plan.searched, &candidates, cancel, events)?;
+    let entries: Vec<Entry> = dict
+        .entries()
+        .iter()
+        .filter(|e| plan.searched.contains(&e.layer))
+        .cloned()
+        .collect();
+    let baseline = req.scorer.value(req.scorer.parent_score());
+    let search = search::search(&SearchInput {
+        layers: &plan.searched,
+        entries: &entries,
+        macs_before: best.macs_before,
+        pinned_saving,
+        target: req.target,
+        baseline,
+    })?;
+    let mut ratios: LayerRatios = search
+        .ratios
+        .iter()
+        .filter(|(_, &r)| r < 1.0)
+        .map(|(l, &r)| (l.clone(), r))
+        .collect();
+    ratios.extend(plan.pinned.iter().map(|(l, &r)| (l.clone(), r)));
+    cancel.check()?;
+    let outcome = req.compressor.apply(req.model, &ratios, cancel)?;
+    Ok(GreedySelection {
+        plan,
+        search,
+        ratios,
+        outcome,
+        dictionary: report,
+        entries,
+    })
+}
+
+/// Evaluate every (layer, candidate) not in the cache yet, saving after each.
+fn fill(
+    req: &GreedyRequest,
+    layers: &[String],
+    candidates: &[f64],
+    cancel: &CancelToken,
+    events: &dyn Fn(GreedyEvent),
+) -> Result<(Dictionary, DictionaryReport)> {
+    let started = std::time::Instant::now();
+    let header = DictionaryHeader {
+        method: req.compressor.method(),
+        metric: req.scorer.metric(),
+        candidates: candidates.to_vec(),
+        settings: req.settings.to_string(),
+        model_hash: req.model.content_hash(),
+        dataset_fingerprint: req.scorer.data().fingerprint(),
+    };
+    let baseline = req.scorer.value(req.scorer.parent_score());
+    let mut dict = Dictionary::open(req.cache_dir, header);
+    events(GreedyEvent::Plan {
+        layers,
+        candidates,
+        baseline,
+    });
+    let total = layers.len() * candidates.len();
+    let (mut reused, mut computed) = (0, 0);
+    for (li, layer) in layers.iter().enumerate() {
+        for (ci, &ratio) in candidates.iter().enumerate() {
+            let what = format!("layer {}/{} ratio {ratio}", li + 1, layers.len());
+            events(GreedyEvent::Progress {
+                done: li * candidates.len() + ci,
+                total,
+                what: &what,
+            });
+            if let Some(e) = dict.get(layer, ratio) {
+                reused += 1;
+                events(GreedyEvent::Entry {
+                    entry: e,
+                    computed: false,
+                    baseline,
+                });
+                continue;
+            }
+            cancel.check()?;
+            let entry = evaluate_one(req, layer, ratio, cancel)?;
+            computed += 1;
+            events(GreedyEvent::Entry {
+                entry: &entry,
+                computed: true,
+                baseline,
+            });
+            dict.insert(entry)?;
+        }
+    }
+    events(GreedyEvent::Progress {
+        done: total,
+        total,
+        what: "dictionary",
+    });
+    let report = DictionaryReport {
+        key: dict.key().to_string(),
+        file: dict.path().map(|p| p.display().to_string()),
+        entries: dict.entries().len(),
+        reused,
+        computed,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((dict, report))
+}
+
+/// `layer` alone at `ratio`: its score and the model's MACs after.
+fn evaluate_one(
+    req: &GreedyRequest,
+    layer: &str,
+    ratio: f64,
+    cancel: &CancelToken,
+) -> Result<Entry> {
+    let ratios = LayerRatios::from([(layer.to_string(), ratio)]);
+    let outcome = req.compressor.apply(req.model, &ratios, cancel)?;
+    let score = req
+        .scorer
+        .score(&outcome.model, cancel)
+        .map_err(|e| match e {
+            Error::Cancelled => e,
+            e => Error::runtime(format!(
+                "scoring layer '{layer}' at ratio {ratio} failed: {e}"
+            )),
+        })?;
+    Ok(Entry {
+        layer: layer.to_string(),
+        ratio,
+        score: req.scorer.value(&score),
+        macs_after: outcome.macs_after,
+    })
+}
+
+/// Manual mode: compress at the user's ratios (plus pins, minus exclusions), no dictionary.
+pub fn select_manual(
+    model: &Model,
+    compressor: &dyn LayerCompressor,
+    ratios: &LayerRatios,
+    pin: &LayerRatios,
+    exclude: &[String],
+    cancel: &CancelToken,
+) -> Result<(LayerRatios, CompressOutcome)> {
+    let all = manual_ratios(compressor, model, ratios, pin, exclude)?;
+    if all.values().all(|&r| r >= 1.0) {
+        return Err(Error::input(
+            "manual ratios: no layer has a ratio below 1, nothing to compress",
+        ));
+    }
+    let outcome = compressor.apply(model, &all, cancel)?;
+    Ok((all, outcome))
+}

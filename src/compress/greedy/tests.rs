@@ -1,0 +1,207 @@
+//! The selection on the sample ResNet with the zero-channels test double (it really edits
+//! the model); scores come from running the edited models on real samples.
+
+use super::dictionary::{Dictionary, DictionaryHeader};
+use super::*;
+use crate::compress::test_double::ZeroChannels;
+use crate::compress::Method;
+use crate::experiment::evaluate::{select_samples, Subset};
+use crate::runtime::RunOptions;
+use std::cell::Cell;
+use std::path::PathBuf;
+
+fn sample(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("sample-models")
+        .join(rel)
+}
+
+/// The sample ResNet, the double, and a scorer on 60 evaluation samples (one thread: the
+/// machine is shared).
+fn setup() -> (Model, ZeroChannels, ModelScorer) {
+    let model = Model::load(&sample("resnet_digits.onnx")).unwrap();
+    let eval = select_samples(&sample("digits"), Subset::Evaluation, 200, 0).unwrap();
+    let data = eval.data.subset(&(0..60).collect::<Vec<_>>());
+    let options = RunOptions {
+        batch_size: 1,
+        threads: 1,
+    };
+    let scorer = ModelScorer::new(&model, data, options, &CancelToken::new()).unwrap();
+    let shapes = scorer.sample_shapes().to_vec();
+    (model, ZeroChannels { shapes }, scorer)
+}
+
+fn request<'a>(
+    model: &'a Model,
+    double: &'a ZeroChannels,
+    scorer: &'a ModelScorer,
+    target: f64,
+    candidates: usize,
+    cache: &'a Path,
+) -> GreedyRequest<'a> {
+    GreedyRequest {
+        model,
+        compressor: double,
+        scorer,
+        target,
+        candidates,
+        pin: &NO_PINS,
+        exclude: &[],
+        cache_dir: Some(cache),
+        settings: "zero-channels test double",
+    }
+}
+
+static NO_PINS: LayerRatios = LayerRatios::new();
+
+#[test]
+fn greedy_meets_the_target_resumes_after_a_cancel_and_reuses_its_dictionary() {
+    let (model, double, scorer) = setup();
+    assert_eq!(scorer.parent_score().agreement, Some(1.0));
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(&model, &double, &scorer, 0.6, 4, dir.path());
+    // 9 plain Convs × 3 candidates; cancel after the 4th computed entry.
+    let cancel = CancelToken::new();
+    let computed = Cell::new(0);
+    let err = select_greedy(&req, &cancel, &|ev| {
+        if let GreedyEvent::Entry { computed: true, .. } = ev {
+            computed.set(computed.get() + 1);
+            if computed.get() == 4 {
+                cancel.cancel();
+            }
+        }
+    });
+    assert!(matches!(err, Err(Error::Cancelled)));
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "one cache file, no temp files");
+
+    // The rerun continues: 4 entries reused, the other 23 computed.
+    let progress = std::sync::Mutex::new(Vec::new());
+    let sel = select_greedy(&req, &CancelToken::new(), &|ev| {
+        if let GreedyEvent::Progress { what, .. } = ev {
+            progress.lock().unwrap().push(what.to_string());
+        }
+    })
+    .unwrap();
+    assert_eq!((sel.dictionary.reused, sel.dictionary.computed), (4, 23));
+    assert!(progress
+        .lock()
+        .unwrap()
+        .contains(&"layer 2/9 ratio 0.5".to_string()));
+    assert_eq!(sel.plan.searched.len(), 9);
+    assert_eq!(sel.entries.len(), 27);
+    // The double's savings add up: measured = predicted, and the target is met closely.
+    let measured = sel.outcome.mac_ratio();
+    assert!((measured - sel.search.predicted_mac_ratio).abs() < 1e-12);
+    assert!(measured <= 0.6 + TOLERANCE, "{measured}");
+    assert!(measured > 0.5, "{measured}");
+    for (layer, r) in &sel.ratios {
+        assert!([0.25, 0.5, 0.75].contains(r), "{layer} {r}");
+    }
+    // Compressing costs accuracy, and the threshold held for every searched layer's pick.
+    let t = sel.search.threshold.unwrap();
+    for e in &sel.entries {
+        if sel.ratios.get(&e.layer) == Some(&e.ratio) && !sel.search.relaxed.contains(&e.layer) {
+            assert!(e.score >= t, "{e:?} below {t}");
+        }
+    }
+    let after = scorer
+        .score(&sel.outcome.model, &CancelToken::new())
+        .unwrap();
+    assert!(after.agreement.unwrap() < 1.0);
+
+    // Another target reuses every entry: no evaluation at all.
+    let req = request(&model, &double, &scorer, 0.8, 4, dir.path());
+    let sel = select_greedy(&req, &CancelToken::new(), &|_| {}).unwrap();
+    assert_eq!((sel.dictionary.reused, sel.dictionary.computed), (27, 0));
+    assert!(sel.outcome.mac_ratio() <= 0.8 + TOLERANCE);
+    assert!(sel.outcome.mac_ratio() > 0.7);
+
+    // Other candidates are another dictionary.
+    let header = DictionaryHeader {
+        method: Method::ChannelPruning,
+        metric: scorer.metric(),
+        candidates: candidates(5).unwrap(),
+        settings: "zero-channels test double".into(),
+        model_hash: model.content_hash(),
+        dataset_fingerprint: scorer.data().fingerprint(),
+    };
+    assert!(Dictionary::open(Some(dir.path()), header)
+        .entries()
+        .is_empty());
+}
+
+#[test]
+fn pins_exclusions_and_bad_names() {
+    let (model, double, scorer) = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let pin = LayerRatios::from([("layer1.conv1".to_string(), 0.5)]);
+    let exclude = vec!["layer2.conv2".to_string(), "fc".to_string()];
+    let mut req = request(&model, &double, &scorer, 0.7, 2, dir.path());
+    req.pin = &pin;
+    req.exclude = &exclude;
+    let sel = select_greedy(&req, &CancelToken::new(), &|_| {}).unwrap();
+    assert_eq!(sel.plan.searched.len(), 7);
+    assert_eq!(sel.dictionary.computed, 7);
+    assert_eq!(sel.ratios["layer1.conv1"], 0.5);
+    assert!(!sel.ratios.contains_key("layer2.conv2"));
+    assert!(sel.outcome.mac_ratio() <= 0.7 + TOLERANCE);
+
+    let err = |pin: LayerRatios, exclude: Vec<String>, target: f64| {
+        let mut req = request(&model, &double, &scorer, target, 2, dir.path());
+        req.pin = &pin;
+        req.exclude = &exclude;
+        select_greedy(&req, &CancelToken::new(), &|_| {})
+            .err()
+            .map(|e| (e.exit_code(), e.to_string()))
+            .unwrap()
+    };
+    let (code, e) = err(LayerRatios::from([("nope".into(), 0.5)]), vec![], 0.7);
+    assert!(
+        code == 2 && e.contains("'nope'") && e.contains("stem.conv"),
+        "{e}"
+    );
+    let (_, e) = err(LayerRatios::from([("fc".into(), 0.5)]), vec![], 0.7);
+    assert!(e.contains("'fc'") && e.contains("not a plain Conv"), "{e}");
+    let (_, e) = err(LayerRatios::from([("stem.conv".into(), 1.5)]), vec![], 0.7);
+    assert!(e.contains("stem.conv") && e.contains("1.5"), "{e}");
+    let (_, e) = err(LayerRatios::new(), vec!["layer9".into()], 0.7);
+    assert!(e.contains("--exclude") && e.contains("'layer9'"), "{e}");
+    // Every Conv at half its channels leaves ~half the MACs: 0.3 is out of reach.
+    let (code, e) = err(LayerRatios::new(), vec![], 0.3);
+    assert!(code == 2 && e.contains("0.300") && e.contains("0.5"), "{e}");
+    let (_, e) = err(LayerRatios::new(), vec![], 1.0);
+    assert!(e.contains("--target"), "{e}");
+}
+
+#[test]
+fn manual_ratios_are_applied_as_given() {
+    let (model, double, _) = setup();
+    let ratios = LayerRatios::from([
+        ("layer1.conv1".to_string(), 0.5),
+        ("layer3.conv2".to_string(), 0.25),
+    ]);
+    let pin = LayerRatios::from([("stem.conv".to_string(), 0.75)]);
+    let cancel = CancelToken::new();
+    let (all, outcome) = select_manual(&model, &double, &ratios, &pin, &[], &cancel).unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(outcome.changes.len(), 3);
+    let saved: u64 = outcome
+        .changes
+        .iter()
+        .map(|c| c.macs_before - c.macs_after)
+        .sum();
+    assert_eq!(outcome.macs_before - outcome.macs_after, saved);
+    let excluded = vec!["layer1.conv1".to_string()];
+    let e = select_manual(&model, &double, &ratios, &pin, &excluded, &cancel)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("layer1.conv1") && e.contains("excluded"), "{e}");
+    let bad = LayerRatios::from([("layer1.conv1".to_string(), 0.0)]);
+    let e = select_manual(&model, &double, &bad, &LayerRatios::new(), &[], &cancel)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("layer1.conv1") && e.contains("(0, 1]"), "{e}");
+}

@@ -1,0 +1,425 @@
+//! The compress job: per-layer ratios for a target MAC ratio by greedy selection (or the
+//! user's ratios), the compressed model scored against its parent, optionally refitted
+//! layer-wise, kept as a child variant with its selection record. Each dictionary entry is
+//! a log line and a `Partial` event, so the app can draw the dictionary while it fills.
+
+use super::exec::JobCtx;
+use super::kind::JobKind;
+use super::lock;
+use crate::compress::build::{build_compressor, reconstruct_outcome, CompressorSpec};
+use crate::compress::greedy::{
+    candidates as candidate_ratios, check_target, select_greedy, select_manual, GreedyEvent,
+    GreedyRequest,
+};
+use crate::compress::record::CompressionRecord;
+use crate::compress::scorer::ModelScorer;
+use crate::compress::{ChangeDetail, LayerCompressor, LayerRatios};
+use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
+use crate::experiment::quantsim::float_variant_path;
+use crate::experiment::{now, EvalRecord, Workspace};
+use crate::metrics::Score;
+use crate::model::Model;
+use crate::runtime::RunOptions;
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Builds the method's compressor; the job takes it as a parameter so tests can hand it a
+/// double.
+pub(crate) type Factory<'a> = &'a dyn Fn(&CompressorSpec) -> Result<Box<dyn LayerCompressor>>;
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+    run_with(ctx, workspace, &build_compressor)
+}
+
+/// What the selection made, in either mode.
+struct Selected {
+    outcome: crate::compress::CompressOutcome,
+    ratios: LayerRatios,
+    record: CompressionRecord,
+}
+
+pub(crate) fn run_with(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    factory: Factory,
+) -> Result<Value> {
+    let JobKind::Compress {
+        variant,
+        data,
+        method,
+        target,
+        ratios,
+        pin,
+        exclude,
+        candidates,
+        selection,
+        reconstruct,
+        calibration_size,
+        seed,
+        threads,
+    } = ctx.kind
+    else {
+        return Err(Error::runtime(
+            "the compress job was handed another kind of job",
+        ));
+    };
+    // Bad arguments fail before any sample is loaded.
+    match (target, ratios) {
+        (Some(t), None) => {
+            check_target(*t)?;
+            candidate_ratios(*candidates)?;
+        }
+        (None, Some(_)) => {}
+        (Some(_), Some(_)) => {
+            return Err(Error::input(
+                "compress: give a --target or manual --ratios, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(Error::input(
+                "compress: give a --target MAC ratio or manual --ratios FILE",
+            ))
+        }
+    }
+    let started = Instant::now();
+    let (path, ws_dir) = {
+        let ws = lock(workspace);
+        (
+            float_variant_path(&ws, *variant, "compression")?,
+            ws.dir().to_path_buf(),
+        )
+    };
+    let model = Model::load(&path)?;
+    let mut options = RunOptions::default();
+    if *threads > 0 {
+        options.threads = *threads;
+    }
+    let eval = select_samples(data, Subset::Evaluation, *calibration_size, *seed)?;
+    let spec = CompressorSpec {
+        method: *method,
+        sample_shapes: sample_shapes(&eval.data),
+        selection: selection.clone(),
+        data: data.clone(),
+        calibration_size: *calibration_size,
+        seed: *seed,
+        options,
+    };
+    let compressor = factory(&spec)?;
+    ctx.log(format!(
+        "{} of v{variant} on {} evaluation samples from {}, {} threads",
+        ctx.kind.label(),
+        eval.data.len(),
+        data.display(),
+        options.threads
+    ));
+    let split = eval.split.clone();
+    let scorer = ModelScorer::new(&model, eval.data, options, ctx.cancel)?;
+    let cache_dir = ws_dir.join("cache");
+    let selected = match (target, ratios) {
+        (Some(t), _) => {
+            let settings = spec.settings_key();
+            let req = GreedyRequest {
+                model: &model,
+                compressor: compressor.as_ref(),
+                scorer: &scorer,
+                target: *t,
+                candidates: *candidates,
+                pin,
+                exclude,
+                cache_dir: Some(&cache_dir),
+                settings: &settings,
+            };
+            greedy(ctx, &req)?
+        }
+        (None, Some(r)) => {
+            let (ratios, outcome) =
+                select_manual(&model, compressor.as_ref(), r, pin, exclude, ctx.cancel)?;
+            let record = record_of(&scorer, &outcome, &ratios, *method, None);
+            Selected {
+                outcome,
+                ratios,
+                record,
+            }
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+    let Selected {
+        outcome,
+        ratios,
+        mut record,
+    } = selected;
+    record.pinned = pin.clone();
+    record.excluded = exclude.clone();
+    ctx.cancel.check()?;
+    let scored_at = Instant::now();
+    record.score = scorer.score(&outcome.model, ctx.cancel)?;
+    let mut eval_seconds = scored_at.elapsed().as_secs_f64();
+    ctx.log(format!(
+        "{} layer(s) compressed: MAC ratio {:.3}, {}",
+        outcome.changes.len(),
+        outcome.mac_ratio(),
+        score_text(&record.score, scorer.parent_score())
+    ));
+    let mut reconstruction = Value::Null;
+    let model_out = if *reconstruct {
+        let (refit, report) =
+            reconstruct_outcome(&model, &outcome, &spec, ctx.cancel, &|stage, d, t| {
+                ctx.progress(d, t, stage)
+            })?;
+        let scored_at = Instant::now();
+        let s = scorer.score(&refit, ctx.cancel)?;
+        eval_seconds = scored_at.elapsed().as_secs_f64();
+        ctx.log(format!(
+            "after layer-wise reconstruction: {}",
+            score_text(&s, scorer.parent_score())
+        ));
+        record.reconstructed_score = Some(s);
+        reconstruction = report;
+        refit
+    } else {
+        outcome.model.clone()
+    };
+    ctx.cancel.check()?;
+    let step = step_name(ctx.kind);
+    let final_score = record
+        .reconstructed_score
+        .clone()
+        .unwrap_or_else(|| record.score.clone());
+    let params: u64 = model_out.weights().map(|(_, w)| w.array.len() as u64).sum();
+    let (id, output) = {
+        let mut ws = lock(workspace);
+        let id = ws.add_variant(*variant, &step, &model_out)?;
+        ws.set_costs(id, Some(outcome.macs_after), Some(params))?;
+        ws.record_result(
+            id,
+            EvalRecord {
+                dataset: data.display().to_string(),
+                dataset_fingerprint: scorer.data().fingerprint(),
+                subset: Subset::Evaluation.name().to_string(),
+                split,
+                score: final_score.clone(),
+                seconds: eval_seconds,
+                samples_per_second: final_score.samples as f64 / eval_seconds.max(1e-9),
+                batch_size: options.batch_size,
+                threads: options.threads,
+                reference: Some(variant.to_string()),
+                when: now(),
+            },
+        )?;
+        ws.set_compression(id, &record)?;
+        let output = ws.variant(id).map(|v| ws.model_path(v));
+        (id, output)
+    };
+    ctx.log(format!(
+        "{step}: MAC ratio {:.3} → variant {id}",
+        outcome.mac_ratio()
+    ));
+    let mut summary = summary(&record, &ratios, params);
+    summary["variant"] = json!(id);
+    summary["parent"] = json!(variant);
+    summary["step"] = json!(step);
+    summary["output"] = json!(output.map(|p| p.display().to_string()));
+    summary["reconstruction"] = reconstruction;
+    summary["seconds"] = json!(started.elapsed().as_secs_f64());
+    summary["workspace"] = json!(ws_dir.display().to_string());
+    summary["dataset"] = json!(data.display().to_string());
+    Ok(summary)
+}
+
+/// Run the greedy selection, reporting progress, and each dictionary entry as a log line
+/// and a `Partial` event.
+fn greedy(ctx: &JobCtx, req: &GreedyRequest) -> Result<Selected> {
+    let metric = req.scorer.metric().name();
+    let sel = select_greedy(req, ctx.cancel, &|ev| match ev {
+        GreedyEvent::Plan {
+            layers,
+            candidates,
+            baseline,
+        } => ctx.partial(json!({
+            "dictionary": {
+                "layers": layers,
+                "candidates": candidates,
+                "metric": metric,
+                "baseline": baseline,
+            }
+        })),
+        GreedyEvent::Progress { done, total, what } => ctx.progress(done, total, what),
+        GreedyEvent::Entry {
+            entry, computed, ..
+        } => {
+            ctx.log(format!(
+                "layer {} r={} {metric} {:.4} MACs {}{}",
+                entry.layer,
+                entry.ratio,
+                entry.score,
+                entry.macs_after,
+                if computed { "" } else { " (cached)" }
+            ));
+            ctx.partial(json!({ "dictionary_entry": entry, "computed": computed }));
+        }
+    })?;
+    let d = &sel.dictionary;
+    ctx.log(format!(
+        "dictionary {}: {} entries reused, {} evaluated in {:.1} s",
+        &d.key[..16],
+        d.reused,
+        d.computed,
+        d.seconds
+    ));
+    let predicted = sel.search.predicted_mac_ratio;
+    let measured = sel.outcome.mac_ratio();
+    if (predicted - measured).abs() > 1e-6 {
+        ctx.log(format!(
+            "note: predicted MAC ratio {predicted:.4}, measured {measured:.4}: the layers' \
+             savings interact (e.g. pruning winnows a layer another pick also changes)"
+        ));
+    }
+    let mut record = record_of(
+        req.scorer,
+        &sel.outcome,
+        &sel.ratios,
+        req.compressor.method(),
+        Some(req.target),
+    );
+    record.predicted_mac_ratio = Some(predicted);
+    record.threshold = sel.search.threshold;
+    record.relaxed = sel.search.relaxed.clone();
+    record.dictionary = Some(sel.dictionary.clone());
+    Ok(Selected {
+        outcome: sel.outcome,
+        ratios: sel.ratios,
+        record,
+    })
+}
+
+fn record_of(
+    scorer: &ModelScorer,
+    outcome: &crate::compress::CompressOutcome,
+    ratios: &LayerRatios,
+    method: crate::compress::Method,
+    target: Option<f64>,
+) -> CompressionRecord {
+    CompressionRecord {
+        method,
+        target,
+        ratios: ratios.clone(),
+        pinned: LayerRatios::new(),
+        excluded: vec![],
+        changes: outcome.changes.clone(),
+        skipped: outcome.skipped.clone(),
+        macs_before: outcome.macs_before,
+        macs_after: outcome.macs_after,
+        mac_ratio: outcome.mac_ratio(),
+        predicted_mac_ratio: None,
+        threshold: None,
+        relaxed: vec![],
+        dictionary: None,
+        metric: scorer.metric(),
+        parent_score: scorer.parent_score().clone(),
+        score: scorer.parent_score().clone(),
+        reconstructed_score: None,
+    }
+}
+
+/// `ssvd{target:0.5}`, `cp{ratios:manual,reconstruct:true}`.
+fn step_name(kind: &JobKind) -> String {
+    let JobKind::Compress {
+        method,
+        target,
+        reconstruct,
+        ..
+    } = kind
+    else {
+        return "compress".into();
+    };
+    let what = match target {
+        Some(t) => format!("target:{t}"),
+        None => "ratios:manual".into(),
+    };
+    let refit = if *reconstruct {
+        ",reconstruct:true"
+    } else {
+        ""
+    };
+    format!("{}{{{what}{refit}}}", method.short())
+}
+
+/// e.g. `accuracy 97.50 % (parent 99.25 %), agreement 98.00 %`.
+fn score_text(s: &Score, parent: &Score) -> String {
+    let pct = |v: f64| format!("{:.2} %", 100.0 * v);
+    let mut parts = Vec::new();
+    if let Some(a) = s.accuracy {
+        let p = parent
+            .accuracy
+            .map_or(String::new(), |p| format!(" (parent {})", pct(p)));
+        parts.push(format!("accuracy {}{p}", pct(a)));
+    }
+    if let Some(a) = s.agreement {
+        parts.push(format!("agreement {}", pct(a)));
+    }
+    parts.join(", ")
+}
+
+/// The job's summary: scores, costs, the per-layer table and the dictionary's use.
+fn summary(r: &CompressionRecord, ratios: &LayerRatios, params: u64) -> Value {
+    let final_score = r.reconstructed_score.as_ref().unwrap_or(&r.score);
+    let layers: Vec<Value> = r
+        .changes
+        .iter()
+        .map(|c| {
+            let mut l = json!({
+                "layer": c.layer,
+                "ratio": c.ratio,
+                "macs_before": c.macs_before,
+                "macs_after": c.macs_after,
+                "params_before": c.params_before,
+                "params_after": c.params_after,
+            });
+            match &c.detail {
+                ChangeDetail::Rank { rank, full_rank } => {
+                    l["rank"] = json!(rank);
+                    l["full_rank"] = json!(full_rank);
+                }
+                ChangeDetail::Channels {
+                    kept,
+                    total,
+                    winnowed,
+                } => {
+                    l["kept_channels"] = json!(kept.len());
+                    l["total_channels"] = json!(total);
+                    l["winnowed"] = json!(winnowed);
+                }
+            }
+            l
+        })
+        .collect();
+    json!({
+        "method": r.method.short(),
+        "target": r.target,
+        "mac_ratio": r.mac_ratio,
+        "predicted_mac_ratio": r.predicted_mac_ratio,
+        "macs": r.macs_after,
+        "macs_total": r.macs_after,
+        "macs_before": r.macs_before,
+        "params_total": params,
+        "metric": r.metric.name(),
+        "accuracy": final_score.accuracy,
+        "top5_accuracy": final_score.top5_accuracy,
+        "agreement": final_score.agreement,
+        "sqnr_db": final_score.sqnr_db,
+        "samples": final_score.samples,
+        "before_reconstruction": r.reconstructed_score.as_ref().map(|_| &r.score),
+        "parent_accuracy": r.parent_score.accuracy,
+        "threshold": r.threshold,
+        "relaxed": r.relaxed,
+        "ratios": ratios,
+        "pinned": r.pinned,
+        "excluded": r.excluded,
+        "layers": layers,
+        "skipped": r.skipped,
+        "dictionary": r.dictionary,
+        "evaluations": r.dictionary.as_ref().map_or(0, |d| d.computed),
+    })
+}
