@@ -1,0 +1,158 @@
+//! `qsteer compress` on the sample ResNet with a small slice of the digits data: the JSON
+//! document, the target met, the dictionary reused by a rerun, manual ratios, bad arguments.
+
+mod common;
+
+use common::*;
+use qsteer::data::{read_npy, write_npy_f32, write_npy_i64, NpyArray};
+use std::path::{Path, PathBuf};
+
+/// The first `n` samples of each half of the digits split, as a dataset directory.
+fn small_digits(dir: &Path, n: usize) -> PathBuf {
+    let root = dir.join("digits");
+    for half in ["calibration", "evaluation"] {
+        for file in ["inputs.npy", "labels.npy"] {
+            let out = root.join(half).join(file);
+            match read_npy(&digits().join(half).join(file)).unwrap() {
+                NpyArray::F32(x) => write_npy_f32(&out, &first(&x, n)),
+                other => {
+                    let x = other.to_i64().unwrap();
+                    let x = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n));
+                    write_npy_i64(&out, &x.to_owned())
+                }
+            }
+            .unwrap();
+        }
+    }
+    root
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    data: String,
+    workspace: String,
+    model: String,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let data = small_digits(&root, 40).display().to_string();
+    Setup {
+        workspace: root.join("ws").display().to_string(),
+        model: sample_model("resnet_digits").display().to_string(),
+        root,
+        data,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec![
+            "compress",
+            &self.model,
+            "--data",
+            &self.data,
+            "--workspace",
+            &self.workspace,
+            "--threads",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        a
+    }
+}
+
+#[test]
+fn greedy_meets_the_target_and_a_rerun_reuses_the_dictionary() {
+    let s = setup();
+    let out = s.root.join("ssvd.onnx").display().to_string();
+    let args = s.args(&[
+        "--method",
+        "ssvd",
+        "--target",
+        "0.5",
+        "--candidates",
+        "5",
+        "--out",
+        &out,
+        "--json",
+    ]);
+    let doc = json_ok(&s.root, &args);
+    assert_eq!(doc["output"], out.as_str());
+    assert_eq!(doc["variant"], 1);
+    assert_eq!(doc["step"], "ssvd{target:0.5}");
+    let ratio = doc["mac_ratio"].as_f64().unwrap();
+    assert!((ratio - 0.5).abs() <= 0.01 && ratio <= 0.501, "{ratio}");
+    let (before, after) = (
+        doc["macs_before"].as_u64().unwrap(),
+        doc["macs"].as_u64().unwrap(),
+    );
+    assert_eq!(doc["macs_total"], doc["macs"]);
+    assert!((after as f64 / before as f64 - ratio).abs() < 1e-9);
+    assert!(doc["params_total"].as_u64().unwrap() > 0);
+    let accuracy = doc["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert!(doc["seconds"].as_f64().unwrap() > 0.0);
+    let evaluations = doc["evaluations"].as_u64().unwrap();
+    assert!(evaluations > 0);
+    assert_eq!(doc["dictionary"]["computed"].as_u64(), Some(evaluations));
+    let layers = doc["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    for l in layers {
+        assert!(l["rank"].as_u64().unwrap() < l["full_rank"].as_u64().unwrap() + 1);
+        assert!(l["macs_after"].as_u64() < l["macs_before"].as_u64(), "{l}");
+    }
+    assert!(Path::new(&out).exists());
+
+    // The same command again: the dictionary comes from the workspace cache.
+    let again = json_ok(&s.root, &args);
+    assert_eq!(again["variant"], 2);
+    assert_eq!(again["evaluations"], 0);
+    assert_eq!(again["dictionary"]["reused"].as_u64(), Some(evaluations));
+    assert_eq!(again["mac_ratio"], doc["mac_ratio"]);
+    assert_eq!(again["ratios"], doc["ratios"]);
+}
+
+#[test]
+fn manual_ratios_and_bad_arguments() {
+    let s = setup();
+    let file = s.root.join("ratios.json");
+    std::fs::write(&file, r#"{"layer2.conv2": 0.5, "layer3.conv2": 0.3}"#).unwrap();
+    let ratios = file.display().to_string();
+    let doc = json_ok(
+        &s.root,
+        &s.args(&["--method", "wsvd", "--ratios", &ratios, "--json"]),
+    );
+    assert_eq!(doc["step"], "wsvd{ratios:manual}");
+    assert_eq!(doc["evaluations"], 0);
+    let layers = doc["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["layer"], "layer2.conv2");
+    assert!(doc["mac_ratio"].as_f64().unwrap() < 1.0);
+
+    let bad = |extra: &[&str], what: &str| {
+        let out = run(&s.root, &s.args(extra));
+        let line = assert_bad_input(&out, what);
+        assert!(line.contains(what), "{line}");
+    };
+    std::fs::write(&file, r#"{"layer9.conv": 0.5}"#).unwrap();
+    bad(&["--method", "wsvd", "--ratios", &ratios], "'layer9.conv'");
+    std::fs::write(&file, "[0.5]").unwrap();
+    bad(&["--method", "wsvd", "--ratios", &ratios], "ratios.json");
+    bad(&["--method", "ssvd", "--target", "1.5"], "--target");
+    bad(
+        &["--method", "ssvd", "--target", "0.5", "--pin", "nope=0.5"],
+        "'nope'",
+    );
+    bad(
+        &["--method", "ssvd", "--target", "0.5", "--pin", "stem.conv"],
+        "--pin 'stem.conv'",
+    );
+    bad(
+        &["--method", "ssvd", "--target", "0.5", "--exclude", "fc2"],
+        "'fc2'",
+    );
+}
