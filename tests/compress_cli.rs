@@ -74,8 +74,6 @@ fn greedy_meets_the_target_and_a_rerun_reuses_the_dictionary() {
         "ssvd",
         "--target",
         "0.5",
-        "--candidates",
-        "5",
         "--out",
         &out,
         "--json",
