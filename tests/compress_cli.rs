@@ -70,13 +70,7 @@ fn greedy_meets_the_target_and_a_rerun_reuses_the_dictionary() {
     let s = setup();
     let out = s.root.join("ssvd.onnx").display().to_string();
     let args = s.args(&[
-        "--method",
-        "ssvd",
-        "--target",
-        "0.5",
-        "--out",
-        &out,
-        "--json",
+        "--method", "ssvd", "--target", "0.5", "--out", &out, "--json",
     ]);
     let doc = json_ok(&s.root, &args);
     assert_eq!(doc["output"], out.as_str());
