@@ -9,6 +9,20 @@
 //!   `ratio ×` the original layer's MACs;
 //! - channel pruning keeps `round(ratio × Cin)` input channels (at least one).
 
+pub mod cost;
+mod factor;
+pub mod rank;
+pub mod spatial_svd;
+mod split;
+pub mod svd;
+#[cfg(test)]
+mod svd_tests;
+
+pub use cost::{CostComparison, CostRow, LayerCost, ModelCost};
+pub use rank::SplitCost;
+pub use spatial_svd::SpatialSvd;
+pub use svd::WeightSvd;
+
 use crate::cancel::CancelToken;
 use crate::model::Model;
 use crate::Result;
