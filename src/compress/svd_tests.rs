@@ -190,6 +190,7 @@ fn check_method(
     let ranks = full_ranks(&half.changes);
     let exact = full(&ranks);
     let d = relative_diff(&outputs(model, x), &outputs(&exact.model, x));
+    eprintln!("{what}: full rank differs by {d:.2e} of the output range");
     assert!(
         d <= TOLERANCE,
         "{what}: full rank differs by {d} of the range"
@@ -447,4 +448,25 @@ fn cost_totals_and_table() {
     let json = serde_json::to_value(&cmp).unwrap();
     assert!(json["mac_ratio"].as_f64().unwrap() < 1.0);
     assert_eq!(json["rows"].as_array().unwrap().len(), cost.layers.len());
+}
+
+#[test]
+fn a_constant_left_operand_is_not_eligible() {
+    // y = W · x with W [4, 3] constant and x [N, 3, 5]: the weight is on the left.
+    let mut b = ProtoBuilder::new(13);
+    b.input("x", &[3, 5])
+        .initializer("w", &Rng::new(3).array(&[4, 3], 0.5))
+        .node("MatMul", "left", &["w", "x"], &["y"], vec![])
+        .output("y");
+    let model = b.model("left operand").unwrap();
+    let report = WeightSvd::new(None).eligible(&model).unwrap();
+    assert_eq!(report.len(), 1);
+    let reason = report[0].not_eligible.clone().unwrap();
+    assert!(reason.contains("left operand"), "{reason}");
+    let e = input_error(WeightSvd::new(None).apply(
+        &model,
+        &LayerRatios::from([("left".to_string(), 0.5)]),
+        &CancelToken::new(),
+    ));
+    assert!(e.contains("'left'") && e.contains("left operand"), "{e}");
 }
