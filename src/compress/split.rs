@@ -152,6 +152,7 @@ pub(crate) fn apply<S: Splitter>(
         })?;
         let (rank, ratio) = match targets[&layer.name] {
             Target::Ratio(r) => (cost.rank_for_ratio(macs, r), r),
+            // A rank asked for directly reports the ratio it reaches.
             Target::Rank(r) if (1..=cost.full_rank).contains(&r) => {
                 (r, cost.macs(r) as f64 / macs as f64)
             }
