@@ -63,7 +63,12 @@ impl CompressorSpec {
 /// The compressor of `spec.method`.
 pub fn build_compressor(spec: &CompressorSpec) -> Result<Box<dyn LayerCompressor>> {
     spec.check()?;
-    Err(not_built(spec.method.short()))
+    let shapes = Some(spec.sample_shapes.clone());
+    match spec.method {
+        Method::WeightSvd => Ok(Box::new(super::WeightSvd::new(shapes))),
+        Method::SpatialSvd => Ok(Box::new(super::SpatialSvd::new(shapes))),
+        Method::ChannelPruning => Err(not_built(spec.method.short())),
+    }
 }
 
 /// Layer-wise reconstruction of `outcome` (made from `parent`) to the parent's outputs on

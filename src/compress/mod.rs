@@ -10,11 +10,24 @@
 //! - channel pruning keeps `round(ratio × Cin)` input channels (at least one).
 
 pub mod build;
+pub mod cost;
+mod factor;
 pub mod greedy;
+pub mod rank;
 pub mod record;
 pub mod scorer;
+pub mod spatial_svd;
+mod split;
+pub mod svd;
+#[cfg(test)]
+mod svd_tests;
 #[cfg(test)]
 pub(crate) mod test_double;
+
+pub use cost::{CostComparison, CostRow, LayerCost, ModelCost};
+pub use rank::SplitCost;
+pub use spatial_svd::SpatialSvd;
+pub use svd::WeightSvd;
 
 use crate::cancel::CancelToken;
 use crate::model::Model;

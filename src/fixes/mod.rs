@@ -20,7 +20,7 @@ pub mod hba;
 pub(crate) mod layout;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use bn_fold::{fold_batchnorms, FoldOutcome, FoldReport};
 pub use bn_stats::{BnStats, ChannelStats};

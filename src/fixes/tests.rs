@@ -11,7 +11,7 @@ use crate::runtime::CompiledModel;
 use ndarray::{ArrayD, Axis, IxDyn};
 use std::path::Path;
 
-fn sample(name: &str) -> Model {
+pub(crate) fn sample(name: &str) -> Model {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("sample-models")
         .join(format!("{name}.onnx"));
@@ -19,7 +19,7 @@ fn sample(name: &str) -> Model {
 }
 
 /// The first `n` evaluation digits, [n, 1, 16, 16].
-fn digits(n: usize) -> ArrayD<f32> {
+pub(crate) fn digits(n: usize) -> ArrayD<f32> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/digits/evaluation");
     let data = load_dataset(&dir).unwrap();
     data.inputs[0]
@@ -28,14 +28,14 @@ fn digits(n: usize) -> ArrayD<f32> {
         .to_owned()
 }
 
-fn outputs(model: &Model, x: &ArrayD<f32>) -> ArrayD<f32> {
+pub(crate) fn outputs(model: &Model, x: &ArrayD<f32>) -> ArrayD<f32> {
     let shape = vec![x.shape()[1..].to_vec()];
     let compiled = CompiledModel::compile(model, &shape, x.shape()[0], &[]).unwrap();
     compiled.run(&[x.view()]).unwrap().remove(0)
 }
 
 /// max |a − b| relative to a's range.
-fn relative_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+pub(crate) fn relative_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
     let range = a.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
         - a.iter().fold(f32::INFINITY, |m, &v| m.min(v));
@@ -46,7 +46,7 @@ fn relative_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     diff / range.max(f32::MIN_POSITIVE)
 }
 
-fn assert_same_function(before: &Model, after: &Model, x: &ArrayD<f32>, what: &str) {
+pub(crate) fn assert_same_function(before: &Model, after: &Model, x: &ArrayD<f32>, what: &str) {
     let d = relative_diff(&outputs(before, x), &outputs(after, x));
     assert!(d <= 1e-4, "{what}: outputs differ by {d} of their range");
 }
@@ -65,18 +65,18 @@ fn ops(model: &Model) -> Vec<String> {
 }
 
 /// Seeded values in [-scale, scale].
-struct Rng(SplitMix64);
+pub(crate) struct Rng(SplitMix64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(SplitMix64(seed))
     }
 
-    fn next(&mut self) -> f32 {
+    pub(crate) fn next(&mut self) -> f32 {
         self.0.symmetric()
     }
 
-    fn array(&mut self, shape: &[usize], scale: f32) -> ArrayD<f32> {
+    pub(crate) fn array(&mut self, shape: &[usize], scale: f32) -> ArrayD<f32> {
         ArrayD::from_shape_fn(IxDyn(shape), |_| self.next() * scale)
     }
 
