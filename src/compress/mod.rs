@@ -9,6 +9,16 @@
 //!   `ratio ×` the original layer's MACs;
 //! - channel pruning keeps `round(ratio × Cin)` input channels (at least one).
 
+pub mod activations;
+pub mod calibration;
+pub mod prune;
+pub mod reconstruct;
+pub mod refit;
+
+pub use calibration::CalibrationData;
+pub use prune::{ChannelPruner, ChannelSelection};
+pub use reconstruct::{reconstruct, LayerReconstruction, ReconstructionReport};
+
 use crate::cancel::CancelToken;
 use crate::model::Model;
 use crate::Result;
