@@ -14,6 +14,8 @@ pub mod calibration;
 pub mod prune;
 pub mod reconstruct;
 pub mod refit;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use calibration::CalibrationData;
 pub use prune::{ChannelPruner, ChannelSelection};
