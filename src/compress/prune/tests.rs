@@ -155,10 +155,16 @@ fn mbv2_pruning_winnows_through_bn_clip_and_the_depthwise_conv() {
     assert!(s > 10.0, "logit SQNR {s} dB");
 }
 
+/// A builder for a net from graph input `x` (`[N, sample…]`) to output `y`.
+fn net(sample: &[usize]) -> ProtoBuilder {
+    let mut b = ProtoBuilder::new(17);
+    b.input("x", sample).output("y");
+    b
+}
+
 /// x → Conv 4→8 → BN → Relu → MaxPool 2 → DWConv 8 → BN → HardSwish → Conv 3×3 8→6 → y
 fn winnow_net(rng: &mut SplitMix64) -> Model {
-    let mut b = ProtoBuilder::new(17);
-    b.input("x", &[4, 8, 8]).output("y");
+    let mut b = net(&[4, 8, 8]);
     conv(&mut b, rng, "c1", ["x", "c1.out"], [8, 4, 3, 3], 1);
     bn(&mut b, rng, "bn1", ["c1.out", "bn1.out"], 8);
     b.node("Relu", "relu1", &["bn1.out"], &["relu1.out"], vec![]);
@@ -231,8 +237,7 @@ fn winnowing_through_bn_relu_pool_and_depthwise_keeps_a_valid_model() {
 #[test]
 fn a_layer_behind_a_residual_add_is_refused() {
     let mut rng = SplitMix64(4);
-    let mut b = ProtoBuilder::new(17);
-    b.input("x", &[4, 6, 6]).output("y");
+    let mut b = net(&[4, 6, 6]);
     conv(&mut b, &mut rng, "c1", ["x", "c1.out"], [4, 4, 3, 3], 1);
     b.node("Add", "add", &["c1.out", "x"], &["add.out"], vec![]);
     conv(&mut b, &mut rng, "c2", ["add.out", "y"], [3, 4, 1, 1], 1);
@@ -361,4 +366,82 @@ fn selection_comparison() {
     );
     let best = if totals[1] >= totals[0] { 1 } else { 0 };
     assert_eq!(selections[best], ChannelSelection::default());
+}
+
+#[test]
+fn dense_layers_prune_and_winnow_their_producer() {
+    use crate::model::builder::attr_int;
+    let mut rng = SplitMix64(31);
+    let mut b = net(&[12]);
+    b.initializer("g1.w", &random(&mut rng, &[16, 12], 0.5))
+        .initializer("g1.b", &random(&mut rng, &[16], 0.3))
+        .initializer("g2.w", &random(&mut rng, &[16, 5], 0.5))
+        .initializer("g2.b", &random(&mut rng, &[5], 0.3));
+    b.node(
+        "Gemm",
+        "g1",
+        &["x", "g1.w", "g1.b"],
+        &["h1"],
+        vec![attr_int("transB", 1)],
+    );
+    b.node("Relu", "relu", &["h1"], &["h"], vec![]);
+    b.node("Gemm", "g2", &["h", "g2.w", "g2.b"], &["y"], vec![]);
+    let model = b.model("dense").unwrap();
+    let data = synthetic_data(&mut rng, &[12], 200);
+    let x = random(&mut rng, &[32, 12], 1.0);
+    let out = prune(&model, &data, &[("g2", 0.5)]);
+    let after = layers(&out.model, &data);
+    assert_eq!(out.model.weight("g1.w").unwrap().shape(), &[8, 12]);
+    assert_eq!(out.model.weight("g1.b").unwrap().shape(), &[8]);
+    assert_eq!(out.model.weight("g2.w").unwrap().shape(), &[8, 5]);
+    assert_eq!(layer_of(&after, "g2").macs, Some(8 * 5));
+    assert_eq!(out.changes[0].macs_after, 8 * 5 + 8 * 12);
+    assert_eq!(outputs(&out.model, &x).shape(), &[32, 5]);
+    // Half the hidden units of a random net carry real signal: the refit keeps most of it.
+    let s = sqnr(&model, &out.model, &x);
+    assert!(s > 3.0, "SQNR {s} dB");
+}
+
+#[test]
+fn a_pruned_layer_that_is_also_winnowed_keeps_the_accounting_exact() {
+    // x → c1 4→8 → Relu → c2 8→10 → Relu → c3 10→6 → y; c2 loses inputs (pruned) and
+    // outputs (winnowed by c3) in one call.
+    let mut rng = SplitMix64(17);
+    let mut b = net(&[4, 6, 6]);
+    conv(&mut b, &mut rng, "c1", ["x", "c1.out"], [8, 4, 3, 3], 1);
+    b.node("Relu", "r1", &["c1.out"], &["r1.out"], vec![]);
+    conv(
+        &mut b,
+        &mut rng,
+        "c2",
+        ["r1.out", "c2.out"],
+        [10, 8, 3, 3],
+        1,
+    );
+    b.node("Relu", "r2", &["c2.out"], &["r2.out"], vec![]);
+    conv(&mut b, &mut rng, "c3", ["r2.out", "y"], [6, 10, 1, 1], 1);
+    let model = b.model("chain").unwrap();
+    let data = synthetic_data(&mut rng, &[4, 6, 6], 40);
+    let out = prune(&model, &data, &[("c3", 0.6), ("c2", 0.5)]);
+    assert_eq!(
+        out.changes
+            .iter()
+            .map(|c| c.layer.as_str())
+            .collect::<Vec<_>>(),
+        ["c2", "c3"],
+        "graph order"
+    );
+    let after = layers(&out.model, &data);
+    let c2 = layer_of(&after, "c2");
+    assert_eq!((c2.in_channels, c2.out_channels), (4, 6));
+    assert_eq!(layer_of(&after, "c1").out_channels, 4);
+    assert_eq!(layer_of(&after, "c3").in_channels, 6);
+    let saved: u64 = out
+        .changes
+        .iter()
+        .map(|c| c.macs_before - c.macs_after)
+        .sum();
+    assert_eq!(saved, out.macs_before - out.macs_after);
+    let x = random(&mut rng, &[4, 4, 6, 6], 1.0);
+    assert_eq!(outputs(&out.model, &x).shape(), &[4, 6, 6, 6]);
 }
