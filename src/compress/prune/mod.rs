@@ -37,7 +37,7 @@ use winnow::{cut, input_axis, winnow_path};
 pub enum ChannelSelection {
     /// AIMET's rule: largest Σ W² per input channel.
     Magnitude,
-    /// Greedy forward selection on the sampled reconstruction error (He et al.).
+    /// Greedy forward selection on the refitted layer's sampled output error (after He et al.).
     #[default]
     Greedy,
 }
@@ -123,17 +123,7 @@ impl ChannelPruner {
         let kept = match self.selection {
             ChannelSelection::Magnitude => select::by_magnitude(weight.weight.view(), kk, keep),
             ChannelSelection::Greedy => {
-                let mut residual = samples.targets.clone();
-                if let Some(b) = &weight.bias {
-                    residual -= &b.view().insert_axis(Axis(1));
-                }
-                select::by_reconstruction(
-                    weight.weight.view(),
-                    samples.cols[0].view(),
-                    residual.view(),
-                    kk,
-                    keep,
-                )
+                select::by_reconstruction(samples.cols[0].view(), samples.targets.view(), kk, keep)
             }
         };
         cancel.check()?;

@@ -3,13 +3,12 @@
 //! dense layer).
 //!
 //! - Magnitude (AIMET): the channels with the largest Σ W² over their weights.
-//! - Greedy (after He et al. 2017, with greedy forward selection in place of LASSO): each
-//!   channel's contribution to the sampled outputs is `Z_c = W_c X_c`; channels are added
-//!   one at a time, each time the one that most reduces `min_β ‖Y − Σ β_c Z_c‖²` over the
-//!   chosen set. Only the Gram matrix of the contributions is kept, and the residual after
-//!   each choice follows by a rank-one update of its Schur complement.
+//! - Greedy (after He et al. 2017, who select by LASSO on per-channel contributions): greedy
+//!   forward selection on the very error the least-squares reconstruction then minimises,
+//!   the sampled output error of the refitted layer.
 
-use ndarray::{s, Array1, Array2, ArrayView2};
+use crate::compress::refit::RIDGE;
+use ndarray::{s, Array2, ArrayView2, Axis};
 
 /// Channels kept at `ratio` of `total`: `round(ratio × total)`, at least one.
 pub fn keep_count(ratio: f64, total: usize) -> usize {
@@ -39,91 +38,76 @@ fn largest(score: &[f64], keep: usize) -> Vec<usize> {
     order
 }
 
-/// Columns per chunk when accumulating the contribution Gram matrix.
-const CHUNK: usize = 256;
-
-/// Greedy selection on reconstruction error. `cols`: `[K, n]` sampled inputs (one group),
-/// `residual`: `[out, n]` targets minus the bias, both at the same positions.
+/// Greedy selection on the refit's own objective. `cols`: `[K, n]` sampled inputs (one
+/// group), `targets`: `[out, n]` the outputs to reproduce, at the same positions. Starting
+/// from the bias alone, channels are added one at a time, each time the one whose rows
+/// most reduce `min_{W,b} ‖Y − W X_S − b‖²`. With `G = A Aᵀ` and `R = A Yᵀ` (`A` = the
+/// columns plus a row of ones), a block's gain is `tr(R̂_cᵀ Ĝ_cc⁻¹ R̂_c)` where `Ĝ`, `R̂`
+/// are Schur complements given the chosen set, updated by one block elimination per pick.
 pub fn by_reconstruction(
-    weight: ArrayView2<f32>,
     cols: ArrayView2<f32>,
-    residual: ArrayView2<f32>,
+    targets: ArrayView2<f32>,
     kk: usize,
     keep: usize,
 ) -> Vec<usize> {
     let kk = kk.max(1);
-    let channels = weight.ncols() / kk;
-    let out = weight.nrows();
-    let n = cols.ncols();
-    // gram[c][d] = ⟨Z_c, Z_d⟩, corr[c] = ⟨Z_c, Y⟩ over all outputs and positions.
-    let mut gram = Array2::<f64>::zeros((channels, channels));
-    let mut corr = Array1::<f64>::zeros(channels);
-    for from in (0..n).step_by(CHUNK) {
-        let to = (from + CHUNK).min(n);
-        let m = to - from;
-        let mut z = Array2::<f64>::zeros((channels, out * m));
-        for c in 0..channels {
-            let zc = weight
-                .slice(s![.., c * kk..(c + 1) * kk])
-                .dot(&cols.slice(s![c * kk..(c + 1) * kk, from..to]));
-            for (dst, src) in z.row_mut(c).iter_mut().zip(zc.iter()) {
-                *dst = f64::from(*src);
-            }
+    let (k, n) = cols.dim();
+    let channels = k / kk;
+    let x = cols.mapv(f64::from);
+    let y = targets.mapv(f64::from);
+    let mut gram = x.dot(&x.t());
+    let mut corr = x.dot(&y.t());
+    let ridge = (RIDGE * gram.diag().sum() / k.max(1) as f64).max(f64::MIN_POSITIVE.sqrt());
+    gram.diag_mut().mapv_inplace(|d| d + ridge);
+    // Condition on the bias (the ones row) first: it is always fitted.
+    let sums = x.sum_axis(Axis(1));
+    let ysums = y.sum_axis(Axis(1));
+    let count = n.max(1) as f64;
+    for a in 0..k {
+        for b in 0..k {
+            gram[[a, b]] -= sums[a] * sums[b] / count;
         }
-        let y: Array1<f64> = residual
-            .slice(s![.., from..to])
-            .iter()
-            .map(|&v| f64::from(v))
-            .collect();
-        gram += &z.dot(&z.t());
-        corr += &z.dot(&y);
+        for o in 0..y.nrows() {
+            corr[[a, o]] -= sums[a] * ysums[o] / count;
+        }
     }
-    greedy_forward(gram, corr, keep)
-}
-
-/// Forward selection on a Gram matrix: `gram`/`corr` become the Schur complements given
-/// the chosen set, so a candidate's gain is `corr_c² / gram_cc`.
-fn greedy_forward(mut gram: Array2<f64>, mut corr: Array1<f64>, keep: usize) -> Vec<usize> {
-    let channels = corr.len();
-    let energy: Vec<f64> = gram.diag().to_vec();
+    let block = |c: usize| c * kk..(c + 1) * kk;
     let mut chosen = vec![false; channels];
     let mut picked = Vec::with_capacity(keep);
     while picked.len() < keep.min(channels) {
-        // A channel whose contribution lies in the span of the chosen ones adds nothing;
-        // among those, prefer the larger contribution.
-        let gain = |c: usize| {
-            let d = gram[[c, c]];
-            if d > 1e-12 * energy[c].max(f64::MIN_POSITIVE) {
-                corr[c] * corr[c] / d
-            } else {
-                0.0
-            }
+        let gain = |c: usize| -> f64 {
+            let g = gram.slice(s![block(c), block(c)]).to_owned();
+            let r = corr.slice(s![block(c), ..]).to_owned();
+            solve_spd(&g, &r).map_or(0.0, |z| (&z * &r).sum())
         };
         let best = (0..channels)
             .filter(|&c| !chosen[c])
-            .max_by(|&a, &b| {
-                gain(a)
-                    .total_cmp(&gain(b))
-                    .then(energy[a].total_cmp(&energy[b]))
-                    .then(b.cmp(&a))
-            })
+            .map(|c| (c, gain(c)))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(c, _)| c)
             .expect("fewer picked than channels");
         chosen[best] = true;
         picked.push(best);
-        let d = gram[[best, best]];
-        if d > 1e-12 * energy[best].max(f64::MIN_POSITIVE) {
-            let col = gram.column(best).to_owned();
-            let r = corr[best];
-            for a in 0..channels {
-                corr[a] -= col[a] * r / d;
-                for b in 0..channels {
-                    gram[[a, b]] -= col[a] * col[b] / d;
-                }
-            }
+        let p = gram.slice(s![.., block(best)]).to_owned();
+        let pp = gram.slice(s![block(best), block(best)]).to_owned();
+        let rp = corr.slice(s![block(best), ..]).to_owned();
+        if let (Some(m), Some(z)) = (solve_spd(&pp, &p.t().to_owned()), solve_spd(&pp, &rp)) {
+            gram -= &p.dot(&m);
+            corr -= &p.dot(&z);
         }
     }
     picked.sort_unstable();
     picked
+}
+
+/// `a⁻¹ b` for a symmetric positive definite `a`, `None` if it is not.
+fn solve_spd(a: &Array2<f64>, b: &Array2<f64>) -> Option<Array2<f64>> {
+    use faer::linalg::solvers::Solve;
+    use faer_ext::IntoFaer;
+    let llt = a.view().into_faer().llt(faer::Side::Lower).ok()?;
+    let mut z = b.as_standard_layout().into_owned();
+    llt.solve_in_place(z.view_mut().into_faer());
+    Some(z)
 }
 
 #[cfg(test)]
@@ -163,12 +147,9 @@ mod tests {
         let w = ndarray::arr2(&[[5.0f32, 1.0, -5.0, 1.0], [5.0, -1.0, -5.0, 2.0]]);
         let y = w.dot(&cols);
         assert_eq!(by_magnitude(w.view(), 1, 2), vec![0, 2]);
+        assert_eq!(by_reconstruction(cols.view(), y.view(), 1, 2), vec![1, 3]);
         assert_eq!(
-            by_reconstruction(w.view(), cols.view(), y.view(), 1, 2),
-            vec![1, 3]
-        );
-        assert_eq!(
-            by_reconstruction(w.view(), cols.view(), y.view(), 1, 4),
+            by_reconstruction(cols.view(), y.view(), 1, 4),
             vec![0, 1, 2, 3]
         );
     }
