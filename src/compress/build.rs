@@ -1,12 +1,15 @@
 //! From a method name and the job's settings to a [`LayerCompressor`] (and to layer-wise
 //! reconstruction), so the compress job and the benchmarks build compressors one way.
 
-use super::{CompressOutcome, LayerCompressor, Method};
+use super::{
+    CalibrationData, ChannelPruner, ChannelSelection, CompressOutcome, LayerCompressor, Method,
+};
 use crate::cancel::CancelToken;
 use crate::model::Model;
 use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// How channel pruning picks the input channels to keep.
 pub const SELECTIONS: [&str; 2] = ["magnitude", "greedy"];
@@ -33,12 +36,30 @@ impl CompressorSpec {
         if self.method == Method::ChannelPruning {
             key.push_str(&format!(
                 ";selection={};calibration={};seed={}",
-                self.selection.as_deref().unwrap_or("default"),
+                selection_name(self.selection()),
                 self.calibration_size,
                 self.seed
             ));
         }
         key
+    }
+
+    /// The channel selection asked for, or the default one.
+    fn selection(&self) -> ChannelSelection {
+        match self.selection.as_deref() {
+            Some("magnitude") => ChannelSelection::Magnitude,
+            Some("greedy") => ChannelSelection::Greedy,
+            _ => ChannelSelection::default(),
+        }
+    }
+
+    fn calibration(&self) -> Result<CalibrationData> {
+        CalibrationData::load(
+            &self.data,
+            self.calibration_size,
+            self.seed,
+            self.options,
+        )
     }
 
     fn check(&self) -> Result<()> {
@@ -67,24 +88,32 @@ pub fn build_compressor(spec: &CompressorSpec) -> Result<Box<dyn LayerCompressor
     match spec.method {
         Method::WeightSvd => Ok(Box::new(super::WeightSvd::new(shapes))),
         Method::SpatialSvd => Ok(Box::new(super::SpatialSvd::new(shapes))),
-        Method::ChannelPruning => Err(not_built(spec.method.short())),
+        Method::ChannelPruning => Ok(Box::new(ChannelPruner::new(
+            Arc::new(spec.calibration()?),
+            spec.selection(),
+        ))),
+    }
+}
+
+fn selection_name(s: ChannelSelection) -> &'static str {
+    match s {
+        ChannelSelection::Magnitude => "magnitude",
+        ChannelSelection::Greedy => "greedy",
     }
 }
 
 /// Layer-wise reconstruction of `outcome` (made from `parent`) to the parent's outputs on
 /// the calibration samples; returns the refitted model and a report.
 pub fn reconstruct_outcome(
-    _parent: &Model,
-    _outcome: &CompressOutcome,
-    _spec: &CompressorSpec,
-    _cancel: &CancelToken,
-    _progress: &(dyn Fn(&str, usize, usize) + Sync),
+    parent: &Model,
+    outcome: &CompressOutcome,
+    spec: &CompressorSpec,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<(Model, serde_json::Value)> {
-    Err(not_built("layer-wise reconstruction"))
-}
-
-fn not_built(what: &str) -> Error {
-    Error::input(format!(
-        "{what} is not available in this build of qsteer yet (its compressor has not been merged)"
-    ))
+    let calibration = spec.calibration()?;
+    let (model, report) = super::reconstruct(parent, outcome, &calibration, cancel, progress)?;
+    let report = serde_json::to_value(&report)
+        .map_err(|e| Error::runtime(format!("reconstruction report: {e}")))?;
+    Ok((model, report))
 }

@@ -9,12 +9,17 @@
 //!   `ratio ×` the original layer's MACs;
 //! - channel pruning keeps `round(ratio × Cin)` input channels (at least one).
 
+pub mod activations;
 pub mod build;
+pub mod calibration;
 pub mod cost;
 mod factor;
 pub mod greedy;
+pub mod prune;
 pub mod rank;
+pub mod reconstruct;
 pub mod record;
+pub mod refit;
 pub mod scorer;
 pub mod spatial_svd;
 mod split;
@@ -23,9 +28,14 @@ pub mod svd;
 mod svd_tests;
 #[cfg(test)]
 pub(crate) mod test_double;
+#[cfg(test)]
+pub(crate) mod testing;
 
+pub use calibration::CalibrationData;
 pub use cost::{CostComparison, CostRow, LayerCost, ModelCost};
+pub use prune::{ChannelPruner, ChannelSelection};
 pub use rank::SplitCost;
+pub use reconstruct::{reconstruct, LayerReconstruction, ReconstructionReport};
 pub use spatial_svd::SpatialSvd;
 pub use svd::WeightSvd;
 

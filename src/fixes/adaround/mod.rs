@@ -410,7 +410,7 @@ fn capture(
 }
 
 /// Which dataset input feeds graph input `name`.
-fn data_input(model: &Model, data: &Dataset, name: &str) -> Result<usize> {
+pub(crate) fn data_input(model: &Model, data: &Dataset, name: &str) -> Result<usize> {
     if let Some(i) = data
         .inputs
         .iter()
