@@ -57,12 +57,15 @@ pub fn slot_of(compiled: &CompiledModel, value: &str) -> Result<usize> {
 
 /// Sample `layer`'s input in `model` and the value at `target_slot` of `target` (a model
 /// compiled for the same samples) at the same positions. The target must have the
-/// layer's output layout (`[N, out, …]` for a conv, `[…, out]` for a dense layer).
+/// layer's output layout (`[N, out, …]` for a conv, `[…, out]` for a dense layer);
+/// `target_channels` picks the target's channels the layer still produces (a layer whose
+/// outputs were winnowed matches only those of the original value).
 pub fn sample_layer(
     model: &Model,
     layer: &Layer,
     target: &CompiledModel,
     target_slot: usize,
+    target_channels: Option<&[usize]>,
     data: &CalibrationData,
     cancel: &CancelToken,
 ) -> Result<(LinearOp, LayerSamples)> {
@@ -113,20 +116,28 @@ pub fn sample_layer(
             }
             let s = sampler.as_mut().expect("set above");
             for k in 0..batch {
-                s.add(
-                    &op,
-                    from + k,
-                    x.index_axis(Axis(0), k),
-                    y.index_axis(Axis(0), k),
-                    data.seed,
-                )
-                .map_err(context)?;
+                let y = y.index_axis(Axis(0), k);
+                let y = match target_channels {
+                    Some(c) => y.select(channel_axis(&op, y.ndim()), c),
+                    None => y.to_owned(),
+                };
+                s.add(&op, from + k, x.index_axis(Axis(0), k), y.view(), data.seed)
+                    .map_err(context)?;
             }
             Ok(())
         },
     )?;
     let s = sampler.ok_or_else(|| Error::runtime("no calibration samples ran"))?;
     Ok((op, s.samples))
+}
+
+/// The channel axis of one sample of a layer's output: first for a conv, last for a
+/// dense layer.
+fn channel_axis(op: &LinearOp, ndim: usize) -> Axis {
+    match op {
+        LinearOp::Conv(_) => Axis(0),
+        _ => Axis(ndim.saturating_sub(1)),
+    }
 }
 
 /// Fills the sample matrices image by image (batches may arrive in any order).

@@ -54,12 +54,7 @@ impl CompressorSpec {
     }
 
     fn calibration(&self) -> Result<CalibrationData> {
-        CalibrationData::load(
-            &self.data,
-            self.calibration_size,
-            self.seed,
-            self.options,
-        )
+        CalibrationData::load(&self.data, self.calibration_size, self.seed, self.options)
     }
 
     fn check(&self) -> Result<()> {

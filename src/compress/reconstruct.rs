@@ -9,7 +9,7 @@
 use super::activations::{compile_capturing, sample_layer, slot_of};
 use super::calibration::CalibrationData;
 use super::refit::{current, fit_linear, output_mse, takes_bias, write_fit};
-use super::CompressOutcome;
+use super::{ChangeDetail, CompressOutcome, LayerChange};
 use crate::cancel::CancelToken;
 use crate::model::Model;
 use crate::{Error, Result};
@@ -44,6 +44,18 @@ pub struct ReconstructionReport {
 
 fn sqnr_db(signal: f64, mse: f64) -> f64 {
     crate::metrics::clamp_db(10.0 * (signal / mse).log10())
+}
+
+/// The output channels `layer` still produces when a pruned layer downstream winnowed
+/// it: that layer's kept input channels (channel indices pass unchanged through the BN,
+/// activation and depthwise nodes between them).
+fn winnowed_channels<'a>(changes: &'a [LayerChange], layer: &str) -> Option<&'a [usize]> {
+    changes.iter().find_map(|c| match &c.detail {
+        ChangeDetail::Channels { kept, winnowed, .. } if winnowed.iter().any(|w| w == layer) => {
+            Some(kept.as_slice())
+        }
+        _ => None,
+    })
 }
 
 /// Refit the changed layers of `outcome.model` to `parent`'s outputs; `progress(stage,
@@ -101,7 +113,9 @@ pub fn reconstruct(
                 ))
             })?;
             let slot = slot_of(&compiled, value)?;
-            let (op, samples) = sample_layer(&model, layer, &compiled, slot, data, cancel)?;
+            let channels = winnowed_channels(&outcome.changes, refit);
+            let (op, samples) =
+                sample_layer(&model, layer, &compiled, slot, channels, data, cancel)?;
             let before = current(&model, layer, &op)?;
             let mse_before = output_mse(&before.weight, before.bias.as_ref(), &samples);
             let fit = fit_linear(&samples, takes_bias(layer))?;
@@ -281,5 +295,39 @@ mod tests {
         let err =
             reconstruct(&parent, &outcome, &data, &CancelToken::new(), &|_, _, _| {}).unwrap_err();
         assert!(matches!(err, Error::Input(_)) && err.to_string().contains("'missing'"));
+    }
+
+    /// Spatial SVD, then pruning both halves of the split: the first half is pruned AND
+    /// winnowed by the second, so its refit target is only the channels it still has.
+    #[test]
+    fn a_pruned_and_winnowed_layer_reconstructs_against_its_kept_channels() {
+        use crate::compress::testing::{digits, digits_calibration, sample};
+        use crate::compress::{ChannelPruner, ChannelSelection, LayerCompressor, SpatialSvd};
+        let data = digits_calibration();
+        let parent = sample("resnet_digits");
+        let cancel = CancelToken::new();
+        let ssvd = SpatialSvd::new(Some(data.sample_shapes.clone()));
+        let ratios = [("layer2.conv2".to_string(), 0.75)].into_iter().collect();
+        let split = ssvd.apply(&parent, &ratios, &cancel).unwrap().model;
+        let pruner = ChannelPruner::new(data.clone(), ChannelSelection::Magnitude);
+        let ratios = [
+            ("layer2.conv2.svd0".to_string(), 0.5),
+            ("layer2.conv2.svd1".to_string(), 0.5),
+        ]
+        .into_iter()
+        .collect();
+        let pruned = pruner.apply(&split, &ratios, &cancel).unwrap();
+        let winnowed = pruned.changes.iter().any(|c| {
+            matches!(&c.detail, ChangeDetail::Channels { winnowed, .. }
+                if winnowed.iter().any(|w| w == "layer2.conv2.svd0"))
+        });
+        assert!(winnowed, "the second half winnows the first");
+        let (model, report) = reconstruct(&split, &pruned, &data, &cancel, &|_, _, _| {}).unwrap();
+        assert_eq!(report.layers.len(), 2);
+        for l in &report.layers {
+            assert!(l.mse_after <= l.mse_before, "{l:?}");
+        }
+        let x = digits(32);
+        assert!(sqnr(&split, &model, &x) >= sqnr(&split, &pruned.model, &x) - 0.5);
     }
 }

@@ -112,7 +112,7 @@ impl ChannelPruner {
             return Ok((current.clone(), unchanged(layer)));
         }
         let slot = slot_of(target, &layer.output)?;
-        let (op, samples) = sample_layer(current, layer, target, slot, &self.data, cancel)?;
+        let (op, samples) = sample_layer(current, layer, target, slot, None, &self.data, cancel)?;
         if op.groups() != 1 {
             return Err(Error::input(format!(
                 "layer '{name}': grouped layers are not pruned"
