@@ -7,6 +7,7 @@
 mod adaround;
 mod analyze;
 mod bias_correct;
+mod chain;
 mod evaluate;
 mod event;
 mod exec;
@@ -18,6 +19,7 @@ mod kind;
 mod quantsim;
 mod runner;
 
+pub use chain::{check_chain, ChainStep, StepInputs};
 pub use event::JobEvent;
 pub use exec::{run_job_blocking, run_job_blocking_with};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};

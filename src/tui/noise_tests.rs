@@ -194,14 +194,7 @@ fn x_exports_a_quantized_variant_and_refuses_an_fp32_one() {
 #[test]
 fn the_fix_dialog_targets_the_fp32_parent_with_the_quantsim_settings_and_gives_reasons() {
     let (mut app, _d) = sample_app();
-    let stored = QuantsimSettings {
-        w_bits: 4,
-        ..Default::default()
-    };
-    let mut child = qsteer::experiment::Variant::new(1, Some(0), "quantsim", "v/1.onnx".into(), 0);
-    child.quantsim = Some(stored.clone());
-    child.encodings_file = Some("v/1.encodings.json".into());
-    app.variants.push(child);
+    let stored = super::fix_tests::add_w4a8_quantsim_child(&mut app);
     update(
         &mut app,
         Action::Analysis(1, Some(Box::new(w4a8_analysis()))),
