@@ -23,6 +23,22 @@ pub(super) fn add_w4a8_quantsim_child(app: &mut super::state::App) -> QuantsimSe
     stored
 }
 
+/// The sample app showing the comparison of `a` and `b` of `ws`.
+pub(super) fn comparing(
+    ws: &qsteer::experiment::Workspace,
+    a: u32,
+    b: u32,
+    data: super::compare::CompareData,
+) -> (super::state::App, tempfile::TempDir) {
+    let (mut app, d) = sample_app();
+    app.variants = ws.variants().to_vec();
+    app.mark_a = Some(a);
+    app.mark_b = Some(b);
+    app.compare = Some(data);
+    app.focus = Pane::Compare;
+    (app, d)
+}
+
 #[test]
 fn space_picks_a_chain_and_enter_runs_it_as_one_job_on_the_fp32_parent() {
     let (mut app, _d) = sample_app();
@@ -111,4 +127,40 @@ fn a_chain_without_a_dataset_names_the_step_that_needs_one() {
         app.status,
         "no dataset for quantsim: restart with --data DIR"
     );
+}
+
+#[test]
+fn compare_shows_the_per_channel_ranges_before_and_after_cle_side_by_side() {
+    use qsteer::cancel::CancelToken;
+    use qsteer::experiment::Workspace;
+    use qsteer::fixes::{equalize, fold_batchnorms, CleOptions};
+    use qsteer::model::Model;
+    let dir = tempfile::tempdir().unwrap();
+    let model = Model::load(std::path::Path::new("sample-models/mbv2_digits.onnx")).unwrap();
+    let mut ws = Workspace::open_or_create(dir.path(), &model, "mbv2_digits").unwrap();
+    let folded = fold_batchnorms(&model).unwrap();
+    let a = ws.add_variant(0, "fold_bn", &folded.model).unwrap();
+    let options = CleOptions {
+        relu6_to_relu: true,
+        ..CleOptions::default()
+    };
+    let cle = equalize(&folded.model, &folded.stats, &options, &CancelToken::new()).unwrap();
+    let b = ws.add_variant(a, "cle", &cle.model).unwrap();
+    let data = super::compare::compute(&ws, a, b);
+    // The equalized layers: block1's dw and project, expand/dw/project of blocks 2–5.
+    let changed: Vec<&str> = data
+        .layers
+        .iter()
+        .filter(|l| l.ranges_a != l.ranges_b)
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(changed.len(), 14, "{changed:?}");
+
+    let (app, _d) = comparing(&ws, a, b, data);
+    let screen = render(&app, 120, 40);
+    assert!(
+        screen.contains("per-channel weight range A │ B (max/median), 14 layers changed"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("compare_cle_ranges_120x40", screen);
 }

@@ -150,12 +150,7 @@ fn compare_shows_per_layer_sqnr_deltas_when_both_variants_have_an_analysis() {
         .count();
     assert_eq!(with_both, analysis.layers.len());
 
-    let (mut app, _d) = sample_app();
-    app.variants = ws.variants().to_vec();
-    app.mark_a = Some(a);
-    app.mark_b = Some(b);
-    app.compare = Some(data);
-    app.focus = Pane::Compare;
+    let (app, _d) = super::fix_tests::comparing(&ws, a, b, data);
     let screen = render(&app, 160, 48);
     let first = screen
         .lines()
