@@ -8,6 +8,7 @@ mod bias_correct;
 mod compress;
 mod eval;
 mod export;
+mod fix_chain;
 mod fixes;
 mod inspect;
 mod quant_flags;
@@ -74,6 +75,8 @@ pub enum Command {
     FoldBn(fixes::FoldBnArgs),
     /// Cross-layer equalization with high-bias absorption (a new variant)
     Cle(fixes::CleArgs),
+    /// A chain of fixes as one job: --chain fold-bn,cle,bc,quantsim (each step a variant)
+    Fix(fix_chain::FixArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -107,6 +110,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Compress(args)) => compress::run(args, &cli.common),
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
+        Some(Command::Fix(args)) => fix_chain::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             qsteer::tui::run(qsteer::tui::AppOptions {

@@ -10,9 +10,7 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
-use crate::experiment::quantsim::{
-    float_variant_path, quantsim_child, result_line, settings_label,
-};
+use crate::experiment::quantsim::{float_variant_path, quantsim_child, settings_label};
 use crate::experiment::Workspace;
 use crate::fixes::adaround::{adaround, frozen_encodings, AdaroundOptions};
 use crate::fsutil::write_json_atomic;
@@ -22,7 +20,8 @@ use crate::{Error, Result};
 use serde_json::json;
 use std::sync::Mutex;
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+/// The job's variant, iterations and checked quantsim request.
+fn inputs(kind: &JobKind) -> Result<(u32, Option<usize>, QuantsimRequest)> {
     let JobKind::AdaRound {
         variant,
         data,
@@ -31,20 +30,72 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         calibration_size,
         seed,
         threads,
-    } = ctx.kind
+    } = kind
     else {
         return Err(Error::runtime(
             "the AdaRound job was handed another kind of job",
         ));
     };
     let req = QuantsimRequest::checked(data, settings, *calibration_size, *seed, *threads)?;
+    Ok((*variant, *iterations, req))
+}
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+    let rounded = round(ctx, workspace)?;
+    let (variant, _, req) = inputs(ctx.kind)?;
+    let settings = &req.settings;
+    let (Some(rounded_id), Some(encodings_file)) = (
+        rounded["variant"]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok()),
+        rounded["encodings"].as_str().map(std::path::PathBuf::from),
+    ) else {
+        return Err(Error::runtime("AdaRound recorded no variant or encodings"));
+    };
+    let n = &rounded["iterations"];
+    ctx.log(format!(
+        "rounded model → variant {rounded_id}; simulating it with the frozen encodings"
+    ));
+    let child = quantsim_child(
+        workspace,
+        rounded_id,
+        &req,
+        Some(&encodings_file),
+        ctx.cancel,
+        &|stage, d, t| ctx.progress(d, t, stage),
+    )?;
+    // Read from a file, but made for these settings: keep them for reruns and analysis.
+    lock(workspace).set_quantsim_settings(child.variant, settings)?;
+    let line = super::quantsim::fix_result_line(
+        ctx,
+        workspace,
+        variant,
+        &child,
+        settings,
+        &format!("AdaRound ({n} it.)"),
+    );
+    let mut summary = rounded;
+    summary["rounded_variant"] = json!(rounded_id);
+    summary["variant"] = json!(child.variant);
+    summary["result"] = json!(line);
+    summary["accuracy"] = json!(child.outcome.report.score.accuracy);
+    summary["agreement"] = json!(child.outcome.report.score.agreement);
+    Ok(summary)
+}
+
+/// The rounding alone: the rounded FP32 model as a child variant (`variant` in the
+/// summary) and its frozen encodings (`encodings`), without the quantsim. The fix chain
+/// runs this as its AdaRound step.
+pub(crate) fn round(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+    let (variant, iterations, req) = inputs(ctx.kind)?;
+    let settings = &req.settings;
     let (path, checkpoints) = {
         let ws = lock(workspace);
-        let path = float_variant_path(&ws, *variant, "AdaRound")?;
+        let path = float_variant_path(&ws, variant, "AdaRound")?;
         (path, ws.dir().join("cache").join("adaround"))
     };
     let model = Model::load(&path)?;
-    let options = AdaroundOptions::new(settings.w_bits, *iterations);
+    let options = AdaroundOptions::new(settings.w_bits, iterations);
     let n = options.hyper.iterations;
     ctx.log(format!(
         "AdaRound of v{variant} for {} ({n} iterations per layer)",
@@ -80,7 +131,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     );
     let (rounded_id, encodings_file) = {
         let mut ws = lock(workspace);
-        let id = ws.add_variant(*variant, &step, &outcome.model)?;
+        let id = ws.add_variant(variant, &step, &outcome.model)?;
         let file = ws
             .dir()
             .join("variants")
@@ -88,35 +139,12 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         write_json_atomic(&file, &doc)?;
         (id, file)
     };
-    ctx.log(format!(
-        "rounded model → variant {rounded_id}; simulating it with the frozen encodings"
-    ));
-    let child = quantsim_child(
-        workspace,
-        rounded_id,
-        &req,
-        Some(&encodings_file),
-        ctx.cancel,
-        &|stage, d, t| ctx.progress(d, t, stage),
-    )?;
-    let parent_score = lock(workspace)
-        .variant(*variant)
-        .and_then(|v| v.latest_result(&child.outcome.report.dataset_fingerprint))
-        .map(|r| r.score.clone());
-    let line = format!(
-        "AdaRound ({n} it.) → {}",
-        result_line(settings, &child.outcome.report.score, parent_score.as_ref())
-    );
-    ctx.log(format!("{line} → variant {}", child.variant));
     Ok(json!({
-        "variant": child.variant,
-        "rounded_variant": rounded_id,
+        "variant": rounded_id,
         "parent": variant,
-        "result": line,
+        "step": step,
         "settings": settings,
         "iterations": n,
-        "accuracy": child.outcome.report.score.accuracy,
-        "agreement": child.outcome.report.score.agreement,
         "encodings": encodings_file.display().to_string(),
         "layers": outcome.report.layers,
         "loaded_layers": outcome.report.loaded,

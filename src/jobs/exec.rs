@@ -5,7 +5,7 @@ use super::event::{JobEvent, Throttle};
 use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
-use super::{adaround, analyze, bias_correct, compress, evaluate, export, fixes, lock, quantsim};
+use super::{adaround, analyze, bias_correct, chain, compress, evaluate, export, fixes, lock, quantsim};
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
 use crate::{Error, Result};
@@ -24,6 +24,8 @@ pub(crate) struct JobCtx<'a> {
     journal: &'a Journal,
     sink: Sink<'a>,
     throttle: Throttle,
+    /// Put before every progress label: a fix chain's "step 2/4: CLE".
+    step: Option<&'a str>,
 }
 
 impl<'a> JobCtx<'a> {
@@ -41,6 +43,21 @@ impl<'a> JobCtx<'a> {
             journal,
             sink,
             throttle: Throttle::new(),
+            step: None,
+        }
+    }
+
+    /// The same job running one step of a chain: `kind` is the step's job kind, whose
+    /// body then runs unchanged; its progress is labelled `step` first.
+    pub(crate) fn step<'b>(&'b self, kind: &'b JobKind, step: &'b str) -> JobCtx<'b> {
+        JobCtx {
+            id: self.id,
+            kind,
+            cancel: self.cancel,
+            journal: self.journal,
+            sink: self.sink,
+            throttle: Throttle::new(),
+            step: Some(step),
         }
     }
 
@@ -64,11 +81,15 @@ impl<'a> JobCtx<'a> {
     /// Throttled progress; called from worker threads.
     pub(crate) fn progress(&self, done: usize, total: usize, what: &str) {
         if self.throttle.admit(what, done, total) {
+            let what = match self.step {
+                Some(step) => format!("{step} · {what}"),
+                None => what.to_string(),
+            };
             (self.sink)(JobEvent::Progress {
                 id: self.id,
                 done,
                 total,
-                what: what.to_string(),
+                what,
             });
         }
     }
@@ -149,6 +170,7 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::FoldBn { .. } => fixes::run_fold_bn(ctx, workspace),
         JobKind::Cle { .. } => fixes::run_cle(ctx, workspace),
         JobKind::Compress { .. } => compress::run(ctx, workspace),
+        JobKind::FixChain { .. } => chain::run(ctx, workspace),
     }))
     .unwrap_or_else(|panic| {
         Err(Error::runtime(format!(

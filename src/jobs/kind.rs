@@ -1,6 +1,7 @@
 //! What a front end asks for: a job kind with all its settings, so a queued job can be
 //! journalled, shown and rerun without looking anything else up.
 
+use super::chain::ChainStep;
 use crate::compress::{LayerRatios, Method};
 use crate::experiment::evaluate::Subset;
 use crate::experiment::quantsim::settings_label;
@@ -163,6 +164,21 @@ pub enum JobKind {
         #[serde(default)]
         hba_padded: bool,
     },
+    /// Several fixes in a row (fold BN → CLE → bias correction or AdaRound → quantsim),
+    /// each step a child of the previous step's variant; `settings` are the quantsim
+    /// settings bias correction, AdaRound and the quantsim step use.
+    FixChain {
+        variant: u32,
+        steps: Vec<ChainStep>,
+        /// Needed by the bias-correction, AdaRound and quantsim steps.
+        #[serde(default)]
+        data: Option<PathBuf>,
+        settings: QuantsimSettings,
+        calibration_size: usize,
+        seed: u64,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
+    },
 }
 
 fn yes() -> bool {
@@ -290,6 +306,19 @@ impl JobKind {
                 }
                 label
             }
+            JobKind::FixChain {
+                variant,
+                steps,
+                settings,
+                ..
+            } => {
+                let names: Vec<String> = steps.iter().map(ChainStep::name).collect();
+                format!(
+                    "fix chain v{variant}: {} for {}",
+                    names.join(" → "),
+                    settings_label(settings)
+                )
+            }
         }
     }
 
@@ -302,6 +331,7 @@ impl JobKind {
             | JobKind::BiasCorrect { .. }
             | JobKind::AdaRound { .. }
             | JobKind::Compress { .. } => true,
+            JobKind::FixChain { steps, .. } => steps.iter().any(ChainStep::needs_data),
             // Single-threaded weight arithmetic, well under a second on a ResNet-50.
             JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,
         }

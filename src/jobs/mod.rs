@@ -7,6 +7,7 @@
 mod adaround;
 mod analyze;
 mod bias_correct;
+mod chain;
 mod compress;
 mod evaluate;
 mod event;
@@ -19,6 +20,7 @@ mod kind;
 mod quantsim;
 mod runner;
 
+pub use chain::{check_chain, ChainStep, StepInputs};
 pub use event::JobEvent;
 pub use exec::{run_job_blocking, run_job_blocking_with};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};

@@ -46,6 +46,10 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
             options.threads,
         )),
     }
+    let notes = unfolded_bn_note(workspace, *variant)?;
+    for note in &notes {
+        ctx.log(format!("note: {note}"));
+    }
     let child = quantsim_child(
         workspace,
         *variant,
@@ -106,5 +110,54 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "output": output.map(|p| p.display().to_string()),
         "encodings": encodings.map(|p| p.display().to_string()),
         "workspace": ws_dir.display().to_string(),
+        "notes": notes,
     }))
+}
+
+/// Quantsim, like AIMET's, does not fold a BatchNormalization into the layer before it:
+/// the weight quantizers see the unfolded weights and the BN output gets no quantizer of
+/// its own. Say how many could be folded, and what to do about it.
+fn unfolded_bn_note(workspace: &Mutex<Workspace>, variant: u32) -> Result<Vec<String>> {
+    let path =
+        crate::experiment::quantsim::float_variant_path(&lock(workspace), variant, "quantsim")?;
+    let model = crate::model::Model::load(&path)?;
+    if !model
+        .graph()
+        .node
+        .iter()
+        .any(|n| n.op_type == "BatchNormalization")
+    {
+        return Ok(vec![]);
+    }
+    let foldable = crate::fixes::fold_batchnorms(&model)?.report.folded.len();
+    Ok(match foldable {
+        0 => vec![],
+        n => vec![format!(
+            "{n} BatchNormalization(s) follow layers and are not folded; `qsteer fold-bn` first \
+             usually quantizes better"
+        )],
+    })
+}
+
+/// The result line of a fix's quantsim grandchild, e.g. `bias correction (hybrid) → W4A8 …
+/// 98.50 % (FP32 99.25 %)`, scored against the variant the fix started from; also logged.
+pub(super) fn fix_result_line(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    original: u32,
+    child: &crate::experiment::quantsim::QuantsimChild,
+    settings: &crate::quant::simulate::QuantsimSettings,
+    fix: &str,
+) -> String {
+    let report = &child.outcome.report;
+    let parent_score = lock(workspace)
+        .variant(original)
+        .and_then(|v| v.latest_result(&report.dataset_fingerprint))
+        .map(|r| r.score.clone());
+    let line = format!(
+        "{fix} → {}",
+        result_line(settings, &report.score, parent_score.as_ref())
+    );
+    ctx.log(format!("{line} → variant {}", child.variant));
+    line
 }

@@ -515,6 +515,14 @@ fn quantsim_job_keeps_the_simulated_model_as_a_child_variant() {
     );
     assert!(s["accuracy"].as_f64().unwrap() > 0.9, "{s}");
     assert!(s["activation_points"].as_u64().unwrap() > 0);
+    // The shipped model's BNs stay unfolded in quantsim, as in AIMET: the job says so.
+    assert_eq!(
+        s["notes"],
+        serde_json::json!([
+            "16 BatchNormalization(s) follow layers and are not folded; \
+             `qsteer fold-bn` first usually quantizes better"
+        ])
+    );
 
     let ws = Workspace::open(dir.path()).unwrap();
     let v = ws.variant(child).unwrap();
@@ -830,3 +838,6 @@ fn a_cancelled_cle_job_adds_no_variant_and_a_kind_round_trips() {
     let fold = serde_json::to_value(JobKind::FoldBn { variant: 2 }).unwrap();
     assert_eq!(fold, serde_json::json!({"type": "fold_bn", "variant": 2}));
 }
+
+#[path = "chain_tests.rs"]
+mod chain_tests;

@@ -15,6 +15,10 @@ pub struct LayerDiff {
     /// Output SQNR (cumulative, dB) from each variant's stored analysis, if it has one.
     pub sqnr_a: Option<f64>,
     pub sqnr_b: Option<f64>,
+    /// Per output channel, max − min of the layer's weights in each variant (CLE before
+    /// and after); empty where the variant lacks the layer.
+    pub ranges_a: Vec<f32>,
+    pub ranges_b: Vec<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,14 +76,17 @@ pub fn compute(ws: &Workspace, a: u32, b: u32) -> CompareData {
             data.note = Some("evaluate both on the same data to see where they disagree".into())
         }
     }
-    let layers = |v: &Variant| -> Option<Vec<(String, Option<u64>)>> {
+    let layers = |v: &Variant| -> Option<Vec<LayerFacts>> {
         let m = Model::load(&ws.model_path(v)).ok()?;
         let s = m.shapes(None).ok()?;
         Some(
             m.layers(&s)
                 .ok()?
                 .into_iter()
-                .map(|l| (l.name, l.macs))
+                .map(|l| {
+                    let ranges = super::init::channel_ranges(&m, &l);
+                    (l.name, l.macs, ranges)
+                })
                 .collect(),
         )
     };
@@ -87,25 +94,39 @@ pub fn compute(ws: &Workspace, a: u32, b: u32) -> CompareData {
         data.macs_a = la.iter().map(|l| l.1).sum();
         data.macs_b = lb.iter().map(|l| l.1).sum();
         let mut names: Vec<String> = la.iter().map(|l| l.0.clone()).collect();
-        for (n, _) in &lb {
+        for (n, _, _) in &lb {
             if !names.contains(n) {
                 names.push(n.clone());
             }
         }
         let (sa, sb) = (sqnr_by_layer(ws, a), sqnr_by_layer(ws, b));
+        let find = |list: &[LayerFacts], name: &str| {
+            list.iter()
+                .find(|l| l.0 == name)
+                .map(|l| (l.1, l.2.clone()))
+                .unwrap_or_default()
+        };
         data.layers = names
             .into_iter()
-            .map(|name| LayerDiff {
-                macs_a: la.iter().find(|l| l.0 == name).and_then(|l| l.1),
-                macs_b: lb.iter().find(|l| l.0 == name).and_then(|l| l.1),
-                sqnr_a: sa.get(&name).copied().flatten(),
-                sqnr_b: sb.get(&name).copied().flatten(),
-                name,
+            .map(|name| {
+                let ((macs_a, ranges_a), (macs_b, ranges_b)) = (find(&la, &name), find(&lb, &name));
+                LayerDiff {
+                    macs_a,
+                    macs_b,
+                    ranges_a,
+                    ranges_b,
+                    sqnr_a: sa.get(&name).copied().flatten(),
+                    sqnr_b: sb.get(&name).copied().flatten(),
+                    name,
+                }
             })
             .collect();
     }
     data
 }
+
+/// A layer's name, MACs and per-channel weight ranges in one variant.
+type LayerFacts = (String, Option<u64>, Vec<f32>);
 
 /// Cumulative output SQNR per layer from a variant's analysis (empty without one).
 fn sqnr_by_layer(ws: &Workspace, id: u32) -> BTreeMap<String, Option<f64>> {

@@ -1,24 +1,34 @@
 //! The "fix" decision dialog (`f`): after a quantsim result, the post-training fixes that
-//! could help, with the reasons the diagnosis gives, launching one as a job. On a quantsim
-//! variant the fix applies to its FP32 parent with the quantsim's settings (bias correction
-//! and AdaRound are tuned to them); each result lands in the variants tree, ready for the
-//! next step or for A/B.
+//! could help, with the reasons the diagnosis gives. Space picks steps for a chain (fold BN
+//! → CLE → bias correction or AdaRound → quantsim, in that fixed order) run as one job;
+//! with nothing picked, Enter runs the fix under the cursor alone. On a quantsim variant
+//! the fixes apply to its FP32 parent with the quantsim's settings (bias correction,
+//! AdaRound and the final quantsim use them); each step's result lands in the variants
+//! tree, ready for the next step or for A/B.
 
 use super::action::Action;
 use super::state::{App, Pane, Popup};
 use super::update::Effect;
 use qsteer::fixes::bias_correction::BcMode;
-use qsteer::jobs::JobKind;
+use qsteer::jobs::{ChainStep, JobKind, StepInputs};
 use qsteer::quant::simulate::QuantsimSettings;
 
-/// The fixes offered, in the order AIMET's recipe applies them.
-pub const FIXES: [&str; 5] = [
+/// The fixes offered, in the order AIMET's recipe applies them (a chain keeps this order).
+pub const FIXES: [&str; 6] = [
     "fold BatchNorm into the layers",
     "CLE + high-bias absorption",
     "CLE, Relu6 → Relu (changes the function)",
-    "bias correction (hybrid)",
+    "bias correction",
     "AdaRound (learned rounding)",
+    "quantsim at the settings",
 ];
+
+/// Rows of which a chain holds at most one: the two CLEs; bias correction and AdaRound
+/// (DESIGN.md §3: don't combine them).
+const EXCLUSIVE: [[usize; 2]; 2] = [[1, 2], [3, 4]];
+
+/// The bias-correction row, whose mode ◂▸ changes.
+const BC_ROW: usize = 3;
 
 /// A weight-range ratio (widest / median channel) above which CLE usually pays.
 const WIDE_RANGE_RATIO: f64 = 4.0;
@@ -32,8 +42,67 @@ pub struct FixForm {
     /// The quantsim settings bias correction and AdaRound are tuned for.
     pub settings: QuantsimSettings,
     pub cursor: usize,
+    /// Rows picked for the chain (Space).
+    pub chosen: [bool; FIXES.len()],
+    pub bc_mode: BcMode,
     /// Why each fix might help, from the diagnosis.
     pub reasons: Vec<String>,
+}
+
+impl FixForm {
+    /// A row's text, e.g. `bias correction ◂ hybrid ▸`, `quantsim at W4A8 per-tensor …`.
+    pub fn row_label(&self, row: usize) -> String {
+        match row {
+            BC_ROW => format!("{} ◂ {} ▸", FIXES[row], self.bc_mode),
+            5 => format!(
+                "quantsim at {}",
+                qsteer::experiment::quantsim::settings_label(&self.settings)
+            ),
+            _ => FIXES[row].to_string(),
+        }
+    }
+
+    /// Space on a row: pick or drop it; picking drops the row it excludes.
+    pub fn toggle(&mut self, row: usize) {
+        self.chosen[row] = !self.chosen[row];
+        if self.chosen[row] {
+            for pair in EXCLUSIVE {
+                if pair.contains(&row) {
+                    for other in pair {
+                        self.chosen[other] = other == row;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The picked steps in chain order.
+    pub fn chain(&self) -> Vec<ChainStep> {
+        (0..FIXES.len())
+            .filter(|&row| self.chosen[row])
+            .map(|row| self.step(row))
+            .collect()
+    }
+
+    fn step(&self, row: usize) -> ChainStep {
+        match row {
+            0 => ChainStep::FoldBn,
+            1 | 2 => ChainStep::Cle {
+                relu6_to_relu: row == 2,
+            },
+            BC_ROW => ChainStep::BiasCorrect { mode: self.bc_mode },
+            4 => ChainStep::AdaRound { iterations: None },
+            _ => ChainStep::Quantsim,
+        }
+    }
+}
+
+/// The next bias-correction mode, ◂ (back) or ▸.
+fn next_mode(mode: BcMode, forward: bool) -> BcMode {
+    const MODES: [BcMode; 3] = [BcMode::Hybrid, BcMode::Empirical, BcMode::Analytical];
+    let i = MODES.iter().position(|m| *m == mode).unwrap_or(0);
+    let step = if forward { 1 } else { MODES.len() - 1 };
+    MODES[(i + step) % MODES.len()]
 }
 
 /// Open on the variant selected in the variants pane (or the current one).
@@ -55,6 +124,8 @@ pub fn open(app: &mut App) {
         target,
         settings,
         cursor: 0,
+        chosen: [false; FIXES.len()],
+        bc_mode: BcMode::Hybrid,
         reasons,
     }));
 }
@@ -111,7 +182,9 @@ pub fn reasons(app: &App, from: u32, target: u32) -> Vec<String> {
     out
 }
 
-/// The job the chosen fix runs, or why it cannot run.
+/// The job the dialog runs: the picked chain, or with nothing picked the fix under the
+/// cursor alone (bias correction and AdaRound simulate their result anyway); or why it
+/// cannot run.
 pub fn job(app: &App, form: &FixForm) -> std::result::Result<JobKind, String> {
     if app
         .variant(form.target)
@@ -122,39 +195,38 @@ pub fn job(app: &App, form: &FixForm) -> std::result::Result<JobKind, String> {
             form.target
         ));
     }
-    let data = || {
-        app.data_path
-            .clone()
-            .ok_or_else(|| "no dataset: restart with --data DIR for this fix".to_string())
+    let mut steps = form.chain();
+    if steps.is_empty() {
+        steps.push(form.step(form.cursor));
+    }
+    let data = match (&app.data_path, steps.iter().find(|s| s.needs_data())) {
+        (None, Some(s)) => {
+            return Err(format!(
+                "no dataset for {}: restart with --data DIR",
+                s.name()
+            ))
+        }
+        (data, _) => data.clone(),
     };
-    Ok(match form.cursor {
-        0 => JobKind::FoldBn {
-            variant: form.target,
-        },
-        1 | 2 => JobKind::Cle {
-            variant: form.target,
-            relu6_to_relu: form.cursor == 2,
-            hba: true,
-            hba_padded: false,
-        },
-        3 => JobKind::BiasCorrect {
-            variant: form.target,
-            data: data()?,
-            settings: form.settings.clone(),
-            mode: BcMode::Hybrid,
+    if let [step] = steps.as_slice() {
+        let data = data.unwrap_or_default();
+        let inputs = StepInputs {
+            data: &data,
+            settings: &form.settings,
             calibration_size: 200,
             seed: 0,
             threads: app.cores,
-        },
-        _ => JobKind::AdaRound {
-            variant: form.target,
-            data: data()?,
-            settings: form.settings.clone(),
-            iterations: None,
-            calibration_size: 200,
-            seed: 0,
-            threads: app.cores,
-        },
+        };
+        return Ok(step.job(form.target, &inputs, None));
+    }
+    Ok(JobKind::FixChain {
+        variant: form.target,
+        steps,
+        data,
+        settings: form.settings.clone(),
+        calibration_size: 200,
+        seed: 0,
+        threads: app.cores,
     })
 }
 
@@ -163,13 +235,18 @@ pub fn action(app: &mut App, form: &mut FixForm, action: Action) -> Vec<Effect> 
     match action {
         Action::Up | Action::FocusPrev => form.cursor = form.cursor.saturating_sub(1),
         Action::Down | Action::FocusNext => form.cursor = (form.cursor + 1).min(FIXES.len() - 1),
+        Action::Toggle => form.toggle(form.cursor),
+        Action::Left | Action::Right if form.cursor == BC_ROW => {
+            form.bc_mode = next_mode(form.bc_mode, action == Action::Right)
+        }
         Action::Confirm => match job(app, form) {
             Ok(kind) => {
                 app.popups.pop();
                 app.focus = Pane::Jobs;
                 app.status = format!(
-                    "{} queued on variant {}; the result appears in the variants tree",
-                    FIXES[form.cursor], form.target
+                    "{} queued on variant {}; each result appears in the variants tree",
+                    kind.label(),
+                    form.target
                 );
                 return vec![Effect::Submit(kind)];
             }

@@ -19,6 +19,8 @@ pub mod ui;
 pub mod update;
 
 #[cfg(test)]
+mod fix_tests;
+#[cfg(test)]
 mod noise_tests;
 #[cfg(test)]
 mod quantsim_tests;

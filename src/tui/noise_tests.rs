@@ -150,12 +150,7 @@ fn compare_shows_per_layer_sqnr_deltas_when_both_variants_have_an_analysis() {
         .count();
     assert_eq!(with_both, analysis.layers.len());
 
-    let (mut app, _d) = sample_app();
-    app.variants = ws.variants().to_vec();
-    app.mark_a = Some(a);
-    app.mark_b = Some(b);
-    app.compare = Some(data);
-    app.focus = Pane::Compare;
+    let (app, _d) = super::fix_tests::comparing(&ws, a, b, data);
     let screen = render(&app, 160, 48);
     let first = screen
         .lines()
@@ -194,14 +189,7 @@ fn x_exports_a_quantized_variant_and_refuses_an_fp32_one() {
 #[test]
 fn the_fix_dialog_targets_the_fp32_parent_with_the_quantsim_settings_and_gives_reasons() {
     let (mut app, _d) = sample_app();
-    let stored = QuantsimSettings {
-        w_bits: 4,
-        ..Default::default()
-    };
-    let mut child = qsteer::experiment::Variant::new(1, Some(0), "quantsim", "v/1.onnx".into(), 0);
-    child.quantsim = Some(stored.clone());
-    child.encodings_file = Some("v/1.encodings.json".into());
-    app.variants.push(child);
+    let stored = super::fix_tests::add_w4a8_quantsim_child(&mut app);
     update(
         &mut app,
         Action::Analysis(1, Some(Box::new(w4a8_analysis()))),

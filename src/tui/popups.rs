@@ -222,7 +222,7 @@ fn fix(f: &mut Frame, app: &App, area: Rect, form: &super::fix_form::FixForm) {
     use super::fix_form::{job, FIXES};
     let t = &app.theme;
     // Reasons wrap to two lines in a narrow terminal.
-    let r = centered(area, 72, (FIXES.len() + 2 * form.reasons.len()) as u16 + 7);
+    let r = centered(area, 72, (FIXES.len() + 2 * form.reasons.len()) as u16 + 8);
     f.render_widget(Clear, r);
     let mut lines = vec![Line::from(Span::styled(
         if form.from == form.target {
@@ -244,14 +244,18 @@ fn fix(f: &mut Frame, app: &App, area: Rect, form: &super::fix_form::FixForm) {
         )));
     }
     lines.push(Line::from(""));
-    for (i, name) in FIXES.iter().enumerate() {
-        let marker = if i == form.cursor { "▶ " } else { "  " };
+    for i in 0..FIXES.len() {
+        let marker = if i == form.cursor { "▶" } else { " " };
+        let check = if form.chosen[i] { "[x]" } else { "[ ]" };
         let style = if i == form.cursor {
             t.selected()
         } else {
             t.text()
         };
-        lines.push(Line::from(Span::styled(format!("{marker}{name}"), style)));
+        lines.push(Line::from(Span::styled(
+            format!("{marker}{check} {}", form.row_label(i)),
+            style,
+        )));
     }
     lines.push(Line::from(""));
     let (text, style) = match job(app, form) {
@@ -260,7 +264,7 @@ fn fix(f: &mut Frame, app: &App, area: Rect, form: &super::fix_form::FixForm) {
     };
     lines.push(Line::from(Span::styled(text, style)));
     lines.push(Line::from(Span::styled(
-        "↑↓ choose  Enter run  Esc closes",
+        "↑↓ move  Space pick a step  ◂▸ BC mode  Enter run  Esc closes",
         t.dim(),
     )));
     f.render_widget(

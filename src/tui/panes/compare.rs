@@ -106,6 +106,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     let Some(d) = data else { return };
     let mut lines = sqnr_lines(app, d, rest.height as usize / 2);
+    let room = (rest.height as usize).saturating_sub(lines.len() + 1);
+    lines.extend(range_lines(app, d, room, rest.width as usize));
     let changed: Vec<&crate::tui::compare::LayerDiff> =
         d.layers.iter().filter(|l| l.macs_a != l.macs_b).collect();
     lines.push(Line::from(Span::styled(
@@ -167,6 +169,72 @@ fn sqnr_lines<'a>(
             format!("{name:<24} {a:>6.1} → {b:>6.1}  ({delta:+.1})"),
             style,
         )));
+    }
+    lines
+}
+
+/// A layer's name, its ranges in A and B, and their max/median ratios.
+type RangePair<'a> = (&'a str, &'a [f32], &'a [f32], f64, f64);
+
+/// Per-channel weight ranges of the layers whose weights differ between A and B (CLE
+/// before │ after), side by side with each one's max/median ratio; the layers whose ratio
+/// fell most first.
+fn range_lines<'a>(
+    app: &App,
+    d: &'a crate::tui::compare::CompareData,
+    room: usize,
+    width: usize,
+) -> Vec<Line<'a>> {
+    use super::ranges::{max_median_ratio, spark, squeeze};
+    let t = &app.theme;
+    let mut changed: Vec<RangePair> = d
+        .layers
+        .iter()
+        .filter(|l| !l.ranges_a.is_empty() && !l.ranges_b.is_empty() && l.ranges_a != l.ranges_b)
+        .map(|l| {
+            let (a, b) = (&l.ranges_a[..], &l.ranges_b[..]);
+            (
+                l.name.as_str(),
+                a,
+                b,
+                max_median_ratio(a),
+                max_median_ratio(b),
+            )
+        })
+        .collect();
+    if changed.is_empty() || room < 2 {
+        return vec![];
+    }
+    changed.sort_by(|x, y| (y.3 - y.4).total_cmp(&(x.3 - x.4)));
+    let mut lines = vec![Line::from(Span::styled(
+        format!(
+            "per-channel weight range A │ B (max/median), {} layers changed",
+            changed.len()
+        ),
+        t.header(),
+    ))];
+    // name, two ratios and the separator take 20 + 2 × 6 + 3 columns.
+    let chart = width.saturating_sub(35) / 2;
+    let shown = room - 1;
+    for (name, a, b, ra, rb) in changed.iter().take(shown) {
+        let name: String = name.chars().take(19).collect();
+        lines.push(Line::from(vec![
+            Span::styled(format!("{name:<20}{ra:>5.1} "), t.text()),
+            Span::styled(
+                format!("{:<chart$}", spark(&squeeze(a, chart), chart)),
+                t.fg(t.bar),
+            ),
+            Span::styled(format!(" │{rb:>5.1} "), t.text()),
+            Span::styled(spark(&squeeze(b, chart), chart), t.fg(t.good)),
+        ]));
+    }
+    if changed.len() > shown {
+        if let Some(last) = lines.last_mut() {
+            *last = Line::from(Span::styled(
+                format!("… {} more layers", changed.len() - shown + 1),
+                t.dim(),
+            ));
+        }
     }
     lines
 }

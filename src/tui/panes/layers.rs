@@ -111,27 +111,9 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &App, layer: Option<usize>) {
     let Some(i) = layer else { return };
     let l = &app.layers[i];
     let ranges = app.channel_ranges.get(i).cloned().unwrap_or_default();
-    let widest = ranges.iter().cloned().fold(0f32, f32::max);
-    let median = {
-        let mut s = ranges.clone();
-        s.sort_by(|a, b| a.total_cmp(b));
-        s.get(s.len() / 2).copied().unwrap_or(0.0)
-    };
-    const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let width = area.width as usize;
-    let spark: String = ranges
-        .iter()
-        .take(width)
-        .map(|r| {
-            let k = if widest > 0.0 {
-                (r / widest * 7.0).round() as usize
-            } else {
-                0
-            };
-            LEVELS[k.min(7)]
-        })
-        .collect();
-    let ratio = if median > 0.0 { widest / median } else { 0.0 };
+    let spark = super::ranges::spark(&ranges, width);
+    let ratio = super::ranges::max_median_ratio(&ranges);
     let mut lines = vec![
         Line::from(Span::styled(
             format!(

@@ -5,6 +5,7 @@ pub mod graph;
 pub mod jobs;
 pub mod layers;
 pub mod noise;
+pub mod ranges;
 pub mod variants;
 
 use super::state::{App, Pane};
