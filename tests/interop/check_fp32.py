@@ -4,9 +4,11 @@
     python3 tests/interop/check_fp32.py --qsteer target/release/qsteer
     (normally through tests/interop/run.sh, which provides a venv with onnxruntime + numpy)
 
-Cases: each sample model (sample-models/*.onnx) on sample-models/digits/evaluation, and each
+Cases: each sample model (sample-models/*.onnx) on sample-models/digits/evaluation, each
 fixture tests/fixtures/<name>.onnx that has tests/fixtures/<name>/ort_outputs.npy, on that
-directory. For each case the qsteer binary is run as
+directory, and compressed sample models (Weight SVD, Spatial SVD, channel pruning with
+winnowing through BN / Relu6 / depthwise convs) that `qsteer compress --ratios` writes first.
+For each case the qsteer binary is run as
 
     BIN eval MODEL --data DATASET_DIR --split all --save-outputs OUT.npy --json
 
@@ -52,6 +54,38 @@ def discover_cases():
         if os.path.exists(model):
             cases.append(("fixtures/" + os.path.basename(d), model, d))
     return cases
+
+
+# (case, sample model, method, {layer: ratio}): manual ratios so the models are quick to make.
+COMPRESSED = [
+    ("resnet_digits.wsvd", "resnet_digits", "wsvd", {"layer1.conv1": 0.5, "layer3.conv2": 0.4, "fc": 0.5}),
+    ("resnet_digits.ssvd", "resnet_digits", "ssvd", {"layer2.conv1": 0.5, "layer3.conv1": 0.6}),
+    ("resnet_digits.cp", "resnet_digits", "cp", {"layer2.conv2": 0.5, "layer3.conv2": 0.3}),
+    ("mbv2_digits.ssvd", "mbv2_digits", "ssvd", {"stem.conv": 0.5}),
+    ("mbv2_digits.cp", "mbv2_digits", "cp", {"block2.project.conv": 0.5, "block4.project.conv": 0.4}),
+]
+
+
+def compressed_cases(bin_path, tmp, timeout):
+    """Make the COMPRESSED models with qsteer; (cases, errors) where errors are failed cases."""
+    digits = os.path.join(ROOT, "sample-models", "digits")
+    cases, failed = [], []
+    for name, sample, method, ratios in COMPRESSED:
+        ratios_file = os.path.join(tmp, name + ".ratios.json")
+        with open(ratios_file, "w") as f:
+            json.dump(ratios, f)
+        out = os.path.join(tmp, name + ".onnx")
+        cmd = [bin_path, "compress", os.path.join(ROOT, "sample-models", sample + ".onnx"),
+               "--data", digits, "--method", method, "--ratios", ratios_file, "--out", out,
+               "--workspace", os.path.join(tmp, "ws-" + sample), "--json"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if p.returncode != 0 or not os.path.exists(out):
+            tail = (p.stderr or "").strip().splitlines()[-3:]
+            failed.append({"case": name, "ok": False, "warnings": [],
+                           "errors": [f"qsteer compress: exit code {p.returncode}: {' | '.join(tail)}"]})
+            continue
+        cases.append((name, out, os.path.join(digits, "evaluation")))
+    return cases, failed
 
 
 def load_inputs(sess, data_dir):
@@ -194,6 +228,11 @@ def main():
         return 2
     tmp, tmp_ctx = scratch_dir(args.keep, "qsteer-interop-")
     results = []
+    if not args.only or any(o in c[0] for c in COMPRESSED for o in args.only):
+        print("check_fp32: compressing sample models ...", file=sys.stderr, flush=True)
+        made, failed = compressed_cases(bin_path, tmp, args.timeout)
+        results.extend(failed)
+        cases += [c for c in made if not args.only or any(o in c[0] for o in args.only)]
     for name, model, data in cases:
         print(f"check_fp32: {name} ...", file=sys.stderr, flush=True)
         results.append(check_case(name, model, data, bin_path, tmp, args.tol, args.timeout))
