@@ -39,6 +39,8 @@ pub enum Action {
     QuantsimDialog,
     /// The post-training fix dialog.
     FixDialog,
+    /// The compress dialog (greedy per-layer ratios to a target MAC ratio).
+    CompressDialog,
     /// Export the selected quantized variant (QDQ ONNX + encodings).
     Export,
     Quit,

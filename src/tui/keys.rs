@@ -118,6 +118,7 @@ pub fn bindings() -> Vec<Binding> {
             G,
             true,
         ),
+        b(K::Char('c'), "c", A::CompressDialog, "compress…", G, true),
         b(
             K::Char('x'),
             "x",

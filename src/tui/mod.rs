@@ -4,6 +4,7 @@
 
 pub mod action;
 mod compare;
+mod compress_form;
 mod fix_form;
 mod form;
 mod graph_rows;
@@ -18,6 +19,8 @@ pub mod theme;
 pub mod ui;
 pub mod update;
 
+#[cfg(test)]
+mod compress_tests;
 #[cfg(test)]
 mod noise_tests;
 #[cfg(test)]

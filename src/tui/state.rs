@@ -159,6 +159,7 @@ pub enum Popup {
     Decision(Decision),
     Quantsim(super::quantsim_form::QuantsimForm),
     Fix(super::fix_form::FixForm),
+    Compress(super::compress_form::CompressForm),
     ConfirmQuit,
 }
 

@@ -3,6 +3,7 @@
 //! out as data, so this is tested without a terminal or a runtime.
 
 use super::action::Action;
+use super::compress_form;
 use super::fix_form;
 use super::form;
 use super::keys;
@@ -159,6 +160,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::EvaluateDialog => open_evaluate_dialog(app),
         Action::QuantsimDialog => quantsim_form::open(app),
         Action::FixDialog => fix_form::open(app),
+        Action::CompressDialog => compress_form::open(app),
         Action::Quit => {
             if app.active_jobs() > 0 {
                 app.popups.push(Popup::ConfirmQuit);
@@ -284,6 +286,13 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
         Popup::Quantsim(mut form) => {
             let effects = quantsim_form::action(app, &mut form, action);
             if let Some(Popup::Quantsim(slot)) = app.popups.last_mut() {
+                *slot = form;
+            }
+            effects
+        }
+        Popup::Compress(mut form) => {
+            let effects = compress_form::action(app, &mut form, action);
+            if let Some(Popup::Compress(slot)) = app.popups.last_mut() {
                 *slot = form;
             }
             effects
