@@ -28,6 +28,8 @@ pub enum Action {
     SortReverse,
     /// Layers pane: quant-noise table ↔ costs table.
     ToggleNoise,
+    /// Layers pane: compress heat table ↔ the other tables.
+    ToggleHeat,
     MarkA,
     MarkB,
     SwapAB,

@@ -233,6 +233,14 @@ pub fn bindings() -> Vec<Binding> {
             false,
         ),
         b(
+            K::Char('h'),
+            "h",
+            A::ToggleHeat,
+            "compress eval-score heat table",
+            P(Pane::Layers),
+            false,
+        ),
+        b(
             K::Char(' '),
             "Space",
             A::Toggle,

@@ -8,6 +8,7 @@ mod compress_form;
 mod fix_form;
 mod form;
 mod graph_rows;
+mod heat;
 pub mod init;
 mod keys;
 mod panes;
@@ -21,6 +22,8 @@ pub mod update;
 
 #[cfg(test)]
 mod compress_tests;
+#[cfg(test)]
+mod heat_tests;
 #[cfg(test)]
 mod noise_tests;
 #[cfg(test)]

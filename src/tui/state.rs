@@ -201,6 +201,10 @@ pub struct App {
     pub analysis: Option<(u32, Analysis)>,
     /// The layers pane shows the quant-noise table (when there is an analysis), not costs.
     pub noise_view: bool,
+    /// The eval-score dictionary of the last greedy compress job, as it fills.
+    pub heat: Option<super::heat::HeatGrid>,
+    /// The layers pane shows the heat table (when there is one).
+    pub heat_view: bool,
 }
 
 impl App {
@@ -255,6 +259,11 @@ impl App {
             .map(|(_, a)| a)
     }
 
+    /// The heat table, when the layers pane shows it.
+    pub fn shown_heat(&self) -> Option<&super::heat::HeatGrid> {
+        self.heat.as_ref().filter(|_| self.heat_view)
+    }
+
     /// The analysis row of a layer of the current variant.
     pub fn noise_row(&self, layer: &str) -> Option<&LayerAnalysis> {
         self.current_analysis()?
@@ -289,7 +298,10 @@ impl App {
     pub fn rows_in(&self, pane: Pane) -> usize {
         match pane {
             Pane::Graph => self.graph_rows().len(),
-            Pane::Layers => self.layer_order().len(),
+            Pane::Layers => match self.shown_heat() {
+                Some(g) => g.layers.len(),
+                None => self.layer_order().len(),
+            },
             Pane::Variants => self.variants.len(),
             Pane::Jobs => self.jobs.len(),
             Pane::Compare => 0,

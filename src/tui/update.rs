@@ -90,6 +90,14 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 (false, _) => "layers: costs table".into(),
             };
         }
+        Action::ToggleHeat => {
+            app.heat_view = !app.heat_view;
+            app.status = match (app.heat_view, app.heat.is_some()) {
+                (true, true) => "layers: compress eval-score heat table".into(),
+                (true, false) => "no compress dictionary yet: run one with c".into(),
+                (false, _) => "layers: costs table".into(),
+            };
+        }
         Action::Analysis(id, analysis) => {
             // Worst layers first the first time a noise table appears.
             if analysis.is_some() && app.layer_sort == LayerSort::Order && app.analysis.is_none() {
@@ -445,9 +453,22 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 }
             }
         }
-        // Partial results are drawn by the panes that ask for them; the log line says it too.
-        JobEvent::Partial { .. } => {}
+        // A compress job's dictionary: the plan starts a grid (shown at once), entries fill it.
+        JobEvent::Partial { id, result } => match super::heat::HeatGrid::from_plan(id, &result) {
+            Some(grid) => {
+                app.heat = Some(grid);
+                app.heat_view = true;
+            }
+            None => {
+                if let Some(g) = app.heat.as_mut().filter(|g| g.job == id) {
+                    g.fill(&result);
+                }
+            }
+        },
         JobEvent::Finished { id, summary } => {
+            if let Some(g) = app.heat.as_mut().filter(|g| g.job == id) {
+                g.choose(&summary["ratios"]);
+            }
             if let Some(j) = job_mut(app, id) {
                 j.status = JobStatus::Finished;
                 j.elapsed = Some(j.seconds());

@@ -7,14 +7,23 @@ use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let order = app.layer_order();
-    let noise = app.current_analysis().filter(|_| app.noise_view);
-    let mut extra = noise.map(super::noise::title).unwrap_or_default();
-    extra.push_str(&format!(
-        " · sorted: {}{}",
-        app.layer_sort.label(),
-        if app.layer_sort_desc { " ↓" } else { "" }
-    ));
-    if !app.layer_filter.is_empty() {
+    let heat = app.shown_heat();
+    let noise = app
+        .current_analysis()
+        .filter(|_| app.noise_view && heat.is_none());
+    let mut extra = match heat {
+        Some(g) => super::heat::title(g),
+        None => noise.map(super::noise::title).unwrap_or_default(),
+    };
+    // The heat table keeps the dictionary's layer order and ignores the filter.
+    if heat.is_none() {
+        extra.push_str(&format!(
+            " · sorted: {}{}",
+            app.layer_sort.label(),
+            if app.layer_sort_desc { " ↓" } else { "" }
+        ));
+    }
+    if !app.layer_filter.is_empty() && heat.is_none() {
         extra.push_str(&format!(" · /{}", app.layer_filter));
     }
     let block = frame(app, Pane::Layers, extra);
@@ -28,6 +37,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let cursor = app.cursor[Pane::Layers.index()];
     let visible = table_area.height.saturating_sub(1) as usize;
     let top = scroll_offset(cursor, visible);
+    if let Some(g) = heat {
+        super::heat::draw_table(f, table_area, app, g, top);
+        return;
+    }
     if noise.is_some() {
         super::noise::draw_table(f, table_area, app, &order, top);
         if detail_h > 0 {

@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod graph;
+pub mod heat;
 pub mod jobs;
 pub mod layers;
 pub mod noise;
