@@ -127,3 +127,27 @@ fn snapshots_of_the_dialog() {
         app.popups.clear();
     }
 }
+
+#[test]
+fn the_terminal_keys_reach_the_open_dialog() {
+    use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::CompressDialog);
+    let key = |c| Event::Key(KeyEvent::new(c, KeyModifiers::NONE));
+    assert_eq!(
+        super::to_action(&app, key(KeyCode::Right)),
+        Some(Action::Right)
+    );
+    assert_eq!(
+        super::to_action(&app, key(KeyCode::Left)),
+        Some(Action::Left)
+    );
+    assert_eq!(
+        super::to_action(&app, key(KeyCode::Char(' '))),
+        Some(Action::Toggle)
+    );
+    assert_eq!(
+        super::to_action(&app, key(KeyCode::Char('3'))),
+        Some(Action::Char('3'))
+    );
+}

@@ -96,7 +96,7 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
             );
             let in_dialog = matches!(
                 app.popups.last(),
-                Some(Popup::Decision(_) | Popup::Quantsim(_))
+                Some(Popup::Decision(_) | Popup::Quantsim(_) | Popup::Compress(_))
             );
             let in_quantsim = matches!(app.popups.last(), Some(Popup::Quantsim(_)));
             match k.code {
