@@ -55,5 +55,12 @@ pub enum Action {
     Job(JobEvent),
     /// An analysis was read for a variant (None: it has none).
     Analysis(u32, Option<Box<qsteer::quant::analysis::Analysis>>),
+    /// A variant's compression record was read (None: it has none), with the heat grid of
+    /// its cached dictionary when the file is there.
+    Compression(
+        u32,
+        Option<Box<qsteer::compress::record::CompressionRecord>>,
+        Option<super::heat::HeatGrid>,
+    ),
     Resize,
 }

@@ -2,13 +2,15 @@
 //! filled from the job's `Partial` events as entries are computed or reused, so the layers
 //! pane can draw it while the job runs.
 
+use qsteer::compress::record::CompressionRecord;
+use qsteer::compress::scorer::Metric;
 use qsteer::jobs::JobId;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeatGrid {
-    /// The compress job filling it.
-    pub job: JobId,
+    /// The compress job filling it; `None` when read from a variant's record.
+    pub job: Option<JobId>,
     /// The number the scores are (`accuracy`, `agreement`).
     pub metric: String,
     /// The uncompressed model's score.
@@ -28,7 +30,7 @@ impl HeatGrid {
         let layers: Vec<String> = serde_json::from_value(d.get("layers")?.clone()).ok()?;
         let ratios: Vec<f64> = serde_json::from_value(d.get("candidates")?.clone()).ok()?;
         Some(HeatGrid {
-            job,
+            job: Some(job),
             metric: d["metric"].as_str().unwrap_or("score").to_string(),
             baseline: d["baseline"].as_f64()?,
             scores: vec![vec![None; ratios.len()]; layers.len()],
@@ -36,6 +38,41 @@ impl HeatGrid {
             layers,
             ratios,
         })
+    }
+
+    /// The grid of a compressed variant: the dictionary cache file its record names
+    /// (`{"header": {"candidates"}, "entries": [{layer, ratio, score}]}`), the layers in the
+    /// order the entries were computed, the record's ratios marked.
+    pub fn from_record(record: &CompressionRecord, file: &Value) -> Option<HeatGrid> {
+        let ratios: Vec<f64> =
+            serde_json::from_value(file.get("header")?.get("candidates")?.clone()).ok()?;
+        let entries = file.get("entries")?.as_array()?;
+        let mut layers: Vec<String> = Vec::new();
+        for e in entries {
+            let l = e["layer"].as_str()?;
+            if !layers.iter().any(|x| x == l) {
+                layers.push(l.to_string());
+            }
+        }
+        let parent = &record.parent_score;
+        let baseline = match record.metric {
+            Metric::Accuracy => parent.accuracy,
+            Metric::Agreement => parent.agreement,
+        };
+        let mut g = HeatGrid {
+            job: None,
+            metric: record.metric.name().to_string(),
+            baseline: baseline.unwrap_or(0.0),
+            scores: vec![vec![None; ratios.len()]; layers.len()],
+            chosen: vec![None; layers.len()],
+            layers,
+            ratios,
+        };
+        for e in entries {
+            g.fill(&serde_json::json!({ "dictionary_entry": e }));
+        }
+        g.choose(&serde_json::to_value(&record.ratios).ok()?);
+        Some(g)
     }
 
     /// Fill one cell from an entry event (`{"dictionary_entry": {layer, ratio, score, …}}`);
@@ -96,4 +133,20 @@ impl HeatGrid {
         let first = it.next()?;
         Some(it.fold((first, first), |(lo, hi), s| (lo.min(s), hi.max(s))))
     }
+}
+
+/// What `Effect::LoadCompression` reads, off the UI thread: the variant's record and the
+/// grid of its cached dictionary (absent when the cache file is gone or unreadable).
+pub fn load(ws: &qsteer::experiment::Workspace, id: u32) -> qsteer::Result<super::action::Action> {
+    let record = ws.compression(id)?;
+    let grid = record.as_ref().and_then(|r| {
+        let file = r.dictionary.as_ref()?.file.as_ref()?;
+        let json: Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+        HeatGrid::from_record(r, &json)
+    });
+    Ok(super::action::Action::Compression(
+        id,
+        record.map(Box::new),
+        grid,
+    ))
 }

@@ -2,7 +2,9 @@
 //! evaluation subset, its `Partial` events replayed into the app.
 
 use super::action::Action;
+use super::heat;
 use super::init;
+use super::panes::compression::detail_text;
 use super::state::App;
 use super::tests::render;
 use super::theme::Theme;
@@ -19,7 +21,7 @@ const RESNET: &str = "sample-models/resnet_digits.onnx";
 
 /// Run greedy weight SVD to 0.7 of the MACs (candidates 1/3, 2/3) on 30 samples; returns
 /// the app opened on the workspace afterwards, and the job's events.
-fn compressed() -> (App, Vec<JobEvent>, tempfile::TempDir) {
+fn compressed() -> (App, Workspace, Vec<JobEvent>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let data = small_digits(dir.path(), 30);
     let ws_dir = dir.path().join("ws");
@@ -40,7 +42,9 @@ fn compressed() -> (App, Vec<JobEvent>, tempfile::TempDir) {
     .unwrap();
     let mut app = opened.app;
     app.cores = 2;
-    (app, events, dir)
+    // The job read back from history carries its timings: not for snapshots.
+    app.jobs.clear();
+    (app, opened.workspace, events, dir)
 }
 
 fn partials(events: &[JobEvent]) -> Vec<serde_json::Value> {
@@ -63,7 +67,7 @@ fn partial(events: &[JobEvent], result: &serde_json::Value) -> JobEvent {
 
 #[test]
 fn the_real_jobs_dictionary_fills_the_grid_and_marks_the_choice() {
-    let (mut app, events, _d) = compressed();
+    let (mut app, ws, events, _d) = compressed();
     let p = partials(&events);
     let entries = &p[1..];
     let finished = events.last().cloned().unwrap();
@@ -128,4 +132,29 @@ fn the_real_jobs_dictionary_fills_the_grid_and_marks_the_choice() {
     app.focus = super::state::Pane::Layers;
     update(&mut app, Action::ToggleHeat);
     assert!(app.shown_heat().is_none());
+
+    // After the fact: the variant's record and its cached dictionary give the same grid.
+    let Action::Compression(1, Some(record), Some(cached)) = heat::load(&ws, 1).unwrap() else {
+        panic!("variant 1 has no record or no cached dictionary");
+    };
+    // JSON text round-trips a score to within an ulp or so.
+    let flat = |g: &super::heat::HeatGrid| g.scores.concat();
+    assert_eq!(cached.layers, g.layers);
+    for (a, b) in flat(&cached).into_iter().zip(flat(&g)) {
+        assert!((a.unwrap() - b.unwrap()).abs() < 1e-12, "{a:?} {b:?}");
+    }
+    assert_eq!(cached.chosen, g.chosen);
+    assert_eq!(cached.job, None);
+    // The MAC pane of the compressed variant: its record's choices per layer.
+    app.current = 1;
+    app.heat_view = false;
+    update(&mut app, heat::load(&ws, 1).unwrap());
+    assert!(app.heat.is_some(), "the cached grid replaces the job's");
+    let first = &record.changes[0];
+    for (w, h) in [(80u16, 24u16), (160, 48)] {
+        let screen = render(&app, w, h);
+        assert!(screen.contains(&detail_text(&first.detail)), "{screen}");
+        assert!(screen.contains(&first.layer), "{screen}");
+        insta::assert_snapshot!(format!("mac_pane_compressed_{w}x{h}"), screen);
+    }
 }

@@ -205,6 +205,7 @@ pub fn open(
         noise_view: true,
         heat: None,
         heat_view: false,
+        compression: None,
     };
     Ok(Opened { app, workspace: ws })
 }

@@ -147,7 +147,9 @@ async fn event_loop(
     let (compare_tx, mut compare_rx) = mpsc::unbounded_channel::<compare::CompareData>();
     let (view_tx, mut view_rx) = mpsc::unbounded_channel::<Result<init::ModelView>>();
     let (analysis_tx, mut analysis_rx) = mpsc::unbounded_channel();
+    let (compression_tx, mut compression_rx) = mpsc::unbounded_channel();
     let senders = Senders {
+        compression: compression_tx,
         compare: compare_tx,
         analysis: analysis_tx,
         view: view_tx,
@@ -187,6 +189,10 @@ async fn event_loop(
                 update(&mut app, Action::Analysis(id, analysis.map(Box::new)));
                 dirty = true;
             }
+            Some(loaded) = compression_rx.recv() => {
+                update(&mut app, loaded);
+                dirty = true;
+            }
             Some(data) = compare_rx.recv() => {
                 app.compare = Some(data);
                 dirty = true;
@@ -220,9 +226,28 @@ async fn event_loop(
 
 /// Where background computations for the UI send their results.
 struct Senders {
+    compression: mpsc::UnboundedSender<Action>,
     compare: mpsc::UnboundedSender<compare::CompareData>,
     analysis: mpsc::UnboundedSender<(u32, Result<Option<qsteer::quant::analysis::Analysis>>)>,
     view: mpsc::UnboundedSender<Result<init::ModelView>>,
+}
+
+/// Read from a copy of the workspace index on a blocking thread, so a job recording a
+/// result never waits on the read, and send what `read` makes.
+fn read_off_thread<T: Send + 'static>(
+    workspace: &Arc<Mutex<qsteer::experiment::Workspace>>,
+    tx: &mpsc::UnboundedSender<T>,
+    read: impl FnOnce(&qsteer::experiment::Workspace) -> T + Send + 'static,
+) {
+    let ws = workspace.clone();
+    let tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let snapshot = match ws.lock() {
+            Ok(w) => w.clone(),
+            Err(_) => return,
+        };
+        let _ = tx.send(read(&snapshot));
+    });
 }
 
 fn apply(
@@ -259,17 +284,14 @@ fn apply(
                     let _ = tx.send(view);
                 });
             }
+            Effect::LoadCompression(id) => {
+                read_off_thread(workspace, &senders.compression, move |w| {
+                    // A damaged record reads as none here; the file stays for a look.
+                    heat::load(w, id).unwrap_or(Action::Compression(id, None, None))
+                })
+            }
             Effect::LoadAnalysis(id) => {
-                let ws = workspace.clone();
-                let tx = senders.analysis.clone();
-                tokio::task::spawn_blocking(move || {
-                    // Copy the index so a job recording a result never waits on the read.
-                    let snapshot = match ws.lock() {
-                        Ok(w) => w.clone(),
-                        Err(_) => return,
-                    };
-                    let _ = tx.send((id, snapshot.analysis(id)));
-                });
+                read_off_thread(workspace, &senders.analysis, move |w| (id, w.analysis(id)))
             }
             Effect::RefreshCompare => {
                 if let (Some(a), Some(b)) = (app.mark_a, app.mark_b) {

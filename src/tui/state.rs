@@ -205,6 +205,8 @@ pub struct App {
     pub heat: Option<super::heat::HeatGrid>,
     /// The layers pane shows the heat table (when there is one).
     pub heat_view: bool,
+    /// The compression record of the current variant, when it has one.
+    pub compression: Option<(u32, qsteer::compress::record::CompressionRecord)>,
 }
 
 impl App {
@@ -259,6 +261,14 @@ impl App {
             .map(|(_, a)| a)
     }
 
+    /// The current variant's compression record, if loaded.
+    pub fn current_compression(&self) -> Option<&qsteer::compress::record::CompressionRecord> {
+        self.compression
+            .as_ref()
+            .filter(|(id, _)| *id == self.current)
+            .map(|(_, r)| r)
+    }
+
     /// The heat table, when the layers pane shows it.
     pub fn shown_heat(&self) -> Option<&super::heat::HeatGrid> {
         self.heat.as_ref().filter(|_| self.heat_view)
@@ -298,9 +308,10 @@ impl App {
     pub fn rows_in(&self, pane: Pane) -> usize {
         match pane {
             Pane::Graph => self.graph_rows().len(),
-            Pane::Layers => match self.shown_heat() {
-                Some(g) => g.layers.len(),
-                None => self.layer_order().len(),
+            Pane::Layers => match (self.shown_heat(), self.current_compression()) {
+                (Some(g), _) => g.layers.len(),
+                (None, Some(r)) if self.current_analysis().is_none() => r.changes.len(),
+                _ => self.layer_order().len(),
             },
             Pane::Variants => self.variants.len(),
             Pane::Jobs => self.jobs.len(),

@@ -25,6 +25,9 @@ pub enum Effect {
     LoadVariant(u32),
     /// Read a variant's stored quantization analysis (the layers pane's noise table).
     LoadAnalysis(u32),
+    /// Read a variant's compression record and its cached dictionary (the layers pane's
+    /// compression and heat tables).
+    LoadCompression(u32),
 }
 
 const PAGE: usize = 10;
@@ -57,7 +60,11 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Confirm if pane == Pane::Variants => {
             if let Some(id) = app.selected_variant() {
                 app.status = format!("loading variant {id}…");
-                return vec![Effect::LoadVariant(id), Effect::LoadAnalysis(id)];
+                return vec![
+                    Effect::LoadVariant(id),
+                    Effect::LoadAnalysis(id),
+                    Effect::LoadCompression(id),
+                ];
             }
         }
         Action::Toggle if pane == Pane::Graph => {
@@ -97,6 +104,15 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 (true, false) => "no compress dictionary yet: run one with c".into(),
                 (false, _) => "layers: costs table".into(),
             };
+        }
+        Action::Compression(id, record, grid) => {
+            app.compression = record.map(|r| (id, *r));
+            // A grid read from a record replaces another read one, never a live job's.
+            match grid {
+                Some(g) => app.heat = Some(g),
+                None if app.heat.as_ref().is_some_and(|g| g.job.is_none()) => app.heat = None,
+                None => {}
+            }
         }
         Action::Analysis(id, analysis) => {
             // Worst layers first the first time a noise table appears.
@@ -460,13 +476,13 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 app.heat_view = true;
             }
             None => {
-                if let Some(g) = app.heat.as_mut().filter(|g| g.job == id) {
+                if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
                     g.fill(&result);
                 }
             }
         },
         JobEvent::Finished { id, summary } => {
-            if let Some(g) = app.heat.as_mut().filter(|g| g.job == id) {
+            if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
                 g.choose(&summary["ratios"]);
             }
             if let Some(j) = job_mut(app, id) {
@@ -489,6 +505,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 Effect::ReloadWorkspace,
                 Effect::RefreshCompare,
                 Effect::LoadAnalysis(app.current),
+                Effect::LoadCompression(app.current),
             ];
         }
         JobEvent::Failed { id, error } => {

@@ -18,9 +18,13 @@ const CELL_W: u16 = 7;
 /// The pane title's note: metric, baseline and how far the dictionary is.
 pub fn title(g: &HeatGrid) -> String {
     let (done, all) = g.filled();
+    let whose = match g.job {
+        Some(j) => format!("job {j}"),
+        None => "cached".into(),
+    };
     format!(
-        " · dictionary {done}/{all} · {} base {:.3} · job {}",
-        g.metric, g.baseline, g.job
+        " · dictionary {done}/{all} · {} base {:.3} · {whose}",
+        g.metric, g.baseline
     )
 }
 

@@ -11,12 +11,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let noise = app
         .current_analysis()
         .filter(|_| app.noise_view && heat.is_none());
-    let mut extra = match heat {
-        Some(g) => super::heat::title(g),
-        None => noise.map(super::noise::title).unwrap_or_default(),
+    // A compressed variant's costs are its record's per-layer choices.
+    let compressed = app
+        .current_compression()
+        .filter(|_| heat.is_none() && noise.is_none());
+    let mut extra = match (heat, noise, compressed) {
+        (Some(g), _, _) => super::heat::title(g),
+        (_, Some(a), _) => super::noise::title(a),
+        (_, _, Some(r)) => super::compression::title(r),
+        _ => String::new(),
     };
     // The heat table keeps the dictionary's layer order and ignores the filter.
-    if heat.is_none() {
+    if heat.is_none() && compressed.is_none() {
         extra.push_str(&format!(
             " · sorted: {}{}",
             app.layer_sort.label(),
@@ -39,6 +45,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let top = scroll_offset(cursor, visible);
     if let Some(g) = heat {
         super::heat::draw_table(f, table_area, app, g, top);
+        return;
+    }
+    if let Some(r) = compressed {
+        super::compression::draw_table(f, table_area, app, r, top);
         return;
     }
     if noise.is_some() {

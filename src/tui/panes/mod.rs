@@ -1,6 +1,7 @@
 //! One module per pane; each draws from `App` into its area and nothing else.
 
 pub mod compare;
+pub mod compression;
 pub mod graph;
 pub mod heat;
 pub mod jobs;
