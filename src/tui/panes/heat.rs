@@ -5,6 +5,7 @@
 
 use crate::tui::heat::HeatGrid;
 use crate::tui::state::App;
+use crate::tui::theme::Theme;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
 use ratatui::widgets::{Cell, Row, Table};
@@ -60,7 +61,7 @@ pub fn draw_table(f: &mut Frame, area: Rect, app: &App, g: &HeatGrid, top: usize
                         } else {
                             format!(" {s:.3}")
                         };
-                        Cell::from(text).style(heat_style(app, s, range))
+                        Cell::from(text).style(heat_style(t, s, range))
                     }
                 }
             });
@@ -84,8 +85,7 @@ fn fit(name: &str) -> String {
 }
 
 /// Worst third bad, middle warn, best third good (of the scores filled so far).
-fn heat_style(app: &App, score: f64, range: Option<(f64, f64)>) -> Style {
-    let t = &app.theme;
+fn heat_style(t: &Theme, score: f64, range: Option<(f64, f64)>) -> Style {
     let Some((lo, hi)) = range.filter(|(lo, hi)| hi > lo) else {
         return t.fg(t.good);
     };
@@ -97,4 +97,21 @@ fn heat_style(app: &App, score: f64, range: Option<(f64, f64)>) -> Style {
     } else {
         t.good
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_run_from_bad_to_good_over_the_range_so_far() {
+        let t = Theme::load("default").unwrap();
+        let range = Some((0.2, 0.8));
+        assert_eq!(heat_style(&t, 0.2, range), t.fg(t.bad));
+        assert_eq!(heat_style(&t, 0.5, range), t.fg(t.warn));
+        assert_eq!(heat_style(&t, 0.8, range), t.fg(t.good));
+        // One score so far: nothing to compare it with.
+        assert_eq!(heat_style(&t, 0.3, Some((0.3, 0.3))), t.fg(t.good));
+        assert_ne!(t.fg(t.bad), t.fg(t.good));
+    }
 }
