@@ -310,7 +310,10 @@ impl App {
             Pane::Graph => self.graph_rows().len(),
             Pane::Layers => match (self.shown_heat(), self.current_compression()) {
                 (Some(g), _) => g.layers.len(),
-                (None, Some(r)) if self.current_analysis().is_none() => r.changes.len(),
+                // As the pane draws it: the noise table, when shown, goes first.
+                (None, Some(r)) if !(self.noise_view && self.current_analysis().is_some()) => {
+                    r.changes.len()
+                }
                 _ => self.layer_order().len(),
             },
             Pane::Variants => self.variants.len(),
