@@ -25,7 +25,7 @@ fn sample(rel: &str) -> PathBuf {
 }
 
 /// The first `n` samples of each half of the digits split, as a dataset directory.
-fn small_digits(dir: &Path, n: usize) -> PathBuf {
+pub(crate) fn small_digits(dir: &Path, n: usize) -> PathBuf {
     let root = dir.join("digits");
     for half in ["calibration", "evaluation"] {
         for file in ["inputs.npy", "labels.npy"] {
@@ -50,7 +50,8 @@ fn double(spec: &CompressorSpec) -> Result<Box<dyn LayerCompressor>> {
     }))
 }
 
-fn compress(data: &Path, target: Option<f64>, ratios: Option<LayerRatios>) -> JobKind {
+/// Greedy (with `target`) or manual channel pruning of variant 0, candidates 1/3, 2/3.
+pub(crate) fn compress(data: &Path, target: Option<f64>, ratios: Option<LayerRatios>) -> JobKind {
     JobKind::Compress {
         variant: 0,
         data: data.to_path_buf(),

@@ -5,7 +5,9 @@ use super::event::{JobEvent, Throttle};
 use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
-use super::{adaround, analyze, bias_correct, chain, compress, evaluate, export, fixes, lock, quantsim};
+use super::{
+    adaround, analyze, bias_correct, chain, compress, evaluate, export, fixes, lock, quantsim,
+};
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
 use crate::{Error, Result};

@@ -36,6 +36,6 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-mod compress_tests;
+pub(crate) mod compress_tests;
 #[cfg(test)]
 mod tests;

@@ -46,10 +46,6 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
             options.threads,
         )),
     }
-    let notes = unfolded_bn_note(workspace, *variant)?;
-    for note in &notes {
-        ctx.log(format!("note: {note}"));
-    }
     let child = quantsim_child(
         workspace,
         *variant,
@@ -58,6 +54,11 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         ctx.cancel,
         &|stage, d, t| ctx.progress(d, t, stage),
     )?;
+    // Noted once the run stands, so a failed run's message stays the only line.
+    let notes = unfolded_bn_note(workspace, *variant)?;
+    for note in &notes {
+        ctx.log(format!("note: {note}"));
+    }
     let o = &child.outcome;
     let r = &o.report;
     ctx.log(format!(

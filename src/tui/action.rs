@@ -28,6 +28,8 @@ pub enum Action {
     SortReverse,
     /// Layers pane: quant-noise table ↔ costs table.
     ToggleNoise,
+    /// Layers pane: compress heat table ↔ the other tables.
+    ToggleHeat,
     MarkA,
     MarkB,
     SwapAB,
@@ -39,6 +41,8 @@ pub enum Action {
     QuantsimDialog,
     /// The post-training fix dialog.
     FixDialog,
+    /// The compress dialog (greedy per-layer ratios to a target MAC ratio).
+    CompressDialog,
     /// Export the selected quantized variant (QDQ ONNX + encodings).
     Export,
     Quit,
@@ -51,5 +55,12 @@ pub enum Action {
     Job(JobEvent),
     /// An analysis was read for a variant (None: it has none).
     Analysis(u32, Option<Box<qsteer::quant::analysis::Analysis>>),
+    /// A variant's compression record was read (None: it has none), with the heat grid of
+    /// its cached dictionary when the file is there.
+    Compression(
+        u32,
+        Option<Box<qsteer::compress::record::CompressionRecord>>,
+        Option<super::heat::HeatGrid>,
+    ),
     Resize,
 }

@@ -1,6 +1,7 @@
 //! The pieces the dialogs' settings forms share: editing a number field from keys and
 //! drawing one `name ◂ value ▸` line.
 
+use super::action::Action;
 use super::theme::Theme;
 use ratatui::text::{Line, Span};
 
@@ -25,6 +26,56 @@ pub fn type_digit(value: usize, c: char, hi: usize, fresh: bool) -> usize {
 /// `value` with its last digit erased.
 pub fn erase_digit(value: usize) -> usize {
     value / 10
+}
+
+/// Calibration sizes a form accepts; ◂▸ step by ten.
+pub const CALIBRATION: (usize, usize) = (1, 100_000);
+
+/// `size` stepped by ten samples per `delta`.
+pub fn step_calibration(size: usize, delta: i64) -> usize {
+    step(size, delta * 10, CALIBRATION.0, CALIBRATION.1)
+}
+
+/// A dialog's settings form: a field cursor, and values changed by keys.
+pub trait Editable {
+    /// The field cursor, whether no digit was typed in that field yet (the first one
+    /// then replaces the value), and the number of fields.
+    fn cursor(&mut self) -> (&mut usize, &mut bool, usize);
+    /// Step the current field's value: numbers by one, choices to the next, flags flip.
+    fn change(&mut self, delta: i64);
+    /// The current field's number and its upper bound, when it is a number.
+    fn number(&mut self) -> Option<(&mut usize, usize)>;
+}
+
+/// Apply an editing key (field moves, value changes, digits) to `form`; false when the
+/// key is not one of those.
+pub fn edit(form: &mut impl Editable, action: &Action) -> bool {
+    let mut move_field = |delta: i64| {
+        let (f, fresh, n) = form.cursor();
+        *f = (*f as i64 + delta).rem_euclid(n as i64) as usize;
+        *fresh = true;
+    };
+    match action {
+        Action::Up | Action::FocusPrev => move_field(-1),
+        Action::Down | Action::FocusNext => move_field(1),
+        Action::Left => form.change(-1),
+        Action::Right | Action::Toggle => form.change(1),
+        Action::Char(c) if c.is_ascii_digit() => {
+            let fresh = *form.cursor().1;
+            if let Some((slot, hi)) = form.number() {
+                *slot = type_digit(*slot, *c, hi, fresh);
+                *form.cursor().1 = false;
+            }
+        }
+        Action::Backspace => {
+            if let Some((slot, _)) = form.number() {
+                *slot = erase_digit(*slot);
+                *form.cursor().1 = false;
+            }
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// One form line: the name in a fixed column, the value between arrows.

@@ -203,6 +203,9 @@ pub fn open(
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         analysis,
         noise_view: true,
+        heat: None,
+        heat_view: false,
+        compression: None,
     };
     Ok(Opened { app, workspace: ws })
 }

@@ -118,6 +118,7 @@ pub fn bindings() -> Vec<Binding> {
             G,
             true,
         ),
+        b(K::Char('c'), "c", A::CompressDialog, "compress…", G, true),
         b(
             K::Char('x'),
             "x",
@@ -228,6 +229,14 @@ pub fn bindings() -> Vec<Binding> {
             "n",
             A::ToggleNoise,
             "quant-noise table / costs table",
+            P(Pane::Layers),
+            false,
+        ),
+        b(
+            K::Char('h'),
+            "h",
+            A::ToggleHeat,
+            "compress eval-score heat table",
             P(Pane::Layers),
             false,
         ),

@@ -4,9 +4,11 @@
 
 pub mod action;
 mod compare;
+mod compress_form;
 mod fix_form;
 mod form;
 mod graph_rows;
+mod heat;
 pub mod init;
 mod keys;
 mod panes;
@@ -19,7 +21,11 @@ pub mod ui;
 pub mod update;
 
 #[cfg(test)]
+mod compress_tests;
+#[cfg(test)]
 mod fix_tests;
+#[cfg(test)]
+mod heat_tests;
 #[cfg(test)]
 mod noise_tests;
 #[cfg(test)]
@@ -92,7 +98,7 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
             );
             let in_dialog = matches!(
                 app.popups.last(),
-                Some(Popup::Decision(_) | Popup::Quantsim(_))
+                Some(Popup::Decision(_) | Popup::Quantsim(_) | Popup::Compress(_))
             );
             let in_quantsim = matches!(app.popups.last(), Some(Popup::Quantsim(_)));
             match k.code {
@@ -143,7 +149,9 @@ async fn event_loop(
     let (compare_tx, mut compare_rx) = mpsc::unbounded_channel::<compare::CompareData>();
     let (view_tx, mut view_rx) = mpsc::unbounded_channel::<Result<init::ModelView>>();
     let (analysis_tx, mut analysis_rx) = mpsc::unbounded_channel();
+    let (compression_tx, mut compression_rx) = mpsc::unbounded_channel();
     let senders = Senders {
+        compression: compression_tx,
         compare: compare_tx,
         analysis: analysis_tx,
         view: view_tx,
@@ -183,6 +191,10 @@ async fn event_loop(
                 update(&mut app, Action::Analysis(id, analysis.map(Box::new)));
                 dirty = true;
             }
+            Some(loaded) = compression_rx.recv() => {
+                update(&mut app, loaded);
+                dirty = true;
+            }
             Some(data) = compare_rx.recv() => {
                 app.compare = Some(data);
                 dirty = true;
@@ -216,9 +228,28 @@ async fn event_loop(
 
 /// Where background computations for the UI send their results.
 struct Senders {
+    compression: mpsc::UnboundedSender<Action>,
     compare: mpsc::UnboundedSender<compare::CompareData>,
     analysis: mpsc::UnboundedSender<(u32, Result<Option<qsteer::quant::analysis::Analysis>>)>,
     view: mpsc::UnboundedSender<Result<init::ModelView>>,
+}
+
+/// Read from a copy of the workspace index on a blocking thread, so a job recording a
+/// result never waits on the read, and send what `read` makes.
+fn read_off_thread<T: Send + 'static>(
+    workspace: &Arc<Mutex<qsteer::experiment::Workspace>>,
+    tx: &mpsc::UnboundedSender<T>,
+    read: impl FnOnce(&qsteer::experiment::Workspace) -> T + Send + 'static,
+) {
+    let ws = workspace.clone();
+    let tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let snapshot = match ws.lock() {
+            Ok(w) => w.clone(),
+            Err(_) => return,
+        };
+        let _ = tx.send(read(&snapshot));
+    });
 }
 
 fn apply(
@@ -255,17 +286,14 @@ fn apply(
                     let _ = tx.send(view);
                 });
             }
+            Effect::LoadCompression(id) => {
+                read_off_thread(workspace, &senders.compression, move |w| {
+                    // A damaged record reads as none here; the file stays for a look.
+                    heat::load(w, id).unwrap_or(Action::Compression(id, None, None))
+                })
+            }
             Effect::LoadAnalysis(id) => {
-                let ws = workspace.clone();
-                let tx = senders.analysis.clone();
-                tokio::task::spawn_blocking(move || {
-                    // Copy the index so a job recording a result never waits on the read.
-                    let snapshot = match ws.lock() {
-                        Ok(w) => w.clone(),
-                        Err(_) => return,
-                    };
-                    let _ = tx.send((id, snapshot.analysis(id)));
-                });
+                read_off_thread(workspace, &senders.analysis, move |w| (id, w.analysis(id)))
             }
             Effect::RefreshCompare => {
                 if let (Some(a), Some(b)) = (app.mark_a, app.mark_b) {

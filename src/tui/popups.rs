@@ -1,6 +1,7 @@
 //! Popups drawn over the panes: help, command palette, layer filter, the decision dialog,
 //! and the quit confirmation.
 
+use super::compress_form::CompressForm;
 use super::form::field_line;
 use super::keys;
 use super::quantsim_form::{blocker, Field, QuantsimForm};
@@ -43,6 +44,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
         Popup::Decision(d) => decision(f, app, area, d),
         Popup::Quantsim(form) => quantsim(f, app, area, form),
         Popup::Fix(form) => fix(f, app, area, form),
+        Popup::Compress(form) => compress(f, app, area, form),
         Popup::ConfirmQuit => {
             let r = centered(area, 52, 4);
             f.render_widget(Clear, r);
@@ -164,9 +166,54 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
     let t = &app.theme;
     let r = centered(area, 64, Field::ALL.len() as u16 + 9);
     f.render_widget(Clear, r);
-    let v = app.variant(form.variant);
-    let mut lines = vec![Line::from(vec![
-        Span::styled(format!("on variant {} ", form.variant), t.text()),
+    let mut lines = vec![on_variant(app, form.variant)];
+    lines.push(Line::from(""));
+    let fields = Field::ALL.map(|f| (f.name(), form.value_text(f)));
+    lines.extend(form_fields(app, form.field, &fields));
+    lines.push(enter_line(app, blocker(app, form), || {
+        format!(
+            "Enter runs {}",
+            qsteer::experiment::quantsim::settings_label(&form.settings())
+        )
+    }));
+    lines.push(Line::from(Span::styled(
+        "d: FP32, W+A, W-only, A-only runs · a: analyze · A: +sweep",
+        t.text(),
+    )));
+    lines.push(Line::from(Span::styled(
+        "↑↓ field  ◂▸/Space change  digits type  Esc closes",
+        t.dim(),
+    )));
+    lines.push(data_line(app));
+    f.render_widget(Paragraph::new(lines).block(boxed(app, "Quantsim")), r);
+}
+
+/// A settings form's lines (`cursor` on one), then a blank line.
+fn form_fields<'a>(app: &App, cursor: usize, fields: &[(&str, String)]) -> Vec<Line<'a>> {
+    let mut lines: Vec<Line> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, (name, value))| field_line(&app.theme, cursor == i, name, value.clone()))
+        .collect();
+    lines.push(Line::from(""));
+    lines
+}
+
+/// What Enter does, or why it cannot (in the warning colour).
+fn enter_line<'a>(app: &App, blocker: Option<String>, runs: impl FnOnce() -> String) -> Line<'a> {
+    let t = &app.theme;
+    match blocker {
+        Some(p) => Line::from(Span::styled(p, t.fg(t.bad))),
+        None => Line::from(Span::styled(runs(), t.text())),
+    }
+}
+
+/// A dialog's first line: the variant it acts on, its step and score.
+fn on_variant<'a>(app: &App, id: u32) -> Line<'a> {
+    let t = &app.theme;
+    let v = app.variant(id);
+    Line::from(vec![
+        Span::styled(format!("on variant {id} "), t.text()),
         Span::styled(
             v.map(super::panes::variants::step_text).unwrap_or_default(),
             t.dim(),
@@ -179,43 +226,40 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
             ),
             t.fg(t.good),
         ),
-    ])];
-    lines.push(Line::from(""));
-    for (i, field) in Field::ALL.into_iter().enumerate() {
-        lines.push(field_line(
-            t,
-            form.field == i,
-            field.name(),
-            form.value_text(field),
-        ));
-    }
-    lines.push(Line::from(""));
-    let (text, style) = match blocker(app, form) {
-        Some(p) => (p, t.fg(t.bad)),
-        None => (
-            format!(
-                "Enter runs {}",
-                qsteer::experiment::quantsim::settings_label(&form.settings())
-            ),
-            t.text(),
-        ),
-    };
-    lines.push(Line::from(Span::styled(text, style)));
-    lines.push(Line::from(Span::styled(
-        "d: FP32, W+A, W-only, A-only runs · a: analyze · A: +sweep",
-        t.text(),
-    )));
-    lines.push(Line::from(Span::styled(
-        "↑↓ field  ◂▸/Space change  digits type  Esc closes",
-        t.dim(),
-    )));
+    ])
+}
+
+/// A dialog's last line: the dataset its jobs run on.
+fn data_line<'a>(app: &App) -> Line<'a> {
     let data = app
         .data_path
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "none".into());
-    lines.push(Line::from(Span::styled(format!("data: {data}"), t.dim())));
-    f.render_widget(Paragraph::new(lines).block(boxed(app, "Quantsim")), r);
+    Line::from(Span::styled(format!("data: {data}"), app.theme.dim()))
+}
+
+fn compress(f: &mut Frame, app: &App, area: Rect, form: &CompressForm) {
+    use super::compress_form::{blocker, Field};
+    let t = &app.theme;
+    let r = centered(area, 64, Field::ALL.len() as u16 + 8);
+    f.render_widget(Clear, r);
+    let mut lines = vec![on_variant(app, form.variant), Line::from("")];
+    let fields = Field::ALL.map(|f| (f.name(), form.value_text(f)));
+    lines.extend(form_fields(app, form.field, &fields));
+    lines.push(enter_line(app, blocker(app, form), || {
+        format!(
+            "Enter runs greedy {} to {:.2} of the MACs",
+            form.method().short(),
+            form.target()
+        )
+    }));
+    lines.push(Line::from(Span::styled(
+        "↑↓ field  ◂▸/Space change  digits type  Esc closes",
+        t.dim(),
+    )));
+    lines.push(data_line(app));
+    f.render_widget(Paragraph::new(lines).block(boxed(app, "Compress")), r);
 }
 
 fn fix(f: &mut Frame, app: &App, area: Rect, form: &super::fix_form::FixForm) {

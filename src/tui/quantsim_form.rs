@@ -27,7 +27,6 @@ pub const MODES: [(&str, QuantMode); 3] = [
 ];
 
 const BITS: (usize, usize) = (2, 16);
-const CALIBRATION: (usize, usize) = (1, 100_000);
 /// The split's calibration size everywhere else in the app and the CLI.
 const CALIBRATION_DEFAULT: usize = 200;
 
@@ -146,16 +145,15 @@ impl QuantsimForm {
                 return Some(format!("{name} must be {lo}–{hi}"));
             }
         }
-        (self.calibration_size < CALIBRATION.0).then(|| "calibration needs a sample".into())
+        (self.calibration_size < form::CALIBRATION.0).then(|| "calibration needs a sample".into())
+    }
+}
+
+impl form::Editable for QuantsimForm {
+    fn cursor(&mut self) -> (&mut usize, &mut bool, usize) {
+        (&mut self.field, &mut self.fresh, Field::ALL.len())
     }
 
-    fn move_field(&mut self, delta: i64) {
-        let n = Field::ALL.len() as i64;
-        self.field = (self.field as i64 + delta).rem_euclid(n) as usize;
-        self.fresh = true;
-    }
-
-    /// Step the current field's value: numbers by one, choices to the next, flags flip.
     fn change(&mut self, delta: i64) {
         let cycle = |i: usize, n: usize| (i as i64 + delta).rem_euclid(n as i64) as usize;
         match self.field() {
@@ -166,12 +164,7 @@ impl QuantsimForm {
             Field::Scheme => self.scheme = cycle(self.scheme, SCHEMES.len()),
             Field::Mode => self.mode = cycle(self.mode, MODES.len()),
             Field::Calibration => {
-                self.calibration_size = form::step(
-                    self.calibration_size,
-                    delta * 10,
-                    CALIBRATION.0,
-                    CALIBRATION.1,
-                )
+                self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }
         }
     }
@@ -180,11 +173,13 @@ impl QuantsimForm {
         match self.field() {
             Field::WBits => Some((&mut self.w_bits, BITS.1)),
             Field::ABits => Some((&mut self.a_bits, BITS.1)),
-            Field::Calibration => Some((&mut self.calibration_size, CALIBRATION.1)),
+            Field::Calibration => Some((&mut self.calibration_size, form::CALIBRATION.1)),
             _ => None,
         }
     }
+}
 
+impl QuantsimForm {
     /// The jobs Enter launches: one quantsim in the form's mode.
     pub fn run(&self, data: &Path, threads: usize) -> Vec<JobKind> {
         vec![self.quantsim(data, threads, self.settings())]
@@ -316,23 +311,7 @@ pub fn analyze_job(
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
 pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Effect> {
     match action {
-        Action::Up | Action::FocusPrev => form.move_field(-1),
-        Action::Down | Action::FocusNext => form.move_field(1),
-        Action::Left => form.change(-1),
-        Action::Right | Action::Toggle => form.change(1),
-        Action::Char(c) if c.is_ascii_digit() => {
-            let fresh = form.fresh;
-            if let Some((slot, hi)) = form.number() {
-                *slot = form::type_digit(*slot, c, hi, fresh);
-                form.fresh = false;
-            }
-        }
-        Action::Backspace => {
-            if let Some((slot, _)) = form.number() {
-                *slot = form::erase_digit(*slot);
-                form.fresh = false;
-            }
-        }
+        _ if form::edit(form, &action) => {}
         Action::Char(c @ ('a' | 'A')) => {
             return match analyze_job(app, form, c == 'A') {
                 Ok(job) => {

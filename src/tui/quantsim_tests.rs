@@ -20,7 +20,7 @@ fn form(app: &App) -> &QuantsimForm {
     }
 }
 
-fn submitted(effects: &[Effect]) -> Vec<JobKind> {
+pub(super) fn submitted(effects: &[Effect]) -> Vec<JobKind> {
     effects
         .iter()
         .filter_map(|e| match e {

@@ -159,6 +159,7 @@ pub enum Popup {
     Decision(Decision),
     Quantsim(super::quantsim_form::QuantsimForm),
     Fix(super::fix_form::FixForm),
+    Compress(super::compress_form::CompressForm),
     ConfirmQuit,
 }
 
@@ -200,6 +201,12 @@ pub struct App {
     pub analysis: Option<(u32, Analysis)>,
     /// The layers pane shows the quant-noise table (when there is an analysis), not costs.
     pub noise_view: bool,
+    /// The eval-score dictionary of the last greedy compress job, as it fills.
+    pub heat: Option<super::heat::HeatGrid>,
+    /// The layers pane shows the heat table (when there is one).
+    pub heat_view: bool,
+    /// The compression record of the current variant, when it has one.
+    pub compression: Option<(u32, qsteer::compress::record::CompressionRecord)>,
 }
 
 impl App {
@@ -254,6 +261,19 @@ impl App {
             .map(|(_, a)| a)
     }
 
+    /// The current variant's compression record, if loaded.
+    pub fn current_compression(&self) -> Option<&qsteer::compress::record::CompressionRecord> {
+        self.compression
+            .as_ref()
+            .filter(|(id, _)| *id == self.current)
+            .map(|(_, r)| r)
+    }
+
+    /// The heat table, when the layers pane shows it.
+    pub fn shown_heat(&self) -> Option<&super::heat::HeatGrid> {
+        self.heat.as_ref().filter(|_| self.heat_view)
+    }
+
     /// The analysis row of a layer of the current variant.
     pub fn noise_row(&self, layer: &str) -> Option<&LayerAnalysis> {
         self.current_analysis()?
@@ -288,7 +308,14 @@ impl App {
     pub fn rows_in(&self, pane: Pane) -> usize {
         match pane {
             Pane::Graph => self.graph_rows().len(),
-            Pane::Layers => self.layer_order().len(),
+            Pane::Layers => match (self.shown_heat(), self.current_compression()) {
+                (Some(g), _) => g.layers.len(),
+                // As the pane draws it: the noise table, when shown, goes first.
+                (None, Some(r)) if !(self.noise_view && self.current_analysis().is_some()) => {
+                    r.changes.len()
+                }
+                _ => self.layer_order().len(),
+            },
             Pane::Variants => self.variants.len(),
             Pane::Jobs => self.jobs.len(),
             Pane::Compare => 0,

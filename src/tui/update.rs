@@ -3,6 +3,7 @@
 //! out as data, so this is tested without a terminal or a runtime.
 
 use super::action::Action;
+use super::compress_form;
 use super::fix_form;
 use super::form;
 use super::keys;
@@ -24,6 +25,9 @@ pub enum Effect {
     LoadVariant(u32),
     /// Read a variant's stored quantization analysis (the layers pane's noise table).
     LoadAnalysis(u32),
+    /// Read a variant's compression record and its cached dictionary (the layers pane's
+    /// compression and heat tables).
+    LoadCompression(u32),
 }
 
 const PAGE: usize = 10;
@@ -56,7 +60,11 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Confirm if pane == Pane::Variants => {
             if let Some(id) = app.selected_variant() {
                 app.status = format!("loading variant {id}…");
-                return vec![Effect::LoadVariant(id), Effect::LoadAnalysis(id)];
+                return vec![
+                    Effect::LoadVariant(id),
+                    Effect::LoadAnalysis(id),
+                    Effect::LoadCompression(id),
+                ];
             }
         }
         Action::Toggle if pane == Pane::Graph => {
@@ -88,6 +96,23 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 ),
                 (false, _) => "layers: costs table".into(),
             };
+        }
+        Action::ToggleHeat => {
+            app.heat_view = !app.heat_view;
+            app.status = match (app.heat_view, app.heat.is_some()) {
+                (true, true) => "layers: compress eval-score heat table".into(),
+                (true, false) => "no compress dictionary yet: run one with c".into(),
+                (false, _) => "layers: costs table".into(),
+            };
+        }
+        Action::Compression(id, record, grid) => {
+            app.compression = record.map(|r| (id, *r));
+            // A grid read from a record replaces another read one, never a live job's.
+            match grid {
+                Some(g) => app.heat = Some(g),
+                None if app.heat.as_ref().is_some_and(|g| g.job.is_none()) => app.heat = None,
+                None => {}
+            }
         }
         Action::Analysis(id, analysis) => {
             // Worst layers first the first time a noise table appears.
@@ -159,6 +184,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::EvaluateDialog => open_evaluate_dialog(app),
         Action::QuantsimDialog => quantsim_form::open(app),
         Action::FixDialog => fix_form::open(app),
+        Action::CompressDialog => compress_form::open(app),
         Action::Quit => {
             if app.active_jobs() > 0 {
                 app.popups.push(Popup::ConfirmQuit);
@@ -284,6 +310,13 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
         Popup::Quantsim(mut form) => {
             let effects = quantsim_form::action(app, &mut form, action);
             if let Some(Popup::Quantsim(slot)) = app.popups.last_mut() {
+                *slot = form;
+            }
+            effects
+        }
+        Popup::Compress(mut form) => {
+            let effects = compress_form::action(app, &mut form, action);
+            if let Some(Popup::Compress(slot)) = app.popups.last_mut() {
                 *slot = form;
             }
             effects
@@ -436,9 +469,22 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 }
             }
         }
-        // Partial results are drawn by the panes that ask for them; the log line says it too.
-        JobEvent::Partial { .. } => {}
+        // A compress job's dictionary: the plan starts a grid (shown at once), entries fill it.
+        JobEvent::Partial { id, result } => match super::heat::HeatGrid::from_plan(id, &result) {
+            Some(grid) => {
+                app.heat = Some(grid);
+                app.heat_view = true;
+            }
+            None => {
+                if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
+                    g.fill(&result);
+                }
+            }
+        },
         JobEvent::Finished { id, summary } => {
+            if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
+                g.choose(&summary["ratios"]);
+            }
             if let Some(j) = job_mut(app, id) {
                 j.status = JobStatus::Finished;
                 j.elapsed = Some(j.seconds());
@@ -459,6 +505,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 Effect::ReloadWorkspace,
                 Effect::RefreshCompare,
                 Effect::LoadAnalysis(app.current),
+                Effect::LoadCompression(app.current),
             ];
         }
         JobEvent::Failed { id, error } => {

@@ -7,14 +7,29 @@ use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let order = app.layer_order();
-    let noise = app.current_analysis().filter(|_| app.noise_view);
-    let mut extra = noise.map(super::noise::title).unwrap_or_default();
-    extra.push_str(&format!(
-        " · sorted: {}{}",
-        app.layer_sort.label(),
-        if app.layer_sort_desc { " ↓" } else { "" }
-    ));
-    if !app.layer_filter.is_empty() {
+    let heat = app.shown_heat();
+    let noise = app
+        .current_analysis()
+        .filter(|_| app.noise_view && heat.is_none());
+    // A compressed variant's costs are its record's per-layer choices.
+    let compressed = app
+        .current_compression()
+        .filter(|_| heat.is_none() && noise.is_none());
+    let mut extra = match (heat, noise, compressed) {
+        (Some(g), _, _) => super::heat::title(g),
+        (_, Some(a), _) => super::noise::title(a),
+        (_, _, Some(r)) => super::compression::title(r),
+        _ => String::new(),
+    };
+    // The heat table keeps the dictionary's layer order and ignores the filter.
+    if heat.is_none() && compressed.is_none() {
+        extra.push_str(&format!(
+            " · sorted: {}{}",
+            app.layer_sort.label(),
+            if app.layer_sort_desc { " ↓" } else { "" }
+        ));
+    }
+    if !app.layer_filter.is_empty() && heat.is_none() {
         extra.push_str(&format!(" · /{}", app.layer_filter));
     }
     let block = frame(app, Pane::Layers, extra);
@@ -28,6 +43,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let cursor = app.cursor[Pane::Layers.index()];
     let visible = table_area.height.saturating_sub(1) as usize;
     let top = scroll_offset(cursor, visible);
+    if let Some(g) = heat {
+        super::heat::draw_table(f, table_area, app, g, top);
+        return;
+    }
+    if let Some(r) = compressed {
+        super::compression::draw_table(f, table_area, app, r, top);
+        return;
+    }
     if noise.is_some() {
         super::noise::draw_table(f, table_area, app, &order, top);
         if detail_h > 0 {

@@ -1,7 +1,9 @@
 //! One module per pane; each draws from `App` into its area and nothing else.
 
 pub mod compare;
+pub mod compression;
 pub mod graph;
+pub mod heat;
 pub mod jobs;
 pub mod layers;
 pub mod noise;

@@ -1,0 +1,228 @@
+//! The compress dialog (`c`): method, target MAC ratio, candidate count, layer-wise
+//! reconstruction, channel selection (channel pruning only) and calibration size, prefilled
+//! with the CLI's defaults; Enter queues one greedy compress job of the variant.
+
+use super::action::Action;
+use super::form;
+use super::state::{App, Pane, Popup};
+use super::update::Effect;
+use qsteer::compress::build::SELECTIONS;
+use qsteer::compress::Method;
+use qsteer::jobs::JobKind;
+use std::path::Path;
+
+/// The target in percent of the parent's MACs: 1..=99 (a ratio in (0, 1)).
+const TARGET: (usize, usize) = (1, 99);
+/// The greedy selection's bounds on N (ratios k/N, k = 1..N−1).
+const CANDIDATES: (usize, usize) = (2, 100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Method,
+    Target,
+    Candidates,
+    Reconstruct,
+    Selection,
+    Calibration,
+}
+
+impl Field {
+    pub const ALL: [Field; 6] = [
+        Field::Method,
+        Field::Target,
+        Field::Candidates,
+        Field::Reconstruct,
+        Field::Selection,
+        Field::Calibration,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Method => "method",
+            Field::Target => "target MACs",
+            Field::Candidates => "candidates",
+            Field::Reconstruct => "reconstruct",
+            Field::Selection => "channels by",
+            Field::Calibration => "calibration",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressForm {
+    pub variant: u32,
+    /// Index into [`Method::ALL`].
+    pub method: usize,
+    /// Target MAC ratio in percent.
+    pub target_pct: usize,
+    pub candidates: usize,
+    pub reconstruct: bool,
+    /// Index into [`SELECTIONS`]; used by channel pruning only.
+    pub selection: usize,
+    pub calibration_size: usize,
+    /// Index into [`Field::ALL`].
+    pub field: usize,
+    /// No digit typed in this field yet: the first one replaces the value.
+    pub fresh: bool,
+}
+
+impl CompressForm {
+    /// The CLI's defaults: weight SVD to half the MACs, N = 10, no reconstruction.
+    pub fn new(variant: u32) -> CompressForm {
+        CompressForm {
+            variant,
+            method: 0,
+            target_pct: 50,
+            candidates: 10,
+            reconstruct: false,
+            selection: 0,
+            calibration_size: 200,
+            field: 0,
+            fresh: true,
+        }
+    }
+
+    pub fn method(&self) -> Method {
+        Method::ALL[self.method.min(Method::ALL.len() - 1)]
+    }
+
+    pub fn field(&self) -> Field {
+        Field::ALL[self.field.min(Field::ALL.len() - 1)]
+    }
+
+    pub fn target(&self) -> f64 {
+        self.target_pct as f64 / 100.0
+    }
+
+    pub fn value_text(&self, f: Field) -> String {
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        match f {
+            Field::Method => self.method().short().to_string(),
+            Field::Target => format!("{:.2}", self.target()),
+            Field::Candidates => format!("{} (ratios k/{})", self.candidates, self.candidates),
+            Field::Reconstruct => yes_no(self.reconstruct),
+            Field::Selection if self.method() != Method::ChannelPruning => "— (cp only)".into(),
+            Field::Selection => SELECTIONS[self.selection].to_string(),
+            Field::Calibration => format!("{} samples", self.calibration_size),
+        }
+    }
+
+    /// What is wrong with the typed numbers, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if !(TARGET.0..=TARGET.1).contains(&self.target_pct) {
+            return Some("the target MAC ratio must be 0.01–0.99".into());
+        }
+        if !(CANDIDATES.0..=CANDIDATES.1).contains(&self.candidates) {
+            return Some("candidates must be 2–100".into());
+        }
+        (self.calibration_size < form::CALIBRATION.0).then(|| "calibration needs a sample".into())
+    }
+}
+
+impl form::Editable for CompressForm {
+    fn cursor(&mut self) -> (&mut usize, &mut bool, usize) {
+        (&mut self.field, &mut self.fresh, Field::ALL.len())
+    }
+
+    fn change(&mut self, delta: i64) {
+        let cycle = |i: usize, n: usize| (i as i64 + delta).rem_euclid(n as i64) as usize;
+        match self.field() {
+            Field::Method => self.method = cycle(self.method, Method::ALL.len()),
+            Field::Target => {
+                self.target_pct = form::step(self.target_pct, delta * 5, TARGET.0, TARGET.1)
+            }
+            Field::Candidates => {
+                self.candidates = form::step(self.candidates, delta, CANDIDATES.0, CANDIDATES.1)
+            }
+            Field::Reconstruct => self.reconstruct = !self.reconstruct,
+            Field::Selection => self.selection = cycle(self.selection, SELECTIONS.len()),
+            Field::Calibration => {
+                self.calibration_size = form::step_calibration(self.calibration_size, delta)
+            }
+        }
+    }
+
+    fn number(&mut self) -> Option<(&mut usize, usize)> {
+        match self.field() {
+            Field::Target => Some((&mut self.target_pct, TARGET.1)),
+            Field::Candidates => Some((&mut self.candidates, CANDIDATES.1)),
+            Field::Calibration => Some((&mut self.calibration_size, form::CALIBRATION.1)),
+            _ => None,
+        }
+    }
+}
+
+impl CompressForm {
+    /// The job Enter queues.
+    pub fn job(&self, data: &Path, threads: usize) -> JobKind {
+        let cp = self.method() == Method::ChannelPruning;
+        JobKind::Compress {
+            variant: self.variant,
+            data: data.to_path_buf(),
+            method: self.method(),
+            target: Some(self.target()),
+            ratios: None,
+            pin: Default::default(),
+            exclude: vec![],
+            candidates: self.candidates,
+            selection: cp.then(|| SELECTIONS[self.selection].to_string()),
+            reconstruct: self.reconstruct,
+            calibration_size: self.calibration_size,
+            seed: 0,
+            threads,
+        }
+    }
+}
+
+/// Open the dialog on the variant selected in the variants pane when it has the focus,
+/// else on the current variant.
+pub fn open(app: &mut App) {
+    let variant = match app.focus {
+        Pane::Variants => app.selected_variant().unwrap_or(app.current),
+        _ => app.current,
+    };
+    app.popups.push(Popup::Compress(CompressForm::new(variant)));
+}
+
+/// Why the dialog cannot launch now: no dataset, a quantized variant, or a number out of
+/// range.
+pub fn blocker(app: &App, form: &CompressForm) -> Option<String> {
+    if app.data_path.is_none() {
+        return Some("no dataset: restart with --data DIR to compress".into());
+    }
+    if app
+        .variant(form.variant)
+        .is_some_and(|v| v.encodings_file.is_some())
+    {
+        return Some(format!(
+            "variant {} is quantized: compress an FP32 variant",
+            form.variant
+        ));
+    }
+    form.problem()
+}
+
+/// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
+pub fn action(app: &mut App, form: &mut CompressForm, action: Action) -> Vec<Effect> {
+    match action {
+        _ if form::edit(form, &action) => {}
+        Action::Confirm => {
+            if let Some(p) = blocker(app, form) {
+                app.status = p;
+                return vec![];
+            }
+            let Some(data) = app.data_path.clone() else {
+                return vec![];
+            };
+            app.popups.pop();
+            app.focus = Pane::Jobs;
+            app.status = format!(
+                "compress of variant {} queued; the compressed variant appears when it finishes",
+                form.variant
+            );
+            return vec![Effect::Submit(form.job(&data, app.cores))];
+        }
+        _ => {}
+    }
+    vec![]
+}
