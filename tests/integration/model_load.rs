@@ -1,9 +1,8 @@
 //! Loading, analysing, running and saving models: outputs against ONNX Runtime, weights in
 //! Constant nodes, symbolic / `-1` / named / fixed batch, MAC counts, round trips, capture.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use ndarray::ArrayD;
 use prost::Message;
 use qsteer::cancel::CancelToken;

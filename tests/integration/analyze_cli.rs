@@ -1,9 +1,8 @@
 //! `qsteer analyze`: the diagnosis document, its storage on the base variant, per-layer
 //! overrides, and clear errors.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn analyze(dir: &std::path::Path, ws: &std::path::Path, extra: &[&str]) -> std::process::Output {

@@ -1,9 +1,8 @@
 //! `qsteer fold-bn` and `qsteer cle`: the JSON documents, the variants they record, the
 //! files `--out` writes, the score with `--data`, and bad arguments.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use qsteer::model::Model;
 
 fn ops(path: &str) -> Vec<String> {

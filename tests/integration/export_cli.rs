@@ -2,9 +2,8 @@
 //! encodings file, from a variant or a model + encodings file, in both file versions; a file
 //! read back reproduces the calibrated variant.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::Path;
 

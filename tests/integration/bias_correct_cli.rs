@@ -1,9 +1,8 @@
 //! `qsteer bias-correct`: the corrected model and its quantsim land in the workspace, the
 //! correction helps where quantization hurts, and a bad mode is a usage error.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]

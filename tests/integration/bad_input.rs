@@ -1,9 +1,8 @@
 //! Bad input, at the library level and through the binary: each case is a clear error that
 //! names what is wrong (exit code 2, one line on stderr, nothing on stdout) — never a panic.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use ndarray::{Array, ArrayD, IxDyn};
 use prost::Message;
 use qsteer::data::{load_dataset, write_npy, write_npy_f32, write_npy_i64, NpyArray};

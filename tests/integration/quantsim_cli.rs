@@ -2,9 +2,8 @@
 //! quantization noise says they must (W8A8 ≈ FP32; 4-bit per-tensor weights hurt; per-channel
 //! recovers most of it).
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn quantsim(dir: &std::path::Path, ws: &std::path::Path, extra: &[&str]) -> Value {

@@ -2,9 +2,8 @@
 //! workspace and in `--out`; a rerun loads every layer from the workspace's checkpoints;
 //! zero iterations is a usage error.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]

@@ -2,9 +2,8 @@
 //! as 8-bit PNGs with a preprocess.json) gives the same inputs, labels and predictions as the
 //! .npy evaluation set.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use qsteer::cancel::CancelToken;
 use qsteer::data::load_image_folder;
 use qsteer::model::Model;

@@ -1,0 +1,19 @@
+//! The integration tests, one binary: each module drives the library or the real `qsteer`
+//! binary on the shipped sample models and fixtures. One binary links once, which keeps
+//! the test build short and small.
+
+mod common;
+
+mod adaround_cli;
+mod analyze_cli;
+mod bad_input;
+mod bias_correct_cli;
+mod cli;
+mod compress_cli;
+mod corruption;
+mod e2e_tmux;
+mod export_cli;
+mod fixes_cli;
+mod images;
+mod model_load;
+mod quantsim_cli;
