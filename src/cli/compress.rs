@@ -2,7 +2,8 @@
 //! ratio selection (or `--ratios FILE`) run as a job on the model's workspace; the compressed
 //! model is a child of the base variant, optionally copied to `--out FILE`.
 
-use super::table::Table;
+use super::split_flags::SplitFlags;
+use super::table::{text, Table};
 use super::{open_workspace, print_json, resolve_model, run_headless, Common};
 use clap::Args;
 use qsteer::compress::build::SELECTIONS;
@@ -43,15 +44,8 @@ pub struct CompressArgs {
     /// Refit the changed layers to the model's outputs (layer-wise least squares, no labels)
     #[arg(long)]
     pub reconstruct: bool,
-    /// Samples set aside for calibration when the dataset is split
-    #[arg(long, default_value_t = 200)]
-    pub calibration_size: usize,
-    /// Seed of the calibration / evaluation split
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Worker threads (0: one per core)
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub split: SplitFlags,
     /// Also write the compressed model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -108,9 +102,9 @@ pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
         candidates: args.candidates,
         selection: args.selection.clone(),
         reconstruct: args.reconstruct,
-        calibration_size: args.calibration_size,
-        seed: args.seed,
-        threads: args.threads,
+        calibration_size: args.split.calibration_size,
+        seed: args.split.seed,
+        threads: args.split.threads,
     };
     let mut summary = run_headless(ws, kind)?;
     if let Some(out) = &args.out {
@@ -126,10 +120,6 @@ pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
     }
     print_table(&summary);
     Ok(())
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
 fn pct(v: &Value) -> String {

@@ -2,17 +2,16 @@
 //! file, from a quantized variant of a workspace (its parent's FP32 model and its encodings)
 //! or from a model file and `--encodings FILE`.
 
-use super::{model_name, print_json, resolve_model, Common};
+use super::{model_name, print_json, variant_id, variant_workspace, Common};
 use clap::Args;
 use qsteer::experiment::export::export_source;
-use qsteer::experiment::{default_workspace_dir, Workspace};
 use qsteer::model::Model;
 use qsteer::quant::encodings_file::EncodingsVersion;
 use qsteer::quant::export::{write_export, ExportReport};
 use qsteer::quant::import::load_model_encodings;
 use qsteer::{Error, Result};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -87,31 +86,8 @@ pub fn run(args: ExportArgs, common: &Common) -> Result<()> {
     Ok(())
 }
 
-/// A plain number that is not an existing file is a variant id.
-fn variant_id(target: &str) -> Option<u32> {
-    target
-        .parse::<u32>()
-        .ok()
-        .filter(|_| !Path::new(target).exists())
-}
-
 fn variant_source(id: u32, args: &ExportArgs, common: &Common) -> Result<Source> {
-    let dir = match &common.workspace {
-        Some(d) => d.clone(),
-        None => {
-            let (path, _) = resolve_model(args.model.as_ref(), None)?;
-            let model = Model::load(&path)?;
-            default_workspace_dir(&model_name(&path), &model.content_hash())?
-        }
-    };
-    if !dir.join("workspace.json").is_file() {
-        return Err(Error::input(format!(
-            "{}: no workspace here; pass --workspace DIR (or --model FILE for its default \
-             workspace)",
-            dir.display()
-        )));
-    }
-    let ws = Workspace::open(&dir)?;
+    let (dir, ws) = variant_workspace(args.model.as_ref(), common)?;
     let (model_path, encodings) = export_source(&ws, id, args.encodings.as_deref())?;
     Ok(Source {
         model: Model::load(&model_path)?,

@@ -11,8 +11,11 @@ mod export;
 mod fix_chain;
 mod fixes;
 mod inspect;
+mod latency;
 mod quant_flags;
 mod quantsim;
+mod split_flags;
+mod sweep;
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -71,6 +74,10 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Compress to a target MAC ratio (greedy per-layer ratios) or at manual ratios (a new variant)
     Compress(compress::CompressArgs),
+    /// The SSVD→CP sweep to an overall MAC ratio: candidates as variants, decisions, the pick
+    Sweep(sweep::SweepArgs),
+    /// Measure a model's or variant's latency (median and p90 of timed runs)
+    Latency(latency::LatencyArgs),
     /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
     FoldBn(fixes::FoldBnArgs),
     /// Cross-layer equalization with high-bias absorption (a new variant)
@@ -108,6 +115,8 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Adaround(args)) => adaround::run(args, &cli.common),
         Some(Command::Export(args)) => export::run(args, &cli.common),
         Some(Command::Compress(args)) => compress::run(args, &cli.common),
+        Some(Command::Sweep(args)) => sweep::run(args, &cli.common),
+        Some(Command::Latency(args)) => latency::run(args, &cli.common),
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         Some(Command::Fix(args)) => fix_chain::run(args, &cli.common),
@@ -142,6 +151,39 @@ pub(crate) fn print_json(value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::runtime(e.to_string()))?;
     println!("{text}");
     Ok(())
+}
+
+/// A plain number that is not an existing file is a variant id.
+pub(crate) fn variant_id(target: &str) -> Option<u32> {
+    target
+        .parse::<u32>()
+        .ok()
+        .filter(|_| !std::path::Path::new(target).exists())
+}
+
+/// The workspace a variant id refers to: `--workspace DIR`, else the default one of
+/// `model` (the embedded sample when none). It must exist.
+pub(crate) fn variant_workspace(
+    model: Option<&PathBuf>,
+    common: &Common,
+) -> Result<(PathBuf, qsteer::experiment::Workspace)> {
+    let dir = match &common.workspace {
+        Some(d) => d.clone(),
+        None => {
+            let (path, _) = resolve_model(model, None)?;
+            let model = qsteer::model::Model::load(&path)?;
+            qsteer::experiment::default_workspace_dir(&model_name(&path), &model.content_hash())?
+        }
+    };
+    if !dir.join("workspace.json").is_file() {
+        return Err(Error::input(format!(
+            "{}: no workspace here; pass --workspace DIR (or --model FILE for its default \
+             workspace)",
+            dir.display()
+        )));
+    }
+    let ws = qsteer::experiment::Workspace::open(&dir)?;
+    Ok((dir, ws))
 }
 
 /// The model's file stem, for display and workspace naming.

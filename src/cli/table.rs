@@ -52,3 +52,8 @@ impl Table {
 }
 
 pub use qsteer::units::human;
+
+/// A JSON value as a cell: strings without quotes, anything else as JSON.
+pub fn text(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}

@@ -26,6 +26,7 @@ mod split;
 pub mod svd;
 #[cfg(test)]
 mod svd_tests;
+pub mod sweep;
 #[cfg(test)]
 pub(crate) mod test_double;
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub struct Variant {
     pub params: Option<u64>,
     #[serde(default)]
     pub size_bytes: u64,
+    /// The latest measured latency (`qsteer latency`, compress and sweep jobs).
+    #[serde(default)]
+    pub latency: Option<crate::runtime::Latency>,
     #[serde(default)]
     pub notes: String,
     #[serde(default)]
@@ -89,6 +92,7 @@ impl Variant {
             macs: None,
             params: None,
             size_bytes,
+            latency: None,
             notes: String::new(),
             tags: vec![],
             results: vec![],

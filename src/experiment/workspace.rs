@@ -8,6 +8,7 @@ use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::model::Model;
 use crate::quant::analysis::Analysis;
 use crate::quant::simulate::QuantsimSettings;
+use crate::runtime::Latency;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -201,6 +202,21 @@ impl Workspace {
         let v = self.variant_mut(id)?;
         v.macs = macs;
         v.params = params;
+        self.save()
+    }
+
+    /// Record a variant's measured latency (replacing an older one).
+    pub fn set_latency(&mut self, id: u32, latency: Latency) -> Result<()> {
+        self.variant_mut(id)?.latency = Some(latency);
+        self.save()
+    }
+
+    /// Give a variant a user tag (e.g. `picked`) unless it has it already.
+    pub fn add_tag(&mut self, id: u32, tag: &str) -> Result<()> {
+        let v = self.variant_mut(id)?;
+        if !v.tags.iter().any(|t| t == tag) {
+            v.tags.push(tag.to_string());
+        }
         self.save()
     }
 

@@ -19,7 +19,7 @@ use crate::experiment::quantsim::float_variant_path;
 use crate::experiment::{now, EvalRecord, Workspace};
 use crate::metrics::Score;
 use crate::model::Model;
-use crate::runtime::RunOptions;
+use crate::runtime::{measure_latency, Latency, LatencyOptions, RunOptions};
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::sync::Mutex;
@@ -33,6 +33,21 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     run_with(ctx, workspace, &build_compressor)
 }
 
+pub(crate) fn run_with(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    factory: Factory,
+) -> Result<Value> {
+    compress_one(ctx, workspace, factory).map(|c| c.summary)
+}
+
+/// One compressed child variant (its record, size and latency are in the workspace).
+pub(crate) struct Compressed {
+    pub id: u32,
+    /// The compress job's result.
+    pub summary: Value,
+}
+
 /// What the selection made, in either mode.
 struct Selected {
     outcome: crate::compress::CompressOutcome,
@@ -40,11 +55,13 @@ struct Selected {
     record: CompressionRecord,
 }
 
-pub(crate) fn run_with(
+/// The compress job's body for `ctx.kind` (a `Compress`): the child variant, its record
+/// and latency (and the parent's, unless it has one measured the same way).
+pub(crate) fn compress_one(
     ctx: &JobCtx,
     workspace: &Mutex<Workspace>,
     factory: Factory,
-) -> Result<Value> {
+) -> Result<Compressed> {
     let JobKind::Compress {
         variant,
         data,
@@ -216,6 +233,8 @@ pub(crate) fn run_with(
         "{step}: MAC ratio {:.3} → variant {id}",
         outcome.mac_ratio()
     ));
+    let (latency, parent_latency) =
+        latencies(ctx, workspace, (*variant, &model), (id, &model_out), &spec)?;
     let mut summary = summary(&record, &ratios, params);
     summary["variant"] = json!(id);
     summary["parent"] = json!(variant);
@@ -225,7 +244,44 @@ pub(crate) fn run_with(
     summary["seconds"] = json!(started.elapsed().as_secs_f64());
     summary["workspace"] = json!(ws_dir.display().to_string());
     summary["dataset"] = json!(data.display().to_string());
-    Ok(summary)
+    summary["latency"] = json!(latency);
+    summary["latency_ms"] = json!(latency.median_ms);
+    summary["parent_latency_ms"] = json!(parent_latency.median_ms);
+    summary["latency_ratio"] = json!(latency.median_ms / parent_latency.median_ms.max(1e-9));
+    Ok(Compressed { id, summary })
+}
+
+/// Measure the child's latency, and the parent's unless it has one with the same batch and
+/// threads; both are recorded on their variants.
+fn latencies(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    parent: (u32, &Model),
+    child: (u32, &Model),
+    spec: &CompressorSpec,
+) -> Result<(Latency, Latency)> {
+    let opts = LatencyOptions::default();
+    let known = lock(workspace)
+        .variant(parent.0)
+        .and_then(|v| v.latency.clone())
+        .filter(|l| l.matches(&opts));
+    let parent_latency = match known {
+        Some(l) => l,
+        None => {
+            ctx.progress(0, 1, "latency of the parent");
+            let l = measure_latency(parent.1, &spec.sample_shapes, &opts, ctx.cancel)?;
+            lock(workspace).set_latency(parent.0, l.clone())?;
+            l
+        }
+    };
+    ctx.progress(0, 1, "latency");
+    let latency = measure_latency(child.1, &spec.sample_shapes, &opts, ctx.cancel)?;
+    lock(workspace).set_latency(child.0, latency.clone())?;
+    ctx.log(format!(
+        "latency {:.3} ms (parent {:.3} ms), median of {} runs, batch {}, {} thread(s)",
+        latency.median_ms, parent_latency.median_ms, latency.runs, latency.batch, latency.threads
+    ));
+    Ok((latency, parent_latency))
 }
 
 /// Run the greedy selection, reporting progress, and each dictionary entry as a log line

@@ -69,16 +69,28 @@ pub(crate) fn compress(data: &Path, target: Option<f64>, ratios: Option<LayerRat
     }
 }
 
-/// Run the job body with the double; returns its summary and events.
-fn run(ws: &Mutex<Workspace>, kind: &JobKind) -> (Result<serde_json::Value>, Vec<JobEvent>) {
+/// The body of a job run on `kind`; a test's stand-in for the runner.
+pub(crate) type Body<'a> = &'a dyn Fn(&JobCtx, &Mutex<Workspace>) -> Result<serde_json::Value>;
+
+/// Run a job body; returns its summary and events.
+pub(crate) fn run_body(
+    ws: &Mutex<Workspace>,
+    kind: &JobKind,
+    body: Body,
+) -> (Result<serde_json::Value>, Vec<JobEvent>) {
     let dir = lock(ws).dir().to_path_buf();
     let journal = Journal::new(&dir);
     let events = Mutex::new(Vec::new());
     let sink = |ev: JobEvent| lock(&events).push(ev);
     let cancel = CancelToken::new();
     let ctx = JobCtx::new(JobId(1), kind, &cancel, &journal, &sink);
-    let result = run_with(&ctx, ws, &double);
+    let result = body(&ctx, ws);
     (result, events.into_inner().unwrap())
+}
+
+/// Run the compress job body with the double.
+fn run(ws: &Mutex<Workspace>, kind: &JobKind) -> (Result<serde_json::Value>, Vec<JobEvent>) {
+    run_body(ws, kind, &|ctx, ws| run_with(ctx, ws, &double))
 }
 
 fn partials(events: &[JobEvent]) -> Vec<&serde_json::Value> {
@@ -131,6 +143,22 @@ fn compress_job_records_the_child_and_reuses_its_dictionary() {
         assert_eq!(record.changes.len(), record.ratios.len());
         assert!(record.score.accuracy.is_some());
     }
+    // Latency beside the MAC ratio, recorded on the child and the parent.
+    assert!(s["latency_ms"].as_f64().unwrap() > 0.0);
+    let parent_ms = s["parent_latency_ms"].as_f64().unwrap();
+    let ratio_ms = s["latency_ratio"].as_f64().unwrap();
+    assert!((ratio_ms - s["latency_ms"].as_f64().unwrap() / parent_ms).abs() < 1e-9);
+    let parent_latency = lock(&ws).variant(0).unwrap().latency.clone().unwrap();
+    assert_eq!(parent_latency.median_ms, parent_ms);
+    assert_eq!(
+        lock(&ws)
+            .variant(1)
+            .unwrap()
+            .latency
+            .as_ref()
+            .map(|l| l.median_ms),
+        s["latency_ms"].as_f64()
+    );
     let child = Model::load(Path::new(s["output"].as_str().unwrap())).unwrap();
     assert_ne!(child.content_hash(), model.content_hash());
 
@@ -146,6 +174,11 @@ fn compress_job_records_the_child_and_reuses_its_dictionary() {
         (Some(0), Some(18))
     );
     assert!(s["mac_ratio"].as_f64().unwrap() <= 0.851);
+    // The parent's latency is measured once.
+    assert_eq!(
+        s["parent_latency_ms"].as_f64(),
+        Some(parent_latency.median_ms)
+    );
     assert_eq!(partials(&events)[1]["computed"], false);
 
     // Manual ratios: no dictionary.

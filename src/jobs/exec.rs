@@ -7,6 +7,7 @@ use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
 use super::{
     adaround, analyze, bias_correct, chain, compress, evaluate, export, fixes, lock, quantsim,
+    sweep,
 };
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
@@ -173,6 +174,7 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::Cle { .. } => fixes::run_cle(ctx, workspace),
         JobKind::Compress { .. } => compress::run(ctx, workspace),
         JobKind::FixChain { .. } => chain::run(ctx, workspace),
+        JobKind::Sweep { .. } => sweep::run(ctx, workspace),
     }))
     .unwrap_or_else(|panic| {
         Err(Error::runtime(format!(

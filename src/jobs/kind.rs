@@ -147,6 +147,35 @@ pub enum JobKind {
         /// Worker threads; 0 means one per core.
         threads: usize,
     },
+    /// The SSVD→CP sweep (DESIGN.md §3) from a variant to an overall MAC ratio `target`:
+    /// SSVD candidates (children of `variant`), CP candidates on the picked ones (their
+    /// children), each optionally refit; the result is a `SweepReport`.
+    Sweep {
+        variant: u32,
+        data: PathBuf,
+        /// The overall MAC ratio C.
+        target: f64,
+        /// Cssvd values; empty: {C, C+0.15, C+0.25} capped at 0.95.
+        #[serde(default)]
+        cssvd: Vec<f64>,
+        /// Tolerable drop X in points of the score (accuracy with labels, else agreement).
+        #[serde(default = "default_max_drop")]
+        max_drop: f64,
+        /// Ccp neighbours: C / Cssvd ± this.
+        #[serde(default = "default_neighbour")]
+        neighbour: f64,
+        /// Fine-tune each candidate by layer-wise reconstruction.
+        #[serde(default = "yes")]
+        reconstruct: bool,
+        /// N of the greedy selection's candidate ratios k/N.
+        #[serde(default = "default_candidates")]
+        candidates: usize,
+        stage: SweepStage,
+        calibration_size: usize,
+        seed: u64,
+        /// Worker threads; 0 means one per core.
+        threads: usize,
+    },
     /// Fold the BatchNormalizations of a variant into their layers; the result is a child
     /// variant with the BN statistics kept beside it.
     FoldBn { variant: u32 },
@@ -181,8 +210,38 @@ pub enum JobKind {
     },
 }
 
+/// How far a sweep job goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "stage")]
+pub enum SweepStage {
+    /// Step 1: the SSVD candidates, their pre-selection and advice (decision 1).
+    Ssvd,
+    /// Step 2 for these SSVD candidates of the sweep: the CP candidates and the pick.
+    Cp { ssvd: Vec<u32> },
+    /// Both steps headless, on the pre-selected SSVD candidates.
+    Full,
+}
+
+impl SweepStage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SweepStage::Ssvd => "ssvd",
+            SweepStage::Cp { .. } => "cp",
+            SweepStage::Full => "full",
+        }
+    }
+}
+
 fn yes() -> bool {
     true
+}
+
+fn default_max_drop() -> f64 {
+    2.0
+}
+
+fn default_neighbour() -> f64 {
+    0.05
 }
 
 fn default_candidates() -> usize {
@@ -288,6 +347,10 @@ impl JobKind {
                 };
                 format!("compress v{variant} {} {what}{refit}", method.short())
             }
+            JobKind::Sweep { target, stage, .. } => match stage {
+                SweepStage::Full => format!("sweep C={target}"),
+                other => format!("sweep C={target} {}", other.name()),
+            },
             JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
             JobKind::Cle {
                 variant,
@@ -330,7 +393,8 @@ impl JobKind {
             | JobKind::Analyze { .. }
             | JobKind::BiasCorrect { .. }
             | JobKind::AdaRound { .. }
-            | JobKind::Compress { .. } => true,
+            | JobKind::Compress { .. }
+            | JobKind::Sweep { .. } => true,
             JobKind::FixChain { steps, .. } => steps.iter().any(ChainStep::needs_data),
             // Single-threaded weight arithmetic, well under a second on a ResNet-50.
             JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,

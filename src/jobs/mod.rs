@@ -19,13 +19,15 @@ mod journal;
 mod kind;
 mod quantsim;
 mod runner;
+mod sweep;
+mod sweep_rows;
 
 pub use chain::{check_chain, ChainStep, StepInputs};
 pub use event::JobEvent;
 pub use exec::{run_job_blocking, run_job_blocking_with};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};
 pub use journal::{job_log_path, jobs_journal_path};
-pub use kind::{JobId, JobKind};
+pub use kind::{JobId, JobKind, SweepStage};
 pub use runner::JobRunner;
 
 use std::sync::{Mutex, MutexGuard};
@@ -37,5 +39,7 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 pub(crate) mod compress_tests;
+#[cfg(test)]
+mod sweep_tests;
 #[cfg(test)]
 mod tests;

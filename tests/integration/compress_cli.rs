@@ -147,3 +147,75 @@ fn manual_ratios_and_bad_arguments() {
         "'fc2'",
     );
 }
+
+#[test]
+fn sweep_step_one_then_latency_of_a_candidate() {
+    let s = setup();
+    let args = [
+        "sweep",
+        &s.model,
+        "--data",
+        &s.data,
+        "--workspace",
+        &s.workspace,
+        "--threads",
+        "1",
+        "--target",
+        "0.5",
+        "--cssvd",
+        "0.75",
+        "--candidates",
+        "4",
+        "--calibration-size",
+        "40",
+        "--stage",
+        "ssvd",
+        "--json",
+    ];
+    let doc = json_ok(&s.root, &args);
+    assert_eq!(doc["stage"], "ssvd");
+    assert_eq!(doc["metric"], "accuracy");
+    let rows = doc["ssvd"].as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row["requested"], 0.75);
+    assert_eq!(row["method"], "spatial_svd");
+    let ratio = row["mac_ratio"].as_f64().unwrap();
+    assert!(ratio <= 0.751 && ratio > 0.5, "{ratio}");
+    assert!(row["score_after"]["accuracy"].as_f64().is_some());
+    assert!(row["latency"]["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(doc["cp"].as_array().unwrap().is_empty());
+    assert!(doc["pick"].is_null() && doc["variant"].is_null());
+
+    // The candidate's latency, by variant id, recorded on it.
+    let id = row["variant"].to_string();
+    let lat = json_ok(
+        &s.root,
+        &[
+            "latency",
+            &id,
+            "--workspace",
+            &s.workspace,
+            "--runs",
+            "5",
+            "--json",
+        ],
+    );
+    assert_eq!(lat["variant"], row["variant"]);
+    assert_eq!(
+        (lat["runs"].as_u64(), lat["batch"].as_u64()),
+        (Some(5), Some(1))
+    );
+    assert!(lat["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(lat["p90_ms"].as_f64() >= lat["median_ms"].as_f64());
+    assert!(lat["macs"].as_u64().unwrap() > 0);
+
+    let out = run(&s.root, &["latency", "99", "--workspace", &s.workspace]);
+    let line = assert_bad_input(&out, "latency of a missing variant");
+    assert!(line.contains("no variant 99"), "{line}");
+    let mut bad = args.to_vec();
+    bad[11] = "0,7";
+    let out = run(&s.root, &bad);
+    let line = assert_bad_input(&out, "sweep with a bad Cssvd");
+    assert!(line.contains("--cssvd value 0"), "{line}");
+}

@@ -1,0 +1,109 @@
+//! `qsteer latency VARIANT_OR_MODEL`: time a variant of a workspace (or a model file, then
+//! its workspace's base variant) and record the latency on that variant.
+
+use super::{open_workspace, print_json, variant_id, variant_workspace, Common};
+use clap::Args;
+use qsteer::cancel::CancelToken;
+use qsteer::compress::ModelCost;
+use qsteer::experiment::evaluate::{sample_shapes, select_samples, Subset};
+use qsteer::model::Model;
+use qsteer::runtime::latency::declared_sample_shapes;
+use qsteer::runtime::{measure_latency, LatencyOptions};
+use qsteer::units::human;
+use qsteer::{Error, Result};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// A variant id in the workspace, or an ONNX model file
+    #[arg(value_name = "VARIANT_OR_MODEL")]
+    pub target: String,
+    /// Samples per call
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Callers running the model at the same time
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Timed runs (stops early after 5 s)
+    #[arg(long, default_value_t = 30)]
+    pub runs: usize,
+    /// For a variant id: the model whose default workspace holds it (default: the embedded
+    /// sample; --workspace DIR names the workspace directly)
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+pub fn run(args: LatencyArgs, common: &Common) -> Result<()> {
+    if args.batch == 0 || args.threads == 0 || args.runs == 0 {
+        return Err(Error::input(
+            "latency: --batch, --threads and --runs must be at least 1",
+        ));
+    }
+    let (dir, mut ws, id) = match variant_id(&args.target) {
+        Some(id) => {
+            let (dir, ws) = variant_workspace(args.model.as_ref(), common)?;
+            (dir, ws, id)
+        }
+        None => {
+            let path = PathBuf::from(&args.target);
+            let model = Model::load(&path)?;
+            let (dir, ws) = open_workspace(&path, &model, common)?;
+            let ws = ws
+                .lock()
+                .map_err(|_| Error::runtime("workspace lock"))?
+                .clone();
+            (dir, ws, 0)
+        }
+    };
+    let model_path = {
+        let v = ws
+            .variant(id)
+            .ok_or_else(|| Error::input(format!("{}: no variant {id}", dir.display())))?;
+        ws.model_path(v)
+    };
+    let model = Model::load(&model_path)?;
+    // A dataset fixes symbolic input dimensions; without one, the file's declared shapes.
+    let shapes = match &common.data {
+        Some(data) => sample_shapes(&select_samples(data, Subset::All, 0, 0)?.data),
+        None => declared_sample_shapes(&model)?,
+    };
+    let opts = LatencyOptions {
+        batch: args.batch,
+        threads: args.threads,
+        runs: args.runs,
+        ..LatencyOptions::default()
+    };
+    let started = Instant::now();
+    let latency = measure_latency(&model, &shapes, &opts, &CancelToken::new())?;
+    let macs = ModelCost::measure(&model, Some(&shapes))?.macs_total;
+    ws.set_latency(id, latency.clone())?;
+    if common.json {
+        return print_json(&json!({
+            "median_ms": latency.median_ms,
+            "p90_ms": latency.p90_ms,
+            "runs": latency.runs,
+            "batch": latency.batch,
+            "threads": latency.threads,
+            "macs": macs,
+            "variant": id,
+            "model": model_path.display().to_string(),
+            "workspace": dir.display().to_string(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }));
+    }
+    println!(
+        "{}  v{id}: median {:.3} ms, p90 {:.3} ms over {} runs (batch {}, {} caller(s)); {} MACs \
+         per sample",
+        model_path.display(),
+        latency.median_ms,
+        latency.p90_ms,
+        latency.runs,
+        latency.batch,
+        latency.threads,
+        human(macs)
+    );
+    println!("recorded on variant {id} in workspace {}", dir.display());
+    Ok(())
+}

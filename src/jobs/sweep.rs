@@ -1,0 +1,512 @@
+//! The sweep job (DESIGN.md §3 "SSVD→CP sweep"): SSVD candidates of a variant at each
+//! Cssvd (decision 1: pre-selection and advice), then CP candidates on the picked ones at
+//! C / Cssvd and its neighbours (decision 2: the pick). Every candidate is a compress job's
+//! child variant, made by the compress job's own body. The report is written to
+//! `sweeps/<key16>.json` after every candidate; a rerun reuses the candidates it lists.
+
+use super::compress::{compress_one, Factory};
+use super::exec::JobCtx;
+use super::kind::{JobKind, SweepStage};
+use super::lock;
+use super::sweep_rows::{candidate_row, Base};
+use crate::compress::build::build_compressor;
+use crate::compress::greedy::{candidates as candidate_ratios, check_target};
+use crate::compress::scorer::ModelScorer;
+use crate::compress::sweep::report::{load_report, report_path, save_report, sweep_key};
+use crate::compress::sweep::{
+    advise, ccp_candidates, default_cssvd, normalize_ratios, pick, preselected, SweepReport,
+    SweepRow,
+};
+use crate::compress::{LayerRatios, Method};
+use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
+use crate::experiment::quantsim::float_variant_path;
+use crate::experiment::Workspace;
+use crate::model::Model;
+use crate::runtime::{measure_latency, LatencyOptions, RunOptions};
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+    run_with(ctx, workspace, &build_compressor)
+}
+
+/// The sweep's settings, checked.
+struct Plan<'a> {
+    base: u32,
+    data: &'a Path,
+    target: f64,
+    cssvd: Vec<f64>,
+    max_drop: f64,
+    neighbour: f64,
+    reconstruct: bool,
+    candidates: usize,
+    stage: &'a SweepStage,
+    calibration_size: usize,
+    seed: u64,
+    threads: usize,
+}
+
+fn plan(kind: &JobKind) -> Result<Plan<'_>> {
+    let JobKind::Sweep {
+        variant,
+        data,
+        target,
+        cssvd,
+        max_drop,
+        neighbour,
+        reconstruct,
+        candidates,
+        stage,
+        calibration_size,
+        seed,
+        threads,
+    } = kind
+    else {
+        return Err(Error::runtime(
+            "the sweep job was handed another kind of job",
+        ));
+    };
+    check_target(*target)?;
+    candidate_ratios(*candidates)?;
+    if let Some(c) = cssvd
+        .iter()
+        .find(|c| !(c.is_finite() && **c > 0.0 && **c < 1.0))
+    {
+        return Err(Error::input(format!(
+            "sweep: --cssvd value {c} is not a MAC ratio in (0, 1)"
+        )));
+    }
+    if !(max_drop.is_finite() && *max_drop >= 0.0) {
+        return Err(Error::input(format!(
+            "sweep: --max-drop is {max_drop}; give the tolerable drop in points, ≥ 0"
+        )));
+    }
+    if !(neighbour.is_finite() && (0.0..0.5).contains(neighbour)) {
+        return Err(Error::input(format!(
+            "sweep: --neighbour is {neighbour}; expected a step in [0, 0.5)"
+        )));
+    }
+    if matches!(stage, SweepStage::Cp { ssvd } if ssvd.is_empty()) {
+        return Err(Error::input(
+            "sweep: the CP step needs at least one picked SSVD candidate (--ssvd-picks)",
+        ));
+    }
+    let cssvd = if cssvd.is_empty() {
+        default_cssvd(*target)
+    } else {
+        normalize_ratios(cssvd.iter().copied())
+    };
+    Ok(Plan {
+        base: *variant,
+        data,
+        target: *target,
+        cssvd,
+        max_drop: *max_drop,
+        neighbour: *neighbour,
+        reconstruct: *reconstruct,
+        candidates: *candidates,
+        stage,
+        calibration_size: *calibration_size,
+        seed: *seed,
+        threads: *threads,
+    })
+}
+
+impl Plan<'_> {
+    /// What the candidates depend on besides the model and the samples (not Cssvd or X:
+    /// another list reuses the candidates it shares, X only changes the decisions).
+    fn settings(&self) -> String {
+        format!(
+            "target={};neighbour={};reconstruct={};candidates={};calibration={};seed={}",
+            self.target,
+            self.neighbour,
+            self.reconstruct,
+            self.candidates,
+            self.calibration_size,
+            self.seed
+        )
+    }
+
+    /// The compress job of one candidate.
+    fn compress(&self, parent: u32, method: Method, requested: f64) -> JobKind {
+        JobKind::Compress {
+            variant: parent,
+            data: self.data.to_path_buf(),
+            method,
+            target: Some(requested),
+            ratios: None,
+            pin: LayerRatios::new(),
+            exclude: vec![],
+            candidates: self.candidates,
+            selection: None,
+            reconstruct: self.reconstruct,
+            calibration_size: self.calibration_size,
+            seed: self.seed,
+            threads: self.threads,
+        }
+    }
+}
+
+/// The state one run carries from candidate to candidate.
+struct Sweep<'a> {
+    ctx: &'a JobCtx<'a>,
+    workspace: &'a Mutex<Workspace>,
+    factory: Factory<'a>,
+    plan: Plan<'a>,
+    base: Base<'a>,
+    report: SweepReport,
+    path: PathBuf,
+    key: String,
+    /// Candidates this run has gone through, and how many it will.
+    done: usize,
+    total: usize,
+}
+
+pub(crate) fn run_with(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    factory: Factory,
+) -> Result<Value> {
+    let plan = plan(ctx.kind)?;
+    let started = Instant::now();
+    let (model_path, ws_dir) = {
+        let ws = lock(workspace);
+        (
+            float_variant_path(&ws, plan.base, "a sweep")?,
+            ws.dir().to_path_buf(),
+        )
+    };
+    let model = Model::load(&model_path)?;
+    let mut options = RunOptions::default();
+    if plan.threads > 0 {
+        options.threads = plan.threads;
+    }
+    let eval = select_samples(
+        plan.data,
+        Subset::Evaluation,
+        plan.calibration_size,
+        plan.seed,
+    )?;
+    let shapes = sample_shapes(&eval.data);
+    let key = sweep_key(
+        &model.content_hash(),
+        &eval.data.fingerprint(),
+        &plan.settings(),
+    );
+    let scorer = ModelScorer::new(&model, eval.data, options, ctx.cancel)?;
+    let base_latency = base_latency(ctx, workspace, plan.base, &model, &shapes)?;
+    let path = report_path(&ws_dir, &key);
+    let mut report = load_report(&path, &key).unwrap_or_else(|| SweepReport {
+        base: plan.base,
+        target: plan.target,
+        max_drop: plan.max_drop,
+        metric: String::new(),
+        base_score: scorer.parent_score().clone(),
+        base_latency: None,
+        ssvd: vec![],
+        advice: None,
+        cp: vec![],
+        pick: None,
+    });
+    forget_missing(&mut report, workspace);
+    report.max_drop = plan.max_drop;
+    report.metric = scorer.metric().name().to_string();
+    report.base_score = scorer.parent_score().clone();
+    report.base_latency = Some(base_latency);
+    ctx.log(format!(
+        "{} of v{}: Cssvd {:?}, tolerable drop {} points of {}, report {}",
+        ctx.kind.label(),
+        plan.base,
+        plan.cssvd,
+        plan.max_drop,
+        report.metric,
+        path.display()
+    ));
+    let total = match plan.stage {
+        SweepStage::Cp { ssvd } => ssvd.len() * 3,
+        _ => plan.cssvd.len(),
+    };
+    let mut sweep = Sweep {
+        ctx,
+        workspace,
+        factory,
+        base: Base {
+            id: plan.base,
+            scorer: &scorer,
+        },
+        plan,
+        report,
+        path,
+        key,
+        done: 0,
+        total,
+    };
+    let result = sweep.run()?;
+    finish(&sweep, result, started, &ws_dir)
+}
+
+/// The base's latency, measured unless it has one with the default options.
+fn base_latency(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    id: u32,
+    model: &Model,
+    shapes: &[Vec<usize>],
+) -> Result<crate::runtime::Latency> {
+    let opts = LatencyOptions::default();
+    let known = lock(workspace)
+        .variant(id)
+        .and_then(|v| v.latency.clone())
+        .filter(|l| l.matches(&opts));
+    if let Some(l) = known {
+        return Ok(l);
+    }
+    ctx.progress(0, 1, "latency of the base");
+    let l = measure_latency(model, shapes, &opts, ctx.cancel)?;
+    lock(workspace).set_latency(id, l.clone())?;
+    Ok(l)
+}
+
+/// Drop rows whose variant is gone from the workspace (deleted since): they are made again.
+fn forget_missing(report: &mut SweepReport, workspace: &Mutex<Workspace>) {
+    let ws = lock(workspace);
+    report.ssvd.retain(|r| ws.variant(r.variant).is_some());
+    report.cp.retain(|r| ws.variant(r.variant).is_some());
+}
+
+/// This run's rows, advice and pick (the file keeps every row the sweep ever made).
+struct Outcome {
+    ssvd: Vec<SweepRow>,
+    advice: Option<String>,
+    cp: Vec<SweepRow>,
+    pick: Option<crate::compress::sweep::SweepPick>,
+}
+
+impl Sweep<'_> {
+    fn run(&mut self) -> Result<Outcome> {
+        let ssvd = match self.plan.stage {
+            SweepStage::Cp { ssvd } => {
+                let ids = ssvd.clone();
+                ids.iter()
+                    .map(|id| self.picked_ssvd(*id))
+                    .collect::<Result<Vec<_>>>()?
+            }
+            _ => self.step_one()?,
+        };
+        let drops: Vec<(f64, f64)> = ssvd.iter().map(|r| (r.requested, r.drop_points)).collect();
+        let advice = advise(&drops, self.plan.max_drop).map(|a| a.text(self.plan.max_drop));
+        let parents: Vec<SweepRow> = match self.plan.stage {
+            SweepStage::Ssvd => {
+                return Ok(Outcome {
+                    ssvd,
+                    advice,
+                    cp: vec![],
+                    pick: None,
+                })
+            }
+            SweepStage::Cp { .. } => ssvd.clone(),
+            SweepStage::Full => ssvd.iter().filter(|r| r.preselected).cloned().collect(),
+        };
+        if parents.is_empty() {
+            self.ctx.log(format!(
+                "no SSVD candidate drops {} points or less: stopping before the CP step",
+                crate::compress::sweep::preselect_limit(self.plan.max_drop)
+            ));
+            return Ok(Outcome {
+                ssvd,
+                advice,
+                cp: vec![],
+                pick: None,
+            });
+        }
+        let cp = self.step_two(&parents)?;
+        let pick = pick(&cp, self.plan.target);
+        Ok(Outcome {
+            ssvd,
+            advice,
+            cp,
+            pick,
+        })
+    }
+
+    /// Step 1: one SSVD candidate per Cssvd.
+    fn step_one(&mut self) -> Result<Vec<SweepRow>> {
+        let mut rows = vec![];
+        for c in self.plan.cssvd.clone() {
+            let mut row = self.candidate(self.plan.base, Method::SpatialSvd, c, 1.0)?;
+            row.preselected = preselected(row.drop_points, self.plan.max_drop);
+            self.keep(&row, "ssvd")?;
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// Step 2: CP candidates on each SSVD parent at C / Cssvd ± the neighbour step.
+    fn step_two(&mut self, parents: &[SweepRow]) -> Result<Vec<SweepRow>> {
+        let plans: Vec<(SweepRow, Vec<f64>)> = parents
+            .iter()
+            .map(|p| {
+                let ccp = ccp_candidates(self.plan.target, p.mac_ratio, self.plan.neighbour);
+                if ccp.is_empty() {
+                    self.ctx.log(format!(
+                        "note: v{} is already at MAC ratio {:.4} ≤ C: no CP step on it",
+                        p.variant, p.mac_ratio
+                    ));
+                }
+                (p.clone(), ccp)
+            })
+            .collect();
+        self.total = self.done + plans.iter().map(|p| p.1.len()).sum::<usize>();
+        let mut rows = vec![];
+        for (parent, ccp) in plans {
+            for c in ccp {
+                let mut row = self.candidate(
+                    parent.variant,
+                    Method::ChannelPruning,
+                    c,
+                    parent.overall_mac_ratio,
+                )?;
+                row.preselected = row.drop_points <= self.plan.max_drop
+                    && row.overall_mac_ratio <= self.plan.target + 0.01;
+                self.keep(&row, "cp")?;
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// A picked SSVD variant for the CP step: a row of this sweep, or a child of the base
+    /// made by spatial SVD.
+    fn picked_ssvd(&mut self, id: u32) -> Result<SweepRow> {
+        if let Some(r) = self.report.ssvd.iter().find(|r| r.variant == id) {
+            let mut r = r.clone();
+            r.preselected = preselected(r.drop_points, self.plan.max_drop);
+            return Ok(r);
+        }
+        let (parent, record) = {
+            let ws = lock(self.workspace);
+            let v = ws
+                .variant(id)
+                .ok_or_else(|| Error::input(format!("{}: no variant {id}", ws.dir().display())))?;
+            (v.parent, ws.compression(id)?)
+        };
+        let requested = match (parent, record) {
+            (Some(p), Some(r)) if p == self.plan.base && r.method == Method::SpatialSvd => {
+                r.target.unwrap_or(r.mac_ratio)
+            }
+            _ => {
+                return Err(Error::input(format!(
+                    "sweep: variant {id} is not an SSVD candidate of variant {} (a spatial-SVD \
+                     child of it)",
+                    self.plan.base
+                )))
+            }
+        };
+        let mut row = candidate_row(
+            self.workspace,
+            &self.base,
+            id,
+            requested,
+            1.0,
+            self.ctx.cancel,
+        )?;
+        row.preselected = preselected(row.drop_points, self.plan.max_drop);
+        Ok(row)
+    }
+
+    /// The candidate of `method` at `requested` from `parent`: reused from an earlier run
+    /// of this sweep, or made now by the compress job's body.
+    fn candidate(
+        &mut self,
+        parent: u32,
+        method: Method,
+        requested: f64,
+        parent_overall: f64,
+    ) -> Result<SweepRow> {
+        self.ctx.cancel.check()?;
+        self.done += 1;
+        let label = format!(
+            "candidate {}/{} {} {requested}",
+            self.done,
+            self.total.max(self.done),
+            method.short()
+        );
+        self.ctx
+            .progress(self.done - 1, self.total.max(self.done), &label);
+        if let Some(r) = self.report.find(parent, method, requested) {
+            self.ctx.log(format!("{label}: reusing v{}", r.variant));
+            return Ok(r.clone());
+        }
+        let kind = self.plan.compress(parent, method, requested);
+        let made = compress_one(&self.ctx.step(&kind, &label), self.workspace, self.factory)?;
+        candidate_row(
+            self.workspace,
+            &self.base,
+            made.id,
+            requested,
+            parent_overall,
+            self.ctx.cancel,
+        )
+    }
+
+    /// Put the row in the report file and show it.
+    fn keep(&mut self, row: &SweepRow, stage: &str) -> Result<()> {
+        self.report.upsert(row.clone());
+        save_report(&self.path, &self.key, &self.report)?;
+        self.ctx.log(format!(
+            "{stage} v{} ({} {}): MAC ratio {:.4}, overall {:.4}, drop {:.2} points{}",
+            row.variant,
+            row.method.short(),
+            row.requested,
+            row.mac_ratio,
+            row.overall_mac_ratio,
+            row.drop_points,
+            if row.preselected {
+                ", pre-selected"
+            } else {
+                ""
+            }
+        ));
+        self.ctx
+            .partial(json!({ "sweep_row": row, "stage": stage }));
+        Ok(())
+    }
+}
+
+/// Tag the pick, save the report, and build the job's result.
+fn finish(sweep: &Sweep, outcome: Outcome, started: Instant, ws_dir: &Path) -> Result<Value> {
+    let mut file = sweep.report.clone();
+    file.advice = outcome.advice.clone();
+    file.pick = outcome.pick.clone();
+    save_report(&sweep.path, &sweep.key, &file)?;
+    let output = match &outcome.pick {
+        Some(p) => {
+            let mut ws = lock(sweep.workspace);
+            ws.add_tag(p.variant, "picked")?;
+            sweep
+                .ctx
+                .log(format!("pick: v{} — {}", p.variant, p.reason));
+            ws.variant(p.variant).map(|v| ws.model_path(v))
+        }
+        None => None,
+    };
+    let report = SweepReport {
+        ssvd: outcome.ssvd,
+        cp: outcome.cp,
+        advice: outcome.advice,
+        pick: outcome.pick,
+        ..file
+    };
+    let mut result =
+        serde_json::to_value(&report).map_err(|e| Error::runtime(format!("sweep report: {e}")))?;
+    result["variant"] = json!(report.pick.as_ref().map(|p| p.variant));
+    result["output"] = json!(output.map(|p| p.display().to_string()));
+    result["stage"] = json!(sweep.plan.stage.name());
+    result["report_file"] = json!(sweep.path.display().to_string());
+    result["seconds"] = json!(started.elapsed().as_secs_f64());
+    result["workspace"] = json!(ws_dir.display().to_string());
+    Ok(result)
+}
