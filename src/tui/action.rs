@@ -30,6 +30,10 @@ pub enum Action {
     ToggleNoise,
     /// Layers pane: compress heat table ↔ the other tables.
     ToggleHeat,
+    /// Layers pane: leave the selected layer alone when compressing (or not).
+    ExcludeLayer,
+    /// Layers pane: pin the selected layer's compression ratio one step up (+1) or down.
+    PinLayer(i8),
     MarkA,
     MarkB,
     SwapAB,
@@ -43,6 +47,10 @@ pub enum Action {
     FixDialog,
     /// The compress dialog (greedy per-layer ratios to a target MAC ratio).
     CompressDialog,
+    /// The SSVD→CP sweep dialog.
+    SweepDialog,
+    /// Reopen the pending sweep decision.
+    SweepDecision,
     /// Export the selected quantized variant (QDQ ONNX + encodings).
     Export,
     Quit,
@@ -63,4 +71,6 @@ pub enum Action {
         Option<super::heat::HeatGrid>,
     ),
     Resize,
+    /// A line for the footer from work done off the UI thread.
+    Notice(String),
 }

@@ -1,9 +1,12 @@
 //! The compress dialog (`c`): method, target MAC ratio, candidate count, layer-wise
-//! reconstruction, channel selection (channel pruning only) and calibration size, prefilled
-//! with the CLI's defaults; Enter queues one greedy compress job of the variant.
+//! reconstruction, channel selection (channel pruning only), calibration size and the
+//! ratios' origin, prefilled with the CLI's defaults; Enter queues one compress job of the
+//! variant: greedy to the target with the layers pane's pins and exclusions, or manual at
+//! exactly the pinned ratios.
 
 use super::action::Action;
 use super::form;
+use super::layer_choice::LayerChoices;
 use super::state::{App, Pane, Popup};
 use super::update::Effect;
 use qsteer::compress::build::SELECTIONS;
@@ -24,16 +27,18 @@ pub enum Field {
     Reconstruct,
     Selection,
     Calibration,
+    Ratios,
 }
 
 impl Field {
-    pub const ALL: [Field; 6] = [
+    pub const ALL: [Field; 7] = [
         Field::Method,
         Field::Target,
         Field::Candidates,
         Field::Reconstruct,
         Field::Selection,
         Field::Calibration,
+        Field::Ratios,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +49,7 @@ impl Field {
             Field::Reconstruct => "reconstruct",
             Field::Selection => "channels by",
             Field::Calibration => "calibration",
+            Field::Ratios => "ratios",
         }
     }
 }
@@ -60,6 +66,8 @@ pub struct CompressForm {
     /// Index into [`SELECTIONS`]; used by channel pruning only.
     pub selection: usize,
     pub calibration_size: usize,
+    /// Manual mode: the layers pane's pinned ratios, no search.
+    pub manual: bool,
     /// Index into [`Field::ALL`].
     pub field: usize,
     /// No digit typed in this field yet: the first one replaces the value.
@@ -77,6 +85,7 @@ impl CompressForm {
             reconstruct: false,
             selection: 0,
             calibration_size: 200,
+            manual: false,
             field: 0,
             fresh: true,
         }
@@ -104,6 +113,8 @@ impl CompressForm {
             Field::Selection if self.method() != Method::ChannelPruning => "— (cp only)".into(),
             Field::Selection => SELECTIONS[self.selection].to_string(),
             Field::Calibration => format!("{} samples", self.calibration_size),
+            Field::Ratios if self.manual => "manual: the pinned layers (layers pane + −)".into(),
+            Field::Ratios => "greedy to the target".into(),
         }
     }
 
@@ -135,6 +146,7 @@ impl form::Editable for CompressForm {
                 self.candidates = form::step(self.candidates, delta, CANDIDATES.0, CANDIDATES.1)
             }
             Field::Reconstruct => self.reconstruct = !self.reconstruct,
+            Field::Ratios => self.manual = !self.manual,
             Field::Selection => self.selection = cycle(self.selection, SELECTIONS.len()),
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
@@ -153,17 +165,27 @@ impl form::Editable for CompressForm {
 }
 
 impl CompressForm {
-    /// The job Enter queues.
-    pub fn job(&self, data: &Path, threads: usize) -> JobKind {
+    /// The job Enter queues, with the layers pane's choices.
+    pub fn job(&self, data: &Path, threads: usize, choices: &LayerChoices) -> JobKind {
         let cp = self.method() == Method::ChannelPruning;
+        let (target, ratios, pin, exclude) = if self.manual {
+            (None, Some(choices.pinned()), Default::default(), vec![])
+        } else {
+            (
+                Some(self.target()),
+                None,
+                choices.pinned(),
+                choices.excluded(),
+            )
+        };
         JobKind::Compress {
             variant: self.variant,
             data: data.to_path_buf(),
             method: self.method(),
-            target: Some(self.target()),
-            ratios: None,
-            pin: Default::default(),
-            exclude: vec![],
+            target,
+            ratios,
+            pin,
+            exclude,
             candidates: self.candidates,
             selection: cp.then(|| SELECTIONS[self.selection].to_string()),
             reconstruct: self.reconstruct,
@@ -199,6 +221,9 @@ pub fn blocker(app: &App, form: &CompressForm) -> Option<String> {
             form.variant
         ));
     }
+    if form.manual && app.layer_choices.pinned().is_empty() {
+        return Some("manual ratios: pin layers first (layers pane, + and −)".into());
+    }
     form.problem()
 }
 
@@ -220,7 +245,11 @@ pub fn action(app: &mut App, form: &mut CompressForm, action: Action) -> Vec<Eff
                 "compress of variant {} queued; the compressed variant appears when it finishes",
                 form.variant
             );
-            return vec![Effect::Submit(form.job(&data, app.cores))];
+            return vec![Effect::Submit(form.job(
+                &data,
+                app.cores,
+                &app.layer_choices,
+            ))];
         }
         _ => {}
     }

@@ -70,7 +70,7 @@ fn svd_sends_no_channel_selection_and_bad_numbers_launch_nothing() {
     f.selection = 1;
     let JobKind::Compress {
         method, selection, ..
-    } = f.job("d".as_ref(), 1)
+    } = f.job("d".as_ref(), 1, &Default::default())
     else {
         panic!("not a compress job");
     };
@@ -150,4 +150,53 @@ fn the_terminal_keys_reach_the_open_dialog() {
         super::to_action(&app, key(KeyCode::Char('3'))),
         Some(Action::Char('3'))
     );
+}
+
+#[test]
+fn layers_pane_pins_and_exclusions_go_with_the_job_and_manual_mode_sends_the_pins() {
+    let (mut app, _d) = sample_app();
+    app.focus = Pane::Layers;
+    let first = app.layers[app.layer_order()[0]].name.clone();
+    let second = app.layers[app.layer_order()[1]].name.clone();
+    update(&mut app, Action::PinLayer(-1));
+    update(&mut app, Action::PinLayer(-1)); // first: pinned at 0.8
+    update(&mut app, Action::Down);
+    update(&mut app, Action::ExcludeLayer); // second: left alone
+    assert!(
+        app.status.contains("1 pinned, 1 excluded"),
+        "{}",
+        app.status
+    );
+    assert!(render(&app, 120, 30).contains(&format!("{first} [pin 0.8]")));
+    update(&mut app, Action::CompressDialog);
+    let greedy = submitted(&update(&mut app, Action::Confirm));
+    let JobKind::Compress {
+        target,
+        ratios,
+        pin,
+        exclude,
+        ..
+    } = &greedy[0]
+    else {
+        panic!("not a compress job: {greedy:?}");
+    };
+    assert_eq!((*target, ratios), (Some(0.5), &None));
+    assert_eq!(pin.get(&first), Some(&0.8));
+    assert_eq!(exclude, std::slice::from_ref(&second));
+    update(&mut app, Action::CompressDialog);
+    update(&mut app, Action::Up); // the last field: ratios
+    update(&mut app, Action::Toggle);
+    let manual = submitted(&update(&mut app, Action::Confirm));
+    let JobKind::Compress {
+        target,
+        ratios,
+        exclude,
+        ..
+    } = &manual[0]
+    else {
+        panic!("not a compress job: {manual:?}");
+    };
+    assert_eq!(*target, None);
+    assert_eq!(ratios.as_ref().map(|r| r.len()), Some(1));
+    assert!(exclude.is_empty());
 }

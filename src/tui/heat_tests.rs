@@ -44,6 +44,14 @@ fn compressed() -> (App, Workspace, Vec<JobEvent>, tempfile::TempDir) {
     app.cores = 2;
     // The job read back from history carries its timings: not for snapshots.
     app.jobs.clear();
+    // Measured latencies differ from run to run: fixed ones keep the snapshots stable.
+    for (v, ms) in app.variants.iter_mut().zip([0.8, 0.6]) {
+        let l = v
+            .latency
+            .as_mut()
+            .expect("the compress job measures latency");
+        (l.median_ms, l.p90_ms) = (ms, ms);
+    }
     (app, opened.workspace, events, dir)
 }
 

@@ -81,6 +81,8 @@ impl App {
         self.layers = view.layers;
         self.channel_ranges = view.channel_ranges;
         self.macs_total = view.macs_total;
+        self.layer_choices
+            .retain_layers(self.layers.iter().map(|l| l.name.as_str()));
         for pane in [Pane::Graph, Pane::Layers] {
             let n = self.rows_in(pane);
             let c = &mut self.cursor[pane.index()];
@@ -150,6 +152,7 @@ pub fn open(
                 started: None,
                 elapsed: r.seconds,
                 log: read_job_log(&dir, r.id).unwrap_or_default(),
+                kind: Some(r.kind.clone()),
             }
         })
         .collect();
@@ -206,6 +209,8 @@ pub fn open(
         heat: None,
         heat_view: false,
         compression: None,
+        pending_decision: None,
+        layer_choices: Default::default(),
     };
     Ok(Opened { app, workspace: ws })
 }

@@ -11,11 +11,15 @@ mod graph_rows;
 mod heat;
 pub mod init;
 mod keys;
+mod layer_choice;
 mod panes;
 mod popups;
 mod quant_marks;
 mod quantsim_form;
 pub mod state;
+mod sweep_decision;
+mod sweep_form;
+mod sweep_popup;
 pub mod theme;
 pub mod ui;
 pub mod update;
@@ -30,6 +34,8 @@ mod heat_tests;
 mod noise_tests;
 #[cfg(test)]
 mod quantsim_tests;
+#[cfg(test)]
+mod sweep_tests;
 #[cfg(test)]
 mod tests;
 
@@ -98,7 +104,13 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
             );
             let in_dialog = matches!(
                 app.popups.last(),
-                Some(Popup::Decision(_) | Popup::Quantsim(_) | Popup::Compress(_))
+                Some(
+                    Popup::Decision(_)
+                        | Popup::Quantsim(_)
+                        | Popup::Compress(_)
+                        | Popup::Sweep(_)
+                        | Popup::SweepDecision(_)
+                )
             );
             let in_quantsim = matches!(app.popups.last(), Some(Popup::Quantsim(_)));
             match k.code {
@@ -149,9 +161,9 @@ async fn event_loop(
     let (compare_tx, mut compare_rx) = mpsc::unbounded_channel::<compare::CompareData>();
     let (view_tx, mut view_rx) = mpsc::unbounded_channel::<Result<init::ModelView>>();
     let (analysis_tx, mut analysis_rx) = mpsc::unbounded_channel();
-    let (compression_tx, mut compression_rx) = mpsc::unbounded_channel();
+    let (actions_tx, mut actions_rx) = mpsc::unbounded_channel();
     let senders = Senders {
-        compression: compression_tx,
+        actions: actions_tx,
         compare: compare_tx,
         analysis: analysis_tx,
         view: view_tx,
@@ -191,8 +203,8 @@ async fn event_loop(
                 update(&mut app, Action::Analysis(id, analysis.map(Box::new)));
                 dirty = true;
             }
-            Some(loaded) = compression_rx.recv() => {
-                update(&mut app, loaded);
+            Some(action) = actions_rx.recv() => {
+                update(&mut app, action);
                 dirty = true;
             }
             Some(data) = compare_rx.recv() => {
@@ -228,7 +240,8 @@ async fn event_loop(
 
 /// Where background computations for the UI send their results.
 struct Senders {
-    compression: mpsc::UnboundedSender<Action>,
+    /// Actions made off the UI thread (a compression record read, a tag written).
+    actions: mpsc::UnboundedSender<Action>,
     compare: mpsc::UnboundedSender<compare::CompareData>,
     analysis: mpsc::UnboundedSender<(u32, Result<Option<qsteer::quant::analysis::Analysis>>)>,
     view: mpsc::UnboundedSender<Result<init::ModelView>>,
@@ -287,13 +300,28 @@ fn apply(
                 });
             }
             Effect::LoadCompression(id) => {
-                read_off_thread(workspace, &senders.compression, move |w| {
+                read_off_thread(workspace, &senders.actions, move |w| {
                     // A damaged record reads as none here; the file stays for a look.
                     heat::load(w, id).unwrap_or(Action::Compression(id, None, None))
                 })
             }
             Effect::LoadAnalysis(id) => {
                 read_off_thread(workspace, &senders.analysis, move |w| (id, w.analysis(id)))
+            }
+            Effect::TagVariant { id, tag } => {
+                let ws = workspace.clone();
+                let tx = senders.actions.clone();
+                tokio::task::spawn_blocking(move || {
+                    let written = match ws.lock() {
+                        Ok(mut w) => w.add_tag(id, &tag),
+                        Err(_) => return,
+                    };
+                    let notice = match written {
+                        Ok(()) => format!("variant {id} tagged {tag}"),
+                        Err(e) => format!("variant {id} not tagged {tag}: {e}"),
+                    };
+                    let _ = tx.send(Action::Notice(notice));
+                });
             }
             Effect::RefreshCompare => {
                 if let (Some(a), Some(b)) = (app.mark_a, app.mark_b) {

@@ -12,7 +12,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
+pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let [v] = Layout::vertical([Constraint::Length(h.min(area.height))])
         .flex(Flex::Center)
         .areas(area);
@@ -22,7 +22,7 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
     c
 }
 
-fn boxed<'a>(app: &App, title: &str) -> Block<'a> {
+pub(super) fn boxed<'a>(app: &App, title: &str) -> Block<'a> {
     Block::default()
         .borders(Borders::ALL)
         .border_style(app.theme.border(true))
@@ -45,6 +45,8 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
         Popup::Quantsim(form) => quantsim(f, app, area, form),
         Popup::Fix(form) => fix(f, app, area, form),
         Popup::Compress(form) => compress(f, app, area, form),
+        Popup::Sweep(form) => super::sweep_popup::form(f, app, area, form),
+        Popup::SweepDecision(d) => super::sweep_popup::decision(f, app, area, d),
         Popup::ConfirmQuit => {
             let r = centered(area, 52, 4);
             f.render_widget(Clear, r);
@@ -189,7 +191,11 @@ fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
 }
 
 /// A settings form's lines (`cursor` on one), then a blank line.
-fn form_fields<'a>(app: &App, cursor: usize, fields: &[(&str, String)]) -> Vec<Line<'a>> {
+pub(super) fn form_fields<'a>(
+    app: &App,
+    cursor: usize,
+    fields: &[(&str, String)],
+) -> Vec<Line<'a>> {
     let mut lines: Vec<Line> = fields
         .iter()
         .enumerate()
@@ -200,7 +206,11 @@ fn form_fields<'a>(app: &App, cursor: usize, fields: &[(&str, String)]) -> Vec<L
 }
 
 /// What Enter does, or why it cannot (in the warning colour).
-fn enter_line<'a>(app: &App, blocker: Option<String>, runs: impl FnOnce() -> String) -> Line<'a> {
+pub(super) fn enter_line<'a>(
+    app: &App,
+    blocker: Option<String>,
+    runs: impl FnOnce() -> String,
+) -> Line<'a> {
     let t = &app.theme;
     match blocker {
         Some(p) => Line::from(Span::styled(p, t.fg(t.bad))),
@@ -209,7 +219,7 @@ fn enter_line<'a>(app: &App, blocker: Option<String>, runs: impl FnOnce() -> Str
 }
 
 /// A dialog's first line: the variant it acts on, its step and score.
-fn on_variant<'a>(app: &App, id: u32) -> Line<'a> {
+pub(super) fn on_variant<'a>(app: &App, id: u32) -> Line<'a> {
     let t = &app.theme;
     let v = app.variant(id);
     Line::from(vec![
@@ -230,7 +240,7 @@ fn on_variant<'a>(app: &App, id: u32) -> Line<'a> {
 }
 
 /// A dialog's last line: the dataset its jobs run on.
-fn data_line<'a>(app: &App) -> Line<'a> {
+pub(super) fn data_line<'a>(app: &App) -> Line<'a> {
     let data = app
         .data_path
         .as_ref()
@@ -242,11 +252,18 @@ fn data_line<'a>(app: &App) -> Line<'a> {
 fn compress(f: &mut Frame, app: &App, area: Rect, form: &CompressForm) {
     use super::compress_form::{blocker, Field};
     let t = &app.theme;
-    let r = centered(area, 64, Field::ALL.len() as u16 + 8);
+    let r = centered(area, 64, Field::ALL.len() as u16 + 9);
     f.render_widget(Clear, r);
     let mut lines = vec![on_variant(app, form.variant), Line::from("")];
     let fields = Field::ALL.map(|f| (f.name(), form.value_text(f)));
     lines.extend(form_fields(app, form.field, &fields));
+    lines.push(Line::from(Span::styled(
+        format!(
+            "layers: {} (layers pane: X skip, + − pin)",
+            app.layer_choices.summary()
+        ),
+        t.dim(),
+    )));
     lines.push(enter_line(app, blocker(app, form), || {
         format!(
             "Enter runs greedy {} to {:.2} of the MACs",

@@ -65,6 +65,8 @@ pub struct JobView {
     /// Seconds it ran, once ended.
     pub elapsed: Option<f64>,
     pub log: Vec<String>,
+    /// What was asked for, when known (jobs of this session and of the history).
+    pub kind: Option<qsteer::jobs::JobKind>,
 }
 
 impl JobView {
@@ -160,6 +162,8 @@ pub enum Popup {
     Quantsim(super::quantsim_form::QuantsimForm),
     Fix(super::fix_form::FixForm),
     Compress(super::compress_form::CompressForm),
+    Sweep(super::sweep_form::SweepForm),
+    SweepDecision(Box<super::sweep_decision::SweepDecision>),
     ConfirmQuit,
 }
 
@@ -207,6 +211,10 @@ pub struct App {
     pub heat_view: bool,
     /// The compression record of the current variant, when it has one.
     pub compression: Option<(u32, qsteer::compress::record::CompressionRecord)>,
+    /// Layers pinned at a ratio or left alone by the compress dialog's jobs.
+    pub layer_choices: super::layer_choice::LayerChoices,
+    /// The last sweep decision offered and not yet taken (`d` reopens it).
+    pub pending_decision: Option<super::sweep_decision::SweepDecision>,
 }
 
 impl App {

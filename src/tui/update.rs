@@ -9,6 +9,8 @@ use super::form;
 use super::keys;
 use super::quantsim_form;
 use super::state::{App, Decision, JobStatus, JobView, LayerSort, Pane, Popup, SUBSETS};
+use super::sweep_decision;
+use super::sweep_form;
 use qsteer::experiment::evaluate::Subset;
 use qsteer::jobs::{JobEvent, JobId, JobKind};
 use std::time::Instant;
@@ -28,6 +30,11 @@ pub enum Effect {
     /// Read a variant's compression record and its cached dictionary (the layers pane's
     /// compression and heat tables).
     LoadCompression(u32),
+    /// Add a user tag to a variant (e.g. `picked` at a sweep's last decision).
+    TagVariant {
+        id: u32,
+        tag: String,
+    },
 }
 
 const PAGE: usize = 10;
@@ -37,7 +44,12 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     if let Action::Job(ev) = action {
         return job_event(app, ev);
     }
-    if let Some(top) = app.popups.last().cloned() {
+    // Data arriving from background reads applies whatever popup is open.
+    let arrived = matches!(
+        action,
+        Action::Notice(_) | Action::Compression(..) | Action::Analysis(..)
+    );
+    if let Some(top) = app.popups.last().cloned().filter(|_| !arrived) {
         return popup_action(app, top, action);
     }
     let pane = app.focus;
@@ -114,6 +126,8 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 None => {}
             }
         }
+        Action::Notice(line) => app.status = line,
+        Action::ExcludeLayer | Action::PinLayer(_) => choose_layer(app, &action),
         Action::Analysis(id, analysis) => {
             // Worst layers first the first time a noise table appears.
             if analysis.is_some() && app.layer_sort == LayerSort::Order && app.analysis.is_none() {
@@ -185,6 +199,8 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::QuantsimDialog => quantsim_form::open(app),
         Action::FixDialog => fix_form::open(app),
         Action::CompressDialog => compress_form::open(app),
+        Action::SweepDialog => sweep_form::open(app),
+        Action::SweepDecision => sweep_decision::reopen(app),
         Action::Quit => {
             if app.active_jobs() > 0 {
                 app.popups.push(Popup::ConfirmQuit);
@@ -195,6 +211,32 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         _ => {}
     }
     vec![]
+}
+
+/// Pin or exclude the layer under the cursor of the costs or noise table.
+fn choose_layer(app: &mut App, action: &Action) {
+    if app.shown_heat().is_some() || app.current_compression().is_some() {
+        app.status = "pin or exclude layers in the costs table (h hides the heat table; \
+                      the base variant's layers)"
+            .into();
+        return;
+    }
+    let Some(&i) = app.layer_order().get(app.cursor[Pane::Layers.index()]) else {
+        return;
+    };
+    let name = app.layers[i].name.clone();
+    match action {
+        Action::ExcludeLayer => app.layer_choices.toggle_exclude(&name),
+        Action::PinLayer(d) => app.layer_choices.step_pin(&name, *d),
+        _ => return,
+    }
+    app.status = format!(
+        "{name}: {} · compress: {}",
+        app.layer_choices
+            .marker(&name)
+            .unwrap_or_else(|| "free".into()),
+        app.layer_choices.summary()
+    );
 }
 
 fn move_cursor(app: &mut App, pane: Pane, delta: i64) {
@@ -321,6 +363,20 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
             }
             effects
         }
+        Popup::Sweep(mut form) => {
+            let effects = sweep_form::action(app, &mut form, action);
+            if let Some(Popup::Sweep(slot)) = app.popups.last_mut() {
+                *slot = form;
+            }
+            effects
+        }
+        Popup::SweepDecision(mut d) => {
+            let effects = sweep_decision::action(app, &mut d, action);
+            if let Some(Popup::SweepDecision(slot)) = app.popups.last_mut() {
+                *slot = d;
+            }
+            effects
+        }
         Popup::Fix(mut form) => {
             let effects = fix_form::action(app, &mut form, action);
             if let Some(Popup::Fix(slot)) = app.popups.last_mut() {
@@ -439,6 +495,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                     started: None,
                     elapsed: None,
                     log: vec![],
+                    kind: Some(kind),
                 });
                 app.cursor[Pane::Jobs.index()] = app.jobs.len() - 1;
             }
@@ -500,6 +557,13 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                         app.status = format!("job {id} finished");
                     }
                 }
+            }
+            // A sweep stage ends at a decision point (after the status line, which it sets).
+            let decision = job_mut(app, id)
+                .and_then(|j| j.kind.as_ref())
+                .and_then(|k| sweep_decision::SweepDecision::from_result(k, &summary));
+            if let Some(d) = decision {
+                sweep_decision::offer(app, d);
             }
             return vec![
                 Effect::ReloadWorkspace,

@@ -2,7 +2,6 @@
 //! workspace and in `--out`; a rerun loads every layer from the workspace's checkpoints;
 //! zero iterations is a usage error.
 
-
 use crate::common::*;
 use serde_json::Value;
 

@@ -1,7 +1,6 @@
 //! `qsteer analyze`: the diagnosis document, its storage on the base variant, per-layer
 //! overrides, and clear errors.
 
-
 use crate::common::*;
 use serde_json::Value;
 

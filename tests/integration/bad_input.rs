@@ -1,7 +1,6 @@
 //! Bad input, at the library level and through the binary: each case is a clear error that
 //! names what is wrong (exit code 2, one line on stderr, nothing on stdout) — never a panic.
 
-
 use crate::common::*;
 use ndarray::{Array, ArrayD, IxDyn};
 use prost::Message;

@@ -1,7 +1,6 @@
 //! `qsteer bias-correct`: the corrected model and its quantsim land in the workspace, the
 //! correction helps where quantization hurts, and a bad mode is a usage error.
 
-
 use crate::common::*;
 use serde_json::Value;
 

@@ -1,7 +1,6 @@
 //! The `qsteer` binary: `inspect` and `eval`, their `--json` documents, the workspace they
 //! record into, and exit codes. Every run gets its own `QSTEER_DATA_DIR`.
 
-
 use crate::common::*;
 use serde_json::Value;
 use std::path::Path;

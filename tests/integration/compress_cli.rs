@@ -1,7 +1,6 @@
 //! `qsteer compress` on the sample ResNet with a small slice of the digits data: the JSON
 //! document, the target met, the dictionary reused by a rerun, manual ratios, bad arguments.
 
-
 use crate::common::*;
 use qsteer::data::{read_npy, write_npy_f32, write_npy_i64, NpyArray};
 use std::path::{Path, PathBuf};

@@ -8,8 +8,9 @@
 //!
 //! Reproduce one case: `CORRUPTION_CASE=<index> cargo test --test corruption -- --nocapture`.
 
-
-use crate::common::{digits, first, fixture_dir, fixture_model, read_f32, sample_model, SplitMix64};
+use crate::common::{
+    digits, first, fixture_dir, fixture_model, read_f32, sample_model, SplitMix64,
+};
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 use prost::Message;
 use qsteer::model::{Dim, Model, ModelShapes};

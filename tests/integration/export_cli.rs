@@ -2,7 +2,6 @@
 //! encodings file, from a variant or a model + encodings file, in both file versions; a file
 //! read back reproduces the calibrated variant.
 
-
 use crate::common::*;
 use serde_json::Value;
 use std::path::Path;

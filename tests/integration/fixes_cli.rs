@@ -1,7 +1,6 @@
 //! `qsteer fold-bn` and `qsteer cle`: the JSON documents, the variants they record, the
 //! files `--out` writes, the score with `--data`, and bad arguments.
 
-
 use crate::common::*;
 use qsteer::model::Model;
 

@@ -2,7 +2,6 @@
 //! as 8-bit PNGs with a preprocess.json) gives the same inputs, labels and predictions as the
 //! .npy evaluation set.
 
-
 use crate::common::*;
 use qsteer::cancel::CancelToken;
 use qsteer::data::load_image_folder;

@@ -1,7 +1,6 @@
 //! Loading, analysing, running and saving models: outputs against ONNX Runtime, weights in
 //! Constant nodes, symbolic / `-1` / named / fixed batch, MAC counts, round trips, capture.
 
-
 use crate::common::*;
 use ndarray::ArrayD;
 use prost::Message;

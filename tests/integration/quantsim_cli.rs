@@ -2,7 +2,6 @@
 //! quantization noise says they must (W8A8 ≈ FP32; 4-bit per-tensor weights hurt; per-channel
 //! recovers most of it).
 
-
 use crate::common::*;
 use serde_json::Value;
 

@@ -6,7 +6,15 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Table};
 use ratatui::Frame;
 
+/// The measured latency when there is one (median of timed runs), else the evaluation's
+/// throughput per sample.
 fn latency(v: &Variant) -> String {
+    if let Some(l) = &v.latency {
+        return format!(
+            "{:.2} ms median (p90 {:.2}, batch {}, {} thr)",
+            l.median_ms, l.p90_ms, l.batch, l.threads
+        );
+    }
     match v.results.last() {
         Some(r) if r.samples_per_second > 0.0 => format!(
             "{:.2} ms/sample ({:.0}/s, {} thr)",

@@ -10,16 +10,31 @@ use ratatui::layout::{Constraint, Rect};
 use ratatui::widgets::{Row, Table};
 use ratatui::Frame;
 
-/// The pane title's note: method, target and the measured MAC ratio.
-pub fn title(r: &CompressionRecord) -> String {
+/// The pane title's note: method, target, the measured MAC ratio and, beside it, the
+/// measured latency of the variant and its parent (fewer MACs need not mean faster).
+pub fn title(r: &CompressionRecord, app: &App) -> String {
     let target = r.target.map_or("manual".into(), |t| format!("target {t}"));
-    format!(
+    let mut s = format!(
         " · {} {target} · MACs {} → {} ({:.3})",
         r.method.short(),
         human(r.macs_before),
         human(r.macs_after),
         r.mac_ratio
-    )
+    );
+    let v = app.variant(app.current);
+    let parent = v.and_then(|v| v.parent).and_then(|p| app.variant(p));
+    if let (Some(a), Some(b)) = (
+        parent.and_then(|p| p.latency.as_ref()),
+        v.and_then(|v| v.latency.as_ref()),
+    ) {
+        s.push_str(&format!(
+            " · latency {:.2} → {:.2} ms ({:.2})",
+            a.median_ms,
+            b.median_ms,
+            b.median_ms / a.median_ms.max(1e-9)
+        ));
+    }
+    s
 }
 
 /// `rank 5/16` or `12/32 ch`.

@@ -18,7 +18,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let mut extra = match (heat, noise, compressed) {
         (Some(g), _, _) => super::heat::title(g),
         (_, Some(a), _) => super::noise::title(a),
-        (_, _, Some(r)) => super::compression::title(r),
+        (_, _, Some(r)) => super::compression::title(r, app),
         _ => String::new(),
     };
     // The heat table keeps the dictionary's layer order and ignores the filter.
@@ -79,7 +79,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     .join("×")
             };
             let share = l.macs.map_or(0.0, |m| m as f64 / total);
-            let mut cells = vec![l.name.clone(), l.kind.label().to_string()];
+            let name = match app.layer_choices.marker(&l.name) {
+                Some(m) => format!("{} {m}", l.name),
+                None => l.name.clone(),
+            };
+            let mut cells = vec![name, l.kind.label().to_string()];
             if wide {
                 cells.push(kernel);
             }

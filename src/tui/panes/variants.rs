@@ -86,6 +86,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Span::styled(format!("MACs {ratio:<5} "), t.dim()),
                 Span::styled(format!("{}B ", human(v.size_bytes)), t.dim()),
             ];
+            if inner.width >= 64 {
+                if let Some(l) = &v.latency {
+                    spans.push(Span::styled(format!("{:.2}ms ", l.median_ms), t.dim()));
+                }
+            }
+            if v.tags.iter().any(|t| t == "picked") {
+                spans.push(Span::styled("★ ", t.fg(t.accent)));
+            }
             if v.id == app.current {
                 spans.push(Span::styled("● ", t.fg(t.accent)));
             }

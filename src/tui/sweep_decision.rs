@@ -1,0 +1,258 @@
+//! The sweep's two decision points. After step 1: the spatial-SVD candidates with the
+//! rule's pre-selection (and its advice when every candidate drops far more or far less
+//! than tolerated); the user picks the ones to prune further, sets their fine-tuning, and
+//! Enter queues step 2. After step 2: the final SSVD→CP table with the rule's pick marked;
+//! Space marks another, Enter tags the marked one `picked` and puts it beside the base in
+//! A/B.
+
+use super::action::Action;
+use super::state::{App, Pane, Popup};
+use super::update::Effect;
+use qsteer::compress::sweep::{SweepReport, SweepRow};
+use qsteer::jobs::{JobKind, SweepStage};
+use qsteer::metrics::Score;
+
+/// The Ccp neighbours of step 2, in percent points of the ratio.
+const NEIGHBOUR: (usize, usize) = (0, 20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Decision 1: which SSVD candidates go on to channel pruning.
+    Ssvd,
+    /// Decision 2: the final pick.
+    Cp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepDecision {
+    /// The stage job that produced the report: its settings carry over to step 2.
+    pub job: JobKind,
+    pub report: SweepReport,
+    pub step: Step,
+    /// Per row of the step's table: picked (step 1 several, step 2 exactly one).
+    pub picked: Vec<bool>,
+    pub cursor: usize,
+    /// Step 1's settings for step 2: fine-tuning, Ccp neighbours in percent.
+    pub reconstruct: bool,
+    pub neighbour_pct: usize,
+    /// 0 = the table, 1 = fine-tune, 2 = neighbours (step 1 only).
+    pub field: usize,
+}
+
+impl SweepDecision {
+    /// The decision a finished sweep stage asks for, or None when its result is not a
+    /// sweep report (or has no candidate to decide on).
+    pub fn from_result(job: &JobKind, summary: &serde_json::Value) -> Option<SweepDecision> {
+        let JobKind::Sweep {
+            reconstruct,
+            neighbour,
+            ..
+        } = job
+        else {
+            return None;
+        };
+        let report: SweepReport = serde_json::from_value(summary.clone()).ok()?;
+        let (step, picked) = if report.cp.is_empty() {
+            let picked: Vec<bool> = report.ssvd.iter().map(|r| r.preselected).collect();
+            (Step::Ssvd, picked)
+        } else {
+            let pick = report.pick.as_ref().map(|p| p.variant);
+            let picked: Vec<bool> = report.cp.iter().map(|r| Some(r.variant) == pick).collect();
+            (Step::Cp, picked)
+        };
+        if picked.is_empty() {
+            return None;
+        }
+        let cursor = picked.iter().position(|&p| p).unwrap_or(0);
+        Some(SweepDecision {
+            job: job.clone(),
+            report,
+            step,
+            picked,
+            cursor,
+            reconstruct: *reconstruct,
+            neighbour_pct: (neighbour * 100.0).round() as usize,
+            field: 0,
+        })
+    }
+
+    pub fn rows(&self) -> &[SweepRow] {
+        match self.step {
+            Step::Ssvd => &self.report.ssvd,
+            Step::Cp => &self.report.cp,
+        }
+    }
+
+    pub fn title(&self) -> String {
+        match self.step {
+            Step::Ssvd => format!(
+                "Sweep C={:.2} · decision 1: spatial-SVD candidates to prune",
+                self.report.target
+            ),
+            Step::Cp => format!(
+                "Sweep C={:.2} · decision 2: pick the result",
+                self.report.target
+            ),
+        }
+    }
+
+    fn fields(&self) -> usize {
+        match self.step {
+            Step::Ssvd => 3,
+            Step::Cp => 1,
+        }
+    }
+
+    /// Step 2 of the sweep for the picked SSVD candidates.
+    pub fn next_job(&self) -> Option<JobKind> {
+        let JobKind::Sweep {
+            variant,
+            data,
+            target,
+            cssvd,
+            max_drop,
+            candidates,
+            calibration_size,
+            seed,
+            threads,
+            ..
+        } = &self.job
+        else {
+            return None;
+        };
+        let ssvd: Vec<u32> = self
+            .rows()
+            .iter()
+            .zip(&self.picked)
+            .filter(|(_, p)| **p)
+            .map(|(r, _)| r.variant)
+            .collect();
+        (self.step == Step::Ssvd && !ssvd.is_empty()).then(|| JobKind::Sweep {
+            variant: *variant,
+            data: data.clone(),
+            target: *target,
+            cssvd: cssvd.clone(),
+            max_drop: *max_drop,
+            neighbour: self.neighbour_pct as f64 / 100.0,
+            reconstruct: self.reconstruct,
+            candidates: *candidates,
+            stage: SweepStage::Cp { ssvd },
+            calibration_size: *calibration_size,
+            seed: *seed,
+            threads: *threads,
+        })
+    }
+}
+
+/// A score in percent of the report's metric (accuracy, else agreement).
+pub fn score_pct(s: &Score) -> Option<f64> {
+    s.accuracy.or(s.agreement).map(|v| 100.0 * v)
+}
+
+/// Open the decision, unless another dialog is open: then it waits for `d`.
+pub fn offer(app: &mut App, d: SweepDecision) {
+    let what = match d.step {
+        Step::Ssvd => "decision 1",
+        Step::Cp => "decision 2",
+    };
+    if app.popups.is_empty() {
+        app.status = format!("sweep {what}: pick and press Enter");
+        app.popups.push(Popup::SweepDecision(Box::new(d.clone())));
+    } else {
+        app.status = format!("sweep {what} is ready: press d to open it");
+    }
+    app.pending_decision = Some(d);
+}
+
+/// `d`: reopen the last sweep decision.
+pub fn reopen(app: &mut App) {
+    match app.pending_decision.clone() {
+        Some(d) => app.popups.push(Popup::SweepDecision(Box::new(d))),
+        None => app.status = "no sweep decision pending: start a sweep with r".into(),
+    }
+}
+
+/// A key in the open decision. The decision is the top popup's copy; the caller stores it
+/// back.
+pub fn action(app: &mut App, d: &mut SweepDecision, action: Action) -> Vec<Effect> {
+    let n = d.rows().len();
+    match action {
+        Action::FocusNext => d.field = (d.field + 1) % d.fields(),
+        Action::FocusPrev => d.field = (d.field + d.fields() - 1) % d.fields(),
+        Action::Up if d.field == 0 => d.cursor = d.cursor.saturating_sub(1),
+        Action::Down if d.field == 0 => d.cursor = (d.cursor + 1).min(n.saturating_sub(1)),
+        Action::Toggle | Action::Char(' ') if d.field == 0 => match d.step {
+            Step::Ssvd => d.picked[d.cursor] = !d.picked[d.cursor],
+            Step::Cp => {
+                d.picked.iter_mut().for_each(|p| *p = false);
+                d.picked[d.cursor] = true;
+            }
+        },
+        Action::Left | Action::Right | Action::Toggle | Action::Up | Action::Down => {
+            let delta = if matches!(action, Action::Left | Action::Down) {
+                -1
+            } else {
+                1
+            };
+            match d.field {
+                1 => d.reconstruct = !d.reconstruct,
+                2 => {
+                    d.neighbour_pct =
+                        super::form::step(d.neighbour_pct, delta, NEIGHBOUR.0, NEIGHBOUR.1)
+                }
+                _ => {}
+            }
+        }
+        Action::Confirm => return confirm(app, d),
+        _ => {}
+    }
+    app.pending_decision = Some(d.clone());
+    vec![]
+}
+
+fn confirm(app: &mut App, d: &mut SweepDecision) -> Vec<Effect> {
+    match d.step {
+        Step::Ssvd => {
+            let Some(job) = d.next_job() else {
+                app.status = match &d.report.advice {
+                    Some(a) => format!("pick at least one candidate (Space), or: {a}"),
+                    None => "pick at least one candidate (Space)".into(),
+                };
+                return vec![];
+            };
+            app.popups.pop();
+            app.pending_decision = None;
+            app.focus = Pane::Jobs;
+            app.status = "sweep step 2 queued: channel pruning of the picked candidates".into();
+            vec![Effect::Submit(job)]
+        }
+        Step::Cp => {
+            let Some(row) = d
+                .rows()
+                .iter()
+                .zip(&d.picked)
+                .find(|(_, p)| **p)
+                .map(|(r, _)| r.clone())
+            else {
+                app.status = "pick one candidate (Space)".into();
+                return vec![];
+            };
+            app.popups.pop();
+            app.pending_decision = None;
+            app.mark_a = Some(row.variant);
+            app.mark_b = Some(d.report.base);
+            app.focus = Pane::Compare;
+            app.status = format!(
+                "variant {} picked (MAC ratio {:.3}): A = the pick, B = the base",
+                row.variant, row.overall_mac_ratio
+            );
+            vec![
+                Effect::TagVariant {
+                    id: row.variant,
+                    tag: "picked".into(),
+                },
+                Effect::RefreshCompare,
+            ]
+        }
+    }
+}
