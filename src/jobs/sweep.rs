@@ -15,8 +15,8 @@ use crate::compress::greedy::{candidates as candidate_ratios, check_target};
 use crate::compress::scorer::ModelScorer;
 use crate::compress::sweep::report::{load_report, report_path, save_report, sweep_key};
 use crate::compress::sweep::{
-    advise, ccp_candidates, default_cssvd, normalize_ratios, pick, preselected, SweepReport,
-    SweepRow,
+    advise, ccp_candidates, default_cssvd, normalize_ratios, pick, preselected, stop_advice,
+    SweepReport, SweepRow,
 };
 use crate::compress::{LayerRatios, Method};
 use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
@@ -290,13 +290,12 @@ impl Sweep<'_> {
             SweepStage::Full => ssvd.iter().filter(|r| r.preselected).cloned().collect(),
         };
         if parents.is_empty() {
-            self.ctx.log(format!(
-                "no SSVD candidate drops {} points or less: stopping before the CP step",
-                crate::compress::sweep::preselect_limit(self.plan.max_drop)
-            ));
+            let advice = stop_advice(&drops, self.plan.max_drop);
+            self.ctx
+                .log(format!("stopping before the CP step: {advice}"));
             return Ok(Outcome {
                 ssvd,
-                advice,
+                advice: Some(advice),
                 cp: vec![],
                 pick: None,
             });
