@@ -143,6 +143,16 @@ fn print_table(s: &Value) {
         macs("macs"),
         macs("params_total"),
     );
+    if let (Some(ms), Some(parent), Some(ratio)) = (
+        s["latency_ms"].as_f64(),
+        s["parent_latency_ms"].as_f64(),
+        s["latency_ratio"].as_f64(),
+    ) {
+        println!(
+            "latency ratio {ratio:.3} · {ms:.3} ms (model {parent:.3} ms), median of {} runs",
+            s["latency"]["runs"]
+        );
+    }
     let score = if s["accuracy"].is_null() {
         format!("agreement with the model {}", pct(&s["agreement"]))
     } else {

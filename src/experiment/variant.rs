@@ -107,3 +107,28 @@ impl Variant {
             .find(|r| r.dataset_fingerprint == dataset_fingerprint)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A variant written before latency, tags or costs were recorded still loads.
+    #[test]
+    fn a_variant_from_an_older_workspace_loads() {
+        let old = r#"{"id": 3, "parent": 0, "step": "cle", "model_file": "variants/3.onnx",
+                      "created": 1700000000}"#;
+        let v: Variant = serde_json::from_str(old).unwrap();
+        assert_eq!((v.id, v.parent, v.tags.len()), (3, Some(0), 0));
+        assert_eq!(v.latency, None);
+        let mut v = v;
+        v.latency = Some(crate::runtime::Latency {
+            median_ms: 1.25,
+            p90_ms: 2.5,
+            runs: 30,
+            batch: 1,
+            threads: 1,
+        });
+        let back: Variant = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(back, v);
+    }
+}

@@ -5,6 +5,7 @@
 
 use super::exec::JobCtx;
 use super::kind::JobKind;
+use super::latency::{known_or_measured, measure_variant};
 use super::lock;
 use crate::compress::build::{build_compressor, reconstruct_outcome, CompressorSpec};
 use crate::compress::greedy::{
@@ -19,7 +20,7 @@ use crate::experiment::quantsim::float_variant_path;
 use crate::experiment::{now, EvalRecord, Workspace};
 use crate::metrics::Score;
 use crate::model::Model;
-use crate::runtime::{measure_latency, Latency, LatencyOptions, RunOptions};
+use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::sync::Mutex;
@@ -233,8 +234,13 @@ pub(crate) fn compress_one(
         "{step}: MAC ratio {:.3} → variant {id}",
         outcome.mac_ratio()
     ));
-    let (latency, parent_latency) =
-        latencies(ctx, workspace, (*variant, &model), (id, &model_out), &spec)?;
+    let shapes = &spec.sample_shapes;
+    let parent_latency = known_or_measured(ctx, workspace, *variant, &model, shapes)?;
+    let latency = measure_variant(ctx, workspace, id, &model_out, shapes)?;
+    ctx.log(format!(
+        "latency {:.3} ms (parent {:.3} ms), median of {} runs, batch {}, {} caller(s)",
+        latency.median_ms, parent_latency.median_ms, latency.runs, latency.batch, latency.threads
+    ));
     let mut summary = summary(&record, &ratios, params);
     summary["variant"] = json!(id);
     summary["parent"] = json!(variant);
@@ -249,39 +255,6 @@ pub(crate) fn compress_one(
     summary["parent_latency_ms"] = json!(parent_latency.median_ms);
     summary["latency_ratio"] = json!(latency.median_ms / parent_latency.median_ms.max(1e-9));
     Ok(Compressed { id, summary })
-}
-
-/// Measure the child's latency, and the parent's unless it has one with the same batch and
-/// threads; both are recorded on their variants.
-fn latencies(
-    ctx: &JobCtx,
-    workspace: &Mutex<Workspace>,
-    parent: (u32, &Model),
-    child: (u32, &Model),
-    spec: &CompressorSpec,
-) -> Result<(Latency, Latency)> {
-    let opts = LatencyOptions::default();
-    let known = lock(workspace)
-        .variant(parent.0)
-        .and_then(|v| v.latency.clone())
-        .filter(|l| l.matches(&opts));
-    let parent_latency = match known {
-        Some(l) => l,
-        None => {
-            ctx.progress(0, 1, "latency of the parent");
-            let l = measure_latency(parent.1, &spec.sample_shapes, &opts, ctx.cancel)?;
-            lock(workspace).set_latency(parent.0, l.clone())?;
-            l
-        }
-    };
-    ctx.progress(0, 1, "latency");
-    let latency = measure_latency(child.1, &spec.sample_shapes, &opts, ctx.cancel)?;
-    lock(workspace).set_latency(child.0, latency.clone())?;
-    ctx.log(format!(
-        "latency {:.3} ms (parent {:.3} ms), median of {} runs, batch {}, {} thread(s)",
-        latency.median_ms, parent_latency.median_ms, latency.runs, latency.batch, latency.threads
-    ));
-    Ok((latency, parent_latency))
 }
 
 /// Run the greedy selection, reporting progress, and each dictionary entry as a log line

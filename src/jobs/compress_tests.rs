@@ -78,11 +78,26 @@ pub(crate) fn run_body(
     kind: &JobKind,
     body: Body,
 ) -> (Result<serde_json::Value>, Vec<JobEvent>) {
+    run_body_until(ws, kind, body, &|_| false)
+}
+
+/// [`run_body`], cancelling the job once `stop` says so of an event.
+pub(crate) fn run_body_until(
+    ws: &Mutex<Workspace>,
+    kind: &JobKind,
+    body: Body,
+    stop: &(dyn Fn(&JobEvent) -> bool + Sync),
+) -> (Result<serde_json::Value>, Vec<JobEvent>) {
     let dir = lock(ws).dir().to_path_buf();
     let journal = Journal::new(&dir);
     let events = Mutex::new(Vec::new());
-    let sink = |ev: JobEvent| lock(&events).push(ev);
     let cancel = CancelToken::new();
+    let sink = |ev: JobEvent| {
+        if stop(&ev) {
+            cancel.cancel();
+        }
+        lock(&events).push(ev)
+    };
     let ctx = JobCtx::new(JobId(1), kind, &cancel, &journal, &sink);
     let result = body(&ctx, ws);
     (result, events.into_inner().unwrap())

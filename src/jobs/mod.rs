@@ -17,6 +17,7 @@ mod fixes;
 mod history;
 mod journal;
 mod kind;
+mod latency;
 mod quantsim;
 mod runner;
 mod sweep;

@@ -7,6 +7,7 @@
 use super::compress::{compress_one, Factory};
 use super::exec::JobCtx;
 use super::kind::{JobKind, SweepStage};
+use super::latency::known_or_measured;
 use super::lock;
 use super::sweep_rows::{candidate_row, Base};
 use crate::compress::build::build_compressor;
@@ -14,15 +15,15 @@ use crate::compress::greedy::{candidates as candidate_ratios, check_target};
 use crate::compress::scorer::ModelScorer;
 use crate::compress::sweep::report::{load_report, report_path, save_report, sweep_key};
 use crate::compress::sweep::{
-    advise, ccp_candidates, default_cssvd, normalize_ratios, pick, preselected, SweepReport,
-    SweepRow,
+    advise, ccp_candidates, default_cssvd, normalize_ratios, pick, preselected, stop_advice,
+    SweepReport, SweepRow,
 };
 use crate::compress::{LayerRatios, Method};
 use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
 use crate::experiment::quantsim::float_variant_path;
 use crate::experiment::Workspace;
 use crate::model::Model;
-use crate::runtime::{measure_latency, LatencyOptions, RunOptions};
+use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -197,7 +198,7 @@ pub(crate) fn run_with(
         &plan.settings(),
     );
     let scorer = ModelScorer::new(&model, eval.data, options, ctx.cancel)?;
-    let base_latency = base_latency(ctx, workspace, plan.base, &model, &shapes)?;
+    let base_latency = known_or_measured(ctx, workspace, plan.base, &model, &shapes)?;
     let path = report_path(&ws_dir, &key);
     let mut report = load_report(&path, &key).unwrap_or_else(|| SweepReport {
         base: plan.base,
@@ -248,28 +249,6 @@ pub(crate) fn run_with(
     finish(&sweep, result, started, &ws_dir)
 }
 
-/// The base's latency, measured unless it has one with the default options.
-fn base_latency(
-    ctx: &JobCtx,
-    workspace: &Mutex<Workspace>,
-    id: u32,
-    model: &Model,
-    shapes: &[Vec<usize>],
-) -> Result<crate::runtime::Latency> {
-    let opts = LatencyOptions::default();
-    let known = lock(workspace)
-        .variant(id)
-        .and_then(|v| v.latency.clone())
-        .filter(|l| l.matches(&opts));
-    if let Some(l) = known {
-        return Ok(l);
-    }
-    ctx.progress(0, 1, "latency of the base");
-    let l = measure_latency(model, shapes, &opts, ctx.cancel)?;
-    lock(workspace).set_latency(id, l.clone())?;
-    Ok(l)
-}
-
 /// Drop rows whose variant is gone from the workspace (deleted since): they are made again.
 fn forget_missing(report: &mut SweepReport, workspace: &Mutex<Workspace>) {
     let ws = lock(workspace);
@@ -311,13 +290,12 @@ impl Sweep<'_> {
             SweepStage::Full => ssvd.iter().filter(|r| r.preselected).cloned().collect(),
         };
         if parents.is_empty() {
-            self.ctx.log(format!(
-                "no SSVD candidate drops {} points or less: stopping before the CP step",
-                crate::compress::sweep::preselect_limit(self.plan.max_drop)
-            ));
+            let advice = stop_advice(&drops, self.plan.max_drop);
+            self.ctx
+                .log(format!("stopping before the CP step: {advice}"));
             return Ok(Outcome {
                 ssvd,
-                advice,
+                advice: Some(advice),
                 cp: vec![],
                 pick: None,
             });

@@ -2,7 +2,7 @@
 //! digits: every row a variant matching its record, overall ratios the product of the
 //! steps', the pick by the rule, and a rerun that makes nothing new.
 
-use super::compress_tests::{run_body, small_digits};
+use super::compress_tests::{run_body, run_body_until, small_digits};
 use super::sweep::run;
 use super::*;
 use crate::compress::sweep::{SweepReport, SweepRow};
@@ -156,6 +156,20 @@ fn sweep_makes_candidates_picks_by_the_rule_and_resumes() {
     assert_eq!(two.cp.len(), 1);
     assert_eq!(two.cp[0].parent, picked);
     assert_eq!(lock(&ws).variants().len(), made);
+
+    // Cancelled after its first new candidate: that one is kept, and a rerun reuses it.
+    let fresh = sweep(&data, &[0.55, 0.7], SweepStage::Ssvd);
+    let first_row = |e: &JobEvent| matches!(e, JobEvent::Partial { result, .. } if result.get("sweep_row").is_some());
+    let (cancelled, events) = run_body_until(&ws, &fresh, &run, &first_row);
+    assert!(matches!(cancelled, Err(Error::Cancelled)), "{cancelled:?}");
+    assert_eq!(rows(&events).len(), 1);
+    assert_eq!(lock(&ws).variants().len(), made + 1);
+    let (resumed, _) = run_job(&ws, &sweep(&data, &[0.55], SweepStage::Ssvd));
+    assert_eq!(
+        resumed.unwrap()["ssvd"][0]["variant"],
+        rows(&events)[0]["sweep_row"]["variant"]
+    );
+    assert_eq!(lock(&ws).variants().len(), made + 1);
 
     // A CP candidate is no SSVD pick; a bad target fails before any work.
     let cp = report.cp[0].variant;

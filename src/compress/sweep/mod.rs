@@ -8,6 +8,6 @@ pub mod report;
 
 pub use plan::{
     advise, ccp_candidates, default_cssvd, normalize_ratios, pick, preselect_limit, preselected,
-    Advice,
+    stop_advice, Advice,
 };
 pub use report::{SweepPick, SweepReport, SweepRow};

@@ -102,7 +102,7 @@ pub fn advise(candidates: &[(f64, f64)], max_drop: f64) -> Option<Advice> {
             .collect()
     };
     if candidates.iter().all(|c| c.1 > 2.0 * max_drop) {
-        let v = fresh(tried.iter().map(|t| (t + 0.1).min(MAX_RATIO)).collect());
+        let v = fresh(higher(&tried));
         return (!v.is_empty()).then_some(Advice::Higher(v));
     }
     if candidates.iter().all(|c| c.1 < max_drop / 4.0) {
@@ -116,6 +116,35 @@ pub fn advise(candidates: &[(f64, f64)], max_drop: f64) -> Option<Advice> {
         return (!v.is_empty()).then_some(Advice::Lower(v));
     }
     None
+}
+
+/// Each value + 0.1, capped at [`MAX_RATIO`].
+fn higher(tried: &[f64]) -> Vec<f64> {
+    tried.iter().map(|t| (t + 0.1).min(MAX_RATIO)).collect()
+}
+
+/// What the headless sweep says when it stops because no candidate is pre-selected: the
+/// advice when there is one, else the higher values to try.
+pub fn stop_advice(candidates: &[(f64, f64)], max_drop: f64) -> String {
+    if let Some(a) = advise(candidates, max_drop) {
+        return a.text(max_drop);
+    }
+    let tried: Vec<f64> = candidates.iter().map(|c| c.0).collect();
+    let list: Vec<String> = normalize_ratios(higher(&tried))
+        .iter()
+        .filter(|v| !tried.iter().any(|t| (*t - **v).abs() < 5e-7))
+        .map(|v| format!("{v}"))
+        .collect();
+    let limit = preselect_limit(max_drop);
+    if list.is_empty() {
+        format!("no SSVD candidate drops {limit} points or less, which the CP step needs")
+    } else {
+        format!(
+            "no SSVD candidate drops {limit} points or less, which the CP step needs; try \
+             higher Cssvd values: --cssvd {}",
+            list.join(",")
+        )
+    }
 }
 
 /// Decision 2 headless: the best score after fine-tuning (least drop) among the CP
@@ -208,6 +237,17 @@ mod tests {
         assert_eq!(advise(&[], 2.0), None);
         // Already at the cap: nothing new to propose.
         assert_eq!(advise(&[(0.95, 9.0)], 2.0), None);
+    }
+
+    #[test]
+    fn stopping_without_a_preselected_candidate_always_says_what_to_try() {
+        // Between X/2 and 2X: no advice of its own, but higher values to try.
+        let text = stop_advice(&[(0.5, 3.0), (0.65, 1.5)], 2.0);
+        assert!(text.contains("1 points or less"), "{text}");
+        assert!(text.ends_with("--cssvd 0.6,0.75"), "{text}");
+        let far = stop_advice(&[(0.5, 9.0)], 2.0);
+        assert!(far.contains("twice the tolerable"), "{far}");
+        assert!(!stop_advice(&[(0.95, 3.0)], 2.0).contains("--cssvd"));
     }
 
     fn cp(variant: u32, overall: f64, drop: f64) -> SweepRow {
