@@ -220,6 +220,12 @@ impl Workspace {
         self.save()
     }
 
+    /// Take a user tag off a variant (if it has it), and save.
+    pub fn remove_tag(&mut self, id: u32, tag: &str) -> Result<()> {
+        self.variant_mut(id)?.tags.retain(|t| t != tag);
+        self.save()
+    }
+
     /// Append an evaluation result to a variant and save.
     pub fn record_result(&mut self, id: u32, record: EvalRecord) -> Result<()> {
         self.variant_mut(id)?.results.push(record);

@@ -486,5 +486,21 @@ fn finish(sweep: &Sweep, outcome: Outcome, started: Instant, ws_dir: &Path) -> R
     result["report_file"] = json!(sweep.path.display().to_string());
     result["seconds"] = json!(started.elapsed().as_secs_f64());
     result["workspace"] = json!(ws_dir.display().to_string());
+    result["result"] = json!(result_line(&report));
     Ok(result)
+}
+
+/// The job's one-line result for the log: candidates made and what comes next.
+fn result_line(r: &SweepReport) -> String {
+    let pre = r.ssvd.iter().filter(|row| row.preselected).count();
+    let mut line = format!("{} SSVD candidates ({pre} pre-selected)", r.ssvd.len());
+    if !r.cp.is_empty() {
+        line.push_str(&format!(", {} CP candidates", r.cp.len()));
+    }
+    match (&r.pick, &r.advice) {
+        (Some(p), _) => line.push_str(&format!("; pick v{}", p.variant)),
+        (None, Some(a)) => line.push_str(&format!("; {a}")),
+        (None, None) => {}
+    }
+    line
 }

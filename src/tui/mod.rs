@@ -308,12 +308,16 @@ fn apply(
             Effect::LoadAnalysis(id) => {
                 read_off_thread(workspace, &senders.analysis, move |w| (id, w.analysis(id)))
             }
-            Effect::TagVariant { id, tag } => {
+            Effect::TagVariant { id, tag, untag } => {
                 let ws = workspace.clone();
                 let tx = senders.actions.clone();
                 tokio::task::spawn_blocking(move || {
                     let written = match ws.lock() {
-                        Ok(mut w) => w.add_tag(id, &tag),
+                        Ok(mut w) => untag
+                            .iter()
+                            .filter(|&&other| other != id)
+                            .try_for_each(|&other| w.remove_tag(other, &tag))
+                            .and_then(|_| w.add_tag(id, &tag)),
                         Err(_) => return,
                     };
                     let notice = match written {

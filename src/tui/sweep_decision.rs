@@ -246,10 +246,13 @@ fn confirm(app: &mut App, d: &mut SweepDecision) -> Vec<Effect> {
                 "variant {} picked (MAC ratio {:.3}): A = the pick, B = the base",
                 row.variant, row.overall_mac_ratio
             );
+            // The stage job tagged the rule's pick; the user's pick replaces it.
+            let untag = d.rows().iter().map(|r| r.variant).collect();
             vec![
                 Effect::TagVariant {
                     id: row.variant,
                     tag: "picked".into(),
+                    untag,
                 },
                 Effect::RefreshCompare,
             ]

@@ -182,7 +182,8 @@ fn step_two_opens_decision_two_and_enter_tags_the_pick() {
     let effects = update(&mut app, Action::Confirm);
     assert!(effects.contains(&Effect::TagVariant {
         id: 6,
-        tag: "picked".into()
+        tag: "picked".into(),
+        untag: vec![4, 5, 6],
     }));
     assert_eq!((app.mark_a, app.mark_b), (Some(6), Some(0)));
     assert_eq!(app.focus, Pane::Compare);

@@ -30,10 +30,12 @@ pub enum Effect {
     /// Read a variant's compression record and its cached dictionary (the layers pane's
     /// compression and heat tables).
     LoadCompression(u32),
-    /// Add a user tag to a variant (e.g. `picked` at a sweep's last decision).
+    /// Give a variant a user tag and take it off others (the `picked` candidate of a
+    /// sweep's last decision, over the rule's pick).
     TagVariant {
         id: u32,
         tag: String,
+        untag: Vec<u32>,
     },
 }
 
