@@ -1,6 +1,7 @@
 //! AdaRound time per layer per 1000 iterations (batch 32 of 200 cached samples) for a few
-//! layers of the sample MobileNetV2: the stem conv, a depthwise conv, a 1×1 expansion and
-//! the classifier. Inputs are random with the layers' shapes: the cost depends on shapes only.
+//! layers of the sample MobileNetV2: the stem conv, the first 1×1 projection, a 1×1
+//! expansion and the classifier. Inputs are random with the layers' shapes: the cost depends
+//! on shapes only.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{Array2, ArrayD, IxDyn};
