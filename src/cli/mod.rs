@@ -8,6 +8,7 @@ mod bias_correct;
 mod compress;
 mod eval;
 mod export;
+mod finetune;
 mod fix_chain;
 mod fixes;
 mod inspect;
@@ -71,6 +72,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Compress to a target MAC ratio (greedy per-layer ratios) or at manual ratios (a new variant)
     Compress(compress::CompressArgs),
+    /// Fine-tune with backpropagation on the CPU (built-in trainer; a new variant)
+    Finetune(finetune::FinetuneArgs),
     /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
     FoldBn(fixes::FoldBnArgs),
     /// Cross-layer equalization with high-bias absorption (a new variant)
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Adaround(args)) => adaround::run(args, &cli.common),
         Some(Command::Export(args)) => export::run(args, &cli.common),
         Some(Command::Compress(args)) => compress::run(args, &cli.common),
+        Some(Command::Finetune(args)) => finetune::run(args, &cli.common),
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         Some(Command::Fix(args)) => fix_chain::run(args, &cli.common),
