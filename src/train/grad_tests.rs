@@ -4,7 +4,7 @@
 
 use super::graph::{TrainGraph, SUPPORTED_OPS};
 use super::value::{physical, Value};
-use crate::data::split::SplitMix64;
+use crate::data::SplitMix64;
 use crate::model::builder::{attr_float, attr_int, attr_ints, ProtoBuilder};
 use crate::model::Model;
 use burn_tensor::{DType, Device, Tensor, TensorData};
@@ -92,7 +92,7 @@ fn check(model: &Model, input: &[usize], seed: u64) {
             names[k - 1].clone()
         };
         let auto: Vec<f64> = match leaf.t.grad(&grads) {
-            Some(t) => t.into_data_as::<f64>().to_vec().unwrap(),
+            Some(t) => t.into_data_as::<f64>().try_to_vec().unwrap(),
             None => vec![0.0; leaves[k].0.len()],
         };
         for i in 0..leaves[k].0.len() {

@@ -461,21 +461,22 @@ fn parse(model: &Model, node: &NodeProto, opset: i64, w: &str) -> Result<Op> {
     let input = |k: usize| node.input.get(k).map(|s| s.as_str()).unwrap_or("");
     Ok(match node.op_type.as_str() {
         "Conv" => {
-            let kernel =
-                match attrs::ints(node, "kernel_shape") {
-                    Some(k) => k,
-                    None => {
-                        let wname = input(1);
-                        let shape = model.weight(wname).map(|a| a.shape().to_vec()).ok_or_else(
-                            || {
+            let kernel = match attrs::ints(node, "kernel_shape") {
+                Some(k) => k,
+                None => {
+                    let wname = input(1);
+                    let shape =
+                        model
+                            .weight(wname)
+                            .map(|a| a.shape().to_vec())
+                            .ok_or_else(|| {
                                 Error::input(format!(
                                     "{w}: no kernel_shape and weight '{wname}' is not a constant"
                                 ))
-                            },
-                        )?;
-                        shape.iter().skip(2).map(|&d| d as i64).collect()
-                    }
-                };
+                            })?;
+                    shape.iter().skip(2).map(|&d| d as i64).collect()
+                }
+            };
             let group = i("group", 1);
             if group < 1 {
                 return Err(Error::input(format!("{w}: group {group}")));

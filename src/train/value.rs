@@ -70,7 +70,7 @@ impl Value {
     /// The value as f32 ndarray, in its ONNX shape.
     pub fn to_array(&self) -> ArrayD<f32> {
         let data = self.t.clone().into_data_as::<f32>();
-        let v: Vec<f32> = data.to_vec().unwrap_or_default();
+        let v: Vec<f32> = data.try_to_vec().unwrap_or_default();
         ArrayD::from_shape_vec(IxDyn(&self.shape), v).expect("element count matches the shape")
     }
 }
