@@ -95,19 +95,18 @@ fn check(model: &Model, input: &[usize], seed: u64) {
             Some(t) => t.into_data_as::<f64>().try_to_vec().unwrap(),
             None => vec![0.0; leaves[k].0.len()],
         };
-        for i in 0..leaves[k].0.len() {
+        for (i, &a) in auto.iter().enumerate() {
             let mut plus = leaves.clone();
             plus[k].0[i] += eps;
             let mut minus = leaves.clone();
             minus[k].0[i] -= eps;
             let numeric =
                 (objective(&g, &plus, &r, &dev) - objective(&g, &minus, &r, &dev)) / (2.0 * eps);
-            let err = (auto[i] - numeric).abs() / (auto[i].abs() + numeric.abs()).max(1e-3);
+            let err = (a - numeric).abs() / (a.abs() + numeric.abs()).max(1e-3);
             assert!(
                 err < 1e-5,
-                "{}: d/d {what}[{i}]: autodiff {} vs finite differences {numeric}",
-                model.source(),
-                auto[i]
+                "{}: d/d {what}[{i}]: autodiff {a} vs finite differences {numeric}",
+                model.source()
             );
         }
     }

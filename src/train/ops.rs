@@ -89,7 +89,8 @@ pub fn conv(
         )));
     }
     let (c, m) = (x.shape[1], w.shape[0]);
-    if group == 0 || c % group != 0 || m % group != 0 || w.shape[1] * group != c {
+    if group == 0 || !c.is_multiple_of(group) || !m.is_multiple_of(group) || w.shape[1] * group != c
+    {
         return Err(Error::input(format!(
             "{what}: input of {c} channels, weight {:?}, group {group} do not agree",
             w.shape
@@ -416,7 +417,7 @@ pub fn reshape(x: &Value, target: &[i64], allowzero: bool, what: &str) -> Result
     }
     let known: usize = shape.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(bad());
         }
         shape[i] = total / known;
