@@ -18,6 +18,7 @@ pub mod model;
 pub mod quant;
 pub mod runtime;
 pub mod samples;
+pub mod train;
 pub mod tui;
 pub mod units;
 

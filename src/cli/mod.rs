@@ -8,6 +8,7 @@ mod bias_correct;
 mod compress;
 mod eval;
 mod export;
+mod finetune;
 mod fix_chain;
 mod fixes;
 mod inspect;
@@ -78,6 +79,8 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Measure a model's or variant's latency (median and p90 of timed runs)
     Latency(latency::LatencyArgs),
+    /// Fine-tune with backpropagation on the CPU (built-in trainer; a new variant)
+    Finetune(finetune::FinetuneArgs),
     /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
     FoldBn(fixes::FoldBnArgs),
     /// Cross-layer equalization with high-bias absorption (a new variant)
@@ -117,6 +120,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Compress(args)) => compress::run(args, &cli.common),
         Some(Command::Sweep(args)) => sweep::run(args, &cli.common),
         Some(Command::Latency(args)) => latency::run(args, &cli.common),
+        Some(Command::Finetune(args)) => finetune::run(args, &cli.common),
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         Some(Command::Fix(args)) => fix_chain::run(args, &cli.common),

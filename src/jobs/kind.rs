@@ -8,6 +8,7 @@ use crate::experiment::quantsim::settings_label;
 use crate::fixes::bias_correction::BcMode;
 use crate::quant::encodings_file::EncodingsVersion;
 use crate::quant::simulate::QuantsimSettings;
+use crate::train::FineTuneSettings;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -174,6 +175,15 @@ pub enum JobKind {
         calibration_size: usize,
         seed: u64,
         /// Worker threads; 0 means one per core.
+        threads: usize,
+    },
+    /// Fine-tune a variant with backpropagation on the training (calibration) subset; the
+    /// trained model is a child variant scored on the evaluation subset.
+    FineTune {
+        variant: u32,
+        data: PathBuf,
+        settings: FineTuneSettings,
+        /// Worker threads of the scoring runs; 0 means one per core.
         threads: usize,
     },
     /// Fold the BatchNormalizations of a variant into their layers; the result is a child
@@ -351,6 +361,12 @@ impl JobKind {
                 SweepStage::Full => format!("sweep C={target}"),
                 other => format!("sweep C={target} {}", other.name()),
             },
+            JobKind::FineTune {
+                variant, settings, ..
+            } => format!(
+                "finetune v{variant} {} epoch(s) lr {}",
+                settings.epochs, settings.lr
+            ),
             JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
             JobKind::Cle {
                 variant,
@@ -394,7 +410,8 @@ impl JobKind {
             | JobKind::BiasCorrect { .. }
             | JobKind::AdaRound { .. }
             | JobKind::Compress { .. }
-            | JobKind::Sweep { .. } => true,
+            | JobKind::Sweep { .. }
+            | JobKind::FineTune { .. } => true,
             JobKind::FixChain { steps, .. } => steps.iter().any(ChainStep::needs_data),
             // Single-threaded weight arithmetic, well under a second on a ResNet-50.
             JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,

@@ -13,6 +13,7 @@ mod evaluate;
 mod event;
 mod exec;
 mod export;
+mod finetune;
 mod fixes;
 mod history;
 mod journal;

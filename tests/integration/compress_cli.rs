@@ -218,3 +218,63 @@ fn sweep_step_one_then_latency_of_a_candidate() {
     let line = assert_bad_input(&out, "sweep with a bad Cssvd");
     assert!(line.contains("--cssvd value 0"), "{line}");
 }
+
+#[test]
+fn finetune_trains_a_child_variant_tract_loads_and_rejects_bad_input() {
+    let s = setup();
+    let out = s.root.join("tuned.onnx").display().to_string();
+    let args = [
+        "finetune",
+        &s.model,
+        "--data",
+        &s.data,
+        "--workspace",
+        &s.workspace,
+        "--threads",
+        "1",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-4",
+        "--batch-size",
+        "16",
+        "--out",
+        &out,
+        "--json",
+    ];
+    let doc = json_ok(&s.root, &args);
+    assert_eq!(doc["variant"], 1);
+    assert_eq!(doc["step"], "finetune{epochs:2,lr:0.0001}");
+    assert_eq!(doc["output"], out.as_str());
+    assert_eq!(doc["metric"], "accuracy");
+    assert_eq!(doc["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["steps_per_epoch"], 3); // 40 training samples in batches of 16
+    assert!(doc["loss"].as_f64().unwrap().is_finite());
+    for k in ["score_before", "score_after"] {
+        let v = doc[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} {v}");
+    }
+    // The written model keeps the graph and loads in tract (the eval command runs it).
+    let eval = json_ok(
+        &s.root,
+        &["eval", &out, "--data", &s.data, "--threads", "1", "--json"],
+    );
+    assert_eq!(eval["accuracy"], doc["score_after"]);
+
+    let bad = |extra: &[&str], what: &str| {
+        let mut a = vec![
+            "finetune",
+            &s.model,
+            "--data",
+            &s.data,
+            "--workspace",
+            &s.workspace,
+        ];
+        a.extend_from_slice(extra);
+        let line = assert_bad_input(&run(&s.root, &a), what);
+        assert!(line.contains(what), "{line}");
+    };
+    bad(&["--epochs", "0"], "--epochs");
+    bad(&["--batch-size", "0"], "--batch-size");
+    bad(&["--layers", "nope"], "'nope'");
+}

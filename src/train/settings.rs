@@ -1,0 +1,139 @@
+//! What a fine-tuning run is asked to do. Serialised into the job request and the
+//! checkpoint key, so names are stable snake_case.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Schedule {
+    Constant,
+    /// Cosine decay from `lr` to 0 over all steps.
+    Cosine,
+    /// Multiply the rate by `gamma` every `every` epochs.
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// SGD with (heavy-ball) momentum, as PyTorch's `SGD`.
+    Sgd,
+    /// Adam with L2 weight decay added to the gradient, as PyTorch's `Adam`.
+    Adam,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Loss {
+    /// Cross-entropy with the dataset's labels.
+    CrossEntropy,
+    /// KL divergence to the FP32 parent's softened outputs (no labels needed).
+    Distill { temperature: f64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainLayers {
+    All,
+    /// Node names of Conv/Gemm/MatMul/BatchNormalization layers.
+    Only(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTuneSettings {
+    pub epochs: usize,
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub optimizer: Optimizer,
+    /// SGD momentum (ignored by Adam).
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    pub train_layers: TrainLayers,
+    pub loss: Loss,
+    /// Stop after this many epochs without a better evaluation score (0: never).
+    pub early_stop_patience: usize,
+    /// The training subset is the calibration subset of this split.
+    pub calibration_size: usize,
+    pub seed: u64,
+}
+
+impl Default for FineTuneSettings {
+    fn default() -> Self {
+        FineTuneSettings {
+            epochs: 5,
+            lr: 1e-3,
+            schedule: Schedule::Cosine,
+            optimizer: Optimizer::Adam,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            batch_size: 32,
+            train_layers: TrainLayers::All,
+            loss: Loss::CrossEntropy,
+            early_stop_patience: 0,
+            calibration_size: 200, // the workspace default
+            seed: 0,
+        }
+    }
+}
+
+impl FineTuneSettings {
+    /// Reject settings no run could use, naming the field.
+    pub fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::input(format!("finetune: {m}")));
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return bad(format!("--lr {} must be a finite number ≥ 0", self.lr));
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("--weight-decay {} must be ≥ 0", self.weight_decay));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum {} must be in [0, 1)", self.momentum));
+        }
+        if let Schedule::Step { every, gamma } = self.schedule {
+            if every == 0 || !(gamma > 0.0 && gamma.is_finite()) {
+                return bad(format!(
+                    "step schedule every {every} gamma {gamma}: need every ≥ 1, gamma > 0"
+                ));
+            }
+        }
+        if let Loss::Distill { temperature } = self.loss {
+            if !(temperature > 0.0 && temperature.is_finite()) {
+                return bad(format!(
+                    "distillation temperature {temperature} must be > 0"
+                ));
+            }
+        }
+        if self.calibration_size == 0 {
+            return bad("the training subset (calibration size) is empty".into());
+        }
+        Ok(())
+    }
+
+    /// The learning rate at `step` of `total` (0-based), in epoch `epoch`.
+    pub fn lr_at(&self, epoch: usize, step: usize, total: usize) -> f64 {
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Cosine => {
+                let t = step as f64 / total.max(1) as f64;
+                self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+            Schedule::Step { every, gamma } => self.lr * gamma.powi((epoch / every.max(1)) as i32),
+        }
+    }
+
+    /// The recipe step name of the child variant.
+    pub fn step_name(&self) -> String {
+        format!("finetune{{epochs:{},lr:{}}}", self.epochs, self.lr)
+    }
+}
