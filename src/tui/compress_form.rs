@@ -199,27 +199,15 @@ impl CompressForm {
 /// Open the dialog on the variant selected in the variants pane when it has the focus,
 /// else on the current variant.
 pub fn open(app: &mut App) {
-    let variant = match app.focus {
-        Pane::Variants => app.selected_variant().unwrap_or(app.current),
-        _ => app.current,
-    };
+    let variant = form::dialog_variant(app);
     app.popups.push(Popup::Compress(CompressForm::new(variant)));
 }
 
 /// Why the dialog cannot launch now: no dataset, a quantized variant, or a number out of
 /// range.
 pub fn blocker(app: &App, form: &CompressForm) -> Option<String> {
-    if app.data_path.is_none() {
-        return Some("no dataset: restart with --data DIR to compress".into());
-    }
-    if app
-        .variant(form.variant)
-        .is_some_and(|v| v.encodings_file.is_some())
-    {
-        return Some(format!(
-            "variant {} is quantized: compress an FP32 variant",
-            form.variant
-        ));
+    if let Some(b) = form::fp32_data_blocker(app, form.variant, "compress") {
+        return Some(b);
     }
     if form.manual && app.layer_choices.pinned().is_empty() {
         return Some("manual ratios: pin layers first (layers pane, + and −)".into());

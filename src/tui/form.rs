@@ -36,6 +36,25 @@ pub fn step_calibration(size: usize, delta: i64) -> usize {
     step(size, delta * 10, CALIBRATION.0, CALIBRATION.1)
 }
 
+/// The variant a dialog opens on: the one selected in the variants pane when it has the
+/// focus, else the current one.
+pub fn dialog_variant(app: &super::state::App) -> u32 {
+    match app.focus {
+        super::state::Pane::Variants => app.selected_variant().unwrap_or(app.current),
+        _ => app.current,
+    }
+}
+
+/// Why a job that needs data and an FP32 variant cannot start (`what`: "compress", …).
+pub fn fp32_data_blocker(app: &super::state::App, variant: u32, what: &str) -> Option<String> {
+    if app.data_path.is_none() {
+        return Some(format!("no dataset: restart with --data DIR to {what}"));
+    }
+    app.variant(variant)
+        .filter(|v| v.encodings_file.is_some())
+        .map(|_| format!("variant {variant} is quantized: {what} an FP32 variant"))
+}
+
 /// A dialog's settings form: a field cursor, and values changed by keys.
 pub trait Editable {
     /// The field cursor, whether no digit was typed in that field yet (the first one

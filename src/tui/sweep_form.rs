@@ -222,26 +222,14 @@ impl SweepForm {
 /// Open the dialog on the variant selected in the variants pane when it has the focus,
 /// else on the current variant.
 pub fn open(app: &mut App) {
-    let variant = match app.focus {
-        Pane::Variants => app.selected_variant().unwrap_or(app.current),
-        _ => app.current,
-    };
+    let variant = form::dialog_variant(app);
     app.popups.push(Popup::Sweep(SweepForm::new(variant)));
 }
 
 /// Why the dialog cannot launch now: no dataset, a quantized variant, or a bad number.
 pub fn blocker(app: &App, form: &SweepForm) -> Option<String> {
-    if app.data_path.is_none() {
-        return Some("no dataset: restart with --data DIR to sweep".into());
-    }
-    if app
-        .variant(form.variant)
-        .is_some_and(|v| v.encodings_file.is_some())
-    {
-        return Some(format!(
-            "variant {} is quantized: sweep an FP32 variant",
-            form.variant
-        ));
+    if let Some(b) = form::fp32_data_blocker(app, form.variant, "sweep") {
+        return Some(b);
     }
     form.problem()
 }
