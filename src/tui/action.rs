@@ -49,6 +49,9 @@ pub enum Action {
     CompressDialog,
     /// The SSVD→CP sweep dialog.
     SweepDialog,
+    /// The fine-tuning dialog (built-in training) on the chosen variant, or on a
+    /// sweep decision's picked candidates.
+    FineTuneDialog,
     /// Reopen the pending sweep decision.
     SweepDecision,
     /// Export the selected quantized variant (QDQ ONNX + encodings).

@@ -7,7 +7,7 @@
 use super::action::Action;
 use super::form;
 use super::layer_choice::LayerChoices;
-use super::state::{App, Pane, Popup};
+use super::state::{App, Popup};
 use super::update::Effect;
 use qsteer::compress::build::SELECTIONS;
 use qsteer::compress::Method;
@@ -220,15 +220,9 @@ pub fn action(app: &mut App, form: &mut CompressForm, action: Action) -> Vec<Eff
     match action {
         _ if form::edit(form, &action) => {}
         Action::Confirm => {
-            if let Some(p) = blocker(app, form) {
-                app.status = p;
-                return vec![];
-            }
-            let Some(data) = app.data_path.clone() else {
+            let Some(data) = form::launch(app, blocker(app, form)) else {
                 return vec![];
             };
-            app.popups.pop();
-            app.focus = Pane::Jobs;
             app.status = format!(
                 "compress of variant {} queued; the compressed variant appears when it finishes",
                 form.variant

@@ -55,6 +55,19 @@ pub fn fp32_data_blocker(app: &super::state::App, variant: u32, what: &str) -> O
         .map(|_| format!("variant {variant} is quantized: {what} an FP32 variant"))
 }
 
+/// Enter in a dialog that queues jobs on the dataset: when `blocker` says why it cannot,
+/// show that and stay; else close the dialog, focus the jobs pane and give the data path.
+pub fn launch(app: &mut super::state::App, blocker: Option<String>) -> Option<std::path::PathBuf> {
+    if let Some(why) = blocker {
+        app.status = why;
+        return None;
+    }
+    let data = app.data_path.clone()?;
+    app.popups.pop();
+    app.focus = super::state::Pane::Jobs;
+    Some(data)
+}
+
 /// A dialog's settings form: a field cursor, and values changed by keys.
 pub trait Editable {
     /// The field cursor, whether no digit was typed in that field yet (the first one

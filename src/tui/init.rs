@@ -153,6 +153,7 @@ pub fn open(
                 elapsed: r.seconds,
                 log: read_job_log(&dir, r.id).unwrap_or_default(),
                 kind: Some(r.kind.clone()),
+                curve: None,
             }
         })
         .collect();

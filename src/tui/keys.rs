@@ -127,6 +127,7 @@ pub fn bindings() -> Vec<Binding> {
             G,
             true,
         ),
+        b(K::Char('t'), "t", A::FineTuneDialog, "fine-tune…", G, true),
         b(
             K::Char('d'),
             "d",

@@ -5,6 +5,8 @@
 pub mod action;
 mod compare;
 mod compress_form;
+mod finetune_form;
+mod finetune_popup;
 mod fix_form;
 mod form;
 mod graph_rows;
@@ -21,11 +23,14 @@ mod sweep_decision;
 mod sweep_form;
 mod sweep_popup;
 pub mod theme;
+mod train_curve;
 pub mod ui;
 pub mod update;
 
 #[cfg(test)]
 mod compress_tests;
+#[cfg(test)]
+mod finetune_tests;
 #[cfg(test)]
 mod fix_tests;
 #[cfg(test)]
@@ -109,6 +114,7 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
                         | Popup::Quantsim(_)
                         | Popup::Compress(_)
                         | Popup::Sweep(_)
+                        | Popup::FineTune(_)
                         | Popup::SweepDecision(_)
                 )
             );

@@ -31,7 +31,7 @@ pub(super) fn submitted(effects: &[Effect]) -> Vec<JobKind> {
 }
 
 /// A result on the sample's evaluation split, as the evaluate job records it.
-fn result(accuracy: f64) -> EvalRecord {
+pub(super) fn result(accuracy: f64) -> EvalRecord {
     EvalRecord {
         dataset: "sample-models/digits".into(),
         dataset_fingerprint: "f".into(),

@@ -67,6 +67,8 @@ pub struct JobView {
     pub log: Vec<String>,
     /// What was asked for, when known (jobs of this session and of the history).
     pub kind: Option<qsteer::jobs::JobKind>,
+    /// A training job's loss curve and epoch scores, as they arrive.
+    pub curve: Option<super::train_curve::TrainCurve>,
 }
 
 impl JobView {
@@ -164,6 +166,7 @@ pub enum Popup {
     Compress(super::compress_form::CompressForm),
     Sweep(super::sweep_form::SweepForm),
     SweepDecision(Box<super::sweep_decision::SweepDecision>),
+    FineTune(super::finetune_form::FineTuneForm),
     ConfirmQuit,
 }
 

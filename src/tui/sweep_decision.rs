@@ -103,6 +103,16 @@ impl SweepDecision {
         }
     }
 
+    /// The picked rows' variant ids.
+    pub fn picked_variants(&self) -> Vec<u32> {
+        self.rows()
+            .iter()
+            .zip(&self.picked)
+            .filter(|(_, p)| **p)
+            .map(|(r, _)| r.variant)
+            .collect()
+    }
+
     /// Step 2 of the sweep for the picked SSVD candidates.
     pub fn next_job(&self) -> Option<JobKind> {
         let JobKind::Sweep {
@@ -120,13 +130,7 @@ impl SweepDecision {
         else {
             return None;
         };
-        let ssvd: Vec<u32> = self
-            .rows()
-            .iter()
-            .zip(&self.picked)
-            .filter(|(_, p)| **p)
-            .map(|(r, _)| r.variant)
-            .collect();
+        let ssvd = self.picked_variants();
         (self.step == Step::Ssvd && !ssvd.is_empty()).then(|| JobKind::Sweep {
             variant: *variant,
             data: data.clone(),
@@ -204,6 +208,16 @@ pub fn action(app: &mut App, d: &mut SweepDecision, action: Action) -> Vec<Effec
             }
         }
         Action::Confirm => return confirm(app, d),
+        Action::FineTuneDialog => {
+            let picked = d.picked_variants();
+            if picked.is_empty() {
+                app.status = "pick candidates (Space) to fine-tune first".into();
+            } else {
+                app.pending_decision = Some(d.clone());
+                super::finetune_form::open_on(app, picked);
+            }
+            return vec![];
+        }
         _ => {}
     }
     app.pending_decision = Some(d.clone());

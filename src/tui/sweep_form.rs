@@ -5,7 +5,7 @@
 
 use super::action::Action;
 use super::form;
-use super::state::{App, Pane, Popup};
+use super::state::{App, Popup};
 use super::update::Effect;
 use qsteer::compress::sweep::default_cssvd;
 use qsteer::jobs::{JobKind, SweepStage};
@@ -247,15 +247,9 @@ pub fn action(app: &mut App, form: &mut SweepForm, action: Action) -> Vec<Effect
         }
         _ if form::edit(form, &action) => {}
         Action::Confirm => {
-            if let Some(p) = blocker(app, form) {
-                app.status = p;
-                return vec![];
-            }
-            let Some(data) = app.data_path.clone() else {
+            let Some(data) = form::launch(app, blocker(app, form)) else {
                 return vec![];
             };
-            app.popups.pop();
-            app.focus = Pane::Jobs;
             app.status = format!(
                 "sweep of variant {} queued: spatial SVD at {} first; its decision table opens \
                  when it finishes",

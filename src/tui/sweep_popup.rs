@@ -144,12 +144,12 @@ pub fn decision(f: &mut Frame, app: &App, area: Rect, d: &SweepDecision) {
             format!("{:.2}", d.neighbour_pct as f64 / 100.0),
         ));
         lines.push(Line::from(Span::styled(
-            "Space picks  Tab settings  Enter prunes the picked  Esc later (d)",
+            "Space pick  t train the picked  Tab settings  Enter prune them  Esc later (d)",
             t.dim(),
         )));
     } else {
         lines.push(Line::from(Span::styled(
-            "Space picks  Enter takes it (tag picked, A/B vs base)  Esc later (d)",
+            "Space pick  t train it  Enter take it (tag picked, A/B vs base)  Esc later (d)",
             t.dim(),
         )));
     }

@@ -27,7 +27,7 @@ fn decision(app: &App) -> &SweepDecision {
     }
 }
 
-fn stage_job(stage: SweepStage) -> JobKind {
+pub(super) fn stage_job(stage: SweepStage) -> JobKind {
     JobKind::Sweep {
         variant: 0,
         data: "sample-models/digits".into(),
@@ -59,7 +59,7 @@ fn row(variant: u32, parent: u32, method: &str, requested: f64, overall: f64, ac
     })
 }
 
-fn report(cp: bool) -> Value {
+pub(super) fn report(cp: bool) -> Value {
     let ssvd = vec![
         row(1, 0, "spatial_svd", 0.5, 0.5, 0.95),
         row(2, 0, "spatial_svd", 0.65, 0.65, 0.985),
@@ -86,7 +86,7 @@ fn report(cp: bool) -> Value {
 }
 
 /// Queue, start and finish a job of `kind` with `summary` as its result.
-fn finish(app: &mut App, id: u64, kind: JobKind, summary: Value) -> Vec<Effect> {
+pub(super) fn finish(app: &mut App, id: u64, kind: JobKind, summary: Value) -> Vec<Effect> {
     let id = JobId(id);
     update(app, Action::Job(JobEvent::Queued { id, kind }));
     update(app, Action::Job(JobEvent::Started { id }));

@@ -4,6 +4,7 @@
 
 use super::action::Action;
 use super::compress_form;
+use super::finetune_form;
 use super::fix_form;
 use super::form;
 use super::keys;
@@ -203,6 +204,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::CompressDialog => compress_form::open(app),
         Action::SweepDialog => sweep_form::open(app),
         Action::SweepDecision => sweep_decision::reopen(app),
+        Action::FineTuneDialog => finetune_form::open(app),
         Action::Quit => {
             if app.active_jobs() > 0 {
                 app.popups.push(Popup::ConfirmQuit);
@@ -379,6 +381,13 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
             }
             effects
         }
+        Popup::FineTune(mut form) => {
+            let effects = finetune_form::action(app, &mut form, action);
+            if let Some(Popup::FineTune(slot)) = app.popups.last_mut() {
+                *slot = form;
+            }
+            effects
+        }
         Popup::Fix(mut form) => {
             let effects = fix_form::action(app, &mut form, action);
             if let Some(Popup::Fix(slot)) = app.popups.last_mut() {
@@ -498,6 +507,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                     elapsed: None,
                     log: vec![],
                     kind: Some(kind),
+                    curve: None,
                 });
                 app.cursor[Pane::Jobs.index()] = app.jobs.len() - 1;
             }
@@ -529,6 +539,13 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
             }
         }
         // A compress job's dictionary: the plan starts a grid (shown at once), entries fill it.
+        JobEvent::Partial { id, result }
+            if result.get("train_step").is_some() || result.get("train_epoch").is_some() =>
+        {
+            if let Some(j) = job_mut(app, id) {
+                j.curve.get_or_insert_with(Default::default).take(&result);
+            }
+        }
         JobEvent::Partial { id, result } => match super::heat::HeatGrid::from_plan(id, &result) {
             Some(grid) => {
                 app.heat = Some(grid);

@@ -90,6 +90,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         });
     }
     f.render_widget(Paragraph::new(lines), list_area);
+    // A training job's curve takes the upper part of the log area when there is room.
+    let curve = app.selected_job().and_then(|j| j.curve.as_ref());
+    let log_area = match curve {
+        Some(c) if log_area.height >= super::train_chart::MIN_HEIGHT + 2 => {
+            let h = (log_area.height * 2 / 3).max(super::train_chart::MIN_HEIGHT);
+            let [chart_area, rest] =
+                Layout::vertical([Constraint::Length(h), Constraint::Min(0)]).areas(log_area);
+            super::train_chart::draw(f, chart_area, app, c);
+            rest
+        }
+        _ => log_area,
+    };
     if log_area.height > 0 {
         let log: Vec<Line> = match app.selected_job() {
             Some(j) => j

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod layers;
 pub mod noise;
 pub mod ranges;
+pub mod train_chart;
 pub mod variants;
 
 use super::state::{App, Pane};

@@ -19,6 +19,26 @@ pub fn score_text(v: &Variant) -> String {
     }
 }
 
+/// The change of a variant's score against its parent's on the same data, in points
+/// (`+0.25`, `−3.10`): a fine-tuned child's before → after, a quantized one's cost.
+pub fn delta_text(app: &App, v: &Variant) -> Option<String> {
+    let mine = v.results.last()?;
+    let parent = app
+        .variant(v.parent?)?
+        .latest_result(&mine.dataset_fingerprint)?;
+    let points = |s: &qsteer::metrics::Score| s.accuracy.or(s.agreement).map(|x| 100.0 * x);
+    // Agreement measured against different references does not compare.
+    if mine.score.accuracy.is_none() && mine.reference != parent.reference {
+        return None;
+    }
+    let d = points(&mine.score)? - points(&parent.score)?;
+    Some(if d < 0.0 {
+        format!("−{:.2}", -d)
+    } else {
+        format!("+{d:.2}")
+    })
+}
+
 /// A variant's recipe step as the tree shows it: a quantsim step compactly (`W8A8 pt tf_enh`,
 /// `W4 pc sym minmax`), any other as written.
 pub fn step_text(v: &Variant) -> String {
@@ -87,6 +107,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Span::styled(format!("{}B ", human(v.size_bytes)), t.dim()),
             ];
             if inner.width >= 64 {
+                if let Some(d) = delta_text(app, v) {
+                    spans.insert(3, Span::styled(format!("{d:>6} "), t.dim()));
+                }
                 if let Some(l) = &v.latency {
                     spans.push(Span::styled(format!("{:.2}ms ", l.median_ms), t.dim()));
                 }

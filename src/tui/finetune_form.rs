@@ -1,0 +1,297 @@
+//! The fine-tuning dialog (`t`, and `t` in the sweep's decision tables for the picked
+//! candidates): epochs, learning rate and schedule, optimizer, batch size, weight decay,
+//! loss (labels or distillation to the parent), early stop and the training subset's size,
+//! prefilled with the CLI's defaults. Enter queues one fine-tune job per variant.
+
+use super::action::Action;
+use super::form;
+use super::state::{App, Popup};
+use super::update::Effect;
+use qsteer::jobs::JobKind;
+use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule};
+use std::path::Path;
+
+/// Learning rates offered (◂▸ steps through them).
+pub const LRS: [f64; 9] = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1];
+pub const WEIGHT_DECAYS: [f64; 5] = [0.0, 1e-5, 1e-4, 5e-4, 1e-3];
+const EPOCHS: (usize, usize) = (1, 500);
+const BATCH: (usize, usize) = (1, 4096);
+const PATIENCE: (usize, usize) = (0, 100);
+const DISTILL_TEMPERATURE: f64 = 2.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Epochs,
+    Lr,
+    Schedule,
+    Optimizer,
+    BatchSize,
+    WeightDecay,
+    Loss,
+    Patience,
+    Calibration,
+}
+
+impl Field {
+    pub const ALL: [Field; 9] = [
+        Field::Epochs,
+        Field::Lr,
+        Field::Schedule,
+        Field::Optimizer,
+        Field::BatchSize,
+        Field::WeightDecay,
+        Field::Loss,
+        Field::Patience,
+        Field::Calibration,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Epochs => "epochs",
+            Field::Lr => "learn rate",
+            Field::Schedule => "schedule",
+            Field::Optimizer => "optimizer",
+            Field::BatchSize => "batch size",
+            Field::WeightDecay => "wt decay",
+            Field::Loss => "loss",
+            Field::Patience => "early stop",
+            Field::Calibration => "train set",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleChoice {
+    Cosine,
+    Constant,
+    /// ×0.1 every third of the epochs.
+    Step,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FineTuneForm {
+    /// The variants to train, one job each.
+    pub variants: Vec<u32>,
+    pub epochs: usize,
+    /// Index into [`LRS`].
+    pub lr: usize,
+    pub schedule: ScheduleChoice,
+    pub adam: bool,
+    pub batch_size: usize,
+    /// Index into [`WEIGHT_DECAYS`].
+    pub weight_decay: usize,
+    pub distill: bool,
+    /// Epochs without a better score before stopping (0: never).
+    pub patience: usize,
+    pub calibration_size: usize,
+    pub field: usize,
+    pub fresh: bool,
+}
+
+impl FineTuneForm {
+    /// The CLI's defaults (`qsteer finetune`).
+    pub fn new(variants: Vec<u32>) -> FineTuneForm {
+        let d = FineTuneSettings::default();
+        FineTuneForm {
+            variants,
+            epochs: d.epochs,
+            lr: LRS.iter().position(|&l| l == d.lr).unwrap_or(4),
+            schedule: ScheduleChoice::Cosine,
+            adam: d.optimizer == Optimizer::Adam,
+            batch_size: d.batch_size,
+            weight_decay: 0,
+            distill: matches!(d.loss, Loss::Distill { .. }),
+            patience: d.early_stop_patience,
+            calibration_size: d.calibration_size,
+            field: 0,
+            fresh: true,
+        }
+    }
+
+    pub fn field(&self) -> Field {
+        Field::ALL[self.field.min(Field::ALL.len() - 1)]
+    }
+
+    pub fn settings(&self) -> FineTuneSettings {
+        FineTuneSettings {
+            epochs: self.epochs,
+            lr: LRS[self.lr.min(LRS.len() - 1)],
+            schedule: match self.schedule {
+                ScheduleChoice::Cosine => Schedule::Cosine,
+                ScheduleChoice::Constant => Schedule::Constant,
+                ScheduleChoice::Step => Schedule::Step {
+                    every: (self.epochs / 3).max(1),
+                    gamma: 0.1,
+                },
+            },
+            optimizer: if self.adam {
+                Optimizer::Adam
+            } else {
+                Optimizer::Sgd
+            },
+            weight_decay: WEIGHT_DECAYS[self.weight_decay.min(WEIGHT_DECAYS.len() - 1)],
+            batch_size: self.batch_size,
+            loss: if self.distill {
+                Loss::Distill {
+                    temperature: DISTILL_TEMPERATURE,
+                }
+            } else {
+                Loss::CrossEntropy
+            },
+            early_stop_patience: self.patience,
+            calibration_size: self.calibration_size,
+            ..FineTuneSettings::default()
+        }
+    }
+
+    pub fn value_text(&self, f: Field) -> String {
+        let s = self.settings();
+        match f {
+            Field::Epochs => format!("{}", self.epochs),
+            Field::Lr => format!("{:e}", s.lr),
+            Field::Schedule => match s.schedule {
+                Schedule::Cosine => "cosine to 0".into(),
+                Schedule::Constant => "constant".into(),
+                Schedule::Step { every, gamma } => format!("×{gamma} every {every} epoch(s)"),
+            },
+            Field::Optimizer if self.adam => "Adam".into(),
+            Field::Optimizer => format!("SGD, momentum {}", s.momentum),
+            Field::BatchSize => format!("{}", self.batch_size),
+            Field::WeightDecay if s.weight_decay == 0.0 => "0 (off)".into(),
+            Field::WeightDecay => format!("{:e}", s.weight_decay),
+            Field::Loss if self.distill => {
+                format!("distil the parent (T={DISTILL_TEMPERATURE}, no labels)")
+            }
+            Field::Loss => "cross-entropy with labels".into(),
+            Field::Patience if self.patience == 0 => "off (keep the last epoch)".into(),
+            Field::Patience => format!("after {} epoch(s) without gain", self.patience),
+            Field::Calibration => format!("{} samples (calibration part)", self.calibration_size),
+        }
+    }
+
+    /// One fine-tune job per variant.
+    pub fn jobs(&self, data: &Path, threads: usize) -> Vec<JobKind> {
+        let settings = self.settings();
+        self.variants
+            .iter()
+            .map(|&variant| JobKind::FineTune {
+                variant,
+                data: data.to_path_buf(),
+                settings: settings.clone(),
+                threads,
+            })
+            .collect()
+    }
+}
+
+impl form::Editable for FineTuneForm {
+    fn cursor(&mut self) -> (&mut usize, &mut bool, usize) {
+        (&mut self.field, &mut self.fresh, Field::ALL.len())
+    }
+
+    fn change(&mut self, delta: i64) {
+        match self.field() {
+            Field::Epochs => self.epochs = form::step(self.epochs, delta, EPOCHS.0, EPOCHS.1),
+            Field::Lr => self.lr = form::step(self.lr, delta, 0, LRS.len() - 1),
+            Field::Schedule => {
+                self.schedule = match (self.schedule, delta > 0) {
+                    (ScheduleChoice::Cosine, true) | (ScheduleChoice::Step, false) => {
+                        ScheduleChoice::Constant
+                    }
+                    (ScheduleChoice::Constant, true) | (ScheduleChoice::Cosine, false) => {
+                        ScheduleChoice::Step
+                    }
+                    (ScheduleChoice::Step, true) | (ScheduleChoice::Constant, false) => {
+                        ScheduleChoice::Cosine
+                    }
+                }
+            }
+            Field::Optimizer => self.adam = !self.adam,
+            // Powers of two are the usual batch sizes: ◂▸ halve and double.
+            Field::BatchSize => {
+                let b = if delta > 0 {
+                    self.batch_size.saturating_mul(2)
+                } else {
+                    self.batch_size / 2
+                };
+                self.batch_size = b.clamp(BATCH.0, BATCH.1);
+            }
+            Field::WeightDecay => {
+                self.weight_decay = form::step(self.weight_decay, delta, 0, WEIGHT_DECAYS.len() - 1)
+            }
+            Field::Loss => self.distill = !self.distill,
+            Field::Patience => {
+                self.patience = form::step(self.patience, delta, PATIENCE.0, PATIENCE.1)
+            }
+            Field::Calibration => {
+                self.calibration_size = form::step_calibration(self.calibration_size, delta)
+            }
+        }
+    }
+
+    fn number(&mut self) -> Option<(&mut usize, usize)> {
+        match self.field() {
+            Field::Epochs => Some((&mut self.epochs, EPOCHS.1)),
+            Field::BatchSize => Some((&mut self.batch_size, BATCH.1)),
+            Field::Patience => Some((&mut self.patience, PATIENCE.1)),
+            Field::Calibration => Some((&mut self.calibration_size, form::CALIBRATION.1)),
+            _ => None,
+        }
+    }
+}
+
+/// Open the dialog on one variant: the one selected in the variants pane when it has the
+/// focus, else the current one.
+pub fn open(app: &mut App) {
+    let variant = form::dialog_variant(app);
+    open_on(app, vec![variant]);
+}
+
+/// Open the dialog on the given variants (a decision table's picks).
+pub fn open_on(app: &mut App, variants: Vec<u32>) {
+    app.popups
+        .push(Popup::FineTune(FineTuneForm::new(variants)));
+}
+
+/// Why the dialog cannot launch now: no dataset, a quantized variant, or a bad number.
+pub fn blocker(app: &App, form: &FineTuneForm) -> Option<String> {
+    if form.variants.is_empty() {
+        return Some("no variant to fine-tune".into());
+    }
+    for &v in &form.variants {
+        if let Some(b) = form::fp32_data_blocker(app, v, "fine-tune") {
+            return Some(b);
+        }
+    }
+    if form.epochs < EPOCHS.0 {
+        return Some("train at least one epoch".into());
+    }
+    if form.batch_size < BATCH.0 {
+        return Some("the batch size must be at least 1".into());
+    }
+    (form.calibration_size < form::CALIBRATION.0).then(|| "the train set needs a sample".into())
+}
+
+/// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
+pub fn action(app: &mut App, form: &mut FineTuneForm, action: Action) -> Vec<Effect> {
+    match action {
+        _ if form::edit(form, &action) => {}
+        Action::Confirm => {
+            let Some(data) = form::launch(app, blocker(app, form)) else {
+                return vec![];
+            };
+            let ids: Vec<String> = form.variants.iter().map(|v| v.to_string()).collect();
+            app.status = format!(
+                "fine-tuning of variant(s) {} queued; the loss curve shows in the jobs pane",
+                ids.join(", ")
+            );
+            return form
+                .jobs(&data, app.cores)
+                .into_iter()
+                .map(Effect::Submit)
+                .collect();
+        }
+        _ => {}
+    }
+    vec![]
+}

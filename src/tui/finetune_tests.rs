@@ -1,0 +1,173 @@
+//! Fine-tuning in the app: `t` opens the settings form on a variant and Enter queues a
+//! fine-tune job with exactly those settings; a sweep decision's `t` trains its picked
+//! candidates (one job each); a quantized variant is refused; the job's `train_step` and
+//! `train_epoch` partials draw the live loss curve in the jobs pane (snapshots at 80×24).
+
+use super::action::Action;
+use super::finetune_form::FineTuneForm;
+use super::fix_tests::add_w4a8_quantsim_child;
+use super::quantsim_tests::submitted;
+use super::state::{App, Pane, Popup};
+use super::sweep_tests::{finish, report, stage_job};
+use super::tests::{render, sample_app};
+use super::update::update;
+use qsteer::jobs::{JobEvent, JobId, JobKind, SweepStage};
+use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule};
+use serde_json::json;
+
+fn form(app: &App) -> &FineTuneForm {
+    match app.popups.last() {
+        Some(Popup::FineTune(f)) => f,
+        other => panic!("no fine-tune dialog on top: {other:?}"),
+    }
+}
+
+#[test]
+fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::FineTuneDialog);
+    assert_eq!(form(&app).settings(), FineTuneSettings::default());
+    // epochs 5 → 12 (typed), lr 1e-3 → 3e-3, schedule cosine → constant, Adam → SGD,
+    // batch 32 → 64, weight decay 0 → 1e-5, loss → distillation, early stop 0 → 2.
+    for c in ['1', '2'] {
+        update(&mut app, Action::Char(c));
+    }
+    for _field in 0..7 {
+        update(&mut app, Action::Down);
+        update(&mut app, Action::Right);
+    }
+    update(&mut app, Action::Char('2'));
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    let [JobKind::FineTune {
+        variant,
+        data,
+        settings,
+        threads,
+    }] = jobs.as_slice()
+    else {
+        panic!("not one fine-tune job: {jobs:?}");
+    };
+    assert_eq!((*variant, *threads), (0, 2));
+    assert_eq!(data, &std::path::PathBuf::from("sample-models/digits"));
+    let want = FineTuneSettings {
+        epochs: 12,
+        lr: 3e-3,
+        schedule: Schedule::Constant,
+        optimizer: Optimizer::Sgd,
+        batch_size: 64,
+        weight_decay: 1e-5,
+        loss: Loss::Distill { temperature: 2.0 },
+        early_stop_patience: 2,
+        ..FineTuneSettings::default()
+    };
+    assert_eq!(settings, &want);
+    assert!(app.popups.is_empty());
+    assert_eq!(app.focus, Pane::Jobs);
+}
+
+#[test]
+fn a_quantized_variant_or_no_dataset_launches_nothing() {
+    let (mut app, _d) = sample_app();
+    add_w4a8_quantsim_child(&mut app);
+    app.focus = Pane::Variants;
+    update(&mut app, Action::Bottom);
+    update(&mut app, Action::FineTuneDialog);
+    assert_eq!(form(&app).variants, [1]);
+    assert!(update(&mut app, Action::Confirm).is_empty());
+    assert!(app.status.contains("quantized"), "{}", app.status);
+    let (mut app, _d) = sample_app();
+    app.data_path = None;
+    update(&mut app, Action::FineTuneDialog);
+    assert!(update(&mut app, Action::Confirm).is_empty());
+    assert!(app.status.contains("no dataset"), "{}", app.status);
+}
+
+#[test]
+fn t_in_a_sweep_decision_trains_each_picked_candidate() {
+    let (mut app, _d) = sample_app();
+    finish(&mut app, 1, stage_job(SweepStage::Ssvd), report(false));
+    // The rule pre-selected v2 and v3.
+    update(&mut app, Action::FineTuneDialog);
+    assert_eq!(form(&app).variants, [2, 3]);
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    let trained: Vec<u32> = jobs
+        .iter()
+        .map(|k| match k {
+            JobKind::FineTune { variant, .. } => *variant,
+            other => panic!("not a fine-tune job: {other:?}"),
+        })
+        .collect();
+    assert_eq!(trained, [2, 3]);
+    // The decision stays open beneath for step 2.
+    assert!(matches!(app.popups.last(), Some(Popup::SweepDecision(_))));
+}
+
+#[test]
+fn training_partials_draw_the_loss_curve_and_epoch_scores() {
+    let (mut app, _d) = sample_app();
+    let id = JobId(1);
+    let kind = JobKind::FineTune {
+        variant: 0,
+        data: "sample-models/digits".into(),
+        settings: FineTuneSettings::default(),
+        threads: 2,
+    };
+    update(&mut app, Action::Job(JobEvent::Queued { id, kind }));
+    update(&mut app, Action::Job(JobEvent::Started { id }));
+    for step in 1..=14u32 {
+        let epoch = 1 + (step - 1) / 7;
+        let result = json!({"train_step": {"epoch": epoch, "step": 1 + (step - 1) % 7,
+            "steps": 7, "loss": 2.0 / f64::from(step), "lr": 1e-3}});
+        update(&mut app, Action::Job(JobEvent::Partial { id, result }));
+        if step % 7 == 0 {
+            let result = json!({"train_epoch": {"epoch": epoch, "loss": 0.5,
+                "score": 0.97 + 0.01 * f64::from(epoch), "metric": "accuracy", "seconds": 1.0}});
+            update(&mut app, Action::Job(JobEvent::Partial { id, result }));
+        }
+    }
+    let curve = app.jobs[0].curve.as_ref().expect("a curve");
+    assert_eq!(curve.steps.len(), 14);
+    assert_eq!(curve.steps[13].0, 14.0);
+    app.focus = Pane::Jobs;
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("loss 0.1429"), "{screen}");
+    assert!(screen.contains("e2 99.00%↑"), "{screen}");
+    insta::assert_snapshot!("finetune_curve_80x24", screen);
+}
+
+#[test]
+fn snapshot_of_the_form() {
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::FineTuneDialog);
+    insta::assert_snapshot!("finetune_form_80x24", render(&app, 80, 24));
+}
+
+#[test]
+fn a_trained_child_shows_its_gain_over_the_parent_in_a_wide_variants_pane() {
+    use super::panes::variants::delta_text;
+    use super::quantsim_tests::result;
+    let (mut app, _d) = sample_app();
+    app.variants[0].results.push(result(0.985));
+    let mut tuned = qsteer::experiment::Variant::new(
+        1,
+        Some(0),
+        &FineTuneSettings::default().step_name(),
+        "variants/1.onnx".into(),
+        0,
+    );
+    tuned.results.push(result(0.9875));
+    let mut worse = tuned.clone();
+    worse.id = 2;
+    worse.results = vec![result(0.95)];
+    let mut elsewhere = tuned.clone();
+    elsewhere.id = 3;
+    elsewhere.results[0].dataset_fingerprint = "other data".into();
+    app.variants.extend([tuned, worse, elsewhere]);
+    let delta = |id: u32| delta_text(&app, app.variant(id).unwrap());
+    assert_eq!(delta(1).as_deref(), Some("+0.25"));
+    assert_eq!(delta(2).as_deref(), Some("−3.50"));
+    assert_eq!(delta(3), None, "scores on other data do not compare");
+    assert_eq!(delta(0), None, "the base has no parent");
+    let screen = render(&app, 160, 48);
+    assert!(screen.contains("+0.25"), "{screen}");
+}
