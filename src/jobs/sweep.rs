@@ -9,7 +9,7 @@ use super::exec::JobCtx;
 use super::kind::{JobKind, SweepStage};
 use super::latency::known_or_measured;
 use super::lock;
-use super::sweep_rows::{candidate_row, Base};
+use super::sweep_rows::{candidate_row, compressed_ancestor, Base};
 use crate::compress::build::build_compressor;
 use crate::compress::greedy::{candidates as candidate_ratios, check_target};
 use crate::compress::scorer::ModelScorer;
@@ -366,19 +366,17 @@ impl Sweep<'_> {
         }
         let (parent, record) = {
             let ws = lock(self.workspace);
-            let v = ws
-                .variant(id)
-                .ok_or_else(|| Error::input(format!("{}: no variant {id}", ws.dir().display())))?;
-            (v.parent, ws.compression(id)?)
+            let (compressed, record) = compressed_ancestor(&ws, self.plan.base, id)?;
+            (ws.variant(compressed).and_then(|v| v.parent), record)
         };
-        let requested = match (parent, record) {
-            (Some(p), Some(r)) if p == self.plan.base && r.method == Method::SpatialSvd => {
-                r.target.unwrap_or(r.mac_ratio)
+        let requested = match parent {
+            Some(p) if p == self.plan.base && record.method == Method::SpatialSvd => {
+                record.target.unwrap_or(record.mac_ratio)
             }
             _ => {
                 return Err(Error::input(format!(
                     "sweep: variant {id} is not an SSVD candidate of variant {} (a spatial-SVD \
-                     child of it)",
+                     child of it, or a fine-tuned descendant of one)",
                     self.plan.base
                 )))
             }

@@ -171,6 +171,41 @@ fn sweep_makes_candidates_picks_by_the_rule_and_resumes() {
     );
     assert_eq!(lock(&ws).variants().len(), made + 1);
 
+    // The recipe's "SSVD, fine-tune, pick, then CP": a fine-tuned SSVD candidate is a pick
+    // for step 2, its row shows the trained score after, and CP starts from the trained model.
+    let settings = crate::train::FineTuneSettings {
+        epochs: 1,
+        batch_size: 10,
+        calibration_size: 20,
+        ..Default::default()
+    };
+    let tune = JobKind::FineTune {
+        variant: picked,
+        data: data.clone(),
+        settings,
+        threads: 1,
+    };
+    let tuned = run_body(&ws, &tune, &super::finetune::run).0.unwrap()["variant"]
+        .as_u64()
+        .unwrap() as u32;
+    let (three, _) = run_job(
+        &ws,
+        &sweep(&data, &[], SweepStage::Cp { ssvd: vec![tuned] }),
+    );
+    let three: SweepReport = serde_json::from_value(three.unwrap()).unwrap();
+    assert_eq!(three.ssvd[0].variant, tuned);
+    assert_eq!(three.ssvd[0].parent, 0, "the compressed ancestor's parent");
+    assert_eq!(
+        three.ssvd[0].score_before,
+        one.ssvd[0].score_after.clone().unwrap()
+    );
+    assert_eq!(three.cp.len(), 1);
+    assert_eq!(three.cp[0].parent, tuned, "CP of the trained model");
+    assert_eq!(
+        lock(&ws).variant(three.cp[0].variant).unwrap().parent,
+        Some(tuned)
+    );
+
     // A CP candidate is no SSVD pick; a bad target fails before any work.
     let cp = report.cp[0].variant;
     let e = run_job(&ws, &sweep(&data, &[], SweepStage::Cp { ssvd: vec![cp] }))

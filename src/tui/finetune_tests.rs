@@ -171,3 +171,57 @@ fn a_trained_child_shows_its_gain_over_the_parent_in_a_wide_variants_pane() {
     let screen = render(&app, 160, 48);
     assert!(screen.contains("+0.25"), "{screen}");
 }
+
+#[test]
+fn a_candidate_trained_from_decision_one_is_what_step_two_prunes() {
+    let (mut app, _d) = sample_app();
+    finish(&mut app, 1, stage_job(SweepStage::Ssvd), report(false));
+    update(&mut app, Action::FineTuneDialog);
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    // The runner queues them as jobs 2 and 3; v3's training is still running.
+    for (n, kind) in jobs.into_iter().enumerate() {
+        let id = JobId(2 + n as u64);
+        update(&mut app, Action::Job(JobEvent::Queued { id, kind }));
+        update(&mut app, Action::Job(JobEvent::Started { id }));
+    }
+    let screen = render(&app, 80, 24);
+    assert_eq!(screen.matches("training").count(), 2, "{screen}");
+    let summary = json!({"variant": 7, "parent": 2, "after": {"accuracy": 0.995,
+        "top5_accuracy": null, "agreement": null, "sqnr_db": null, "samples": 400}});
+    update(
+        &mut app,
+        Action::Job(JobEvent::Finished {
+            id: JobId(2),
+            summary,
+        }),
+    );
+    let d = match app.popups.last() {
+        Some(Popup::SweepDecision(d)) => d.clone(),
+        other => panic!("the decision is not on top: {other:?}"),
+    };
+    assert_eq!(
+        d.report.ssvd[1].variant, 7,
+        "the row is the trained variant"
+    );
+    assert!((d.report.ssvd[1].drop_points - (-0.5)).abs() < 1e-9);
+    assert_eq!(app.pending_decision.as_ref(), Some(&*d));
+    // v3 still trains: Enter waits for it.
+    assert!(submitted(&update(&mut app, Action::Confirm)).is_empty());
+    assert!(
+        app.status.contains("v3 still fine-tuning"),
+        "{}",
+        app.status
+    );
+    update(
+        &mut app,
+        Action::Job(JobEvent::Failed {
+            id: JobId(3),
+            error: "boom".into(),
+        }),
+    );
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    let [JobKind::Sweep { stage, .. }] = jobs.as_slice() else {
+        panic!("not one sweep job: {jobs:?}");
+    };
+    assert_eq!(stage, &SweepStage::Cp { ssvd: vec![7, 3] });
+}

@@ -9,7 +9,7 @@ use super::action::Action;
 use super::state::{App, Pane, Popup};
 use super::update::Effect;
 use qsteer::compress::sweep::{SweepReport, SweepRow};
-use qsteer::jobs::{JobKind, SweepStage};
+use qsteer::jobs::{JobId, JobKind, SweepStage};
 use qsteer::metrics::Score;
 
 /// The Ccp neighbours of step 2, in percent points of the ratio.
@@ -37,6 +37,9 @@ pub struct SweepDecision {
     pub neighbour_pct: usize,
     /// 0 = the table, 1 = fine-tune, 2 = neighbours (step 1 only).
     pub field: usize,
+    /// Fine-tune jobs training a candidate of this table (`t`), by the candidate's variant;
+    /// when one finishes, its row becomes the trained variant.
+    pub training: Vec<(JobId, u32)>,
 }
 
 impl SweepDecision {
@@ -73,6 +76,7 @@ impl SweepDecision {
             reconstruct: *reconstruct,
             neighbour_pct: (neighbour * 100.0).round() as usize,
             field: 0,
+            training: vec![],
         })
     }
 
@@ -113,6 +117,11 @@ impl SweepDecision {
             .collect()
     }
 
+    /// Whether a candidate's fine-tuning (`t`) is still running.
+    pub fn is_training(&self, variant: u32) -> bool {
+        self.training.iter().any(|(_, v)| *v == variant)
+    }
+
     /// Step 2 of the sweep for the picked SSVD candidates.
     pub fn next_job(&self) -> Option<JobKind> {
         let JobKind::Sweep {
@@ -146,6 +155,63 @@ impl SweepDecision {
             threads: *threads,
         })
     }
+}
+
+/// Apply `change` to the pending decision and to its open copy, if it is on top.
+fn with_decision(app: &mut App, change: impl Fn(&mut SweepDecision)) {
+    if let Some(d) = app.pending_decision.as_mut() {
+        change(d);
+    }
+    if let Some(Popup::SweepDecision(d)) = app.popups.last_mut() {
+        change(d);
+    }
+}
+
+/// A job was queued: a fine-tune of a candidate of the pending decision is followed.
+pub fn job_queued(app: &mut App, id: JobId, kind: &JobKind) {
+    let JobKind::FineTune { variant, .. } = kind else {
+        return;
+    };
+    let variant = *variant;
+    with_decision(app, |d| {
+        if d.rows().iter().any(|r| r.variant == variant) {
+            d.training.push((id, variant));
+        }
+    });
+}
+
+/// A job ended (`summary` when it finished): a followed fine-tune puts its trained variant
+/// and score in its candidate's row, so step 2 prunes (or the pick takes) the trained model.
+pub fn job_ended(app: &mut App, id: JobId, summary: Option<&serde_json::Value>) {
+    let trained = summary.and_then(|s| {
+        let variant = s["variant"].as_u64()? as u32;
+        let after: Score = serde_json::from_value(s["after"].clone()).ok()?;
+        Some((variant, after))
+    });
+    with_decision(app, |d| {
+        let Some(at) = d.training.iter().position(|(job, _)| *job == id) else {
+            return;
+        };
+        let (_, candidate) = d.training.remove(at);
+        let Some((variant, after)) = trained.clone() else {
+            return;
+        };
+        let base = score_pct(&d.report.base_score);
+        let by_labels = d.report.metric == "accuracy";
+        let rows = match d.step {
+            Step::Ssvd => &mut d.report.ssvd,
+            Step::Cp => &mut d.report.cp,
+        };
+        if let Some(row) = rows.iter_mut().find(|r| r.variant == candidate) {
+            row.variant = variant;
+            // Agreement is measured against the trained model's parent, not the base.
+            if let (true, Some(b), Some(a)) = (by_labels, base, score_pct(&after)) {
+                row.drop_points = b - a;
+            }
+            row.score_before = row.score_after.clone().unwrap_or(row.score_before.clone());
+            row.score_after = Some(after);
+        }
+    });
 }
 
 /// A score in percent of the report's metric (accuracy, else agreement).
@@ -227,6 +293,20 @@ pub fn action(app: &mut App, d: &mut SweepDecision, action: Action) -> Vec<Effec
 fn confirm(app: &mut App, d: &mut SweepDecision) -> Vec<Effect> {
     match d.step {
         Step::Ssvd => {
+            let busy: Vec<String> = d
+                .picked_variants()
+                .into_iter()
+                .filter(|v| d.is_training(*v))
+                .map(|v| format!("v{v}"))
+                .collect();
+            if !busy.is_empty() {
+                app.status = format!(
+                    "{} still fine-tuning: press Enter when it has finished, to prune the \
+                     trained model",
+                    busy.join(", ")
+                );
+                return vec![];
+            }
             let Some(job) = d.next_job() else {
                 app.status = match &d.report.advice {
                     Some(a) => format!("pick at least one candidate (Space), or: {a}"),

@@ -71,7 +71,11 @@ fn row_text(d: &SweepDecision, row: &SweepRow, picked: bool) -> String {
         row.variant,
         row.overall_mac_ratio,
         score(score_pct(&row.score_before)),
-        score(row.score_after.as_ref().and_then(score_pct)),
+        if d.is_training(row.variant) {
+            "training".into()
+        } else {
+            score(row.score_after.as_ref().and_then(score_pct))
+        },
         row.drop_points,
         ms(row.latency.as_ref().map(|l| l.median_ms)),
         format!("{}B", human(row.size_bytes)),

@@ -506,10 +506,11 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                     started: None,
                     elapsed: None,
                     log: vec![],
-                    kind: Some(kind),
+                    kind: Some(kind.clone()),
                     curve: None,
                 });
                 app.cursor[Pane::Jobs.index()] = app.jobs.len() - 1;
+                sweep_decision::job_queued(app, id, &kind);
             }
         }
         JobEvent::Started { id } => {
@@ -584,6 +585,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
             if let Some(d) = decision {
                 sweep_decision::offer(app, d);
             }
+            sweep_decision::job_ended(app, id, Some(&summary));
             return vec![
                 Effect::ReloadWorkspace,
                 Effect::RefreshCompare,
@@ -598,6 +600,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 j.status = JobStatus::Failed(error);
                 app.status = format!("job {id} failed");
             }
+            sweep_decision::job_ended(app, id, None);
         }
         JobEvent::Cancelled { id } => {
             if let Some(j) = job_mut(app, id) {
@@ -605,6 +608,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 j.status = JobStatus::Cancelled;
                 j.log.push("cancelled".into());
             }
+            sweep_decision::job_ended(app, id, None);
         }
     }
     vec![]
