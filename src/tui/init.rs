@@ -153,7 +153,10 @@ pub fn open(
                 elapsed: r.seconds,
                 log: read_job_log(&dir, r.id).unwrap_or_default(),
                 kind: Some(r.kind.clone()),
-                curve: None,
+                curve: r
+                    .summary
+                    .as_ref()
+                    .and_then(super::train_curve::TrainCurve::from_summary),
             }
         })
         .collect();

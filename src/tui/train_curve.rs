@@ -68,6 +68,29 @@ impl TrainCurve {
         false
     }
 
+    /// A finished training job's curve from its result (a job from an earlier session):
+    /// the per-epoch mean losses and scores, placed at each epoch's last step.
+    pub fn from_summary(summary: &Value) -> Option<TrainCurve> {
+        let epochs = summary.get("epochs")?.as_array()?;
+        let per_epoch = summary["steps_per_epoch"].as_u64().unwrap_or(1).max(1) as usize;
+        let mut curve = TrainCurve {
+            steps_per_epoch: per_epoch,
+            metric: summary["metric"].as_str().unwrap_or_default().to_string(),
+            ..TrainCurve::default()
+        };
+        for e in epochs {
+            let epoch = e["epoch"].as_u64()? as usize;
+            let loss = e["loss"].as_f64()?;
+            curve.steps.push(((epoch * per_epoch) as f64, loss));
+            curve.epochs.push(EpochPoint {
+                epoch,
+                loss,
+                score: e["score"].as_f64(),
+            });
+        }
+        (!curve.epochs.is_empty()).then_some(curve)
+    }
+
     pub fn last_loss(&self) -> Option<f64> {
         self.steps.last().map(|p| p.1)
     }
@@ -159,6 +182,17 @@ mod tests {
         }
         assert!(long.steps.len() <= MAX_POINTS);
         assert_eq!(long.steps.first().map(|p| p.0), Some(1.0));
+    }
+
+    #[test]
+    fn a_finished_jobs_result_gives_its_epoch_curve() {
+        let summary = json!({"metric": "accuracy", "steps_per_epoch": 7, "epochs": [
+            {"epoch": 1, "loss": 0.8, "score": 0.98, "seconds": 1.0},
+            {"epoch": 2, "loss": 0.4, "score": 0.99, "seconds": 1.0}]});
+        let c = TrainCurve::from_summary(&summary).unwrap();
+        assert_eq!(c.steps, vec![(7.0, 0.8), (14.0, 0.4)]);
+        assert_eq!(c.epochs_text(3), "e1 98.00%↑ · e2 99.00%↑");
+        assert_eq!(TrainCurve::from_summary(&json!({"variant": 3})), None);
     }
 
     #[test]
