@@ -27,14 +27,20 @@ pub fn default_cssvd(c: f64) -> Vec<f64> {
     normalize_ratios([c, c + 0.15, c + 0.25].map(|v| v.min(MAX_RATIO)))
 }
 
+/// No CP candidate keeps more than this share of the MACs: cutting under 3 % means the
+/// SSVD candidate is already at C, and the greedy's k/N steps cannot cut so little anyway.
+pub const MAX_CCP: f64 = 0.97;
+
 /// C / Cssvd (with the SSVD candidate's measured MAC ratio) and its neighbours ± `neighbour`,
-/// those in (0, 1).
+/// those in (0, [`MAX_CCP`]].
 pub fn ccp_candidates(c: f64, cssvd_achieved: f64, neighbour: f64) -> Vec<f64> {
     if cssvd_achieved <= 0.0 {
         return vec![];
     }
     let centre = c / cssvd_achieved;
-    normalize_ratios([centre - neighbour, centre, centre + neighbour])
+    let mut ccp = normalize_ratios([centre - neighbour, centre, centre + neighbour]);
+    ccp.retain(|&r| r <= MAX_CCP);
+    ccp
 }
 
 /// The largest drop (points) that leaves room for the CP step: X − 5 when X > 5, else X/2.
@@ -207,6 +213,8 @@ mod tests {
         );
         // 0.5 / 0.52 ≈ 0.9615: the upper neighbour leaves (0, 1).
         assert_eq!(ccp_candidates(0.5, 0.52, 0.05), vec![0.911538, 0.961538]);
+        // 0.5 / 0.5008 ≈ 0.998: SSVD is at C already; only the lower neighbour cuts enough.
+        assert_eq!(ccp_candidates(0.5, 0.5008, 0.05), vec![0.948403]);
         // No neighbours asked: one value.
         assert_eq!(ccp_candidates(0.5, 0.8, 0.0), vec![0.625]);
         // SSVD already went below C: CP has nothing left to cut.
