@@ -49,7 +49,8 @@ pub struct Common {
     /// Dataset: a directory of .npy (inputs.npy, labels.npy), one .npz, or an image folder
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
-    /// Workspace directory (default: under the data directory, one per model)
+    /// Workspace directory (default: one per model under the user data directory,
+    /// e.g. ~/.local/share/qsteer/workspaces/NAME-HASH)
     #[arg(long, global = true)]
     pub workspace: Option<PathBuf>,
     /// Print one JSON document on stdout instead of tables
