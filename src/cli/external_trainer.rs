@@ -66,7 +66,7 @@ fn builtin_flags_given(args: &FinetuneArgs) -> Vec<&'static str> {
         _ => "",
     };
     mine.iter()
-        .filter(|(k, v)| !matches!(k.as_str(), "epochs" | "lr") && theirs.get(*k) != Some(v))
+        .filter(|(k, v)| !matches!(k.as_str(), "epochs" | "lr") && theirs.get(*k) != Some(*v))
         .map(|(k, _)| flag(k))
         .filter(|f| !f.is_empty())
         .collect()
