@@ -77,10 +77,12 @@ pub struct FinetuneArgs {
     /// Also write the trained model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub external: super::external_trainer::ExternalTrainerArgs,
 }
 
 impl FinetuneArgs {
-    fn settings(&self) -> FineTuneSettings {
+    pub(crate) fn settings(&self) -> FineTuneSettings {
         FineTuneSettings {
             epochs: self.epochs,
             lr: self.lr,
@@ -119,6 +121,9 @@ impl FinetuneArgs {
 }
 
 pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
+    if args.external.wanted() {
+        return super::external_trainer::run(&args, &args.external, common);
+    }
     let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
     let data = data.ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
     let settings = args.settings();

@@ -8,6 +8,7 @@ mod bias_correct;
 mod compress;
 mod eval;
 mod export;
+mod external_trainer;
 mod finetune;
 mod fix_chain;
 mod fixes;

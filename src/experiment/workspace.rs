@@ -25,6 +25,10 @@ pub struct Settings {
     pub calibration_size: usize,
     /// Seed of the calibration / evaluation split.
     pub split_seed: u64,
+    /// The default external trainer command template the app offers (see
+    /// `train::external::Template`); none until the user saves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<String>,
 }
 
 impl Default for Settings {
@@ -32,6 +36,7 @@ impl Default for Settings {
         Settings {
             calibration_size: 200,
             split_seed: 0,
+            trainer: None,
         }
     }
 }
@@ -168,6 +173,12 @@ impl Workspace {
 
     pub fn settings(&self) -> &Settings {
         &self.file.settings
+    }
+
+    /// Store the default trainer command template (checked by the caller) and save.
+    pub fn set_trainer(&mut self, template: Option<String>) -> Result<()> {
+        self.file.settings.trainer = template;
+        self.save()
     }
 
     pub fn variants(&self) -> &[Variant] {
@@ -351,5 +362,26 @@ impl Workspace {
         line.push('\n');
         f.write_all(line.as_bytes())
             .map_err(|e| Error::io(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Settings written before the trainer template existed still load, and a saved
+    /// template comes back.
+    #[test]
+    fn settings_without_a_trainer_load_and_a_trainer_round_trips() {
+        let old: Settings =
+            serde_json::from_str(r#"{"calibration_size": 100, "split_seed": 7}"#).unwrap();
+        assert_eq!(old.trainer, None);
+        assert_eq!(old.calibration_size, 100);
+        let with = Settings {
+            trainer: Some("train {input} {output}".into()),
+            ..old
+        };
+        let back: Settings = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 }

@@ -6,8 +6,8 @@ use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
 use super::{
-    adaround, analyze, bias_correct, chain, compress, evaluate, export, finetune, fixes, lock,
-    quantsim, sweep,
+    adaround, analyze, bias_correct, chain, compress, evaluate, export, external_finetune,
+    finetune, fixes, lock, quantsim, sweep,
 };
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
@@ -174,6 +174,7 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::Cle { .. } => fixes::run_cle(ctx, workspace),
         JobKind::Compress { .. } => compress::run(ctx, workspace),
         JobKind::FineTune { .. } => finetune::run(ctx, workspace),
+        JobKind::ExternalFineTune { .. } => external_finetune::run(ctx, workspace),
         JobKind::FixChain { .. } => chain::run(ctx, workspace),
         JobKind::Sweep { .. } => sweep::run(ctx, workspace),
     }))

@@ -186,6 +186,19 @@ pub enum JobKind {
         /// Worker threads of the scoring runs; 0 means one per core.
         threads: usize,
     },
+    /// Fine-tune a variant with the user's trainer command (a template with `{input}`,
+    /// `{output}`, `{data}`, `{epochs}`, `{lr}`, `{encodings}`, `{workdir}`); its JSON-lines
+    /// stdout is the progress. The trained model is a child variant scored on the evaluation
+    /// subset (of a quantized variant: a float child of its parent and that one's quantsim).
+    ExternalFineTune {
+        variant: u32,
+        data: PathBuf,
+        command: String,
+        epochs: usize,
+        lr: f64,
+        /// Worker threads of the scoring runs; 0 means one per core.
+        threads: usize,
+    },
     /// Fold the BatchNormalizations of a variant into their layers; the result is a child
     /// variant with the BN statistics kept beside it.
     FoldBn { variant: u32 },
@@ -367,6 +380,12 @@ impl JobKind {
                 "finetune v{variant} {} epoch(s) lr {}",
                 settings.epochs, settings.lr
             ),
+            JobKind::ExternalFineTune {
+                variant,
+                epochs,
+                lr,
+                ..
+            } => format!("external finetune v{variant} {epochs} epoch(s) lr {lr}"),
             JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
             JobKind::Cle {
                 variant,
@@ -411,7 +430,8 @@ impl JobKind {
             | JobKind::AdaRound { .. }
             | JobKind::Compress { .. }
             | JobKind::Sweep { .. }
-            | JobKind::FineTune { .. } => true,
+            | JobKind::FineTune { .. }
+            | JobKind::ExternalFineTune { .. } => true,
             JobKind::FixChain { steps, .. } => steps.iter().any(ChainStep::needs_data),
             // Single-threaded weight arithmetic, well under a second on a ResNet-50.
             JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,

@@ -13,6 +13,7 @@ mod evaluate;
 mod event;
 mod exec;
 mod export;
+mod external_finetune;
 mod finetune;
 mod fixes;
 mod history;
@@ -41,6 +42,8 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 pub(crate) mod compress_tests;
+#[cfg(test)]
+mod external_finetune_tests;
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]

@@ -6,7 +6,7 @@ use qsteer::data::{read_npy, write_npy_f32, write_npy_i64, NpyArray};
 use std::path::{Path, PathBuf};
 
 /// The first `n` samples of each half of the digits split, as a dataset directory.
-fn small_digits(dir: &Path, n: usize) -> PathBuf {
+pub(crate) fn small_digits(dir: &Path, n: usize) -> PathBuf {
     let root = dir.join("digits");
     for half in ["calibration", "evaluation"] {
         for file in ["inputs.npy", "labels.npy"] {
@@ -25,15 +25,16 @@ fn small_digits(dir: &Path, n: usize) -> PathBuf {
     root
 }
 
-struct Setup {
+/// A temporary directory with 40 + 40 digits samples, the sample ResNet and a workspace path.
+pub(crate) struct Setup {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    data: String,
-    workspace: String,
-    model: String,
+    pub(crate) root: PathBuf,
+    pub(crate) data: String,
+    pub(crate) workspace: String,
+    pub(crate) model: String,
 }
 
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     let data = small_digits(&root, 40).display().to_string();
@@ -48,8 +49,13 @@ fn setup() -> Setup {
 
 impl Setup {
     fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        self.command("compress", extra)
+    }
+
+    /// `command MODEL --data DIR --workspace DIR --threads 1 extra…`
+    pub(crate) fn command<'a>(&'a self, command: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         let mut a = vec![
-            "compress",
+            command,
             &self.model,
             "--data",
             &self.data,

@@ -13,6 +13,7 @@ mod compress_cli;
 mod corruption;
 mod e2e_tmux;
 mod export_cli;
+mod external_trainer;
 mod fixes_cli;
 mod images;
 mod model_load;

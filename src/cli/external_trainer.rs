@@ -1,0 +1,169 @@
+//! `qsteer finetune MODEL --data DIR --trainer 'CMD {input} {output} …'`: fine-tune with the
+//! user's own trainer command (the external path) instead of the built-in one; see the
+//! README's "Fine-tuning with your own trainer".
+
+use super::finetune::FinetuneArgs;
+use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use clap::{Args, Parser};
+use qsteer::fsutil::write_atomic;
+use qsteer::jobs::JobKind;
+use qsteer::model::Model;
+use qsteer::train::external::Template;
+use qsteer::{Error, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExternalTrainerArgs {
+    /// Fine-tune with your own trainer: a shell command template with {input} {output} {data}
+    /// {epochs} {lr} {encodings} {workdir}; of the built-in flags only --epochs, --lr,
+    /// --threads and --out apply
+    #[arg(long, value_name = "TEMPLATE")]
+    pub trainer: Option<String>,
+    /// Use the trainer template saved in the workspace (see --save-trainer)
+    #[arg(long, conflicts_with = "trainer")]
+    pub saved_trainer: bool,
+    /// Save the --trainer template as the workspace's default (the one the app offers)
+    #[arg(long, requires = "trainer")]
+    pub save_trainer: bool,
+}
+
+impl ExternalTrainerArgs {
+    /// Whether the external path was asked for.
+    pub fn wanted(&self) -> bool {
+        self.trainer.is_some() || self.saved_trainer
+    }
+}
+
+/// The built-in flags' defaults, to tell which ones the user set.
+#[derive(Debug, Parser)]
+struct Defaults {
+    #[command(flatten)]
+    args: FinetuneArgs,
+}
+
+/// The built-in trainer's flags that were given: they would be silently ignored.
+fn builtin_flags_given(args: &FinetuneArgs) -> Vec<&'static str> {
+    let Ok(defaults) = Defaults::try_parse_from(["finetune"]) else {
+        return vec![];
+    };
+    let mut mine = serde_json::to_value(args.settings()).unwrap_or_default();
+    let mut theirs = serde_json::to_value(defaults.args.settings()).unwrap_or_default();
+    let (Some(mine), Some(theirs)) = (mine.as_object_mut(), theirs.as_object_mut()) else {
+        return vec![];
+    };
+    let flag = |field: &str| match field {
+        "schedule" => "--schedule/--step-every/--gamma",
+        "optimizer" => "--optimizer",
+        "momentum" => "--momentum",
+        "weight_decay" => "--weight-decay",
+        "batch_size" => "--batch-size",
+        "train_layers" => "--layers",
+        "loss" => "--distill/--temperature",
+        "early_stop_patience" => "--patience",
+        "calibration_size" => "--calibration-size",
+        "seed" => "--seed",
+        _ => "",
+    };
+    mine.iter()
+        .filter(|(k, v)| !matches!(k.as_str(), "epochs" | "lr") && theirs.get(*k) != Some(*v))
+        .map(|(k, _)| flag(k))
+        .filter(|f| !f.is_empty())
+        .collect()
+}
+
+pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common) -> Result<()> {
+    let ignored = builtin_flags_given(args);
+    if !ignored.is_empty() {
+        return Err(Error::input(format!(
+            "{} only apply to the built-in trainer; with --trainer your command trains (it gets \
+             {{epochs}} and {{lr}}), and the evaluation split is the workspace's",
+            ignored.join(", ")
+        )));
+    }
+    let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
+    let data = data.ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
+    // A bad template fails before the workspace is touched.
+    if let Some(t) = &external.trainer {
+        Template::parse(t)?;
+    }
+    let model = Model::load(&path)?;
+    let (dir, ws) = open_workspace(&path, &model, common)?;
+    let command = {
+        let mut ws = ws
+            .lock()
+            .map_err(|_| Error::runtime("workspace lock poisoned"))?;
+        let command = match &external.trainer {
+            Some(t) => t.clone(),
+            None => ws.settings().trainer.clone().ok_or_else(|| {
+                Error::input(format!(
+                    "{}: no trainer template saved; pass --trainer TEMPLATE (with --save-trainer to keep it)",
+                    dir.display()
+                ))
+            })?,
+        };
+        if external.save_trainer {
+            ws.set_trainer(Some(command.clone()))?;
+        }
+        command
+    };
+    let kind = JobKind::ExternalFineTune {
+        variant: 0,
+        data: std::path::absolute(&data).unwrap_or(data),
+        command,
+        epochs: args.epochs,
+        lr: args.lr,
+        threads: args.threads,
+    };
+    let mut summary = run_headless(ws, kind)?;
+    if let Some(out) = &args.out {
+        let child = PathBuf::from(text(&summary["output"]));
+        let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;
+        write_atomic(out, &bytes)?;
+        summary["variant_model"] = summary["output"].clone();
+        summary["output"] = json!(out.display().to_string());
+    }
+    summary["model"] = json!(path.display().to_string());
+    summary["trainer_saved"] = json!(external.save_trainer);
+    if common.json {
+        return print_json(&summary);
+    }
+    print_summary(&summary);
+    Ok(())
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+fn print_summary(s: &Value) {
+    println!(
+        "{}  {}  ({})",
+        text(&s["model"]),
+        text(&s["step"]),
+        text(&s["command"])
+    );
+    for e in s["epochs"].as_array().into_iter().flatten() {
+        let show = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+        println!(
+            "epoch {:>3}  loss {}  trainer metric {}",
+            e["epoch"],
+            show(&e["loss"]),
+            show(&e["metric"])
+        );
+    }
+    println!(
+        "{} {:.2} % → {:.2} % on {} samples",
+        text(&s["metric"]),
+        100.0 * s["score_before"].as_f64().unwrap_or(0.0),
+        100.0 * s["score_after"].as_f64().unwrap_or(0.0),
+        s["samples"],
+    );
+    println!(
+        "variant {} in workspace {}; model {}; {:.1} s",
+        s["variant"],
+        text(&s["workspace"]),
+        text(&s["output"]),
+        s["seconds"].as_f64().unwrap_or(0.0)
+    );
+}
