@@ -51,7 +51,8 @@ fn cancel_kills_the_trainer_and_what_it_started() {
     let ws = open_workspace(dir.path());
     let runner = JobRunner::new(rt.handle().clone(), ws.clone(), 1, tx).unwrap();
     // A trainer that reports one step and then waits on a child of its own.
-    let command = "sleep 300 & echo $! > {workdir}/sleep.pid; echo $$ > {workdir}/sh.pid; \
+    let command =
+        "true {output}; sleep 300 & echo $! > {workdir}/sleep.pid; echo $$ > {workdir}/sh.pid; \
                    echo '{{\"epoch\": 1, \"step\": 1, \"steps\": 4, \"loss\": 2.5}}'; wait";
     let id = runner.submit(external(0, &data, command));
     let mut next = || {
@@ -120,7 +121,7 @@ fn a_quantized_variant_goes_out_as_qdq_and_comes_back_with_its_quantsim() {
 
     // The trainer sees the QDQ model and the encodings; it hands back the float model.
     let check = format!(
-        "grep -q QuantizeLinear {{input}} && test -s {{encodings}} && cp '{float}' {{output}}"
+        "grep -q DequantizeLinear {{input}} && test -s {{encodings}} && cp '{float}' {{output}}"
     );
     let doc = run(&ws, external(1, &data, &check)).unwrap();
     assert_eq!(doc["quantized"], true);
