@@ -6,7 +6,7 @@ use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
 use super::{
-    adaround, analyze, bias_correct, chain, compress, evaluate, export, finetune, fixes, lock,
+    adaround, analyze, bias_correct, chain, compress, evaluate, export, finetune, fixes, lock, qat,
     quantsim, sweep,
 };
 use crate::cancel::CancelToken;
@@ -174,6 +174,7 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::Cle { .. } => fixes::run_cle(ctx, workspace),
         JobKind::Compress { .. } => compress::run(ctx, workspace),
         JobKind::FineTune { .. } => finetune::run(ctx, workspace),
+        JobKind::Qat { .. } => qat::run(ctx, workspace),
         JobKind::FixChain { .. } => chain::run(ctx, workspace),
         JobKind::Sweep { .. } => sweep::run(ctx, workspace),
     }))

@@ -186,6 +186,17 @@ pub enum JobKind {
         /// Worker threads of the scoring runs; 0 means one per core.
         threads: usize,
     },
+    /// Quantization-aware training of a quantsim variant: its float parent's weights train
+    /// through fake-quant with the variant's encodings; the trained model is a child of the
+    /// float parent and the new quantsim variant (new encodings) a child of that.
+    Qat {
+        /// A quantsim variant (one with encodings).
+        variant: u32,
+        data: PathBuf,
+        settings: FineTuneSettings,
+        /// Worker threads of the scoring runs; 0 means one per core.
+        threads: usize,
+    },
     /// Fold the BatchNormalizations of a variant into their layers; the result is a child
     /// variant with the BN statistics kept beside it.
     FoldBn { variant: u32 },
@@ -367,6 +378,12 @@ impl JobKind {
                 "finetune v{variant} {} epoch(s) lr {}",
                 settings.epochs, settings.lr
             ),
+            JobKind::Qat {
+                variant, settings, ..
+            } => format!(
+                "qat v{variant} {} epoch(s) lr {}",
+                settings.epochs, settings.lr
+            ),
             JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
             JobKind::Cle {
                 variant,
@@ -411,7 +428,8 @@ impl JobKind {
             | JobKind::AdaRound { .. }
             | JobKind::Compress { .. }
             | JobKind::Sweep { .. }
-            | JobKind::FineTune { .. } => true,
+            | JobKind::FineTune { .. }
+            | JobKind::Qat { .. } => true,
             JobKind::FixChain { steps, .. } => steps.iter().any(ChainStep::needs_data),
             // Single-threaded weight arithmetic, well under a second on a ResNet-50.
             JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,

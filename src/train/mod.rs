@@ -4,6 +4,7 @@
 //! its stored running statistics normalise and only its scale and bias train.
 
 pub mod checkpoint;
+pub mod fake_quant;
 pub mod fit;
 pub mod graph;
 pub mod loss;
