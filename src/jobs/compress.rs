@@ -3,6 +3,7 @@
 //! layer-wise, kept as a child variant with its selection record. Each dictionary entry is
 //! a log line and a `Partial` event, so the app can draw the dictionary while it fills.
 
+use super::child::{record_child, Measured};
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::latency::{known_or_measured, measure_variant};
@@ -17,7 +18,7 @@ use crate::compress::scorer::ModelScorer;
 use crate::compress::{ChangeDetail, LayerCompressor, LayerRatios};
 use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
 use crate::experiment::quantsim::float_variant_path;
-use crate::experiment::{now, EvalRecord, Workspace};
+use crate::experiment::Workspace;
 use crate::metrics::Score;
 use crate::model::Model;
 use crate::runtime::RunOptions;
@@ -205,30 +206,26 @@ pub(crate) fn compress_one(
         .reconstructed_score
         .clone()
         .unwrap_or_else(|| record.score.clone());
-    let params: u64 = model_out.weights().map(|(_, w)| w.array.len() as u64).sum();
-    let (id, output) = {
+    let (id, output, params) = {
         let mut ws = lock(workspace);
-        let id = ws.add_variant(*variant, &step, &model_out)?;
-        ws.set_costs(id, Some(outcome.macs_after), Some(params))?;
-        ws.record_result(
-            id,
-            EvalRecord {
-                dataset: data.display().to_string(),
-                dataset_fingerprint: scorer.data().fingerprint(),
-                subset: Subset::Evaluation.name().to_string(),
-                split,
-                score: final_score.clone(),
-                seconds: eval_seconds,
-                samples_per_second: final_score.samples as f64 / eval_seconds.max(1e-9),
-                batch_size: options.batch_size,
-                threads: options.threads,
-                reference: Some(variant.to_string()),
-                when: now(),
-            },
+        let measured = Measured {
+            data,
+            scorer: &scorer,
+            split,
+            options,
+            score: final_score,
+            seconds: eval_seconds,
+        };
+        let r = record_child(
+            &mut ws,
+            *variant,
+            &step,
+            &model_out,
+            Some(outcome.macs_after),
+            Some(measured),
         )?;
-        ws.set_compression(id, &record)?;
-        let output = ws.variant(id).map(|v| ws.model_path(v));
-        (id, output)
+        ws.set_compression(r.id, &record)?;
+        (r.id, r.output, r.params)
     };
     ctx.log(format!(
         "{step}: MAC ratio {:.3} → variant {id}",

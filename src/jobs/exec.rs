@@ -7,7 +7,7 @@ use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
 use super::{
     adaround, analyze, bias_correct, chain, compress, evaluate, export, external_finetune,
-    finetune, fixes, lock, quantsim, sweep,
+    finetune, fixes, lock, qat, quantsim, sweep,
 };
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
@@ -175,6 +175,7 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::Compress { .. } => compress::run(ctx, workspace),
         JobKind::FineTune { .. } => finetune::run(ctx, workspace),
         JobKind::ExternalFineTune { .. } => external_finetune::run(ctx, workspace),
+        JobKind::Qat { .. } => qat::run(ctx, workspace),
         JobKind::FixChain { .. } => chain::run(ctx, workspace),
         JobKind::Sweep { .. } => sweep::run(ctx, workspace),
     }))

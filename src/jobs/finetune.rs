@@ -1,65 +1,206 @@
 //! The fine-tune job: train a variant with backpropagation on the training subset (the
 //! split's calibration part), score it with tract on the evaluation subset after each
 //! epoch, and keep the trained model as a child variant. Each step and epoch is a
-//! `Partial` event (`train_step`, `train_epoch`) for the app's loss chart.
+//! `Partial` event (`train_step`, `train_epoch`) for the app's loss chart. The QAT job
+//! runs the same loop ([`train`]) with fake-quant.
 
+use super::child::{record_child, Measured};
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
 use crate::compress::scorer::ModelScorer;
+use crate::data::SplitInfo;
 use crate::experiment::evaluate::{as_rows, sample_shapes, select_samples, Subset};
 use crate::experiment::quantsim::float_variant_path;
-use crate::experiment::{now, EvalRecord, Workspace};
+use crate::experiment::Workspace;
+use crate::metrics::Score;
 use crate::model::Model;
+use crate::quant::import::{sim_from_encodings, ModelEncodings};
 use crate::runtime::{CompiledModel, RunOptions};
-use crate::train::{fine_tune, Event, FineTuneRun, Loss};
+use crate::train::{fine_tune, Event, FineTuneRun, FineTuneSettings, Loss, Outcome};
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use sha2::Digest;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
-    let JobKind::FineTune {
-        variant,
+    let (variant, data, settings, threads) = training_inputs(ctx.kind)?;
+    let started = Instant::now();
+    let path = float_variant_path(&lock(workspace), variant, "fine-tuning")?;
+    let model = Model::load(&path)?;
+    let request = TrainRequest {
+        model: &model,
         data,
         settings,
         threads,
-    } = ctx.kind
-    else {
-        return Err(Error::runtime(
-            "the fine-tune job was handed another kind of job",
-        ));
+        quant: None,
     };
-    settings.check()?;
-    let started = Instant::now();
-    let (path, ws_dir) = {
-        let ws = lock(workspace);
-        (
-            float_variant_path(&ws, *variant, "fine-tuning")?,
-            ws.dir().to_path_buf(),
-        )
+    let t = train(ctx, workspace, &request)?;
+    // The score of the returned weights (the best epoch's under early stopping).
+    let scored_at = Instant::now();
+    let after = t.scorer.score(&t.outcome.model, ctx.cancel)?;
+    let eval_seconds = scored_at.elapsed().as_secs_f64();
+    let step = settings.step_name();
+    let recorded = {
+        let mut ws = lock(workspace);
+        let measured = t.measured(data, after.clone(), eval_seconds);
+        record_child(
+            &mut ws,
+            variant,
+            &step,
+            &t.outcome.model,
+            None,
+            Some(measured),
+        )?
     };
-    let model = Model::load(&path)?;
-    let mut options = RunOptions::default();
-    if *threads > 0 {
-        options.threads = *threads;
+    t.finish(ctx, &step, &after, recorded.id, "");
+    let mut summary = t.summary(request.settings, data, &after);
+    summary["variant"] = json!(recorded.id);
+    summary["parent"] = json!(variant);
+    summary["step"] = json!(step);
+    summary["output"] = json!(recorded.output.map(|p| p.display().to_string()));
+    summary["params_total"] = json!(recorded.params);
+    summary["seconds"] = json!(started.elapsed().as_secs_f64());
+    Ok(summary)
+}
+
+/// The variant, data, settings and threads of a fine-tune or QAT job.
+pub(crate) fn training_inputs(kind: &JobKind) -> Result<(u32, &Path, &FineTuneSettings, usize)> {
+    match kind {
+        JobKind::FineTune {
+            variant,
+            data,
+            settings,
+            threads,
+        }
+        | JobKind::Qat {
+            variant,
+            data,
+            settings,
+            threads,
+        } => {
+            settings.check()?;
+            Ok((*variant, data, settings, *threads))
+        }
+        _ => Err(Error::runtime(
+            "the training job was handed another kind of job",
+        )),
     }
-    let train = select_samples(
-        data,
-        Subset::Calibration,
-        settings.calibration_size,
-        settings.seed,
-    )?;
-    let eval = select_samples(
-        data,
-        Subset::Evaluation,
-        settings.calibration_size,
-        settings.seed,
-    )?;
+}
+
+/// One training run of the loop, plain or quantization-aware.
+pub(crate) struct TrainRequest<'a> {
+    /// The FP32 model to train.
+    pub model: &'a Model,
+    pub data: &'a Path,
+    pub settings: &'a FineTuneSettings,
+    /// Worker threads of the scoring runs; 0: one per core.
+    pub threads: usize,
+    /// QAT: the fixed encodings the forward pass fake-quantizes with; each epoch is then
+    /// scored as the simulated model with these encodings.
+    pub quant: Option<&'a ModelEncodings>,
+}
+
+/// A finished run: the trained FP32 model and what scored it.
+pub(crate) struct Trained<'a> {
+    pub outcome: Outcome,
+    pub scorer: ModelScorer,
+    /// The score before training (of the simulated model under QAT).
+    pub before: Score,
+    pub metric: &'static str,
+    pub split: Option<SplitInfo>,
+    pub options: RunOptions,
+    pub train_samples: usize,
+    pub workspace_dir: PathBuf,
+    checkpoint: PathBuf,
+    _quant: std::marker::PhantomData<&'a ModelEncodings>,
+}
+
+impl Trained<'_> {
+    pub fn measured<'b>(&'b self, data: &'b Path, score: Score, seconds: f64) -> Measured<'b> {
+        Measured {
+            data,
+            scorer: &self.scorer,
+            split: self.split.clone(),
+            options: self.options,
+            score,
+            seconds,
+        }
+    }
+
+    /// The run is recorded as variant `id`: say so and drop its resume point.
+    pub fn finish(&self, ctx: &JobCtx, step: &str, after: &Score, id: u32, note: &str) {
+        ctx.log(format!(
+            "{step}: {} {:.4} → {:.4}{note} → variant {id}",
+            self.metric,
+            self.scorer.value(&self.before),
+            self.scorer.value(after),
+        ));
+        if let Err(e) = std::fs::remove_file(&self.checkpoint) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                ctx.log(format!(
+                    "warning: {}: {e}; delete it by hand",
+                    self.checkpoint.display()
+                ));
+            }
+        }
+    }
+
+    /// The result fields fine-tune and QAT share.
+    pub fn summary(&self, settings: &FineTuneSettings, data: &Path, after: &Score) -> Value {
+        let o = &self.outcome;
+        json!({
+            "metric": self.metric,
+            "score_before": self.scorer.value(&self.before),
+            "score_after": self.scorer.value(after),
+            "before": self.before,
+            "after": after,
+            "accuracy": after.accuracy,
+            "agreement": after.agreement,
+            "loss": o.history.last().map(|r| r.loss),
+            "epochs": o.history,
+            "best_epoch": o.best_epoch,
+            "stopped_early": o.stopped_early,
+            "steps_per_epoch": o.steps_per_epoch,
+            "trained_params": o.params,
+            "train_samples": self.train_samples,
+            "samples": after.samples,
+            "settings": settings,
+            "workspace": self.workspace_dir.display().to_string(),
+            "dataset": data.display().to_string(),
+        })
+    }
+}
+
+fn scored_model(model: &Model, quant: Option<&ModelEncodings>) -> Result<Model> {
+    match quant {
+        Some(e) => Ok(sim_from_encodings(model, e)?.model),
+        None => Ok(model.clone()),
+    }
+}
+
+/// Train `req.model` on the calibration subset of `req.data`, scoring each epoch on the
+/// evaluation subset, with the `train_step` / `train_epoch` partials and progress. Resumes
+/// from the run's checkpoint in the workspace cache.
+pub(crate) fn train<'a>(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    req: &TrainRequest<'a>,
+) -> Result<Trained<'a>> {
+    let (model, data, settings) = (req.model, req.data, req.settings);
+    let ws_dir = lock(workspace).dir().to_path_buf();
+    let mut options = RunOptions::default();
+    if req.threads > 0 {
+        options.threads = req.threads;
+    }
+    let pick = |subset| select_samples(data, subset, settings.calibration_size, settings.seed);
+    let train = pick(Subset::Calibration)?;
+    let eval = pick(Subset::Evaluation)?;
     let split = eval.split.clone();
     let teacher = match settings.loss {
-        Loss::Distill { .. } => Some(parent_rows(&model, &train.data, options, ctx)?),
+        Loss::Distill { .. } => Some(parent_rows(model, &train.data, options, ctx)?),
         Loss::CrossEntropy => None,
     };
     ctx.log(format!(
@@ -69,20 +210,34 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         eval.data.len(),
         data.display()
     ));
-    let scorer = ModelScorer::new(&model, eval.data, options, ctx.cancel)?;
-    let before = scorer.parent_score().clone();
-    let settings_json = serde_json::to_vec(settings).unwrap_or_default();
+    let scorer = ModelScorer::new(model, eval.data, options, ctx.cancel)?;
+    let before = match req.quant {
+        Some(q) => scorer.score(&scored_model(model, Some(q))?, ctx.cancel)?,
+        None => scorer.parent_score().clone(),
+    };
     let key = {
         let mut h = sha2::Sha256::new();
         h.update(model.content_hash());
         h.update(train.data.fingerprint());
-        h.update(&settings_json);
+        h.update(serde_json::to_vec(settings).unwrap_or_default());
+        if let Some(q) = req.quant {
+            // Encodings hold no NaN; their debug text identifies them exactly.
+            h.update(format!("qat {:?} {:?}", q.weights, q.activations));
+        }
         crate::model::hex(&h.finalize())
+    };
+    let tag = if req.quant.is_some() {
+        "qat"
+    } else {
+        "finetune"
     };
     let checkpoint = ws_dir
         .join("cache")
-        .join(format!("finetune-{}.ckpt", &key[..16]));
-    let score_fn = |m: &Model| -> Result<f64> { Ok(scorer.value(&scorer.score(m, ctx.cancel)?)) };
+        .join(format!("{tag}-{}.ckpt", &key[..16]));
+    let score_fn = |m: &Model| -> Result<f64> {
+        let m = scored_model(m, req.quant)?;
+        Ok(scorer.value(&scorer.score(&m, ctx.cancel)?))
+    };
     let metric = scorer.metric().name();
     let total_steps = train.data.len().div_ceil(settings.batch_size) * settings.epochs;
     let on_event = |ev: Event| match ev {
@@ -109,83 +264,28 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         )),
     };
     let run = FineTuneRun {
-        model: &model,
+        model,
         train: &train.data,
         teacher: teacher.as_ref(),
         settings,
         checkpoint: Some(checkpoint.clone()),
         key,
+        quant: req.quant,
     };
     let outcome = fine_tune(&run, &score_fn, ctx.cancel, &on_event)?;
     ctx.cancel.check()?;
-    // The score of the returned weights (the best epoch's under early stopping).
-    let scored_at = Instant::now();
-    let after = scorer.score(&outcome.model, ctx.cancel)?;
-    let eval_seconds = scored_at.elapsed().as_secs_f64();
-    let step = settings.step_name();
-    let params: u64 = outcome
-        .model
-        .weights()
-        .map(|(_, w)| w.array.len() as u64)
-        .sum();
-    let (id, output) = {
-        let mut ws = lock(workspace);
-        let parent_costs = ws.variant(*variant).map(|v| v.macs);
-        let id = ws.add_variant(*variant, &step, &outcome.model)?;
-        ws.set_costs(id, parent_costs.flatten(), Some(params))?;
-        ws.record_result(
-            id,
-            EvalRecord {
-                dataset: data.display().to_string(),
-                dataset_fingerprint: scorer.data().fingerprint(),
-                subset: Subset::Evaluation.name().to_string(),
-                split,
-                score: after.clone(),
-                seconds: eval_seconds,
-                samples_per_second: after.samples as f64 / eval_seconds.max(1e-9),
-                batch_size: options.batch_size,
-                threads: options.threads,
-                reference: Some(variant.to_string()),
-                when: now(),
-            },
-        )?;
-        let output = ws.variant(id).map(|v| ws.model_path(v));
-        (id, output)
-    };
-    // A finished run needs no resume point.
-    let _ = std::fs::remove_file(&checkpoint);
-    let final_loss = outcome.history.last().map(|r| r.loss);
-    ctx.log(format!(
-        "{step}: {metric} {:.4} → {:.4} → variant {id}",
-        scorer.value(&before),
-        scorer.value(&after)
-    ));
-    Ok(json!({
-        "variant": id,
-        "parent": variant,
-        "step": step,
-        "output": output.map(|p| p.display().to_string()),
-        "metric": metric,
-        "score_before": scorer.value(&before),
-        "score_after": scorer.value(&after),
-        "before": before,
-        "after": after,
-        "accuracy": after.accuracy,
-        "agreement": after.agreement,
-        "loss": final_loss,
-        "epochs": outcome.history,
-        "best_epoch": outcome.best_epoch,
-        "stopped_early": outcome.stopped_early,
-        "steps_per_epoch": outcome.steps_per_epoch,
-        "trained_params": outcome.params,
-        "params_total": params,
-        "train_samples": train.data.len(),
-        "samples": after.samples,
-        "settings": settings,
-        "seconds": started.elapsed().as_secs_f64(),
-        "workspace": ws_dir.display().to_string(),
-        "dataset": data.display().to_string(),
-    }))
+    Ok(Trained {
+        outcome,
+        scorer,
+        before,
+        metric,
+        split,
+        options,
+        train_samples: train.data.len(),
+        workspace_dir: ws_dir,
+        checkpoint,
+        _quant: std::marker::PhantomData,
+    })
 }
 
 /// The parent's first output on the training samples, the distillation targets.

@@ -199,6 +199,17 @@ pub enum JobKind {
         /// Worker threads of the scoring runs; 0 means one per core.
         threads: usize,
     },
+    /// Quantization-aware training of a quantsim variant: its float parent's weights train
+    /// through fake-quant with the variant's encodings; the trained model is a child of the
+    /// float parent and the new quantsim variant (new encodings) a child of that.
+    Qat {
+        /// A quantsim variant (one with encodings).
+        variant: u32,
+        data: PathBuf,
+        settings: FineTuneSettings,
+        /// Worker threads of the scoring runs; 0 means one per core.
+        threads: usize,
+    },
     /// Fold the BatchNormalizations of a variant into their layers; the result is a child
     /// variant with the BN statistics kept beside it.
     FoldBn { variant: u32 },
@@ -386,6 +397,12 @@ impl JobKind {
                 lr,
                 ..
             } => format!("external finetune v{variant} {epochs} epoch(s) lr {lr}"),
+            JobKind::Qat {
+                variant, settings, ..
+            } => format!(
+                "qat v{variant} {} epoch(s) lr {}",
+                settings.epochs, settings.lr
+            ),
             JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
             JobKind::Cle {
                 variant,
@@ -431,7 +448,8 @@ impl JobKind {
             | JobKind::Compress { .. }
             | JobKind::Sweep { .. }
             | JobKind::FineTune { .. }
-            | JobKind::ExternalFineTune { .. } => true,
+            | JobKind::ExternalFineTune { .. }
+            | JobKind::Qat { .. } => true,
             JobKind::FixChain { steps, .. } => steps.iter().any(ChainStep::needs_data),
             // Single-threaded weight arithmetic, well under a second on a ResNet-50.
             JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,

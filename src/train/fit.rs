@@ -11,6 +11,7 @@ use crate::cancel::CancelToken;
 use crate::data::Dataset;
 use crate::data::SplitMix64;
 use crate::model::Model;
+use crate::quant::import::ModelEncodings;
 use crate::{Error, Result};
 use burn_tensor::DType;
 use ndarray::{Array2, Axis};
@@ -28,6 +29,9 @@ pub struct FineTuneRun<'a> {
     pub checkpoint: Option<PathBuf>,
     /// Identifies the run (model, data, settings) in the checkpoint.
     pub key: String,
+    /// Quantization-aware training: fake-quant these weights and activations (fixed grids,
+    /// straight-through gradient). `None`: plain fine-tuning.
+    pub quant: Option<&'a ModelEncodings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +104,9 @@ pub fn fine_tune(
     check_data(run)?;
     let s = run.settings;
     let mut trainer = Trainer::new(run.model, s, DType::F32)?;
+    if let Some(encodings) = run.quant {
+        trainer.set_quant(run.model, encodings)?;
+    }
     let n = run.train.len();
     let steps_per_epoch = n.div_ceil(s.batch_size);
     let total_steps = steps_per_epoch * s.epochs;

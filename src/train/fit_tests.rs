@@ -84,6 +84,7 @@ fn zero_learning_rate_leaves_the_model_bit_identical() {
         settings: &s,
         checkpoint: None,
         key: "k".into(),
+        quant: None,
     };
     let out = fine_tune(&run, &|_| Ok(0.0), &CancelToken::new(), &|_| {}).unwrap();
     assert_eq!(out.model.to_bytes(), model.to_bytes());
@@ -117,6 +118,7 @@ fn training_lowers_the_loss_and_writes_back_same_names() {
         settings: &s,
         checkpoint: None,
         key: "k".into(),
+        quant: None,
     };
     let steps = Cell::new(0);
     let out = fine_tune(&run, &|_| Ok(0.0), &CancelToken::new(), &|e| {
@@ -160,6 +162,7 @@ fn a_cancelled_run_resumes_from_its_checkpoint_to_the_same_weights() {
                 settings: &s,
                 checkpoint,
                 key: "same run".into(),
+                quant: None,
             };
             fine_tune(&r, &|_| Ok(0.5), cancel, &|e| match e {
                 Event::Epoch(r) if r.epoch == 1 => cancel.cancel(),
@@ -186,6 +189,7 @@ fn a_cancelled_run_resumes_from_its_checkpoint_to_the_same_weights() {
         settings: &s,
         checkpoint: None,
         key: "same run".into(),
+        quant: None,
     };
     let whole = fine_tune(&r, &|_| Ok(0.5), &CancelToken::new(), &|_| {}).unwrap();
     assert_eq!(again.model.to_bytes(), whole.model.to_bytes());
@@ -206,4 +210,66 @@ fn distillation_to_the_parent_starts_near_zero_loss() {
         .unwrap();
     // KL of the model to itself: zero up to the interpreter's rounding.
     assert!(loss.abs() < 1e-4, "KL to itself {loss}");
+}
+
+/// QAT: the interpreter with the sim's encodings computes what tract computes on the
+/// simulated model (weights fake-quantized in place, Div→Round→Clip→Mul after each point).
+#[test]
+fn qat_forward_matches_the_simulated_model_in_tract() {
+    use crate::quant::import::tests::calibrated_sim;
+    use crate::quant::import::ModelEncodings;
+    let (_, eval) = digits();
+    let x = first(&eval, 32);
+    for per_channel in [false, true] {
+        let (model, sim) = calibrated_sim("mbv2_digits.onnx", 4, per_channel);
+        let encodings = ModelEncodings {
+            weights: sim.weights.clone(),
+            activations: sim.activations.clone(),
+        };
+        let mut t = Trainer::new(&model, &FineTuneSettings::default(), DType::F32).unwrap();
+        t.set_quant(&model, &encodings).unwrap();
+        let ours = t.forward(&x.view()).unwrap().to_array();
+        let theirs = tract_outputs(&sim.model, &x);
+        let plain = tract_outputs(&model, &x);
+        let max_diff = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
+            a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()))
+        };
+        // A value within an ulp of a rounding tie may land one grid step away (tract
+        // multiplies by 1/scale): allow a few steps of the output grid, far below the
+        // quantization error itself.
+        let step = sim
+            .activations
+            .values()
+            .map(|e| e.scale)
+            .fold(0f32, f32::max);
+        let d = max_diff(&ours, &theirs);
+        assert!(d <= 4.0 * step, "per_channel {per_channel}: max |diff| {d}");
+        assert!(
+            max_diff(&plain, &theirs) > 4.0 * d.max(1e-6),
+            "the FP32 model must differ from the simulation more than the interpreter does"
+        );
+    }
+}
+
+/// A QAT step's gradient is nonzero and training with fake-quant lowers the loss.
+#[test]
+fn qat_training_lowers_the_loss() {
+    use crate::quant::import::tests::calibrated_sim;
+    use crate::quant::import::ModelEncodings;
+    let (model, sim) = calibrated_sim("mbv2_digits.onnx", 4, false);
+    let encodings = ModelEncodings {
+        weights: sim.weights.clone(),
+        activations: sim.activations.clone(),
+    };
+    let (train, _) = digits();
+    let x = first(&train, 32);
+    let labels: Vec<i64> = train.labels.as_ref().unwrap()[..32].to_vec();
+    let mut t = Trainer::new(&model, &settings(1, 1e-3), DType::F32).unwrap();
+    t.set_quant(&model, &encodings).unwrap();
+    let first_loss = t.step(&x.view(), &Targets::Labels(&labels), 1e-3).unwrap();
+    let mut last = first_loss;
+    for _ in 0..15 {
+        last = t.step(&x.view(), &Targets::Labels(&labels), 1e-3).unwrap();
+    }
+    assert!(last < 0.7 * first_loss, "loss {first_loss} → {last}");
 }

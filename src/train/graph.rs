@@ -3,10 +3,13 @@
 //! are fed per step (as autodiff leaves); every other float weight is a constant tensor.
 //! An op the interpreter cannot train through is an error naming the node and op.
 
+use super::fake_quant::{fake_quant_ste, Grid};
 use super::ops::{self, Binary, Padding, Window};
 use super::value::Value;
 use crate::model::graph::node_label;
 use crate::model::{attrs, tensor, Model};
+use crate::quant::import::ModelEncodings;
+use crate::quant::per_channel::{fake_quant_tensor, fake_quant_weight};
 use crate::{Error, Result};
 use burn_tensor::{DType, Device};
 use std::collections::{HashMap, HashSet};
@@ -112,6 +115,11 @@ pub struct TrainGraph {
     param_names: Vec<String>,
     /// How many steps still read each slot, so values are dropped once used.
     readers: Vec<usize>,
+    /// Slot of each value name.
+    names: HashMap<String, usize>,
+    /// QAT: fake-quant of trained weights (by parameter) and of activation points (by slot).
+    quant_params: Vec<Option<Grid>>,
+    quant_values: HashMap<usize, Grid>,
     device: Device,
     dtype: DType,
 }
@@ -229,6 +237,9 @@ impl TrainGraph {
             params: param_slots,
             param_names: params.to_vec(),
             readers,
+            quant_params: vec![None; params.len()],
+            quant_values: HashMap::new(),
+            names: slots.0,
             device: device.clone(),
             dtype,
         })
@@ -244,6 +255,77 @@ impl TrainGraph {
 
     pub fn param_names(&self) -> &[String] {
         &self.param_names
+    }
+
+    /// Quantization-aware training: from now on the forward pass fake-quantizes (with the
+    /// straight-through estimator) the weights and activation values `encodings` names.
+    /// Weights that do not train are fake-quantized once, here.
+    pub fn set_quant(&mut self, model: &Model, encodings: &ModelEncodings) -> Result<()> {
+        let source = model.source();
+        for w in &encodings.weights {
+            let what = format!("{source}: weight '{}' of layer '{}'", w.weight, w.layer);
+            let array = model
+                .weight(&w.weight)
+                .ok_or_else(|| Error::input(format!("{what}: no such float weight")))?;
+            if w.encodings.is_empty() {
+                return Err(Error::input(format!("{what}: no encodings")));
+            }
+            if let Some(i) = self.param_names.iter().position(|p| p == &w.weight) {
+                self.quant_params[i] = Some(match w.axis {
+                    Some(axis) => Grid::channels(
+                        &w.encodings,
+                        axis,
+                        array.shape(),
+                        &self.device,
+                        self.dtype,
+                        &what,
+                    )?,
+                    None => Grid::tensor(&w.encodings[0]),
+                });
+                continue;
+            }
+            let slot = self.names.get(&w.weight).copied();
+            let Some(c) = self.constants.iter_mut().find(|c| Some(c.0) == slot) else {
+                return Err(Error::input(format!(
+                    "{what}: the training graph does not read it"
+                )));
+            };
+            let mut q = array.clone();
+            match w.axis {
+                Some(axis) => fake_quant_weight(&mut q, &w.encodings, axis)
+                    .map_err(|e| Error::input(format!("{what}: {e}")))?,
+                None => fake_quant_tensor(&mut q, &w.encodings[0]),
+            }
+            c.1 = Value::from_array(&q, &self.device, self.dtype, &what)?;
+        }
+        let computed: HashSet<usize> = self
+            .steps
+            .iter()
+            .map(|s| s.output)
+            .chain(self.inputs.iter().copied())
+            .collect();
+        for (name, e) in &encodings.activations {
+            match self.names.get(name) {
+                Some(&slot) if computed.contains(&slot) => {
+                    self.quant_values.insert(slot, Grid::tensor(e));
+                }
+                _ => {
+                    return Err(Error::input(format!(
+                        "{source}: activation encoding for '{name}', a value the training \
+                         graph does not compute"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The value in `slot` through its activation quantizer, if it has one.
+    fn quantized(&self, slot: usize, v: Value) -> Value {
+        match self.quant_values.get(&slot) {
+            Some(g) => fake_quant_ste(&v, g),
+            None => v,
+        }
     }
 
     /// Run the graph on `inputs` (one per graph input) with `params` (in the order given to
@@ -264,10 +346,13 @@ impl TrainGraph {
             env[*slot] = Some(v.clone());
         }
         for (slot, v) in self.inputs.iter().zip(inputs) {
-            env[*slot] = Some(v.clone());
+            env[*slot] = Some(self.quantized(*slot, v.clone()));
         }
-        for (slot, v) in self.params.iter().zip(params) {
-            env[*slot] = Some(v.clone());
+        for ((slot, v), q) in self.params.iter().zip(params).zip(&self.quant_params) {
+            env[*slot] = Some(match q {
+                Some(g) => fake_quant_ste(v, g),
+                None => v.clone(),
+            });
         }
         for step in &self.steps {
             let w = what(&step.label, &step.op_type);
@@ -283,7 +368,7 @@ impl TrainGraph {
                     env[*s] = None;
                 }
             }
-            env[step.output] = Some(out);
+            env[step.output] = Some(self.quantized(step.output, out));
         }
         env[self.output]
             .take()

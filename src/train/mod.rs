@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod external;
+pub mod fake_quant;
 pub mod fit;
 pub mod graph;
 pub mod loss;

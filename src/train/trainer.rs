@@ -1,6 +1,6 @@
 //! One model in training: the interpreter graph on burn's CPU autodiff device, the
 //! trainable values, the optimizer state. A step is forward, loss, backward, update.
-//! (QAT adds fake-quant ops with a straight-through gradient to the same graph.)
+//! QAT adds fake-quant with a straight-through gradient to the same graph ([`Trainer::set_quant`]).
 
 use super::graph::TrainGraph;
 use super::loss;
@@ -57,6 +57,15 @@ impl Trainer {
             loss: settings.loss,
             dtype,
         })
+    }
+
+    /// Quantization-aware training with `encodings` (see [`TrainGraph::set_quant`]).
+    pub fn set_quant(
+        &mut self,
+        model: &Model,
+        encodings: &crate::quant::import::ModelEncodings,
+    ) -> Result<()> {
+        self.graph.set_quant(model, encodings)
     }
 
     pub fn specs(&self) -> &[ParamSpec] {
