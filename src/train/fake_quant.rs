@@ -9,6 +9,8 @@ use crate::{Error, Result};
 use burn_tensor::{DType, Device, Tensor, TensorData};
 
 /// One quantizer's grid as the interpreter applies it.
+// One grid per quantizer of the model, built once: the size of the tensor variant is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Grid {
     Tensor {
@@ -125,7 +127,7 @@ mod tests {
 
     fn values(n: usize, seed: u64, spread: f32) -> Vec<f32> {
         let mut rng = SplitMix64(seed);
-        (0..n).map(|_| spread * rng.symmetric() as f32).collect()
+        (0..n).map(|_| spread * rng.symmetric()).collect()
     }
 
     fn value(v: &[f32], shape: &[usize], dev: &Device) -> Value {
