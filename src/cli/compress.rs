@@ -4,28 +4,36 @@
 
 use super::split_flags::SplitFlags;
 use super::table::{text, Table};
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{finish_child_job, resolve_target, run_headless, Common};
 use clap::Args;
 use qsteer::compress::build::SELECTIONS;
 use qsteer::compress::{LayerRatios, Method};
-use qsteer::fsutil::write_atomic;
 use qsteer::jobs::JobKind;
-use qsteer::model::Model;
 use qsteer::units::human;
 use qsteer::{Error, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct CompressArgs {
-    /// The ONNX model (default: the embedded sample model)
+    /// A variant id in the workspace, or an ONNX model file (default: the embedded sample)
+    #[arg(value_name = "VARIANT_OR_MODEL")]
+    pub target: Option<String>,
+    /// For a variant id: the model whose default workspace holds it (default: the embedded
+    /// sample; --workspace DIR names the workspace directly)
+    #[arg(long)]
     pub model: Option<PathBuf>,
     /// Compression method: wsvd (weight SVD), ssvd (spatial SVD), cp (channel pruning)
     #[arg(long, value_parser = parse_method)]
     pub method: Method,
     /// MAC ratio of the result to MODEL, in (0, 1): greedy per-layer ratio selection
-    #[arg(long, conflicts_with = "ratios", required_unless_present = "ratios")]
-    pub target: Option<f64>,
+    #[arg(
+        long = "target",
+        id = "target_ratio",
+        conflicts_with = "ratios",
+        required_unless_present = "ratios"
+    )]
+    pub target_ratio: Option<f64>,
     /// Manual per-layer ratios instead of a target: a JSON file {"layer": ratio, …}
     #[arg(long)]
     pub ratios: Option<PathBuf>,
@@ -85,17 +93,17 @@ fn read_ratios(path: &Path) -> Result<LayerRatios> {
 }
 
 pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
-    let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
-    let data = data.ok_or_else(|| Error::input("compress needs a dataset: --data DIR"))?;
     let ratios = args.ratios.as_deref().map(read_ratios).transpose()?;
     let pin = parse_pins(&args.pin)?;
-    let model = Model::load(&path)?;
-    let (_, ws) = open_workspace(&path, &model, common)?;
+    let target = resolve_target(args.target.as_deref(), args.model.as_ref(), common)?;
+    let data = target
+        .data
+        .ok_or_else(|| Error::input("compress needs a dataset: --data DIR"))?;
     let kind = JobKind::Compress {
-        variant: 0,
+        variant: target.variant,
         data: std::path::absolute(&data).unwrap_or(data),
         method: args.method,
-        target: args.target,
+        target: args.target_ratio,
         ratios,
         pin,
         exclude: args.exclude.clone(),
@@ -106,20 +114,14 @@ pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
         seed: args.split.seed,
         threads: args.split.threads,
     };
-    let mut summary = run_headless(ws, kind)?;
-    if let Some(out) = &args.out {
-        let child = PathBuf::from(text(&summary["output"]));
-        let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;
-        write_atomic(out, &bytes)?;
-        summary["variant_model"] = summary["output"].clone();
-        summary["output"] = json!(out.display().to_string());
-    }
-    summary["model"] = json!(path.display().to_string());
-    if common.json {
-        return print_json(&summary);
-    }
-    print_table(&summary);
-    Ok(())
+    let summary = run_headless(target.workspace, kind)?;
+    finish_child_job(
+        summary,
+        args.out.as_ref(),
+        &target.model,
+        common,
+        print_table,
+    )
 }
 
 fn pct(v: &Value) -> String {

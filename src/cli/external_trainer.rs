@@ -3,11 +3,10 @@
 //! README's "Fine-tuning with your own trainer".
 
 use super::finetune::FinetuneArgs;
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{print_json, resolve_target, run_headless, Common};
 use clap::{Args, Parser};
 use qsteer::fsutil::write_atomic;
 use qsteer::jobs::JobKind;
-use qsteer::model::Model;
 use qsteer::train::external::Template;
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
@@ -81,16 +80,18 @@ pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common)
             ignored.join(", ")
         )));
     }
-    let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
-    let data = data.ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
     // A bad template fails before the workspace is touched.
     if let Some(t) = &external.trainer {
         Template::parse(t)?;
     }
-    let model = Model::load(&path)?;
-    let (dir, ws) = open_workspace(&path, &model, common)?;
+    let target = resolve_target(args.target.as_deref(), args.model.as_ref(), common)?;
+    let data = target
+        .data
+        .clone()
+        .ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
     let command = {
-        let mut ws = ws
+        let mut ws = target
+            .workspace
             .lock()
             .map_err(|_| Error::runtime("workspace lock poisoned"))?;
         let command = match &external.trainer {
@@ -98,7 +99,7 @@ pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common)
             None => ws.settings().trainer.clone().ok_or_else(|| {
                 Error::input(format!(
                     "{}: no trainer template saved; pass --trainer TEMPLATE (with --save-trainer to keep it)",
-                    dir.display()
+                    ws.dir().display()
                 ))
             })?,
         };
@@ -108,14 +109,14 @@ pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common)
         command
     };
     let kind = JobKind::ExternalFineTune {
-        variant: 0,
+        variant: target.variant,
         data: std::path::absolute(&data).unwrap_or(data),
         command,
         epochs: args.epochs,
         lr: args.lr,
         threads: args.threads,
     };
-    let mut summary = run_headless(ws, kind)?;
+    let mut summary = run_headless(target.workspace.clone(), kind)?;
     if let Some(out) = &args.out {
         let child = PathBuf::from(text(&summary["output"]));
         let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;
@@ -123,7 +124,7 @@ pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common)
         summary["variant_model"] = summary["output"].clone();
         summary["output"] = json!(out.display().to_string());
     }
-    summary["model"] = json!(path.display().to_string());
+    summary["model"] = json!(target.model.display().to_string());
     summary["trainer_saved"] = json!(external.save_trainer);
     if common.json {
         return print_json(&summary);

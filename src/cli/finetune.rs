@@ -1,15 +1,15 @@
-//! `qsteer finetune MODEL --data DIR [--epochs N] [--lr X] …`: fine-tune the model with
-//! backpropagation (built-in trainer, CPU) as a job on its workspace; the trained model is a
-//! child of the base variant, optionally copied to `--out FILE`.
+//! `qsteer finetune VARIANT_OR_MODEL --data DIR [--epochs N] [--lr X] …`: fine-tune a
+//! variant with backpropagation (built-in trainer, CPU) as a job on its workspace; the
+//! trained model is a child variant, optionally copied to `--out FILE`. With `--qat`, the
+//! training is quantization-aware and the result a new quantsim variant.
 
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::quant_flags::GridFlags;
+use super::{finish_child_job, resolve_target, run_headless, variant_id, Common, Target};
 use clap::{Args, ValueEnum};
-use qsteer::fsutil::write_atomic;
 use qsteer::jobs::JobKind;
-use qsteer::model::Model;
 use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 use qsteer::{Error, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,8 +27,21 @@ pub enum ScheduleArg {
 
 #[derive(Debug, Args)]
 pub struct FinetuneArgs {
-    /// The ONNX model (default: the embedded sample model)
+    /// A variant id in the workspace, or an ONNX model file (default: the embedded sample)
+    #[arg(value_name = "VARIANT_OR_MODEL")]
+    pub target: Option<String>,
+    /// For a variant id: the model whose default workspace holds it (default: the embedded
+    /// sample; --workspace DIR names the workspace directly)
+    #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Quantization-aware training, from a quantsim variant id of the workspace, an AIMET
+    /// encodings file (simulated first, as `quantsim --encodings`), or, given alone, a new
+    /// quantsim of VARIANT_OR_MODEL with the quantsim flags below; the result is a new
+    /// quantsim variant
+    #[arg(long, value_name = "VARIANT_OR_ENCODINGS", num_args = 0..=1, default_missing_value = "")]
+    pub qat: Option<String>,
+    #[command(flatten)]
+    pub quant: GridFlags,
     /// Passes over the training subset
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
@@ -124,32 +137,79 @@ pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
     if args.external.wanted() {
         return super::external_trainer::run(&args, &args.external, common);
     }
-    let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
-    let data = data.ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
     let settings = args.settings();
     settings.check()?;
-    let model = Model::load(&path)?;
-    let (_, ws) = open_workspace(&path, &model, common)?;
-    let kind = JobKind::FineTune {
-        variant: 0,
-        data: std::path::absolute(&data).unwrap_or(data),
-        settings,
-        threads: args.threads,
+    let target = resolve_target(args.target.as_deref(), args.model.as_ref(), common)?;
+    let data = target
+        .data
+        .clone()
+        .ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
+    let data = std::path::absolute(&data).unwrap_or(data);
+    let kind = match &args.qat {
+        None => JobKind::FineTune {
+            variant: target.variant,
+            data,
+            settings,
+            threads: args.threads,
+        },
+        Some(from) => JobKind::Qat {
+            variant: qat_start(&args, from, &target, &data)?,
+            data,
+            settings,
+            threads: args.threads,
+        },
     };
-    let mut summary = run_headless(ws, kind)?;
-    if let Some(out) = &args.out {
-        let child = PathBuf::from(text(&summary["output"]));
-        let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;
-        write_atomic(out, &bytes)?;
-        summary["variant_model"] = summary["output"].clone();
-        summary["output"] = json!(out.display().to_string());
+    let summary = run_headless(target.workspace.clone(), kind)?;
+    finish_child_job(
+        summary,
+        args.out.as_ref(),
+        &target.model,
+        common,
+        print_table,
+    )
+}
+
+/// The quantsim variant QAT starts from: `--qat N`, or a quantsim of the target (from an
+/// encodings file, or calibrated with the quantsim flags) run first as its own job.
+fn qat_start(
+    args: &FinetuneArgs,
+    from: &str,
+    target: &Target,
+    data: &std::path::Path,
+) -> Result<u32> {
+    if let Some(id) = variant_id(from) {
+        return Ok(id);
     }
-    summary["model"] = json!(path.display().to_string());
-    if common.json {
-        return print_json(&summary);
-    }
-    print_table(&summary);
-    Ok(())
+    let encodings = if from.is_empty() {
+        None
+    } else {
+        let file = PathBuf::from(from);
+        if !file.is_file() {
+            return Err(Error::input(format!(
+                "--qat {from}: neither a variant id nor an encodings file"
+            )));
+        }
+        Some(std::path::absolute(&file).unwrap_or(file))
+    };
+    let kind = JobKind::Quantsim {
+        variant: target.variant,
+        data: data.to_path_buf(),
+        settings: args.quant.settings()?,
+        calibration_size: args.calibration_size,
+        seed: args.seed,
+        threads: args.threads,
+        encodings,
+    };
+    let summary = run_headless(target.workspace.clone(), kind)?;
+    let id = summary["variant"]
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
+    eprintln!(
+        "quantsim before QAT: variant {id}, {}",
+        summary["result"].as_str().unwrap_or("")
+    );
+    Ok(id)
 }
 
 fn text(v: &Value) -> String {
@@ -158,6 +218,13 @@ fn text(v: &Value) -> String {
 
 fn print_table(s: &Value) {
     println!("{}  {}", text(&s["model"]), text(&s["step"]));
+    if let Some(from) = s["quantsim_variant"].as_u64() {
+        println!(
+            "QAT of quantsim variant {from}; weight encodings {} after training; encodings {}",
+            text(&s["weight_encodings"]),
+            text(&s["encodings"])
+        );
+    }
     for e in s["epochs"].as_array().into_iter().flatten() {
         println!(
             "epoch {:>3}  loss {:.4}  {} {:.4}  {:.1} s",

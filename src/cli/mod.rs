@@ -241,3 +241,108 @@ pub(crate) fn run_headless(
     }
     summary
 }
+
+/// What a command that makes a child variant starts from: a variant of a workspace.
+pub(crate) struct Target {
+    /// The variant's model file.
+    pub model: PathBuf,
+    /// `--data`, or the sample data when the embedded sample is meant.
+    pub data: Option<PathBuf>,
+    pub workspace: std::sync::Arc<std::sync::Mutex<qsteer::experiment::Workspace>>,
+    pub variant: u32,
+}
+
+/// `VARIANT_OR_MODEL`: a variant id of the workspace (`--workspace`, or the default one of
+/// `model`, the embedded sample when none), a variant's own model file in its workspace, or
+/// an ONNX file (its workspace's base variant); nothing: the embedded sample.
+pub(crate) fn resolve_target(
+    target: Option<&str>,
+    model: Option<&PathBuf>,
+    common: &Common,
+) -> Result<Target> {
+    if let Some(id) = target.and_then(variant_id) {
+        let (dir, ws) = variant_workspace(model, common)?;
+        let v = ws.variant(id).ok_or_else(|| {
+            Error::input(format!(
+                "{}: no variant {id} (the workspace has {})",
+                dir.display(),
+                ws.variants().len()
+            ))
+        })?;
+        let (_, data) = resolve_model(model, common.data.as_ref())?;
+        return Ok(Target {
+            model: ws.model_path(v),
+            data,
+            workspace: std::sync::Arc::new(std::sync::Mutex::new(ws)),
+            variant: id,
+        });
+    }
+    let (path, data) = resolve_model(target.map(PathBuf::from).as_ref(), common.data.as_ref())?;
+    if let Some((ws, id)) = variant_file_workspace(&path)? {
+        return Ok(Target {
+            model: path,
+            data,
+            workspace: std::sync::Arc::new(std::sync::Mutex::new(ws)),
+            variant: id,
+        });
+    }
+    let model = qsteer::model::Model::load(&path)?;
+    let (_, workspace) = open_workspace(&path, &model, common)?;
+    Ok(Target {
+        model: path,
+        data,
+        workspace,
+        variant: 0,
+    })
+}
+
+/// A model file that is a variant's own (`<workspace>/variants/<id>.onnx`): that
+/// workspace and id.
+fn variant_file_workspace(
+    path: &std::path::Path,
+) -> Result<Option<(qsteer::experiment::Workspace, u32)>> {
+    let Ok(file) = std::fs::canonicalize(path) else {
+        return Ok(None);
+    };
+    let Some(dir) = file
+        .parent()
+        .filter(|d| d.ends_with("variants"))
+        .and_then(|d| d.parent())
+    else {
+        return Ok(None);
+    };
+    if !dir.join("workspace.json").is_file() {
+        return Ok(None);
+    }
+    let ws = qsteer::experiment::Workspace::open(dir)?;
+    let id = ws
+        .variants()
+        .iter()
+        .find(|v| std::fs::canonicalize(ws.model_path(v)).ok().as_ref() == Some(&file))
+        .map(|v| v.id);
+    Ok(id.map(|id| (ws, id)))
+}
+
+/// The end of a command whose job made a child variant: copy its model to `--out`, name
+/// the starting model, print the JSON document or `table`.
+pub(crate) fn finish_child_job(
+    mut summary: serde_json::Value,
+    out: Option<&PathBuf>,
+    model: &std::path::Path,
+    common: &Common,
+    table: fn(&serde_json::Value),
+) -> Result<()> {
+    if let Some(out) = out {
+        let child = PathBuf::from(summary["output"].as_str().unwrap_or_default());
+        let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;
+        qsteer::fsutil::write_atomic(out, &bytes)?;
+        summary["variant_model"] = summary["output"].clone();
+        summary["output"] = serde_json::json!(out.display().to_string());
+    }
+    summary["model"] = serde_json::json!(model.display().to_string());
+    if common.json {
+        return print_json(&summary);
+    }
+    table(&summary);
+    Ok(())
+}

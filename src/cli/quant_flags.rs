@@ -1,4 +1,5 @@
-//! The quantsim settings flags shared by `quantsim` and `analyze`.
+//! The quantsim settings flags shared by `quantsim`, `analyze`, the fixes and
+//! `finetune --qat`.
 
 use clap::Args;
 use qsteer::quant::qdq::QuantMode;
@@ -9,6 +10,22 @@ use qsteer::{Error, Result};
 
 #[derive(Debug, Clone, Args)]
 pub struct QuantFlags {
+    #[command(flatten)]
+    pub grid: GridFlags,
+    /// Samples set aside for calibration when the dataset is split
+    #[arg(long, default_value_t = 200)]
+    pub calibration_size: usize,
+    /// Seed of the calibration / evaluation split
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: one per core)
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// The quantsim settings alone (bitwidths, granularity, scheme, mode, per-layer overrides).
+#[derive(Debug, Clone, Args)]
+pub struct GridFlags {
     /// Weight bitwidth (2–16)
     #[arg(long, default_value_t = 8)]
     pub w_bits: u8,
@@ -36,15 +53,6 @@ pub struct QuantFlags {
     /// Another output activation bitwidth for one layer: LAYER=BITS (repeatable)
     #[arg(long = "layer-a-bits", value_name = "LAYER=BITS", value_parser = parse_layer_bits)]
     pub layer_a_bits: Vec<(String, u8)>,
-    /// Samples set aside for calibration when the dataset is split
-    #[arg(long, default_value_t = 200)]
-    pub calibration_size: usize,
-    /// Seed of the calibration / evaluation split
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Worker threads (default: one per core)
-    #[arg(long)]
-    pub threads: Option<usize>,
 }
 
 fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
@@ -72,6 +80,23 @@ fn parse_layer_bits(s: &str) -> std::result::Result<(String, u8), String> {
 impl QuantFlags {
     /// The settings, checked before any work is done.
     pub fn settings(&self) -> Result<QuantsimSettings> {
+        self.grid.settings()
+    }
+
+    pub fn run_options(&self) -> Result<RunOptions> {
+        let mut options = RunOptions::default();
+        match self.threads {
+            Some(0) => return Err(Error::input("--threads must be at least 1")),
+            Some(t) => options.threads = t,
+            None => {}
+        }
+        Ok(options)
+    }
+}
+
+impl GridFlags {
+    /// The settings, checked before any work is done.
+    pub fn settings(&self) -> Result<QuantsimSettings> {
         QuantSpec::new(self.w_bits, self.symmetric)
             .map_err(|e| Error::input(format!("--w-bits: {e}")))?;
         QuantSpec::new(self.a_bits, self.symmetric)
@@ -96,16 +121,6 @@ impl QuantFlags {
             mode: self.mode,
             overrides,
         })
-    }
-
-    pub fn run_options(&self) -> Result<RunOptions> {
-        let mut options = RunOptions::default();
-        match self.threads {
-            Some(0) => return Err(Error::input("--threads must be at least 1")),
-            Some(t) => options.threads = t,
-            None => {}
-        }
-        Ok(options)
     }
 }
 

@@ -68,7 +68,7 @@ pub fn export_qdq(
 ) -> Result<QdqExport> {
     let mut proto = model.proto().clone();
     if !activations.is_empty() {
-        insert_activation_quantizers(model, &mut proto, activations, ActivationOps::Auto)?;
+        insert_activation_quantizers(model, &mut proto, activations, ActivationOps::QdqAt8)?;
     }
     let mut contrib_tensors = use_contrib_qdq(&mut proto, activations)?;
     let needed = if weights.iter().any(|w| w.axis.is_some()) {
@@ -590,6 +590,14 @@ mod tests {
             let export = export_qdq(&model, &sim.weights, &sim.activations).unwrap();
             assert_eq!(export.contents.integer_weights, sim.weights.len());
             assert_eq!(export.contents.qdq_activations, sim.activations.len());
+            // 8-bit activations are real QuantizeLinear → DequantizeLinear pairs, which is
+            // what ONNX Runtime fuses into integer kernels, not the simulation's float ops.
+            let ops = |op: &str| {
+                let g = export.proto.graph.as_ref().unwrap();
+                g.node.iter().filter(|n| n.op_type == op).count()
+            };
+            assert_eq!(ops("QuantizeLinear"), sim.activations.len());
+            assert_eq!(ops("Round"), 0);
             let bytes = export.proto.encode_to_vec();
             let exported = Model::from_bytes(&bytes, "export").unwrap();
             let expected = outputs(&sim.model, 64);

@@ -113,6 +113,9 @@ pub enum ActivationOps {
     Auto,
     Qdq,
     FloatOps,
+    /// What other runtimes read (the export): `QuantizeLinear → DequantizeLinear` at 8 bit,
+    /// float ops at other bitwidths.
+    QdqAt8,
 }
 
 /// Weight quantization settings.
@@ -260,6 +263,8 @@ pub(crate) fn form_for(ops: ActivationOps, e: &Encoding, value: &str) -> Result<
     match ops {
         ActivationOps::FloatOps => Ok(Form::FloatOps),
         ActivationOps::Auto => Ok(Form::FloatOps),
+        ActivationOps::QdqAt8 if e.bitwidth == 8 => Ok(Form::Qdq),
+        ActivationOps::QdqAt8 => Ok(Form::FloatOps),
         ActivationOps::Qdq if e.bitwidth == 8 => Ok(Form::Qdq),
         ActivationOps::Qdq => Err(Error::input(format!(
             "activation '{value}': a {}-bit QuantizeLinear/DequantizeLinear pair cannot be \

@@ -14,6 +14,7 @@ mod corruption;
 mod e2e_tmux;
 mod export_cli;
 mod external_trainer;
+mod finetune_cli;
 mod fixes_cli;
 mod images;
 mod model_load;

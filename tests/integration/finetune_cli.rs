@@ -1,0 +1,159 @@
+//! `qsteer finetune --qat` (quantization-aware training to a new quantsim variant that
+//! `qsteer export` writes), `finetune` and `compress` on a variant id or a variant's own
+//! file, and the bad `--qat` inputs.
+
+use crate::common::*;
+use crate::compress_cli::small_digits;
+use serde_json::Value;
+use std::path::Path;
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn qat_makes_an_exportable_quantsim_variant_and_variant_ids_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = small_digits(root, 40).display().to_string();
+    let ws = root.join("ws").display().to_string();
+    let model = sample_model("mbv2_digits").display().to_string();
+    let base = [
+        "--data",
+        data.as_str(),
+        "--workspace",
+        ws.as_str(),
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--json",
+    ];
+    let with = |head: &[&str]| -> Vec<String> {
+        head.iter()
+            .chain(base.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let call = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        json_ok(root, &a)
+    };
+
+    // --qat alone: quantsim W4A8 of the model (variant 1), then QAT from it: the trained
+    // FP32 weights (variant 2) and the new quantsim variant (3) under them.
+    let doc = call(with(&["finetune", &model, "--qat", "--w-bits", "4"]));
+    assert_eq!(doc["quantsim_variant"], 1);
+    assert_eq!(doc["trained_variant"], 2);
+    assert_eq!(doc["parent"], 2);
+    assert_eq!(doc["variant"], 3);
+    assert_eq!(doc["step"], "qat{from:1,epochs:1,lr:0.001}");
+    assert_eq!(doc["quantsim"]["w_bits"], 4);
+    assert_eq!(doc["weight_encodings"], "recomputed");
+    assert_eq!(doc["epochs"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["steps_per_epoch"], 3);
+    for k in ["score_before", "score_after", "score_frozen_encodings"] {
+        let v = doc[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k} {v}");
+    }
+    let encodings = Path::new(doc["encodings"].as_str().unwrap()).to_path_buf();
+    let enc = read_json(&encodings);
+    let params = enc["param_encodings"].as_array().unwrap();
+    assert_eq!(params.len(), 17);
+    assert!(
+        params.iter().all(|p| p["bw"] == 4 || p["bitwidth"] == 4),
+        "{}",
+        params[0]
+    );
+
+    // The workspace records it as a quantsim variant with those encodings and its score.
+    let wsdoc = read_json(&root.join("ws/workspace.json"));
+    let v3 = wsdoc["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == 3)
+        .unwrap();
+    assert_eq!(v3["parent"], 2);
+    assert!(v3["encodings_file"].is_string());
+    assert_eq!(v3["quantsim"]["w_bits"], 4);
+    assert_eq!(
+        v3["results"][0]["score"]["accuracy"].as_f64(),
+        doc["score_after"].as_f64()
+    );
+
+    // `qsteer export` writes its QDQ model and encodings unchanged.
+    let out = root.join("export").display().to_string();
+    let export = json_ok(
+        root,
+        &["export", "3", "--workspace", &ws, "--out", &out, "--json"],
+    );
+    let qdq = Path::new(export["output"].as_str().unwrap());
+    let loaded = qsteer::model::Model::load(qdq).unwrap();
+    assert!(loaded
+        .graph()
+        .node
+        .iter()
+        .any(|n| n.op_type == "QuantizeLinear"));
+
+    // QAT again from the new quantsim variant by id: its float parent is variant 2.
+    let again = call(with(&["finetune", &model, "--qat", "3"]));
+    assert_eq!(again["quantsim_variant"], 3);
+    assert_eq!(again["trained_variant"], 4);
+    assert_eq!(again["variant"], 5);
+
+    // Plain fine-tuning by variant id, and by the variant's own file.
+    let tuned = call(with(&["finetune", "2"]));
+    assert_eq!(tuned["parent"], 2);
+    assert_eq!(tuned["variant"], 6);
+    let file = root.join("ws/variants/2.onnx").display().to_string();
+    let by_file = call(with(&["finetune", &file]));
+    assert_eq!(by_file["parent"], 2);
+
+    // Compress takes a variant id too.
+    let compressed = json_ok(
+        root,
+        &[
+            "compress",
+            "2",
+            "--data",
+            &data,
+            "--workspace",
+            &ws,
+            "--threads",
+            "1",
+            "--method",
+            "wsvd",
+            "--target",
+            "0.8",
+            "--json",
+        ],
+    );
+    assert_eq!(compressed["parent"], 2);
+
+    // Bad --qat input: a float variant, a missing file, encodings naming a tensor the
+    // model lacks.
+    let bad = |qat: &str, what: &str| {
+        let mut a = vec!["finetune", &model, "--qat", qat];
+        a.extend_from_slice(&base);
+        let line = assert_bad_input(&run(root, &a), what);
+        assert!(line.contains(what), "{line}");
+    };
+    bad("2", "not quantized");
+    bad(
+        &root.join("none.json").display().to_string(),
+        "neither a variant id nor an encodings file",
+    );
+    let mut wrong = enc.clone();
+    wrong["param_encodings"][0]["name"] = "no_such_weight".into();
+    let wrong_file = root.join("wrong.encodings.json");
+    std::fs::write(&wrong_file, serde_json::to_vec(&wrong).unwrap()).unwrap();
+    bad(&wrong_file.display().to_string(), "no_such_weight");
+    // And a variant id the workspace does not have.
+    let mut a = vec!["finetune", "99"];
+    a.extend_from_slice(&base);
+    let line = assert_bad_input(&run(root, &a), "unknown variant");
+    assert!(line.contains("no variant 99"), "{line}");
+}
