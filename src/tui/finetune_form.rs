@@ -1,7 +1,9 @@
 //! The fine-tuning dialog (`t`, and `t` in the sweep's decision tables for the picked
-//! candidates): epochs, learning rate and schedule, optimizer, batch size, weight decay,
-//! loss (labels or distillation to the parent), early stop and the training subset's size,
-//! prefilled with the CLI's defaults. Enter queues one fine-tune job per variant.
+//! candidates): the trainer (built-in; QAT for a quantsim variant; the workspace's external
+//! trainer command when one is saved), epochs, learning rate and schedule, optimizer, batch
+//! size, weight decay, loss (labels or distillation to the parent), early stop and the
+//! training subset's size, prefilled with the CLI's defaults. Enter queues one job per
+//! variant.
 
 use super::action::Action;
 use super::form;
@@ -19,8 +21,20 @@ const BATCH: (usize, usize) = (1, 4096);
 const PATIENCE: (usize, usize) = (0, 100);
 const DISTILL_TEMPERATURE: f64 = 2.0;
 
+/// Who trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trainer {
+    /// Backpropagation on the CPU (FP32 variants).
+    BuiltIn,
+    /// Quantization-aware training from a quantsim variant's encodings.
+    Qat,
+    /// The workspace's saved trainer command (`qsteer finetune --save-trainer`).
+    External,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
+    Trainer,
     Epochs,
     Lr,
     Schedule,
@@ -33,7 +47,8 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 10] = [
+        Field::Trainer,
         Field::Epochs,
         Field::Lr,
         Field::Schedule,
@@ -47,6 +62,7 @@ impl Field {
 
     pub fn name(self) -> &'static str {
         match self {
+            Field::Trainer => "trainer",
             Field::Epochs => "epochs",
             Field::Lr => "learn rate",
             Field::Schedule => "schedule",
@@ -72,6 +88,11 @@ pub enum ScheduleChoice {
 pub struct FineTuneForm {
     /// The variants to train, one job each.
     pub variants: Vec<u32>,
+    pub trainer: Trainer,
+    /// The trainers these variants can take, in the order ◂▸ steps through them.
+    pub trainers: Vec<Trainer>,
+    /// The workspace's external trainer command, when one is saved.
+    pub command: Option<String>,
     pub epochs: usize,
     /// Index into [`LRS`].
     pub lr: usize,
@@ -89,11 +110,23 @@ pub struct FineTuneForm {
 }
 
 impl FineTuneForm {
-    /// The CLI's defaults (`qsteer finetune`).
-    pub fn new(variants: Vec<u32>) -> FineTuneForm {
+    /// The CLI's defaults (`qsteer finetune`) for `variants`; `quantized` when they are
+    /// quantsim variants (QAT, not the FP32 trainer), `command` the saved external trainer.
+    pub fn new(variants: Vec<u32>, quantized: bool, command: Option<String>) -> FineTuneForm {
         let d = FineTuneSettings::default();
+        let mut trainers = vec![if quantized {
+            Trainer::Qat
+        } else {
+            Trainer::BuiltIn
+        }];
+        if command.is_some() {
+            trainers.push(Trainer::External);
+        }
         FineTuneForm {
             variants,
+            trainer: trainers[0],
+            trainers,
+            command,
             epochs: d.epochs,
             lr: LRS.iter().position(|&l| l == d.lr).unwrap_or(4),
             schedule: ScheduleChoice::Cosine,
@@ -146,9 +179,22 @@ impl FineTuneForm {
 
     pub fn value_text(&self, f: Field) -> String {
         let s = self.settings();
+        let external = self.trainer == Trainer::External;
         match f {
+            Field::Trainer => match self.trainer {
+                Trainer::BuiltIn => "built-in (CPU backpropagation)".into(),
+                Trainer::Qat => "QAT (fake-quant, the variant's encodings)".into(),
+                Trainer::External => {
+                    let cmd = self.command.as_deref().unwrap_or_default();
+                    let short: String = cmd.chars().take(32).collect();
+                    let cut = if cmd.chars().count() > 32 { "…" } else { "" };
+                    format!("external: {short}{cut}")
+                }
+            },
             Field::Epochs => format!("{}", self.epochs),
             Field::Lr => format!("{:e}", s.lr),
+            // The external command trains as it likes: only {epochs} and {lr} reach it.
+            _ if external => "(your trainer's)".into(),
             Field::Schedule => match s.schedule {
                 Schedule::Cosine => "cosine to 0".into(),
                 Schedule::Constant => "constant".into(),
@@ -169,16 +215,33 @@ impl FineTuneForm {
         }
     }
 
-    /// One fine-tune job per variant.
+    /// One job per variant, of the chosen trainer.
     pub fn jobs(&self, data: &Path, threads: usize) -> Vec<JobKind> {
         let settings = self.settings();
+        let data = data.to_path_buf();
         self.variants
             .iter()
-            .map(|&variant| JobKind::FineTune {
-                variant,
-                data: data.to_path_buf(),
-                settings: settings.clone(),
-                threads,
+            .map(|&variant| match self.trainer {
+                Trainer::BuiltIn => JobKind::FineTune {
+                    variant,
+                    data: data.clone(),
+                    settings: settings.clone(),
+                    threads,
+                },
+                Trainer::Qat => JobKind::Qat {
+                    variant,
+                    data: data.clone(),
+                    settings: settings.clone(),
+                    threads,
+                },
+                Trainer::External => JobKind::ExternalFineTune {
+                    variant,
+                    data: data.clone(),
+                    command: self.command.clone().unwrap_or_default(),
+                    epochs: settings.epochs,
+                    lr: settings.lr,
+                    threads,
+                },
             })
             .collect()
     }
@@ -191,6 +254,12 @@ impl form::Editable for FineTuneForm {
 
     fn change(&mut self, delta: i64) {
         match self.field() {
+            Field::Trainer => {
+                let n = self.trainers.len();
+                let at = self.trainers.iter().position(|t| *t == self.trainer);
+                let next = (at.unwrap_or(0) as i64 + delta).rem_euclid(n as i64) as usize;
+                self.trainer = self.trainers[next];
+            }
             Field::Epochs => self.epochs = form::step(self.epochs, delta, EPOCHS.0, EPOCHS.1),
             Field::Lr => self.lr = form::step(self.lr, delta, 0, LRS.len() - 1),
             Field::Schedule => {
@@ -249,8 +318,11 @@ pub fn open(app: &mut App) {
 
 /// Open the dialog on the given variants (a decision table's picks).
 pub fn open_on(app: &mut App, variants: Vec<u32>) {
-    app.popups
-        .push(Popup::FineTune(FineTuneForm::new(variants)));
+    let quantized = variants
+        .iter()
+        .any(|&v| app.variant(v).is_some_and(|v| v.encodings_file.is_some()));
+    let form = FineTuneForm::new(variants, quantized, app.trainer_command.clone());
+    app.popups.push(Popup::FineTune(form));
 }
 
 /// Why the dialog cannot launch now: no dataset, a quantized variant, or a bad number.
@@ -258,9 +330,23 @@ pub fn blocker(app: &App, form: &FineTuneForm) -> Option<String> {
     if form.variants.is_empty() {
         return Some("no variant to fine-tune".into());
     }
+    if app.data_path.is_none() {
+        return Some("no dataset: restart with --data DIR to fine-tune".into());
+    }
     for &v in &form.variants {
-        if let Some(b) = form::fp32_data_blocker(app, v, "fine-tune") {
-            return Some(b);
+        let quantized = app.variant(v).is_some_and(|v| v.encodings_file.is_some());
+        match (form.trainer, quantized) {
+            (Trainer::BuiltIn, true) => {
+                return Some(format!(
+                    "variant {v} is quantized: QAT trains it (pick it alone, or its FP32 parent)"
+                ))
+            }
+            (Trainer::Qat, false) => {
+                return Some(format!(
+                    "variant {v} is not quantized: QAT starts from a quantsim variant"
+                ))
+            }
+            _ => {}
         }
     }
     if form.epochs < EPOCHS.0 {

@@ -1,6 +1,6 @@
 //! Drawing of the fine-tuning dialog.
 
-use super::finetune_form::{blocker, Field, FineTuneForm};
+use super::finetune_form::{blocker, Field, FineTuneForm, Trainer};
 use super::popups::{boxed, centered, data_line, enter_line, form_fields, on_variant};
 use super::state::App;
 use ratatui::layout::Rect;
@@ -32,8 +32,12 @@ pub fn form(f: &mut Frame, app: &App, area: Rect, form: &FineTuneForm) {
         .collect();
     lines.extend(form_fields(app, form.field, &fields));
     lines.push(enter_line(app, blocker(app, form), || {
+        let how = match form.trainer {
+            Trainer::External => "with your command",
+            _ => "on the CPU",
+        };
         format!(
-            "Enter trains {} job(s) on the CPU; scored after every epoch",
+            "Enter trains {} job(s) {how}; scored after every epoch",
             form.variants.len()
         )
     }));

@@ -4,7 +4,7 @@
 //! `train_epoch` partials draw the live loss curve in the jobs pane (snapshots at 80×24).
 
 use super::action::Action;
-use super::finetune_form::FineTuneForm;
+use super::finetune_form::{FineTuneForm, Trainer};
 use super::fix_tests::add_w4a8_quantsim_child;
 use super::quantsim_tests::submitted;
 use super::state::{App, Pane, Popup};
@@ -27,8 +27,10 @@ fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
     let (mut app, _d) = sample_app();
     update(&mut app, Action::FineTuneDialog);
     assert_eq!(form(&app).settings(), FineTuneSettings::default());
-    // epochs 5 → 12 (typed), lr 1e-3 → 3e-3, schedule cosine → constant, Adam → SGD,
-    // batch 32 → 64, weight decay 0 → 1e-5, loss → distillation, early stop 0 → 2.
+    assert_eq!(form(&app).trainer, Trainer::BuiltIn);
+    update(&mut app, Action::Down); // past the trainer
+                                    // epochs 5 → 12 (typed), lr 1e-3 → 3e-3, schedule cosine → constant, Adam → SGD,
+                                    // batch 32 → 64, weight decay 0 → 1e-5, loss → distillation, early stop 0 → 2.
     for c in ['1', '2'] {
         update(&mut app, Action::Char(c));
     }
@@ -66,15 +68,32 @@ fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
 }
 
 #[test]
-fn a_quantized_variant_or_no_dataset_launches_nothing() {
+fn a_quantized_variant_trains_by_qat_and_without_a_dataset_nothing_launches() {
     let (mut app, _d) = sample_app();
     add_w4a8_quantsim_child(&mut app);
     app.focus = Pane::Variants;
     update(&mut app, Action::Bottom);
     update(&mut app, Action::FineTuneDialog);
     assert_eq!(form(&app).variants, [1]);
+    assert_eq!(
+        form(&app).trainers,
+        [Trainer::Qat],
+        "no FP32 training of a quantsim"
+    );
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    assert!(
+        matches!(jobs.as_slice(), [JobKind::Qat { variant: 1, settings, .. }]
+            if *settings == FineTuneSettings::default()),
+        "{jobs:?}"
+    );
+    // QAT of an FP32 variant is refused with the reason.
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::FineTuneDialog);
+    if let Some(Popup::FineTune(f)) = app.popups.last_mut() {
+        f.trainer = Trainer::Qat;
+    }
     assert!(update(&mut app, Action::Confirm).is_empty());
-    assert!(app.status.contains("quantized"), "{}", app.status);
+    assert!(app.status.contains("not quantized"), "{}", app.status);
     let (mut app, _d) = sample_app();
     app.data_path = None;
     update(&mut app, Action::FineTuneDialog);
@@ -224,4 +243,33 @@ fn a_candidate_trained_from_decision_one_is_what_step_two_prunes() {
         panic!("not one sweep job: {jobs:?}");
     };
     assert_eq!(stage, &SweepStage::Cp { ssvd: vec![7, 3] });
+}
+
+#[test]
+fn a_saved_trainer_command_is_offered_and_gets_epochs_and_lr() {
+    let (mut app, _d) = sample_app();
+    app.trainer_command = Some("train.sh {input} {output} {epochs} {lr}".into());
+    update(&mut app, Action::FineTuneDialog);
+    assert_eq!(form(&app).trainers, [Trainer::BuiltIn, Trainer::External]);
+    update(&mut app, Action::Right);
+    assert_eq!(form(&app).trainer, Trainer::External);
+    assert_eq!(
+        form(&app).value_text(super::finetune_form::Field::Optimizer),
+        "(your trainer's)"
+    );
+    update(&mut app, Action::Down);
+    update(&mut app, Action::Char('3'));
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    let [JobKind::ExternalFineTune {
+        variant,
+        command,
+        epochs,
+        lr,
+        ..
+    }] = jobs.as_slice()
+    else {
+        panic!("not one external job: {jobs:?}");
+    };
+    assert_eq!((*variant, *epochs, *lr), (0, 3, 1e-3));
+    assert_eq!(command, "train.sh {input} {output} {epochs} {lr}");
 }

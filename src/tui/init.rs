@@ -214,6 +214,7 @@ pub fn open(
         heat_view: false,
         compression: None,
         pending_decision: None,
+        trainer_command: ws.settings().trainer.clone(),
         layer_choices: Default::default(),
     };
     Ok(Opened { app, workspace: ws })

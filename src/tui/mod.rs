@@ -289,6 +289,7 @@ fn apply(
             Effect::ReloadWorkspace => {
                 if let Ok(ws) = workspace.lock() {
                     app.variants = ws.variants().to_vec();
+                    app.trainer_command = ws.settings().trainer.clone();
                 }
             }
             Effect::LoadVariant(id) => {

@@ -216,6 +216,8 @@ pub struct App {
     pub compression: Option<(u32, qsteer::compress::record::CompressionRecord)>,
     /// Layers pinned at a ratio or left alone by the compress dialog's jobs.
     pub layer_choices: super::layer_choice::LayerChoices,
+    /// The workspace's saved external trainer command (the fine-tune dialog offers it).
+    pub trainer_command: Option<String>,
     /// The last sweep decision offered and not yet taken (`d` reopens it).
     pub pending_decision: Option<super::sweep_decision::SweepDecision>,
 }
