@@ -6,8 +6,9 @@
 
 Cases: each sample model (sample-models/*.onnx) on sample-models/digits/evaluation, each
 fixture tests/fixtures/<name>.onnx that has tests/fixtures/<name>/ort_outputs.npy, on that
-directory, and compressed sample models (Weight SVD, Spatial SVD, channel pruning with
-winnowing through BN / Relu6 / depthwise convs) that `qsteer compress --ratios` writes first.
+directory, compressed sample models (Weight SVD, Spatial SVD, channel pruning with
+winnowing through BN / Relu6 / depthwise convs) that `qsteer compress --ratios` writes first,
+and sample models fine-tuned for one epoch by `qsteer finetune`.
 For each case the qsteer binary is run as
 
     BIN eval MODEL --data DATASET_DIR --split all --save-outputs OUT.npy --json
@@ -83,6 +84,30 @@ def compressed_cases(bin_path, tmp, timeout):
             tail = (p.stderr or "").strip().splitlines()[-3:]
             failed.append({"case": name, "ok": False, "warnings": [],
                            "errors": [f"qsteer compress: exit code {p.returncode}: {' | '.join(tail)}"]})
+            continue
+        cases.append((name, out, os.path.join(digits, "evaluation")))
+    return cases, failed
+
+
+# Fine-tuned sample models (`qsteer finetune`, one epoch): the trained weights written back into
+# the same graph must run in ONNX Runtime as in tract.
+FINETUNED = [("resnet_digits.finetuned", "resnet_digits"), ("mbv2_digits.finetuned", "mbv2_digits")]
+
+
+def finetuned_cases(bin_path, tmp, timeout):
+    """Make the FINETUNED models with qsteer; (cases, errors) as compressed_cases."""
+    digits = os.path.join(ROOT, "sample-models", "digits")
+    cases, failed = [], []
+    for name, sample in FINETUNED:
+        out = os.path.join(tmp, name + ".onnx")
+        cmd = [bin_path, "finetune", os.path.join(ROOT, "sample-models", sample + ".onnx"),
+               "--data", digits, "--epochs", "1", "--out", out,
+               "--workspace", os.path.join(tmp, "ws-ft-" + sample), "--json"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if p.returncode != 0 or not os.path.exists(out):
+            tail = (p.stderr or "").strip().splitlines()[-3:]
+            failed.append({"case": name, "ok": False, "warnings": [],
+                           "errors": [f"qsteer finetune: exit code {p.returncode}: {' | '.join(tail)}"]})
             continue
         cases.append((name, out, os.path.join(digits, "evaluation")))
     return cases, failed
@@ -231,6 +256,11 @@ def main():
     if not args.only or any(o in c[0] for c in COMPRESSED for o in args.only):
         print("check_fp32: compressing sample models ...", file=sys.stderr, flush=True)
         made, failed = compressed_cases(bin_path, tmp, args.timeout)
+        results.extend(failed)
+        cases += [c for c in made if not args.only or any(o in c[0] for o in args.only)]
+    if not args.only or any(o in c[0] for c in FINETUNED for o in args.only):
+        print("check_fp32: fine-tuning sample models ...", file=sys.stderr, flush=True)
+        made, failed = finetuned_cases(bin_path, tmp, args.timeout)
         results.extend(failed)
         cases += [c for c in made if not args.only or any(o in c[0] for o in args.only)]
     for name, model, data in cases:
