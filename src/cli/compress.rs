@@ -203,11 +203,5 @@ fn print_table(s: &Value) {
     for k in s["skipped"].as_array().into_iter().flatten() {
         println!("  left: {}: {}", text(&k["layer"]), text(&k["reason"]));
     }
-    println!(
-        "variant {} in workspace {}; model {}; {:.1} s",
-        s["variant"],
-        text(&s["workspace"]),
-        text(&s["output"]),
-        s["seconds"].as_f64().unwrap_or(0.0)
-    );
+    super::table::print_variant_line(s);
 }

@@ -3,14 +3,13 @@
 //! README's "Fine-tuning with your own trainer".
 
 use super::finetune::FinetuneArgs;
-use super::{print_json, resolve_target, run_headless, Common};
+use super::table::text;
+use super::{finish_child_job, resolve_target, run_headless, Common};
 use clap::{Args, Parser};
-use qsteer::fsutil::write_atomic;
 use qsteer::jobs::JobKind;
 use qsteer::train::external::Template;
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct ExternalTrainerArgs {
@@ -117,24 +116,14 @@ pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common)
         threads: args.threads,
     };
     let mut summary = run_headless(target.workspace.clone(), kind)?;
-    if let Some(out) = &args.out {
-        let child = PathBuf::from(text(&summary["output"]));
-        let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;
-        write_atomic(out, &bytes)?;
-        summary["variant_model"] = summary["output"].clone();
-        summary["output"] = json!(out.display().to_string());
-    }
-    summary["model"] = json!(target.model.display().to_string());
     summary["trainer_saved"] = json!(external.save_trainer);
-    if common.json {
-        return print_json(&summary);
-    }
-    print_summary(&summary);
-    Ok(())
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+    finish_child_job(
+        summary,
+        args.out.as_ref(),
+        &target.model,
+        common,
+        print_summary,
+    )
 }
 
 fn print_summary(s: &Value) {
@@ -160,11 +149,5 @@ fn print_summary(s: &Value) {
         100.0 * s["score_after"].as_f64().unwrap_or(0.0),
         s["samples"],
     );
-    println!(
-        "variant {} in workspace {}; model {}; {:.1} s",
-        s["variant"],
-        text(&s["workspace"]),
-        text(&s["output"]),
-        s["seconds"].as_f64().unwrap_or(0.0)
-    );
+    super::table::print_variant_line(s);
 }

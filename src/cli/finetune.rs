@@ -4,6 +4,7 @@
 //! training is quantization-aware and the result a new quantsim variant.
 
 use super::quant_flags::GridFlags;
+use super::table::text;
 use super::{finish_child_job, resolve_target, run_headless, variant_id, Common, Target};
 use clap::{Args, ValueEnum};
 use qsteer::jobs::JobKind;
@@ -212,10 +213,6 @@ fn qat_start(
     Ok(id)
 }
 
-fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
-}
-
 fn print_table(s: &Value) {
     println!("{}  {}", text(&s["model"]), text(&s["step"]));
     if let Some(from) = s["quantsim_variant"].as_u64() {
@@ -243,11 +240,5 @@ fn print_table(s: &Value) {
         s["samples"],
         s["trained_params"]
     );
-    println!(
-        "variant {} in workspace {}; model {}; {:.1} s",
-        s["variant"],
-        text(&s["workspace"]),
-        text(&s["output"]),
-        s["seconds"].as_f64().unwrap_or(0.0)
-    );
+    super::table::print_variant_line(s);
 }

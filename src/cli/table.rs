@@ -57,3 +57,14 @@ pub use qsteer::units::human;
 pub fn text(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
+
+/// The closing line of a job that made a variant: its id, workspace, model file and time.
+pub fn print_variant_line(s: &serde_json::Value) {
+    println!(
+        "variant {} in workspace {}; model {}; {:.1} s",
+        s["variant"],
+        text(&s["workspace"]),
+        text(&s["output"]),
+        s["seconds"].as_f64().unwrap_or(0.0)
+    );
+}
