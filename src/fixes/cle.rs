@@ -23,6 +23,7 @@ use super::bn_stats::BnStats;
 use super::chains::{plan, Between, Member};
 use super::edit::prune_unused;
 use super::hba::{absorb, HbaLink, HbaReport};
+use super::layout::Layout;
 use crate::cancel::CancelToken;
 use crate::model::graph::node_label;
 use crate::model::Model;
@@ -112,20 +113,26 @@ pub struct CleOutcome {
     pub stats: BnStats,
 }
 
-/// One chain's weights and biases while they are scaled.
-#[derive(Default)]
-struct Work {
-    weights: HashMap<usize, Vec<f32>>,
-    biases: HashMap<usize, Vec<f32>>,
-    /// Product of the factors each layer's output channels were multiplied by.
-    out_scale: HashMap<usize, Vec<f32>>,
-    /// Current per-channel ranges, kept up to date by every scaling (a positive factor
-    /// scales a channel's max |w| exactly), so each scaling is the only pass over a weight.
-    out_ranges: HashMap<usize, Vec<f32>>,
-    in_ranges: HashMap<usize, Vec<f32>>,
-    iterations: usize,
-    converged: bool,
-    last_change: f32,
+/// One layer while its chain is equalized. Ranges under positive per-channel factors
+/// depend only on the per-(output, input) peaks max |w| over the kernel taps, so the
+/// iterations scale those (a fraction of the weight for k×k kernels), and lazily: a factor
+/// on one side is folded into the peaks only when the other side's ranges are asked for.
+/// A layer at the end of a chain, scaled on one side only, never takes a pass at all.
+/// The weight itself is scaled once, by the accumulated factors, after the last iteration.
+struct Scaled {
+    /// Layout of `peaks` (the layer's layout with one tap per pair).
+    layout: Layout,
+    /// The peaks times the factors folded in so far.
+    peaks: Vec<f32>,
+    /// Factors not yet folded into `peaks`, per output and per input channel.
+    pending_out: Option<Vec<f32>>,
+    pending_in: Option<Vec<f32>>,
+    /// Current ranges, `None` when a scaling of the other side made them stale.
+    out_ranges: Option<Vec<f32>>,
+    in_ranges: Option<Vec<f32>>,
+    /// Products of every factor the weight's outputs and inputs were multiplied by.
+    total_out: Vec<f32>,
+    total_in: Vec<f32>,
 }
 
 /// s = r1 / √(r1·r2), or 1 where a range is zero (a dead channel has nothing to balance).
@@ -154,32 +161,105 @@ fn times(r: &mut [f32], factor: &[f32]) {
     r.iter_mut().zip(factor).for_each(|(r, f)| *r *= f);
 }
 
+fn accumulate(acc: &mut Option<Vec<f32>>, factor: &[f32]) {
+    match acc {
+        Some(a) => times(a, factor),
+        None => *acc = Some(factor.to_vec()),
+    }
+}
+
+impl Scaled {
+    fn new(layout: Layout, weight: &[f32]) -> Scaled {
+        Scaled {
+            layout: layout.reduced(),
+            peaks: layout.peaks(weight),
+            pending_out: None,
+            pending_in: None,
+            out_ranges: None,
+            in_ranges: None,
+            total_out: vec![1.0; layout.out_channels()],
+            total_in: vec![1.0; layout.in_channels()],
+        }
+    }
+
+    fn out_ranges(&mut self) -> Vec<f32> {
+        if self.out_ranges.is_none() {
+            let mut r = match self.pending_in.take() {
+                Some(f) => self.layout.scale_in_out_ranges(&mut self.peaks, &f),
+                None => self.layout.out_ranges(&self.peaks),
+            };
+            if let Some(f) = &self.pending_out {
+                times(&mut r, f);
+            }
+            self.out_ranges = Some(r);
+        }
+        self.out_ranges.clone().expect("computed above")
+    }
+
+    fn in_ranges(&mut self) -> Vec<f32> {
+        if self.in_ranges.is_none() {
+            let mut r = match self.pending_out.take() {
+                Some(f) => self.layout.scale_out_in_ranges(&mut self.peaks, &f),
+                None => self.layout.in_ranges(&self.peaks),
+            };
+            if let Some(f) = &self.pending_in {
+                times(&mut r, f);
+            }
+            self.in_ranges = Some(r);
+        }
+        self.in_ranges.clone().expect("computed above")
+    }
+
+    fn scale_out(&mut self, factor: &[f32]) {
+        accumulate(&mut self.pending_out, factor);
+        times(&mut self.total_out, factor);
+        if let Some(r) = &mut self.out_ranges {
+            times(r, factor);
+        }
+        self.in_ranges = None;
+    }
+
+    fn scale_in(&mut self, factor: &[f32]) {
+        accumulate(&mut self.pending_in, factor);
+        times(&mut self.total_in, factor);
+        if let Some(r) = &mut self.in_ranges {
+            times(r, factor);
+        }
+        self.out_ranges = None;
+    }
+}
+
+/// One chain's layers and biases while they are scaled.
+#[derive(Default)]
+struct Work {
+    /// The weights, untouched until the iterations end (then scaled once).
+    weights: HashMap<usize, Vec<f32>>,
+    layers: HashMap<usize, Scaled>,
+    biases: HashMap<usize, Vec<f32>>,
+    /// Product of the factors each layer's output channels were multiplied by.
+    out_scale: HashMap<usize, Vec<f32>>,
+    iterations: usize,
+    converged: bool,
+    last_change: f32,
+}
+
 impl Work {
+    fn layer(&mut self, m: &Member) -> &mut Scaled {
+        self.layers.get_mut(&m.node).expect("member weight")
+    }
+
     fn out_ranges(&mut self, m: &Member) -> Vec<f32> {
-        let w = &self.weights[&m.node];
-        self.out_ranges
-            .entry(m.node)
-            .or_insert_with(|| m.layout.out_ranges(w))
-            .clone()
+        self.layer(m).out_ranges()
     }
 
     fn in_ranges(&mut self, m: &Member) -> Vec<f32> {
-        let w = &self.weights[&m.node];
-        self.in_ranges
-            .entry(m.node)
-            .or_insert_with(|| m.layout.in_ranges(w))
-            .clone()
+        self.layer(m).in_ranges()
     }
 
     /// Multiply `m`'s weight rows by `weight_factor`; its output channels (bias, and what
     /// the statistics must follow) change by `output_factor`.
     fn scale_out(&mut self, m: &Member, weight_factor: &[f32], output_factor: &[f32]) {
-        let w = self.weights.get_mut(&m.node).expect("member weight");
-        let in_ranges = m.layout.scale_out_in_ranges(w, weight_factor);
-        self.in_ranges.insert(m.node, in_ranges);
-        if let Some(r) = self.out_ranges.get_mut(&m.node) {
-            times(r, weight_factor);
-        }
+        self.layer(m).scale_out(weight_factor);
         if let Some(b) = self.biases.get_mut(&m.node) {
             times(b, output_factor);
         }
@@ -192,11 +272,16 @@ impl Work {
 
     /// Multiply `m`'s input channels by `factor`.
     fn scale_in(&mut self, m: &Member, factor: &[f32]) {
-        let w = self.weights.get_mut(&m.node).expect("member weight");
-        let out_ranges = m.layout.scale_in_out_ranges(w, factor);
-        self.out_ranges.insert(m.node, out_ranges);
-        if let Some(r) = self.in_ranges.get_mut(&m.node) {
-            times(r, factor);
+        self.layer(m).scale_in(factor);
+    }
+
+    /// Scale every weight by the factors its layer accumulated: the one pass over it.
+    fn apply_to_weights(&mut self, members: &HashMap<usize, &Member>) {
+        for (node, w) in self.weights.iter_mut() {
+            let l = &self.layers[node];
+            members[node]
+                .layout
+                .scale_both(w, &l.total_out, &l.total_in);
         }
     }
 
@@ -251,6 +336,8 @@ fn equalize_chains(
             work.last_change = sets.iter().map(|s| work.equalize(s)).fold(0.0, f32::max);
             work.converged = work.last_change <= options.tolerance;
         }
+        let members = sets.iter().flatten().map(|m| (m.node, *m)).collect();
+        work.apply_to_weights(&members);
         Ok(())
     };
     let threads = std::thread::available_parallelism()
@@ -371,6 +458,7 @@ pub fn equalize(
                 None => w.as_standard_layout().iter().copied().collect(),
             };
             layers.push((m, WeightRanges::from_channels(m.layout.out_min_max(&flat))));
+            work.layers.insert(m.node, Scaled::new(m.layout, &flat));
             work.weights.insert(m.node, flat);
             if let Some(b) = m.bias.as_ref().and_then(|b| model.weight(b)) {
                 work.biases.insert(m.node, b.iter().copied().collect());

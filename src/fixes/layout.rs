@@ -194,6 +194,62 @@ impl Layout {
         self.rows().map(|(_, cin_g, kernel, _)| cin_g * kernel)
     }
 
+    /// The same channels with one tap per (output, input) pair: the layout of [`Layout::peaks`].
+    pub(crate) fn reduced(&self) -> Layout {
+        match *self {
+            Layout::Rows {
+                cout,
+                cin_g,
+                groups,
+                ..
+            } => Layout::Rows {
+                cout,
+                cin_g,
+                groups,
+                kernel: 1,
+            },
+            Layout::Transposed {
+                cin,
+                cout_g,
+                groups,
+                ..
+            } => Layout::Transposed {
+                cin,
+                cout_g,
+                groups,
+                kernel: 1,
+            },
+            cols @ Layout::Cols { .. } => cols,
+        }
+    }
+
+    /// max |w| over each (output, input) pair's kernel taps, in the order of
+    /// [`Layout::reduced`]. Per-channel ranges, and their change under positive per-channel
+    /// factors, depend on these alone, so CLE iterates on them instead of the weight.
+    pub(crate) fn peaks(&self, data: &[f32]) -> Vec<f32> {
+        debug_assert_eq!(data.len(), self.len());
+        let kernel = match *self {
+            Layout::Rows { kernel, .. } | Layout::Transposed { kernel, .. } => kernel,
+            Layout::Cols { .. } => 1,
+        };
+        data.chunks_exact(kernel.max(1)).map(max_abs).collect()
+    }
+
+    /// Multiply every weight by `out[o] · in[i]` of its output and input channel.
+    pub(crate) fn scale_both(&self, data: &mut [f32], out: &[f32], inp: &[f32]) {
+        if let Some((_, cin_g, kernel, cout_g)) = self.rows() {
+            for (o, row) in data.chunks_exact_mut(cin_g * kernel).enumerate() {
+                let first = (o / cout_g) * cin_g;
+                for (taps, f) in row.chunks_exact_mut(kernel).zip(&inp[first..first + cin_g]) {
+                    let f = out[o] * f;
+                    taps.iter_mut().for_each(|w| *w *= f);
+                }
+            }
+            return;
+        }
+        self.for_each_mut(data, |o, i, w| *w *= out[o] * inp[i]);
+    }
+
     /// `[min, max]` per output channel.
     pub(crate) fn out_min_max(&self, data: &[f32]) -> Vec<[f32; 2]> {
         let widen = |[lo, hi]: [f32; 2], w: f32| [lo.min(w), hi.max(w)];

@@ -357,6 +357,88 @@ fn cle_equalizes_a_three_layer_chain_and_its_successor() {
     assert_same_function(&model, m, &x, "chain");
 }
 
+/// A ResNet bottleneck without BNs: Conv 1×1 → Relu → Conv 3×3 → Relu → Conv 1×1, the
+/// first two with channel ranges spread wide. Two pairs share the 3×3 conv.
+fn bottleneck_net() -> Model {
+    let mut rng = Rng::new(41);
+    let (s1, s2) = (rng.spread(6), rng.spread(5));
+    let mut b = ProtoBuilder::new(13);
+    b.input("x", &[4, 6, 6])
+        .initializer("a.w", &spread_rows(rng.array(&[6, 4, 1, 1], 0.5), &s1))
+        .initializer("a.b", &rng.array(&[6], 0.5))
+        .node("Conv", "a", &["x", "a.w", "a.b"], &["a"], vec![])
+        .node("Relu", "ra", &["a"], &["ra"], vec![])
+        .initializer("b.w", &spread_rows(rng.array(&[5, 6, 3, 3], 0.5), &s2))
+        .initializer("b.b", &rng.array(&[5], 0.5))
+        .node("Conv", "b", &["ra", "b.w", "b.b"], &["b"], conv_attrs(3, 1))
+        .node("Relu", "rb", &["b"], &["rb"], vec![])
+        .initializer("c.w", &rng.array(&[7, 5, 1, 1], 0.5))
+        .node("Conv", "c", &["rb", "c.w"], &["y"], vec![])
+        .output("y");
+    b.model("bottleneck").unwrap()
+}
+
+/// The plain form of CLE on pairs of group-1 convs: each iteration equalizes every pair in
+/// order, scaling the whole weights, recomputing every range from them.
+fn reference_cle(model: &Model, pairs: &[[&str; 2]], iterations: usize) -> Vec<ArrayD<f32>> {
+    let names: Vec<String> = ["a", "b", "c"].map(|l| format!("{l}.w")).to_vec();
+    let mut w: Vec<ArrayD<f32>> = names
+        .iter()
+        .map(|n| model.weight(n).unwrap().clone())
+        .collect();
+    let at = |l: &str| names.iter().position(|n| *n == format!("{l}.w")).unwrap();
+    let max_abs = |v: ndarray::ArrayViewD<f32>| v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    for _ in 0..iterations {
+        for [p, q] in pairs {
+            let (i, j) = (at(p), at(q));
+            let r1: Vec<f32> = w[i].axis_iter(Axis(0)).map(max_abs).collect();
+            let r2: Vec<f32> = w[j].axis_iter(Axis(1)).map(max_abs).collect();
+            let s: Vec<f32> = r1.iter().zip(&r2).map(|(a, b)| (a / b).sqrt()).collect();
+            for (o, mut row) in w[i].axis_iter_mut(Axis(0)).enumerate() {
+                row.mapv_inplace(|v| v / s[o]);
+            }
+            for (c, mut col) in w[j].axis_iter_mut(Axis(1)).enumerate() {
+                col.mapv_inplace(|v| v * s[c]);
+            }
+        }
+    }
+    w
+}
+
+#[test]
+fn cle_iterations_converge_on_shared_layers_and_match_the_plain_form() {
+    let model = bottleneck_net();
+    let options = CleOptions {
+        hba: false,
+        ..Default::default()
+    };
+    let out = cle(&model, &options);
+    let r = &out.report;
+    assert_eq!(set_layers(r), [["a", "b"], ["b", "c"]]);
+    assert!(r.converged && r.iterations > 2, "{r:?}");
+    assert!(r.last_change <= options.tolerance);
+    let m = &out.model;
+    // Both pairs balanced: the last exactly, the first up to what the last iteration moved.
+    for (p, q, tol) in [("a.w", "b.w", 1e-3), ("b.w", "c.w", 1e-5)] {
+        for (x, y) in ranges_out(m, p).iter().zip(ranges_in(m, q)) {
+            assert!((x / y - 1.0).abs() < tol, "{p}/{q}: {x} vs {y}");
+        }
+    }
+    // The same numbers as scaling the whole weights every iteration.
+    let reference = reference_cle(&model, &[["a", "b"], ["b", "c"]], r.iterations);
+    for (name, want) in ["a.w", "b.w", "c.w"].iter().zip(&reference) {
+        let got = m.weight(name).unwrap();
+        let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let diff = (got - want).iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{name}: off by {diff} (range {scale})"
+        );
+    }
+    let x = Rng::new(42).array(&[4, 4, 6, 6], 1.0);
+    assert_same_function(&model, m, &x, "bottleneck");
+}
+
 #[test]
 fn cle_through_leaky_relu() {
     let x = Rng::new(6).array(&[4, 3, 8, 8], 1.0);
