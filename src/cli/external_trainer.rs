@@ -56,7 +56,7 @@ fn builtin_flags_given(args: &FinetuneArgs) -> Vec<&'static str> {
         "momentum" => "--momentum",
         "weight_decay" => "--weight-decay",
         "batch_size" => "--batch-size",
-        "train_layers" => "--layers",
+        "train_layers" => "--layers/--freeze/--train-last",
         "loss" => "--distill/--temperature",
         "early_stop_patience" => "--patience",
         "calibration_size" => "--calibration-size",

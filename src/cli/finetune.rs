@@ -74,8 +74,14 @@ pub struct FinetuneArgs {
     #[arg(long, default_value_t = 2.0)]
     pub temperature: f64,
     /// Train only these layers (node names): LAYER,…
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["freeze", "train_last"])]
     pub layers: Vec<String>,
+    /// Train every layer but these (node names): LAYER,…
+    #[arg(long, value_delimiter = ',', conflicts_with = "train_last")]
+    pub freeze: Vec<String>,
+    /// Train only the last N layers with weights (1: the classifier head)
+    #[arg(long, value_name = "N")]
+    pub train_last: Option<usize>,
     /// Stop after this many epochs without a better evaluation score, keeping the best (0: never)
     #[arg(long, default_value_t = 0)]
     pub patience: usize,
@@ -115,10 +121,11 @@ impl FinetuneArgs {
             momentum: self.momentum,
             weight_decay: self.weight_decay,
             batch_size: self.batch_size,
-            train_layers: if self.layers.is_empty() {
-                TrainLayers::All
-            } else {
-                TrainLayers::Only(self.layers.clone())
+            train_layers: match self.train_last {
+                Some(n) => TrainLayers::Last(n),
+                None if !self.layers.is_empty() => TrainLayers::Only(self.layers.clone()),
+                None if !self.freeze.is_empty() => TrainLayers::Except(self.freeze.clone()),
+                None => TrainLayers::All,
             },
             loss: if self.distill {
                 Loss::Distill {

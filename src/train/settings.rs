@@ -41,6 +41,10 @@ pub enum TrainLayers {
     All,
     /// Node names of Conv/Gemm/MatMul/BatchNormalization layers.
     Only(Vec<String>),
+    /// Every layer but these (frozen).
+    Except(Vec<String>),
+    /// The last N layers with weights, in graph order (N = 1: the classifier head).
+    Last(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! The fine-tuning dialog (`t`, and `t` in the sweep's decision tables for the picked
 //! candidates): the trainer (built-in; QAT for a quantsim variant; the workspace's external
 //! trainer command when one is saved), epochs, learning rate and schedule, optimizer, batch
-//! size, weight decay, loss (labels or distillation to the parent), early stop and the
+//! size, weight decay, which layers train (all, the last N, or all but those marked [skip]
+//! in the layers pane), loss (labels or distillation to the parent), early stop and the
 //! training subset's size, prefilled with the CLI's defaults. Enter queues one job per
 //! variant.
 
@@ -10,7 +11,7 @@ use super::form;
 use super::state::{App, Popup};
 use super::update::Effect;
 use qsteer::jobs::JobKind;
-use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule};
+use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 use std::path::Path;
 
 /// Learning rates offered (◂▸ steps through them).
@@ -19,6 +20,8 @@ pub const WEIGHT_DECAYS: [f64; 5] = [0.0, 1e-5, 1e-4, 5e-4, 1e-3];
 const EPOCHS: (usize, usize) = (1, 500);
 const BATCH: (usize, usize) = (1, 4096);
 const PATIENCE: (usize, usize) = (0, 100);
+/// "The last N layers" goes up to this many.
+const TRAIN_LAST_MAX: usize = 999;
 const DISTILL_TEMPERATURE: f64 = 2.0;
 
 /// Who trains.
@@ -41,13 +44,14 @@ pub enum Field {
     Optimizer,
     BatchSize,
     WeightDecay,
+    Layers,
     Loss,
     Patience,
     Calibration,
 }
 
 impl Field {
-    pub const ALL: [Field; 10] = [
+    pub const ALL: [Field; 11] = [
         Field::Trainer,
         Field::Epochs,
         Field::Lr,
@@ -55,6 +59,7 @@ impl Field {
         Field::Optimizer,
         Field::BatchSize,
         Field::WeightDecay,
+        Field::Layers,
         Field::Loss,
         Field::Patience,
         Field::Calibration,
@@ -69,6 +74,7 @@ impl Field {
             Field::Optimizer => "optimizer",
             Field::BatchSize => "batch size",
             Field::WeightDecay => "wt decay",
+            Field::Layers => "layers",
             Field::Loss => "loss",
             Field::Patience => "early stop",
             Field::Calibration => "train set",
@@ -101,6 +107,12 @@ pub struct FineTuneForm {
     pub batch_size: usize,
     /// Index into [`WEIGHT_DECAYS`].
     pub weight_decay: usize,
+    /// Train only the last this many layers with weights (0: see `freeze_marked`).
+    pub train_last: usize,
+    /// With `train_last` 0: freeze the `frozen` layers (else every layer trains).
+    pub freeze_marked: bool,
+    /// The layers marked [skip] in the layers pane when the dialog opened.
+    pub frozen: Vec<String>,
     pub distill: bool,
     /// Epochs without a better score before stopping (0: never).
     pub patience: usize,
@@ -133,6 +145,9 @@ impl FineTuneForm {
             adam: d.optimizer == Optimizer::Adam,
             batch_size: d.batch_size,
             weight_decay: 0,
+            train_last: 0,
+            freeze_marked: false,
+            frozen: vec![],
             distill: matches!(d.loss, Loss::Distill { .. }),
             patience: d.early_stop_patience,
             calibration_size: d.calibration_size,
@@ -164,6 +179,13 @@ impl FineTuneForm {
             },
             weight_decay: WEIGHT_DECAYS[self.weight_decay.min(WEIGHT_DECAYS.len() - 1)],
             batch_size: self.batch_size,
+            train_layers: match self.train_last {
+                0 if self.freeze_marked && !self.frozen.is_empty() => {
+                    TrainLayers::Except(self.frozen.clone())
+                }
+                0 => TrainLayers::All,
+                n => TrainLayers::Last(n),
+            },
             loss: if self.distill {
                 Loss::Distill {
                     temperature: DISTILL_TEMPERATURE,
@@ -205,6 +227,15 @@ impl FineTuneForm {
             Field::BatchSize => format!("{}", self.batch_size),
             Field::WeightDecay if s.weight_decay == 0.0 => "0 (off)".into(),
             Field::WeightDecay => format!("{:e}", s.weight_decay),
+            Field::Layers => match s.train_layers {
+                TrainLayers::Last(1) => "the last one (the classifier head)".into(),
+                TrainLayers::Last(n) => format!("the last {n} with weights"),
+                TrainLayers::Except(frozen) => {
+                    format!("all but the {} marked [skip]", frozen.len())
+                }
+                _ if self.frozen.is_empty() => "all".into(),
+                _ => "all (◂: freeze the [skip]-marked)".into(),
+            },
             Field::Loss if self.distill => {
                 format!("distil the parent (T={DISTILL_TEMPERATURE}, no labels)")
             }
@@ -288,6 +319,18 @@ impl form::Editable for FineTuneForm {
             Field::WeightDecay => {
                 self.weight_decay = form::step(self.weight_decay, delta, 0, WEIGHT_DECAYS.len() - 1)
             }
+            Field::Layers => {
+                // ◂ from "all" freezes the marked layers (when there are any); ▸ counts up
+                // "the last N".
+                let at = match (self.train_last, self.freeze_marked) {
+                    (0, true) => -1,
+                    (n, _) => n as i64,
+                };
+                let lowest = if self.frozen.is_empty() { 0 } else { -1 };
+                let next = (at + delta).clamp(lowest, TRAIN_LAST_MAX as i64);
+                self.freeze_marked = next < 0;
+                self.train_last = next.max(0) as usize;
+            }
             Field::Loss => self.distill = !self.distill,
             Field::Patience => {
                 self.patience = form::step(self.patience, delta, PATIENCE.0, PATIENCE.1)
@@ -303,6 +346,7 @@ impl form::Editable for FineTuneForm {
             Field::Epochs => Some((&mut self.epochs, EPOCHS.1)),
             Field::BatchSize => Some((&mut self.batch_size, BATCH.1)),
             Field::Patience => Some((&mut self.patience, PATIENCE.1)),
+            Field::Layers => Some((&mut self.train_last, TRAIN_LAST_MAX)),
             Field::Calibration => Some((&mut self.calibration_size, form::CALIBRATION.1)),
             _ => None,
         }
@@ -321,7 +365,8 @@ pub fn open_on(app: &mut App, variants: Vec<u32>) {
     let quantized = variants
         .iter()
         .any(|&v| app.variant(v).is_some_and(|v| v.encodings_file.is_some()));
-    let form = FineTuneForm::new(variants, quantized, app.trainer_command.clone());
+    let mut form = FineTuneForm::new(variants, quantized, app.trainer_command.clone());
+    form.frozen = app.layer_choices.excluded();
     app.popups.push(Popup::FineTune(form));
 }
 

@@ -4,7 +4,7 @@
 //! `train_epoch` partials draw the live loss curve in the jobs pane (snapshots at 80×24).
 
 use super::action::Action;
-use super::finetune_form::{FineTuneForm, Trainer};
+use super::finetune_form::{Field, FineTuneForm, Trainer};
 use super::fix_tests::add_w4a8_quantsim_child;
 use super::quantsim_tests::submitted;
 use super::state::{App, Pane, Popup};
@@ -12,7 +12,7 @@ use super::sweep_tests::{finish, report, stage_job};
 use super::tests::{render, sample_app};
 use super::update::update;
 use qsteer::jobs::{JobEvent, JobId, JobKind, SweepStage};
-use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule};
+use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 use serde_json::json;
 
 fn form(app: &App) -> &FineTuneForm {
@@ -30,11 +30,12 @@ fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
     assert_eq!(form(&app).trainer, Trainer::BuiltIn);
     update(&mut app, Action::Down); // past the trainer
                                     // epochs 5 → 12 (typed), lr 1e-3 → 3e-3, schedule cosine → constant, Adam → SGD,
-                                    // batch 32 → 64, weight decay 0 → 1e-5, loss → distillation, early stop 0 → 2.
+                                    // batch 32 → 64, weight decay 0 → 1e-5, layers all → the last one,
+                                    // loss → distillation, early stop 0 → 2.
     for c in ['1', '2'] {
         update(&mut app, Action::Char(c));
     }
-    for _field in 0..7 {
+    for _field in 0..8 {
         update(&mut app, Action::Down);
         update(&mut app, Action::Right);
     }
@@ -58,6 +59,7 @@ fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
         optimizer: Optimizer::Sgd,
         batch_size: 64,
         weight_decay: 1e-5,
+        train_layers: TrainLayers::Last(1),
         loss: Loss::Distill { temperature: 2.0 },
         early_stop_patience: 2,
         ..FineTuneSettings::default()
@@ -65,6 +67,40 @@ fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
     assert_eq!(settings, &want);
     assert!(app.popups.is_empty());
     assert_eq!(app.focus, Pane::Jobs);
+}
+
+#[test]
+fn the_layers_field_freezes_the_skip_marked_layers_or_trains_the_last_n() {
+    let (mut app, _d) = sample_app();
+    app.focus = Pane::Layers;
+    let first = app.layers[app.layer_order()[0]].name.clone();
+    update(&mut app, Action::ExcludeLayer);
+    update(&mut app, Action::FineTuneDialog);
+    let layers = Field::ALL.iter().position(|f| *f == Field::Layers).unwrap();
+    for _ in 0..layers {
+        update(&mut app, Action::Down);
+    }
+    assert_eq!(form(&app).field(), Field::Layers);
+    assert_eq!(form(&app).settings().train_layers, TrainLayers::All);
+    update(&mut app, Action::Left);
+    assert_eq!(
+        form(&app).settings().train_layers,
+        TrainLayers::Except(vec![first])
+    );
+    assert!(render(&app, 80, 24).contains("all but the 1 marked [skip]"));
+    update(&mut app, Action::Left); // stays: nothing below "freeze the marked"
+    update(&mut app, Action::Right);
+    update(&mut app, Action::Right);
+    assert_eq!(form(&app).settings().train_layers, TrainLayers::Last(1));
+    for c in ['1', '2'] {
+        update(&mut app, Action::Char(c));
+    }
+    assert_eq!(form(&app).settings().train_layers, TrainLayers::Last(12));
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    let [JobKind::FineTune { settings, .. }] = jobs.as_slice() else {
+        panic!("not one fine-tune job: {jobs:?}");
+    };
+    assert_eq!(settings.train_layers, TrainLayers::Last(12));
 }
 
 #[test]

@@ -283,4 +283,15 @@ fn finetune_trains_a_child_variant_tract_loads_and_rejects_bad_input() {
     bad(&["--epochs", "0"], "--epochs");
     bad(&["--batch-size", "0"], "--batch-size");
     bad(&["--layers", "nope"], "'nope'");
+    bad(&["--freeze", "nope"], "'nope'");
+
+    // Only the classifier head trains: fewer weights than the whole model, more than none.
+    let mut head = args[..args.len() - 3].to_vec(); // no --out, no --json
+    head.extend_from_slice(&["--train-last", "1", "--json"]);
+    let head = json_ok(&s.root, &head);
+    let trained = head["trained_params"].as_u64().unwrap();
+    assert!(
+        trained > 0 && trained < doc["trained_params"].as_u64().unwrap(),
+        "{head}"
+    );
 }
