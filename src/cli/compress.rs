@@ -2,15 +2,15 @@
 //! ratio selection (or `--ratios FILE`) run as a job on the model's workspace; the compressed
 //! model is a child of the base variant, optionally copied to `--out FILE`.
 
+use super::executor_flags::ExecutorFlags;
 use super::split_flags::SplitFlags;
 use super::table::{text, Table};
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{job_data, job_workspace, lock, print_json, run_headless_on, Common};
 use clap::Args;
 use qsteer::compress::build::SELECTIONS;
 use qsteer::compress::{LayerRatios, Method};
 use qsteer::fsutil::write_atomic;
-use qsteer::jobs::JobKind;
-use qsteer::model::Model;
+use qsteer::jobs::{Executor, JobKind};
 use qsteer::units::human;
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
@@ -49,6 +49,11 @@ pub struct CompressArgs {
     /// Also write the compressed model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Compress this variant of the workspace instead of MODEL (its base variant 0)
+    #[arg(long)]
+    pub variant: Option<u32>,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
 }
 
 fn parse_method(s: &str) -> std::result::Result<Method, String> {
@@ -84,15 +89,19 @@ fn read_ratios(path: &Path) -> Result<LayerRatios> {
     })
 }
 
-pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
-    let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
-    let data = data.ok_or_else(|| Error::input("compress needs a dataset: --data DIR"))?;
+/// The job these arguments ask for, on its workspace and executor; the model file is
+/// the compressed variant's parent.
+pub(crate) fn job(
+    args: &CompressArgs,
+    common: &Common,
+) -> Result<(PathBuf, super::SharedWorkspace, JobKind, Executor)> {
+    let data = job_data(args.model.as_ref(), common, "compress")?;
     let ratios = args.ratios.as_deref().map(read_ratios).transpose()?;
     let pin = parse_pins(&args.pin)?;
-    let model = Model::load(&path)?;
-    let (_, ws) = open_workspace(&path, &model, common)?;
+    let (path, ws, variant) = job_workspace(args.model.as_ref(), args.variant, common)?;
+    let executor = args.executor.executor(&lock(&ws).settings().slurm)?;
     let kind = JobKind::Compress {
-        variant: 0,
+        variant,
         data: std::path::absolute(&data).unwrap_or(data),
         method: args.method,
         target: args.target,
@@ -106,7 +115,12 @@ pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
         seed: args.split.seed,
         threads: args.split.threads,
     };
-    let mut summary = run_headless(ws, kind)?;
+    Ok((path, ws, kind, executor))
+}
+
+pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
+    let (path, ws, kind, executor) = job(&args, common)?;
+    let mut summary = run_headless_on(ws, kind, common, executor)?;
     if let Some(out) = &args.out {
         let child = PathBuf::from(text(&summary["output"]));
         let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;

@@ -2,11 +2,11 @@
 //! backpropagation (built-in trainer, CPU) as a job on its workspace; the trained model is a
 //! child of the base variant, optionally copied to `--out FILE`.
 
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::executor_flags::ExecutorFlags;
+use super::{job_data, job_workspace, lock, print_json, run_headless_on, Common};
 use clap::{Args, ValueEnum};
 use qsteer::fsutil::write_atomic;
-use qsteer::jobs::JobKind;
-use qsteer::model::Model;
+use qsteer::jobs::{Executor, JobKind};
 use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
@@ -77,6 +77,11 @@ pub struct FinetuneArgs {
     /// Also write the trained model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Fine-tune this variant of the workspace instead of MODEL (its base variant 0)
+    #[arg(long)]
+    pub variant: Option<u32>,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
 }
 
 impl FinetuneArgs {
@@ -118,20 +123,29 @@ impl FinetuneArgs {
     }
 }
 
-pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
-    let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
-    let data = data.ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
+/// The job these arguments ask for, on its workspace and executor; the model file is
+/// the trained variant's parent.
+pub(crate) fn job(
+    args: &FinetuneArgs,
+    common: &Common,
+) -> Result<(PathBuf, super::SharedWorkspace, JobKind, Executor)> {
+    let data = job_data(args.model.as_ref(), common, "finetune")?;
     let settings = args.settings();
     settings.check()?;
-    let model = Model::load(&path)?;
-    let (_, ws) = open_workspace(&path, &model, common)?;
+    let (path, ws, variant) = job_workspace(args.model.as_ref(), args.variant, common)?;
+    let executor = args.executor.executor(&lock(&ws).settings().slurm)?;
     let kind = JobKind::FineTune {
-        variant: 0,
+        variant,
         data: std::path::absolute(&data).unwrap_or(data),
         settings,
         threads: args.threads,
     };
-    let mut summary = run_headless(ws, kind)?;
+    Ok((path, ws, kind, executor))
+}
+
+pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
+    let (path, ws, kind, executor) = job(&args, common)?;
+    let mut summary = run_headless_on(ws, kind, common, executor)?;
     if let Some(out) = &args.out {
         let child = PathBuf::from(text(&summary["output"]));
         let bytes = std::fs::read(&child).map_err(|e| Error::io(&child, e))?;

@@ -79,7 +79,7 @@ pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
         seed: args.split.seed,
         threads: args.split.threads,
     };
-    let mut summary = run_headless(ws, kind)?;
+    let mut summary = run_headless(ws, kind, common)?;
     summary["model"] = json!(path.display().to_string());
     if common.json {
         return print_json(&summary);

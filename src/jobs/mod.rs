@@ -12,6 +12,7 @@ mod compress;
 mod evaluate;
 mod event;
 mod exec;
+mod executor;
 mod export;
 mod finetune;
 mod fixes;
@@ -21,16 +22,19 @@ mod kind;
 mod latency;
 mod quantsim;
 mod runner;
+mod slurm;
 mod sweep;
 mod sweep_rows;
 
 pub use chain::{check_chain, ChainStep, StepInputs};
 pub use event::JobEvent;
-pub use exec::{run_job_blocking, run_job_blocking_with};
+pub use exec::{run_job_blocking, run_job_blocking_with, run_job_headless, Headless};
+pub use executor::{Executor, SlurmSettings};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
 pub use runner::JobRunner;
+pub use slurm::headless_args;
 
 use std::sync::{Mutex, MutexGuard};
 
