@@ -45,7 +45,7 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
         seed: args.quant.seed,
         threads: options.threads,
     };
-    let mut summary = run_headless(ws.clone(), kind)?;
+    let mut summary = run_headless(ws.clone(), kind, common)?;
     let rounded = summary["rounded_variant"]
         .as_u64()
         .and_then(|v| u32::try_from(v).ok())

@@ -42,7 +42,7 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         sweep: args.sweep,
     };
-    run_headless(ws.clone(), kind)?;
+    run_headless(ws.clone(), kind, common)?;
     let analysis = ws
         .lock()
         .map_err(|_| Error::runtime("workspace lock poisoned"))?

@@ -46,7 +46,7 @@ pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
         seed: args.quant.seed,
         threads: options.threads,
     };
-    let mut summary = run_headless(ws.clone(), kind)?;
+    let mut summary = run_headless(ws.clone(), kind, common)?;
     let corrected = summary["corrected_variant"]
         .as_u64()
         .and_then(|v| u32::try_from(v).ok())

@@ -2,13 +2,14 @@
 //! ratio selection (or `--ratios FILE`) run as a job on the model's workspace; the compressed
 //! model is a child of the base variant, optionally copied to `--out FILE`.
 
+use super::executor_flags::ExecutorFlags;
 use super::split_flags::SplitFlags;
 use super::table::{text, Table};
-use super::{finish_child_job, resolve_target, run_headless, Common};
+use super::{finish_child_job, lock, resolve_target, run_headless_on, Common, Target};
 use clap::Args;
 use qsteer::compress::build::SELECTIONS;
 use qsteer::compress::{LayerRatios, Method};
-use qsteer::jobs::JobKind;
+use qsteer::jobs::{Executor, JobKind};
 use qsteer::units::human;
 use qsteer::{Error, Result};
 use serde_json::Value;
@@ -57,6 +58,8 @@ pub struct CompressArgs {
     /// Also write the compressed model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
 }
 
 fn parse_method(s: &str) -> std::result::Result<Method, String> {
@@ -92,12 +95,17 @@ fn read_ratios(path: &Path) -> Result<LayerRatios> {
     })
 }
 
-pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
+/// The job these arguments ask for, on its target and executor.
+pub(crate) fn job(args: &CompressArgs, common: &Common) -> Result<(Target, JobKind, Executor)> {
     let ratios = args.ratios.as_deref().map(read_ratios).transpose()?;
     let pin = parse_pins(&args.pin)?;
     let target = resolve_target(args.target.as_deref(), args.model.as_ref(), common)?;
+    let executor = args
+        .executor
+        .executor(&lock(&target.workspace).settings().slurm)?;
     let data = target
         .data
+        .clone()
         .ok_or_else(|| Error::input("compress needs a dataset: --data DIR"))?;
     let kind = JobKind::Compress {
         variant: target.variant,
@@ -114,7 +122,12 @@ pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
         seed: args.split.seed,
         threads: args.split.threads,
     };
-    let summary = run_headless(target.workspace, kind)?;
+    Ok((target, kind, executor))
+}
+
+pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
+    let (target, kind, executor) = job(&args, common)?;
+    let summary = run_headless_on(target.workspace.clone(), kind, common, executor)?;
     finish_child_job(
         summary,
         args.out.as_ref(),

@@ -4,12 +4,12 @@
 
 use super::finetune::FinetuneArgs;
 use super::table::text;
-use super::{finish_child_job, resolve_target, run_headless, Common};
+use super::{lock, resolve_target, Common, Target};
 use clap::{Args, Parser};
-use qsteer::jobs::JobKind;
+use qsteer::jobs::{Executor, JobKind};
 use qsteer::train::external::Template;
 use qsteer::{Error, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct ExternalTrainerArgs {
@@ -70,7 +70,12 @@ fn builtin_flags_given(args: &FinetuneArgs) -> Vec<&'static str> {
         .collect()
 }
 
-pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common) -> Result<()> {
+/// The external-trainer job these arguments ask for, on its target and executor.
+pub(crate) fn job(
+    args: &FinetuneArgs,
+    external: &ExternalTrainerArgs,
+    common: &Common,
+) -> Result<(Target, JobKind, Executor)> {
     let ignored = builtin_flags_given(args);
     if !ignored.is_empty() {
         return Err(Error::input(format!(
@@ -88,11 +93,9 @@ pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common)
         .data
         .clone()
         .ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
-    let command = {
-        let mut ws = target
-            .workspace
-            .lock()
-            .map_err(|_| Error::runtime("workspace lock poisoned"))?;
+    let (command, executor) = {
+        let mut ws = lock(&target.workspace);
+        let executor = args.executor.executor(&ws.settings().slurm)?;
         let command = match &external.trainer {
             Some(t) => t.clone(),
             None => ws.settings().trainer.clone().ok_or_else(|| {
@@ -105,7 +108,7 @@ pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common)
         if external.save_trainer {
             ws.set_trainer(Some(command.clone()))?;
         }
-        command
+        (command, executor)
     };
     let kind = JobKind::ExternalFineTune {
         variant: target.variant,
@@ -115,18 +118,10 @@ pub fn run(args: &FinetuneArgs, external: &ExternalTrainerArgs, common: &Common)
         lr: args.lr,
         threads: args.threads,
     };
-    let mut summary = run_headless(target.workspace.clone(), kind)?;
-    summary["trainer_saved"] = json!(external.save_trainer);
-    finish_child_job(
-        summary,
-        args.out.as_ref(),
-        &target.model,
-        common,
-        print_summary,
-    )
+    Ok((target, kind, executor))
 }
 
-fn print_summary(s: &Value) {
+pub(crate) fn print_summary(s: &Value) {
     println!(
         "{}  {}  ({})",
         text(&s["model"]),

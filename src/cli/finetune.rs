@@ -3,11 +3,15 @@
 //! trained model is a child variant, optionally copied to `--out FILE`. With `--qat`, the
 //! training is quantization-aware and the result a new quantsim variant.
 
+use super::executor_flags::ExecutorFlags;
 use super::quant_flags::GridFlags;
 use super::table::text;
-use super::{finish_child_job, resolve_target, run_headless, variant_id, Common, Target};
+use super::{
+    finish_child_job, lock, resolve_target, run_headless, run_headless_on, variant_id, Common,
+    Target,
+};
 use clap::{Args, ValueEnum};
-use qsteer::jobs::JobKind;
+use qsteer::jobs::{Executor, JobKind};
 use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 use qsteer::{Error, Result};
 use serde_json::Value;
@@ -98,6 +102,8 @@ pub struct FinetuneArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[command(flatten)]
+    pub executor: ExecutorFlags,
+    #[command(flatten)]
     pub external: super::external_trainer::ExternalTrainerArgs,
 }
 
@@ -141,13 +147,18 @@ impl FinetuneArgs {
     }
 }
 
-pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
+/// The job these arguments ask for (a QAT from quantsim flags runs its quantsim first), on
+/// its target and executor.
+pub(crate) fn job(args: &FinetuneArgs, common: &Common) -> Result<(Target, JobKind, Executor)> {
     if args.external.wanted() {
-        return super::external_trainer::run(&args, &args.external, common);
+        return super::external_trainer::job(args, &args.external, common);
     }
     let settings = args.settings();
     settings.check()?;
     let target = resolve_target(args.target.as_deref(), args.model.as_ref(), common)?;
+    let executor = args
+        .executor
+        .executor(&lock(&target.workspace).settings().slurm)?;
     let data = target
         .data
         .clone()
@@ -161,20 +172,28 @@ pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
             threads: args.threads,
         },
         Some(from) => JobKind::Qat {
-            variant: qat_start(&args, from, &target, &data)?,
+            variant: qat_start(args, from, &target, &data, common)?,
             data,
             settings,
             threads: args.threads,
         },
     };
-    let summary = run_headless(target.workspace.clone(), kind)?;
-    finish_child_job(
-        summary,
-        args.out.as_ref(),
-        &target.model,
-        common,
-        print_table,
-    )
+    Ok((target, kind, executor))
+}
+
+pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
+    let (target, kind, executor) = job(&args, common)?;
+    let external = matches!(kind, JobKind::ExternalFineTune { .. });
+    let mut summary = run_headless_on(target.workspace.clone(), kind, common, executor)?;
+    if external {
+        summary["trainer_saved"] = serde_json::json!(args.external.save_trainer);
+    }
+    let table = if external {
+        super::external_trainer::print_summary
+    } else {
+        print_table
+    };
+    finish_child_job(summary, args.out.as_ref(), &target.model, common, table)
 }
 
 /// The quantsim variant QAT starts from: `--qat N`, or a quantsim of the target (from an
@@ -184,6 +203,7 @@ fn qat_start(
     from: &str,
     target: &Target,
     data: &std::path::Path,
+    common: &Common,
 ) -> Result<u32> {
     if let Some(id) = variant_id(from) {
         return Ok(id);
@@ -208,7 +228,7 @@ fn qat_start(
         threads: args.threads,
         encodings,
     };
-    let summary = run_headless(target.workspace.clone(), kind)?;
+    let summary = run_headless(target.workspace.clone(), kind, common)?;
     let id = summary["variant"]
         .as_u64()
         .and_then(|v| u32::try_from(v).ok())

@@ -88,7 +88,7 @@ pub fn run(args: FixArgs, common: &Common) -> Result<()> {
         seed: args.quant.seed,
         threads: options.threads,
     };
-    let mut summary = run_headless(ws, kind)?;
+    let mut summary = run_headless(ws, kind, common)?;
     if common.json {
         if let Some(obj) = summary.as_object_mut() {
             obj.insert("model".into(), json!(path.display().to_string()));

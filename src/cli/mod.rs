@@ -7,6 +7,7 @@ mod analyze;
 mod bias_correct;
 mod compress;
 mod eval;
+mod executor_flags;
 mod export;
 mod external_trainer;
 mod finetune;
@@ -19,6 +20,9 @@ mod quantsim;
 mod split_flags;
 mod sweep;
 mod table;
+
+#[cfg(test)]
+mod slurm_args_tests;
 
 use clap::{Args, Parser, Subcommand};
 use qsteer::{Error, Result};
@@ -57,6 +61,21 @@ pub struct Common {
     /// Print one JSON document on stdout instead of tables
     #[arg(long, global = true)]
     pub json: bool,
+    /// Progress on stderr: auto (a counter on a terminal), jsonl (every job event as one
+    /// JSON line, for programs that follow the job), none
+    #[arg(long, global = true, value_enum, default_value_t = Progress::Auto)]
+    pub progress: Progress,
+    /// Do not journal the job in logs/jobs.jsonl: the process that submitted it to Slurm
+    /// journals it
+    #[arg(long, global = true, hide = true)]
+    pub no_journal: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Progress {
+    Auto,
+    Jsonl,
+    None,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,23 +237,66 @@ pub(crate) fn open_workspace(
     Ok((dir, std::sync::Arc::new(std::sync::Mutex::new(ws))))
 }
 
-/// Run one job headless: its progress on stderr when that is a terminal, its notes and
-/// warnings always; returns the job's summary.
+/// A workspace shared the way jobs take it.
+pub(crate) type SharedWorkspace = std::sync::Arc<std::sync::Mutex<qsteer::experiment::Workspace>>;
+
+/// A shared workspace's lock, taken even if a job panicked while holding it.
+pub(crate) fn lock(
+    ws: &SharedWorkspace,
+) -> std::sync::MutexGuard<'_, qsteer::experiment::Workspace> {
+    ws.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run one job headless in this process; see [`run_headless_on`].
 pub(crate) fn run_headless(
     ws: std::sync::Arc<std::sync::Mutex<qsteer::experiment::Workspace>>,
     kind: qsteer::jobs::JobKind,
+    common: &Common,
+) -> Result<serde_json::Value> {
+    run_headless_on(ws, kind, common, qsteer::jobs::Executor::Local)
+}
+
+/// Run one job headless on `executor` and wait for it: its progress on stderr when that
+/// is a terminal (every event as a JSON line with `--progress jsonl`), its notes and
+/// warnings always; returns the job's summary.
+pub(crate) fn run_headless_on(
+    ws: std::sync::Arc<std::sync::Mutex<qsteer::experiment::Workspace>>,
+    kind: qsteer::jobs::JobKind,
+    common: &Common,
+    executor: qsteer::jobs::Executor,
 ) -> Result<serde_json::Value> {
     use qsteer::jobs::JobEvent;
-    use std::io::IsTerminal;
-    let show = std::io::stderr().is_terminal();
-    let summary = qsteer::jobs::run_job_blocking(ws, kind, move |ev| match ev {
-        JobEvent::Progress {
-            done, total, what, ..
-        } if show => eprint!("\r{what} {done}/{total}   "),
-        JobEvent::Log { line, .. } if line.starts_with("note:") || line.starts_with("warning:") => {
-            eprintln!("{line}")
+    use std::io::{IsTerminal, Write};
+    let mode = common.progress;
+    let show = mode == Progress::Auto && std::io::stderr().is_terminal();
+    let how = qsteer::jobs::Headless {
+        executor,
+        journal: !common.no_journal,
+    };
+    let cancel = qsteer::cancel::CancelToken::new();
+    let summary = qsteer::jobs::run_job_headless(ws, kind, &how, &cancel, move |ev| {
+        if mode == Progress::Jsonl {
+            if let Ok(line) = serde_json::to_string(&ev) {
+                // One write per line: the reader follows a file other writers share.
+                let _ = std::io::stderr()
+                    .lock()
+                    .write_all(format!("{line}\n").as_bytes());
+            }
+            return;
         }
-        _ => {}
+        match ev {
+            JobEvent::Progress {
+                done, total, what, ..
+            } if show => eprint!("\r{what} {done}/{total}   "),
+            JobEvent::Log { line, .. }
+                if line.starts_with("note:")
+                    || line.starts_with("warning:")
+                    || line.starts_with("slurm:") =>
+            {
+                eprintln!("{line}")
+            }
+            _ => {}
+        }
     });
     if show {
         eprintln!();

@@ -50,7 +50,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         encodings: args.encodings.as_deref().map(abs),
     };
-    let mut summary = run_headless(ws.clone(), kind)?;
+    let mut summary = run_headless(ws.clone(), kind, common)?;
     let id = summary["variant"]
         .as_u64()
         .and_then(|v| u32::try_from(v).ok())

@@ -2,9 +2,10 @@
 //! workspace — SSVD candidates (decision 1), CP on the pre-selected or the given ones
 //! (decision 2), the pick. Every candidate is a variant of the workspace.
 
+use super::executor_flags::ExecutorFlags;
 use super::split_flags::SplitFlags;
 use super::table::{text, Table};
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{lock, open_workspace, print_json, resolve_model, run_headless_on, Common};
 use clap::{Args, ValueEnum};
 use qsteer::jobs::{JobKind, SweepStage};
 use qsteer::model::Model;
@@ -51,6 +52,10 @@ pub struct SweepArgs {
     pub candidates: usize,
     #[command(flatten)]
     pub split: SplitFlags,
+    /// With --executor slurm, each step's candidates run as Slurm jobs side by side; the
+    /// sweep itself (scoring, decisions) stays in this process
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
 }
 
 pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
@@ -58,6 +63,7 @@ pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
     let data = data.ok_or_else(|| Error::input("sweep needs a dataset: --data DIR"))?;
     let model = Model::load(&path)?;
     let (_, ws) = open_workspace(&path, &model, common)?;
+    let executor = args.executor.executor(&lock(&ws).settings().slurm)?;
     let stage = match (args.ssvd_picks.is_empty(), args.stage) {
         (false, _) => SweepStage::Cp {
             ssvd: args.ssvd_picks.clone(),
@@ -79,7 +85,7 @@ pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
         seed: args.split.seed,
         threads: args.split.threads,
     };
-    let mut summary = run_headless(ws, kind)?;
+    let mut summary = run_headless_on(ws, kind, common, executor)?;
     summary["model"] = json!(path.display().to_string());
     if common.json {
         return print_json(&summary);

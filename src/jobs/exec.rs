@@ -2,12 +2,13 @@
 //! write the same journal lines, log files and results.
 
 use super::event::{JobEvent, Throttle};
+use super::executor::Executor;
 use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
 use super::{
     adaround, analyze, bias_correct, chain, compress, evaluate, export, external_finetune,
-    finetune, fixes, lock, qat, quantsim, sweep,
+    finetune, fixes, lock, qat, quantsim, slurm, sweep,
 };
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
@@ -155,15 +156,44 @@ impl<'a> JobCtx<'a> {
     }
 }
 
-/// Run a queued job to its end: Started, the job body, then Finished, Failed or
-/// Cancelled. A panic in the body is a failed job, not a dead runner.
-pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serde_json::Value> {
+/// Run a queued job to its end on `executor`: Started, the job body (here, or a Slurm
+/// job that runs it), then Finished, Failed or Cancelled. A panic in the body is a failed
+/// job, not a dead runner.
+pub(crate) fn execute(
+    workspace: &Mutex<Workspace>,
+    ctx: &JobCtx,
+    executor: &Executor,
+) -> Result<serde_json::Value> {
     if ctx.cancel.is_cancelled() {
         ctx.transition(Logged::Cancelled, None, None);
         return Err(Error::Cancelled);
     }
     ctx.transition(Logged::Started, None, None);
-    let result = catch_unwind(AssertUnwindSafe(|| match ctx.kind {
+    let result = catch_unwind(AssertUnwindSafe(|| match executor {
+        Executor::Local => run_body(workspace, ctx),
+        // A sweep stays here and sends its candidates to Slurm.
+        Executor::Slurm(settings) if matches!(ctx.kind, JobKind::Sweep { .. }) => {
+            sweep::run_on_slurm(ctx, workspace, settings)
+        }
+        Executor::Slurm(settings) => slurm::run(ctx, workspace, settings),
+    }))
+    .unwrap_or_else(|panic| {
+        Err(Error::runtime(format!(
+            "the job panicked: {}",
+            panic_text(&panic)
+        )))
+    });
+    match &result {
+        Ok(summary) => ctx.transition(Logged::Finished, Some(summary.clone()), None),
+        Err(Error::Cancelled) => ctx.transition(Logged::Cancelled, None, None),
+        Err(e) => ctx.transition(Logged::Failed, None, Some(e.to_string())),
+    }
+    result
+}
+
+/// The job's own work, in this process.
+fn run_body(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serde_json::Value> {
+    match ctx.kind {
         JobKind::Evaluate { .. } => evaluate::run(ctx, workspace),
         JobKind::Quantsim { .. } => quantsim::run(ctx, workspace),
         JobKind::Analyze { .. } => analyze::run(ctx, workspace),
@@ -178,19 +208,7 @@ pub(crate) fn execute(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serd
         JobKind::Qat { .. } => qat::run(ctx, workspace),
         JobKind::FixChain { .. } => chain::run(ctx, workspace),
         JobKind::Sweep { .. } => sweep::run(ctx, workspace),
-    }))
-    .unwrap_or_else(|panic| {
-        Err(Error::runtime(format!(
-            "the job panicked: {}",
-            panic_text(&panic)
-        )))
-    });
-    match &result {
-        Ok(summary) => ctx.transition(Logged::Finished, Some(summary.clone()), None),
-        Err(Error::Cancelled) => ctx.transition(Logged::Cancelled, None, None),
-        Err(e) => ctx.transition(Logged::Failed, None, Some(e.to_string())),
     }
-    result
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -219,13 +237,45 @@ pub fn run_job_blocking_with(
     cancel: &CancelToken,
     on_event: impl FnMut(JobEvent) + Send,
 ) -> Result<serde_json::Value> {
+    run_job_headless(workspace, kind, &Headless::default(), cancel, on_event)
+}
+
+/// How a headless run goes: on which executor, and whether it journals the job (a
+/// Slurm node's run does not: the process that submitted it does).
+#[derive(Debug, Clone)]
+pub struct Headless {
+    pub executor: Executor,
+    pub journal: bool,
+}
+
+impl Default for Headless {
+    fn default() -> Self {
+        Headless {
+            executor: Executor::Local,
+            journal: true,
+        }
+    }
+}
+
+/// [`run_job_blocking_with`] on an executor, with or without a journal entry.
+pub fn run_job_headless(
+    workspace: Arc<Mutex<Workspace>>,
+    kind: JobKind,
+    how: &Headless,
+    cancel: &CancelToken,
+    on_event: impl FnMut(JobEvent) + Send,
+) -> Result<serde_json::Value> {
     let dir = lock(&workspace).dir().to_path_buf();
     let id = load_history(&dir)?.next_id;
-    let journal = Journal::new(&dir);
+    let journal = if how.journal {
+        Journal::new(&dir)
+    } else {
+        Journal::disabled(&dir)
+    };
     // Progress comes from worker threads; the caller's callback sees one event at a time.
     let on_event = Mutex::new(on_event);
     let sink = |ev: JobEvent| (lock(&on_event))(ev);
     let ctx = JobCtx::new(id, &kind, cancel, &journal, &sink);
     ctx.transition(Logged::Queued, None, None);
-    execute(&workspace, &ctx)
+    execute(&workspace, &ctx, &how.executor)
 }

@@ -66,6 +66,8 @@ pub fn job_log_path(workspace_dir: &Path, id: JobId) -> PathBuf {
 pub(crate) struct Journal {
     workspace_dir: PathBuf,
     lock: Mutex<()>,
+    /// False for a Slurm node's run: the process that submitted the job journals it.
+    enabled: bool,
 }
 
 impl Journal {
@@ -73,6 +75,15 @@ impl Journal {
         Journal {
             workspace_dir: workspace_dir.to_path_buf(),
             lock: Mutex::new(()),
+            enabled: true,
+        }
+    }
+
+    /// A journal that writes nothing.
+    pub(crate) fn disabled(workspace_dir: &Path) -> Journal {
+        Journal {
+            enabled: false,
+            ..Journal::new(workspace_dir)
         }
     }
 
@@ -83,6 +94,9 @@ impl Journal {
     /// Record a state change. `durable` fsyncs: used for the end of a job, whose result
     /// must survive a crash as surely as the workspace file does.
     pub(crate) fn state(&self, line: &JournalLine, durable: bool) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
         let path = jobs_journal_path(&self.workspace_dir);
         let text = serde_json::to_string(line)
             .map_err(|e| Error::runtime(format!("{}: cannot serialize: {e}", path.display())))?;
@@ -92,6 +106,9 @@ impl Journal {
 
     /// Append one line to the job's own log.
     pub(crate) fn log(&self, id: JobId, line: &str) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
         let path = job_log_path(&self.workspace_dir, id);
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         append_line(&path, line, false)

@@ -13,6 +13,7 @@ mod compress;
 mod evaluate;
 mod event;
 mod exec;
+mod executor;
 mod export;
 mod external_finetune;
 mod finetune;
@@ -24,16 +25,20 @@ mod latency;
 mod qat;
 mod quantsim;
 mod runner;
+mod slurm;
 mod sweep;
 mod sweep_rows;
+mod sweep_slurm;
 
 pub use chain::{check_chain, ChainStep, StepInputs};
 pub use event::JobEvent;
-pub use exec::{run_job_blocking, run_job_blocking_with};
+pub use exec::{run_job_blocking, run_job_blocking_with, run_job_headless, Headless};
+pub use executor::{Executor, SlurmSettings};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
 pub use runner::JobRunner;
+pub use slurm::headless_args;
 
 use std::sync::{Mutex, MutexGuard};
 

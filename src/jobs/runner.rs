@@ -3,6 +3,7 @@
 //! submission order.
 
 use super::exec::{execute, JobCtx};
+use super::executor::Executor;
 use super::history::{load_history, JobRecord, JobState};
 use super::journal::{Journal, Logged};
 use super::kind::{JobId, JobKind};
@@ -35,6 +36,7 @@ struct Inner {
 struct Entry {
     id: JobId,
     kind: JobKind,
+    executor: Executor,
     cancel: CancelToken,
 }
 
@@ -43,6 +45,13 @@ struct State {
     heavy_limit: usize,
     queue: VecDeque<Entry>,
     running: Vec<Entry>,
+}
+
+impl Entry {
+    /// Heavy here: a job that uses this machine's cores.
+    fn is_heavy(&self) -> bool {
+        self.kind.is_heavy() && self.executor == Executor::Local
+    }
 }
 
 impl Inner {
@@ -110,6 +119,12 @@ impl JobRunner {
 
     /// Queue a job; it starts as soon as a slot is free. Does not wait for the job.
     pub fn submit(&self, kind: JobKind) -> JobId {
+        self.submit_on(kind, Executor::Local)
+    }
+
+    /// Queue a job to run on `executor`. A Slurm job uses no local cores, so it starts at
+    /// once; Slurm queues it.
+    pub fn submit_on(&self, kind: JobKind, executor: Executor) -> JobId {
         let id = {
             let mut st = lock(&self.inner.state);
             st.next_id += 1;
@@ -118,6 +133,7 @@ impl JobRunner {
         let entry = Entry {
             id,
             kind,
+            executor,
             cancel: CancelToken::new(),
         };
         // Announce before the job is visible to `pump`, so `Queued` precedes `Started`.
@@ -216,13 +232,9 @@ impl JobRunner {
 fn pump(inner: &Arc<Inner>) {
     let mut st = lock(&inner.state);
     loop {
-        let heavy = st.running.iter().filter(|e| e.kind.is_heavy()).count();
+        let heavy = st.running.iter().filter(|e| e.is_heavy()).count();
         let limit = st.heavy_limit;
-        let Some(pos) = st
-            .queue
-            .iter()
-            .position(|e| !e.kind.is_heavy() || heavy < limit)
-        else {
+        let Some(pos) = st.queue.iter().position(|e| !e.is_heavy() || heavy < limit) else {
             break;
         };
         let Some(entry) = st.queue.remove(pos) else {
@@ -246,7 +258,7 @@ fn pump(inner: &Arc<Inner>) {
             };
             let ctx = JobCtx::new(id, &entry.kind, &entry.cancel, &worker.journal, &sink);
             // The outcome has been journalled and sent as an event.
-            let _ = execute(&worker.workspace, &ctx);
+            let _ = execute(&worker.workspace, &ctx, &entry.executor);
             lock(&worker.state).running.retain(|e| e.id != id);
             pump(&worker);
         });

@@ -10,6 +10,7 @@ use super::kind::{JobKind, SweepStage};
 use super::latency::known_or_measured;
 use super::lock;
 use super::sweep_rows::{candidate_row, compressed_ancestor, Base};
+use super::{sweep_slurm, SlurmSettings};
 use crate::compress::build::build_compressor;
 use crate::compress::greedy::{candidates as candidate_ratios, check_target};
 use crate::compress::scorer::ModelScorer;
@@ -31,7 +32,25 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
-    run_with(ctx, workspace, &build_compressor)
+    run_with(ctx, workspace, &build_compressor, None)
+}
+
+/// The sweep with its candidates made by Slurm jobs (all of a step submitted at once); the
+/// decisions, scoring and report stay in this process.
+pub(crate) fn run_on_slurm(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    settings: &SlurmSettings,
+) -> Result<Value> {
+    run_with(ctx, workspace, &build_compressor, Some(settings))
+}
+
+/// One candidate to make: the compress job from `parent` by `method` at `requested`.
+struct Spec {
+    parent: u32,
+    method: Method,
+    requested: f64,
+    parent_overall: f64,
 }
 
 /// The sweep's settings, checked.
@@ -156,6 +175,8 @@ struct Sweep<'a> {
     ctx: &'a JobCtx<'a>,
     workspace: &'a Mutex<Workspace>,
     factory: Factory<'a>,
+    /// Make candidates through Slurm instead of in this process.
+    slurm: Option<&'a SlurmSettings>,
     plan: Plan<'a>,
     base: Base<'a>,
     report: SweepReport,
@@ -170,6 +191,7 @@ pub(crate) fn run_with(
     ctx: &JobCtx,
     workspace: &Mutex<Workspace>,
     factory: Factory,
+    slurm: Option<&SlurmSettings>,
 ) -> Result<Value> {
     let plan = plan(ctx.kind)?;
     let started = Instant::now();
@@ -234,6 +256,7 @@ pub(crate) fn run_with(
         ctx,
         workspace,
         factory,
+        slurm,
         base: Base {
             id: plan.base,
             scorer: &scorer,
@@ -312,14 +335,94 @@ impl Sweep<'_> {
 
     /// Step 1: one SSVD candidate per Cssvd.
     fn step_one(&mut self) -> Result<Vec<SweepRow>> {
+        let specs: Vec<Spec> = (self.plan.cssvd.iter())
+            .map(|&requested| Spec {
+                parent: self.plan.base,
+                method: Method::SpatialSvd,
+                requested,
+                parent_overall: 1.0,
+            })
+            .collect();
+        self.rows(&specs, "ssvd", |row, plan| {
+            preselected(row.drop_points, plan.max_drop)
+        })
+    }
+
+    /// The rows of `specs`, each kept in the report as it is scored. Here each candidate is
+    /// made and kept before the next (a cancel or failure stops the sweep there); through
+    /// Slurm all are made at once, and one that failed does not stop the others: their rows
+    /// are kept and the first error is returned after.
+    fn rows(
+        &mut self,
+        specs: &[Spec],
+        stage: &str,
+        preselect: impl Fn(&SweepRow, &Plan) -> bool,
+    ) -> Result<Vec<SweepRow>> {
+        let mut on_slurm = match self.slurm {
+            Some(slurm) => self.make_on_slurm(specs, slurm).into_iter(),
+            None => Vec::new().into_iter(),
+        };
         let mut rows = vec![];
-        for c in self.plan.cssvd.clone() {
-            let mut row = self.candidate(self.plan.base, Method::SpatialSvd, c, 1.0)?;
-            row.preselected = preselected(row.drop_points, self.plan.max_drop);
-            self.keep(&row, "ssvd")?;
+        let mut first_error = None;
+        for spec in specs {
+            let id = match self.slurm {
+                None => self.candidate(spec.parent, spec.method, spec.requested)?,
+                Some(_) => match on_slurm.next() {
+                    Some(Ok(id)) => id,
+                    Some(Err(e)) => {
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            let mut row = candidate_row(
+                self.workspace,
+                &self.base,
+                id,
+                spec.requested,
+                spec.parent_overall,
+                self.ctx.cancel,
+            )?;
+            row.preselected = preselect(&row, &self.plan);
+            self.keep(&row, stage)?;
             rows.push(row);
         }
-        Ok(rows)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
+    /// The variants of `specs` made by Slurm jobs submitted at once (those an earlier run
+    /// of this sweep made are reused), in the order of `specs`.
+    fn make_on_slurm(&mut self, specs: &[Spec], slurm: &SlurmSettings) -> Vec<Result<u32>> {
+        let mut out: Vec<Option<Result<u32>>> = specs
+            .iter()
+            .map(|s| (self.report.find(s.parent, s.method, s.requested)).map(|r| Ok(r.variant)))
+            .collect();
+        let jobs: Vec<(usize, JobKind, String)> = (specs.iter().enumerate())
+            .filter(|(i, _)| out[*i].is_none())
+            .map(|(i, s)| {
+                let label = format!("candidate {} {}", s.method.short(), s.requested);
+                (
+                    i,
+                    self.plan.compress(s.parent, s.method, s.requested),
+                    label,
+                )
+            })
+            .collect();
+        let reused = specs.len() - jobs.len();
+        if reused > 0 {
+            self.ctx
+                .log(format!("{reused} candidate(s) reused from an earlier run"));
+        }
+        let made = sweep_slurm::make_all(self.ctx, self.workspace, slurm, &jobs);
+        for ((i, _, _), id) in jobs.iter().zip(made) {
+            out[*i] = Some(id);
+        }
+        self.done += specs.len();
+        out.into_iter().flatten().collect()
     }
 
     /// Step 2: CP candidates on each SSVD parent at C / Cssvd ± the neighbour step.
@@ -338,22 +441,19 @@ impl Sweep<'_> {
             })
             .collect();
         self.total = self.done + plans.iter().map(|p| p.1.len()).sum::<usize>();
-        let mut rows = vec![];
-        for (parent, ccp) in plans {
-            for c in ccp {
-                let mut row = self.candidate(
-                    parent.variant,
-                    Method::ChannelPruning,
-                    c,
-                    parent.overall_mac_ratio,
-                )?;
-                row.preselected = row.drop_points <= self.plan.max_drop
-                    && row.overall_mac_ratio <= self.plan.target + 0.01;
-                self.keep(&row, "cp")?;
-                rows.push(row);
-            }
-        }
-        Ok(rows)
+        let specs: Vec<Spec> = (plans.iter())
+            .flat_map(|(parent, ccp)| {
+                ccp.iter().map(|&requested| Spec {
+                    parent: parent.variant,
+                    method: Method::ChannelPruning,
+                    requested,
+                    parent_overall: parent.overall_mac_ratio,
+                })
+            })
+            .collect();
+        self.rows(&specs, "cp", |row, plan| {
+            row.drop_points <= plan.max_drop && row.overall_mac_ratio <= plan.target + 0.01
+        })
     }
 
     /// A picked SSVD variant for the CP step: a row of this sweep, or a child of the base
@@ -395,13 +495,7 @@ impl Sweep<'_> {
 
     /// The candidate of `method` at `requested` from `parent`: reused from an earlier run
     /// of this sweep, or made now by the compress job's body.
-    fn candidate(
-        &mut self,
-        parent: u32,
-        method: Method,
-        requested: f64,
-        parent_overall: f64,
-    ) -> Result<SweepRow> {
+    fn candidate(&mut self, parent: u32, method: Method, requested: f64) -> Result<u32> {
         self.ctx.cancel.check()?;
         self.done += 1;
         let label = format!(
@@ -414,18 +508,11 @@ impl Sweep<'_> {
             .progress(self.done - 1, self.total.max(self.done), &label);
         if let Some(r) = self.report.find(parent, method, requested) {
             self.ctx.log(format!("{label}: reusing v{}", r.variant));
-            return Ok(r.clone());
+            return Ok(r.variant);
         }
         let kind = self.plan.compress(parent, method, requested);
         let made = compress_one(&self.ctx.step(&kind, &label), self.workspace, self.factory)?;
-        candidate_row(
-            self.workspace,
-            &self.base,
-            made.id,
-            requested,
-            parent_overall,
-            self.ctx.cancel,
-        )
+        Ok(made.id)
     }
 
     /// Put the row in the report file and show it.

@@ -200,3 +200,23 @@ impl SplitMix64 {
         &items[self.below(items.len())]
     }
 }
+
+/// The first `n` samples of each half of the digits split, as a dataset directory.
+pub fn small_digits(dir: &Path, n: usize) -> PathBuf {
+    let root = dir.join("digits");
+    for half in ["calibration", "evaluation"] {
+        for file in ["inputs.npy", "labels.npy"] {
+            let out = root.join(half).join(file);
+            match qsteer::data::read_npy(&digits().join(half).join(file)).unwrap() {
+                NpyArray::F32(x) => qsteer::data::write_npy_f32(&out, &first(&x, n)),
+                other => {
+                    let x = other.to_i64().unwrap();
+                    let x = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n));
+                    qsteer::data::write_npy_i64(&out, &x.to_owned())
+                }
+            }
+            .unwrap();
+        }
+    }
+    root
+}

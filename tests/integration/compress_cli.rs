@@ -2,28 +2,7 @@
 //! document, the target met, the dictionary reused by a rerun, manual ratios, bad arguments.
 
 use crate::common::*;
-use qsteer::data::{read_npy, write_npy_f32, write_npy_i64, NpyArray};
 use std::path::{Path, PathBuf};
-
-/// The first `n` samples of each half of the digits split, as a dataset directory.
-pub(crate) fn small_digits(dir: &Path, n: usize) -> PathBuf {
-    let root = dir.join("digits");
-    for half in ["calibration", "evaluation"] {
-        for file in ["inputs.npy", "labels.npy"] {
-            let out = root.join(half).join(file);
-            match read_npy(&digits().join(half).join(file)).unwrap() {
-                NpyArray::F32(x) => write_npy_f32(&out, &first(&x, n)),
-                other => {
-                    let x = other.to_i64().unwrap();
-                    let x = x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n));
-                    write_npy_i64(&out, &x.to_owned())
-                }
-            }
-            .unwrap();
-        }
-    }
-    root
-}
 
 /// A temporary directory with 40 + 40 digits samples, the sample ResNet and a workspace path.
 pub(crate) struct Setup {

@@ -3,7 +3,6 @@
 //! file, and the bad `--qat` inputs.
 
 use crate::common::*;
-use crate::compress_cli::small_digits;
 use serde_json::Value;
 use std::path::Path;
 

@@ -19,3 +19,4 @@ mod fixes_cli;
 mod images;
 mod model_load;
 mod quantsim_cli;
+mod slurm;

@@ -1,0 +1,79 @@
+//! `--executor slurm [--partition P --time T --cpus N --mem M --gres G --account A
+//! --slurm-arg ARG]`: where a job runs, for the commands that can send theirs to Slurm.
+//! Unset flags fall back to the workspace's Slurm defaults (`settings.slurm`).
+
+use clap::{Args, ValueEnum};
+use qsteer::jobs::{Executor, SlurmSettings};
+use qsteer::{Error, Result};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorArg {
+    /// In this process
+    Local,
+    /// As a Slurm batch job on a node (this command waits for it)
+    Slurm,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecutorFlags {
+    /// Where the job runs: local, or slurm (sbatch; the workspace and data must be on a
+    /// filesystem the nodes share)
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
+    pub executor: ExecutorArg,
+    /// Slurm partition
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Slurm time limit, e.g. 30, 2:00:00, 1-00:00:00
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Slurm CPUs per task (also the node job's threads when --threads is 0)
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Slurm memory, e.g. 4G
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Slurm generic resources, e.g. gpu:1
+    #[arg(long)]
+    pub gres: Option<String>,
+    /// Slurm account
+    #[arg(long)]
+    pub account: Option<String>,
+    /// One more sbatch argument, as it is (repeatable), e.g. --slurm-arg=--qos=short
+    #[arg(long = "slurm-arg", allow_hyphen_values = true)]
+    pub slurm_args: Vec<String>,
+    /// The qsteer binary the node runs (default: this one)
+    #[arg(long)]
+    pub slurm_binary: Option<PathBuf>,
+}
+
+impl ExecutorFlags {
+    /// The executor these flags ask for; Slurm flags without `--executor slurm` are an
+    /// error rather than silently ignored.
+    pub fn executor(&self, defaults: &SlurmSettings) -> Result<Executor> {
+        let settings = SlurmSettings {
+            partition: self.partition.clone(),
+            time: self.time.clone(),
+            cpus: self.cpus,
+            mem: self.mem.clone(),
+            gres: self.gres.clone(),
+            account: self.account.clone(),
+            extra_args: self.slurm_args.clone(),
+            binary: self.slurm_binary.clone(),
+            poll_seconds: None,
+        };
+        match self.executor {
+            ExecutorArg::Slurm => {
+                if self.cpus == Some(0) {
+                    return Err(Error::input("--cpus must be at least 1"));
+                }
+                Ok(Executor::Slurm(settings.or(defaults)))
+            }
+            ExecutorArg::Local if settings != SlurmSettings::default() => Err(Error::input(
+                "--partition, --time, --cpus, --mem, --gres, --account, --slurm-arg and \
+                 --slurm-binary need --executor slurm",
+            )),
+            ExecutorArg::Local => Ok(Executor::Local),
+        }
+    }
+}

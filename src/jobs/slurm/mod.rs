@@ -1,0 +1,281 @@
+//! The Slurm executor: a job runs as a batch job that runs qsteer's own headless command
+//! for it (`qsteer compress … --json`) on a node against this workspace. Submit with
+//! `sbatch --parsable`, follow the state with `scontrol`/`sacct -c`, stream the output
+//! file into the job's log and progress, `scancel` on cancel, and at the end read the
+//! node's JSON document and reload the workspace so the node's new variant shows.
+
+mod command;
+mod ctl;
+
+pub use command::headless_args;
+mod output;
+mod script;
+
+use super::exec::JobCtx;
+use super::lock;
+use crate::experiment::{now, SlurmJobEntry, Workspace};
+use crate::fsutil::write_atomic;
+use crate::jobs::SlurmSettings;
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Looks at the job's state that may fail in a row (slurmctld restarting) before the job
+/// counts as lost.
+const LOST_AFTER: u32 = 30;
+/// How long a cancelled job may take to end after `scancel` (Slurm's KillWait is 30 s
+/// by default).
+const CANCEL_GRACE: Duration = Duration::from_secs(180);
+
+struct Files {
+    dir: PathBuf,
+    stem: String,
+}
+
+impl Files {
+    fn path(&self, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}.{ext}", self.stem))
+    }
+}
+
+/// Run the job through Slurm and wait for it; the node's summary with a `slurm` object
+/// (job id, state, node, queue seconds) added.
+pub(crate) fn run(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    settings: &SlurmSettings,
+) -> Result<Value> {
+    let ws_dir = lock(workspace).dir().to_path_buf();
+    let ws_dir = std::path::absolute(&ws_dir).map_err(|e| Error::io(&ws_dir, e))?;
+    let files = claim_files(&ws_dir, ctx)?;
+    let args = command::headless_args(ctx.kind, &ws_dir, &files.dir, &files.stem, settings.cpus)?;
+    let binary = match &settings.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| Error::runtime(format!("cannot find qsteer's own binary: {e}")))?,
+    };
+    let text = script::batch_script(
+        &binary,
+        &args,
+        &ws_dir,
+        &files.stem,
+        &ctx.kind.label(),
+        settings,
+    )?;
+    let script = files.path("sh");
+    write_atomic(&script, text.as_bytes())?;
+    let slurm_id = ctl::sbatch(&script, &settings.extra_args)?;
+    let submitted = Instant::now();
+    ctx.log(format!(
+        "slurm: submitted job {slurm_id} ({}); output {}",
+        script.display(),
+        files.path("out").display()
+    ));
+    let mut entry = SlurmJobEntry {
+        job: ctx.id.0,
+        slurm_id: slurm_id.clone(),
+        stem: files.stem.clone(),
+        submitted: now(),
+        state: "PENDING".into(),
+    };
+    record(ctx, workspace, &entry);
+    let watched = watch(ctx, &slurm_id, &files, settings, submitted);
+    if let Ok(w) = &watched {
+        entry.state = w.info.state.clone();
+        record(ctx, workspace, &entry);
+    }
+    // The node may have added variants even if the job failed later on.
+    if let Err(e) = lock(workspace).reload() {
+        ctx.log(format!("warning: could not reload the workspace: {e}"));
+    }
+    let w = watched?;
+    finish(&files, &slurm_id, w)
+}
+
+/// The job's end as the watch loop saw it.
+struct Watched {
+    info: ctl::JobInfo,
+    cancelled_by_us: bool,
+    queued_seconds: Option<f64>,
+    tail: Vec<String>,
+    node_error: Option<String>,
+}
+
+/// Look at the job until it ends, streaming its output; `scancel` it once the token is
+/// cancelled.
+fn watch(
+    ctx: &JobCtx,
+    id: &str,
+    files: &Files,
+    settings: &SlurmSettings,
+    submitted: Instant,
+) -> Result<Watched> {
+    let interval = Duration::from_secs_f64(settings.poll_seconds.unwrap_or(2.0).clamp(0.1, 600.0));
+    let mut follower = output::Follower::new(files.path("out"));
+    let mut last = ctl::JobInfo::default();
+    let mut queued_seconds = None;
+    let mut cancel_sent: Option<Instant> = None;
+    let mut misses = 0;
+    loop {
+        if ctx.cancel.is_cancelled() && cancel_sent.is_none() {
+            ctx.log(format!("slurm: scancel {id}"));
+            ctl::scancel(id)?;
+            cancel_sent = Some(Instant::now());
+        }
+        follower.poll(ctx);
+        let info = match ctl::query(id)? {
+            Some(info) => {
+                misses = 0;
+                info
+            }
+            None => {
+                misses += 1;
+                if misses >= LOST_AFTER {
+                    return Err(Error::runtime(format!(
+                        "slurm job {id}: neither scontrol nor sacct -c knows it any more; \
+                         see {}",
+                        files.path("out").display()
+                    )));
+                }
+                last.clone()
+            }
+        };
+        if info.state != last.state {
+            let node = if info.node.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", info.node)
+            };
+            let reason = if info.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", info.reason)
+            };
+            ctx.log(format!("slurm: job {id} {}{node}{reason}", info.state));
+            if info.has_run() && queued_seconds.is_none() {
+                queued_seconds = Some(submitted.elapsed().as_secs_f64());
+            }
+        }
+        last = info;
+        if last.is_ended() {
+            follower.finish(ctx);
+            return Ok(Watched {
+                info: last,
+                cancelled_by_us: cancel_sent.is_some(),
+                queued_seconds,
+                tail: follower.tail(),
+                node_error: follower.node_error.take(),
+            });
+        }
+        if cancel_sent.is_some_and(|t| t.elapsed() > CANCEL_GRACE) {
+            return Err(Error::runtime(format!(
+                "slurm job {id} is still {} {} s after scancel",
+                last.state,
+                CANCEL_GRACE.as_secs()
+            )));
+        }
+        // Sleep in short steps so a cancel is acted on at once.
+        let until = Instant::now() + interval;
+        while Instant::now() < until && !(ctx.cancel.is_cancelled() && cancel_sent.is_none()) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The job's result: the node's JSON document for a completed job, else an error that
+/// says the Slurm state, exit code and the tail of the output.
+fn finish(files: &Files, id: &str, w: Watched) -> Result<Value> {
+    let info = &w.info;
+    if info.state == "CANCELLED" && w.cancelled_by_us {
+        return Err(Error::Cancelled);
+    }
+    let out = files.path("out");
+    let started = files.path("started").exists();
+    if info.state == "COMPLETED" {
+        let doc = files.path("json");
+        let bytes = fs::read(&doc).map_err(|e| Error::io(&doc, e))?;
+        let mut summary: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::runtime(format!(
+                "{}: not the node job's JSON document: {e}",
+                doc.display()
+            ))
+        })?;
+        summary["slurm"] = json!({
+            "job_id": id,
+            "state": info.state,
+            "node": info.node,
+            "exit_code": info.exit_code,
+            "queued_seconds": w.queued_seconds,
+            "script": files.path("sh").display().to_string(),
+            "output": out.display().to_string(),
+        });
+        return Ok(summary);
+    }
+    let node = if info.node.is_empty() {
+        "no node".to_string()
+    } else {
+        info.node.clone()
+    };
+    let mut text = format!(
+        "slurm job {id} {} (exit code {}) on {node}",
+        info.state, info.exit_code
+    );
+    if info.has_run() && !started {
+        text.push_str(&format!(
+            "; it never wrote {}: the workspace {} is not visible on {node} — put it on a \
+             filesystem the nodes share",
+            files.path("started").display(),
+            files.dir.parent().unwrap_or(&files.dir).display()
+        ));
+    }
+    if let Some(e) = &w.node_error {
+        text.push_str(&format!(": {e}"));
+    }
+    if !w.tail.is_empty() {
+        text.push_str(&format!(
+            "\nlast lines of {}:\n  {}",
+            out.display(),
+            w.tail.join("\n  ")
+        ));
+    }
+    Err(Error::runtime(text))
+}
+
+/// `<workspace>/slurm/job-<id>[-n].sh`, created empty and exclusively so two processes
+/// that gave their jobs the same id never share files.
+fn claim_files(ws_dir: &Path, ctx: &JobCtx) -> Result<Files> {
+    let dir = ws_dir.join("slurm");
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    for n in 0..1000 {
+        let stem = match n {
+            0 => format!("job-{}", ctx.id),
+            n => format!("job-{}-{n}", ctx.id),
+        };
+        let path = dir.join(format!("{stem}.sh"));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok(Files { dir, stem }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    Err(Error::runtime(format!(
+        "{}: no free job file name",
+        dir.display()
+    )))
+}
+
+/// Keep the Slurm id in the workspace; a failure to is a warning, not a failed job.
+fn record(ctx: &JobCtx, workspace: &Mutex<Workspace>, entry: &SlurmJobEntry) {
+    if let Err(e) = lock(workspace).record_slurm_job(entry.clone()) {
+        ctx.log(format!(
+            "warning: could not store the Slurm job id in the workspace: {e}"
+        ));
+    }
+}

@@ -1,0 +1,463 @@
+//! The Slurm executor against a real Slurm (the one-node Slurm `.ci/run` starts with
+//! `.ci/slurm-local.sh`; `SLURM_CONF` points at it), and concurrent writers of one
+//! workspace. The Slurm tests skip with a message when no Slurm answers. Every wait has a
+//! deadline: a stuck job fails the test instead of hanging it.
+
+use crate::common::*;
+use qsteer::experiment::Workspace;
+use qsteer::jobs::{Executor, JobEvent, JobKind, JobRunner, SlurmSettings};
+use qsteer::model::Model;
+use qsteer::train::FineTuneSettings;
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// True when a Slurm answers; else prints why the calling test skips.
+fn slurm_up(test: &str) -> bool {
+    if std::env::var_os("SLURM_CONF").is_none() {
+        eprintln!("{test}: skipped: SLURM_CONF is not set (no local Slurm; .ci/run starts one)");
+        return false;
+    }
+    let ok = Command::new("sinfo")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("{test}: skipped: sinfo fails (Slurm is not running)");
+    }
+    ok
+}
+
+/// Wait for a child at most `secs`; kill it on the deadline and fail.
+fn wait_for(mut child: Child, secs: u64, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Run qsteer with stdout and stderr to files; (exit status, stdout, stderr).
+fn qsteer_timed(
+    dir: &Path,
+    args: &[&str],
+    secs: u64,
+) -> (std::process::ExitStatus, String, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (out, err) = (
+        dir.join(format!("stdout-{n}")),
+        dir.join(format!("stderr-{n}")),
+    );
+    let child = qsteer(dir)
+        .args(args)
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_for(child, secs, &format!("qsteer {args:?}"));
+    let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+    (status, read(&out), read(&err))
+}
+
+fn json_of(status: std::process::ExitStatus, out: &str, err: &str) -> Value {
+    assert!(status.success(), "{status}: {err}");
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The command `args` on the 40 + 40 digits and the sample ResNet, once here and once with
+/// `--executor slurm`, each on its own workspace: (local JSON, Slurm JSON, Slurm stderr,
+/// Slurm workspace).
+fn local_and_slurm(dir: &Path, command: &str, args: &[&str]) -> (Value, Value, String, String) {
+    let data = small_digits(dir, 40).display().to_string();
+    let model = sample_model("resnet_digits").display().to_string();
+    let run = |ws: &str, extra: &[&str]| {
+        let mut a = vec![command, &model, "--data", &data, "--workspace", ws];
+        a.extend_from_slice(&["--threads", "1", "--json"]);
+        a.extend_from_slice(args);
+        a.extend_from_slice(extra);
+        let (status, out, err) = qsteer_timed(dir, &a, 1200);
+        (json_of(status, &out, &err), err)
+    };
+    let local_ws = dir.join("local").display().to_string();
+    let slurm_ws = dir.join("slurm").display().to_string();
+    let (local, _) = run(&local_ws, &[]);
+    let slurm = ["--executor", "slurm", "--cpus", "1", "--time", "15"];
+    let (remote, err) = run(&slurm_ws, &slurm);
+    (local, remote, err, slurm_ws)
+}
+
+#[test]
+fn compress_through_slurm_records_the_same_variant_as_a_local_run() {
+    if !slurm_up("compress_through_slurm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (local, remote, err, slurm_ws) = local_and_slurm(
+        dir.path(),
+        "compress",
+        &["--method", "ssvd", "--target", "0.6"],
+    );
+    let local_ws = dir.path().join("local").display().to_string();
+    assert_eq!(remote["variant"], 1, "{remote}");
+    assert_eq!(remote["mac_ratio"], local["mac_ratio"]);
+    assert_eq!(remote["ratios"], local["ratios"]);
+    assert_eq!(remote["accuracy"], local["accuracy"]);
+    let slurm = &remote["slurm"];
+    assert_eq!(slurm["state"], "COMPLETED", "{slurm}");
+    assert_eq!(slurm["exit_code"], "0:0");
+    assert!(slurm["queued_seconds"].as_f64().is_some(), "{slurm}");
+    assert!(err.contains("slurm: submitted job"), "{err}");
+    // The submitting process sees the node's variant, and the workspace keeps the id.
+    let ws = Workspace::open(Path::new(&slurm_ws)).unwrap();
+    let v = ws
+        .variant(1)
+        .expect("the node's variant is in the workspace");
+    assert_eq!(v.step, ws_step(&local_ws, 1));
+    let jobs = &ws.file().slurm_jobs;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].slurm_id, slurm["job_id"].as_str().unwrap());
+    assert_eq!(jobs[0].state, "COMPLETED");
+    // The node's events streamed into the job's log; only the submitter journalled it.
+    let log = fs::read_to_string(Path::new(&slurm_ws).join("logs/job-1.log")).unwrap();
+    assert!(log.contains("COMPLETED"), "{log}");
+    let journal = fs::read_to_string(Path::new(&slurm_ws).join("logs/jobs.jsonl")).unwrap();
+    assert_eq!(
+        journal.lines().count(),
+        3,
+        "queued, started, finished: {journal}"
+    );
+}
+
+/// The decision rows of a sweep's JSON document, keyed by what they are (variant ids
+/// depend on the order the candidates finished in), without the measured latency.
+fn decision_rows(doc: &Value, stage: &str) -> Vec<Value> {
+    let rows = doc[stage]
+        .as_array()
+        .unwrap_or_else(|| panic!("{stage}: {doc}"));
+    rows.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let o = r.as_object_mut().unwrap();
+            for k in ["variant", "parent", "latency"] {
+                o.remove(k);
+            }
+            r
+        })
+        .collect()
+}
+
+/// The (method, requested) of the picked row.
+fn picked(doc: &Value) -> (Value, Value) {
+    let id = &doc["pick"]["variant"];
+    let row = ["ssvd", "cp"]
+        .iter()
+        .flat_map(|s| doc[*s].as_array().unwrap().iter())
+        .find(|r| &r["variant"] == id)
+        .unwrap_or_else(|| panic!("pick {id} is no row: {doc}"));
+    (row["method"].clone(), row["requested"].clone())
+}
+
+#[test]
+fn a_sweep_through_slurm_makes_the_decision_tables_of_a_local_sweep() {
+    if !slurm_up("a_sweep_through_slurm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (local, remote, err, slurm_ws) = local_and_slurm(
+        dir.path(),
+        "sweep",
+        &[
+            "--target",
+            "0.5",
+            "--cssvd",
+            "0.6,0.75",
+            "--candidates",
+            "5",
+            "--max-drop",
+            "50",
+        ],
+    );
+    for stage in ["ssvd", "cp"] {
+        let (l, r) = (decision_rows(&local, stage), decision_rows(&remote, stage));
+        assert!(!l.is_empty(), "no {stage} rows: {local}");
+        assert_eq!(r, l, "{stage} rows differ");
+    }
+    assert_eq!(picked(&remote), picked(&local));
+    // Every candidate was a Slurm job of this workspace, recorded there.
+    let candidates =
+        remote["ssvd"].as_array().unwrap().len() + remote["cp"].as_array().unwrap().len();
+    let ws = Workspace::open(Path::new(&slurm_ws)).unwrap();
+    assert_eq!(ws.file().slurm_jobs.len(), candidates, "{err}");
+    assert!(ws.file().slurm_jobs.iter().all(|j| j.state == "COMPLETED"));
+    assert_eq!(
+        err.matches("slurm: submitted job").count(),
+        candidates,
+        "{err}"
+    );
+}
+
+fn ws_step(dir: &str, id: u32) -> String {
+    Workspace::open(Path::new(dir))
+        .unwrap()
+        .variant(id)
+        .unwrap()
+        .step
+        .clone()
+}
+
+/// A runner on a fresh workspace of the small MobileNet, its events on a channel.
+struct Runner {
+    rt: tokio::runtime::Runtime,
+    runner: JobRunner,
+    events: tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
+    ws: Arc<Mutex<Workspace>>,
+}
+
+impl Runner {
+    fn new(dir: &Path) -> Runner {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let model = Model::load(&sample_model("mbv2_digits")).unwrap();
+        let ws = Workspace::open_or_create(&dir.join("ws"), &model, "mbv2_digits").unwrap();
+        let ws = Arc::new(Mutex::new(ws));
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let runner = JobRunner::new(rt.handle().clone(), ws.clone(), 1, tx).unwrap();
+        Runner {
+            rt,
+            runner,
+            events,
+            ws,
+        }
+    }
+
+    /// The next event, or a failed test after `secs`.
+    fn next(&mut self, secs: u64) -> JobEvent {
+        let events = &mut self.events;
+        self.rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(secs), events.recv()).await
+            })
+            .unwrap_or_else(|_| panic!("no job event in {secs} s"))
+            .expect("the runner is alive")
+    }
+
+    /// Events until `stop` says so; all of them, in order.
+    fn until(&mut self, secs: u64, stop: impl Fn(&JobEvent) -> bool) -> Vec<JobEvent> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+                .max(1);
+            let ev = self.next(left);
+            let done = stop(&ev);
+            seen.push(ev);
+            if done {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "events so far: {seen:?}");
+        }
+    }
+}
+
+fn slurm_settings() -> Executor {
+    Executor::Slurm(SlurmSettings {
+        binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_qsteer"))),
+        cpus: Some(1),
+        time: Some("15".into()),
+        poll_seconds: Some(0.5),
+        ..Default::default()
+    })
+}
+
+fn finetune(data: PathBuf, epochs: usize) -> JobKind {
+    JobKind::FineTune {
+        variant: 0,
+        data,
+        settings: FineTuneSettings {
+            epochs,
+            calibration_size: 40,
+            ..Default::default()
+        },
+        threads: 1,
+    }
+}
+
+#[test]
+fn cancelling_a_running_slurm_job_scancels_it_and_records_nothing() {
+    if !slurm_up("cancelling_a_running_slurm_job") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Runner::new(dir.path());
+    let id = r
+        .runner
+        .submit_on(finetune(digits(), 500), slurm_settings());
+    // Running on the node: the state line, then the node's first events.
+    r.until(
+        300,
+        |ev| matches!(ev, JobEvent::Log { line, .. } if line.contains(" RUNNING")),
+    );
+    r.until(300, |ev| matches!(ev, JobEvent::Progress { .. }));
+    assert!(r.runner.cancel(id));
+    let seen = r.until(300, JobEvent::is_terminal);
+    assert_eq!(seen.last(), Some(&JobEvent::Cancelled { id }), "{seen:?}");
+    let ws = r.ws.lock().unwrap();
+    assert_eq!(ws.variants().len(), 1, "a cancelled job adds no variant");
+    assert_eq!(ws.file().slurm_jobs[0].state, "CANCELLED");
+}
+
+#[test]
+fn a_failing_slurm_job_reports_state_exit_code_and_output_tail() {
+    if !slurm_up("a_failing_slurm_job") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = Runner::new(dir.path());
+    let missing = dir.path().join("no-such-data");
+    let id = r
+        .runner
+        .submit_on(finetune(missing.clone(), 1), slurm_settings());
+    let seen = r.until(300, JobEvent::is_terminal);
+    let Some(JobEvent::Failed { id: failed, error }) = seen.last() else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(*failed, id);
+    assert!(
+        error.contains("FAILED (exit code 2:0) on localhost"),
+        "{error}"
+    );
+    assert!(error.contains("last lines of"), "{error}");
+    assert!(error.contains(&missing.display().to_string()), "{error}");
+    assert_eq!(r.ws.lock().unwrap().variants().len(), 1);
+}
+
+/// Every `qsteer fold-bn` run's variant is in the workspace, under its own id.
+fn check_writers(ws_dir: &Path, docs: &[Value]) {
+    let mut ids: Vec<u64> = docs
+        .iter()
+        .map(|d| d["variant"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), docs.len(), "variant ids repeat: {docs:?}");
+    let ws = Workspace::open(ws_dir).unwrap();
+    assert_eq!(ws.variants().len(), 1 + docs.len());
+    for id in ids {
+        let v = ws
+            .variant(id as u32)
+            .unwrap_or_else(|| panic!("variant {id} lost"));
+        assert!(ws.model_path(v).is_file());
+    }
+}
+
+#[test]
+fn concurrent_processes_adding_variants_lose_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let model = sample_model("mbv2_digits").display().to_string();
+    let ws_arg = ws.display().to_string();
+    let children: Vec<(Child, PathBuf)> = (0..6)
+        .map(|i| {
+            let out = dir.path().join(format!("out-{i}.json"));
+            let child = qsteer(dir.path())
+                .args(["fold-bn", &model, "--workspace", &ws_arg, "--json"])
+                .stdout(fs::File::create(&out).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            (child, out)
+        })
+        .collect();
+    let docs: Vec<Value> = children
+        .into_iter()
+        .map(|(child, out)| {
+            assert!(wait_for(child, 300, "qsteer fold-bn").success());
+            serde_json::from_str(&fs::read_to_string(out).unwrap()).unwrap()
+        })
+        .collect();
+    check_writers(&ws, &docs);
+}
+
+#[test]
+fn concurrent_slurm_jobs_adding_variants_lose_none() {
+    if !slurm_up("concurrent_slurm_jobs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let model = sample_model("mbv2_digits");
+    Workspace::open_or_create(&ws, &Model::load(&model).unwrap(), "mbv2_digits").unwrap();
+    let n = 4;
+    let ids: Vec<String> = (0..n)
+        .map(|i| {
+            let wrap = format!(
+                "'{}' fold-bn '{}' --workspace '{}' --json > '{}'",
+                env!("CARGO_BIN_EXE_qsteer"),
+                model.display(),
+                ws.display(),
+                dir.path().join(format!("out-{i}.json")).display()
+            );
+            let out = Command::new("sbatch")
+                .args(["--parsable", "--cpus-per-task=1", "--time=10", "-o"])
+                .arg(dir.path().join(format!("slurm-{i}.out")))
+                .args(["--wrap", &wrap])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = Command::new("squeue")
+            .args([
+                "-h",
+                "-o",
+                "%i",
+                "--states=PD,CF,R,CG",
+                "-j",
+                &ids.join(","),
+            ])
+            .output()
+            .unwrap();
+        let live = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count();
+        if live == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slurm jobs {ids:?} still queued or running"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let docs: Vec<Value> = (0..n)
+        .map(|i| {
+            let text = fs::read_to_string(dir.path().join(format!("out-{i}.json"))).unwrap();
+            let log =
+                fs::read_to_string(dir.path().join(format!("slurm-{i}.out"))).unwrap_or_default();
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("job {i}: {e}: {text} {log}"))
+        })
+        .collect();
+    check_writers(&ws, &docs);
+}
