@@ -250,6 +250,14 @@ impl Workspace {
     }
 
     /// Store the default trainer command template (checked by the caller) and save.
+    /// Store the Slurm executor's defaults (the app's Slurm settings dialog) and save.
+    pub fn set_slurm(&mut self, settings: SlurmSettings) -> Result<()> {
+        self.update(|ws| {
+            ws.file.settings.slurm = settings;
+            Ok(())
+        })
+    }
+
     pub fn set_trainer(&mut self, template: Option<String>) -> Result<()> {
         self.update(|ws| {
             ws.file.settings.trainer = template;

@@ -38,7 +38,9 @@ pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
 pub use runner::JobRunner;
-pub use slurm::headless_args;
+pub use slurm::{
+    client_installed as slurm_client_installed, headless_args, partitions as slurm_partitions,
+};
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -64,6 +64,10 @@ pub enum Action {
     Left,
     Right,
     Job(JobEvent),
+    /// Open the Slurm settings dialog.
+    SlurmDialog,
+    /// The cluster's partitions arrived from `sinfo` (or why not).
+    SlurmPartitions(Result<Vec<String>, String>),
     /// An analysis was read for a variant (None: it has none).
     Analysis(u32, Option<Box<qsteer::quant::analysis::Analysis>>),
     /// A variant's compression record was read (None: it has none), with the heat grid of

@@ -7,6 +7,7 @@
 use super::action::Action;
 use super::form;
 use super::layer_choice::LayerChoices;
+use super::run_on::{self, RunOn};
 use super::state::{App, Popup};
 use super::update::Effect;
 use qsteer::compress::build::SELECTIONS;
@@ -28,10 +29,11 @@ pub enum Field {
     Selection,
     Calibration,
     Ratios,
+    RunOn,
 }
 
 impl Field {
-    pub const ALL: [Field; 7] = [
+    pub const ALL: [Field; 8] = [
         Field::Method,
         Field::Target,
         Field::Candidates,
@@ -39,6 +41,7 @@ impl Field {
         Field::Selection,
         Field::Calibration,
         Field::Ratios,
+        Field::RunOn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Field {
             Field::Selection => "channels by",
             Field::Calibration => "calibration",
             Field::Ratios => "ratios",
+            Field::RunOn => "run on",
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct CompressForm {
     pub field: usize,
     /// No digit typed in this field yet: the first one replaces the value.
     pub fresh: bool,
+    pub run_on: RunOn,
 }
 
 impl CompressForm {
@@ -88,6 +93,7 @@ impl CompressForm {
             manual: false,
             field: 0,
             fresh: true,
+            run_on: RunOn::default(),
         }
     }
 
@@ -115,6 +121,7 @@ impl CompressForm {
             Field::Calibration => format!("{} samples", self.calibration_size),
             Field::Ratios if self.manual => "manual: the pinned layers (layers pane + −)".into(),
             Field::Ratios => "greedy to the target".into(),
+            Field::RunOn => self.run_on.text(),
         }
     }
 
@@ -148,6 +155,7 @@ impl form::Editable for CompressForm {
             Field::Reconstruct => self.reconstruct = !self.reconstruct,
             Field::Ratios => self.manual = !self.manual,
             Field::Selection => self.selection = cycle(self.selection, SELECTIONS.len()),
+            Field::RunOn => self.run_on.toggle(),
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }
@@ -200,7 +208,9 @@ impl CompressForm {
 /// else on the current variant.
 pub fn open(app: &mut App) {
     let variant = form::dialog_variant(app);
-    app.popups.push(Popup::Compress(CompressForm::new(variant)));
+    let mut form = CompressForm::new(variant);
+    form.run_on = RunOn::from_app(app);
+    app.popups.push(Popup::Compress(form));
 }
 
 /// Why the dialog cannot launch now: no dataset, a quantized variant, or a number out of
@@ -227,11 +237,8 @@ pub fn action(app: &mut App, form: &mut CompressForm, action: Action) -> Vec<Eff
                 "compress of variant {} queued; the compressed variant appears when it finishes",
                 form.variant
             );
-            return vec![Effect::Submit(form.job(
-                &data,
-                app.cores,
-                &app.layer_choices,
-            ))];
+            let job = form.job(&data, app.cores, &app.layer_choices);
+            return run_on::submit(app, &form.run_on, vec![job]);
         }
         _ => {}
     }

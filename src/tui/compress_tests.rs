@@ -184,7 +184,8 @@ fn layers_pane_pins_and_exclusions_go_with_the_job_and_manual_mode_sends_the_pin
     assert_eq!(pin.get(&first), Some(&0.8));
     assert_eq!(exclude, std::slice::from_ref(&second));
     update(&mut app, Action::CompressDialog);
-    update(&mut app, Action::Up); // the last field: ratios
+    update(&mut app, Action::Up); // the last field: run on
+    update(&mut app, Action::Up); // ratios
     update(&mut app, Action::Toggle);
     let manual = submitted(&update(&mut app, Action::Confirm));
     let JobKind::Compress {

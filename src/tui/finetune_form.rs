@@ -8,6 +8,7 @@
 
 use super::action::Action;
 use super::form;
+use super::run_on::{self, RunOn};
 use super::state::{App, Popup};
 use super::update::Effect;
 use qsteer::jobs::JobKind;
@@ -48,10 +49,11 @@ pub enum Field {
     Loss,
     Patience,
     Calibration,
+    RunOn,
 }
 
 impl Field {
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 12] = [
         Field::Trainer,
         Field::Epochs,
         Field::Lr,
@@ -63,6 +65,7 @@ impl Field {
         Field::Loss,
         Field::Patience,
         Field::Calibration,
+        Field::RunOn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +81,7 @@ impl Field {
             Field::Loss => "loss",
             Field::Patience => "early stop",
             Field::Calibration => "train set",
+            Field::RunOn => "run on",
         }
     }
 }
@@ -119,6 +123,7 @@ pub struct FineTuneForm {
     pub calibration_size: usize,
     pub field: usize,
     pub fresh: bool,
+    pub run_on: RunOn,
 }
 
 impl FineTuneForm {
@@ -153,6 +158,7 @@ impl FineTuneForm {
             calibration_size: d.calibration_size,
             field: 0,
             fresh: true,
+            run_on: RunOn::default(),
         }
     }
 
@@ -215,6 +221,7 @@ impl FineTuneForm {
             },
             Field::Epochs => format!("{}", self.epochs),
             Field::Lr => format!("{:e}", s.lr),
+            Field::RunOn => self.run_on.text(),
             // The external command trains as it likes: only {epochs} and {lr} reach it.
             _ if external => "(your trainer's)".into(),
             Field::Schedule => match s.schedule {
@@ -332,6 +339,7 @@ impl form::Editable for FineTuneForm {
                 self.train_last = next.max(0) as usize;
             }
             Field::Loss => self.distill = !self.distill,
+            Field::RunOn => self.run_on.toggle(),
             Field::Patience => {
                 self.patience = form::step(self.patience, delta, PATIENCE.0, PATIENCE.1)
             }
@@ -367,6 +375,7 @@ pub fn open_on(app: &mut App, variants: Vec<u32>) {
         .any(|&v| app.variant(v).is_some_and(|v| v.encodings_file.is_some()));
     let mut form = FineTuneForm::new(variants, quantized, app.trainer_command.clone());
     form.frozen = app.layer_choices.excluded();
+    form.run_on = RunOn::from_app(app);
     app.popups.push(Popup::FineTune(form));
 }
 
@@ -416,11 +425,9 @@ pub fn action(app: &mut App, form: &mut FineTuneForm, action: Action) -> Vec<Eff
                 "fine-tuning of variant(s) {} queued; the loss curve shows in the jobs pane",
                 ids.join(", ")
             );
-            return form
-                .jobs(&data, app.cores)
-                .into_iter()
-                .map(Effect::Submit)
-                .collect();
+            let jobs = form.jobs(&data, app.cores);
+            let run_on = form.run_on.clone();
+            return run_on::submit(app, &run_on, jobs);
         }
         _ => {}
     }

@@ -157,6 +157,11 @@ pub fn open(
                     .summary
                     .as_ref()
                     .and_then(super::train_curve::TrainCurve::from_summary),
+                slurm: r
+                    .summary
+                    .as_ref()
+                    .map(super::slurm_view::SlurmJobs::from_summary)
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -215,6 +220,11 @@ pub fn open(
         compression: None,
         pending_decision: None,
         trainer_command: ws.settings().trainer.clone(),
+        // `available` is probed by the running app, not here: tests see no Slurm.
+        slurm: super::run_on::SlurmSetup {
+            settings: ws.settings().slurm.clone(),
+            ..Default::default()
+        },
         layer_choices: Default::default(),
     };
     Ok(Opened { app, workspace: ws })

@@ -129,6 +129,14 @@ pub fn bindings() -> Vec<Binding> {
         ),
         b(K::Char('t'), "t", A::FineTuneDialog, "fine-tune…", G, true),
         b(
+            K::Char('S'),
+            "S",
+            A::SlurmDialog,
+            "Slurm settings (jobs sent to the cluster)…",
+            G,
+            false,
+        ),
+        b(
             K::Char('d'),
             "d",
             A::SweepDecision,

@@ -18,6 +18,9 @@ mod panes;
 mod popups;
 mod quant_marks;
 mod quantsim_form;
+mod run_on;
+mod slurm_form;
+mod slurm_view;
 pub mod state;
 mod sweep_decision;
 mod sweep_form;
@@ -39,6 +42,8 @@ mod heat_tests;
 mod noise_tests;
 #[cfg(test)]
 mod quantsim_tests;
+#[cfg(test)]
+mod slurm_tests;
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]
@@ -115,6 +120,7 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
                         | Popup::Compress(_)
                         | Popup::Sweep(_)
                         | Popup::FineTune(_)
+                        | Popup::Slurm(_)
                         | Popup::SweepDecision(_)
                 )
             );
@@ -174,6 +180,16 @@ async fn event_loop(
         analysis: analysis_tx,
         view: view_tx,
     };
+    // Slurm: offered when its client is here; the partitions come from sinfo off the UI
+    // thread (a slow or unreachable slurmctld must not hold the app up).
+    app.slurm.available = qsteer::jobs::slurm_client_installed();
+    if app.slurm.available {
+        let tx = senders.actions.clone();
+        tokio::task::spawn_blocking(move || {
+            let found = qsteer::jobs::slurm_partitions().map_err(|e| e.to_string());
+            let _ = tx.send(Action::SlurmPartitions(found));
+        });
+    }
     let mut input = EventStream::new();
     let mut frame = tokio::time::interval(Duration::from_millis(1000 / FPS));
     frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -282,6 +298,19 @@ fn apply(
         match e {
             Effect::Submit(kind) => {
                 runner.submit(kind);
+            }
+            Effect::SubmitOn(kind, executor) => {
+                runner.submit_on(kind, executor);
+            }
+            Effect::SaveSlurm(settings) => {
+                let ws = workspace.clone();
+                let tx = senders.actions.clone();
+                tokio::task::spawn_blocking(move || {
+                    let Ok(mut w) = ws.lock() else { return };
+                    if let Err(e) = w.set_slurm(settings) {
+                        let _ = tx.send(Action::Notice(format!("Slurm settings not saved: {e}")));
+                    }
+                });
             }
             Effect::Cancel(id) => {
                 runner.cancel(id);

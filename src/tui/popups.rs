@@ -48,6 +48,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
         Popup::Sweep(form) => super::sweep_popup::form(f, app, area, form),
         Popup::SweepDecision(d) => super::sweep_popup::decision(f, app, area, d),
         Popup::FineTune(form) => super::finetune_popup::form(f, app, area, form),
+        Popup::Slurm(form) => super::slurm_form::draw(f, app, area, form),
         Popup::ConfirmQuit => {
             let r = centered(area, 52, 4);
             f.render_widget(Clear, r);

@@ -69,6 +69,8 @@ pub struct JobView {
     pub kind: Option<qsteer::jobs::JobKind>,
     /// A training job's loss curve and epoch scores, as they arrive.
     pub curve: Option<super::train_curve::TrainCurve>,
+    /// Its Slurm batch jobs, when it runs on the Slurm executor.
+    pub slurm: super::slurm_view::SlurmJobs,
 }
 
 impl JobView {
@@ -167,6 +169,7 @@ pub enum Popup {
     Sweep(super::sweep_form::SweepForm),
     SweepDecision(Box<super::sweep_decision::SweepDecision>),
     FineTune(super::finetune_form::FineTuneForm),
+    Slurm(super::slurm_form::SlurmForm),
     ConfirmQuit,
 }
 
@@ -218,6 +221,8 @@ pub struct App {
     pub layer_choices: super::layer_choice::LayerChoices,
     /// The workspace's saved external trainer command (the fine-tune dialog offers it).
     pub trainer_command: Option<String>,
+    /// Whether jobs can go to Slurm, its partitions and the workspace's Slurm settings.
+    pub slurm: super::run_on::SlurmSetup,
     /// The last sweep decision offered and not yet taken (`d` reopens it).
     pub pending_decision: Option<super::sweep_decision::SweepDecision>,
 }

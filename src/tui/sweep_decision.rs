@@ -317,8 +317,17 @@ fn confirm(app: &mut App, d: &mut SweepDecision) -> Vec<Effect> {
             app.popups.pop();
             app.pending_decision = None;
             app.focus = Pane::Jobs;
-            app.status = "sweep step 2 queued: channel pruning of the picked candidates".into();
-            vec![Effect::Submit(job)]
+            // Step 2 runs where the last dialog sent its jobs (the sweep's own choice).
+            let run_on = super::run_on::RunOn::from_app(app);
+            app.status = format!(
+                "sweep step 2 queued on {}: channel pruning of the picked candidates",
+                if run_on.slurm {
+                    "Slurm"
+                } else {
+                    "this machine"
+                }
+            );
+            super::run_on::submit(app, &run_on, vec![job])
         }
         Step::Cp => {
             let Some(row) = d

@@ -5,6 +5,7 @@
 
 use super::action::Action;
 use super::form;
+use super::run_on::{self, RunOn};
 use super::state::{App, Popup};
 use super::update::Effect;
 use qsteer::compress::sweep::default_cssvd;
@@ -26,10 +27,11 @@ pub enum Field {
     FineTune,
     Candidates,
     Calibration,
+    RunOn,
 }
 
 impl Field {
-    pub const ALL: [Field; 8] = [
+    pub const ALL: [Field; 9] = [
         Field::Target,
         Field::Cssvd(0),
         Field::Cssvd(1),
@@ -38,6 +40,7 @@ impl Field {
         Field::FineTune,
         Field::Candidates,
         Field::Calibration,
+        Field::RunOn,
     ];
 
     pub fn name(self) -> String {
@@ -48,6 +51,7 @@ impl Field {
             Field::FineTune => "fine-tune".into(),
             Field::Candidates => "candidates".into(),
             Field::Calibration => "calibration".into(),
+            Field::RunOn => "run on".into(),
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct SweepForm {
     pub calibration_size: usize,
     pub field: usize,
     pub fresh: bool,
+    /// Where the candidates are made.
+    pub run_on: RunOn,
 }
 
 /// Percent values of the default Cssvd for a target, padded with unused slots.
@@ -96,6 +102,7 @@ impl SweepForm {
             calibration_size: 200,
             field: 0,
             fresh: true,
+            run_on: RunOn::default(),
         }
     }
 
@@ -127,6 +134,7 @@ impl SweepForm {
             Field::FineTune => "none".into(),
             Field::Candidates => format!("{} (ratios k/{})", self.candidates, self.candidates),
             Field::Calibration => format!("{} samples", self.calibration_size),
+            Field::RunOn => self.run_on.text(),
         }
     }
 
@@ -191,6 +199,7 @@ impl form::Editable for SweepForm {
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }
+            Field::RunOn => self.run_on.toggle(),
         }
         self.follow_target();
     }
@@ -205,7 +214,7 @@ impl form::Editable for SweepForm {
             Field::MaxDrop => Some((&mut self.max_drop, DROP.1)),
             Field::Candidates => Some((&mut self.candidates, CANDIDATES.1)),
             Field::Calibration => Some((&mut self.calibration_size, form::CALIBRATION.1)),
-            Field::FineTune => None,
+            Field::FineTune | Field::RunOn => None,
         }
     }
 }
@@ -223,7 +232,9 @@ impl SweepForm {
 /// else on the current variant.
 pub fn open(app: &mut App) {
     let variant = form::dialog_variant(app);
-    app.popups.push(Popup::Sweep(SweepForm::new(variant)));
+    let mut form = SweepForm::new(variant);
+    form.run_on = RunOn::from_app(app);
+    app.popups.push(Popup::Sweep(form));
 }
 
 /// Why the dialog cannot launch now: no dataset, a quantized variant, or a bad number.
@@ -260,7 +271,8 @@ pub fn action(app: &mut App, form: &mut SweepForm, action: Action) -> Vec<Effect
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            return vec![Effect::Submit(form.job(&data, app.cores))];
+            let job = form.job(&data, app.cores);
+            return run_on::submit(app, &form.run_on, vec![job]);
         }
         _ => {}
     }

@@ -19,6 +19,10 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Submit(JobKind),
+    /// Queue a job on an executor (a dialog's "run on" field).
+    SubmitOn(JobKind, qsteer::jobs::Executor),
+    /// Store the Slurm settings in the workspace.
+    SaveSlurm(qsteer::jobs::SlurmSettings),
     Cancel(JobId),
     /// A job changed the workspace: re-read variants and results.
     ReloadWorkspace,
@@ -50,7 +54,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     // Data arriving from background reads applies whatever popup is open.
     let arrived = matches!(
         action,
-        Action::Notice(_) | Action::Compression(..) | Action::Analysis(..)
+        Action::Notice(_)
+            | Action::Compression(..)
+            | Action::Analysis(..)
+            | Action::SlurmPartitions(_)
     );
     if let Some(top) = app.popups.last().cloned().filter(|_| !arrived) {
         return popup_action(app, top, action);
@@ -205,6 +212,11 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::SweepDialog => sweep_form::open(app),
         Action::SweepDecision => sweep_decision::reopen(app),
         Action::FineTuneDialog => finetune_form::open(app),
+        Action::SlurmDialog => super::slurm_form::open(app),
+        Action::SlurmPartitions(found) => match found {
+            Ok(p) => app.slurm.partitions = p,
+            Err(e) => app.status = format!("Slurm partitions unknown (sinfo: {e})"),
+        },
         Action::Quit => {
             if app.active_jobs() > 0 {
                 app.popups.push(Popup::ConfirmQuit);
@@ -388,6 +400,13 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
             }
             effects
         }
+        Popup::Slurm(mut form) => {
+            let effects = super::slurm_form::action(app, &mut form, action);
+            if let Some(Popup::Slurm(slot)) = app.popups.last_mut() {
+                *slot = form;
+            }
+            effects
+        }
         Popup::Fix(mut form) => {
             let effects = fix_form::action(app, &mut form, action);
             if let Some(Popup::Fix(slot)) = app.popups.last_mut() {
@@ -508,6 +527,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                     log: vec![],
                     kind: Some(kind.clone()),
                     curve: None,
+                    slurm: Default::default(),
                 });
                 app.cursor[Pane::Jobs.index()] = app.jobs.len() - 1;
                 sweep_decision::job_queued(app, id, &kind);
@@ -537,6 +557,11 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 if j.log.len() > LOG_LINES_KEPT {
                     j.log.remove(0);
                 }
+            }
+        }
+        JobEvent::Partial { id, result } if result.get("slurm").is_some() => {
+            if let Some(j) = job_mut(app, id) {
+                j.slurm.take(&result);
             }
         }
         // A compress job's dictionary: the plan starts a grid (shown at once), entries fill it.

@@ -19,9 +19,11 @@ pub fn headless_args(
     cpus: Option<u32>,
 ) -> Result<Vec<String>> {
     let mut a = Args(Vec::new());
+    // Never more worker threads than the allocation's CPUs ("one per core": all of them).
     let threads = |t: usize| match (t, cpus) {
         (0, Some(n)) => n as usize,
-        (t, _) => t,
+        (t, Some(n)) => t.min(n as usize),
+        (t, None) => t,
     };
     match kind {
         JobKind::Compress {
@@ -181,6 +183,8 @@ impl Args {
     fn common(&mut self, workspace: &Path, variant: u32, data: &Path) {
         self.0.push(variant.to_string());
         self.flag("--workspace", workspace.display());
+        // The node starts in the workspace: a relative path would point elsewhere.
+        let data = std::path::absolute(data).unwrap_or_else(|_| data.to_path_buf());
         self.flag("--data", data.display());
     }
 }

@@ -69,6 +69,25 @@ fn tool(program: &str, args: &[String]) -> Result<String> {
     }
 }
 
+/// Whether Slurm's client (`sbatch`) is on the PATH: the app offers the Slurm executor
+/// only then.
+pub fn client_installed() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("sbatch").is_file()))
+}
+
+/// The cluster's partitions (`sinfo`), in its order; the default one's `*` mark dropped.
+pub fn partitions() -> Result<Vec<String>> {
+    let out = tool("sinfo", &["-h".into(), "-o".into(), "%P".into()])?;
+    let mut names: Vec<String> = Vec::new();
+    for name in out.lines().map(|l| l.trim().trim_end_matches('*')) {
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
 /// Submit a batch script; the Slurm job id.
 pub(crate) fn sbatch(script: &Path, extra_args: &[String]) -> Result<String> {
     let mut args = vec!["--parsable".to_string()];

@@ -8,6 +8,7 @@ mod command;
 mod ctl;
 
 pub use command::headless_args;
+pub use ctl::{client_installed, partitions};
 mod output;
 mod script;
 
@@ -69,6 +70,7 @@ pub(crate) fn run(
     write_atomic(&script, text.as_bytes())?;
     let slurm_id = ctl::sbatch(&script, &settings.extra_args)?;
     let submitted = Instant::now();
+    ctx.partial(json!({"slurm": {"job_id": slurm_id, "state": "PENDING"}}));
     ctx.log(format!(
         "slurm: submitted job {slurm_id} ({}); output {}",
         script.display(),
@@ -158,6 +160,14 @@ fn watch(
             if info.has_run() && queued_seconds.is_none() {
                 queued_seconds = Some(submitted.elapsed().as_secs_f64());
             }
+            // For the app's jobs pane: the Slurm id, state, node and queue time.
+            ctx.partial(json!({"slurm": {
+                "job_id": id,
+                "state": info.state,
+                "node": info.node,
+                "reason": info.reason,
+                "queued_seconds": queued_seconds,
+            }}));
         }
         last = info;
         if last.is_ended() {

@@ -77,9 +77,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 _ => String::new(),
             }
         };
+        let slurm = j
+            .slurm
+            .summary()
+            .map(|s| format!("[{s}] "))
+            .unwrap_or_default();
         let line = Line::from(vec![
             Span::styled(format!("{} ", status_icon(j)), t.fg(colour)),
             Span::styled(format!("#{} {} ", j.id, j.label), t.text()),
+            Span::styled(slurm, t.fg(t.accent)),
             Span::styled(format!("{progress} "), t.fg(t.bar)),
             Span::styled(clock(j.seconds()), t.dim()),
         ]);
