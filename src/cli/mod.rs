@@ -17,6 +17,7 @@ mod inspect;
 mod latency;
 mod quant_flags;
 mod quantsim;
+mod slurm_jobs;
 mod split_flags;
 mod sweep;
 mod table;
@@ -100,6 +101,8 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Measure a model's or variant's latency (median and p90 of timed runs)
     Latency(latency::LatencyArgs),
+    /// The workspace's Slurm jobs; --follow follows those not seen to end (after a restart)
+    SlurmJobs(slurm_jobs::SlurmJobsArgs),
     /// Fine-tune with backpropagation on the CPU (built-in trainer; a new variant)
     Finetune(finetune::FinetuneArgs),
     /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
@@ -141,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Compress(args)) => compress::run(args, &cli.common),
         Some(Command::Sweep(args)) => sweep::run(args, &cli.common),
         Some(Command::Latency(args)) => latency::run(args, &cli.common),
+        Some(Command::SlurmJobs(args)) => slurm_jobs::run(args, &cli.common),
         Some(Command::Finetune(args)) => finetune::run(args, &cli.common),
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),

@@ -208,6 +208,7 @@ fn run_body(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serde_json::Va
         JobKind::Qat { .. } => qat::run(ctx, workspace),
         JobKind::FixChain { .. } => chain::run(ctx, workspace),
         JobKind::Sweep { .. } => sweep::run(ctx, workspace),
+        JobKind::SlurmFollow { .. } => slurm::follow(ctx, workspace),
     }
 }
 

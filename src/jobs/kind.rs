@@ -242,6 +242,15 @@ pub enum JobKind {
         /// Worker threads; 0 means one per core.
         threads: usize,
     },
+    /// Follow a Slurm batch job an earlier run submitted (the app or CLI stopped before it
+    /// ended): its state and output to the end, then its result (the node's JSON).
+    SlurmFollow {
+        slurm_id: String,
+        /// File stem under `<workspace>/slurm/`.
+        stem: String,
+        /// The qsteer job that submitted it.
+        job: u64,
+    },
 }
 
 /// How far a sweep job goes.
@@ -404,6 +413,9 @@ impl JobKind {
                 settings.epochs, settings.lr
             ),
             JobKind::FoldBn { variant } => format!("fold-bn v{variant}"),
+            JobKind::SlurmFollow { slurm_id, job, .. } => {
+                format!("slurm {slurm_id} (of job #{job}, followed again)")
+            }
             JobKind::Cle {
                 variant,
                 relu6_to_relu,
@@ -453,6 +465,8 @@ impl JobKind {
             JobKind::FixChain { steps, .. } => steps.iter().any(ChainStep::needs_data),
             // Single-threaded weight arithmetic, well under a second on a ResNet-50.
             JobKind::FoldBn { .. } | JobKind::Cle { .. } | JobKind::Export { .. } => false,
+            // Waits on the cluster.
+            JobKind::SlurmFollow { .. } => false,
         }
     }
 }

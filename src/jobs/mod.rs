@@ -40,6 +40,7 @@ pub use kind::{JobId, JobKind, SweepStage};
 pub use runner::JobRunner;
 pub use slurm::{
     client_installed as slurm_client_installed, headless_args, partitions as slurm_partitions,
+    unfinished as unfinished_slurm_jobs,
 };
 
 use std::sync::{Mutex, MutexGuard};

@@ -184,6 +184,20 @@ async fn event_loop(
     // thread (a slow or unreachable slurmctld must not hold the app up).
     app.slurm.available = qsteer::jobs::slurm_client_installed();
     if app.slurm.available {
+        // Slurm jobs a previous run sent and did not see end: follow them to their end.
+        let unfinished = match workspace.lock() {
+            Ok(ws) => qsteer::jobs::unfinished_slurm_jobs(&ws),
+            Err(_) => vec![],
+        };
+        if !unfinished.is_empty() {
+            app.status = format!(
+                "following {} Slurm job(s) sent before the restart (jobs pane)",
+                unfinished.len()
+            );
+        }
+        for kind in unfinished {
+            runner.submit(kind);
+        }
         let tx = senders.actions.clone();
         tokio::task::spawn_blocking(move || {
             let found = qsteer::jobs::slurm_partitions().map_err(|e| e.to_string());

@@ -461,3 +461,71 @@ fn concurrent_slurm_jobs_adding_variants_lose_none() {
         .collect();
     check_writers(&ws, &docs);
 }
+
+#[test]
+fn a_slurm_job_whose_submitter_was_killed_is_followed_to_its_result() {
+    if !slurm_up("a_slurm_job_whose_submitter_was_killed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_digits(dir.path(), 40).display().to_string();
+    let model = sample_model("resnet_digits").display().to_string();
+    let ws = dir.path().join("ws");
+    let ws_arg = ws.display().to_string();
+    let err_file = dir.path().join("submit.err");
+    let mut submitter = qsteer(dir.path())
+        .args(["compress", &model, "--data", &data, "--workspace", &ws_arg])
+        .args(["--threads", "1", "--method", "ssvd", "--target", "0.6"])
+        .args([
+            "--executor",
+            "slurm",
+            "--cpus",
+            "1",
+            "--time",
+            "15",
+            "--json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    // Killed as soon as the job is submitted: nobody is following it now.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !fs::read_to_string(&err_file)
+        .unwrap_or_default()
+        .contains("slurm: submitted job")
+    {
+        assert!(Instant::now() < deadline, "never submitted");
+        assert!(
+            submitter.try_wait().unwrap().is_none(),
+            "the submitter ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    submitter.kill().unwrap();
+    submitter.wait().unwrap();
+    let before = Workspace::open(&ws).unwrap();
+    assert_eq!(before.file().slurm_jobs.len(), 1);
+    assert!(
+        ["PENDING", "RUNNING", "CONFIGURING"].contains(&before.file().slurm_jobs[0].state.as_str())
+    );
+
+    let follow = |extra: &[&str]| {
+        let mut a = vec!["slurm-jobs", "--workspace", &ws_arg, "--json"];
+        a.extend_from_slice(extra);
+        let (status, out, err) = qsteer_timed(dir.path(), &a, 600);
+        json_of(status, &out, &err)
+    };
+    let doc = follow(&["--follow"]);
+    let followed = doc["followed"].as_array().unwrap();
+    assert_eq!(followed.len(), 1, "{doc}");
+    let result = &followed[0]["result"];
+    assert_eq!(result["variant"], 1, "{doc}");
+    assert_eq!(result["slurm"]["state"], "COMPLETED");
+    assert_eq!(doc["slurm_jobs"][0]["state"], "COMPLETED");
+    let after = Workspace::open(&ws).unwrap();
+    assert!(after.variant(1).is_some(), "the node's variant is there");
+    // Nothing left to follow.
+    let again = follow(&["--follow"]);
+    assert_eq!(again["followed"].as_array().unwrap().len(), 0, "{again}");
+}

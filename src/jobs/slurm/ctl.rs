@@ -122,20 +122,25 @@ pub(crate) struct JobInfo {
     pub reason: String,
 }
 
+/// Whether a Slurm job state is an end (the job will not run again).
+pub(crate) fn state_is_final(state: &str) -> bool {
+    matches!(
+        state,
+        "COMPLETED"
+            | "FAILED"
+            | "CANCELLED"
+            | "TIMEOUT"
+            | "NODE_FAIL"
+            | "OUT_OF_MEMORY"
+            | "PREEMPTED"
+            | "BOOT_FAIL"
+            | "DEADLINE"
+    )
+}
+
 impl JobInfo {
     pub(crate) fn is_ended(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            "COMPLETED"
-                | "FAILED"
-                | "CANCELLED"
-                | "TIMEOUT"
-                | "NODE_FAIL"
-                | "OUT_OF_MEMORY"
-                | "PREEMPTED"
-                | "BOOT_FAIL"
-                | "DEADLINE"
-        )
+        state_is_final(&self.state)
     }
 
     pub(crate) fn has_run(&self) -> bool {

@@ -16,7 +16,7 @@ use super::exec::JobCtx;
 use super::lock;
 use crate::experiment::{now, SlurmJobEntry, Workspace};
 use crate::fsutil::write_atomic;
-use crate::jobs::SlurmSettings;
+use crate::jobs::{JobKind, SlurmSettings};
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::fs;
@@ -84,7 +84,7 @@ pub(crate) fn run(
         state: "PENDING".into(),
     };
     record(ctx, workspace, &entry);
-    let watched = watch(ctx, &slurm_id, &files, settings, submitted);
+    let watched = watch(ctx, &slurm_id, &files, settings, Some(submitted));
     if let Ok(w) = &watched {
         entry.state = w.info.state.clone();
         record(ctx, workspace, &entry);
@@ -95,6 +95,59 @@ pub(crate) fn run(
     }
     let w = watched?;
     finish(&files, &slurm_id, w)
+}
+
+/// Follow a Slurm job submitted by an earlier run (`JobKind::SlurmFollow`) to its end, as
+/// [`run`] would have: its output into the log, its state recorded, the workspace
+/// reloaded, the node's summary (or the failure) as the result.
+pub(crate) fn follow(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+    let JobKind::SlurmFollow {
+        slurm_id,
+        stem,
+        job,
+    } = ctx.kind
+    else {
+        return Err(Error::runtime(
+            "the Slurm follower was handed another kind of job",
+        ));
+    };
+    let (ws_dir, settings, entry) = {
+        let ws = lock(workspace);
+        let entry = (ws.file().slurm_jobs.iter())
+            .find(|j| &j.slurm_id == slurm_id)
+            .cloned();
+        (ws.dir().to_path_buf(), ws.settings().slurm.clone(), entry)
+    };
+    let files = Files {
+        dir: ws_dir.join("slurm"),
+        stem: stem.clone(),
+    };
+    ctx.log(format!(
+        "slurm: following job {slurm_id} again (submitted by job #{job}; output {})",
+        files.path("out").display()
+    ));
+    let watched = watch(ctx, slurm_id, &files, &settings, None);
+    if let (Ok(w), Some(mut entry)) = (&watched, entry) {
+        entry.state = w.info.state.clone();
+        record(ctx, workspace, &entry);
+    }
+    if let Err(e) = lock(workspace).reload() {
+        ctx.log(format!("warning: could not reload the workspace: {e}"));
+    }
+    finish(&files, slurm_id, watched?)
+}
+
+/// The Slurm jobs of the workspace not seen to end: what a restarted app or
+/// `qsteer slurm-jobs --follow` follows again.
+pub fn unfinished(ws: &Workspace) -> Vec<JobKind> {
+    (ws.file().slurm_jobs.iter())
+        .filter(|j| !ctl::state_is_final(&j.state))
+        .map(|j| JobKind::SlurmFollow {
+            slurm_id: j.slurm_id.clone(),
+            stem: j.stem.clone(),
+            job: j.job,
+        })
+        .collect()
 }
 
 /// The job's end as the watch loop saw it.
@@ -113,7 +166,7 @@ fn watch(
     id: &str,
     files: &Files,
     settings: &SlurmSettings,
-    submitted: Instant,
+    submitted: Option<Instant>,
 ) -> Result<Watched> {
     let interval = Duration::from_secs_f64(settings.poll_seconds.unwrap_or(2.0).clamp(0.1, 600.0));
     let mut follower = output::Follower::new(files.path("out"));
@@ -157,8 +210,8 @@ fn watch(
                 format!(" ({})", info.reason)
             };
             ctx.log(format!("slurm: job {id} {}{node}{reason}", info.state));
-            if info.has_run() && queued_seconds.is_none() {
-                queued_seconds = Some(submitted.elapsed().as_secs_f64());
+            if let Some(s) = submitted.filter(|_| info.has_run() && queued_seconds.is_none()) {
+                queued_seconds = Some(s.elapsed().as_secs_f64());
             }
             // For the app's jobs pane: the Slurm id, state, node and queue time.
             ctx.partial(json!({"slurm": {
@@ -287,5 +340,47 @@ fn record(ctx: &JobCtx, workspace: &Mutex<Workspace>, entry: &SlurmJobEntry) {
         ctx.log(format!(
             "warning: could not store the Slurm job id in the workspace: {e}"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Model;
+
+    /// A restarted app follows again exactly the jobs it did not see end.
+    #[test]
+    fn jobs_not_seen_to_end_are_followed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/mbv2_digits.onnx");
+        let model = Model::load(&sample).unwrap();
+        let mut ws = Workspace::open_or_create(dir.path(), &model, "mbv2_digits").unwrap();
+        for (n, state) in ["PENDING", "COMPLETED", "RUNNING", "TIMEOUT", ""]
+            .iter()
+            .enumerate()
+        {
+            ws.record_slurm_job(SlurmJobEntry {
+                job: n as u64,
+                slurm_id: format!("{}", 100 + n),
+                stem: format!("job-{n}"),
+                submitted: 0,
+                state: state.to_string(),
+            })
+            .unwrap();
+        }
+        let ids: Vec<String> = unfinished(&ws)
+            .into_iter()
+            .map(|k| match k {
+                JobKind::SlurmFollow { slurm_id, .. } => slurm_id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, ["100", "102", "104"]);
+        assert!(!JobKind::SlurmFollow {
+            slurm_id: "1".into(),
+            stem: "s".into(),
+            job: 0
+        }
+        .is_heavy());
     }
 }
