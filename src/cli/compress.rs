@@ -60,6 +60,10 @@ pub struct CompressArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub executor: ExecutorFlags,
+    /// Only fill share I of N of the greedy dictionary into the workspace's cache (what a
+    /// Slurm array task runs); no variant is made
+    #[arg(long, hide = true, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
 fn parse_method(s: &str) -> std::result::Result<Method, String> {
@@ -126,6 +130,9 @@ pub(crate) fn job(args: &CompressArgs, common: &Common) -> Result<(Target, JobKi
 }
 
 pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
+    if let Some(shard) = &args.shard {
+        return run_shard(&args, shard, common);
+    }
     let (target, kind, executor) = job(&args, common)?;
     let summary = run_headless_on(target.workspace.clone(), kind, common, executor)?;
     finish_child_job(
@@ -135,6 +142,28 @@ pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
         common,
         print_table,
     )
+}
+
+/// `--shard I/N`: one share of the dictionary, here; its report as the JSON document.
+fn run_shard(args: &CompressArgs, shard: &str, common: &Common) -> Result<()> {
+    let shard = qsteer::compress::greedy::dictionary::Shard::parse(shard)?;
+    let (target, kind, executor) = job(args, common)?;
+    if executor != Executor::Local {
+        return Err(Error::input(
+            "--shard runs here (it is what a Slurm array task runs)",
+        ));
+    }
+    let cancel = qsteer::cancel::CancelToken::new();
+    let doc =
+        qsteer::jobs::fill_greedy_share(&target.workspace, &kind, shard, &cancel, &|d, t| {
+            if common.progress == super::Progress::Jsonl {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"progress": {"done": d, "total": t}})
+                );
+            }
+        })?;
+    super::print_json(&doc)
 }
 
 fn pct(v: &Value) -> String {

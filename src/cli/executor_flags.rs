@@ -45,6 +45,13 @@ pub struct ExecutorFlags {
     /// The qsteer binary the node runs (default: this one)
     #[arg(long)]
     pub slurm_binary: Option<PathBuf>,
+    /// Greedy selection: fill the eval-score dictionary with a Slurm array job of N tasks
+    /// first, each evaluating its share of the layer × ratio entries
+    #[arg(long, value_name = "N")]
+    pub array_tasks: Option<u32>,
+    /// At most this many array tasks at once
+    #[arg(long, value_name = "T")]
+    pub array_throttle: Option<u32>,
 }
 
 impl ExecutorFlags {
@@ -61,17 +68,24 @@ impl ExecutorFlags {
             extra_args: self.slurm_args.clone(),
             binary: self.slurm_binary.clone(),
             poll_seconds: None,
+            array_tasks: self.array_tasks,
+            array_throttle: self.array_throttle,
         };
         match self.executor {
             ExecutorArg::Slurm => {
                 if self.cpus == Some(0) {
                     return Err(Error::input("--cpus must be at least 1"));
                 }
+                if self.array_tasks == Some(0) || self.array_throttle == Some(0) {
+                    return Err(Error::input(
+                        "--array-tasks and --array-throttle must be at least 1",
+                    ));
+                }
                 Ok(Executor::Slurm(settings.or(defaults)))
             }
             ExecutorArg::Local if settings != SlurmSettings::default() => Err(Error::input(
-                "--partition, --time, --cpus, --mem, --gres, --account, --slurm-arg and \
-                 --slurm-binary need --executor slurm",
+                "--partition, --time, --cpus, --mem, --gres, --account, --slurm-arg, \
+                 --slurm-binary, --array-tasks and --array-throttle need --executor slurm",
             )),
             ExecutorArg::Local => Ok(Executor::Local),
         }

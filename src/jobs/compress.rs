@@ -9,9 +9,10 @@ use super::kind::JobKind;
 use super::latency::{known_or_measured, measure_variant};
 use super::lock;
 use crate::compress::build::{build_compressor, reconstruct_outcome, CompressorSpec};
+use crate::compress::greedy::dictionary::Shard;
 use crate::compress::greedy::{
-    candidates as candidate_ratios, check_target, select_greedy, select_manual, GreedyEvent,
-    GreedyRequest,
+    candidates as candidate_ratios, check_target, fill_share, select_greedy, select_manual,
+    GreedyEvent, GreedyRequest,
 };
 use crate::compress::record::CompressionRecord;
 use crate::compress::scorer::ModelScorer;
@@ -73,11 +74,8 @@ pub(crate) fn compress_one(
         pin,
         exclude,
         candidates,
-        selection,
         reconstruct,
-        calibration_size,
-        seed,
-        threads,
+        ..
     } = ctx.kind
     else {
         return Err(Error::runtime(
@@ -103,38 +101,22 @@ pub(crate) fn compress_one(
         }
     }
     let started = Instant::now();
-    let (path, ws_dir) = {
-        let ws = lock(workspace);
-        (
-            float_variant_path(&ws, *variant, "compression")?,
-            ws.dir().to_path_buf(),
-        )
-    };
-    let model = Model::load(&path)?;
-    let mut options = RunOptions::default();
-    if *threads > 0 {
-        options.threads = *threads;
-    }
-    let eval = select_samples(data, Subset::Evaluation, *calibration_size, *seed)?;
-    let spec = CompressorSpec {
-        method: *method,
-        sample_shapes: sample_shapes(&eval.data),
-        selection: selection.clone(),
-        data: data.clone(),
-        calibration_size: *calibration_size,
-        seed: *seed,
-        options,
-    };
-    let compressor = factory(&spec)?;
+    let Setup {
+        model,
+        ws_dir,
+        spec,
+        compressor,
+        scorer,
+        split,
+        samples,
+    } = setup(workspace, ctx.kind, factory, ctx.cancel)?;
+    let options = spec.options;
     ctx.log(format!(
-        "{} of v{variant} on {} evaluation samples from {}, {} threads",
+        "{} of v{variant} on {samples} evaluation samples from {}, {} threads",
         ctx.kind.label(),
-        eval.data.len(),
         data.display(),
         options.threads
     ));
-    let split = eval.split.clone();
-    let scorer = ModelScorer::new(&model, eval.data, options, ctx.cancel)?;
     let cache_dir = ws_dir.join("cache");
     let selected = match (target, ratios) {
         (Some(t), _) => {
@@ -252,6 +234,123 @@ pub(crate) fn compress_one(
     summary["parent_latency_ms"] = json!(parent_latency.median_ms);
     summary["latency_ratio"] = json!(latency.median_ms / parent_latency.median_ms.max(1e-9));
     Ok(Compressed { id, summary })
+}
+
+/// What a compress job works with: the parent model and its workspace, the compressor,
+/// and the scorer on the evaluation samples.
+struct Setup {
+    model: Model,
+    ws_dir: std::path::PathBuf,
+    spec: CompressorSpec,
+    compressor: Box<dyn LayerCompressor>,
+    scorer: ModelScorer,
+    split: Option<crate::data::SplitInfo>,
+    samples: usize,
+}
+
+fn setup(
+    workspace: &Mutex<Workspace>,
+    kind: &JobKind,
+    factory: Factory,
+    cancel: &crate::cancel::CancelToken,
+) -> Result<Setup> {
+    let JobKind::Compress {
+        variant,
+        data,
+        method,
+        selection,
+        calibration_size,
+        seed,
+        threads,
+        ..
+    } = kind
+    else {
+        return Err(Error::runtime(
+            "the compress job was handed another kind of job",
+        ));
+    };
+    let (path, ws_dir) = {
+        let ws = lock(workspace);
+        (
+            float_variant_path(&ws, *variant, "compression")?,
+            ws.dir().to_path_buf(),
+        )
+    };
+    let model = Model::load(&path)?;
+    let mut options = RunOptions::default();
+    if *threads > 0 {
+        options.threads = *threads;
+    }
+    let eval = select_samples(data, Subset::Evaluation, *calibration_size, *seed)?;
+    let spec = CompressorSpec {
+        method: *method,
+        sample_shapes: sample_shapes(&eval.data),
+        selection: selection.clone(),
+        data: data.clone(),
+        calibration_size: *calibration_size,
+        seed: *seed,
+        options,
+    };
+    let compressor = factory(&spec)?;
+    let samples = eval.data.len();
+    let split = eval.split.clone();
+    let scorer = ModelScorer::new(&model, eval.data, options, cancel)?;
+    Ok(Setup {
+        model,
+        ws_dir,
+        spec,
+        compressor,
+        scorer,
+        split,
+        samples,
+    })
+}
+
+/// One share of a greedy compress job's eval-score dictionary, computed into the
+/// workspace's cache (a Slurm array task runs this; the compress job that follows finds
+/// the entries there). `progress(done, total)` counts the dictionary's positions.
+pub fn fill_greedy_share(
+    workspace: &Mutex<Workspace>,
+    kind: &JobKind,
+    shard: Shard,
+    cancel: &crate::cancel::CancelToken,
+    progress: &dyn Fn(usize, usize),
+) -> Result<Value> {
+    let JobKind::Compress {
+        target: Some(target),
+        candidates,
+        pin,
+        exclude,
+        ..
+    } = kind
+    else {
+        return Err(Error::input(
+            "--shard fills a greedy selection's dictionary: give --target, not --ratios",
+        ));
+    };
+    let s = setup(workspace, kind, &build_compressor, cancel)?;
+    let settings = s.spec.settings_key();
+    let cache_dir = s.ws_dir.join("cache");
+    let req = GreedyRequest {
+        model: &s.model,
+        compressor: s.compressor.as_ref(),
+        scorer: &s.scorer,
+        target: *target,
+        candidates: *candidates,
+        pin,
+        exclude,
+        cache_dir: Some(&cache_dir),
+        settings: &settings,
+    };
+    let report = fill_share(&req, shard, cancel, &|ev| {
+        if let GreedyEvent::Progress { done, total, .. } = ev {
+            progress(done, total)
+        }
+    })?;
+    Ok(json!({
+        "shard": format!("{}/{}", shard.index, shard.count),
+        "dictionary": report,
+    }))
 }
 
 /// Run the greedy selection, reporting progress, and each dictionary entry as a log line

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "executor")]
+// One per queued job, moved rarely: boxing the settings would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Executor {
     #[default]
     Local,
@@ -54,6 +56,13 @@ pub struct SlurmSettings {
     /// Seconds between two looks at the job's state (default 2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_seconds: Option<f64>,
+    /// A greedy compress job's eval-score dictionary is first filled by a Slurm array job
+    /// of this many tasks, each evaluating its share of the layer × ratio entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub array_tasks: Option<u32>,
+    /// At most this many of the array's tasks run at once (`--array=…%T`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub array_throttle: Option<u32>,
 }
 
 impl SlurmSettings {
@@ -75,6 +84,8 @@ impl SlurmSettings {
             },
             binary: self.binary.or(d.binary),
             poll_seconds: self.poll_seconds.or(d.poll_seconds),
+            array_tasks: self.array_tasks.or(d.array_tasks),
+            array_throttle: self.array_throttle.or(d.array_throttle),
         }
     }
 }

@@ -31,6 +31,7 @@ mod sweep_rows;
 mod sweep_slurm;
 
 pub use chain::{check_chain, ChainStep, StepInputs};
+pub use compress::fill_greedy_share;
 pub use event::JobEvent;
 pub use exec::{run_job_blocking, run_job_blocking_with, run_job_headless, Headless};
 pub use executor::{Executor, SlurmSettings};

@@ -86,5 +86,8 @@ pub fn settings_text(s: &SlurmSettings) -> String {
     if let Some(g) = &s.gres {
         parts.push(g.clone());
     }
+    if let Some(n) = s.array_tasks.filter(|&n| n >= 2) {
+        parts.push(format!("dictionary ×{n}"));
+    }
     parts.join(" · ")
 }

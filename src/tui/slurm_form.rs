@@ -20,6 +20,7 @@ const MINUTES_MAX: usize = 43_200;
 const MEM_GB_MAX: usize = 16_384;
 /// GPU counts offered (0: none).
 const GPUS: [usize; 5] = [0, 1, 2, 4, 8];
+const ARRAY_MAX: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -28,15 +29,17 @@ pub enum Field {
     Minutes,
     MemGb,
     Gpus,
+    ArrayTasks,
 }
 
 impl Field {
-    pub const ALL: [Field; 5] = [
+    pub const ALL: [Field; 6] = [
         Field::Partition,
         Field::Cpus,
         Field::Minutes,
         Field::MemGb,
         Field::Gpus,
+        Field::ArrayTasks,
     ];
 
     fn name(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Field {
             Field::Minutes => "time limit",
             Field::MemGb => "memory",
             Field::Gpus => "GPUs",
+            Field::ArrayTasks => "dictionary",
         }
     }
 }
@@ -61,6 +65,9 @@ pub struct SlurmForm {
     pub mem_gb: usize,
     /// Index into [`GPUS`].
     pub gpus: usize,
+    /// A greedy compress job's dictionary filled by an array job of this many tasks first
+    /// (0 or 1: by the compress job itself).
+    pub array_tasks: usize,
     /// Fields this dialog does not edit (account, extra arguments, binary), kept as they are.
     pub rest: SlurmSettings,
     pub field: usize,
@@ -120,6 +127,7 @@ impl SlurmForm {
             minutes: settings.time.as_deref().and_then(minutes).unwrap_or(0),
             mem_gb,
             gpus,
+            array_tasks: settings.array_tasks.unwrap_or(0) as usize,
             rest: settings.clone(),
             field: 0,
             fresh: true,
@@ -142,6 +150,7 @@ impl SlurmForm {
                 .and_then(|i| self.partitions.get(i).cloned()),
             cpus: some(self.cpus).map(|c| c as u32),
             time: some(self.minutes).map(|m| m.to_string()),
+            array_tasks: (self.array_tasks >= 2).then_some(self.array_tasks as u32),
             mem: match some(self.mem_gb) {
                 Some(g) => Some(format!("{g}G")),
                 None => rest.mem.clone().filter(|m| mem_gb(m).is_none()),
@@ -171,6 +180,8 @@ impl SlurmForm {
                 0 => "none".into(),
                 n => format!("{n} (--gres gpu:{n})"),
             },
+            Field::ArrayTasks if self.array_tasks < 2 => "filled by the compress job".into(),
+            Field::ArrayTasks => format!("filled first by an array of {} tasks", self.array_tasks),
         }
     }
 }
@@ -190,6 +201,15 @@ impl form::Editable for SlurmForm {
             Field::Minutes => self.minutes = form::step(self.minutes, delta * 5, 0, MINUTES_MAX),
             Field::MemGb => self.mem_gb = form::step(self.mem_gb, delta, 0, MEM_GB_MAX),
             Field::Gpus => self.gpus = form::step(self.gpus, delta, 0, GPUS.len() - 1),
+            Field::ArrayTasks => {
+                // 0 and 1 both mean "no array": skip 1.
+                let next = form::step(self.array_tasks, delta, 0, ARRAY_MAX);
+                self.array_tasks = match (next, delta > 0) {
+                    (1, true) => 2,
+                    (1, false) => 0,
+                    (n, _) => n,
+                }
+            }
         }
     }
 
@@ -198,6 +218,7 @@ impl form::Editable for SlurmForm {
             Field::Cpus => Some((&mut self.cpus, CPUS_MAX)),
             Field::Minutes => Some((&mut self.minutes, MINUTES_MAX)),
             Field::MemGb => Some((&mut self.mem_gb, MEM_GB_MAX)),
+            Field::ArrayTasks => Some((&mut self.array_tasks, ARRAY_MAX)),
             _ => None,
         }
     }

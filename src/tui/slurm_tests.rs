@@ -96,6 +96,9 @@ fn the_settings_dialog_edits_and_saves_the_slurm_settings() {
     update(&mut app, Action::Char('4')); // 4 GB
     update(&mut app, Action::Down);
     update(&mut app, Action::Right); // 1 GPU
+    update(&mut app, Action::Down);
+    update(&mut app, Action::Right); // the dictionary by an array of 2 tasks
+    update(&mut app, Action::Right); // 3
     let effects = update(&mut app, Action::Confirm);
     let want = SlurmSettings {
         partition: Some("gpu".into()),
@@ -103,6 +106,7 @@ fn the_settings_dialog_edits_and_saves_the_slurm_settings() {
         time: Some("90".into()),
         mem: Some("4G".into()),
         gres: Some("gpu:1".into()),
+        array_tasks: Some(3),
         ..Default::default()
     };
     assert_eq!(effects, vec![Effect::SaveSlurm(want.clone())]);
@@ -110,7 +114,7 @@ fn the_settings_dialog_edits_and_saves_the_slurm_settings() {
     assert!(app.popups.is_empty());
     assert!(
         app.status
-            .contains("partition gpu · 8 CPUs · 90 min · 4G · gpu:1"),
+            .contains("partition gpu · 8 CPUs · 90 min · 4G · gpu:1 · dictionary ×3"),
         "{}",
         app.status
     );

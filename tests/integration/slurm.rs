@@ -78,9 +78,14 @@ fn json_of(status: std::process::ExitStatus, out: &str, err: &str) -> Value {
 }
 
 /// The command `args` on the 40 + 40 digits and the sample ResNet, once here and once with
-/// `--executor slurm`, each on its own workspace: (local JSON, Slurm JSON, Slurm stderr,
-/// Slurm workspace).
-fn local_and_slurm(dir: &Path, command: &str, args: &[&str]) -> (Value, Value, String, String) {
+/// `--executor slurm` and `slurm_args`, each on its own workspace: (local JSON, Slurm JSON,
+/// Slurm stderr, Slurm workspace).
+fn local_and_slurm(
+    dir: &Path,
+    command: &str,
+    args: &[&str],
+    slurm_args: &[&str],
+) -> (Value, Value, String, String) {
     let data = small_digits(dir, 40).display().to_string();
     let model = sample_model("resnet_digits").display().to_string();
     let run = |ws: &str, extra: &[&str]| {
@@ -95,7 +100,7 @@ fn local_and_slurm(dir: &Path, command: &str, args: &[&str]) -> (Value, Value, S
     let slurm_ws = dir.join("slurm").display().to_string();
     let (local, _) = run(&local_ws, &[]);
     let slurm = ["--executor", "slurm", "--cpus", "1", "--time", "15"];
-    let (remote, err) = run(&slurm_ws, &slurm);
+    let (remote, err) = run(&slurm_ws, &[&slurm[..], slurm_args].concat());
     (local, remote, err, slurm_ws)
 }
 
@@ -109,6 +114,7 @@ fn compress_through_slurm_records_the_same_variant_as_a_local_run() {
         dir.path(),
         "compress",
         &["--method", "ssvd", "--target", "0.6"],
+        &[],
     );
     let local_ws = dir.path().join("local").display().to_string();
     assert_eq!(remote["variant"], 1, "{remote}");
@@ -189,6 +195,7 @@ fn a_sweep_through_slurm_makes_the_decision_tables_of_a_local_sweep() {
             "--max-drop",
             "50",
         ],
+        &[],
     );
     for stage in ["ssvd", "cp"] {
         let (l, r) = (decision_rows(&local, stage), decision_rows(&remote, stage));
@@ -528,4 +535,32 @@ fn a_slurm_job_whose_submitter_was_killed_is_followed_to_its_result() {
     // Nothing left to follow.
     let again = follow(&["--follow"]);
     assert_eq!(again["followed"].as_array().unwrap().len(), 0, "{again}");
+}
+
+#[test]
+fn an_array_job_fills_the_dictionary_and_the_compress_job_computes_nothing_more() {
+    if !slurm_up("an_array_job_fills_the_dictionary") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--method", "ssvd", "--target", "0.6"];
+    let array = ["--array-tasks", "3", "--array-throttle", "2"];
+    let (local, remote, err, slurm_ws) = local_and_slurm(dir.path(), "compress", &args, &array);
+    assert!(err.contains("slurm: submitted array job"), "{err}");
+    for k in ["mac_ratio", "ratios", "accuracy"] {
+        assert_eq!(remote[k], local[k], "{k}");
+    }
+    // Every entry came from the array's shares.
+    assert!(local["evaluations"].as_u64().unwrap() > 0);
+    assert_eq!(remote["evaluations"], 0, "{remote}");
+    let ws = Workspace::open(Path::new(&slurm_ws)).unwrap();
+    let jobs = &ws.file().slurm_jobs;
+    assert_eq!(jobs.len(), 2, "the array and the compress job: {jobs:?}");
+    assert!(jobs[0].stem.ends_with("-array"));
+    assert!(jobs.iter().all(|j| j.state == "COMPLETED"), "{jobs:?}");
+    for task in 0..3 {
+        let part = Path::new(&slurm_ws).join(format!("slurm/{}-{task}.json", jobs[0].stem));
+        let doc: Value = serde_json::from_slice(&fs::read(&part).unwrap()).unwrap();
+        assert_eq!(doc["shard"], format!("{task}/3"));
+    }
 }

@@ -1,7 +1,9 @@
 //! The eval-score dictionary: for each searched layer and candidate ratio, the score with
 //! only that layer compressed and the whole model's MACs after. It lives in the workspace's
 //! `cache/greedy-<key>.json`, written atomically after every entry, so a killed run resumes
-//! where it stopped and a later run with another target reuses it.
+//! where it stopped and a later run with another target reuses it. The tasks of a Slurm
+//! array job each fill a share of it into their own `greedy-<key>.part-<i>.json` (one
+//! writer per file); reading merges the main file and every part of the same key.
 
 use crate::compress::scorer::Metric;
 use crate::compress::Method;
@@ -63,6 +65,38 @@ struct DictionaryFile {
     entries: Vec<Entry>,
 }
 
+/// One of `count` shares of a dictionary: the entries whose index in (layer, candidate)
+/// order is `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// `I/N`, e.g. `3/8` (tasks counted from 0).
+    pub fn parse(text: &str) -> Result<Shard> {
+        let bad = || {
+            crate::Error::input(format!(
+                "--shard {text}: expected I/N with 0 ≤ I < N, e.g. 3/8"
+            ))
+        };
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    pub fn owns(&self, position: usize) -> bool {
+        position % self.count == self.index
+    }
+}
+
 /// The dictionary of one key, backed by its cache file (none: in memory only).
 pub struct Dictionary {
     path: Option<PathBuf>,
@@ -78,23 +112,62 @@ impl Dictionary {
     /// The dictionary for `header`, with the entries of an earlier run if `cache_dir` holds
     /// one of the same key. An unreadable or foreign file starts afresh (it is a cache).
     pub fn open(cache_dir: Option<&Path>, header: DictionaryHeader) -> Dictionary {
+        Dictionary::open_for(cache_dir, header, None)
+    }
+
+    /// As [`open`](Self::open), writing to the shard's own part file when `shard` is set.
+    /// Entries come from the main file and every part of the key, each (layer, ratio) once.
+    pub fn open_for(
+        cache_dir: Option<&Path>,
+        header: DictionaryHeader,
+        shard: Option<Shard>,
+    ) -> Dictionary {
         let key = header.key();
-        let path = cache_dir.map(|d| d.join(format!("greedy-{}.json", &key[..16])));
-        let entries = path
-            .as_deref()
-            .and_then(|p| std::fs::read(p).ok())
-            .and_then(|bytes| serde_json::from_slice::<DictionaryFile>(&bytes).ok())
-            .filter(|f| f.key == key)
-            .map(|f| f.entries)
-            .unwrap_or_default();
-        Dictionary {
+        let stem = format!("greedy-{}", &key[..16]);
+        let path = cache_dir.map(|d| match shard {
+            None => d.join(format!("{stem}.json")),
+            Some(s) => d.join(format!("{stem}.part-{}.json", s.index)),
+        });
+        let mut dict = Dictionary {
             path,
             file: DictionaryFile {
-                key,
+                key: key.clone(),
                 header,
-                entries,
+                entries: vec![],
             },
+        };
+        let Some(dir) = cache_dir else {
+            return dict;
+        };
+        let part_prefix = format!("{stem}.part-");
+        let mut files = vec![dir.join(format!("{stem}.json"))];
+        if let Ok(listing) = std::fs::read_dir(dir) {
+            let mut parts: Vec<PathBuf> = listing
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&part_prefix) && n.ends_with(".json"))
+                })
+                .collect();
+            parts.sort();
+            files.extend(parts);
         }
+        for file in files {
+            let entries = std::fs::read(&file)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<DictionaryFile>(&bytes).ok())
+                .filter(|f| f.key == key)
+                .map(|f| f.entries)
+                .unwrap_or_default();
+            for e in entries {
+                if dict.get(&e.layer, e.ratio).is_none() {
+                    dict.file.entries.push(e);
+                }
+            }
+        }
+        dict
     }
 
     pub fn key(&self) -> &str {

@@ -15,7 +15,7 @@ use crate::compress::scorer::ModelScorer;
 use crate::compress::{CompressOutcome, LayerCompressor, LayerRatios};
 use crate::model::Model;
 use crate::{Error, Result};
-use dictionary::{Dictionary, DictionaryHeader, Entry};
+use dictionary::{Dictionary, DictionaryHeader, Entry, Shard};
 use plan::{manual_ratios, plan, LayerPlan};
 use search::{SearchInput, SearchResult};
 use serde::{Deserialize, Serialize};
@@ -136,7 +136,7 @@ pub fn select_greedy(
         let p = req.compressor.apply(req.model, &plan.pinned, cancel)?;
         p.macs_before.saturating_sub(p.macs_after)
     };
-    let (dict, report) = fill(req, &plan.searched, &candidates, cancel, events)?;
+    let (dict, report) = fill(req, &plan.searched, &candidates, None, cancel, events)?;
     let entries: Vec<Entry> = dict
         .entries()
         .iter()
@@ -171,11 +171,34 @@ pub fn select_greedy(
     })
 }
 
-/// Evaluate every (layer, candidate) not in the cache yet, saving after each.
+/// Fill one share of the dictionary into the shard's part file (a Slurm array task): no
+/// search, no compressed model. The run that selects finds these entries in the cache.
+pub fn fill_share(
+    req: &GreedyRequest,
+    shard: Shard,
+    cancel: &CancelToken,
+    events: &dyn Fn(GreedyEvent),
+) -> Result<DictionaryReport> {
+    let candidates = candidates(req.candidates)?;
+    let plan = plan(req.compressor, req.model, req.pin, req.exclude)?;
+    let (_, report) = fill(
+        req,
+        &plan.searched,
+        &candidates,
+        Some(shard),
+        cancel,
+        events,
+    )?;
+    Ok(report)
+}
+
+/// Evaluate every (layer, candidate) not in the cache yet (only the shard's share, when
+/// one is given), saving after each.
 fn fill(
     req: &GreedyRequest,
     layers: &[String],
     candidates: &[f64],
+    shard: Option<Shard>,
     cancel: &CancelToken,
     events: &dyn Fn(GreedyEvent),
 ) -> Result<(Dictionary, DictionaryReport)> {
@@ -189,7 +212,7 @@ fn fill(
         dataset_fingerprint: req.scorer.data().fingerprint(),
     };
     let baseline = req.scorer.value(req.scorer.parent_score());
-    let mut dict = Dictionary::open(req.cache_dir, header);
+    let mut dict = Dictionary::open_for(req.cache_dir, header, shard);
     events(GreedyEvent::Plan {
         layers,
         candidates,
@@ -205,6 +228,10 @@ fn fill(
                 total,
                 what: &what,
             });
+            let position = li * candidates.len() + ci;
+            if shard.is_some_and(|s| !s.owns(position)) {
+                continue;
+            }
             if let Some(e) = dict.get(layer, ratio) {
                 reused += 1;
                 events(GreedyEvent::Entry {

@@ -205,3 +205,45 @@ fn manual_ratios_are_applied_as_given() {
         .to_string();
     assert!(e.contains("layer1.conv1") && e.contains("(0, 1]"), "{e}");
 }
+
+/// Array tasks fill disjoint shares into their own part files; the selection after them
+/// finds every entry (computes none) and chooses what a plain run chooses.
+#[test]
+fn shares_filled_apart_make_the_dictionary_a_plain_run_makes() {
+    use super::dictionary::Shard;
+    let (model, double, scorer) = setup();
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = select_greedy(
+        &request(&model, &double, &scorer, 0.6, 3, plain_dir.path()),
+        &CancelToken::new(),
+        &|_| {},
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(&model, &double, &scorer, 0.6, 3, dir.path());
+    let mut computed = 0;
+    for index in 0..3 {
+        let shard = Shard { index, count: 3 };
+        let report = fill_share(&req, shard, &CancelToken::new(), &|_| {}).unwrap();
+        computed += report.computed;
+        assert!(dir
+            .path()
+            .join(format!("greedy-{}.part-{index}.json", &report.key[..16]))
+            .is_file());
+    }
+    assert_eq!(computed, plain.dictionary.computed, "each entry once");
+    let after = select_greedy(&req, &CancelToken::new(), &|_| {}).unwrap();
+    assert_eq!(after.dictionary.computed, 0);
+    assert_eq!(after.dictionary.reused, plain.dictionary.computed);
+    assert_eq!(after.ratios, plain.ratios);
+
+    for (text, want) in [
+        ("2/8", Some((2, 8))),
+        ("8/8", None),
+        ("x", None),
+        ("1/0", None),
+    ] {
+        let got = Shard::parse(text).ok().map(|s| (s.index, s.count));
+        assert_eq!(got, want, "{text}");
+    }
+}

@@ -109,6 +109,22 @@ pub(crate) fn scancel(id: &str) -> Result<()> {
     tool("scancel", &[id.to_string()]).map(|_| ())
 }
 
+/// The states of an array job's tasks still queued or running (`squeue -r`); empty once
+/// every task has ended.
+pub(crate) fn array_tasks_left(id: &str) -> Result<Vec<String>> {
+    let args = ["-h", "-r", "-j", id, "-o", "%T"].map(String::from);
+    match tool("squeue", &args) {
+        Ok(text) => Ok(text
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()),
+        // Slurm forgot the job: every task has long ended.
+        Err(e) if e.to_string().contains("Invalid job id") => Ok(vec![]),
+        Err(e) => Err(e),
+    }
+}
+
 /// A job as Slurm reports it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct JobInfo {

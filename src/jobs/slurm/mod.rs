@@ -58,6 +58,9 @@ pub(crate) fn run(
         None => std::env::current_exe()
             .map_err(|e| Error::runtime(format!("cannot find qsteer's own binary: {e}")))?,
     };
+    if let Some(array) = dictionary_array(ctx.kind, settings) {
+        fill_on_array(ctx, workspace, &files, &binary, &args, array, settings)?;
+    }
     let text = script::batch_script(
         &binary,
         &args,
@@ -65,6 +68,7 @@ pub(crate) fn run(
         &files.stem,
         &ctx.kind.label(),
         settings,
+        None,
     )?;
     let script = files.path("sh");
     write_atomic(&script, text.as_bytes())?;
@@ -95,6 +99,116 @@ pub(crate) fn run(
     }
     let w = watched?;
     finish(&files, &slurm_id, w)
+}
+
+/// The array job a greedy compress job's dictionary is filled by first, if the settings
+/// ask for one (two tasks or more).
+fn dictionary_array(kind: &JobKind, settings: &SlurmSettings) -> Option<script::ArraySpec> {
+    let greedy = matches!(
+        kind,
+        JobKind::Compress {
+            target: Some(_),
+            ..
+        }
+    );
+    let tasks = settings.array_tasks.filter(|&n| n >= 2 && greedy)?;
+    Some(script::ArraySpec {
+        tasks,
+        throttle: settings.array_throttle,
+    })
+}
+
+/// Fill the eval-score dictionary with an array job (task I computes share I of N into its
+/// own cache part file) and wait until every task has ended. A task that failed leaves its
+/// share to the compress job, which computes whatever the cache lacks.
+fn fill_on_array(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    files: &Files,
+    binary: &Path,
+    args: &[String],
+    array: script::ArraySpec,
+    settings: &SlurmSettings,
+) -> Result<()> {
+    let ws_dir = files.dir.parent().unwrap_or(&files.dir).to_path_buf();
+    let stem = format!("{}-array", files.stem);
+    let label = format!("{} (dictionary shares)", ctx.kind.label());
+    let text = script::batch_script(binary, args, &ws_dir, &stem, &label, settings, Some(array))?;
+    let script = files.dir.join(format!("{stem}.sh"));
+    write_atomic(&script, text.as_bytes())?;
+    let id = ctl::sbatch(&script, &settings.extra_args)?;
+    ctx.log(format!(
+        "slurm: submitted array job {id} ({} tasks{}) for the eval-score dictionary; outputs {}",
+        array.tasks,
+        array
+            .throttle
+            .map(|t| format!(", at most {t} at once"))
+            .unwrap_or_default(),
+        files.dir.join(format!("{stem}-<task>.out")).display()
+    ));
+    let mut entry = SlurmJobEntry {
+        job: ctx.id.0,
+        slurm_id: id.clone(),
+        stem: stem.clone(),
+        submitted: now(),
+        state: "PENDING".into(),
+    };
+    record(ctx, workspace, &entry);
+    let interval = Duration::from_secs_f64(settings.poll_seconds.unwrap_or(2.0).clamp(0.1, 600.0));
+    let mut cancel_sent: Option<Instant> = None;
+    let mut shown = String::new();
+    loop {
+        if ctx.cancel.is_cancelled() && cancel_sent.is_none() {
+            ctx.log(format!("slurm: scancel {id}"));
+            ctl::scancel(&id)?;
+            cancel_sent = Some(Instant::now());
+        }
+        let left = ctl::array_tasks_left(&id)?;
+        let state = if left.is_empty() {
+            "ENDED"
+        } else if left.iter().any(|s| s == "RUNNING") {
+            "RUNNING"
+        } else {
+            "PENDING"
+        };
+        if state != shown {
+            ctx.partial(json!({"slurm": {"job_id": id, "state": state}}));
+            shown = state.to_string();
+        }
+        let done = (array.tasks as usize).saturating_sub(left.len());
+        ctx.progress(done, array.tasks as usize, "dictionary array tasks ended");
+        if left.is_empty() {
+            break;
+        }
+        if cancel_sent.is_some_and(|t| t.elapsed() > CANCEL_GRACE) {
+            return Err(Error::runtime(format!(
+                "slurm array job {id} still has tasks {} s after scancel",
+                CANCEL_GRACE.as_secs()
+            )));
+        }
+        let until = Instant::now() + interval;
+        while Instant::now() < until && !(ctx.cancel.is_cancelled() && cancel_sent.is_none()) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    entry.state = if cancel_sent.is_some() {
+        "CANCELLED".into()
+    } else {
+        "COMPLETED".into()
+    };
+    record(ctx, workspace, &entry);
+    if cancel_sent.is_some() {
+        return Err(Error::Cancelled);
+    }
+    let filled = (0..array.tasks)
+        .filter(|i| files.dir.join(format!("{stem}-{i}.json")).is_file())
+        .count();
+    ctx.log(format!(
+        "slurm: array job {id} ended: {filled} of {} tasks filled their share; the compress \
+         job computes whatever is missing",
+        array.tasks
+    ));
+    Ok(())
 }
 
 /// Follow a Slurm job submitted by an earlier run (`JobKind::SlurmFollow`) to its end, as
@@ -141,7 +255,9 @@ pub(crate) fn follow(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value
 /// `qsteer slurm-jobs --follow` follows again.
 pub fn unfinished(ws: &Workspace) -> Vec<JobKind> {
     (ws.file().slurm_jobs.iter())
-        .filter(|j| !ctl::state_is_final(&j.state))
+        // A dictionary array's tasks are followed by the compress job after it (which
+        // computes any share they did not write), not one by one.
+        .filter(|j| !ctl::state_is_final(&j.state) && !j.stem.ends_with("-array"))
         .map(|j| JobKind::SlurmFollow {
             slurm_id: j.slurm_id.clone(),
             stem: j.stem.clone(),

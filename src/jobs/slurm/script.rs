@@ -9,6 +9,14 @@ use std::path::Path;
 /// The exit code of a node that cannot enter the workspace directory.
 pub(crate) const NO_WORKSPACE_EXIT: i32 = 97;
 
+/// An array job: `tasks` tasks (at most `throttle` at once), task I running the command
+/// with `--shard I/tasks`, each with its own output, marker and JSON files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ArraySpec {
+    pub tasks: u32,
+    pub throttle: Option<u32>,
+}
+
 pub(crate) fn batch_script(
     binary: &Path,
     args: &[String],
@@ -16,8 +24,14 @@ pub(crate) fn batch_script(
     stem: &str,
     label: &str,
     settings: &SlurmSettings,
+    array: Option<ArraySpec>,
 ) -> Result<String> {
-    let out = workspace.join("slurm").join(format!("{stem}.out"));
+    // Per-task names: Slurm expands %a in --output, the shell $SLURM_ARRAY_TASK_ID.
+    let (out_name, task) = match array {
+        Some(_) => (format!("{stem}-%a.out"), "-${SLURM_ARRAY_TASK_ID}"),
+        None => (format!("{stem}.out"), ""),
+    };
+    let out = workspace.join("slurm").join(out_name);
     let mut s = String::from("#!/bin/bash\n");
     let mut directive = |flag: &str, value: &str| -> Result<()> {
         if value.contains('\n') || value.trim().is_empty() {
@@ -31,6 +45,13 @@ pub(crate) fn batch_script(
     directive("--job-name", &format!("qsteer-{stem}"))?;
     directive("--output", &out.display().to_string())?;
     directive("--ntasks", "1")?;
+    if let Some(a) = array {
+        let throttle = a.throttle.map(|t| format!("%{t}")).unwrap_or_default();
+        directive(
+            "--array",
+            &format!("0-{}{throttle}", a.tasks.saturating_sub(1)),
+        )?;
+    }
     let opt = [
         ("--partition", settings.partition.clone()),
         ("--time", settings.time.clone()),
@@ -45,13 +66,18 @@ pub(crate) fn batch_script(
         }
     }
     let ws = quote(&workspace.display().to_string());
-    let started = quote(&format!("slurm/{stem}.started"));
-    let part = quote(&format!("slurm/{stem}.json.part"));
-    let json = quote(&format!("slurm/{stem}.json"));
-    let command: Vec<String> = std::iter::once(binary.display().to_string())
+    // The stem is ours (job-<id>[-n][-array]): safe inside double quotes.
+    let started = format!("\"slurm/{stem}{task}.started\"");
+    let part = format!("\"slurm/{stem}{task}.json.part\"");
+    let json = format!("\"slurm/{stem}{task}.json\"");
+    let mut command: Vec<String> = std::iter::once(binary.display().to_string())
         .chain(args.iter().cloned())
         .map(|a| quote(&a))
         .collect();
+    if let Some(a) = array {
+        command.push("--shard".into());
+        command.push(format!("\"${{SLURM_ARRAY_TASK_ID}}/{}\"", a.tasks));
+    }
     s.push_str(&format!(
         "# qsteer: {}\n\
          # The workspace must be on a filesystem this node shares with the submitting machine.\n\
@@ -89,6 +115,7 @@ mod tests {
             "job-3",
             "compress v0",
             &settings,
+            None,
         )
         .unwrap();
         assert!(s.contains("#SBATCH --partition=debug\n"), "{s}");
@@ -104,7 +131,38 @@ mod tests {
             mem: Some("4G\n#SBATCH --x".into()),
             ..Default::default()
         };
-        let e = batch_script(Path::new("q"), &[], Path::new("/w"), "j", "", &bad).unwrap_err();
+        let e =
+            batch_script(Path::new("q"), &[], Path::new("/w"), "j", "", &bad, None).unwrap_err();
         assert!(e.to_string().contains("--mem"), "{e}");
+    }
+
+    #[test]
+    fn an_array_script_gives_each_task_its_share_and_its_own_files() {
+        let s = batch_script(
+            Path::new("/q"),
+            &["compress".into(), "3".into()],
+            Path::new("/w"),
+            "job-5-array",
+            "compress v3",
+            &SlurmSettings::default(),
+            Some(ArraySpec {
+                tasks: 4,
+                throttle: Some(2),
+            }),
+        )
+        .unwrap();
+        assert!(s.contains("#SBATCH --array=0-3%2\n"), "{s}");
+        assert!(
+            s.contains("#SBATCH --output=/w/slurm/job-5-array-%a.out\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#"'/q' 'compress' '3' --shard "${SLURM_ARRAY_TASK_ID}/4""#),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#""slurm/job-5-array-${SLURM_ARRAY_TASK_ID}.json""#),
+            "{s}"
+        );
     }
 }
