@@ -166,3 +166,28 @@ fn the_jobs_pane_shows_the_slurm_id_state_node_and_queue_time() {
         render(&app, 120, 40)
     );
 }
+
+#[test]
+fn decision_one_sends_step_two_where_its_run_on_field_says() {
+    use super::sweep_tests::{finish, report, stage_job};
+    use qsteer::jobs::SweepStage;
+    let (mut app, _d) = sample_app();
+    with_slurm(&mut app);
+    app.slurm.last_used = true; // the sweep itself went to Slurm
+    finish(&mut app, 1, stage_job(SweepStage::Ssvd), report(false));
+    let Some(Popup::SweepDecision(d)) = app.popups.last() else {
+        panic!("no decision")
+    };
+    assert!(d.run_on.slurm, "step 2 starts where the sweep ran");
+    for _ in 0..3 {
+        update(&mut app, Action::FocusNext);
+    }
+    assert!(render(&app, 100, 40).contains("run on      ◂ Slurm: partition debug"));
+    update(&mut app, Action::Left); // back to this machine
+    let effects = update(&mut app, Action::Confirm);
+    assert!(
+        matches!(effects.as_slice(), [Effect::Submit(JobKind::Sweep { .. })]),
+        "{effects:?}"
+    );
+    assert!(!app.slurm.last_used);
+}

@@ -35,7 +35,9 @@ pub struct SweepDecision {
     /// Step 1's settings for step 2: fine-tuning, Ccp neighbours in percent.
     pub reconstruct: bool,
     pub neighbour_pct: usize,
-    /// 0 = the table, 1 = fine-tune, 2 = neighbours (step 1 only).
+    /// Where step 2 runs: this machine or Slurm.
+    pub run_on: super::run_on::RunOn,
+    /// 0 = the table, 1 = fine-tune, 2 = neighbours, 3 = run on (step 1 only).
     pub field: usize,
     /// Fine-tune jobs training a candidate of this table (`t`), by the candidate's variant;
     /// when one finishes, its row becomes the trained variant.
@@ -75,6 +77,7 @@ impl SweepDecision {
             cursor,
             reconstruct: *reconstruct,
             neighbour_pct: (neighbour * 100.0).round() as usize,
+            run_on: Default::default(),
             field: 0,
             training: vec![],
         })
@@ -102,7 +105,7 @@ impl SweepDecision {
 
     fn fields(&self) -> usize {
         match self.step {
-            Step::Ssvd => 3,
+            Step::Ssvd => 4,
             Step::Cp => 1,
         }
     }
@@ -220,7 +223,9 @@ pub fn score_pct(s: &Score) -> Option<f64> {
 }
 
 /// Open the decision, unless another dialog is open: then it waits for `d`.
-pub fn offer(app: &mut App, d: SweepDecision) {
+pub fn offer(app: &mut App, mut d: SweepDecision) {
+    // Step 2 starts where the last dialog sent its jobs (normally the sweep itself).
+    d.run_on = super::run_on::RunOn::from_app(app);
     let what = match d.step {
         Step::Ssvd => "decision 1",
         Step::Cp => "decision 2",
@@ -270,6 +275,7 @@ pub fn action(app: &mut App, d: &mut SweepDecision, action: Action) -> Vec<Effec
                     d.neighbour_pct =
                         super::form::step(d.neighbour_pct, delta, NEIGHBOUR.0, NEIGHBOUR.1)
                 }
+                3 => d.run_on.toggle(),
                 _ => {}
             }
         }
@@ -317,8 +323,7 @@ fn confirm(app: &mut App, d: &mut SweepDecision) -> Vec<Effect> {
             app.popups.pop();
             app.pending_decision = None;
             app.focus = Pane::Jobs;
-            // Step 2 runs where the last dialog sent its jobs (the sweep's own choice).
-            let run_on = super::run_on::RunOn::from_app(app);
+            let run_on = d.run_on.clone();
             app.status = format!(
                 "sweep step 2 queued on {}: channel pruning of the picked candidates",
                 if run_on.slurm {

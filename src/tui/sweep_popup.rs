@@ -86,7 +86,7 @@ pub fn decision(f: &mut Frame, app: &App, area: Rect, d: &SweepDecision) {
     let t = &app.theme;
     let rows = d.rows();
     // Base, header, rows, advice, the rule's pick, a blank, settings and keys, borders.
-    let settings = if d.step == Step::Ssvd { 3 } else { 1 };
+    let settings = if d.step == Step::Ssvd { 4 } else { 1 };
     let advice = d.report.advice.is_some() as u16;
     let rule = (d.step == Step::Cp && d.report.pick.is_some()) as u16;
     let h = (rows.len() as u16 + 5 + settings + advice + rule).min(area.height);
@@ -147,6 +147,7 @@ pub fn decision(f: &mut Frame, app: &App, area: Rect, d: &SweepDecision) {
             "Ccp ±",
             format!("{:.2}", d.neighbour_pct as f64 / 100.0),
         ));
+        lines.push(field_line(t, d.field == 3, "run on", d.run_on.text()));
         lines.push(Line::from(Span::styled(
             "Space pick  t train the picked  Tab settings  Enter prune them  Esc later (d)",
             t.dim(),
