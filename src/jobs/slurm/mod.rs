@@ -52,6 +52,9 @@ pub(crate) fn run(
     let ws_dir = lock(workspace).dir().to_path_buf();
     let ws_dir = std::path::absolute(&ws_dir).map_err(|e| Error::io(&ws_dir, e))?;
     let files = claim_files(&ws_dir, ctx)?;
+    if let Some(note) = local_filesystem_note(&ws_dir) {
+        ctx.log(note);
+    }
     let args = command::headless_args(ctx.kind, &ws_dir, &files.dir, &files.stem, settings.cpus)?;
     let binary = match &settings.binary {
         Some(b) => b.clone(),
@@ -264,6 +267,38 @@ pub fn unfinished(ws: &Workspace) -> Vec<JobKind> {
             job: j.job,
         })
         .collect()
+}
+
+/// Filesystem types that are one machine's own (`stat -f -c %T`); a workspace on one of
+/// them is seen by a node only if the node is this machine.
+const LOCAL_FILESYSTEMS: [&str; 8] = [
+    "tmpfs",
+    "ext2/ext3",
+    "ext4",
+    "xfs",
+    "btrfs",
+    "overlayfs",
+    "zfs",
+    "ramfs",
+];
+
+/// A warning at submit time when the workspace lies on a filesystem of this machine only:
+/// the node checks (its `.started` marker) and fails clearly, but only once it runs.
+fn local_filesystem_note(ws_dir: &Path) -> Option<String> {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(ws_dir)
+        .output()
+        .ok()?;
+    let fs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    LOCAL_FILESYSTEMS.contains(&fs.as_str()).then(|| {
+        format!(
+            "warning: the workspace {} is on a {fs} filesystem, usually local to this machine; \
+             nodes other than this one will not see it (put it on the cluster's shared \
+             filesystem)",
+            ws_dir.display()
+        )
+    })
 }
 
 /// The job's end as the watch loop saw it.
