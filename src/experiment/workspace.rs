@@ -91,6 +91,12 @@ pub struct SlurmJobEntry {
 struct IndexLock(#[allow(dead_code)] fs::File);
 
 fn lock_index(dir: &Path) -> Result<IndexLock> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::input(format!(
+            "{}: not a directory (a file is in the way); pick another --workspace",
+            dir.display()
+        )));
+    }
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let path = dir.join(LOCK);
     let f = fs::OpenOptions::new()
