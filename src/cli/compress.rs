@@ -104,9 +104,7 @@ pub(crate) fn job(args: &CompressArgs, common: &Common) -> Result<(Target, JobKi
     let ratios = args.ratios.as_deref().map(read_ratios).transpose()?;
     let pin = parse_pins(&args.pin)?;
     let target = resolve_target(args.target.as_deref(), args.model.as_ref(), common)?;
-    let executor = args
-        .executor
-        .executor(&lock(&target.workspace).settings().slurm)?;
+    let executor = args.executor.resolve(&mut lock(&target.workspace))?;
     let data = target
         .data
         .clone()

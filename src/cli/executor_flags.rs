@@ -52,9 +52,25 @@ pub struct ExecutorFlags {
     /// At most this many array tasks at once
     #[arg(long, value_name = "T")]
     pub array_throttle: Option<u32>,
+    /// Keep these Slurm settings as the workspace's defaults (what the app's S dialog edits)
+    #[arg(long)]
+    pub save_slurm: bool,
 }
 
 impl ExecutorFlags {
+    /// The executor, with the workspace's Slurm settings under the flags; `--save-slurm`
+    /// stores the result as the workspace's new defaults.
+    pub fn resolve(&self, ws: &mut qsteer::experiment::Workspace) -> Result<Executor> {
+        let executor = self.executor(&ws.settings().slurm)?;
+        if self.save_slurm {
+            let Executor::Slurm(settings) = &executor else {
+                return Err(Error::input("--save-slurm needs --executor slurm"));
+            };
+            ws.set_slurm(settings.clone())?;
+        }
+        Ok(executor)
+    }
+
     /// The executor these flags ask for; Slurm flags without `--executor slurm` are an
     /// error rather than silently ignored.
     pub fn executor(&self, defaults: &SlurmSettings) -> Result<Executor> {

@@ -95,7 +95,7 @@ pub(crate) fn job(
         .ok_or_else(|| Error::input("finetune needs a dataset: --data DIR"))?;
     let (command, executor) = {
         let mut ws = lock(&target.workspace);
-        let executor = args.executor.executor(&ws.settings().slurm)?;
+        let executor = args.executor.resolve(&mut ws)?;
         let command = match &external.trainer {
             Some(t) => t.clone(),
             None => ws.settings().trainer.clone().ok_or_else(|| {

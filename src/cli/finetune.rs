@@ -156,9 +156,7 @@ pub(crate) fn job(args: &FinetuneArgs, common: &Common) -> Result<(Target, JobKi
     let settings = args.settings();
     settings.check()?;
     let target = resolve_target(args.target.as_deref(), args.model.as_ref(), common)?;
-    let executor = args
-        .executor
-        .executor(&lock(&target.workspace).settings().slurm)?;
+    let executor = args.executor.resolve(&mut lock(&target.workspace))?;
     let data = target
         .data
         .clone()

@@ -63,7 +63,7 @@ pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
     let data = data.ok_or_else(|| Error::input("sweep needs a dataset: --data DIR"))?;
     let model = Model::load(&path)?;
     let (_, ws) = open_workspace(&path, &model, common)?;
-    let executor = args.executor.executor(&lock(&ws).settings().slurm)?;
+    let executor = args.executor.resolve(&mut lock(&ws))?;
     let stage = match (args.ssvd_picks.is_empty(), args.stage) {
         (false, _) => SweepStage::Cp {
             ssvd: args.ssvd_picks.clone(),
