@@ -85,6 +85,10 @@ pub struct SlurmJobEntry {
     /// The last Slurm state seen (e.g. `PENDING`, `COMPLETED`, `CANCELLED`).
     #[serde(default)]
     pub state: String,
+    /// The job it runs, so a rerun (a sweep whose submitter stopped) finds it again
+    /// instead of submitting the same work twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::jobs::JobKind>,
 }
 
 /// The exclusive lock on `workspace.lock`, held while alive (closing the file releases it).

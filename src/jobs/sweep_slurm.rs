@@ -1,6 +1,7 @@
 //! A sweep's candidates through Slurm: every compress job of a step is submitted at once,
 //! each followed in its own thread by the Slurm executor, so the cluster runs them side by
 //! side while the sweep itself (scoring, decisions, report) stays in the submitting process.
+//! A candidate an earlier run sent and did not see end is taken over, not sent again.
 
 use super::exec::JobCtx;
 use super::kind::JobKind;
@@ -28,13 +29,19 @@ pub(crate) fn make_all(
                 let finished = &finished;
                 scope.spawn(move || {
                     let step = ctx.step(kind, label);
-                    let made = slurm::run(&step, workspace, settings).and_then(|summary| {
-                        summary["variant"]
-                            .as_u64()
-                            .and_then(|v| u32::try_from(v).ok())
-                            .ok_or_else(|| {
-                                Error::runtime(format!("{label}: the node job reported no variant"))
-                            })
+                    // A job an earlier run of this sweep sent (and stopped before it
+                    // ended) is taken over rather than sent again.
+                    let made = slurm::adopt(&step, workspace, kind).unwrap_or_else(|| {
+                        slurm::run(&step, workspace, settings).and_then(|summary| {
+                            summary["variant"]
+                                .as_u64()
+                                .and_then(|v| u32::try_from(v).ok())
+                                .ok_or_else(|| {
+                                    Error::runtime(format!(
+                                        "{label}: the node job reported no variant"
+                                    ))
+                                })
+                        })
                     });
                     let n = finished.fetch_add(1, Ordering::Relaxed) + 1;
                     ctx.progress(n, jobs.len(), "candidates finished on Slurm");

@@ -469,49 +469,80 @@ fn concurrent_slurm_jobs_adding_variants_lose_none() {
     check_writers(&ws, &docs);
 }
 
+/// Where the tests send jobs: the local Slurm, one CPU, 15 minutes.
+const SLURM: [&str; 6] = ["--executor", "slurm", "--cpus", "1", "--time", "15"];
+
+/// The digits (40 + 40 samples), the sample ResNet and a workspace in a temporary
+/// directory.
+struct Case {
+    dir: tempfile::TempDir,
+    data: String,
+    model: String,
+    ws: PathBuf,
+}
+
+impl Case {
+    fn new() -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        let data = small_digits(dir.path(), 40).display().to_string();
+        let model = sample_model("resnet_digits").display().to_string();
+        let ws = dir.path().join("ws");
+        Case {
+            dir,
+            data,
+            model,
+            ws,
+        }
+    }
+
+    /// `COMMAND MODEL`, then `args`, on this data and workspace, one thread, JSON, Slurm.
+    fn args<'a>(&'a self, command: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec![command, self.model.as_str(), "--data", self.data.as_str()];
+        a.extend_from_slice(&["--workspace", self.ws.to_str().unwrap(), "--threads", "1"]);
+        a.extend_from_slice(args);
+        a.push("--json");
+        a.extend_from_slice(&SLURM);
+        a
+    }
+}
+
+/// Run qsteer `args` and kill it once it has submitted `jobs` Slurm jobs: nobody follows
+/// them any more.
+fn kill_after_submitting(dir: &Path, args: &[&str], jobs: usize) {
+    let err_file = dir.join("killed.err");
+    let mut child = qsteer(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let submitted = || {
+        fs::read_to_string(&err_file)
+            .unwrap_or_default()
+            .matches("slurm: submitted job")
+            .count()
+    };
+    while submitted() < jobs {
+        assert!(Instant::now() < deadline, "{args:?}: not submitted in time");
+        assert!(child.try_wait().unwrap().is_none(), "{args:?} ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_slurm_job_whose_submitter_was_killed_is_followed_to_its_result() {
     if !slurm_up("a_slurm_job_whose_submitter_was_killed") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = small_digits(dir.path(), 40).display().to_string();
-    let model = sample_model("resnet_digits").display().to_string();
-    let ws = dir.path().join("ws");
+    let case = Case::new();
+    let (dir, ws) = (&case.dir, &case.ws);
     let ws_arg = ws.display().to_string();
-    let err_file = dir.path().join("submit.err");
-    let mut submitter = qsteer(dir.path())
-        .args(["compress", &model, "--data", &data, "--workspace", &ws_arg])
-        .args(["--threads", "1", "--method", "ssvd", "--target", "0.6"])
-        .args([
-            "--executor",
-            "slurm",
-            "--cpus",
-            "1",
-            "--time",
-            "15",
-            "--json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&err_file).unwrap())
-        .spawn()
-        .unwrap();
-    // Killed as soon as the job is submitted: nobody is following it now.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !fs::read_to_string(&err_file)
-        .unwrap_or_default()
-        .contains("slurm: submitted job")
-    {
-        assert!(Instant::now() < deadline, "never submitted");
-        assert!(
-            submitter.try_wait().unwrap().is_none(),
-            "the submitter ended"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    submitter.kill().unwrap();
-    submitter.wait().unwrap();
-    let before = Workspace::open(&ws).unwrap();
+    let compress = case.args("compress", &["--method", "ssvd", "--target", "0.6"]);
+    kill_after_submitting(dir.path(), &compress, 1);
+    let before = Workspace::open(ws).unwrap();
     assert_eq!(before.file().slurm_jobs.len(), 1);
     assert!(
         ["PENDING", "RUNNING", "CONFIGURING"].contains(&before.file().slurm_jobs[0].state.as_str())
@@ -530,7 +561,7 @@ fn a_slurm_job_whose_submitter_was_killed_is_followed_to_its_result() {
     assert_eq!(result["variant"], 1, "{doc}");
     assert_eq!(result["slurm"]["state"], "COMPLETED");
     assert_eq!(doc["slurm_jobs"][0]["state"], "COMPLETED");
-    let after = Workspace::open(&ws).unwrap();
+    let after = Workspace::open(ws).unwrap();
     assert!(after.variant(1).is_some(), "the node's variant is there");
     // Nothing left to follow.
     let again = follow(&["--follow"]);
@@ -563,4 +594,30 @@ fn an_array_job_fills_the_dictionary_and_the_compress_job_computes_nothing_more(
         let doc: Value = serde_json::from_slice(&fs::read(&part).unwrap()).unwrap();
         assert_eq!(doc["shard"], format!("{task}/3"));
     }
+}
+
+#[test]
+fn a_sweep_run_again_takes_over_the_candidates_its_killed_run_sent() {
+    if !slurm_up("a_sweep_run_again_takes_over") {
+        return;
+    }
+    let case = Case::new();
+    let (dir, ws) = (&case.dir, &case.ws);
+    let steps = ["--target", "0.5", "--cssvd", "0.6,0.75", "--stage", "ssvd"];
+    let sweep = case.args("sweep", &[&["--candidates", "5"][..], &steps].concat());
+    kill_after_submitting(dir.path(), &sweep, 2);
+
+    let (status, out, err) = qsteer_timed(dir.path(), &sweep, 900);
+    let doc = json_of(status, &out, &err);
+    assert_eq!(err.matches("slurm: submitted job").count(), 0, "{err}");
+    let taken = err.matches("again (submitted by job").count() + err.matches("reusing it").count();
+    assert_eq!(taken, 2, "{err}");
+    assert_eq!(doc["ssvd"].as_array().unwrap().len(), 2, "{doc}");
+    let ws = Workspace::open(ws).unwrap();
+    assert_eq!(
+        ws.variants().len(),
+        3,
+        "the base and the two candidates, once each"
+    );
+    assert_eq!(ws.file().slurm_jobs.len(), 2);
 }

@@ -89,6 +89,7 @@ pub(crate) fn run(
         stem: files.stem.clone(),
         submitted: now(),
         state: "PENDING".into(),
+        kind: Some(ctx.kind.clone()),
     };
     record(ctx, workspace, &entry);
     let watched = watch(ctx, &slurm_id, &files, settings, Some(submitted));
@@ -155,6 +156,7 @@ fn fill_on_array(
         stem: stem.clone(),
         submitted: now(),
         state: "PENDING".into(),
+        kind: None,
     };
     record(ctx, workspace, &entry);
     let interval = Duration::from_secs_f64(settings.poll_seconds.unwrap_or(2.0).clamp(0.1, 600.0));
@@ -218,6 +220,10 @@ fn fill_on_array(
 /// [`run`] would have: its output into the log, its state recorded, the workspace
 /// reloaded, the node's summary (or the failure) as the result.
 pub(crate) fn follow(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+    follow_kind(ctx, workspace)
+}
+
+fn follow_kind(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let JobKind::SlurmFollow {
         slurm_id,
         stem,
@@ -252,6 +258,62 @@ pub(crate) fn follow(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value
         ctx.log(format!("warning: could not reload the workspace: {e}"));
     }
     finish(&files, slurm_id, watched?)
+}
+
+/// The variant an earlier Slurm job of exactly this `kind` made or is making (its
+/// submitter stopped before it ended): read from its JSON document, or followed to its end
+/// now. None when there is no such job, or it ended without a result: submit anew.
+pub(crate) fn adopt(
+    ctx: &JobCtx,
+    workspace: &Mutex<Workspace>,
+    kind: &JobKind,
+) -> Option<Result<u32>> {
+    let (entry, ws_dir) = {
+        let ws = lock(workspace);
+        let entry = (ws.file().slurm_jobs.iter())
+            .rev()
+            .find(|j| j.kind.as_ref() == Some(kind))
+            .cloned()?;
+        (entry, ws.dir().to_path_buf())
+    };
+    let variant_of = |summary: &Value| {
+        summary["variant"]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&v| lock(workspace).variant(v).is_some())
+    };
+    let doc = ws_dir.join("slurm").join(format!("{}.json", entry.stem));
+    if let Some(id) = fs::read(&doc)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .as_ref()
+        .and_then(variant_of)
+    {
+        ctx.log(format!(
+            "slurm: job {} made variant {id} for this before; reusing it",
+            entry.slurm_id
+        ));
+        return Some(Ok(id));
+    }
+    if ctl::state_is_final(&entry.state) {
+        return None;
+    }
+    let follow = JobKind::SlurmFollow {
+        slurm_id: entry.slurm_id.clone(),
+        stem: entry.stem.clone(),
+        job: entry.job,
+    };
+    let label = format!("slurm job {} (submitted before)", entry.slurm_id);
+    Some(
+        follow_kind(&ctx.step(&follow, &label), workspace).and_then(|summary| {
+            variant_of(&summary).ok_or_else(|| {
+                Error::runtime(format!(
+                    "slurm job {}: its result names no variant of this workspace",
+                    entry.slurm_id
+                ))
+            })
+        }),
+    )
 }
 
 /// The Slurm jobs of the workspace not seen to end: what a restarted app or
@@ -516,6 +578,7 @@ mod tests {
                 stem: format!("job-{n}"),
                 submitted: 0,
                 state: state.to_string(),
+                kind: None,
             })
             .unwrap();
         }
