@@ -32,9 +32,11 @@ pub fn form(f: &mut Frame, app: &App, area: Rect, form: &FineTuneForm) {
         .collect();
     lines.extend(form_fields(app, form.field, &fields));
     lines.push(enter_line(app, blocker(app, form), || {
-        let how = match form.trainer {
-            Trainer::External => "with your command",
-            _ => "on the CPU",
+        let how = match (form.trainer, form.run_on.slurm) {
+            (Trainer::External, false) => "with your command",
+            (Trainer::External, true) => "with your command on Slurm",
+            (_, false) => "on the CPU",
+            (_, true) => "on Slurm",
         };
         format!(
             "Enter trains {} job(s) {how}; scored after every epoch",

@@ -268,9 +268,10 @@ fn compress(f: &mut Frame, app: &App, area: Rect, form: &CompressForm) {
     )));
     lines.push(enter_line(app, blocker(app, form), || {
         format!(
-            "Enter runs greedy {} to {:.2} of the MACs",
+            "Enter runs greedy {} to {:.2} of the MACs{}",
             form.method().short(),
-            form.target()
+            form.target(),
+            form.run_on.suffix()
         )
     }));
     lines.push(Line::from(Span::styled(

@@ -45,6 +45,15 @@ impl RunOn {
         }
     }
 
+    /// For the dialog's Enter line: " on Slurm" when that is where the jobs go.
+    pub fn suffix(&self) -> &'static str {
+        if self.slurm {
+            " on Slurm"
+        } else {
+            ""
+        }
+    }
+
     pub fn executor(&self) -> Executor {
         if self.slurm {
             Executor::Slurm(self.settings.clone())

@@ -38,6 +38,7 @@ fn run_on_slurm_sends_the_job_with_the_settings_and_the_next_dialog_starts_there
         "{}",
         render(&app, 120, 40)
     );
+    assert!(render(&app, 120, 40).contains("of the MACs on Slurm"));
     let effects = update(&mut app, Action::Confirm);
     let [Effect::SubmitOn(JobKind::Compress { .. }, Executor::Slurm(s))] = effects.as_slice()
     else {

@@ -26,8 +26,9 @@ pub fn form(f: &mut Frame, app: &App, area: Rect, form: &SweepForm) {
     lines.extend(form_fields(app, form.field, &fields));
     lines.push(enter_line(app, blocker(app, form), || {
         format!(
-            "Enter runs spatial SVD at {} candidates; CP follows your pick",
-            form.cssvd().len()
+            "Enter runs spatial SVD at {} candidates{}; CP follows your pick",
+            form.cssvd().len(),
+            form.run_on.suffix()
         )
     }));
     lines.push(Line::from(Span::styled(
