@@ -50,13 +50,29 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
         Popup::FineTune(form) => super::finetune_popup::form(f, app, area, form),
         Popup::Slurm(form) => super::slurm_form::draw(f, app, area, form),
         Popup::ConfirmQuit => {
-            let r = centered(area, 52, 4);
+            // Slurm jobs outlive the app: say so, they are not lost.
+            let on_slurm = app
+                .jobs
+                .iter()
+                .filter(|j| j.is_active() && !j.slurm.0.is_empty())
+                .count();
+            let r = if on_slurm > 0 {
+                centered(area, 64, 5)
+            } else {
+                centered(area, 52, 4)
+            };
             f.render_widget(Clear, r);
-            let text = format!(
+            let mut lines = vec![Line::from(format!(
                 "{} job(s) still running. Quit anyway? (y / n)",
                 app.active_jobs()
-            );
-            f.render_widget(Paragraph::new(text).block(boxed(app, "quit")), r);
+            ))];
+            if on_slurm > 0 {
+                lines.push(Line::from(Span::styled(
+                    format!("{on_slurm} run on Slurm: they go on, and are followed on restart"),
+                    app.theme.dim(),
+                )));
+            }
+            f.render_widget(Paragraph::new(lines).block(boxed(app, "quit")), r);
         }
     }
 }
