@@ -46,9 +46,7 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
         threads: options.threads,
     };
     let mut summary = run_headless(ws.clone(), kind, common)?;
-    let rounded = summary["rounded_variant"]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
+    let rounded = qsteer::jobs::summary_variant(&summary, "rounded_variant")
         .ok_or_else(|| Error::runtime("the job reported no rounded variant"))?;
     let rounded_path = {
         let ws = ws

@@ -47,9 +47,7 @@ pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
         threads: options.threads,
     };
     let mut summary = run_headless(ws.clone(), kind, common)?;
-    let corrected = summary["corrected_variant"]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
+    let corrected = qsteer::jobs::summary_variant(&summary, "corrected_variant")
         .ok_or_else(|| Error::runtime("the job reported no corrected variant"))?;
     let corrected_path = {
         let ws = ws

@@ -227,9 +227,7 @@ fn qat_start(
         encodings,
     };
     let summary = run_headless(target.workspace.clone(), kind, common)?;
-    let id = summary["variant"]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
+    let id = qsteer::jobs::summary_variant(&summary, "variant")
         .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
     eprintln!(
         "quantsim before QAT: variant {id}, {}",

@@ -51,9 +51,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         encodings: args.encodings.as_deref().map(abs),
     };
     let mut summary = run_headless(ws.clone(), kind, common)?;
-    let id = summary["variant"]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
+    let id = qsteer::jobs::summary_variant(&summary, "variant")
         .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
     let (sim_path, encodings_path) = {
         let ws = ws

@@ -45,9 +45,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     let (variant, _, req) = inputs(ctx.kind)?;
     let settings = &req.settings;
     let (Some(rounded_id), Some(encodings_file)) = (
-        rounded["variant"]
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok()),
+        crate::jobs::summary_variant(&rounded, "variant"),
         rounded["encodings"].as_str().map(std::path::PathBuf::from),
     ) else {
         return Err(Error::runtime("AdaRound recorded no variant or encodings"));

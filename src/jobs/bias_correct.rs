@@ -38,9 +38,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     let corrected = correct(ctx, workspace)?;
     let (variant, mode, req) = inputs(ctx.kind)?;
     let settings = &req.settings;
-    let corrected_id = corrected["variant"]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
+    let corrected_id = crate::jobs::summary_variant(&corrected, "variant")
         .ok_or_else(|| Error::runtime("bias correction recorded no variant"))?;
     ctx.log(format!(
         "corrected model → variant {corrected_id}; simulating it"

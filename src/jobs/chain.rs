@@ -281,9 +281,7 @@ fn failed_step(e: Error, label: &str, done: &[serde_json::Value]) -> Error {
 
 fn run_step(ctx: &JobCtx, workspace: &Mutex<Workspace>, step: &ChainStep) -> Result<StepOutcome> {
     let id = |summary: &serde_json::Value, key: &str| {
-        summary[key]
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
+        crate::jobs::summary_variant(summary, key)
             .ok_or_else(|| Error::runtime(format!("the step reported no '{key}'")))
     };
     let (summary, encodings) = match step {

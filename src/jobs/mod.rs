@@ -46,6 +46,11 @@ pub use slurm::{
 
 use std::sync::{Mutex, MutexGuard};
 
+/// The variant id a job's summary names under `key` (`variant`, `rounded_variant`, …).
+pub fn summary_variant(summary: &serde_json::Value, key: &str) -> Option<u32> {
+    summary[key].as_u64().and_then(|v| u32::try_from(v).ok())
+}
+
 /// A panicked job must not wedge the workspace or the queue: take the lock anyway.
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

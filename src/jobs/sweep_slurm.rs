@@ -33,14 +33,9 @@ pub(crate) fn make_all(
                     // ended) is taken over rather than sent again.
                     let made = slurm::adopt(&step, workspace, kind).unwrap_or_else(|| {
                         slurm::run(&step, workspace, settings).and_then(|summary| {
-                            summary["variant"]
-                                .as_u64()
-                                .and_then(|v| u32::try_from(v).ok())
-                                .ok_or_else(|| {
-                                    Error::runtime(format!(
-                                        "{label}: the node job reported no variant"
-                                    ))
-                                })
+                            super::summary_variant(&summary, "variant").ok_or_else(|| {
+                                Error::runtime(format!("{label}: the node job reported no variant"))
+                            })
                         })
                     });
                     let n = finished.fetch_add(1, Ordering::Relaxed) + 1;

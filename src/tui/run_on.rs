@@ -53,23 +53,17 @@ impl RunOn {
             ""
         }
     }
-
-    pub fn executor(&self) -> Executor {
-        if self.slurm {
-            Executor::Slurm(self.settings.clone())
-        } else {
-            Executor::Local
-        }
-    }
 }
 
 /// The effects that queue `jobs` where `run_on` says; the next dialog starts on that choice.
+/// The Slurm settings are the workspace's as they are now (`settings` is the dialog's copy
+/// for display; a decision left open for later may predate an edit with `S`).
 pub fn submit(app: &mut App, run_on: &RunOn, jobs: Vec<JobKind>) -> Vec<Effect> {
     app.slurm.last_used = run_on.slurm;
     jobs.into_iter()
-        .map(|kind| match run_on.executor() {
-            Executor::Local => Effect::Submit(kind),
-            slurm => Effect::SubmitOn(kind, slurm),
+        .map(|kind| match run_on.slurm {
+            false => Effect::Submit(kind),
+            true => Effect::SubmitOn(kind, Executor::Slurm(app.slurm.settings.clone())),
         })
         .collect()
 }

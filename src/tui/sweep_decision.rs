@@ -242,7 +242,11 @@ pub fn offer(app: &mut App, mut d: SweepDecision) {
 /// `d`: reopen the last sweep decision.
 pub fn reopen(app: &mut App) {
     match app.pending_decision.clone() {
-        Some(d) => app.popups.push(Popup::SweepDecision(Box::new(d))),
+        Some(mut d) => {
+            // The settings may have been edited (`S`) since; the choice stays.
+            d.run_on.settings = app.slurm.settings.clone();
+            app.popups.push(Popup::SweepDecision(Box::new(d)))
+        }
         None => app.status = "no sweep decision pending: start a sweep with r".into(),
     }
 }

@@ -65,6 +65,14 @@ struct DictionaryFile {
     entries: Vec<Entry>,
 }
 
+/// A shard's part file as written: [`DictionaryFile`]'s fields, borrowed.
+#[derive(Serialize)]
+struct PartFile<'a> {
+    key: &'a str,
+    header: &'a DictionaryHeader,
+    entries: &'a [Entry],
+}
+
 /// One of `count` shares of a dictionary: the entries whose index in (layer, candidate)
 /// order is `index` modulo `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +108,11 @@ impl Shard {
 /// The dictionary of one key, backed by its cache file (none: in memory only).
 pub struct Dictionary {
     path: Option<PathBuf>,
+    /// Every entry known: the main file's and all parts'.
     file: DictionaryFile,
+    /// A shard's own entries, the only ones its part file holds (None: the main file,
+    /// which holds them all).
+    own: Option<Vec<Entry>>,
 }
 
 /// Ratios are k/N computed the same way each run; compare with a little slack anyway.
@@ -135,6 +147,7 @@ impl Dictionary {
                 header,
                 entries: vec![],
             },
+            own: shard.map(|_| vec![]),
         };
         let Some(dir) = cache_dir else {
             return dict;
@@ -155,6 +168,7 @@ impl Dictionary {
             files.extend(parts);
         }
         for file in files {
+            let mine = dict.own.is_some() && Some(&file) == dict.path.as_ref();
             let entries = std::fs::read(&file)
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<DictionaryFile>(&bytes).ok())
@@ -162,6 +176,9 @@ impl Dictionary {
                 .map(|f| f.entries)
                 .unwrap_or_default();
             for e in entries {
+                if mine {
+                    dict.own.get_or_insert_with(Vec::new).push(e.clone());
+                }
                 if dict.get(&e.layer, e.ratio).is_none() {
                     dict.file.entries.push(e);
                 }
@@ -192,10 +209,23 @@ impl Dictionary {
     /// Add an entry and write the file at once, so a kill loses at most the evaluation
     /// under way.
     pub fn insert(&mut self, entry: Entry) -> Result<()> {
+        if let Some(own) = &mut self.own {
+            own.push(entry.clone());
+        }
         self.file.entries.push(entry);
-        match &self.path {
-            Some(p) => write_json_atomic(p, &self.file),
-            None => Ok(()),
+        let Some(p) = &self.path else {
+            return Ok(());
+        };
+        match &self.own {
+            None => write_json_atomic(p, &self.file),
+            Some(own) => write_json_atomic(
+                p,
+                &PartFile {
+                    key: &self.file.key,
+                    header: &self.file.header,
+                    entries: own,
+                },
+            ),
         }
     }
 }

@@ -226,10 +226,13 @@ fn shares_filled_apart_make_the_dictionary_a_plain_run_makes() {
         let shard = Shard { index, count: 3 };
         let report = fill_share(&req, shard, &CancelToken::new(), &|_| {}).unwrap();
         computed += report.computed;
-        assert!(dir
+        // A part file holds its own share only.
+        let part = dir
             .path()
-            .join(format!("greedy-{}.part-{index}.json", &report.key[..16]))
-            .is_file());
+            .join(format!("greedy-{}.part-{index}.json", &report.key[..16]));
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&part).unwrap()).unwrap();
+        assert_eq!(doc["entries"].as_array().unwrap().len(), report.computed);
     }
     assert_eq!(computed, plain.dictionary.computed, "each entry once");
     let after = select_greedy(&req, &CancelToken::new(), &|_| {}).unwrap();

@@ -16,7 +16,7 @@ use super::exec::JobCtx;
 use super::lock;
 use crate::experiment::{now, SlurmJobEntry, Workspace};
 use crate::fsutil::write_atomic;
-use crate::jobs::{JobKind, SlurmSettings};
+use crate::jobs::{summary_variant, JobKind, SlurmSettings};
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::fs;
@@ -83,14 +83,7 @@ pub(crate) fn run(
         script.display(),
         files.path("out").display()
     ));
-    let mut entry = SlurmJobEntry {
-        job: ctx.id.0,
-        slurm_id: slurm_id.clone(),
-        stem: files.stem.clone(),
-        submitted: now(),
-        state: "PENDING".into(),
-        kind: Some(ctx.kind.clone()),
-    };
+    let mut entry = pending_entry(ctx, &slurm_id, &files.stem, Some(ctx.kind.clone()));
     record(ctx, workspace, &entry);
     let watched = watch(ctx, &slurm_id, &files, settings, Some(submitted));
     if let Ok(w) = &watched {
@@ -150,24 +143,13 @@ fn fill_on_array(
             .unwrap_or_default(),
         files.dir.join(format!("{stem}-<task>.out")).display()
     ));
-    let mut entry = SlurmJobEntry {
-        job: ctx.id.0,
-        slurm_id: id.clone(),
-        stem: stem.clone(),
-        submitted: now(),
-        state: "PENDING".into(),
-        kind: None,
-    };
+    // The shares are not a job to take over: a rerun's compress job computes what is missing.
+    let mut entry = pending_entry(ctx, &id, &stem, None);
     record(ctx, workspace, &entry);
-    let interval = Duration::from_secs_f64(settings.poll_seconds.unwrap_or(2.0).clamp(0.1, 600.0));
-    let mut cancel_sent: Option<Instant> = None;
+    let mut poll = Poller::new(ctx, &id, settings);
     let mut shown = String::new();
     loop {
-        if ctx.cancel.is_cancelled() && cancel_sent.is_none() {
-            ctx.log(format!("slurm: scancel {id}"));
-            ctl::scancel(&id)?;
-            cancel_sent = Some(Instant::now());
-        }
+        poll.scancel_if_cancelled()?;
         let left = ctl::array_tasks_left(&id)?;
         let state = if left.is_empty() {
             "ENDED"
@@ -185,24 +167,13 @@ fn fill_on_array(
         if left.is_empty() {
             break;
         }
-        if cancel_sent.is_some_and(|t| t.elapsed() > CANCEL_GRACE) {
-            return Err(Error::runtime(format!(
-                "slurm array job {id} still has tasks {} s after scancel",
-                CANCEL_GRACE.as_secs()
-            )));
-        }
-        let until = Instant::now() + interval;
-        while Instant::now() < until && !(ctx.cancel.is_cancelled() && cancel_sent.is_none()) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        poll.check_grace("still has tasks")?;
+        poll.nap();
     }
-    entry.state = if cancel_sent.is_some() {
-        "CANCELLED".into()
-    } else {
-        "COMPLETED".into()
-    };
+    let cancelled = poll.scancel_sent();
+    entry.state = if cancelled { "CANCELLED" } else { "COMPLETED" }.into();
     record(ctx, workspace, &entry);
-    if cancel_sent.is_some() {
+    if cancelled {
         return Err(Error::Cancelled);
     }
     let filled = (0..array.tasks)
@@ -220,10 +191,6 @@ fn fill_on_array(
 /// [`run`] would have: its output into the log, its state recorded, the workspace
 /// reloaded, the node's summary (or the failure) as the result.
 pub(crate) fn follow(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
-    follow_kind(ctx, workspace)
-}
-
-fn follow_kind(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let JobKind::SlurmFollow {
         slurm_id,
         stem,
@@ -277,10 +244,7 @@ pub(crate) fn adopt(
         (entry, ws.dir().to_path_buf())
     };
     let variant_of = |summary: &Value| {
-        summary["variant"]
-            .as_u64()
-            .and_then(|v| u32::try_from(v).ok())
-            .filter(|&v| lock(workspace).variant(v).is_some())
+        summary_variant(summary, "variant").filter(|&v| lock(workspace).variant(v).is_some())
     };
     let doc = ws_dir.join("slurm").join(format!("{}.json", entry.stem));
     if let Some(id) = fs::read(&doc)
@@ -298,14 +262,14 @@ pub(crate) fn adopt(
     if ctl::state_is_final(&entry.state) {
         return None;
     }
-    let follow = JobKind::SlurmFollow {
+    let follower = JobKind::SlurmFollow {
         slurm_id: entry.slurm_id.clone(),
         stem: entry.stem.clone(),
         job: entry.job,
     };
     let label = format!("slurm job {} (submitted before)", entry.slurm_id);
     Some(
-        follow_kind(&ctx.step(&follow, &label), workspace).and_then(|summary| {
+        follow(&ctx.step(&follower, &label), workspace).and_then(|summary| {
             variant_of(&summary).ok_or_else(|| {
                 Error::runtime(format!(
                     "slurm job {}: its result names no variant of this workspace",
@@ -381,18 +345,13 @@ fn watch(
     settings: &SlurmSettings,
     submitted: Option<Instant>,
 ) -> Result<Watched> {
-    let interval = Duration::from_secs_f64(settings.poll_seconds.unwrap_or(2.0).clamp(0.1, 600.0));
+    let mut poll = Poller::new(ctx, id, settings);
     let mut follower = output::Follower::new(files.path("out"));
     let mut last = ctl::JobInfo::default();
     let mut queued_seconds = None;
-    let mut cancel_sent: Option<Instant> = None;
     let mut misses = 0;
     loop {
-        if ctx.cancel.is_cancelled() && cancel_sent.is_none() {
-            ctx.log(format!("slurm: scancel {id}"));
-            ctl::scancel(id)?;
-            cancel_sent = Some(Instant::now());
-        }
+        poll.scancel_if_cancelled()?;
         follower.poll(ctx);
         let info = match ctl::query(id)? {
             Some(info) => {
@@ -440,22 +399,69 @@ fn watch(
             follower.finish(ctx);
             return Ok(Watched {
                 info: last,
-                cancelled_by_us: cancel_sent.is_some(),
+                cancelled_by_us: poll.scancel_sent(),
                 queued_seconds,
                 tail: follower.tail(),
                 node_error: follower.node_error.take(),
             });
         }
-        if cancel_sent.is_some_and(|t| t.elapsed() > CANCEL_GRACE) {
-            return Err(Error::runtime(format!(
-                "slurm job {id} is still {} {} s after scancel",
-                last.state,
-                CANCEL_GRACE.as_secs()
-            )));
+        poll.check_grace(&format!("is still {}", last.state))?;
+        poll.nap();
+    }
+}
+
+/// What the watch loops share: the poll interval, `scancel` once when the job is
+/// cancelled, the grace the job gets after it, and naps that wake at once for a cancel.
+struct Poller<'a, 'c> {
+    ctx: &'a JobCtx<'c>,
+    id: &'a str,
+    interval: Duration,
+    scancel_at: Option<Instant>,
+}
+
+impl<'a, 'c> Poller<'a, 'c> {
+    fn new(ctx: &'a JobCtx<'c>, id: &'a str, settings: &SlurmSettings) -> Self {
+        let seconds = settings.poll_seconds.unwrap_or(2.0).clamp(0.1, 600.0);
+        Poller {
+            ctx,
+            id,
+            interval: Duration::from_secs_f64(seconds),
+            scancel_at: None,
         }
-        // Sleep in short steps so a cancel is acted on at once.
-        let until = Instant::now() + interval;
-        while Instant::now() < until && !(ctx.cancel.is_cancelled() && cancel_sent.is_none()) {
+    }
+
+    fn scancel_sent(&self) -> bool {
+        self.scancel_at.is_some()
+    }
+
+    /// `scancel` the job the first time its token is cancelled.
+    fn scancel_if_cancelled(&mut self) -> Result<()> {
+        if self.ctx.cancel.is_cancelled() && !self.scancel_sent() {
+            self.ctx.log(format!("slurm: scancel {}", self.id));
+            ctl::scancel(self.id)?;
+            self.scancel_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// An error once the job outlives the grace after `scancel` (`what`: its state).
+    fn check_grace(&self, what: &str) -> Result<()> {
+        match self.scancel_at {
+            Some(t) if t.elapsed() > CANCEL_GRACE => Err(Error::runtime(format!(
+                "slurm job {} {what} {} s after scancel",
+                self.id,
+                CANCEL_GRACE.as_secs()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Wait one interval, in short steps so a cancel is acted on at once.
+    fn nap(&self) {
+        let until = Instant::now() + self.interval;
+        // A cancel not yet acted on ends the nap.
+        let waiting = || !self.ctx.cancel.is_cancelled() || self.scancel_sent();
+        while Instant::now() < until && waiting() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -545,6 +551,18 @@ fn claim_files(ws_dir: &Path, ctx: &JobCtx) -> Result<Files> {
         "{}: no free job file name",
         dir.display()
     )))
+}
+
+/// The workspace's record of a job this job just submitted.
+fn pending_entry(ctx: &JobCtx, slurm_id: &str, stem: &str, kind: Option<JobKind>) -> SlurmJobEntry {
+    SlurmJobEntry {
+        job: ctx.id.0,
+        slurm_id: slurm_id.to_string(),
+        stem: stem.to_string(),
+        submitted: now(),
+        state: "PENDING".into(),
+        kind,
+    }
 }
 
 /// Keep the Slurm id in the workspace; a failure to is a warning, not a failed job.
