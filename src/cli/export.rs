@@ -44,6 +44,8 @@ struct Source {
     name: String,
     variant: Option<u32>,
     workspace: Option<PathBuf>,
+    /// The input shapes the workspace's data had.
+    workspace_shapes: Option<Vec<Vec<usize>>>,
 }
 
 pub fn run(args: ExportArgs, common: &Common) -> Result<()> {
@@ -51,7 +53,17 @@ pub fn run(args: ExportArgs, common: &Common) -> Result<()> {
         Some(id) => variant_source(id, &args, common)?,
         None => model_source(&args)?,
     };
-    let encodings = load_model_encodings(&source.model, &source.encodings)?;
+    let data_shapes = match &common.data {
+        Some(d) => Some(super::inspect::data_sample_shapes(d)?),
+        None => None,
+    };
+    let pins = super::input_shape::pins_for(
+        &source.model,
+        common,
+        data_shapes,
+        source.workspace_shapes.as_deref(),
+    )?;
+    let encodings = load_model_encodings(&source.model, &source.encodings, pins.as_deref())?;
     let report = write_export(
         &args.out,
         &source.name,
@@ -95,6 +107,7 @@ fn variant_source(id: u32, args: &ExportArgs, common: &Common) -> Result<Source>
         name: format!("{}_v{id}", ws.file().model_name),
         variant: Some(id),
         workspace: Some(dir),
+        workspace_shapes: ws.settings().input_shapes.clone(),
     })
 }
 
@@ -112,6 +125,7 @@ fn model_source(args: &ExportArgs) -> Result<Source> {
         name: model_name(&path),
         variant: None,
         workspace: None,
+        workspace_shapes: None,
     })
 }
 

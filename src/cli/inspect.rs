@@ -38,9 +38,13 @@ impl Inspection {
 }
 
 /// Load and analyse a model; with a dataset, its sample shape pins symbolic input dims.
-pub fn inspect_model(path: &std::path::Path, data: Option<&std::path::Path>) -> Result<Inspection> {
+pub fn inspect_model(
+    path: &std::path::Path,
+    data: Option<&std::path::Path>,
+    common: &Common,
+) -> Result<Inspection> {
     let model = Model::load(path)?;
-    let pinned = match data {
+    let data_shapes = match data {
         Some(d) => {
             let ds = load_split_free(d)?;
             Some(
@@ -51,6 +55,7 @@ pub fn inspect_model(path: &std::path::Path, data: Option<&std::path::Path>) -> 
         }
         None => None,
     };
+    let pinned = super::input_shape::pins_for(&model, common, data_shapes, None)?;
     let shapes = model.shapes(pinned.as_deref())?;
     let layers = model.layers(&shapes)?;
     Ok(Inspection {
@@ -58,6 +63,14 @@ pub fn inspect_model(path: &std::path::Path, data: Option<&std::path::Path>) -> 
         shapes,
         layers,
     })
+}
+
+/// The per-sample input shapes of the dataset at `d`.
+pub(crate) fn data_sample_shapes(d: &std::path::Path) -> Result<Vec<Vec<usize>>> {
+    let ds = load_split_free(d)?;
+    Ok((0..ds.inputs.len())
+        .map(|i| ds.sample_shape(i).to_vec())
+        .collect())
 }
 
 /// A dataset for its shapes: the directory itself, or its evaluation part when split.
@@ -78,7 +91,7 @@ pub fn run(args: InspectArgs, common: &Common) -> Result<()> {
     } else {
         None
     };
-    let ins = inspect_model(&path, pin)?;
+    let ins = inspect_model(&path, pin, common)?;
     if let Some(f) = &ins.shapes.fallback {
         eprintln!("note: {f}");
     }

@@ -13,6 +13,7 @@ mod external_trainer;
 mod finetune;
 mod fix_chain;
 mod fixes;
+mod input_shape;
 mod inspect;
 mod latency;
 mod quant_flags;
@@ -55,6 +56,11 @@ pub struct Common {
     /// Dataset: a directory of .npy (inputs.npy, labels.npy), one .npz, or an image folder
     #[arg(long, global = true)]
     pub data: Option<PathBuf>,
+    /// Per-sample input sizes where the model leaves them open, e.g. images=3x320x320
+    /// (repeat for several inputs; default: the dataset's sample shapes)
+    #[arg(long = "input-shape", global = true, value_name = "NAME=DIMS",
+          value_parser = input_shape::parse_input_shape)]
+    pub input_shape: Vec<input_shape::InputShape>,
     /// Workspace directory (default: one per model under the user data directory,
     /// e.g. ~/.local/share/qsteer/workspaces/NAME-HASH)
     #[arg(long, global = true)]
@@ -151,9 +157,16 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Fix(args)) => fix_chain::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
+            let input_shapes = if cli.common.input_shape.is_empty() {
+                None
+            } else {
+                let m = qsteer::model::Model::load(&model)?;
+                input_shape::from_flags(&m, &cli.common.input_shape)?
+            };
             qsteer::tui::run(qsteer::tui::AppOptions {
                 model,
                 data,
+                input_shapes,
                 workspace: cli.common.workspace.clone(),
                 theme: cli.theme.clone(),
                 max_jobs: cli.jobs.max(1),

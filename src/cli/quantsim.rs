@@ -70,7 +70,8 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
     }
     let export = match (&args.export, &encodings_path) {
         (Some(out_dir), Some(enc)) => {
-            let encodings = load_model_encodings(&model, enc)?;
+            let pins = super::lock(&ws).settings().input_shapes.clone();
+            let encodings = load_model_encodings(&model, enc, pins.as_deref())?;
             let report = write_export(
                 out_dir,
                 &format!("{}_v{id}", model_name(&path)),

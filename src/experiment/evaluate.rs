@@ -139,6 +139,8 @@ pub struct EvalReport {
     pub macs: Option<u64>,
     /// Float weight elements.
     pub params: u64,
+    /// The per-sample input shapes the model ran at.
+    pub input_shapes: Vec<Vec<usize>>,
 }
 
 impl EvalReport {
@@ -240,5 +242,6 @@ pub fn evaluate(
         labels: data.labels.clone(),
         macs,
         params,
+        input_shapes: shapes,
     })
 }

@@ -40,17 +40,20 @@ pub fn export_source(
     Ok((ws.model_path(parent), encodings))
 }
 
-/// Write `out_dir/<model>_v<id>.qdq.onnx` and its encodings file.
+/// Write `out_dir/<model>_v<id>.qdq.onnx` and its encodings file. The model is analysed
+/// at `pins` (per-sample input shapes), else at the shapes the workspace's data had.
 pub fn export_variant(
     ws: &Workspace,
     id: u32,
     out_dir: &Path,
     version: EncodingsVersion,
     encodings: Option<&Path>,
+    pins: Option<&[Vec<usize>]>,
 ) -> Result<ExportReport> {
     let (model_path, encodings) = export_source(ws, id, encodings)?;
     let model = Model::load(&model_path)?;
-    let loaded = load_model_encodings(&model, &encodings)?;
+    let pins = pins.or(ws.settings().input_shapes.as_deref());
+    let loaded = load_model_encodings(&model, &encodings, pins)?;
     write_export(
         out_dir,
         &format!("{}_v{id}", ws.file().model_name),

@@ -100,6 +100,7 @@ pub fn record_quantsim(
         ws.set_quantsim_settings(id, &req.settings)?;
     }
     let r = &outcome.report;
+    ws.set_input_shapes(&r.input_shapes)?;
     ws.set_costs(id, r.macs, Some(r.params))?;
     ws.record_result(
         id,

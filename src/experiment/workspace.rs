@@ -39,6 +39,10 @@ pub struct Settings {
     /// Defaults of the Slurm executor (partition, time limit, …) for this workspace.
     #[serde(default, skip_serializing_if = "is_default")]
     pub slurm: SlurmSettings,
+    /// The per-sample input shapes of the data last used with this model: commands without
+    /// data (export, encodings import) analyse the model at them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_shapes: Option<Vec<Vec<usize>>>,
 }
 
 fn is_default(s: &SlurmSettings) -> bool {
@@ -52,6 +56,7 @@ impl Default for Settings {
             split_seed: 0,
             trainer: None,
             slurm: SlurmSettings::default(),
+            input_shapes: None,
         }
     }
 }
@@ -264,6 +269,18 @@ impl Workspace {
     pub fn set_slurm(&mut self, settings: SlurmSettings) -> Result<()> {
         self.update(|ws| {
             ws.file.settings.slurm = settings;
+            Ok(())
+        })
+    }
+
+    /// Remember the data's per-sample input shapes (see `Settings::input_shapes`); writes
+    /// only when they changed.
+    pub fn set_input_shapes(&mut self, shapes: &[Vec<usize>]) -> Result<()> {
+        if self.file.settings.input_shapes.as_deref() == Some(shapes) {
+            return Ok(());
+        }
+        self.update(|ws| {
+            ws.file.settings.input_shapes = Some(shapes.to_vec());
             Ok(())
         })
     }

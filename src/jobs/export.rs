@@ -27,7 +27,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "export v{variant} to {} (encodings {version})",
         dir.display()
     ));
-    let report = export_variant(&ws, *variant, &dir, *version, None)?;
+    let report = export_variant(&ws, *variant, &dir, *version, None, None)?;
     let floats = &report.contents.float_op_tensors;
     if !floats.is_empty() {
         ctx.log(format!(

@@ -228,7 +228,7 @@ fn prepare_source(ws: &Workspace, id: u32, workdir: &Path) -> Result<Source> {
     }
     let (float_model, _) = export_source(ws, id, None)?;
     let float_variant = v.parent.unwrap_or(0);
-    let report = export_variant(ws, id, workdir, EncodingsVersion::default(), None)?;
+    let report = export_variant(ws, id, workdir, EncodingsVersion::default(), None, None)?;
     Ok(Source {
         input: report.output,
         encodings: Some(report.encodings),

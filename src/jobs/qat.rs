@@ -71,7 +71,8 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let started = Instant::now();
     let from = start(&lock(workspace), variant)?;
     let model = Model::load(&from.float_model)?;
-    let frozen = load_model_encodings(&model, &from.encodings)?;
+    let pins = lock(workspace).settings().input_shapes.clone();
+    let frozen = load_model_encodings(&model, &from.encodings, pins.as_deref())?;
     let request = TrainRequest {
         model: &model,
         data,

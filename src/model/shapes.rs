@@ -79,7 +79,7 @@ pub fn per_sample_elements(shape: &[Dim], fixed_batch: Option<usize>) -> Option<
     Some(n)
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputSpec {
     pub name: String,
     /// Full shape including the batch axis.
@@ -109,6 +109,8 @@ pub struct Typed {
     pub inputs: Vec<InputSpec>,
     pub fixed_batch: Option<usize>,
     pub fallback: Option<String>,
+    /// The symbolic batch defeated the analysis and it was made 1.
+    pub batch_fallback: bool,
 }
 
 /// Declared input dims as written in the file: `Some(n)` for n > 0, `None` for
@@ -282,6 +284,10 @@ fn inference_model(
 /// ignored when it contradicts the analysis. `batch` makes a symbolic batch concrete
 /// (tract runs a concrete batch several times faster); `outputs` selects extra named
 /// values to expose as outputs (intermediate capture), `None` keeps the graph's outputs.
+///
+/// A symbolic batch can defeat the analysis where the graph computes a shape from it
+/// (paddle2onnx's Shape→Cast→Slice→Cast→Concat→Reshape): then the batch is analysed at 1
+/// and `Typed::batch_fallback` says so.
 pub fn typed_model(
     model: &Model,
     pinned: Option<&[Vec<usize>]>,
@@ -291,38 +297,123 @@ pub fn typed_model(
     let (inputs, fixed_batch) = plan_inputs(model, pinned, batch)?;
     let src = model.source().to_string();
     guarded(&src, || {
-        let attempt = |ignore: bool| -> TractResult<TypedModel> {
-            let mut m = inference_model(model, &inputs, ignore)?;
+        let attempt = |specs: &[InputSpec], ignore: bool| -> TractResult<TypedModel> {
+            let mut m = inference_model(model, specs, ignore)?;
             if let Some(names) = outputs {
                 m.select_outputs_by_name(names)?;
             }
             m.into_typed()
         };
-        let (typed, fallback) = match attempt(false) {
-            Ok(t) => (t, None),
-            Err(first) => match attempt(true) {
-                Ok(t) => (
-                    t,
-                    Some(
-                        "the file's value_info was ignored (it contradicted shape analysis)"
-                            .to_string(),
-                    ),
-                ),
-                Err(_) => {
-                    return Err(Error::input(format!(
-                        "{src}: shape analysis failed: {}",
-                        chain(&first)
-                    )))
-                }
-            },
+        let value_info_note =
+            "the file's value_info was ignored (it contradicted shape analysis)".to_string();
+        let first = match attempt(&inputs, false) {
+            Ok(t) => return Ok(typed(t, &inputs, fixed_batch, None, false)),
+            Err(e) => e,
         };
-        Ok(Typed {
-            model: typed,
-            inputs: inputs.clone(),
-            fixed_batch,
-            fallback,
-        })
+        if let Ok(t) = attempt(&inputs, true) {
+            return Ok(typed(t, &inputs, fixed_batch, Some(value_info_note), false));
+        }
+        let concrete = with_batch(&inputs, 1);
+        if concrete != inputs {
+            let note = "the batch was analysed at 1: the graph computes a shape from the \
+                        symbolic batch (e.g. Shape→Slice→Concat→Reshape)";
+            for ignore in [false, true] {
+                if let Ok(t) = attempt(&concrete, ignore) {
+                    let note = if ignore {
+                        format!("{note}; {value_info_note}")
+                    } else {
+                        note.to_string()
+                    };
+                    return Ok(typed(t, &inputs, fixed_batch, Some(note), true));
+                }
+            }
+        }
+        Err(analysis_error(&src, &inputs, &first))
     })
+}
+
+fn typed(
+    model: TypedModel,
+    inputs: &[InputSpec],
+    fixed_batch: Option<usize>,
+    fallback: Option<String>,
+    batch_fallback: bool,
+) -> Typed {
+    Typed {
+        model,
+        inputs: inputs.to_vec(),
+        fixed_batch,
+        fallback,
+        batch_fallback,
+    }
+}
+
+/// The input specs with a symbolic batch made `b`.
+fn with_batch(inputs: &[InputSpec], b: usize) -> Vec<InputSpec> {
+    inputs
+        .iter()
+        .map(|spec| InputSpec {
+            name: spec.name.clone(),
+            shape: spec
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Batch => Dim::Known(b),
+                    other => other.clone(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The analysis failed at every fallback: say what the user can do. Symbolic input dims
+/// other than the batch are the usual cause (a detector's H and W), and they can be pinned.
+fn analysis_error(src: &str, inputs: &[InputSpec], first: &TractError) -> Error {
+    let open: Vec<String> = inputs
+        .iter()
+        .filter_map(|spec| {
+            let axes: Vec<String> = spec
+                .shape
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| matches!(d, Dim::Symbol(_)))
+                .map(|(axis, _)| axis.to_string())
+                .collect();
+            (!axes.is_empty()).then(|| {
+                format!(
+                    "input '{}' {} has no size for dim {}",
+                    spec.name,
+                    format_shape(&spec.shape),
+                    axes.join(", ")
+                )
+            })
+        })
+        .collect();
+    if open.is_empty() {
+        return Error::input(format!("{src}: shape analysis failed: {}", chain(first)));
+    }
+    let example = inputs
+        .iter()
+        .find(|spec| spec.shape.iter().any(|d| matches!(d, Dim::Symbol(_))))
+        .map(|spec| {
+            let dims: Vec<String> = spec
+                .shape
+                .iter()
+                .skip(1)
+                .map(|d| match d {
+                    Dim::Known(v) => v.to_string(),
+                    _ => "D".to_string(),
+                })
+                .collect();
+            format!("{}={}", spec.name, dims.join("x"))
+        })
+        .unwrap_or_default();
+    Error::input(format!(
+        "{src}: shape analysis needs concrete input sizes: {}; pass --data DIR (its samples fix \
+         them) or --input-shape {example} with each D the size to use (tract: {})",
+        open.join("; "),
+        chain(first)
+    ))
 }
 
 /// tract's error with its context chain on one line.
@@ -336,12 +427,15 @@ pub fn chain(e: &TractError) -> String {
 /// Analyse the model's shapes. See the module comment for the batch convention.
 pub fn analyse(model: &Model, pinned: Option<&[Vec<usize>]>) -> Result<ModelShapes> {
     let typed = typed_model(model, pinned, None, None)?;
-    let tm = &typed.model;
-    let batch_sym = tm.symbols.sym(BATCH);
-    let mut values = HashMap::new();
-    for (outlet, label) in &tm.outlet_labels {
-        if let Ok(fact) = tm.outlet_fact(*outlet) {
-            values.insert(label.clone(), convert_shape(fact.shape.dims(), &batch_sym));
+    let mut values = value_shapes(&typed.model);
+    if typed.batch_fallback {
+        // Analysed at batch 1: a second analysis at batch 2 tells which dims are the batch.
+        let at_two = typed_model(model, pinned, Some(2), None)?;
+        let two = value_shapes(&at_two.model);
+        for (name, shape) in values.iter_mut() {
+            if let Some(other) = two.get(name) {
+                *shape = batch_dims(shape, other);
+            }
         }
     }
     for (name, w) in model.weights() {
@@ -358,6 +452,36 @@ pub fn analyse(model: &Model, pinned: Option<&[Vec<usize>]>) -> Result<ModelShap
         fixed_batch: typed.fixed_batch,
         fallback: typed.fallback,
     })
+}
+
+/// Every labelled value's shape in a typed model.
+fn value_shapes(tm: &TypedModel) -> HashMap<String, Shape> {
+    let batch_sym = tm.symbols.sym(BATCH);
+    let mut values = HashMap::new();
+    for (outlet, label) in &tm.outlet_labels {
+        if let Ok(fact) = tm.outlet_fact(*outlet) {
+            values.insert(label.clone(), convert_shape(fact.shape.dims(), &batch_sym));
+        }
+    }
+    values
+}
+
+/// A value's shape from its analyses at batch 1 and batch 2: a dim that doubled is the batch
+/// (or a multiple of it, where the graph folded the batch into another axis).
+fn batch_dims(at_one: &[Dim], at_two: &[Dim]) -> Shape {
+    if at_one.len() != at_two.len() {
+        return at_one.to_vec();
+    }
+    at_one
+        .iter()
+        .zip(at_two)
+        .map(|(a, b)| match (a, b) {
+            (Dim::Known(1), Dim::Known(2)) => Dim::Batch,
+            (Dim::Known(x), Dim::Known(y)) if *y == 2 * *x => Dim::Symbol(format!("{x}*{BATCH}")),
+            (Dim::Known(x), Dim::Known(y)) if x != y => Dim::Symbol("?".into()),
+            _ => a.clone(),
+        })
+        .collect()
 }
 
 fn convert_shape(dims: &[TDim], batch: &Symbol) -> Shape {

@@ -30,18 +30,34 @@ pub struct ModelEncodings {
     pub activations: BTreeMap<String, Encoding>,
 }
 
-/// Read `path` and match it to `model`; errors name the file and the tensor.
-pub fn load_model_encodings(model: &Model, path: &Path) -> Result<ModelEncodings> {
+/// Read `path` and match it to `model`; errors name the file and the tensor. `pins` are
+/// the per-sample input shapes to analyse the model at (the dataset's), as every command
+/// opens a model: symbolic sizes other than the batch often defeat the analysis.
+pub fn load_model_encodings(
+    model: &Model,
+    path: &Path,
+    pins: Option<&[Vec<usize>]>,
+) -> Result<ModelEncodings> {
     let file = read_encodings_file(path)?;
-    match_encodings(model, &file).map_err(|e| Error::input(format!("{}: {e}", path.display())))
+    let shapes = model.shapes(pins)?;
+    match_encodings_at(model, &file, &shapes)
+        .map_err(|e| Error::input(format!("{}: {e}", path.display())))
 }
 
 /// Match a parsed file to `model`: parameter entries must name a layer's weight (per-channel
 /// with one encoding per output channel), activation entries a value computed by a node or
 /// fed as a graph input, one per-tensor encoding each.
 pub fn match_encodings(model: &Model, file: &EncodingsFile) -> Result<ModelEncodings> {
-    let shapes = model.shapes(None)?;
-    let layers = model.layers(&shapes)?;
+    match_encodings_at(model, file, &model.shapes(None)?)
+}
+
+/// [`match_encodings`] with the model's shapes already analysed.
+fn match_encodings_at(
+    model: &Model,
+    file: &EncodingsFile,
+    shapes: &crate::model::ModelShapes,
+) -> Result<ModelEncodings> {
+    let layers = model.layers(shapes)?;
     let quantizers = weight_quantizers(model, &layers)?;
     let mut params: HashMap<&str, &AimetTensorEncoding> = HashMap::new();
     for p in &file.params {
@@ -190,7 +206,15 @@ pub fn quantsim_from_file(
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantsimOutcome> {
     let start = Instant::now();
-    let encodings = load_model_encodings(model, file)?;
+    // The model is analysed at the dataset's shapes, as the calibrated quantsim does.
+    let selected = crate::experiment::evaluate::select_samples(
+        &req.data,
+        crate::experiment::evaluate::Subset::Evaluation,
+        req.calibration_size,
+        req.seed,
+    )?;
+    let pins = crate::experiment::evaluate::sample_shapes(&selected.data);
+    let encodings = load_model_encodings(model, file, Some(&pins))?;
     let sim = sim_from_encodings(model, &encodings)?;
     let load_seconds = start.elapsed().as_secs_f64();
     cancel.check()?;
@@ -317,7 +341,7 @@ pub(crate) mod tests {
         let check = |doc: Value, expect: &[&str]| {
             let path = dir.path().join("bad.encodings.json");
             std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
-            let err = load_model_encodings(&model, &path).unwrap_err();
+            let err = load_model_encodings(&model, &path, None).unwrap_err();
             assert!(matches!(err, Error::Input(_)), "{err}");
             let text = err.to_string();
             assert!(text.contains("bad.encodings.json"), "{text}");

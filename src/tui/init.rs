@@ -97,24 +97,26 @@ pub fn open(
     workspace: Option<PathBuf>,
     theme: Theme,
 ) -> Result<Opened> {
+    open_at(model_path, data, workspace, theme, None)
+}
+
+/// [`open`] with per-sample input shapes (`--input-shape`) for a model that leaves sizes
+/// open; without them the data's shapes are used, else those the workspace's data had.
+pub fn open_at(
+    model_path: &Path,
+    data: Option<PathBuf>,
+    workspace: Option<PathBuf>,
+    theme: Theme,
+    input_shapes: Option<Vec<Vec<usize>>>,
+) -> Result<Opened> {
     let model = Model::load(model_path)?;
-    let pinned = match &data {
+    let data_shapes = match &data {
         Some(d) => {
             let s = select_samples(d, Subset::Evaluation, 200, 0)?;
             qsteer::experiment::evaluate::check_fits(&model, &s.data)?;
             Some(sample_shapes(&s.data))
         }
         None => None,
-    };
-    let view = model_view(0, &model, pinned.as_deref())?;
-    // Marks are a help, not a requirement: a model quantsim cannot place quantizers on
-    // still opens, and the status line says why the marks are missing.
-    let (quant_marks, marks_problem) = match QuantMarks::of(&model, &view.layers) {
-        Ok(m) => (m, None),
-        Err(e) => (
-            QuantMarks::default(),
-            Some(format!("no quantizer marks: {e}")),
-        ),
     };
     let model_name = model_path
         .file_stem()
@@ -125,6 +127,22 @@ pub fn open(
         None => default_workspace_dir(&model_name, &model.content_hash())?,
     };
     let mut ws = Workspace::open_or_create(&dir, &model, &model_name)?;
+    if let Some(shapes) = &data_shapes {
+        ws.set_input_shapes(shapes)?;
+    }
+    let pinned = input_shapes
+        .or(data_shapes)
+        .or_else(|| ws.settings().input_shapes.clone());
+    let view = model_view(0, &model, pinned.as_deref())?;
+    // Marks are a help, not a requirement: a model quantsim cannot place quantizers on
+    // still opens, and the status line says why the marks are missing.
+    let (quant_marks, marks_problem) = match QuantMarks::of(&model, &view.layers) {
+        Ok(m) => (m, None),
+        Err(e) => (
+            QuantMarks::default(),
+            Some(format!("no quantizer marks: {e}")),
+        ),
+    };
     let macs_total = view.macs_total;
     if ws.variant(0).is_some_and(|v| v.macs.is_none()) {
         let params = model.weights().map(|(_, w)| w.array.len() as u64).sum();

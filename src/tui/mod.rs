@@ -73,6 +73,8 @@ pub struct AppOptions {
     pub theme: Option<String>,
     /// Heavy jobs allowed at once.
     pub max_jobs: usize,
+    /// Per-sample input shapes (`--input-shape`) for a model that leaves sizes open.
+    pub input_shapes: Option<Vec<Vec<usize>>>,
 }
 
 pub fn run(opts: AppOptions) -> Result<()> {
@@ -83,11 +85,12 @@ pub fn run(opts: AppOptions) -> Result<()> {
         ));
     }
     let theme = Theme::choose(opts.theme.as_deref())?;
-    let opened = init::open(
+    let opened = init::open_at(
         &opts.model,
         opts.data.clone(),
         opts.workspace.clone(),
         theme,
+        opts.input_shapes.clone(),
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

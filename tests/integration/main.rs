@@ -19,4 +19,5 @@ mod fixes_cli;
 mod images;
 mod model_load;
 mod quantsim_cli;
+mod real_exports;
 mod slurm;
