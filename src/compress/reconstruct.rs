@@ -6,7 +6,7 @@
 //! layer's output value) is refitted; layers before it (the first factor of an SVD split)
 //! are kept, since the parent has no value their outputs should match.
 
-use super::activations::{compile_capturing, sample_layer, slot_of};
+use super::activations::{compile_capturing, sample_layer, slot_of, LayerSamples};
 use super::calibration::CalibrationData;
 use super::refit::{current, fit_linear, output_mse, takes_bias, write_fit};
 use super::{ChangeDetail, CompressOutcome, LayerChange};
@@ -30,8 +30,81 @@ pub struct LayerReconstruction {
     pub mse_after: f64,
     pub sqnr_before_db: f64,
     pub sqnr_after_db: f64,
-    /// False when the fit did not lower the error and the weights were kept.
+    /// Sampled positions held out of the trial fit (the last images' positions).
+    #[serde(default)]
+    pub held_out_samples: usize,
+    /// Output error on the held-out positions with the compressed layer as it was, and
+    /// with the trial fit made without them.
+    #[serde(default)]
+    pub held_out_mse_before: f64,
+    #[serde(default)]
+    pub held_out_mse_after: f64,
+    /// False when the trial fit did not lower the error on the held-out positions (it
+    /// would have fitted the calibration samples only) and the weights were kept.
     pub refitted: bool,
+}
+
+/// The share of the sampled positions held out to check a refit.
+const HELD_OUT: f64 = 0.2;
+
+/// What to write for one layer: a refit, or nothing when it does not generalise.
+struct FitChoice {
+    fit: Option<super::refit::Fit>,
+    held_out: usize,
+    held_out_before: f64,
+    held_out_after: f64,
+}
+
+/// Fit on all but the last [`HELD_OUT`] of the positions (columns come image by image, so
+/// these are other images) and compare with the current weights there. A fit that does
+/// not lower the held-out error is refused; an accepted one is refitted on every position.
+fn choose_fit(
+    samples: &LayerSamples,
+    current: &super::refit::Fit,
+    with_bias: bool,
+) -> Result<FitChoice> {
+    let n = samples.len();
+    let held = ((n as f64 * HELD_OUT) as usize).min(n.saturating_sub(1));
+    if held == 0 {
+        // Too few positions to hold any out: the plain rule (lower error on the samples).
+        let fit = fit_linear(samples, with_bias)?;
+        let better = output_mse(&fit.weight, fit.bias.as_ref(), samples)
+            < output_mse(&current.weight, current.bias.as_ref(), samples);
+        return Ok(FitChoice {
+            fit: better.then_some(fit),
+            held_out: 0,
+            held_out_before: 0.0,
+            held_out_after: 0.0,
+        });
+    }
+    let (train, check) = (columns(samples, 0..n - held), columns(samples, n - held..n));
+    let trial = fit_linear(&train, with_bias)?;
+    let before = output_mse(&current.weight, current.bias.as_ref(), &check);
+    let after = output_mse(&trial.weight, trial.bias.as_ref(), &check);
+    let fit = if after < before {
+        Some(fit_linear(samples, with_bias)?)
+    } else {
+        None
+    };
+    Ok(FitChoice {
+        fit,
+        held_out: held,
+        held_out_before: before,
+        held_out_after: after,
+    })
+}
+
+/// The sampled positions `range` of `samples`.
+fn columns(samples: &LayerSamples, range: std::ops::Range<usize>) -> LayerSamples {
+    use ndarray::s;
+    LayerSamples {
+        cols: samples
+            .cols
+            .iter()
+            .map(|c| c.slice(s![.., range.clone()]).to_owned())
+            .collect(),
+        targets: samples.targets.slice(s![.., range]).to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,26 +191,32 @@ pub fn reconstruct(
                 sample_layer(&model, layer, &compiled, slot, channels, data, cancel)?;
             let before = current(&model, layer, &op)?;
             let mse_before = output_mse(&before.weight, before.bias.as_ref(), &samples);
-            let fit = fit_linear(&samples, takes_bias(layer))?;
-            let mse_after = output_mse(&fit.weight, fit.bias.as_ref(), &samples);
+            let choice = choose_fit(&samples, &before, takes_bias(layer))?;
             let signal = samples
                 .targets
                 .iter()
                 .map(|&v| f64::from(v) * f64::from(v))
                 .sum::<f64>()
                 / samples.targets.len().max(1) as f64;
-            let refitted = mse_after < mse_before;
-            if refitted {
-                model = write_fit(&model, layer, &op, &fit)?;
-            }
+            let refitted = choice.fit.is_some();
+            let mse_after = match &choice.fit {
+                Some(fit) => {
+                    model = write_fit(&model, layer, &op, fit)?;
+                    output_mse(&fit.weight, fit.bias.as_ref(), &samples)
+                }
+                None => mse_before,
+            };
             layers_report.push(LayerReconstruction {
                 layer: change.layer.clone(),
                 refit: refit.clone(),
                 samples: samples.len(),
                 mse_before,
-                mse_after: if refitted { mse_after } else { mse_before },
+                mse_after,
                 sqnr_before_db: sqnr_db(signal, mse_before),
-                sqnr_after_db: sqnr_db(signal, mse_after.min(mse_before)),
+                sqnr_after_db: sqnr_db(signal, mse_after),
+                held_out_samples: choice.held_out,
+                held_out_mse_before: choice.held_out_before,
+                held_out_mse_after: choice.held_out_after,
                 refitted,
             });
         }
@@ -156,6 +235,53 @@ pub fn reconstruct(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `out × k` weights and `n` input columns; targets are the weights' outputs plus noise.
+    fn noisy_samples(
+        rng: &mut SplitMix64,
+        w: &ndarray::Array2<f32>,
+        n: usize,
+        noise: f32,
+    ) -> LayerSamples {
+        let cols = ndarray::Array2::from_shape_fn((w.ncols(), n), |_| rng.symmetric());
+        let targets = w.dot(&cols)
+            + ndarray::Array2::from_shape_fn((w.nrows(), n), |_| rng.symmetric() * noise);
+        LayerSamples {
+            cols: vec![cols],
+            targets,
+        }
+    }
+
+    #[test]
+    fn a_refit_that_only_fits_the_calibration_samples_is_refused() {
+        let mut rng = SplitMix64(5);
+        let w = ndarray::Array2::from_shape_fn((2, 20), |_| rng.symmetric());
+        // 20 unknowns per output and 16 positions to fit them: the fit reproduces the noise
+        // of those positions exactly and is worse than the true weights anywhere else.
+        let samples = noisy_samples(&mut rng, &w, 20, 0.5);
+        let current = super::super::refit::Fit {
+            weight: w.clone(),
+            bias: None,
+        };
+        let all_fit = fit_linear(&samples, false).unwrap();
+        assert!(
+            output_mse(&all_fit.weight, None, &samples) < output_mse(&w, None, &samples),
+            "on its own samples the fit always looks better"
+        );
+        let choice = choose_fit(&samples, &current, false).unwrap();
+        assert!(choice.fit.is_none(), "refused");
+        assert_eq!(choice.held_out, 4);
+        assert!(choice.held_out_after > choice.held_out_before);
+        // With enough positions a fit away from bad weights is kept.
+        let plenty = noisy_samples(&mut rng, &w, 400, 0.05);
+        let bad = super::super::refit::Fit {
+            weight: w.mapv(|v| v * 0.5),
+            bias: None,
+        };
+        let choice = choose_fit(&plenty, &bad, false).unwrap();
+        assert!(choice.fit.is_some());
+        assert!(choice.held_out_after < choice.held_out_before);
+    }
     use crate::compress::testing::*;
     use crate::compress::{ChangeDetail, LayerChange};
     use crate::data::SplitMix64;

@@ -78,6 +78,8 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     summary["result"] = json!(line);
     summary["accuracy"] = json!(child.outcome.report.score.accuracy);
     summary["agreement"] = json!(child.outcome.report.score.agreement);
+    // `samples` is what the score was computed on; the rounding's own count is kept apart.
+    summary["samples"] = json!(child.outcome.report.samples);
     Ok(summary)
 }
 
@@ -146,7 +148,7 @@ pub(crate) fn round(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_
         "encodings": encodings_file.display().to_string(),
         "layers": outcome.report.layers,
         "loaded_layers": outcome.report.loaded,
-        "samples": outcome.report.samples,
+        "calibration_samples": outcome.report.samples,
         "seconds": outcome.report.seconds,
     }))
 }

@@ -70,7 +70,8 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "agreement": child.outcome.report.score.agreement,
         "layers": corrected["layers"],
         "simulated_passes": corrected["simulated_passes"],
-        "samples": corrected["samples"],
+        "calibration_samples": corrected["calibration_samples"],
+        "samples": child.outcome.report.samples,
     }))
 }
 
@@ -121,6 +122,6 @@ pub(crate) fn correct(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
         "settings": settings,
         "layers": report.layers,
         "simulated_passes": report.simulated_passes,
-        "samples": report.samples,
+        "calibration_samples": report.samples,
     }))
 }

@@ -103,7 +103,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "samples_per_second": r.samples_per_second,
         "activation_points": o.activation_points,
         "calibration_seconds": o.calibration_seconds,
-        "calibration_size": calibration_size,
+        // The samples calibration used (the split caps the request at half the data).
+        "calibration_size": r.split.as_ref().map_or(*calibration_size, |s| s.calibration),
+        "calibration_requested": calibration_size,
         "seed": seed,
         "threads": options.threads,
         "split": r.split,
@@ -134,8 +136,8 @@ fn unfolded_bn_note(workspace: &Mutex<Workspace>, variant: u32) -> Result<Vec<St
     Ok(match foldable {
         0 => vec![],
         n => vec![format!(
-            "{n} BatchNormalization(s) follow layers and are not folded; `qsteer fold-bn` first \
-             usually quantizes better"
+            "{n} BatchNormalization(s) follow layers and are not folded (as in AIMET); folding \
+             them first (`qsteer fold-bn`) may quantize better or worse: compare both"
         )],
     })
 }

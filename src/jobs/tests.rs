@@ -519,8 +519,8 @@ fn quantsim_job_keeps_the_simulated_model_as_a_child_variant() {
     assert_eq!(
         s["notes"],
         serde_json::json!([
-            "16 BatchNormalization(s) follow layers and are not folded; \
-             `qsteer fold-bn` first usually quantizes better"
+            "16 BatchNormalization(s) follow layers and are not folded (as in AIMET); \
+             folding them first (`qsteer fold-bn`) may quantize better or worse: compare both"
         ])
     );
 

@@ -52,6 +52,11 @@ fn bias_correction_records_the_corrected_model_and_its_better_quantsim() {
     );
     assert_eq!(bc["output"], out_file.to_str().unwrap());
     assert!(out_file.is_file());
+    // `samples` counts the scored (evaluation) samples, as in every other command; the
+    // correction's own data is `calibration_samples`.
+    assert_eq!(bc["samples"], plain["samples"]);
+    assert_eq!(bc["samples"], 400);
+    assert_eq!(bc["calibration_samples"], 200);
     let layers = bc["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 17);
     assert!(layers.iter().all(|l| l["how"] == "empirical"));

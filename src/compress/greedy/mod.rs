@@ -23,6 +23,12 @@ use std::path::Path;
 
 pub use search::TOLERANCE;
 
+/// How close the measured MAC ratio of the compressed model must come to the target before
+/// the search stops re-aiming.
+pub const MEASURED_TOLERANCE: f64 = 0.02;
+/// At most this many searches (each one compress, no evaluation) to correct the aim.
+const CORRECTION_ROUNDS: usize = 6;
+
 /// Candidate ratios k/N for k = 1..N−1.
 pub fn candidates(n: usize) -> Result<Vec<f64>> {
     if !(2..=100).contains(&n) {
@@ -144,23 +150,53 @@ pub fn select_greedy(
         .cloned()
         .collect();
     let baseline = req.scorer.value(req.scorer.parent_score());
-    let search = search::search(&SearchInput {
-        layers: &plan.searched,
-        entries: &entries,
-        macs_before: best.macs_before,
-        pinned_saving,
-        target: req.target,
-        baseline,
-    })?;
-    let mut ratios: LayerRatios = search
-        .ratios
-        .iter()
-        .filter(|(_, &r)| r < 1.0)
-        .map(|(l, &r)| (l.clone(), r))
-        .collect();
-    ratios.extend(plan.pinned.iter().map(|(l, &r)| (l.clone(), r)));
-    cancel.check()?;
-    let outcome = req.compressor.apply(req.model, &ratios, cancel)?;
+    // The prediction adds up savings measured one layer at a time; where they interact
+    // (channel pruning a layer also shrinks the one before it) the measured ratio misses
+    // the target. Aim the search again at a corrected target until the measurement is
+    // within MEASURED_TOLERANCE, keeping the closest result.
+    let mut aim = req.target;
+    let mut closest: Option<(SearchResult, LayerRatios, CompressOutcome)> = None;
+    for _ in 0..CORRECTION_ROUNDS {
+        let search = match search::search(&SearchInput {
+            layers: &plan.searched,
+            entries: &entries,
+            macs_before: best.macs_before,
+            pinned_saving,
+            target: aim,
+            baseline,
+        }) {
+            Ok(s) => s,
+            // A corrected aim beyond what the prediction can reach: keep what we have.
+            Err(e) if closest.is_some() && matches!(e, Error::Input(_)) => break,
+            Err(e) => return Err(e),
+        };
+        let mut ratios: LayerRatios = search
+            .ratios
+            .iter()
+            .filter(|(_, &r)| r < 1.0)
+            .map(|(l, &r)| (l.clone(), r))
+            .collect();
+        ratios.extend(plan.pinned.iter().map(|(l, &r)| (l.clone(), r)));
+        cancel.check()?;
+        let outcome = req.compressor.apply(req.model, &ratios, cancel)?;
+        let measured = outcome.mac_ratio();
+        let miss = |m: f64| (m - req.target).abs();
+        if closest
+            .as_ref()
+            .is_none_or(|(_, _, o)| miss(measured) < miss(o.mac_ratio()))
+        {
+            closest = Some((search, ratios, outcome));
+        }
+        if miss(measured) <= MEASURED_TOLERANCE || measured <= 0.0 {
+            break;
+        }
+        let next = (aim * req.target / measured).clamp(1e-3, 1.0 - 1e-3);
+        if (next - aim).abs() < 1e-4 {
+            break;
+        }
+        aim = next;
+    }
+    let (search, ratios, outcome) = closest.expect("at least one round ran");
     Ok(GreedySelection {
         plan,
         search,

@@ -250,3 +250,70 @@ fn shares_filled_apart_make_the_dictionary_a_plain_run_makes() {
         assert_eq!(got, want, "{text}");
     }
 }
+
+/// x → c1 → Relu → c2 → Relu → c3 → Relu → c4 → y, every conv 3×3: channel pruning c(k+1)
+/// also winnows ck, so the savings the dictionary measures one layer at a time overlap and
+/// their sum over-predicts what pruning them together saves.
+#[test]
+fn channel_pruning_lands_within_the_measured_tolerance_of_the_target() {
+    use crate::compress::prune::{ChannelPruner, ChannelSelection};
+    use crate::compress::testing::{conv, synthetic_data};
+    use crate::data::SplitMix64;
+    use crate::model::builder::ProtoBuilder;
+    let mut rng = SplitMix64(23);
+    let mut b = ProtoBuilder::new(17);
+    b.input("x", &[3, 6, 6]).output("y");
+    conv(&mut b, &mut rng, "c1", ["x", "c1.out"], [12, 3, 3, 3], 1);
+    b.node("Relu", "r1", &["c1.out"], &["r1.out"], vec![]);
+    conv(
+        &mut b,
+        &mut rng,
+        "c2",
+        ["r1.out", "c2.out"],
+        [12, 12, 3, 3],
+        1,
+    );
+    b.node("Relu", "r2", &["c2.out"], &["r2.out"], vec![]);
+    conv(
+        &mut b,
+        &mut rng,
+        "c3",
+        ["r2.out", "c3.out"],
+        [12, 12, 3, 3],
+        1,
+    );
+    b.node("Relu", "r3", &["c3.out"], &["r3.out"], vec![]);
+    conv(&mut b, &mut rng, "c4", ["r3.out", "y"], [4, 12, 3, 3], 1);
+    let model = b.model("chain4").unwrap();
+    let calibration = synthetic_data(&mut rng, &[3, 6, 6], 24);
+    let options = RunOptions {
+        batch_size: 1,
+        threads: 1,
+    };
+    let scorer = ModelScorer::new(
+        &model,
+        calibration.data.subset(&(0..12).collect::<Vec<_>>()),
+        options,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let pruner = ChannelPruner::new(calibration, ChannelSelection::Magnitude);
+    let req = GreedyRequest {
+        model: &model,
+        compressor: &pruner,
+        scorer: &scorer,
+        target: 0.5,
+        candidates: 10,
+        pin: &NO_PINS,
+        exclude: &[],
+        cache_dir: None,
+        settings: "chain",
+    };
+    let sel = select_greedy(&req, &CancelToken::new(), &|_| {}).unwrap();
+    let measured = sel.outcome.mac_ratio();
+    assert!(
+        (measured - 0.5).abs() <= MEASURED_TOLERANCE,
+        "measured MAC ratio {measured:.3} for target 0.5 (predicted {:.3})",
+        sel.search.predicted_mac_ratio
+    );
+}
