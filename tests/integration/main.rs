@@ -20,3 +20,4 @@ mod images;
 mod model_load;
 mod quantsim_cli;
 mod slurm;
+mod workspace_guarantees;
