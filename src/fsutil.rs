@@ -47,10 +47,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Serialize `value` as pretty JSON and write it atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(path, &json_bytes(path, value)?)
+}
+
+/// `value` as pretty JSON with a final newline, as the workspace's files hold it; `path`
+/// names the file it is for in the error.
+pub fn json_bytes<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
     let mut text = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::runtime(format!("{}: cannot serialize: {e}", path.display())))?;
     text.push(b'\n');
-    write_atomic(path, &text)
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! (with the frozen encodings) a grandchild. `--out FILE` also writes the rounded model and
 //! its encodings as `FILE.encodings.json`.
 
+use super::outputs::{check_output, Output};
 use super::quant_flags::QuantFlags;
 use super::{open_workspace, print_json, resolve_model, run_headless, Common};
 use clap::Args;
@@ -27,6 +28,10 @@ pub struct AdaroundArgs {
 }
 
 pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
+    if let Some(out) = &args.out {
+        check_output("--out", out, Output::File)?;
+        check_output("--out", &encodings_file(out), Output::File)?;
+    }
     let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
     let data = data.ok_or_else(|| Error::input("adaround needs a dataset: --data DIR"))?;
     if args.iterations == Some(0) {
@@ -60,7 +65,7 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
     let mut encodings_out = summary["encodings"].as_str().map(PathBuf::from);
     if let Some(out) = &args.out {
         Model::load(&rounded_path)?.save(out)?;
-        let file = PathBuf::from(format!("{}.encodings.json", out.display()));
+        let file = encodings_file(out);
         if let Some(src) = &encodings_out {
             let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
             qsteer::fsutil::write_atomic(&file, &bytes)?;
@@ -101,4 +106,9 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// Where `--out FILE` puts the encodings: `FILE.encodings.json`.
+fn encodings_file(out: &std::path::Path) -> PathBuf {
+    PathBuf::from(format!("{}.encodings.json", out.display()))
 }

@@ -1,6 +1,7 @@
 //! `qsteer bias-correct MODEL --data DIR`: correct the model's biases for one set of quantsim
 //! settings; the corrected model is a child of the base variant and its quantsim a grandchild.
 
+use super::outputs::{check_output, Output};
 use super::quant_flags::QuantFlags;
 use super::{open_workspace, print_json, resolve_model, run_headless, Common};
 use clap::Args;
@@ -31,6 +32,9 @@ fn parse_mode(s: &str) -> std::result::Result<BcMode, String> {
 }
 
 pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
+    if let Some(out) = &args.out {
+        check_output("--out", out, Output::File)?;
+    }
     let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
     let data = data.ok_or_else(|| Error::input("bias-correct needs a dataset: --data DIR"))?;
     let settings = args.quant.settings()?;

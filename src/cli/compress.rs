@@ -3,6 +3,7 @@
 //! model is a child of the base variant, optionally copied to `--out FILE`.
 
 use super::executor_flags::ExecutorFlags;
+use super::outputs::{check_output, Output};
 use super::split_flags::SplitFlags;
 use super::table::{text, Table};
 use super::{finish_child_job, lock, resolve_target, run_headless_on, Common, Target};
@@ -130,6 +131,9 @@ pub(crate) fn job(args: &CompressArgs, common: &Common) -> Result<(Target, JobKi
 pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
     if let Some(shard) = &args.shard {
         return run_shard(&args, shard, common);
+    }
+    if let Some(out) = &args.out {
+        check_output("--out", out, Output::File)?;
     }
     let (target, kind, executor) = job(&args, common)?;
     let summary = run_headless_on(target.workspace.clone(), kind, common, executor)?;

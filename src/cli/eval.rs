@@ -45,6 +45,15 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs, common: &Common) -> Result<()> {
+    if args.no_workspace && common.workspace.is_some() {
+        return Err(Error::input(
+            "--no-workspace and --workspace contradict each other: --no-workspace records \
+             nothing, --workspace says where to record; drop one",
+        ));
+    }
+    if let Some(out) = &args.save_outputs {
+        super::outputs::check_output("--save-outputs", out, super::outputs::Output::File)?;
+    }
     let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
     let data = data.ok_or_else(|| Error::input("eval needs a dataset: --data DIR"))?;
     if args.batch_size == 0 || args.threads == Some(0) {

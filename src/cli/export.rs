@@ -49,6 +49,7 @@ struct Source {
 }
 
 pub fn run(args: ExportArgs, common: &Common) -> Result<()> {
+    super::outputs::check_output("--out", &args.out, super::outputs::Output::Dir)?;
     let source = match variant_id(&args.target) {
         Some(id) => variant_source(id, &args, common)?,
         None => model_source(&args)?,

@@ -180,6 +180,9 @@ pub(crate) fn job(args: &FinetuneArgs, common: &Common) -> Result<(Target, JobKi
 }
 
 pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
+    if let Some(out) = &args.out {
+        super::outputs::check_output("--out", out, super::outputs::Output::File)?;
+    }
     let (target, kind, executor) = job(&args, common)?;
     let external = matches!(kind, JobKind::ExternalFineTune { .. });
     let mut summary = run_headless_on(target.workspace.clone(), kind, common, executor)?;

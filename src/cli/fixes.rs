@@ -204,6 +204,9 @@ fn run_fix(
     common: &Common,
     kind: impl Fn(u32) -> JobKind,
 ) -> Result<Done> {
+    if let Some(out) = out {
+        super::outputs::check_output("--out", out, super::outputs::Output::File)?;
+    }
     let (path, data) = resolve_model(model, common.data.as_ref())?;
     let loaded = Model::load(&path)?;
     let (_, ws) = open_workspace(&path, &loaded, common)?;

@@ -16,12 +16,15 @@ mod fixes;
 mod input_shape;
 mod inspect;
 mod latency;
+mod outputs;
 mod quant_flags;
 mod quantsim;
 mod slurm_jobs;
 mod split_flags;
+mod suggest;
 mod sweep;
 mod table;
+mod workspace;
 
 #[cfg(test)]
 mod slurm_args_tests;
@@ -117,11 +120,17 @@ pub enum Command {
     Cle(fixes::CleArgs),
     /// A chain of fixes as one job: --chain fold-bn,cle,bc,quantsim (each step a variant)
     Fix(fix_chain::FixArgs),
+    /// Look after a workspace: `repair` rebuilds its index from the variant files
+    Workspace(workspace::WorkspaceArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::try_parse().and_then(|c| match (&c.command, &c.model) {
+        (None, Some(m)) => suggest::mistyped_subcommand(m).map_or(Ok(c), Err),
+        _ => Ok(c),
+    });
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -155,6 +164,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         Some(Command::Fix(args)) => fix_chain::run(args, &cli.common),
+        Some(Command::Workspace(args)) => workspace::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             let input_shapes = if cli.common.input_shape.is_empty() {
@@ -251,6 +261,7 @@ pub(crate) fn open_workspace(
         None => qsteer::experiment::default_workspace_dir(&name, &model.content_hash())?,
     };
     let ws = qsteer::experiment::Workspace::open_or_create(&dir, model, &name)?;
+    workspace::note_unlisted(&ws);
     Ok((dir, std::sync::Arc::new(std::sync::Mutex::new(ws))))
 }
 

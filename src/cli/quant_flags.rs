@@ -23,14 +23,27 @@ pub struct QuantFlags {
     pub threads: Option<usize>,
 }
 
+/// The ids of the [`GridFlags`] arguments: what an encodings file settles instead.
+pub const GRID_ARGS: [&str; 9] = [
+    "w_bits",
+    "a_bits",
+    "per_channel",
+    "symmetric",
+    "scheme",
+    "mode",
+    "fp32_layers",
+    "layer_w_bits",
+    "layer_a_bits",
+];
+
 /// The quantsim settings alone (bitwidths, granularity, scheme, mode, per-layer overrides).
 #[derive(Debug, Clone, Args)]
 pub struct GridFlags {
     /// Weight bitwidth (2–16)
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = parse_bits, allow_negative_numbers = true)]
     pub w_bits: u8,
     /// Activation bitwidth (2–16)
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = parse_bits, allow_negative_numbers = true)]
     pub a_bits: u8,
     /// One weight encoding per output channel (default: per tensor)
     #[arg(long)]
@@ -63,14 +76,28 @@ fn parse_mode(s: &str) -> std::result::Result<QuantMode, String> {
     s.parse::<QuantMode>().map_err(|e| e.to_string())
 }
 
+/// A bitwidth, 2–16 (any other number, negative or above 255 included, says so).
+fn parse_bits(s: &str) -> std::result::Result<u8, String> {
+    let range = qsteer::quant::encoding::BITWIDTHS;
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|b| u8::try_from(b).ok())
+        .filter(|b| range.contains(b))
+        .ok_or_else(|| {
+            format!(
+                "'{s}' is not a supported bitwidth: expected {}–{}",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
 fn parse_layer_bits(s: &str) -> std::result::Result<(String, u8), String> {
     let (layer, bits) = s
         .rsplit_once('=')
         .ok_or_else(|| format!("'{s}': expected LAYER=BITS"))?;
-    let bits: u8 = bits
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}': '{bits}' is not a bitwidth"))?;
+    let bits = parse_bits(bits).map_err(|e| format!("'{s}': {e}"))?;
     if layer.trim().is_empty() {
         return Err(format!("'{s}': the layer name is empty"));
     }
@@ -102,6 +129,7 @@ impl GridFlags {
         QuantSpec::new(self.a_bits, self.symmetric)
             .map_err(|e| Error::input(format!("--a-bits: {e}")))?;
         self.scheme.validate()?;
+        self.check_overrides()?;
         let mut overrides: Vec<LayerOverride> = Vec::new();
         for layer in &self.fp32_layers {
             entry(&mut overrides, layer).skip = true;
@@ -121,6 +149,46 @@ impl GridFlags {
             mode: self.mode,
             overrides,
         })
+    }
+
+    /// Per-layer flags that contradict the others: a bitwidth for an FP32 layer, or for
+    /// what `--mode` leaves unquantized.
+    fn check_overrides(&self) -> Result<()> {
+        for (flag, given) in [
+            ("--layer-w-bits", &self.layer_w_bits),
+            ("--layer-a-bits", &self.layer_a_bits),
+        ] {
+            if let Some((layer, bits)) = given.iter().find(|(l, _)| self.fp32_layers.contains(l)) {
+                return Err(Error::input(format!(
+                    "--fp32 {layer} and {flag} {layer}={bits} contradict each other: an FP32 \
+                     layer has no quantizer; drop one"
+                )));
+            }
+        }
+        let unquantized = [
+            (
+                "--layer-w-bits",
+                &self.layer_w_bits,
+                self.mode.weights(),
+                "weights",
+            ),
+            (
+                "--layer-a-bits",
+                &self.layer_a_bits,
+                self.mode.activations(),
+                "activations",
+            ),
+        ];
+        for (flag, given, quantized, what) in unquantized {
+            if let (Some((layer, bits)), false) = (given.first(), quantized) {
+                return Err(Error::input(format!(
+                    "{flag} {layer}={bits} has no effect with --mode {}: {what} are not \
+                     quantized; drop it or use --mode wa",
+                    self.mode
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! the result is a child of the base variant in the model's workspace.
 
 use super::export::{print_report, warn_float_ops};
+use super::outputs::{check_output, Output};
 use super::quant_flags::QuantFlags;
 use super::{model_name, open_workspace, print_json, resolve_model, run_headless, Common};
 use clap::Args;
@@ -26,14 +27,21 @@ pub struct QuantsimArgs {
     #[arg(long)]
     pub export: Option<PathBuf>,
     /// Use these encodings (AIMET JSON, 1.0.0 or 0.6.1) instead of calibrating; the bitwidth,
-    /// per-channel, symmetric, scheme and mode settings are then the file's
-    #[arg(long)]
+    /// per-channel, symmetric, scheme, mode and per-layer settings are then the file's (so
+    /// those flags are refused with it)
+    #[arg(long, conflicts_with_all = super::quant_flags::GRID_ARGS)]
     pub encodings: Option<PathBuf>,
 }
 
 /// The same quantsim job the app runs (recorded as a child of the base variant and in the
 /// job history), then the optional copies: the simulated model and the QDQ export.
 pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
+    if let Some(out) = &args.out {
+        check_output("--out", out, Output::File)?;
+    }
+    if let Some(dir) = &args.export {
+        check_output("--export", dir, Output::Dir)?;
+    }
     let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
     let data = data.ok_or_else(|| Error::input("quantsim needs a dataset: --data DIR"))?;
     let settings = args.quant.settings()?;

@@ -49,6 +49,7 @@ impl ModelScorer {
         check_fits(parent, &data)?;
         let shapes = sample_shapes(&data);
         let parent_rows = run_rows(parent, &data, &shapes, options, cancel)?;
+        data.check_labels(parent_rows.ncols())?;
         let parent_score = score_outputs(
             parent_rows.view(),
             data.labels.as_deref(),

@@ -2,7 +2,7 @@
 //! checked [`Dataset`]. Shared by both array formats so they accept and reject the same things.
 
 use super::npy::NpyArray;
-use super::{Dataset, NamedInput};
+use super::{Dataset, LabelOrigin, NamedInput};
 use crate::{Error, Result};
 
 /// What an array's key (file stem or .npz member) says it is.
@@ -70,11 +70,16 @@ pub fn assemble(
         .collect::<Result<Vec<_>>>()?;
     let label_source = labels.as_ref().map(|l| l.source.clone());
     let labels = labels.map(integer_labels).transpose()?;
+    let label_origin = label_source.clone().map(|source| LabelOrigin {
+        source,
+        index: None,
+    });
     let dataset = Dataset {
         name,
         inputs,
         labels,
         classes: None,
+        label_origin,
     };
     validate(&dataset, label_source.as_deref().unwrap_or(""))?;
     Ok(dataset)

@@ -114,6 +114,10 @@ pub fn load_image_folder_with(root: &Path, spec: &Preprocess) -> Result<Dataset>
     };
 
     let data = decode_all(&root_name, spec, &files)?;
+    let label_origin = labels.as_ref().map(|_| super::LabelOrigin {
+        source: root_name.clone(),
+        index: None,
+    });
     let dataset = Dataset {
         name: root_name.clone(),
         inputs: vec![NamedInput {
@@ -121,6 +125,7 @@ pub fn load_image_folder_with(root: &Path, spec: &Preprocess) -> Result<Dataset>
             source: root_name,
             data,
         }],
+        label_origin,
         labels,
         classes: class_names,
     };

@@ -39,6 +39,18 @@ pub struct Dataset {
     pub labels: Option<Vec<i64>>,
     /// Class names by label index (image folders), for reporting.
     pub classes: Option<Vec<String>>,
+    /// Where the labels came from, so a bad one is named in its file.
+    pub label_origin: Option<LabelOrigin>,
+}
+
+/// The file (or folder) labels were read from and, for a subset (a split), each sample's
+/// index in it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LabelOrigin {
+    /// `dir/labels.npy`, `d.npz:labels`, an image folder.
+    pub source: String,
+    /// Index in `source` of each label; `None`: the labels are the file's, in order.
+    pub index: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +76,7 @@ impl Dataset {
             inputs,
             labels,
             classes: None,
+            label_origin: None,
         };
         assemble::validate(&dataset, &dataset.name)?;
         Ok(dataset)
@@ -102,7 +115,47 @@ impl Dataset {
                 .as_ref()
                 .map(|labels| indices.iter().map(|&i| labels[i]).collect()),
             classes: self.classes.clone(),
+            label_origin: self.label_origin.as_ref().map(|o| LabelOrigin {
+                source: o.source.clone(),
+                index: Some(
+                    indices
+                        .iter()
+                        .map(|&i| o.index.as_ref().map_or(i, |ix| ix[i]))
+                        .collect(),
+                ),
+            }),
         }
+    }
+
+    /// Check the labels against a model with `classes` outputs: a label outside
+    /// `0..classes` is an input error naming the labels file and the label's index in it
+    /// (not its position in a split).
+    pub fn check_labels(&self, classes: usize) -> crate::Result<()> {
+        let Some(labels) = &self.labels else {
+            return Ok(());
+        };
+        let bad = |l: i64| usize::try_from(l).map_or(true, |l| l >= classes);
+        let Some(i) = labels.iter().position(|&l| bad(l)) else {
+            return Ok(());
+        };
+        let count = labels.iter().filter(|&&l| bad(l)).count();
+        let (source, at) = match &self.label_origin {
+            Some(o) => (o.source.as_str(), o.index.as_ref().map_or(i, |ix| ix[i])),
+            None => (self.name.as_str(), i),
+        };
+        let others = match count {
+            1 => String::new(),
+            n => format!(
+                " ({n} of the {} labels used are out of range)",
+                labels.len()
+            ),
+        };
+        Err(crate::Error::input(format!(
+            "{source}: label {} at index {at} is out of range: the model outputs {classes} \
+             classes, so labels must be 0..{}{others}",
+            labels[i],
+            classes.saturating_sub(1)
+        )))
     }
 
     /// Shape of one sample of input `input` (the input's shape without axis 0).
@@ -180,6 +233,30 @@ pub(crate) mod tests {
             Some((0..n as i64).map(|i| i % 3).collect()),
         )
         .unwrap()
+    }
+
+    /// The message names the file and the index in it, through a split of a split.
+    #[test]
+    fn an_out_of_range_label_is_named_in_its_file() {
+        let mut d = toy(6);
+        d.labels = Some(vec![0, 1, 2, 7, 1, 9]);
+        d.label_origin = Some(LabelOrigin {
+            source: "toy/labels.npy".into(),
+            index: None,
+        });
+        let sub = d.subset(&[5, 3, 0]).subset(&[1, 2]);
+        assert_eq!(sub.labels, Some(vec![7, 0]));
+        let e = sub.check_labels(3).unwrap_err().to_string();
+        assert!(
+            e.starts_with("toy/labels.npy: label 7 at index 3 is out of range"),
+            "{e}"
+        );
+        let e = d.check_labels(3).unwrap_err().to_string();
+        assert!(
+            e.contains("index 3") && e.contains("2 of the 6 labels"),
+            "{e}"
+        );
+        d.check_labels(10).unwrap();
     }
 
     #[test]

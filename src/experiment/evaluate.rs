@@ -220,6 +220,7 @@ pub fn evaluate(
         }
         None => None,
     };
+    data.check_labels(rows.ncols())?;
     let score = score_outputs(
         rows.view(),
         data.labels.as_deref(),

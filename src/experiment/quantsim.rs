@@ -80,8 +80,19 @@ pub fn float_variant_path(ws: &Workspace, id: u32, what: &str) -> Result<std::pa
 }
 
 /// Record a quantsim outcome as a new child of `parent`: model file, encodings (AIMET
-/// 1.0.0 JSON), costs and the evaluation result. Returns the child's id.
+/// 1.0.0 JSON), costs and the evaluation result, in one transaction (the variant is never
+/// listed without its encodings, settings and score). Returns the child's id.
 pub fn record_quantsim(
+    ws: &mut Workspace,
+    parent: u32,
+    req: &QuantsimRequest,
+    from_file: Option<&Path>,
+    outcome: &QuantsimOutcome,
+) -> Result<u32> {
+    ws.transaction(|ws| record(ws, parent, req, from_file, outcome))
+}
+
+fn record(
     ws: &mut Workspace,
     parent: u32,
     req: &QuantsimRequest,

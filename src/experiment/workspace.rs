@@ -5,11 +5,17 @@
 //! nodes): every change takes the exclusive lock on `workspace.lock`, re-reads the index
 //! under it and applies the change to what is on disk, so no writer drops another's
 //! variants or results and variant ids stay unique.
+//!
+//! A new variant is recorded in one step ([`Workspace::transaction`]): its model and side
+//! files are written first, then the index once, so a kill leaves either no trace in the
+//! index or the complete variant. A new id is free in the index *and* on disk, so files
+//! an index does not list (an index restored from a backup, or rebuilt) are never
+//! overwritten; [`repair`] adopts them. docs/workspace.md lists the guarantees.
 
 use super::variant::{EvalRecord, Variant};
 use crate::compress::record::CompressionRecord;
 use crate::fixes::BnStats;
-use crate::fsutil::{write_atomic, write_json_atomic};
+use crate::fsutil::{json_bytes, write_atomic, write_json_atomic};
 use crate::jobs::SlurmSettings;
 use crate::model::Model;
 use crate::quant::analysis::Analysis;
@@ -123,34 +129,85 @@ fn read_index(dir: &Path) -> Result<WorkspaceFile> {
     let index = dir.join(INDEX);
     // bytes, not a string: binary junk is corruption like any other, not an I/O error
     let bytes = fs::read(&index).map_err(|e| Error::io(&index, e))?;
-    let probe: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        Error::input(format!(
-            "{}: corrupt workspace index ({e}); it was left as is — restore it or move it aside",
-            index.display()
-        ))
-    })?;
+    parse_index(&bytes).map_err(|bad| {
+        let repair = format!(
+            "it was left as is — restore it, or rebuild it from the variant files with \
+             `qsteer workspace repair --workspace {}`",
+            dir.display()
+        );
+        Error::input(match bad {
+            BadIndex::Corrupt(e) => {
+                format!(
+                    "{}: corrupt workspace index ({e}); {repair}",
+                    index.display()
+                )
+            }
+            BadIndex::Unexpected(e) => format!(
+                "{}: unexpected content in workspace index: {e}; {repair}",
+                index.display()
+            ),
+            BadIndex::Newer(version) => format!(
+                "{}: written by a newer qsteer (format {version}, this one reads up to \
+                 {FORMAT_VERSION})",
+                index.display()
+            ),
+        })
+    })
+}
+
+/// Why an index could not be read: damaged (repair may rebuild it) or newer (never touched).
+enum BadIndex {
+    Corrupt(serde_json::Error),
+    Unexpected(serde_json::Error),
+    Newer(u64),
+}
+
+fn parse_index(bytes: &[u8]) -> std::result::Result<WorkspaceFile, BadIndex> {
+    let probe: serde_json::Value = serde_json::from_slice(bytes).map_err(BadIndex::Corrupt)?;
     let version = probe
         .get("format_version")
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
     if version > FORMAT_VERSION as u64 {
-        return Err(Error::input(format!(
-            "{}: written by a newer qsteer (format {version}, this one reads up to {FORMAT_VERSION})",
-            index.display()
-        )));
+        return Err(BadIndex::Newer(version));
     }
-    serde_json::from_value(probe).map_err(|e| {
-        Error::input(format!(
-            "{}: unexpected content in workspace index: {e}",
-            index.display()
-        ))
-    })
+    serde_json::from_value(probe).map_err(BadIndex::Unexpected)
+}
+
+/// The variant id a file in `variants/` belongs to: `<id>.onnx`, `<id>.<kind>.json`, …
+/// (temp files of an interrupted write start with a dot and belong to none).
+fn file_variant_id(name: &str) -> Option<u32> {
+    let (id, rest) = name.split_once('.')?;
+    if rest.is_empty() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+/// The names of the files in `dir/variants` (none if it is missing).
+fn variant_file_names(dir: &Path) -> Result<Vec<String>> {
+    let variants = dir.join("variants");
+    let entries = match fs::read_dir(&variants) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&variants, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&variants, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
 }
 
 #[derive(Debug, Clone)]
 pub struct Workspace {
     dir: PathBuf,
     file: WorkspaceFile,
+    /// Inside [`Workspace::transaction`]: the files written so far (removed if it fails);
+    /// changes are applied in memory and the index is written once at its end.
+    txn: Option<Vec<PathBuf>>,
 }
 
 pub fn now() -> u64 {
@@ -205,7 +262,20 @@ impl Workspace {
         fs::create_dir_all(dir.join("logs")).map_err(|e| Error::io(dir, e))?;
         let bytes = model.to_bytes();
         let model_file = "variants/0.onnx".to_string();
-        write_atomic(&dir.join(&model_file), &bytes)?;
+        // A base left by an index that is gone (moved aside, deleted) is kept, never replaced.
+        match fs::read(dir.join(&model_file)) {
+            Ok(old) if old == bytes => {}
+            Ok(_) => {
+                return Err(Error::input(format!(
+                    "{}: has no index but its {model_file} is another model; pick another \
+                     --workspace, or rebuild its index with `qsteer workspace repair \
+                     --workspace {}`",
+                    dir.display(),
+                    dir.display()
+                )))
+            }
+            Err(_) => write_atomic(&dir.join(&model_file), &bytes)?,
+        }
         let mut base = Variant::new(0, None, "base", model_file, bytes.len() as u64);
         base.notes = format!("imported from {}", model.source());
         let file = WorkspaceFile {
@@ -220,6 +290,7 @@ impl Workspace {
         let ws = Workspace {
             dir: dir.to_path_buf(),
             file,
+            txn: None,
         };
         ws.write_index()?;
         Ok(ws)
@@ -231,6 +302,7 @@ impl Workspace {
         Ok(Workspace {
             dir: dir.to_path_buf(),
             file: read_index(dir)?,
+            txn: None,
         })
     }
 
@@ -245,11 +317,79 @@ impl Workspace {
     /// `change` applied to it, and the result written before the lock is released. A
     /// failed change writes nothing.
     fn update<R>(&mut self, change: impl FnOnce(&mut Workspace) -> Result<R>) -> Result<R> {
+        if self.txn.is_some() {
+            // Inside a transaction: it holds the lock and writes the index at its end.
+            return change(self);
+        }
         let _lock = lock_index(&self.dir)?;
         self.reload()?;
         let out = change(self)?;
         self.write_index()?;
         Ok(out)
+    }
+
+    /// Several changes as one: under the workspace lock, every change `changes` makes
+    /// (variants, their files, results, costs) is applied to the index as it is on disk and
+    /// the index written once, at the end. The files are written before the index, so a
+    /// kill at any point leaves either none of it in the index or all of it (files it wrote
+    /// before a kill stay unlisted, for [`repair`]). A failed transaction writes no index
+    /// and removes the files it wrote. Nested transactions are part of the outer one.
+    pub fn transaction<R>(
+        &mut self,
+        changes: impl FnOnce(&mut Workspace) -> Result<R>,
+    ) -> Result<R> {
+        if self.txn.is_some() {
+            return changes(self);
+        }
+        let _lock = lock_index(&self.dir)?;
+        self.reload()?;
+        let before = self.file.clone();
+        self.txn = Some(Vec::new());
+        let out = changes(self);
+        let written = self.txn.take().unwrap_or_default();
+        let out = out.and_then(|r| self.write_index().map(|()| r));
+        if out.is_err() {
+            self.file = before;
+            for f in written {
+                let _ = fs::remove_file(f);
+            }
+        }
+        out
+    }
+
+    /// Write a variant file atomically, noting it for the transaction if one is open.
+    fn write_file(&mut self, path: PathBuf, bytes: &[u8]) -> Result<()> {
+        write_atomic(&path, bytes)?;
+        if let Some(written) = &mut self.txn {
+            written.push(path);
+        }
+        Ok(())
+    }
+
+    /// The next variant id: above every id of the index and every id a file in
+    /// `variants/` carries, so no file on disk is ever written over.
+    fn next_id(&self) -> Result<u32> {
+        let listed = self.file.variants.iter().map(|v| v.id).max().unwrap_or(0);
+        let on_disk = variant_file_names(&self.dir)?
+            .iter()
+            .filter_map(|n| file_variant_id(n))
+            .max()
+            .unwrap_or(0);
+        Ok(listed.max(on_disk) + 1)
+    }
+
+    /// Variants whose model file is in `variants/` but not in the index (an index restored
+    /// from an older copy, or a new one): `qsteer workspace repair` adopts them.
+    pub fn unlisted(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = variant_file_names(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n.ends_with(".onnx"))
+            .filter_map(|n| n.strip_suffix(".onnx").and_then(|id| id.parse().ok()))
+            .filter(|id| self.variant(*id).is_none())
+            .collect();
+        ids.sort();
+        ids
     }
 
     pub fn dir(&self) -> &Path {
@@ -374,10 +514,11 @@ impl Workspace {
                     ws.dir.display()
                 )));
             }
-            // Under the lock: the id is the next one of the index as it is on disk now.
-            let id = ws.file.variants.iter().map(|v| v.id).max().unwrap_or(0) + 1;
+            // Under the lock: the id is the next one of the index as it is on disk now
+            // and free among the files.
+            let id = ws.next_id()?;
             let model_file = format!("variants/{id}.onnx");
-            write_atomic(&ws.dir.join(&model_file), &bytes)?;
+            ws.write_file(ws.dir.join(&model_file), &bytes)?;
             ws.file.variants.push(Variant::new(
                 id,
                 Some(parent),
@@ -391,8 +532,7 @@ impl Workspace {
 
     /// Store a variant's quantization encodings (AIMET JSON) as `variants/<id>.encodings.json`.
     pub fn set_encodings(&mut self, id: u32, encodings: &serde_json::Value) -> Result<()> {
-        let rel = format!("variants/{id}.encodings.json");
-        write_json_atomic(&self.dir.join(&rel), encodings)?;
+        let rel = self.write_variant_file(id, "encodings", encodings)?;
         self.update(|ws| {
             ws.variant_mut(id)?.encodings_file = Some(rel);
             Ok(())
@@ -408,7 +548,7 @@ impl Workspace {
     }
 
     /// Write `value` as `variants/<id>.<kind>.json`; returns the relative path to record.
-    fn write_variant_file<T: Serialize>(
+    pub(crate) fn write_variant_file<T: Serialize>(
         &mut self,
         id: u32,
         kind: &str,
@@ -416,7 +556,9 @@ impl Workspace {
     ) -> Result<String> {
         // The variant is checked under the lock, by the update that records the file.
         let rel = format!("variants/{id}.{kind}.json");
-        write_json_atomic(&self.dir.join(&rel), value)?;
+        let path = self.dir.join(&rel);
+        let bytes = json_bytes(&path, value)?;
+        self.write_file(path, &bytes)?;
         Ok(rel)
     }
 
@@ -508,6 +650,267 @@ impl Workspace {
         f.write_all(line.as_bytes())
             .map_err(|e| Error::io(&path, e))
     }
+}
+
+/// What [`repair`] found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    pub workspace: PathBuf,
+    /// The index could not be read (or was missing) and was rebuilt from the files.
+    pub rebuilt: bool,
+    /// Where the damaged index was moved (never deleted).
+    pub damaged_index_moved_to: Option<PathBuf>,
+    /// Variants the index did not list, added from their files.
+    pub adopted: Vec<Adopted>,
+    /// Side files of listed variants that their entry did not name, now named.
+    pub attached: Vec<String>,
+    /// Listed variants whose model file is gone (left listed: their results stay).
+    pub missing_model_files: Vec<u32>,
+    /// Files in `variants/` that belong to no variant (side files without a model file,
+    /// files of other names); left as they are.
+    pub unknown_files: Vec<String>,
+}
+
+impl RepairReport {
+    /// Whether anything was changed.
+    pub fn changed(&self) -> bool {
+        self.rebuilt || !self.adopted.is_empty() || !self.attached.is_empty()
+    }
+}
+
+/// A variant re-adopted from its files.
+#[derive(Debug, Clone, Serialize)]
+pub struct Adopted {
+    pub id: u32,
+    pub model_file: String,
+    /// The side files found with it (encodings, compression record, BN statistics, …).
+    pub files: Vec<String>,
+    /// What its files cannot tell (e.g. `parent`, `step`, `scores`).
+    pub unknown: Vec<&'static str>,
+}
+
+/// The side files a variant's entry names, by the `<kind>` of `variants/<id>.<kind>.json`.
+const SIDE_FILES: [&str; 4] = ["encodings", "analysis", "bn_stats", "compress"];
+
+fn side_file_slot<'a>(v: &'a mut Variant, kind: &str) -> Option<&'a mut Option<String>> {
+    match kind {
+        "encodings" => Some(&mut v.encodings_file),
+        "analysis" => Some(&mut v.analysis_file),
+        "bn_stats" => Some(&mut v.bn_stats_file),
+        "compress" => Some(&mut v.compression_file),
+        _ => None,
+    }
+}
+
+/// Rebuild or extend the index of the workspace in `dir` from the files in `variants/`:
+/// a damaged index is moved aside (`workspace.json.damaged-<time>`) and a new one made
+/// (its model: `model`, else `variants/0.onnx`); every `variants/<id>.onnx` the index does
+/// not list is adopted with the side files found next to it (parent, step, settings and
+/// scores unknown, tagged `recovered`); side files of listed variants that their entry
+/// does not name are attached. Nothing is deleted. An index written by a newer qsteer is
+/// refused, untouched.
+pub fn repair(dir: &Path, model: Option<(&Model, &str)>) -> Result<RepairReport> {
+    if !dir.join(INDEX).exists() && !dir.join("variants").is_dir() {
+        return Err(Error::input(format!(
+            "{}: no workspace here (neither {INDEX} nor variants/)",
+            dir.display()
+        )));
+    }
+    let _lock = lock_index(dir)?;
+    let mut report = RepairReport {
+        workspace: dir.to_path_buf(),
+        ..RepairReport::default()
+    };
+    let index = dir.join(INDEX);
+    let existing = match fs::read(&index) {
+        Ok(bytes) => match parse_index(&bytes) {
+            Ok(file) => Some(file),
+            Err(BadIndex::Newer(_)) => return Err(read_index(dir).unwrap_err()),
+            Err(_) => {
+                let aside = free_name(dir, &format!("{INDEX}.damaged-{}", now()));
+                fs::rename(&index, &aside).map_err(|e| Error::io(&index, e))?;
+                report.damaged_index_moved_to = Some(aside);
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&index, e)),
+    };
+    let mut file = match existing {
+        Some(file) => file,
+        None => {
+            report.rebuilt = true;
+            fresh_index(dir, model)?
+        }
+    };
+    for d in ["variants", "cache", "logs"] {
+        fs::create_dir_all(dir.join(d)).map_err(|e| Error::io(dir.join(d), e))?;
+    }
+    let names = variant_file_names(dir)?;
+    let mut ids: Vec<u32> = names.iter().filter_map(|n| file_variant_id(n)).collect();
+    ids.sort();
+    ids.dedup();
+    for name in &names {
+        if !name.starts_with('.') && file_variant_id(name).is_none() {
+            report.unknown_files.push(format!("variants/{name}"));
+        }
+    }
+    for id in ids {
+        let own: Vec<&String> = names
+            .iter()
+            .filter(|n| file_variant_id(n) == Some(id))
+            .collect();
+        let model_file = format!("variants/{id}.onnx");
+        let has_model = own.iter().any(|n| **n == format!("{id}.onnx"));
+        let listed = file.variants.iter().any(|v| v.id == id);
+        if !listed && !has_model {
+            report
+                .unknown_files
+                .extend(own.iter().map(|n| format!("variants/{n}")));
+            continue;
+        }
+        if !listed {
+            let path = dir.join(&model_file);
+            let meta = fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let mut v = Variant::new(id, None, "recovered", model_file.clone(), meta.len());
+            v.created = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(now, |d| d.as_secs());
+            v.tags.push("recovered".into());
+            file.variants.push(v);
+        }
+        let v = file
+            .variants
+            .iter_mut()
+            .find(|v| v.id == id)
+            .expect("listed or just adopted");
+        let mut found = Vec::new();
+        for kind in SIDE_FILES {
+            let rel = format!("variants/{id}.{kind}.json");
+            let readable = fs::read(dir.join(&rel))
+                .ok()
+                .is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+            let slot = side_file_slot(v, kind).expect("a known kind");
+            if readable && slot.is_none() {
+                *slot = Some(rel.clone());
+                found.push(rel);
+            }
+        }
+        if listed {
+            report.attached.extend(found);
+            continue;
+        }
+        // Others (e.g. AdaRound's frozen encodings) are kept next to it, unlisted.
+        let files: Vec<String> = own
+            .iter()
+            .filter(|n| n.as_str() != format!("{id}.onnx"))
+            .map(|n| format!("variants/{n}"))
+            .collect();
+        let mut unknown = vec!["parent", "step", "scores"];
+        if v.encodings_file.is_some() {
+            unknown.push("quantsim settings");
+        }
+        v.notes = format!(
+            "recovered by `qsteer workspace repair` from its files; unknown: {}",
+            unknown.join(", ")
+        );
+        report.adopted.push(Adopted {
+            id,
+            model_file,
+            files,
+            unknown,
+        });
+    }
+    for v in &file.variants {
+        if !dir.join(&v.model_file).is_file() {
+            report.missing_model_files.push(v.id);
+        }
+    }
+    file.variants.sort_by_key(|v| v.id);
+    if report.changed() {
+        write_json_atomic(&index, &file)?;
+    }
+    Ok(report)
+}
+
+/// A new index for `dir`: its model is `model`, else the one in `variants/0.onnx`.
+fn fresh_index(dir: &Path, model: Option<(&Model, &str)>) -> Result<WorkspaceFile> {
+    let base_rel = "variants/0.onnx".to_string();
+    let base_path = dir.join(&base_rel);
+    let (hash, name, size, source) = match model {
+        Some((model, name)) => {
+            let bytes = model.to_bytes();
+            match fs::read(&base_path) {
+                Ok(old) if old != bytes => {
+                    return Err(Error::input(format!(
+                        "{}: is not the model in {} — this workspace belongs to another model",
+                        model.source(),
+                        base_path.display()
+                    )))
+                }
+                Ok(_) => {}
+                Err(_) => write_atomic(&base_path, &bytes)?,
+            }
+            (
+                model.content_hash(),
+                name.to_string(),
+                bytes.len() as u64,
+                model.source().to_string(),
+            )
+        }
+        None => {
+            if !base_path.is_file() {
+                return Err(Error::input(format!(
+                    "{}: no index and no base model ({base_rel}); name the model: `qsteer \\
+                     workspace repair MODEL --workspace {}`",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            let base = Model::load(&base_path)?;
+            // `<model name>-<12 hex>`, the default workspace's name, gives the model's name.
+            let dir_name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let name = match dir_name.rsplit_once('-') {
+                Some((stem, hex)) if hex.len() == 12 && !stem.is_empty() => stem.to_string(),
+                _ => "model".to_string(),
+            };
+            let size = fs::metadata(&base_path).map_or(0, |m| m.len());
+            (
+                base.content_hash(),
+                name,
+                size,
+                base_path.display().to_string(),
+            )
+        }
+    };
+    let mut base = Variant::new(0, None, "base", base_rel, size);
+    base.notes = format!("imported from {source}; index rebuilt by `qsteer workspace repair`");
+    Ok(WorkspaceFile {
+        format_version: FORMAT_VERSION,
+        model_name: name,
+        model_hash: hash,
+        created: now(),
+        settings: Settings::default(),
+        variants: vec![base],
+        slurm_jobs: Vec::new(),
+    })
+}
+
+/// `dir/name`, or `dir/name.<n>` for the first n that is free.
+fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    (1..)
+        .map(|n| dir.join(format!("{name}.{n}")))
+        .find(|p| !p.exists())
+        .expect("a free name")
 }
 
 #[cfg(test)]
@@ -612,5 +1015,102 @@ mod tests {
         assert!(mine.variant(theirs).is_some());
         other.reload().unwrap();
         assert_eq!(other.variant(id).unwrap().step, "mine");
+    }
+
+    /// A transaction's changes land in one index write, or (when it fails) not at all and
+    /// without its files; a reader never sees the variant half recorded.
+    #[test]
+    fn a_transaction_records_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/mbv2_digits.onnx");
+        let model = Model::load(&sample).unwrap();
+        let mut ws = Workspace::open_or_create(dir.path(), &model, "mbv2_digits").unwrap();
+        let encodings = serde_json::json!({"version": "1.0.0"});
+        let failed = ws.transaction(|ws| {
+            let id = ws.add_variant(0, "quantsim", &model)?;
+            ws.set_encodings(id, &encodings)?;
+            // Mid-transaction, the index on disk does not list it yet.
+            assert_eq!(Workspace::open(dir.path()).unwrap().variants().len(), 1);
+            Err::<(), _>(Error::runtime("killed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(ws.variants().len(), 1);
+        assert_eq!(Workspace::open(dir.path()).unwrap().variants().len(), 1);
+        let left: Vec<_> = fs::read_dir(dir.path().join("variants")).unwrap().collect();
+        assert_eq!(left.len(), 1, "the failed transaction's files are removed");
+
+        let id = ws
+            .transaction(|ws| {
+                let id = ws.add_variant(0, "quantsim", &model)?;
+                ws.set_encodings(id, &encodings)?;
+                ws.record_result(id, result(7))?;
+                Ok(id)
+            })
+            .unwrap();
+        let on_disk = Workspace::open(dir.path()).unwrap();
+        let v = on_disk.variant(id).unwrap();
+        assert!(v.encodings_file.is_some() && v.results.len() == 1);
+    }
+
+    /// New ids skip every id a file in `variants/` carries, listed or not.
+    #[test]
+    fn new_ids_never_take_a_file_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/mbv2_digits.onnx");
+        let model = Model::load(&sample).unwrap();
+        let mut ws = Workspace::open_or_create(dir.path(), &model, "mbv2_digits").unwrap();
+        fs::write(dir.path().join("variants/4.compress.json"), b"{}").unwrap();
+        fs::write(dir.path().join("variants/.7.onnx.tmp-1-0"), b"").unwrap();
+        fs::write(dir.path().join("variants/notes.txt"), b"").unwrap();
+        assert_eq!(ws.add_variant(0, "x", &model).unwrap(), 5);
+        assert_eq!(ws.unlisted(), Vec::<u32>::new());
+        fs::write(dir.path().join("variants/9.onnx"), b"").unwrap();
+        assert_eq!(ws.unlisted(), vec![9]);
+        assert_eq!(ws.add_variant(0, "y", &model).unwrap(), 10);
+        assert_eq!(file_variant_id("12.bn_stats.json"), Some(12));
+        assert_eq!(file_variant_id("12"), None);
+        assert_eq!(file_variant_id("a1.onnx"), None);
+    }
+
+    /// Repair adopts unlisted variants with their side files, attaches side files an entry
+    /// does not name, and leaves an index of a newer qsteer alone.
+    #[test]
+    fn repair_adopts_and_attaches_and_refuses_a_newer_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/mbv2_digits.onnx");
+        let model = Model::load(&sample).unwrap();
+        let mut ws = Workspace::open_or_create(dir.path(), &model, "mbv2_digits").unwrap();
+        let one = ws.add_variant(0, "one", &model).unwrap();
+        // Killed between the model and the rest, before transactions: files unlisted.
+        let v = dir.path().join("variants");
+        fs::copy(v.join("1.onnx"), v.join("2.onnx")).unwrap();
+        fs::write(v.join("2.encodings.json"), b"{\"version\": \"1.0.0\"}").unwrap();
+        fs::write(v.join("2.adaround.encodings.json"), b"{}").unwrap();
+        fs::write(v.join(format!("{one}.encodings.json")), b"{}").unwrap();
+        fs::write(v.join("3.compress.json"), b"{}").unwrap();
+        let r = repair(dir.path(), None).unwrap();
+        assert!(!r.rebuilt && r.changed());
+        assert_eq!(r.adopted.len(), 1);
+        assert_eq!(r.adopted[0].id, 2);
+        assert!(r.adopted[0].unknown.contains(&"quantsim settings"));
+        assert_eq!(r.attached, vec!["variants/1.encodings.json".to_string()]);
+        assert_eq!(
+            r.unknown_files,
+            vec!["variants/3.compress.json".to_string()]
+        );
+        let ws = Workspace::open(dir.path()).unwrap();
+        let two = ws.variant(2).unwrap();
+        assert_eq!(
+            two.encodings_file.as_deref(),
+            Some("variants/2.encodings.json")
+        );
+        assert_eq!((two.parent, two.step.as_str()), (None, "recovered"));
+        assert!(ws.variant(1).unwrap().encodings_file.is_some());
+        assert!(!repair(dir.path(), None).unwrap().changed());
+
+        let newer = b"{\"format_version\": 999, \"variants\": []}";
+        fs::write(dir.path().join(INDEX), newer).unwrap();
+        assert!(repair(dir.path(), None).is_err());
+        assert_eq!(fs::read(dir.path().join(INDEX)).unwrap(), newer);
     }
 }

@@ -13,7 +13,6 @@ use super::lock;
 use crate::experiment::quantsim::{float_variant_path, quantsim_child, settings_label};
 use crate::experiment::Workspace;
 use crate::fixes::adaround::{adaround, frozen_encodings, AdaroundOptions};
-use crate::fsutil::write_json_atomic;
 use crate::model::Model;
 use crate::quant::simulate::QuantsimRequest;
 use crate::{Error, Result};
@@ -129,16 +128,11 @@ pub(crate) fn round(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_
         "adaround{{w:{},a:{},per_channel:{},iterations:{n}}}",
         settings.w_bits, settings.a_bits, settings.per_channel
     );
-    let (rounded_id, encodings_file) = {
-        let mut ws = lock(workspace);
+    let (rounded_id, encodings_file) = lock(workspace).transaction(|ws| {
         let id = ws.add_variant(variant, &step, &outcome.model)?;
-        let file = ws
-            .dir()
-            .join("variants")
-            .join(format!("{id}.adaround.encodings.json"));
-        write_json_atomic(&file, &doc)?;
-        (id, file)
-    };
+        let rel = ws.write_variant_file(id, "adaround.encodings", &doc)?;
+        Ok((id, ws.dir().join(rel)))
+    })?;
     Ok(json!({
         "variant": rounded_id,
         "parent": variant,

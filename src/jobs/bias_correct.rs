@@ -105,15 +105,14 @@ pub(crate) fn correct(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
         "bias_correct{{mode:{mode},w:{},a:{},per_channel:{}}}",
         settings.w_bits, settings.a_bits, settings.per_channel
     );
-    let corrected_id = {
-        let mut ws = lock(workspace);
+    let corrected_id = lock(workspace).transaction(|ws| {
         let id = ws.add_variant(variant, &step, &corrected)?;
         // The same statistics describe the corrected model's BN outputs.
         if !bn_stats.is_empty() {
             ws.set_bn_stats(id, &bn_stats)?;
         }
-        id
-    };
+        Ok(id)
+    })?;
     Ok(json!({
         "variant": corrected_id,
         "parent": variant,

@@ -31,8 +31,20 @@ pub(crate) struct Recorded {
 }
 
 /// Add `model` as a child of `parent` made by `step`, with `macs` (`None`: the parent's)
-/// and, when measured, its evaluation (fidelity reference: the parent).
+/// and, when measured, its evaluation (fidelity reference: the parent): one transaction,
+/// so the variant is never listed without its costs and score.
 pub(crate) fn record_child(
+    ws: &mut Workspace,
+    parent: u32,
+    step: &str,
+    model: &Model,
+    macs: Option<u64>,
+    measured: Option<Measured>,
+) -> Result<Recorded> {
+    ws.transaction(|ws| record(ws, parent, step, model, macs, measured))
+}
+
+fn record(
     ws: &mut Workspace,
     parent: u32,
     step: &str,

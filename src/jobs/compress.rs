@@ -188,8 +188,7 @@ pub(crate) fn compress_one(
         .reconstructed_score
         .clone()
         .unwrap_or_else(|| record.score.clone());
-    let (id, output, params) = {
-        let mut ws = lock(workspace);
+    let (id, output, params) = lock(workspace).transaction(|ws| {
         let measured = Measured {
             data,
             scorer: &scorer,
@@ -199,7 +198,7 @@ pub(crate) fn compress_one(
             seconds: eval_seconds,
         };
         let r = record_child(
-            &mut ws,
+            ws,
             *variant,
             &step,
             &model_out,
@@ -207,8 +206,8 @@ pub(crate) fn compress_one(
             Some(measured),
         )?;
         ws.set_compression(r.id, &record)?;
-        (r.id, r.output, r.params)
-    };
+        Ok((r.id, r.output, r.params))
+    })?;
     ctx.log(format!(
         "{step}: MAC ratio {:.3} → variant {id}",
         outcome.mac_ratio()

@@ -144,15 +144,14 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         reference: Some(source.float_variant.to_string()),
         when: now(),
     };
-    let float_child = {
-        let mut ws = lock(workspace);
+    let float_child = lock(workspace).transaction(|ws| {
         let parent_costs = ws.variant(source.float_variant).map(|v| v.macs);
         let params: u64 = trained.weights().map(|(_, w)| w.array.len() as u64).sum();
         let id = ws.add_variant(source.float_variant, &step, &trained)?;
         ws.set_costs(id, parent_costs.flatten(), Some(params))?;
         ws.record_result(id, record)?;
-        id
-    };
+        Ok(id)
+    })?;
     let (id, after, encodings_used) = if source.quantized {
         let new_encodings = workdir.join(OUTPUT_ENCODINGS);
         requantize(

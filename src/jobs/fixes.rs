@@ -37,7 +37,16 @@ fn record_child(
     model: &Model,
     stats: &BnStats,
 ) -> Result<(u32, PathBuf)> {
-    let mut ws = lock(workspace);
+    lock(workspace).transaction(|ws| record(ws, parent, step, model, stats))
+}
+
+fn record(
+    ws: &mut Workspace,
+    parent: u32,
+    step: &str,
+    model: &Model,
+    stats: &BnStats,
+) -> Result<(u32, PathBuf)> {
     let macs = ws.variant(parent).and_then(|v| v.macs);
     let id = ws.add_variant(parent, step, model)?;
     let params = model.weights().map(|(_, w)| w.array.len() as u64).sum();

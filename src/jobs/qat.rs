@@ -15,7 +15,6 @@ use super::finetune::{train, training_inputs, TrainRequest};
 use super::lock;
 use crate::experiment::quantsim::{float_variant_path, quantsim_child};
 use crate::experiment::Workspace;
-use crate::fsutil::write_json_atomic;
 use crate::model::Model;
 use crate::quant::encodings_file::{encodings_document, EncodingsVersion};
 use crate::quant::import::{load_model_encodings, sim_from_encodings, ModelEncodings};
@@ -99,22 +98,17 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let eval_seconds = scored_at.elapsed().as_secs_f64();
     ctx.cancel.check()?;
     let step = step_name(variant, settings);
-    let (trained, file) = {
-        let mut ws = lock(workspace);
+    let (trained, file) = lock(workspace).transaction(|ws| {
         // The FP32 child is not scored on its own: the quantsim child below is what runs.
-        let r = record_child(&mut ws, from.parent, &step, &t.outcome.model, None, None)?;
-        let file = ws
-            .dir()
-            .join("variants")
-            .join(format!("{}.qat.encodings.json", r.id));
+        let r = record_child(ws, from.parent, &step, &t.outcome.model, None, None)?;
         let doc = encodings_document(
             &encodings.weights,
             &encodings.activations,
             EncodingsVersion::V1,
         )?;
-        write_json_atomic(&file, &doc)?;
-        (r.id, file)
-    };
+        let rel = ws.write_variant_file(r.id, "qat.encodings", &doc)?;
+        Ok((r.id, ws.dir().join(rel)))
+    })?;
     let qreq = QuantsimRequest::checked(
         data,
         &from.settings.clone().unwrap_or_default(),

@@ -79,12 +79,13 @@ impl FromStr for Scheme {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let lower = s.trim().to_ascii_lowercase().replace('-', "_");
-        let (name, value) = match lower.split_once([':', '=']) {
+        // `tf-enhanced` = `tf_enhanced`; the value is kept as given (`-5`, `9999e-2`).
+        let (name, value) = match s.trim().split_once([':', '=']) {
             Some((name, value)) => (name, Some(value)),
-            None => (lower.as_str(), None),
+            None => (s.trim(), None),
         };
-        let scheme = match (name, value) {
+        let name = name.to_ascii_lowercase().replace('-', "_");
+        let scheme = match (name.as_str(), value) {
             ("minmax" | "tf", None) => Scheme::Minmax,
             ("tf_enhanced", None) => Scheme::TfEnhanced,
             ("mse", None) => Scheme::Mse,

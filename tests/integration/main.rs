@@ -21,3 +21,4 @@ mod model_load;
 mod quantsim_cli;
 mod real_exports;
 mod slurm;
+mod workspace_guarantees;

@@ -4,13 +4,20 @@
 //! where it stopped and a later run with another target reuses it. The tasks of a Slurm
 //! array job each fill a share of it into their own `greedy-<key>.part-<i>.json` (one
 //! writer per file); reading merges the main file and every part of the same key.
+//!
+//! Runs of the same key at once share the work: an entry is computed by whoever claims it
+//! (an exclusive lock on its claim file in `greedy-<key>.claims/`, released by the kernel
+//! if the process dies), the others take it from the file when it is written; the main
+//! file is re-read and merged under `greedy-<key>.claims/dictionary.lock` before every
+//! write, so no writer drops another's entries.
 
 use crate::compress::scorer::Metric;
 use crate::compress::Method;
 use crate::fsutil::write_json_atomic;
-use crate::Result;
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
 /// One evaluation: `layer` alone at `ratio`.
@@ -108,6 +115,8 @@ impl Shard {
 /// The dictionary of one key, backed by its cache file (none: in memory only).
 pub struct Dictionary {
     path: Option<PathBuf>,
+    /// The cache directory and the file stem of this key, when cached.
+    cache: Option<(PathBuf, String)>,
     /// Every entry known: the main file's and all parts'.
     file: DictionaryFile,
     /// A shard's own entries, the only ones its part file holds (None: the main file,
@@ -142,6 +151,7 @@ impl Dictionary {
         });
         let mut dict = Dictionary {
             path,
+            cache: cache_dir.map(|d| (d.to_path_buf(), stem.clone())),
             file: DictionaryFile {
                 key: key.clone(),
                 header,
@@ -149,9 +159,16 @@ impl Dictionary {
             },
             own: shard.map(|_| vec![]),
         };
-        let Some(dir) = cache_dir else {
-            return dict;
+        dict.refresh();
+        dict
+    }
+
+    /// Merge what the files on disk hold now (other runs of the same key write them).
+    pub fn refresh(&mut self) {
+        let Some((dir, stem)) = &self.cache else {
+            return;
         };
+        let key = self.file.key.clone();
         let part_prefix = format!("{stem}.part-");
         let mut files = vec![dir.join(format!("{stem}.json"))];
         if let Ok(listing) = std::fs::read_dir(dir) {
@@ -168,7 +185,7 @@ impl Dictionary {
             files.extend(parts);
         }
         for file in files {
-            let mine = dict.own.is_some() && Some(&file) == dict.path.as_ref();
+            let mine = self.own.is_some() && Some(&file) == self.path.as_ref();
             let entries = std::fs::read(&file)
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<DictionaryFile>(&bytes).ok())
@@ -176,15 +193,53 @@ impl Dictionary {
                 .map(|f| f.entries)
                 .unwrap_or_default();
             for e in entries {
-                if mine {
-                    dict.own.get_or_insert_with(Vec::new).push(e.clone());
+                if let Some(own) = self.own.as_mut().filter(|_| mine) {
+                    if !own
+                        .iter()
+                        .any(|o| o.layer == e.layer && same_ratio(o.ratio, e.ratio))
+                    {
+                        own.push(e.clone());
+                    }
                 }
-                if dict.get(&e.layer, e.ratio).is_none() {
-                    dict.file.entries.push(e);
+                if self.get(&e.layer, e.ratio).is_none() {
+                    self.file.entries.push(e);
                 }
             }
         }
-        dict
+    }
+
+    /// The directory of this key's locks and claims (created), when cached.
+    fn claims_dir(&self) -> Result<Option<PathBuf>> {
+        let Some((dir, stem)) = &self.cache else {
+            return Ok(None);
+        };
+        let claims = dir.join(format!("{stem}.claims"));
+        fs::create_dir_all(&claims).map_err(|e| Error::io(&claims, e))?;
+        Ok(Some(claims))
+    }
+
+    /// Claim the evaluation of `layer` at `ratio` for this process: `None` if another run
+    /// holds it (it is computing that entry now). Not cached: always this process's.
+    pub fn claim(&self, layer: &str, ratio: f64) -> Result<Option<Claim>> {
+        let Some(claims) = self.claims_dir()? else {
+            return Ok(Some(Claim(None)));
+        };
+        let mut h = Sha256::new();
+        h.update(layer.as_bytes());
+        h.update(b"\0");
+        h.update(ratio.to_le_bytes());
+        let path = claims.join(format!("{}.claim", &crate::model::hex(&h.finalize())[..16]));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Claim(Some((file, path))))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
     }
 
     pub fn key(&self) -> &str {
@@ -207,12 +262,20 @@ impl Dictionary {
     }
 
     /// Add an entry and write the file at once, so a kill loses at most the evaluation
-    /// under way.
+    /// under way. The main file is re-read under the dictionary's lock first, so entries
+    /// other runs wrote meanwhile stay.
     pub fn insert(&mut self, entry: Entry) -> Result<()> {
+        let _lock = match (&self.own, self.claims_dir()?) {
+            (None, Some(claims)) => Some(lock_file(&claims.join("dictionary.lock"))?),
+            _ => None,
+        };
+        self.refresh();
         if let Some(own) = &mut self.own {
             own.push(entry.clone());
         }
-        self.file.entries.push(entry);
+        if self.get(&entry.layer, entry.ratio).is_none() {
+            self.file.entries.push(entry);
+        }
         let Some(p) = &self.path else {
             return Ok(());
         };
@@ -228,4 +291,30 @@ impl Dictionary {
             ),
         }
     }
+}
+
+/// The right to compute one entry, held until dropped (after the entry is inserted); the
+/// kernel releases it if the process dies.
+pub struct Claim(Option<(File, PathBuf)>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Removed while still locked: whoever opens the name afterwards finds the entry in
+        // the file (inserted before this) when it re-reads after claiming.
+        if let Some((_, path)) = &self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// An exclusive lock on `path` (created), held while the file stays open.
+fn lock_file(path: &Path) -> Result<File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.lock().map_err(|e| Error::io(path, e))?;
+    Ok(f)
 }

@@ -229,7 +229,9 @@ pub fn fill_share(
 }
 
 /// Evaluate every (layer, candidate) not in the cache yet (only the shard's share, when
-/// one is given), saving after each.
+/// one is given), saving after each. An entry another run of the same dictionary is
+/// computing now is left to it and taken from the file once written (or computed here if
+/// that run stops without it).
 fn fill(
     req: &GreedyRequest,
     layers: &[String],
@@ -256,15 +258,28 @@ fn fill(
     });
     let total = layers.len() * candidates.len();
     let (mut reused, mut computed) = (0, 0);
-    for (li, layer) in layers.iter().enumerate() {
-        for (ci, &ratio) in candidates.iter().enumerate() {
-            let what = format!("layer {}/{} ratio {ratio}", li + 1, layers.len());
-            events(GreedyEvent::Progress {
-                done: li * candidates.len() + ci,
-                total,
-                what: &what,
-            });
+    // Entries another run holds the claim of, to collect once the first pass is done.
+    let mut others: Vec<(usize, usize)> = Vec::new();
+    let mut first_pass = true;
+    loop {
+        let todo: Vec<(usize, usize)> = if first_pass {
+            (0..layers.len())
+                .flat_map(|li| (0..candidates.len()).map(move |ci| (li, ci)))
+                .collect()
+        } else {
+            std::mem::take(&mut others)
+        };
+        for (li, ci) in todo {
+            let (layer, ratio) = (&layers[li], candidates[ci]);
             let position = li * candidates.len() + ci;
+            if first_pass {
+                let what = format!("layer {}/{} ratio {ratio}", li + 1, layers.len());
+                events(GreedyEvent::Progress {
+                    done: position,
+                    total,
+                    what: &what,
+                });
+            }
             if shard.is_some_and(|s| !s.owns(position)) {
                 continue;
             }
@@ -278,6 +293,21 @@ fn fill(
                 continue;
             }
             cancel.check()?;
+            let Some(claim) = dict.claim(layer, ratio)? else {
+                others.push((li, ci));
+                continue;
+            };
+            // Claimed: it may have been written since the dictionary was read.
+            dict.refresh();
+            if let Some(e) = dict.get(layer, ratio) {
+                reused += 1;
+                events(GreedyEvent::Entry {
+                    entry: e,
+                    computed: false,
+                    baseline,
+                });
+                continue;
+            }
             let entry = evaluate_one(req, layer, ratio, cancel)?;
             computed += 1;
             events(GreedyEvent::Entry {
@@ -286,7 +316,16 @@ fn fill(
                 baseline,
             });
             dict.insert(entry)?;
+            drop(claim);
         }
+        first_pass = false;
+        if others.is_empty() {
+            break;
+        }
+        // Wait a little for the other runs, then look again.
+        cancel.check()?;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        dict.refresh();
     }
     events(GreedyEvent::Progress {
         done: total,

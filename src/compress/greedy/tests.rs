@@ -72,8 +72,27 @@ fn greedy_meets_the_target_resumes_after_a_cancel_and_reuses_its_dictionary() {
         }
     });
     assert!(matches!(err, Err(Error::Cancelled)));
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(files.len(), 1, "one cache file, no temp files");
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        2,
+        "one cache file and its claims, no temp files: {files:?}"
+    );
+    assert!(
+        files[0].ends_with(".claims") && files[1].ends_with(".json"),
+        "{files:?}"
+    );
+    let claims = std::fs::read_dir(dir.path().join(&files[0]))
+        .unwrap()
+        .count();
+    assert_eq!(
+        claims, 1,
+        "only the dictionary's lock file: no claim is left behind"
+    );
 
     // The rerun continues: 4 entries reused, the other 23 computed.
     let progress = std::sync::Mutex::new(Vec::new());
@@ -316,4 +335,41 @@ fn channel_pruning_lands_within_the_measured_tolerance_of_the_target() {
         "measured MAC ratio {measured:.3} for target 0.5 (predicted {:.3})",
         sel.search.predicted_mac_ratio
     );
+}
+
+/// Two runs of the same dictionary at once (as two processes: each its own scorer and
+/// files) share the work: every entry is evaluated once in all, and both select the same.
+#[test]
+fn concurrent_runs_of_one_dictionary_evaluate_each_entry_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = std::sync::Barrier::new(2);
+    let runs: Vec<GreedySelection> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (dir, start) = (dir.path(), &start);
+                s.spawn(move || {
+                    let (model, double, scorer) = setup();
+                    let req = request(&model, &double, &scorer, 0.6, 4, dir);
+                    // Both start together: neither finds the other's finished file.
+                    start.wait();
+                    select_greedy(&req, &CancelToken::new(), &|_| {}).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (a, b) = (&runs[0], &runs[1]);
+    let computed = a.dictionary.computed + b.dictionary.computed;
+    assert_eq!(
+        computed, 27,
+        "9 layers × 3 candidates, each evaluated once in all"
+    );
+    assert_eq!(a.dictionary.computed + a.dictionary.reused, 27);
+    assert_eq!(b.dictionary.computed + b.dictionary.reused, 27);
+    assert_eq!(a.ratios, b.ratios);
+    // The file holds every entry: neither writer dropped the other's.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.dictionary.file.as_ref().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(doc["entries"].as_array().unwrap().len(), 27);
 }
