@@ -45,6 +45,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// An exclusive `flock` on `path` (created if missing), held while the returned file stays
+/// open; the kernel releases it if the process dies.
+pub fn lock_exclusive(path: &Path) -> Result<File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.lock().map_err(|e| Error::io(path, e))?;
+    Ok(f)
+}
+
 /// Serialize `value` as pretty JSON and write it atomically.
 pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, &json_bytes(path, value)?)

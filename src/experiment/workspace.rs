@@ -15,7 +15,7 @@
 use super::variant::{EvalRecord, Variant};
 use crate::compress::record::CompressionRecord;
 use crate::fixes::BnStats;
-use crate::fsutil::{json_bytes, write_atomic, write_json_atomic};
+use crate::fsutil::{json_bytes, lock_exclusive, write_atomic, write_json_atomic};
 use crate::jobs::SlurmSettings;
 use crate::model::Model;
 use crate::quant::analysis::Analysis;
@@ -113,15 +113,7 @@ fn lock_index(dir: &Path) -> Result<IndexLock> {
         )));
     }
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let path = dir.join(LOCK);
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    f.lock().map_err(|e| Error::io(&path, e))?;
-    Ok(IndexLock(f))
+    Ok(IndexLock(lock_exclusive(&dir.join(LOCK))?))
 }
 
 /// Read and check `workspace.json`; a corrupt or newer index is a clear error.

@@ -13,7 +13,7 @@
 
 use crate::compress::scorer::Metric;
 use crate::compress::Method;
-use crate::fsutil::write_json_atomic;
+use crate::fsutil::{lock_exclusive, write_json_atomic};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -266,7 +266,7 @@ impl Dictionary {
     /// other runs wrote meanwhile stay.
     pub fn insert(&mut self, entry: Entry) -> Result<()> {
         let _lock = match (&self.own, self.claims_dir()?) {
-            (None, Some(claims)) => Some(lock_file(&claims.join("dictionary.lock"))?),
+            (None, Some(claims)) => Some(lock_exclusive(&claims.join("dictionary.lock"))?),
             _ => None,
         };
         self.refresh();
@@ -305,16 +305,4 @@ impl Drop for Claim {
             let _ = fs::remove_file(path);
         }
     }
-}
-
-/// An exclusive lock on `path` (created), held while the file stays open.
-fn lock_file(path: &Path) -> Result<File> {
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    f.lock().map_err(|e| Error::io(path, e))?;
-    Ok(f)
 }
