@@ -15,6 +15,7 @@ mod fix_chain;
 mod fixes;
 mod inspect;
 mod latency;
+mod metric_flags;
 mod quant_flags;
 mod quantsim;
 mod slurm_jobs;

@@ -21,6 +21,8 @@ pub struct QuantFlags {
     /// Worker threads (default: one per core)
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub metric: super::metric_flags::MetricFlags,
 }
 
 /// The quantsim settings alone (bitwidths, granularity, scheme, mode, per-layer overrides).

@@ -30,6 +30,7 @@ fn inputs(kind: &JobKind) -> Result<(u32, Option<usize>, QuantsimRequest)> {
         calibration_size,
         seed,
         threads,
+        ..
     } = kind
     else {
         return Err(Error::runtime(
@@ -42,7 +43,8 @@ fn inputs(kind: &JobKind) -> Result<(u32, Option<usize>, QuantsimRequest)> {
 
 pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
     let rounded = round(ctx, workspace)?;
-    let (variant, _, req) = inputs(ctx.kind)?;
+    let (variant, _, mut req) = inputs(ctx.kind)?;
+    req.metric = super::job_metric(workspace, ctx.kind)?;
     let settings = &req.settings;
     let (Some(rounded_id), Some(encodings_file)) = (
         crate::jobs::summary_variant(&rounded, "variant"),
@@ -78,6 +80,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     summary["result"] = json!(line);
     summary["accuracy"] = json!(child.outcome.report.score.accuracy);
     summary["agreement"] = json!(child.outcome.report.score.agreement);
+    child.outcome.report.score.add_json_fields(&mut summary);
     Ok(summary)
 }
 

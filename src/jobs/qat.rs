@@ -114,13 +114,14 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         write_json_atomic(&file, &doc)?;
         (r.id, file)
     };
-    let qreq = QuantsimRequest::checked(
+    let mut qreq = QuantsimRequest::checked(
         data,
         &from.settings.clone().unwrap_or_default(),
         settings.calibration_size,
         settings.seed,
         threads,
     )?;
+    qreq.metric = super::job_metric(workspace, ctx.kind)?;
     let child = quantsim_child(
         workspace,
         trained,
