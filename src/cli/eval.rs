@@ -249,7 +249,8 @@ pub(crate) fn print_fidelity(s: &serde_json::Value, head: bool) {
                 .unwrap_or_default();
             println!("metric     external {v:.4}  {extra}");
         }
-        ("" | "accuracy", _) | (_, None) => {}
+        // Accuracy has its own line; top-1 agreement is on the fidelity line.
+        ("" | "accuracy" | "agreement", _) | (_, None) => {}
         (m, Some(v)) => println!(
             "metric     {m} {}",
             qsteer::metrics::format_metric_value(m, v)
