@@ -68,6 +68,7 @@ fn request(scheme: Scheme, batch_size: usize) -> QuantsimRequest {
             ..QuantsimSettings::default()
         },
         options: options(batch_size),
+        metric: Default::default(),
     }
 }
 

@@ -5,10 +5,19 @@
 //! `np.argmax`). NaN ranks below every number. So a tie never counts as correct for more than
 //! `k` classes, and `top_k_accuracy(.., 1)` agrees with [`argmax_rows`].
 
-use ndarray::{ArrayView, ArrayView1, ArrayView2, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayView2, Dimension};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
+use crate::cancel::CancelToken;
 use crate::{Error, Result};
+
+pub mod external;
+pub mod fidelity;
+
+pub use fidelity::{
+    output_fidelity, output_kind, MetricChoice, MetricSpec, OutputKind, OutputScore,
+};
 
 /// The largest |SQNR| reported in JSON: identical outputs give +inf dB, which JSON cannot hold.
 pub const SQNR_DB_CAP: f64 = 200.0;
@@ -107,7 +116,7 @@ pub fn clamp_db(db: f64) -> f64 {
 }
 
 /// The score of one variant on one dataset, as reported in results and `--json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Score {
     /// Top-1 accuracy in 0..1 (labels only).
     pub accuracy: Option<f64>,
@@ -118,6 +127,259 @@ pub struct Score {
     /// Output SQNR vs the reference, clamped to ±[`SQNR_DB_CAP`].
     pub sqnr_db: Option<f64>,
     pub samples: usize,
+    /// The number that ranks this score (greedy selection, sweeps, drops): `accuracy`,
+    /// `agreement` (top-1), `per_position`, `map_agreement`, `cosine`, `sqnr` or `external`;
+    /// several outputs' names joined by `+` (the minimum over them ranks). Absent in
+    /// records written before it existed: accuracy if there is one, else agreement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The value of `metric` (a fraction; dB for `sqnr`; the command's for `external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_value: Option<f64>,
+    /// Mean per-sample cosine similarity to the reference (minimum over outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cosine: Option<f64>,
+    /// Per output: its fidelity to the reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputScore>,
+    /// The external metric command's other keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Score {
+    /// The metric's name (see [`Score::metric`]); `None` when nothing scored the outputs.
+    pub fn metric_name(&self) -> Option<&str> {
+        match &self.metric {
+            Some(m) => Some(m.as_str()),
+            None if self.accuracy.is_some() => Some("accuracy"),
+            None if self.agreement.is_some() => Some("agreement"),
+            None => None,
+        }
+    }
+
+    /// The value that ranks this score (see [`Score::metric`]).
+    pub fn value(&self) -> Option<f64> {
+        match self.metric.as_deref() {
+            None => self.accuracy.or(self.agreement),
+            Some("accuracy") => self.accuracy,
+            Some(_) => self.metric_value,
+        }
+    }
+
+    /// Whether the metric's points are percent (see [`is_fraction_metric`]).
+    pub fn is_fraction(&self) -> bool {
+        is_fraction_metric(self.metric_name().unwrap_or("accuracy"))
+    }
+
+    /// The value for people: `97.50 %`, `31.2 dB`, `0.734`.
+    pub fn display_value(&self) -> Option<String> {
+        self.value()
+            .map(|v| format_metric_value(self.metric_name().unwrap_or("accuracy"), v))
+    }
+}
+
+impl Score {
+    /// The keys a job's JSON document adds for this score beside `accuracy`, `agreement`
+    /// and `sqnr_db`: `metric`, `metric_value`, `cosine`, `outputs` (per output) and
+    /// `external` (the command's other keys), where known. Keys already in `doc` stay.
+    pub fn add_json_fields(&self, doc: &mut serde_json::Value) {
+        let Some(obj) = doc.as_object_mut() else {
+            return;
+        };
+        let mut put = |k: &str, v: serde_json::Value| {
+            obj.entry(k.to_string()).or_insert(v);
+        };
+        put("agreement", serde_json::json!(self.agreement));
+        put("sqnr_db", serde_json::json!(self.sqnr_db));
+        put("metric", serde_json::json!(self.metric_name()));
+        put("metric_value", serde_json::json!(self.value()));
+        put("cosine", serde_json::json!(self.cosine));
+        if !self.outputs.is_empty() {
+            put("outputs", serde_json::json!(self.outputs));
+        }
+        if let Some(e) = &self.external {
+            put("external", serde_json::Value::Object(e.clone()));
+        }
+    }
+
+    /// The fidelity / metric part of a result line, e.g. `per_position 96.80 % (SQNR 31.2
+    /// dB, cosine 0.9990)` or `external 0.7340`; `None` when neither was measured.
+    pub fn fidelity_text(&self) -> Option<String> {
+        let metric = self.metric_name()?;
+        if metric == "accuracy" && self.agreement.is_none() {
+            return None;
+        }
+        let mut extras = Vec::new();
+        if let Some(d) = self.sqnr_db.filter(|_| metric != "sqnr") {
+            extras.push(format!("SQNR {d:.1} dB"));
+        }
+        if let Some(c) = self.cosine.filter(|_| metric != "cosine") {
+            extras.push(format!("cosine {c:.4}"));
+        }
+        let head = match metric {
+            "accuracy" => format!(
+                "agreement {}",
+                format_metric_value("agreement", self.agreement.unwrap_or(0.0))
+            ),
+            m => format!(
+                "{m} {}",
+                format_metric_value(m, self.value().unwrap_or(0.0))
+            ),
+        };
+        Some(if extras.is_empty() {
+            head
+        } else {
+            format!("{head} ({})", extras.join(", "))
+        })
+    }
+}
+
+/// Whether a score made without a reference lacks the number `metric` ranks by: a fidelity
+/// metric was chosen, or `auto` found no usable labels. (The external metric needs none.)
+pub fn needs_reference(metric: &MetricSpec, score: &Score) -> bool {
+    match metric.choice {
+        MetricChoice::External => false,
+        MetricChoice::Auto => score.accuracy.is_none(),
+        _ => true,
+    }
+}
+
+/// Whether a metric's points are percent (×100): all but `sqnr` (dB). The external
+/// metric's scores count as fractions too (a mAP of 0.734 → 0.720 drops 1.4 points).
+pub fn is_fraction_metric(name: &str) -> bool {
+    !name.split('+').any(|m| m == "sqnr")
+}
+
+/// `97.50 %` for fractions, `31.2 dB` for SQNR, `0.7340` for the external metric.
+pub fn format_metric_value(metric: &str, v: f64) -> String {
+    if metric == "external" {
+        format!("{v:.4}")
+    } else if !is_fraction_metric(metric) {
+        format!("{v:.1} dB")
+    } else {
+        format!("{:.2} %", 100.0 * v)
+    }
+}
+
+/// How outputs are scored: the metric, and what an external command gets besides the
+/// outputs (the dataset path and each evaluated sample's index in it).
+#[derive(Debug, Clone, Default)]
+pub struct Scoring {
+    pub metric: MetricSpec,
+    pub data: PathBuf,
+    /// Dataset index per evaluated sample; empty: 0..N.
+    pub indices: Vec<usize>,
+}
+
+/// Labels against a model's first output when it is `[N, C]` class scores (the only
+/// output labels are scored on): a label outside `0..C` names its file and index there.
+pub fn check_labels_fit(
+    data: &crate::data::Dataset,
+    outputs: &[(String, ndarray::ArrayD<f32>)],
+) -> Result<()> {
+    let Some((_, first)) = outputs.first() else {
+        return Ok(());
+    };
+    if output_kind(first.shape()) != OutputKind::Classes {
+        return Ok(());
+    }
+    let n = first.shape().first().copied().unwrap_or(0).max(1);
+    data.check_labels(first.len() / n)
+}
+
+/// Score a model's outputs (names and arrays, samples on axis 0, in output order) against
+/// labels and/or the reference model's outputs, with `scoring`'s metric:
+/// - labels give top-1 / top-5 accuracy when the first output is `[N, C]` (see
+///   [`output_kind`]); for other outputs they are not used (labels are one class per sample).
+/// - a reference gives the per-output fidelity ([`output_fidelity`]); `agreement`,
+///   `sqnr_db` and `cosine` are the minimum over the outputs.
+/// - the ranking value: the external command's score for `external`; accuracy for `auto`
+///   with usable labels; else the fidelity (minimum over outputs).
+pub fn score_all(
+    outputs: &[(String, ArrayD<f32>)],
+    labels: Option<&[i64]>,
+    reference: Option<&[(String, ArrayD<f32>)]>,
+    scoring: &Scoring,
+    cancel: &CancelToken,
+) -> Result<Score> {
+    let (first_name, first) = outputs
+        .first()
+        .ok_or_else(|| Error::runtime("the model produced no output"))?;
+    let n = first.shape().first().copied().unwrap_or(0);
+    let mut score = Score {
+        samples: n,
+        ..Score::default()
+    };
+    if let Some(labels) = labels {
+        if output_kind(first.shape()) == OutputKind::Classes {
+            let rows = first
+                .to_shape((n, first.len().checked_div(n).unwrap_or(0)))
+                .map_err(|e| Error::runtime(format!("output '{first_name}': {e}")))?;
+            let s = score_outputs(rows.view(), Some(labels), None)?;
+            score.accuracy = s.accuracy;
+            score.top5_accuracy = s.top5_accuracy;
+        }
+    }
+    let choice = scoring.metric.choice;
+    if let Some(reference) = reference {
+        if reference.len() != outputs.len() {
+            return Err(Error::runtime(format!(
+                "the reference has {} output(s), the model {}",
+                reference.len(),
+                outputs.len()
+            )));
+        }
+        let per: Vec<OutputScore> = outputs
+            .iter()
+            .zip(reference)
+            .map(|((name, o), (_, r))| output_fidelity(name, o.view(), r.view(), choice))
+            .collect::<Result<_>>()?;
+        let min = |f: &dyn Fn(&OutputScore) -> Option<f64>| {
+            per.iter()
+                .filter_map(f)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))))
+        };
+        score.agreement = min(&|o| o.agreement);
+        score.sqnr_db = min(&|o| Some(o.sqnr_db));
+        score.cosine = min(&|o| Some(o.cosine));
+        let mut names: Vec<&str> = Vec::new();
+        for o in &per {
+            if !names.contains(&o.metric.as_str()) {
+                names.push(&o.metric);
+            }
+        }
+        score.metric = Some(names.join("+"));
+        score.metric_value = min(&|o| Some(o.value));
+        score.outputs = per;
+    }
+    if choice == MetricChoice::Auto && score.accuracy.is_some() {
+        score.metric = Some("accuracy".into());
+        score.metric_value = score.accuracy;
+    }
+    if choice == MetricChoice::External {
+        let command = scoring.metric.command.as_deref().ok_or_else(|| {
+            Error::input("--metric external needs the command: --metric-command 'TEMPLATE'")
+        })?;
+        let indices: Vec<usize> = if scoring.indices.len() == n {
+            scoring.indices.clone()
+        } else {
+            (0..n).collect()
+        };
+        let answer = external::run_metric(
+            command,
+            &external::MetricInput {
+                outputs,
+                indices: &indices,
+                data: &scoring.data,
+            },
+            cancel,
+        )?;
+        score.metric = Some("external".into());
+        score.metric_value = Some(answer.score);
+        score.external = (!answer.extra.is_empty()).then_some(answer.extra);
+    }
+    Ok(score)
 }
 
 /// Score `[N, C]` outputs against labels and/or reference outputs of the same shape.
@@ -168,6 +430,7 @@ pub fn score_outputs(
         agreement: reference.map(|r| agreement(outputs, r)),
         sqnr_db: reference.map(|r| clamp_db(sqnr_db(r, outputs))),
         samples: n,
+        ..Score::default()
     })
 }
 

@@ -49,6 +49,7 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
         calibration_size: args.quant.calibration_size,
         seed: args.quant.seed,
         threads: options.threads,
+        metric: args.quant.metric.resolve(&ws)?,
     };
     let mut summary = run_headless(ws.clone(), kind, common)?;
     let rounded = qsteer::jobs::summary_variant(&summary, "rounded_variant")

@@ -41,6 +41,7 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
         seed: args.quant.seed,
         threads: options.threads,
         sweep: args.sweep,
+        metric: args.quant.metric.resolve(&ws)?,
     };
     run_headless(ws.clone(), kind, common)?;
     let analysis = ws
@@ -75,9 +76,10 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
 }
 
 fn metric(s: &Score) -> String {
-    match (s.accuracy, s.agreement) {
-        (Some(a), _) => format!("{:.2}%", 100.0 * a),
-        (None, Some(a)) => format!("{:.2}% agr", 100.0 * a),
+    match (s.metric_name(), s.value()) {
+        (Some("accuracy"), Some(a)) => format!("{:.2}%", 100.0 * a),
+        (Some("agreement"), Some(a)) => format!("{:.2}% agr", 100.0 * a),
+        (Some(m), Some(v)) => format!("{} {m}", qsteer::metrics::format_metric_value(m, v)),
         _ => "-".into(),
     }
 }

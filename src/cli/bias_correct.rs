@@ -49,6 +49,7 @@ pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
         calibration_size: args.quant.calibration_size,
         seed: args.quant.seed,
         threads: options.threads,
+        metric: args.quant.metric.resolve(&ws)?,
     };
     let mut summary = run_headless(ws.clone(), kind, common)?;
     let corrected = qsteer::jobs::summary_variant(&summary, "corrected_variant")

@@ -124,6 +124,7 @@ pub(crate) fn job(args: &CompressArgs, common: &Common) -> Result<(Target, JobKi
         calibration_size: args.split.calibration_size,
         seed: args.split.seed,
         threads: args.split.threads,
+        metric: args.split.metric.resolve(&target.workspace)?,
     };
     Ok((target, kind, executor))
 }
@@ -199,8 +200,17 @@ fn print_table(s: &Value) {
             s["latency"]["runs"]
         );
     }
-    let score = if s["accuracy"].is_null() {
-        format!("agreement with the model {}", pct(&s["agreement"]))
+    let metric = s["metric"].as_str().unwrap_or("agreement");
+    let score = if s["accuracy"].is_null() || metric != "accuracy" {
+        let value = s["metric_value"].as_f64().or(s["agreement"].as_f64());
+        let shown = value.map_or("-".into(), |v| {
+            qsteer::metrics::format_metric_value(metric, v)
+        });
+        if metric == "external" {
+            format!("external metric {shown}")
+        } else {
+            format!("{metric} to the model {shown}")
+        }
     } else {
         format!(
             "accuracy {} (model {})",
@@ -211,7 +221,10 @@ fn print_table(s: &Value) {
     match s["before_reconstruction"].as_object() {
         Some(b) => println!(
             "{score} after reconstruction, {} before; {} samples",
-            pct(b.get("accuracy").unwrap_or(&b["agreement"])),
+            match b.get("metric_value").and_then(|v| v.as_f64()) {
+                Some(v) if metric != "accuracy" => qsteer::metrics::format_metric_value(metric, v),
+                _ => pct(b.get("accuracy").unwrap_or(&b["agreement"])),
+            },
             s["samples"]
         ),
         None => println!("{score} on {} samples", s["samples"]),

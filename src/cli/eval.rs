@@ -42,6 +42,8 @@ pub struct EvalArgs {
     /// Do not record the result in a workspace
     #[arg(long)]
     pub no_workspace: bool,
+    #[command(flatten)]
+    pub metric: super::metric_flags::MetricFlags,
 }
 
 pub fn run(args: EvalArgs, common: &Common) -> Result<()> {
@@ -110,6 +112,7 @@ fn evaluate_as_job(
         reference: None,
         reference_model: args.reference.as_deref().map(abs),
         save_outputs: args.save_outputs.as_deref().map(abs),
+        metric: args.metric.resolve(&ws)?,
     };
     let mut summary = run_job_blocking(ws, kind, move |ev| match ev {
         JobEvent::Progress { done, total, .. } if show_progress => eprint!("\reval {done}/{total}"),
@@ -141,6 +144,14 @@ fn evaluate_only(
         options,
         calibration_size: args.calibration_size,
         seed: args.seed,
+        metric: match (args.metric.save_metric, args.metric.spec()?) {
+            (true, _) => {
+                return Err(Error::input(
+                    "--save-metric saves into a workspace: it cannot go with --no-workspace",
+                ))
+            }
+            (false, spec) => spec.unwrap_or_default(),
+        },
     };
     let progress = move |done: usize, total: usize| {
         if show_progress {
@@ -155,7 +166,7 @@ fn evaluate_only(
         write_npy_f32(out, &report.outputs)?;
     }
     let s = &report.score;
-    Ok(json!({
+    let mut doc = json!({
         "model": path.display().to_string(),
         "dataset": data.display().to_string(),
         "subset": args.split.name(),
@@ -174,7 +185,9 @@ fn evaluate_only(
         "variant": null,
         "workspace": null,
         "output": args.save_outputs.as_ref().map(|p| p.display().to_string()),
-    }))
+    });
+    s.add_json_fields(&mut doc);
+    Ok(doc)
 }
 
 fn print_summary(s: &serde_json::Value) {
@@ -198,13 +211,7 @@ fn print_summary(s: &serde_json::Value) {
             pct(num("top5_accuracy"))
         );
     }
-    if num("agreement").is_some() {
-        println!(
-            "fidelity   top-1 agreement {}  output SQNR {:.1} dB",
-            pct(num("agreement")),
-            num("sqnr_db").unwrap_or(f64::NAN)
-        );
-    }
+    print_fidelity(s, true);
     println!(
         "throughput {:.1} samples/s ({:.3} s, batch {}, {} threads)",
         num("samples_per_second").unwrap_or(0.0),
@@ -214,5 +221,71 @@ fn print_summary(s: &serde_json::Value) {
     );
     if let Some(w) = s.get("workspace").and_then(|v| v.as_str()) {
         println!("recorded in workspace {w} (variant 0)");
+    }
+}
+
+/// The fidelity and metric lines of a job's JSON document (eval, quantsim): the metric that
+/// ranks (when it is not accuracy), then agreement, SQNR and cosine, per output when there
+/// are several, and the external command's other keys.
+pub(crate) fn print_fidelity(s: &serde_json::Value, head: bool) {
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|v| v.as_f64());
+    let metric = s.get("metric").and_then(|v| v.as_str()).unwrap_or("");
+    let figures = |v: &serde_json::Value| {
+        let mut parts = Vec::new();
+        if let Some(a) = num(v, "agreement") {
+            parts.push(format!("agreement {:.2}%", 100.0 * a));
+        }
+        if let Some(d) = num(v, "sqnr_db") {
+            parts.push(format!("SQNR {d:.1} dB"));
+        }
+        if let Some(c) = num(v, "cosine") {
+            parts.push(format!("cosine {c:.4}"));
+        }
+        parts.join("  ")
+    };
+    let value = num(s, "metric_value").filter(|_| head);
+    match (metric, value) {
+        ("external", Some(v)) => {
+            let extra = s
+                .get("external")
+                .and_then(|e| e.as_object())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join("  ")
+                })
+                .unwrap_or_default();
+            println!("metric     external {v:.4}  {extra}");
+        }
+        // Accuracy has its own line; top-1 agreement is on the fidelity line.
+        ("" | "accuracy" | "agreement", _) | (_, None) => {}
+        (m, Some(v)) => println!(
+            "metric     {m} {}",
+            qsteer::metrics::format_metric_value(m, v)
+        ),
+    }
+    let f = figures(s);
+    if head && !f.is_empty() {
+        println!("fidelity   {f}");
+    }
+    if let Some(outputs) = s
+        .get("outputs")
+        .and_then(|v| v.as_array())
+        .filter(|o| o.len() > 1)
+    {
+        for o in outputs {
+            println!(
+                "  output {} {}: {} {}  {}",
+                o["output"].as_str().unwrap_or(""),
+                o["shape"],
+                o["metric"].as_str().unwrap_or(""),
+                num(o, "value").map_or("-".into(), |v| qsteer::metrics::format_metric_value(
+                    o["metric"].as_str().unwrap_or(""),
+                    v
+                )),
+                figures(o)
+            );
+        }
     }
 }

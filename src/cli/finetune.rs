@@ -228,6 +228,7 @@ fn qat_start(
         seed: args.seed,
         threads: args.threads,
         encodings,
+        metric: None,
     };
     let summary = run_headless(target.workspace.clone(), kind, common)?;
     let id = qsteer::jobs::summary_variant(&summary, "variant")

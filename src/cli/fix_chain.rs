@@ -87,6 +87,7 @@ pub fn run(args: FixArgs, common: &Common) -> Result<()> {
         calibration_size: args.quant.calibration_size,
         seed: args.quant.seed,
         threads: options.threads,
+        metric: args.quant.metric.resolve(&ws)?,
     };
     let mut summary = run_headless(ws, kind, common)?;
     if common.json {

@@ -16,6 +16,7 @@ mod fixes;
 mod input_shape;
 mod inspect;
 mod latency;
+mod metric_flags;
 mod outputs;
 mod quant_flags;
 mod quantsim;

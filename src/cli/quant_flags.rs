@@ -21,6 +21,8 @@ pub struct QuantFlags {
     /// Worker threads (default: one per core)
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub metric: super::metric_flags::MetricFlags,
 }
 
 /// The ids of the [`GridFlags`] arguments: what an encodings file settles instead.

@@ -57,6 +57,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         seed: args.quant.seed,
         threads: options.threads,
         encodings: args.encodings.as_deref().map(abs),
+        metric: args.quant.metric.resolve(&ws)?,
     };
     let mut summary = run_headless(ws.clone(), kind, common)?;
     let id = qsteer::jobs::summary_variant(&summary, "variant")
@@ -116,6 +117,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
     if let Some(result) = summary["result"].as_str() {
         println!("{result}");
     }
+    super::eval::print_fidelity(&summary, false);
     println!(
         "{} activation quantizers, {} in {:.2} s",
         summary["activation_points"],

@@ -63,6 +63,7 @@ fn compress_and_finetune_jobs_survive_the_command_line() {
         calibration_size: 33,
         seed: 5,
         threads: 3,
+        metric: None,
     };
     assert_eq!(parsed_back(&greedy, &ws), greedy);
     let manual = JobKind::Compress {
@@ -79,6 +80,7 @@ fn compress_and_finetune_jobs_survive_the_command_line() {
         calibration_size: 200,
         seed: 0,
         threads: 0,
+        metric: None,
     };
     assert_eq!(parsed_back(&manual, &ws), manual);
     let tuned = JobKind::FineTune {

@@ -1,4 +1,4 @@
-//! The dataset split and worker flags the compress and sweep commands share.
+//! The dataset split, worker and metric flags the compress and sweep commands share.
 
 use clap::Args;
 
@@ -13,4 +13,6 @@ pub struct SplitFlags {
     /// Worker threads (0: one per core)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub metric: super::metric_flags::MetricFlags,
 }

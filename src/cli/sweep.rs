@@ -84,6 +84,7 @@ pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
         calibration_size: args.split.calibration_size,
         seed: args.split.seed,
         threads: args.split.threads,
+        metric: args.split.metric.resolve(&ws)?,
     };
     let mut summary = run_headless_on(ws, kind, common, executor)?;
     summary["model"] = json!(path.display().to_string());
@@ -94,11 +95,18 @@ pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
     Ok(())
 }
 
-/// The metric of a score object in percent, or `-`.
+/// The metric of a score object in points (percent; dB for SQNR), or `-`.
 fn points(score: &Value, metric: &str) -> String {
-    score[metric]
-        .as_f64()
-        .map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
+    let v = match metric {
+        "accuracy" | "agreement" => score[metric].as_f64(),
+        _ => None,
+    }
+    .or_else(|| score["metric_value"].as_f64());
+    match v {
+        None => "-".into(),
+        Some(v) if metric.split('+').any(|m| m == "sqnr") => format!("{v:.1}"),
+        Some(v) => format!("{:.2}", 100.0 * v),
+    }
 }
 
 fn latency(row: &Value) -> String {

@@ -3,8 +3,10 @@
 //! and the app, so both report the same numbers.
 
 use crate::cancel::CancelToken;
-use crate::data::{load_dataset, load_split, Dataset, NamedInput, SplitInfo};
-use crate::metrics::{score_outputs, Score};
+use crate::data::{
+    load_dataset, load_split, seeded_split, Dataset, NamedInput, SplitInfo, SplitKind,
+};
+use crate::metrics::{score_all, MetricSpec, Score, Scoring};
 use crate::model::shapes::declared_dims;
 use crate::model::Model;
 use crate::runtime::{CompiledModel, RunOptions};
@@ -87,6 +89,41 @@ fn concat_datasets(a: &Dataset, b: &Dataset) -> Result<Dataset> {
     Dataset::from_arrays(a.name.clone(), inputs, labels)
 }
 
+/// The dataset index of each sample `select_samples` picked (in its order): for a seeded
+/// split, the sample's index in the whole dataset; for an explicit split, its position in
+/// the part (`calibration/` then `evaluation/` for `all`).
+pub fn sample_indices(split: Option<&SplitInfo>, subset: Subset, n: usize) -> Vec<usize> {
+    let Some(split) = split.filter(|s| s.kind == SplitKind::Seeded) else {
+        return (0..n).collect();
+    };
+    let total = split.calibration + split.evaluation;
+    let s = seeded_split(total, split.calibration, split.seed.unwrap_or(0));
+    let picked = match subset {
+        Subset::Evaluation => s.evaluation,
+        Subset::Calibration => s.calibration,
+        Subset::All => s.calibration.into_iter().chain(s.evaluation).collect(),
+    };
+    if picked.len() == n {
+        picked
+    } else {
+        (0..n).collect()
+    }
+}
+
+/// How `selected`'s samples of `path` are scored with `metric`.
+pub fn scoring_for(
+    path: &Path,
+    selected: &Selected,
+    subset: Subset,
+    metric: &MetricSpec,
+) -> Scoring {
+    Scoring {
+        metric: metric.clone(),
+        data: path.to_path_buf(),
+        indices: sample_indices(selected.split.as_ref(), subset, selected.data.len()),
+    }
+}
+
 /// Check the samples fit the model's declared inputs (a clear error before any work).
 pub fn check_fits(model: &Model, data: &Dataset) -> Result<()> {
     let expected: Vec<(String, Vec<Option<usize>>)> = model
@@ -120,6 +157,8 @@ pub struct EvalRequest {
     pub options: RunOptions,
     pub calibration_size: usize,
     pub seed: u64,
+    /// How outputs are scored (`auto`: by labels and output shape).
+    pub metric: MetricSpec,
 }
 
 pub struct EvalReport {
@@ -186,7 +225,9 @@ pub fn evaluate(
     cancel: &CancelToken,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<EvalReport> {
+    req.metric.validate()?;
     let selected = select_samples(&req.data, req.subset, req.calibration_size, req.seed)?;
+    let scoring = scoring_for(&req.data, &selected, req.subset, &req.metric);
     let data = selected.data;
     check_fits(model, &data)?;
     let shapes = sample_shapes(&data);
@@ -195,37 +236,50 @@ pub fn evaluate(
     let params = model.weights().map(|(_, w)| w.array.len() as u64).sum();
     let compiled = CompiledModel::compile(model, &shapes, req.options.batch_size, &[])?;
     let run = compiled.run_dataset(&data, req.options, cancel, progress)?;
-    let first = run
-        .outputs
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::runtime("the model produced no output"))?;
-    let out_name = compiled.output_names()[0].clone();
-    let rows = as_rows(&first, &out_name)?;
-    let reference_rows = match &req.reference {
+    if run.outputs.is_empty() {
+        return Err(Error::runtime("the model produced no output"));
+    }
+    let outputs: Vec<(String, ArrayD<f32>)> = compiled
+        .output_names()
+        .iter()
+        .cloned()
+        .zip(run.outputs)
+        .collect();
+    let reference_outputs = match &req.reference {
         Some(path) => {
             let reference = Model::load(path)?;
             check_fits(&reference, &data)?;
             let rc = CompiledModel::compile(&reference, &shapes, req.options.batch_size, &[])?;
             let rr = rc.run_dataset(&data, req.options, cancel, &|_, _| {})?;
-            let r0 = rr
-                .outputs
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::runtime("reference produced no output"))?;
-            Some(as_rows(
-                &r0,
-                &format!("{} of {}", rc.output_names()[0], path.display()),
-            )?)
+            if rr.outputs.is_empty() {
+                return Err(Error::runtime(format!(
+                    "reference {} produced no output",
+                    path.display()
+                )));
+            }
+            Some(
+                rc.output_names()
+                    .iter()
+                    .map(|n| format!("{n} of {}", path.display()))
+                    .zip(rr.outputs)
+                    .collect::<Vec<_>>(),
+            )
         }
         None => None,
     };
-    data.check_labels(rows.ncols())?;
-    let score = score_outputs(
-        rows.view(),
+    crate::metrics::check_labels_fit(&data, &outputs)?;
+    let score = score_all(
+        &outputs,
         data.labels.as_deref(),
-        reference_rows.as_ref().map(|r| r.view()),
+        reference_outputs.as_deref(),
+        &scoring,
+        cancel,
     )?;
+    let first = outputs
+        .into_iter()
+        .next()
+        .map(|(_, a)| a)
+        .unwrap_or_default();
     Ok(EvalReport {
         samples: run.samples,
         seconds: run.seconds,

@@ -154,12 +154,31 @@ pub fn bits_label(s: &QuantsimSettings) -> String {
 pub fn result_line(settings: &QuantsimSettings, score: &Score, parent: Option<&Score>) -> String {
     let pct = |v: f64| format!("{:.2} %", 100.0 * v);
     let label = settings_label(settings);
-    let Some(a) = score.accuracy else {
-        return format!("{label}: no labels in the dataset, no accuracy");
-    };
-    match parent.and_then(|p| p.accuracy) {
-        Some(f) => format!("{label}: {} (FP32 {})", pct(a), pct(f)),
-        None => format!("{label}: {} (FP32 not evaluated on these samples)", pct(a)),
+    match score.metric_name() {
+        None => {
+            format!("{label}: no labels in the dataset and no FP32 model to compare with: no score")
+        }
+        Some("accuracy") => {
+            let a = score.accuracy.unwrap_or(0.0);
+            match parent.and_then(|p| p.accuracy) {
+                Some(f) => format!("{label}: {} (FP32 {})", pct(a), pct(f)),
+                None => format!("{label}: {} (FP32 not evaluated on these samples)", pct(a)),
+            }
+        }
+        Some("external") => {
+            let fp32 = parent
+                .filter(|p| p.metric_name() == Some("external"))
+                .and_then(|p| p.display_value())
+                .map_or(String::new(), |v| format!(" (FP32 {v})"));
+            format!(
+                "{label}: external {}{fp32}",
+                score.display_value().unwrap_or_default()
+            )
+        }
+        Some(_) => format!(
+            "{label}: {} to FP32",
+            score.fidelity_text().unwrap_or_default()
+        ),
     }
 }
 
@@ -197,10 +216,8 @@ mod tests {
         );
         let score = |a| Score {
             accuracy: Some(a),
-            top5_accuracy: None,
-            agreement: None,
-            sqnr_db: None,
             samples: 400,
+            ..Score::default()
         };
         assert_eq!(
             result_line(
@@ -209,6 +226,20 @@ mod tests {
                 Some(&score(0.995))
             ),
             "W8A8 per-tensor tf_enhanced: 99.25 % (FP32 99.50 %)"
+        );
+        // Without labels: the fidelity to FP32, by its metric's name.
+        let fidelity = Score {
+            agreement: Some(0.968),
+            sqnr_db: Some(31.24),
+            cosine: Some(0.999),
+            metric: Some("per_position".into()),
+            metric_value: Some(0.968),
+            samples: 400,
+            ..Score::default()
+        };
+        assert_eq!(
+            result_line(&QuantsimSettings::default(), &fidelity, None),
+            "W8A8 per-tensor tf_enhanced: per_position 96.80 % (SQNR 31.2 dB, cosine 0.9990) to FP32"
         );
     }
 }

@@ -49,6 +49,10 @@ pub struct Settings {
     /// data (export, encodings import) analyse the model at them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_shapes: Option<Vec<Vec<usize>>>,
+    /// The metric jobs score with when they are not given one (`--save-metric`, the app's
+    /// evaluation dialog); none: `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<crate::metrics::MetricSpec>,
 }
 
 fn is_default(s: &SlurmSettings) -> bool {
@@ -63,6 +67,7 @@ impl Default for Settings {
             trainer: None,
             slurm: SlurmSettings::default(),
             input_shapes: None,
+            metric: None,
         }
     }
 }
@@ -415,6 +420,26 @@ impl Workspace {
             ws.file.settings.input_shapes = Some(shapes.to_vec());
             Ok(())
         })
+    }
+
+    /// Store the default metric (checked by the caller; `None`: `auto`) and save.
+    pub fn set_metric(&mut self, metric: Option<crate::metrics::MetricSpec>) -> Result<()> {
+        self.update(|ws| {
+            ws.file.settings.metric = metric;
+            Ok(())
+        })
+    }
+
+    /// The metric a job given `asked` scores with: `asked`, else the saved default, else
+    /// `auto`.
+    pub fn metric_for(
+        &self,
+        asked: Option<&crate::metrics::MetricSpec>,
+    ) -> crate::metrics::MetricSpec {
+        asked
+            .or(self.file.settings.metric.as_ref())
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn set_trainer(&mut self, template: Option<String>) -> Result<()> {
@@ -939,6 +964,7 @@ mod tests {
                 agreement: None,
                 sqnr_db: None,
                 samples: n,
+                ..Default::default()
             },
             seconds: 0.0,
             samples_per_second: 0.0,

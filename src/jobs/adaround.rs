@@ -29,6 +29,7 @@ fn inputs(kind: &JobKind) -> Result<(u32, Option<usize>, QuantsimRequest)> {
         calibration_size,
         seed,
         threads,
+        ..
     } = kind
     else {
         return Err(Error::runtime(
@@ -41,7 +42,8 @@ fn inputs(kind: &JobKind) -> Result<(u32, Option<usize>, QuantsimRequest)> {
 
 pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
     let rounded = round(ctx, workspace)?;
-    let (variant, _, req) = inputs(ctx.kind)?;
+    let (variant, _, mut req) = inputs(ctx.kind)?;
+    req.metric = super::job_metric(workspace, ctx.kind)?;
     let settings = &req.settings;
     let (Some(rounded_id), Some(encodings_file)) = (
         crate::jobs::summary_variant(&rounded, "variant"),
@@ -79,6 +81,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     summary["agreement"] = json!(child.outcome.report.score.agreement);
     // `samples` is what the score was computed on; the rounding's own count is kept apart.
     summary["samples"] = json!(child.outcome.report.samples);
+    child.outcome.report.score.add_json_fields(&mut summary);
     Ok(summary)
 }
 

@@ -23,13 +23,15 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         seed,
         threads,
         sweep,
+        ..
     } = ctx.kind
     else {
         return Err(Error::runtime(
             "the analyze job was handed another kind of job",
         ));
     };
-    let req = QuantsimRequest::checked(data, settings, *calibration_size, *seed, *threads)?;
+    let mut req = QuantsimRequest::checked(data, settings, *calibration_size, *seed, *threads)?;
+    req.metric = super::job_metric(workspace, ctx.kind)?;
     let (path, ws_dir) = {
         let ws = lock(workspace);
         (analyzed_model(&ws, *variant)?, ws.dir().to_path_buf())
@@ -70,6 +72,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "data_passes": analysis.data_passes,
         "seconds": analysis.seconds,
         "sweep": sweep,
+        "metric": analysis.scores.weights_and_activations.metric_name(),
         "workspace": ws_dir.display().to_string(),
     }))
 }
@@ -90,9 +93,9 @@ fn analyzed_model(ws: &Workspace, variant: u32) -> Result<std::path::PathBuf> {
 
 /// e.g. `W+A 69.75 %, W 69.25 %, A 99.25 % (FP32 99.25 %); noisiest: block5.project.conv 2.1 dB`.
 pub fn summary_line(a: &Analysis) -> String {
-    let pct = |s: &crate::metrics::Score| match (s.accuracy, s.agreement) {
-        (Some(v), _) => format!("{:.2} %", 100.0 * v),
-        (None, Some(v)) => format!("{:.2} % agreement", 100.0 * v),
+    let pct = |s: &crate::metrics::Score| match (s.metric_name(), s.display_value()) {
+        (Some("accuracy"), Some(v)) => v,
+        (Some(m), Some(v)) => format!("{v} {m}"),
         _ => "-".into(),
     };
     let s = &a.scores;

@@ -24,6 +24,7 @@ fn inputs(kind: &JobKind) -> Result<(u32, BcMode, QuantsimRequest)> {
         calibration_size,
         seed,
         threads,
+        ..
     } = kind
     else {
         return Err(Error::runtime(
@@ -36,7 +37,8 @@ fn inputs(kind: &JobKind) -> Result<(u32, BcMode, QuantsimRequest)> {
 
 pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
     let corrected = correct(ctx, workspace)?;
-    let (variant, mode, req) = inputs(ctx.kind)?;
+    let (variant, mode, mut req) = inputs(ctx.kind)?;
+    req.metric = super::job_metric(workspace, ctx.kind)?;
     let settings = &req.settings;
     let corrected_id = crate::jobs::summary_variant(&corrected, "variant")
         .ok_or_else(|| Error::runtime("bias correction recorded no variant"))?;
@@ -59,7 +61,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         settings,
         &format!("bias correction ({mode})"),
     );
-    Ok(json!({
+    let mut doc = json!({
         "variant": child.variant,
         "corrected_variant": corrected_id,
         "parent": variant,
@@ -72,7 +74,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "simulated_passes": corrected["simulated_passes"],
         "calibration_samples": corrected["calibration_samples"],
         "samples": child.outcome.report.samples,
-    }))
+    });
+    child.outcome.report.score.add_json_fields(&mut doc);
+    Ok(doc)
 }
 
 /// The correction alone: the corrected FP32 model as a child variant (`variant` in the

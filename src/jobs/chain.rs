@@ -85,6 +85,8 @@ pub struct StepInputs<'a> {
     pub seed: u64,
     /// Worker threads; 0 means one per core.
     pub threads: usize,
+    /// The metric the scoring steps use (`None`: the workspace's).
+    pub metric: Option<crate::metrics::MetricSpec>,
 }
 
 impl ChainStep {
@@ -95,6 +97,7 @@ impl ChainStep {
         let settings = inputs.settings.clone();
         let (calibration_size, seed, threads) =
             (inputs.calibration_size, inputs.seed, inputs.threads);
+        let metric = inputs.metric.clone();
         match self {
             ChainStep::FoldBn => JobKind::FoldBn { variant },
             ChainStep::Cle { relu6_to_relu } => JobKind::Cle {
@@ -111,6 +114,7 @@ impl ChainStep {
                 calibration_size,
                 seed,
                 threads,
+                metric,
             },
             ChainStep::AdaRound { iterations } => JobKind::AdaRound {
                 variant,
@@ -120,6 +124,7 @@ impl ChainStep {
                 calibration_size,
                 seed,
                 threads,
+                metric,
             },
             ChainStep::Quantsim => JobKind::Quantsim {
                 variant,
@@ -129,6 +134,7 @@ impl ChainStep {
                 seed,
                 threads,
                 encodings,
+                metric,
             },
         }
     }
@@ -199,6 +205,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         calibration_size,
         seed,
         threads,
+        metric,
     } = ctx.kind
     else {
         return Err(Error::runtime(
@@ -223,6 +230,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         calibration_size: *calibration_size,
         seed: *seed,
         threads: *threads,
+        metric: metric.clone(),
     };
     let n = steps.len();
     let mut parent = *variant;
@@ -255,6 +263,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "settings": settings,
         "accuracy": last.get("accuracy"),
         "agreement": last.get("agreement"),
+        "sqnr_db": last.get("sqnr_db"),
+        "metric": last.get("metric"),
+        "metric_value": last.get("metric_value"),
         "result": last.get("result"),
         "workspace": lock(workspace).dir().display().to_string(),
     }))

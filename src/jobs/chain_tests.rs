@@ -21,6 +21,7 @@ fn chain(variant: u32, steps: Vec<ChainStep>, data: Option<PathBuf>) -> JobKind 
         calibration_size: 200,
         seed: 0,
         threads: 2,
+        metric: None,
     }
 }
 
@@ -133,6 +134,7 @@ fn a_w4a8_chain_makes_one_variant_per_step_and_scores_like_the_steps_one_by_one(
             calibration_size: 200,
             seed: 0,
             threads: 2,
+            metric: None,
         },
     );
     let bc = bc.unwrap();
@@ -177,6 +179,7 @@ fn the_adaround_job_grandchild_carries_its_quantsim_settings() {
         calibration_size: 200,
         seed: 0,
         threads: 2,
+        metric: None,
     };
     let (result, _) = run(&ws, kind);
     let summary = result.unwrap();

@@ -293,7 +293,10 @@ fn setup(
     let compressor = factory(&spec)?;
     let samples = eval.data.len();
     let split = eval.split.clone();
-    let scorer = ModelScorer::new(&model, eval.data, options, cancel)?;
+    let metric = super::job_metric(workspace, kind)?;
+    let scoring =
+        crate::experiment::evaluate::scoring_for(data, &eval, Subset::Evaluation, &metric);
+    let scorer = ModelScorer::with_scoring(&model, eval.data, options, scoring, cancel)?;
     Ok(Setup {
         model,
         ws_dir,
@@ -355,7 +358,8 @@ pub fn fill_greedy_share(
 /// Run the greedy selection, reporting progress, and each dictionary entry as a log line
 /// and a `Partial` event.
 fn greedy(ctx: &JobCtx, req: &GreedyRequest) -> Result<Selected> {
-    let metric = req.scorer.metric().name();
+    let metric = req.scorer.metric();
+    let metric = metric.name();
     let sel = select_greedy(req, ctx.cancel, &|ev| match ev {
         GreedyEvent::Plan {
             layers,
@@ -480,8 +484,8 @@ fn score_text(s: &Score, parent: &Score) -> String {
             .map_or(String::new(), |p| format!(" (parent {})", pct(p)));
         parts.push(format!("accuracy {}{p}", pct(a)));
     }
-    if let Some(a) = s.agreement {
-        parts.push(format!("agreement {}", pct(a)));
+    if let Some(f) = s.fidelity_text() {
+        parts.push(f);
     }
     parts.join(", ")
 }
@@ -533,6 +537,11 @@ fn summary(r: &CompressionRecord, ratios: &LayerRatios, params: u64) -> Value {
         "top5_accuracy": final_score.top5_accuracy,
         "agreement": final_score.agreement,
         "sqnr_db": final_score.sqnr_db,
+        "cosine": final_score.cosine,
+        "metric_value": final_score.value(),
+        "parent_metric_value": r.parent_score.value(),
+        "outputs": (!final_score.outputs.is_empty()).then_some(&final_score.outputs),
+        "external": final_score.external,
         "samples": final_score.samples,
         "before_reconstruction": r.reconstructed_score.as_ref().map(|_| &r.score),
         "parent_accuracy": r.parent_score.accuracy,

@@ -66,6 +66,7 @@ pub(crate) fn compress(data: &Path, target: Option<f64>, ratios: Option<LayerRat
         calibration_size: 200,
         seed: 0,
         threads: 1,
+        metric: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         reference,
         reference_model,
         save_outputs,
+        metric,
     } = ctx.kind
     else {
         return Err(Error::runtime(
@@ -35,8 +36,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         return Err(Error::input("evaluate: the batch size must be at least 1"));
     }
     // Paths only: the workspace lock is not held while the model runs.
-    let (model_path, reference_path, ws_dir) = {
+    let (model_path, reference_path, ws_dir, metric) = {
         let ws = lock(workspace);
+        let metric = ws.metric_for(metric.as_ref());
         let path_of = |id: u32| {
             ws.variant(id)
                 .map(|v| ws.model_path(v))
@@ -47,8 +49,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
             Some(r) => Some(path_of(*r)?),
             None => reference_model.clone(),
         };
-        (model, reference, ws.dir().to_path_buf())
+        (model, reference, ws.dir().to_path_buf(), metric)
     };
+    metric.validate()?;
     ctx.cancel.check()?;
     let mut options = RunOptions {
         batch_size: *batch_size,
@@ -74,7 +77,11 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         options,
         calibration_size: *calibration_size,
         seed: *seed,
+        metric: metric.clone(),
     };
+    if metric != crate::metrics::MetricSpec::default() {
+        ctx.log(format!("metric: {}", metric.label()));
+    }
     let report = evaluate(&req, &model, ctx.cancel, &|done, total| {
         ctx.progress(done, total, "samples")
     })?;
@@ -86,7 +93,19 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     if let Some(f) = &report.fallback {
         ctx.log(format!("note: {f}"));
     }
-    if !report.has_labels && reference.is_none() && reference_model.is_none() {
+    let fidelity = reference.is_some() || reference_model.is_some();
+    if report.has_labels && report.score.accuracy.is_none() {
+        ctx.log(format!(
+            "note: labels give one class per sample and need [N, C] outputs; the model's first \
+             output is {:?}{}",
+            report.outputs.shape(),
+            if fidelity {
+                ""
+            } else {
+                ": score it against a reference (--reference) or with --metric external"
+            }
+        ));
+    } else if !report.has_labels && !fidelity && report.score.value().is_none() {
         ctx.log("note: the dataset has no labels and no reference was given: throughput only");
     }
     let record = report.record(
@@ -108,7 +127,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     }
     ctx.log(result_line(&report));
     let s = &report.score;
-    Ok(json!({
+    let mut doc = json!({
         "variant": variant,
         "accuracy": s.accuracy,
         "top5_accuracy": s.top5_accuracy,
@@ -129,7 +148,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "params": report.params,
         "workspace": ws_dir.display().to_string(),
         "output": save_outputs.as_ref().map(|p| p.display().to_string()),
-    }))
+    });
+    s.add_json_fields(&mut doc);
+    Ok(doc)
 }
 
 /// Cache the top-1 predictions for the A/B comparison.
@@ -164,12 +185,8 @@ fn result_line(r: &EvalReport) -> String {
             .map_or(String::new(), |t| format!(" (top-5 {})", pct(t)));
         parts.push(format!("accuracy {}{top5}", pct(a)));
     }
-    if let Some(a) = r.score.agreement {
-        let sqnr = r
-            .score
-            .sqnr_db
-            .map_or(String::new(), |d| format!(", SQNR {d:.1} dB"));
-        parts.push(format!("agreement {}{sqnr}", pct(a)));
+    if let Some(f) = r.score.fidelity_text() {
+        parts.push(f);
     }
     parts.push(format!(
         "{} samples in {:.2} s ({:.1} samples/s)",

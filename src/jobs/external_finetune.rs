@@ -94,7 +94,10 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         settings.split_seed,
     )?;
     let split = eval.split.clone();
-    let scorer = ModelScorer::new(&float_model, eval.data, options, ctx.cancel)?;
+    let metric = super::job_metric(workspace, ctx.kind)?;
+    let scoring =
+        crate::experiment::evaluate::scoring_for(data, &eval, Subset::Evaluation, &metric);
+    let scorer = ModelScorer::with_scoring(&float_model, eval.data, options, scoring, ctx.cancel)?;
     let before = if source.quantized {
         scorer.score(&Model::load(&source.variant_model)?, ctx.cancel)?
     } else {
@@ -170,7 +173,8 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let output_path = lock(workspace)
         .variant(id)
         .map(|v| ws.model_path(v).display().to_string());
-    let metric = scorer.metric().name();
+    let metric = scorer.metric();
+    let metric = metric.name();
     ctx.log(format!(
         "{step}: {metric} {:.4} → {:.4} → variant {id}",
         scorer.value(&before),
@@ -329,13 +333,14 @@ fn requantize(
         (None, None) => own,
     };
     let settings = v.quantsim.clone().unwrap_or_default();
-    let req = QuantsimRequest::checked(
+    let mut req = QuantsimRequest::checked(
         data,
         &settings,
         ws.settings().calibration_size,
         ws.settings().split_seed,
         threads,
     )?;
+    req.metric = ws.metric_for(None);
     ctx.log(match &encodings {
         Some(file) => format!("quantsim of v{float_child} with {}", file.display()),
         None => format!("quantsim of v{float_child} with v{quantized}'s settings"),

@@ -114,6 +114,7 @@ fn a_quantized_variant_goes_out_as_qdq_and_comes_back_with_its_quantsim() {
         seed: 0,
         threads: 1,
         encodings: None,
+        metric: None,
     };
     assert_eq!(run(&ws, quantsim).unwrap()["variant"], 1);
     let float_model: PathBuf = dir.path().join("ws/variants/0.onnx");

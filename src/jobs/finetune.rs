@@ -109,7 +109,7 @@ pub(crate) struct Trained<'a> {
     pub scorer: ModelScorer,
     /// The score before training (of the simulated model under QAT).
     pub before: Score,
-    pub metric: &'static str,
+    pub metric: String,
     pub split: Option<SplitInfo>,
     pub options: RunOptions,
     pub train_samples: usize,
@@ -210,7 +210,10 @@ pub(crate) fn train<'a>(
         eval.data.len(),
         data.display()
     ));
-    let scorer = ModelScorer::new(model, eval.data, options, ctx.cancel)?;
+    let metric = super::job_metric(workspace, ctx.kind)?;
+    let scoring =
+        crate::experiment::evaluate::scoring_for(data, &eval, Subset::Evaluation, &metric);
+    let scorer = ModelScorer::with_scoring(model, eval.data, options, scoring, ctx.cancel)?;
     let before = match req.quant {
         Some(q) => scorer.score(&scored_model(model, Some(q))?, ctx.cancel)?,
         None => scorer.parent_score().clone(),
@@ -238,7 +241,7 @@ pub(crate) fn train<'a>(
         let m = scored_model(m, req.quant)?;
         Ok(scorer.value(&scorer.score(&m, ctx.cancel)?))
     };
-    let metric = scorer.metric().name();
+    let metric = scorer.metric().name().to_string();
     let total_steps = train.data.len().div_ceil(settings.batch_size) * settings.epochs;
     let on_event = |ev: Event| match ev {
         Event::Step {
@@ -278,7 +281,7 @@ pub(crate) fn train<'a>(
         outcome,
         scorer,
         before,
-        metric,
+        metric: metric.clone(),
         split,
         options,
         train_samples: train.data.len(),

@@ -6,6 +6,7 @@ use crate::compress::{LayerRatios, Method};
 use crate::experiment::evaluate::Subset;
 use crate::experiment::quantsim::settings_label;
 use crate::fixes::bias_correction::BcMode;
+use crate::metrics::MetricSpec;
 use crate::quant::encodings_file::EncodingsVersion;
 use crate::quant::simulate::QuantsimSettings;
 use crate::train::FineTuneSettings;
@@ -49,6 +50,9 @@ pub enum JobKind {
         /// Also write the model's first output for every sample to this .npy file.
         #[serde(default)]
         save_outputs: Option<PathBuf>,
+        /// The metric that scores (`None`: the workspace's saved one, else `auto`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<MetricSpec>,
     },
     /// Calibrate and simulate quantization of a variant, score the simulated model on the
     /// evaluation samples, and keep it as a child variant with its encodings.
@@ -64,6 +68,9 @@ pub enum JobKind {
         /// ignored.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         encodings: Option<PathBuf>,
+        /// The metric that scores (`None`: the workspace's saved one, else `auto`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<MetricSpec>,
     },
     /// Diagnose quantization of a variant: scores per mode and the per-layer quant-noise
     /// table (optionally the sensitivity sweep), stored on the variant.
@@ -77,6 +84,9 @@ pub enum JobKind {
         threads: usize,
         #[serde(default)]
         sweep: bool,
+        /// The metric that scores (`None`: the workspace's saved one, else `auto`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<MetricSpec>,
     },
     /// Correct the biases of an FP32 variant for quantization at `settings`; the corrected
     /// model is a child variant, and its quantsim at the same settings a grandchild.
@@ -90,6 +100,9 @@ pub enum JobKind {
         seed: u64,
         /// Worker threads; 0 means one per core.
         threads: usize,
+        /// The metric that scores (`None`: the workspace's saved one, else `auto`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<MetricSpec>,
     },
     /// Learn the rounding of an FP32 variant's weights (AdaRound) for `settings`; the
     /// rounded model is a child variant, its quantsim with the frozen encodings a grandchild.
@@ -105,6 +118,9 @@ pub enum JobKind {
         seed: u64,
         /// Worker threads; 0 means one per core.
         threads: usize,
+        /// The metric that scores (`None`: the workspace's saved one, else `auto`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<MetricSpec>,
     },
     /// Write a quantized variant as a QDQ ONNX model plus its encodings file.
     Export {
@@ -147,6 +163,9 @@ pub enum JobKind {
         seed: u64,
         /// Worker threads; 0 means one per core.
         threads: usize,
+        /// The metric that scores (`None`: the workspace's saved one, else `auto`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<MetricSpec>,
     },
     /// The SSVD→CP sweep (DESIGN.md §3) from a variant to an overall MAC ratio `target`:
     /// SSVD candidates (children of `variant`), CP candidates on the picked ones (their
@@ -176,6 +195,9 @@ pub enum JobKind {
         seed: u64,
         /// Worker threads; 0 means one per core.
         threads: usize,
+        /// The metric that scores (`None`: the workspace's saved one, else `auto`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<MetricSpec>,
     },
     /// Fine-tune a variant with backpropagation on the training (calibration) subset; the
     /// trained model is a child variant scored on the evaluation subset.
@@ -241,6 +263,9 @@ pub enum JobKind {
         seed: u64,
         /// Worker threads; 0 means one per core.
         threads: usize,
+        /// The metric that scores (`None`: the workspace's saved one, else `auto`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric: Option<MetricSpec>,
     },
     /// Follow a Slurm batch job an earlier run submitted (the app or CLI stopped before it
     /// ended): its state and output to the end, then its result (the node's JSON).
@@ -306,6 +331,7 @@ impl JobKind {
             reference: None,
             reference_model: None,
             save_outputs: None,
+            metric: None,
         }
     }
 
@@ -320,6 +346,7 @@ impl JobKind {
             seed: 0,
             threads: 0,
             encodings: None,
+            metric: None,
         }
     }
 
@@ -446,6 +473,21 @@ impl JobKind {
                     settings_label(settings)
                 )
             }
+        }
+    }
+
+    /// The metric the job was given (`None`: the workspace's saved one, else `auto`).
+    pub fn metric(&self) -> Option<&MetricSpec> {
+        match self {
+            JobKind::Evaluate { metric, .. }
+            | JobKind::Quantsim { metric, .. }
+            | JobKind::Analyze { metric, .. }
+            | JobKind::BiasCorrect { metric, .. }
+            | JobKind::AdaRound { metric, .. }
+            | JobKind::Compress { metric, .. }
+            | JobKind::Sweep { metric, .. }
+            | JobKind::FixChain { metric, .. } => metric.as_ref(),
+            _ => None,
         }
     }
 

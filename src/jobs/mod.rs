@@ -51,6 +51,16 @@ pub fn summary_variant(summary: &serde_json::Value, key: &str) -> Option<u32> {
     summary[key].as_u64().and_then(|v| u32::try_from(v).ok())
 }
 
+/// The metric `kind` scores with: its own, else the workspace's saved one, else `auto`.
+fn job_metric(
+    workspace: &Mutex<crate::experiment::Workspace>,
+    kind: &JobKind,
+) -> crate::Result<crate::metrics::MetricSpec> {
+    let metric = lock(workspace).metric_for(kind.metric());
+    metric.validate()?;
+    Ok(metric)
+}
+
 /// A panicked job must not wedge the workspace or the queue: take the lock anyway.
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -60,6 +70,8 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) mod compress_tests;
 #[cfg(test)]
 mod external_finetune_tests;
+#[cfg(test)]
+mod metric_tests;
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]

@@ -109,13 +109,14 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         let rel = ws.write_variant_file(r.id, "qat.encodings", &doc)?;
         Ok((r.id, ws.dir().join(rel)))
     })?;
-    let qreq = QuantsimRequest::checked(
+    let mut qreq = QuantsimRequest::checked(
         data,
         &from.settings.clone().unwrap_or_default(),
         settings.calibration_size,
         settings.seed,
         threads,
     )?;
+    qreq.metric = super::job_metric(workspace, ctx.kind)?;
     let child = quantsim_child(
         workspace,
         trained,

@@ -22,6 +22,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         seed,
         threads,
         encodings,
+        ..
     } = ctx.kind
     else {
         return Err(Error::runtime(
@@ -29,8 +30,9 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         ));
     };
     // Bad settings fail before any sample is loaded.
-    let req = QuantsimRequest::checked(data, settings, *calibration_size, *seed, *threads)
+    let mut req = QuantsimRequest::checked(data, settings, *calibration_size, *seed, *threads)
         .map_err(|e| Error::input(format!("quantsim {e}")))?;
+    req.metric = super::job_metric(workspace, ctx.kind)?;
     let options = req.options;
     match encodings {
         Some(file) => ctx.log(format!(
@@ -89,7 +91,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         )
     };
     let s = &r.score;
-    Ok(json!({
+    let mut doc = json!({
         "variant": child.variant,
         "parent": child.parent,
         "result": line,
@@ -114,7 +116,12 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         "encodings": encodings.map(|p| p.display().to_string()),
         "workspace": ws_dir.display().to_string(),
         "notes": notes,
-    }))
+    });
+    s.add_json_fields(&mut doc);
+    if let Some(p) = &child.parent_score {
+        doc["parent_metric_value"] = json!(p.value());
+    }
+    Ok(doc)
 }
 
 /// Quantsim, like AIMET's, does not fold a BatchNormalization into the layer before it:

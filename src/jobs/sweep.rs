@@ -67,6 +67,7 @@ struct Plan<'a> {
     calibration_size: usize,
     seed: u64,
     threads: usize,
+    metric: Option<&'a crate::metrics::MetricSpec>,
 }
 
 fn plan(kind: &JobKind) -> Result<Plan<'_>> {
@@ -83,6 +84,7 @@ fn plan(kind: &JobKind) -> Result<Plan<'_>> {
         calibration_size,
         seed,
         threads,
+        metric,
     } = kind
     else {
         return Err(Error::runtime(
@@ -132,6 +134,7 @@ fn plan(kind: &JobKind) -> Result<Plan<'_>> {
         calibration_size: *calibration_size,
         seed: *seed,
         threads: *threads,
+        metric: metric.as_ref(),
     })
 }
 
@@ -147,7 +150,10 @@ impl Plan<'_> {
             self.candidates,
             self.calibration_size,
             self.seed
-        )
+        ) + &self
+            .metric
+            .filter(|m| **m != crate::metrics::MetricSpec::default())
+            .map_or(String::new(), |m| format!(";metric={}", m.label()))
     }
 
     /// The compress job of one candidate.
@@ -166,6 +172,7 @@ impl Plan<'_> {
             calibration_size: self.calibration_size,
             seed: self.seed,
             threads: self.threads,
+            metric: self.metric.cloned(),
         }
     }
 }
@@ -219,7 +226,10 @@ pub(crate) fn run_with(
         &eval.data.fingerprint(),
         &plan.settings(),
     );
-    let scorer = ModelScorer::new(&model, eval.data, options, ctx.cancel)?;
+    let metric = super::job_metric(workspace, ctx.kind)?;
+    let scoring =
+        crate::experiment::evaluate::scoring_for(plan.data, &eval, Subset::Evaluation, &metric);
+    let scorer = ModelScorer::with_scoring(&model, eval.data, options, scoring, ctx.cancel)?;
     let base_latency = known_or_measured(ctx, workspace, plan.base, &model, &shapes)?;
     let path = report_path(&ws_dir, &key);
     let mut report = load_report(&path, &key).unwrap_or_else(|| SweepReport {

@@ -3,7 +3,7 @@
 
 use super::lock;
 use crate::cancel::CancelToken;
-use crate::compress::scorer::{Metric, ModelScorer};
+use crate::compress::scorer::ModelScorer;
 use crate::compress::sweep::SweepRow;
 use crate::experiment::Workspace;
 use crate::metrics::Score;
@@ -18,9 +18,9 @@ pub(crate) struct Base<'a> {
 }
 
 impl Base<'_> {
-    /// The metric in points (percent).
+    /// The metric in points (percent; dB for SQNR).
     fn points(&self, s: &Score) -> f64 {
-        100.0 * self.scorer.value(s)
+        self.scorer.metric().points(self.scorer.value(s))
     }
 }
 
@@ -80,9 +80,9 @@ pub(crate) fn candidate_row(
     let trained = compressed.id != variant.id;
     let parent = compressed.parent.unwrap_or(base.id);
     let final_score = record.reconstructed_score.as_ref().unwrap_or(&record.score);
-    // Agreement is with the candidate's parent; for a grandchild of the base (or a trained
+    // Fidelity is to the candidate's parent; for a grandchild of the base (or a trained
     // candidate), score the candidate against the base itself.
-    let against_base = if trained || (record.metric == Metric::Agreement && parent != base.id) {
+    let against_base = if trained || (record.metric.is_fidelity() && parent != base.id) {
         base.scorer.score(&Model::load(&model_path)?, cancel)?
     } else {
         final_score.clone()

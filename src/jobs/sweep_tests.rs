@@ -28,6 +28,7 @@ fn sweep(data: &Path, cssvd: &[f64], stage: SweepStage) -> JobKind {
         calibration_size: 20,
         seed: 0,
         threads: 1,
+        metric: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn eval(variant: u32, reference: Option<u32>) -> JobKind {
         reference,
         reference_model: None,
         save_outputs: None,
+        metric: None,
     }
 }
 
@@ -436,6 +437,7 @@ fn quantsim(variant: u32, settings: crate::quant::simulate::QuantsimSettings) ->
         seed: 0,
         threads: 1,
         encodings: None,
+        metric: None,
     }
 }
 
@@ -678,6 +680,7 @@ fn analyze_job_stores_the_diagnosis_on_the_variant_and_refuses_a_quantized_one()
         seed: 0,
         threads: 1,
         sweep: false,
+        metric: None,
     };
     let ok = h.runner.submit(kind(0));
     let refused = h.runner.submit(kind(quantized));

@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use ndarray::{ArrayD, ArrayViewD, Axis, Ix2};
+use ndarray::{ArrayD, ArrayViewD, Axis};
 use serde::{Deserialize, Serialize};
 
 use super::probe::build_probe;
@@ -24,7 +24,7 @@ use super::sweep::{sensitivity_sweep, Sensitivity, SweepInput};
 use super::Encoding;
 use crate::cancel::CancelToken;
 use crate::experiment::evaluate::{check_fits, sample_shapes, select_samples, Subset};
-use crate::metrics::{clamp_db, score_outputs, Score};
+use crate::metrics::{clamp_db, score_all, Score};
 use crate::model::{Layer, Model};
 use crate::runtime::{run_together, CompiledModel};
 use crate::{Error, Result};
@@ -132,13 +132,19 @@ pub fn analyze(
     let probe = build_probe(model, &prepared, &sim_wa)?;
     cancel.check()?;
 
-    let data = select_samples(
+    let selected = select_samples(
         &req.data,
         Subset::Evaluation,
         req.calibration_size,
         req.seed,
-    )?
-    .data;
+    )?;
+    let scoring = crate::experiment::evaluate::scoring_for(
+        &req.data,
+        &selected,
+        Subset::Evaluation,
+        &req.metric,
+    );
+    let data = selected.data;
     check_fits(model, &data)?;
     let shapes = sample_shapes(&data);
     // Captured in the probe: each layer's FP32 output and its isolated copies.
@@ -214,10 +220,18 @@ pub fn analyze(
     )?;
 
     let labels = data.labels.as_deref();
-    let rows: Vec<ndarray::Array2<f32>> =
-        logits.into_iter().map(stack_rows).collect::<Result<_>>()?;
-    let fp32 = score_outputs(rows[0].view(), labels, None)?;
-    let score = |k: usize| score_outputs(rows[k].view(), labels, Some(rows[0].view()));
+    // The first model output of each run (FP32, W, A, W+A), scored with the request's metric.
+    let first_name = compiled_probe
+        .output_names()
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    let outs: Vec<Vec<(String, ArrayD<f32>)>> = logits
+        .into_iter()
+        .map(|parts| Ok(vec![(first_name.clone(), stack_outputs(parts)?)]))
+        .collect::<Result<_>>()?;
+    let fp32 = score_all(&outs[0], labels, None, &scoring, cancel)?;
+    let score = |k: usize| score_all(&outs[k], labels, Some(&outs[0]), &scoring, cancel);
     let scores = ModeScores {
         fp32,
         weights_only: score(1)?,
@@ -243,7 +257,8 @@ pub fn analyze(
             settings: &req.settings,
             sim: &sim_wa,
             data: &data,
-            fp32_rows: &rows[0],
+            fp32: &outs[0],
+            scoring: &scoring,
             options: req.options,
             checkpoint: path.as_deref().map(|p| (p, key.clone())),
         };
@@ -281,6 +296,12 @@ fn sweep_key(model: &Model, data: &crate::data::Dataset, req: &QuantsimRequest) 
         req.calibration_size,
         req.seed
     );
+    // Scores by another metric are other scores (`auto` keeps the keys it always had).
+    let text = if req.metric == crate::metrics::MetricSpec::default() {
+        text
+    } else {
+        format!("{text}|{}", req.metric.label())
+    };
     sha2::Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -334,17 +355,11 @@ fn db(signal: f64, noise: f64) -> f64 {
 }
 
 /// The batches' first outputs in sample order, as `[N, C]`.
-fn stack_rows(mut parts: Vec<(usize, ArrayD<f32>)>) -> Result<ndarray::Array2<f32>> {
+fn stack_outputs(mut parts: Vec<(usize, ArrayD<f32>)>) -> Result<ArrayD<f32>> {
     parts.sort_by_key(|(from, _)| *from);
     let views: Vec<ArrayViewD<f32>> = parts.iter().map(|(_, a)| a.view()).collect();
-    let all = ndarray::concatenate(Axis(0), &views)
-        .map_err(|e| Error::runtime(format!("stacking outputs: {e}")))?;
-    let n = all.shape().first().copied().unwrap_or(0);
-    let c = all.len().checked_div(n).unwrap_or(0);
-    all.into_shape_with_order((n, c))
-        .map_err(|e| Error::runtime(format!("outputs as rows: {e}")))?
-        .into_dimensionality::<Ix2>()
-        .map_err(|e| Error::runtime(format!("outputs as rows: {e}")))
+    ndarray::concatenate(Axis(0), &views)
+        .map_err(|e| Error::runtime(format!("stacking outputs: {e}")))
 }
 
 fn layer_row(
@@ -582,7 +597,11 @@ mod tests {
             .unwrap()
             .data;
         let sim = simulate(&model, &prepared, &req.settings).unwrap();
-        let fp32 = ndarray::Array2::<f32>::zeros((data.len(), 10));
+        let fp32 = vec![(
+            "logits".to_string(),
+            ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[data.len(), 10])),
+        )];
+        let scoring = crate::metrics::Scoring::default();
         cancelled.cancel();
         let key = sweep_key(&model, &data, &req);
         let path = dir.path().join(format!("sensitivity-{}.json", &key[..16]));
@@ -592,7 +611,8 @@ mod tests {
             settings: &req.settings,
             sim: &sim,
             data: &data,
-            fp32_rows: &fp32,
+            fp32: &fp32,
+            scoring: &scoring,
             options: req.options,
             checkpoint: Some((&path, key.clone())),
         };

@@ -150,6 +150,9 @@ pub struct QuantsimRequest {
     pub seed: u64,
     pub settings: QuantsimSettings,
     pub options: RunOptions,
+    /// How the simulated model is scored (`auto`: accuracy with labels, else fidelity to
+    /// the FP32 model by output shape).
+    pub metric: crate::metrics::MetricSpec,
 }
 
 impl QuantsimRequest {
@@ -172,6 +175,7 @@ impl QuantsimRequest {
             seed,
             settings: settings.clone(),
             options,
+            metric: Default::default(),
         })
     }
 }
@@ -367,12 +371,14 @@ pub(crate) fn evaluate_sim(
         options: req.options,
         calibration_size: req.calibration_size,
         seed: req.seed,
+        metric: req.metric.clone(),
     };
     let report = evaluate(&eval, &sim.model, cancel, &|d, t| {
         progress("evaluation", d, t)
     })?;
-    // Without labels the score is fidelity to the FP32 model (when it is a file to load).
-    if report.has_labels || !eval.model.is_file() {
+    // Without a score from labels (or the user's command), the score is fidelity to the
+    // FP32 model (when it is a file to load).
+    if !crate::metrics::needs_reference(&req.metric, &report.score) || !eval.model.is_file() {
         return Ok(report);
     }
     eval.reference = Some(eval.model.clone());
@@ -401,6 +407,7 @@ pub(crate) mod tests {
             seed: 0,
             settings,
             options: RunOptions::default(),
+            metric: Default::default(),
         }
     }
 

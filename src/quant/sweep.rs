@@ -4,12 +4,12 @@
 //! cancellable between evaluations, and checkpointed after each layer so a rerun with the same
 //! model, data and settings continues where a killed one stopped.
 //!
-//! The score is top-1 accuracy with labels, top-1 agreement with FP32 without.
+//! The score is the analysis's metric (`metrics::score_all`): top-1 accuracy with labels on
+//! `[N, C]` outputs, else fidelity to FP32 by output shape, or the user's metric command.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use super::qdq::{build_quantsim_with, ActivationOps, QuantMode, SimModel, WeightConfig};
@@ -18,7 +18,7 @@ use crate::cancel::CancelToken;
 use crate::data::Dataset;
 use crate::experiment::evaluate::sample_shapes;
 use crate::fsutil::write_json_atomic;
-use crate::metrics::{agreement, top_k_accuracy};
+use crate::metrics::score_all;
 use crate::model::Model;
 use crate::runtime::{CompiledModel, RunOptions};
 use crate::{Error, Result};
@@ -46,8 +46,10 @@ pub struct SweepInput<'a> {
     /// The W+A simulation whose encodings every sweep model reuses.
     pub sim: &'a SimModel,
     pub data: &'a Dataset,
-    /// FP32 outputs `[N, C]` of `data`, the reference without labels.
-    pub fp32_rows: &'a Array2<f32>,
+    /// The FP32 model's first output on `data` (name, array), the fidelity reference.
+    pub fp32: &'a [(String, ndarray::ArrayD<f32>)],
+    /// The metric the scores are taken with.
+    pub scoring: &'a crate::metrics::Scoring,
     pub options: RunOptions,
     /// Checkpoint file and the key its results must match.
     pub checkpoint: Option<(&'a Path, String)>,
@@ -167,11 +169,17 @@ fn score(
         .into_iter()
         .next()
         .ok_or_else(|| Error::runtime("the model produced no output"))?;
-    let rows = first
-        .into_shape_with_order(input.fp32_rows.dim())
-        .map_err(|e| Error::runtime(format!("sweep outputs: {e}")))?;
-    Ok(match input.data.labels.as_deref() {
-        Some(labels) => top_k_accuracy(rows.view(), labels, 1),
-        None => agreement(rows.view(), input.fp32_rows.view()),
-    })
+    let name = input
+        .fp32
+        .first()
+        .map(|(n, _)| n.clone())
+        .unwrap_or_default();
+    let score = score_all(
+        &[(name, first)],
+        input.data.labels.as_deref(),
+        Some(input.fp32),
+        input.scoring,
+        cancel,
+    )?;
+    Ok(score.value().unwrap_or(0.0))
 }

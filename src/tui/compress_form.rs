@@ -200,6 +200,7 @@ impl CompressForm {
             calibration_size: self.calibration_size,
             seed: 0,
             threads,
+            metric: None,
         }
     }
 }

@@ -55,6 +55,7 @@ fn c_opens_the_dialog_with_the_cli_defaults_and_enter_queues_the_job() {
             calibration_size: 190,
             seed: 0,
             threads: 2,
+            metric: None,
         }]
     );
     assert!(app.popups.is_empty());

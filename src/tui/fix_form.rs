@@ -149,7 +149,7 @@ pub fn reasons(app: &App, from: u32, target: u32) -> Vec<String> {
         );
         return out;
     };
-    let score = |s: &qsteer::metrics::Score| s.accuracy.or(s.agreement).unwrap_or(0.0);
+    let score = |s: &qsteer::metrics::Score| s.value().unwrap_or(0.0);
     let (w, act) = (
         score(&a.scores.weights_only),
         score(&a.scores.activations_only),
@@ -216,6 +216,7 @@ pub fn job(app: &App, form: &FixForm) -> std::result::Result<JobKind, String> {
             calibration_size: 200,
             seed: 0,
             threads: app.cores,
+            metric: None,
         };
         return Ok(step.job(form.target, &inputs, None));
     }
@@ -227,6 +228,7 @@ pub fn job(app: &App, form: &FixForm) -> std::result::Result<JobKind, String> {
         calibration_size: 200,
         seed: 0,
         threads: app.cores,
+        metric: None,
     })
 }
 

@@ -3,7 +3,6 @@
 //! pane can draw it while the job runs.
 
 use qsteer::compress::record::CompressionRecord;
-use qsteer::compress::scorer::Metric;
 use qsteer::jobs::JobId;
 use serde_json::Value;
 
@@ -55,9 +54,12 @@ impl HeatGrid {
             }
         }
         let parent = &record.parent_score;
-        let baseline = match record.metric {
-            Metric::Accuracy => parent.accuracy,
-            Metric::Agreement => parent.agreement,
+        // The record's metric names the number its scores are (old records: accuracy or
+        // agreement, which `value` reads the same way).
+        let baseline = match record.metric.name() {
+            "accuracy" => parent.accuracy,
+            "agreement" if parent.metric.is_none() => parent.agreement,
+            _ => parent.value(),
         };
         let mut g = HeatGrid {
             job: None,

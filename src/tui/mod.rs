@@ -329,6 +329,16 @@ fn apply(
                     }
                 });
             }
+            Effect::SaveMetric(metric) => {
+                let ws = workspace.clone();
+                let tx = senders.actions.clone();
+                tokio::task::spawn_blocking(move || {
+                    let Ok(mut w) = ws.lock() else { return };
+                    if let Err(e) = w.set_metric(metric) {
+                        let _ = tx.send(Action::Notice(format!("metric not saved: {e}")));
+                    }
+                });
+            }
             Effect::Cancel(id) => {
                 runner.cancel(id);
             }
@@ -336,6 +346,7 @@ fn apply(
                 if let Ok(ws) = workspace.lock() {
                     app.variants = ws.variants().to_vec();
                     app.trainer_command = ws.settings().trainer.clone();
+                    app.metric = ws.settings().metric.clone().unwrap_or_default();
                 }
             }
             Effect::LoadVariant(id) => {

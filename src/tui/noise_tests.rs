@@ -24,6 +24,7 @@ fn w4a8_analysis() -> Analysis {
             ..Default::default()
         },
         options: RunOptions::default(),
+        metric: Default::default(),
     };
     analyze(
         &model,

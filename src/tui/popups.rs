@@ -135,14 +135,14 @@ fn palette(f: &mut Frame, app: &App, area: Rect, query: &str, cursor: usize) {
 
 fn decision(f: &mut Frame, app: &App, area: Rect, d: &Decision) {
     let t = &app.theme;
-    let h = (d.rows.len() as u16 + 9).min(area.height);
+    let h = (d.rows.len() as u16 + 10).min(area.height);
     let r = centered(area, 64, h);
     f.render_widget(Clear, r);
     let mut lines = vec![Line::from(Span::styled(
         "pick candidates (Space), Tab to settings, Enter runs",
         t.dim(),
     ))];
-    let room = h.saturating_sub(8) as usize;
+    let room = h.saturating_sub(9) as usize;
     let top = d.cursor.saturating_sub(room.saturating_sub(1));
     for (i, (id, picked)) in d.rows.iter().enumerate().skip(top).take(room) {
         let v = app.variant(*id);
@@ -173,6 +173,14 @@ fn decision(f: &mut Frame, app: &App, area: Rect, d: &Decision) {
     lines.push(field(1, "samples", SUBSETS[d.subset].to_string()));
     lines.push(field(2, "batch size", d.batch_size.to_string()));
     lines.push(field(3, "threads", d.threads.to_string()));
+    lines.push(field(
+        4,
+        "metric",
+        Decision::metrics(app)
+            .get(d.metric)
+            .map(|m| m.label())
+            .unwrap_or_default(),
+    ));
     let data = app
         .data_path
         .as_ref()

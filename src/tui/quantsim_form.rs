@@ -219,6 +219,7 @@ impl QuantsimForm {
             seed: 0,
             threads,
             encodings: None,
+            metric: None,
         }
     }
 }
@@ -305,6 +306,7 @@ pub fn analyze_job(
         seed: 0,
         threads: app.cores,
         sweep,
+        metric: None,
     })
 }
 

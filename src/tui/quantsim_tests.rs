@@ -43,6 +43,7 @@ pub(super) fn result(accuracy: f64) -> EvalRecord {
             agreement: None,
             sqnr_db: None,
             samples: 400,
+            ..Default::default()
         },
         seconds: 1.0,
         samples_per_second: 400.0,
@@ -106,6 +107,7 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
             seed: 0,
             threads: 2,
             encodings: None,
+            metric: None,
         }]
     );
     assert!(app.popups.is_empty());

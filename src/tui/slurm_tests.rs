@@ -145,6 +145,7 @@ fn the_jobs_pane_shows_the_slurm_id_state_node_and_queue_time() {
         reference: None,
         reference_model: None,
         save_outputs: None,
+        metric: None,
     };
     update(&mut app, Action::Job(JobEvent::Queued { id, kind }));
     update(&mut app, Action::Job(JobEvent::Started { id }));

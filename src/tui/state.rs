@@ -151,8 +151,30 @@ pub struct Decision {
     pub subset: usize,
     pub batch_size: usize,
     pub threads: usize,
+    /// Index into [`Decision::metrics`]: the metric the evaluations score with (saved as
+    /// the workspace's default when it changes).
+    pub metric: usize,
     /// 0 = the table, 1.. = the form fields.
     pub field: usize,
+}
+
+impl Decision {
+    /// The metrics offered: the built-in ones, and the workspace's saved external command.
+    pub fn metrics(app: &App) -> Vec<qsteer::metrics::MetricSpec> {
+        use qsteer::metrics::{MetricChoice, MetricSpec};
+        let mut all: Vec<MetricSpec> = MetricChoice::ALL
+            .into_iter()
+            .filter(|c| *c != MetricChoice::External)
+            .map(|choice| MetricSpec {
+                choice,
+                command: None,
+            })
+            .collect();
+        if app.metric.command.is_some() {
+            all.push(app.metric.clone());
+        }
+        all
+    }
 }
 
 pub const SUBSETS: [&str; 3] = ["evaluation", "calibration", "all"];
@@ -221,6 +243,9 @@ pub struct App {
     pub layer_choices: super::layer_choice::LayerChoices,
     /// The workspace's saved external trainer command (the fine-tune dialog offers it).
     pub trainer_command: Option<String>,
+    /// The workspace's saved metric (`settings.metric`; `auto` when none): what jobs score
+    /// with unless a dialog says otherwise.
+    pub metric: qsteer::metrics::MetricSpec,
     /// Whether jobs can go to Slurm, its partitions and the workspace's Slurm settings.
     pub slurm: super::run_on::SlurmSetup,
     /// The last sweep decision offered and not yet taken (`d` reopens it).

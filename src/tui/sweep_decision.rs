@@ -156,6 +156,7 @@ impl SweepDecision {
             calibration_size: *calibration_size,
             seed: *seed,
             threads: *threads,
+            metric: None,
         })
     }
 }
@@ -217,9 +218,10 @@ pub fn job_ended(app: &mut App, id: JobId, summary: Option<&serde_json::Value>) 
     });
 }
 
-/// A score in percent of the report's metric (accuracy, else agreement).
+/// A score in points of its metric (percent; dB for SQNR).
 pub fn score_pct(s: &Score) -> Option<f64> {
-    s.accuracy.or(s.agreement).map(|v| 100.0 * v)
+    let scale = if s.is_fraction() { 100.0 } else { 1.0 };
+    s.value().map(|v| scale * v)
 }
 
 /// Open the decision, unless another dialog is open: then it waits for `d`.

@@ -173,6 +173,7 @@ impl SweepForm {
             calibration_size: self.calibration_size,
             seed: 0,
             threads,
+            metric: None,
         }
     }
 }

@@ -41,6 +41,7 @@ pub(super) fn stage_job(stage: SweepStage) -> JobKind {
         calibration_size: 200,
         seed: 0,
         threads: 2,
+        metric: None,
     }
 }
 

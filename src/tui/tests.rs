@@ -168,6 +168,60 @@ fn evaluate_dialog_submits_one_job_per_picked_variant() {
     assert_eq!(app.focus, Pane::Jobs);
 }
 
+/// The dialog's metric field: a changed metric is saved as the workspace's default and
+/// the evaluations score by it; the variants pane names a metric that is not accuracy.
+#[test]
+fn the_evaluate_dialog_chooses_the_metric_and_scores_name_it() {
+    use qsteer::metrics::{MetricChoice, MetricSpec, Score};
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::EvaluateDialog);
+    for _ in 0..4 {
+        update(&mut app, Action::FocusNext); // samples, batch size, threads, metric
+    }
+    update(&mut app, Action::Right); // auto → top1
+    update(&mut app, Action::Right); // → per_position
+    let rendered = render(&app, 80, 24);
+    assert!(rendered.contains("per_position"), "{rendered}");
+    let effects = update(&mut app, Action::Confirm);
+    let per_position = MetricSpec {
+        choice: MetricChoice::PerPosition,
+        command: None,
+    };
+    assert_eq!(effects[0], Effect::SaveMetric(Some(per_position.clone())));
+    match &effects[1] {
+        Effect::Submit(JobKind::Evaluate { metric, .. }) => {
+            assert_eq!(metric.as_ref(), Some(&per_position))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.metric, per_position);
+    // The saved external command is offered next time, and the dialog starts on the
+    // workspace's metric.
+    app.metric = MetricSpec::external("sh map.sh {outputs}");
+    update(&mut app, Action::EvaluateDialog);
+    let Some(Popup::Decision(d)) = app.popups.last() else {
+        panic!("no dialog")
+    };
+    assert_eq!(d.metric, MetricChoice::ALL.len() - 1);
+    assert!(render(&app, 80, 24).contains("external (sh map.sh"));
+    let score = |metric: &str, v: f64| Score {
+        metric: Some(metric.into()),
+        metric_value: Some(v),
+        agreement: Some(v),
+        samples: 10,
+        ..Score::default()
+    };
+    use super::panes::variants::metric_text;
+    assert_eq!(metric_text(&score("per_position", 0.968)), "pos 96.8%");
+    assert_eq!(metric_text(&score("map_agreement", 0.9)), "map 90.0%");
+    assert_eq!(metric_text(&score("sqnr", 31.26)), "31.3dB");
+    assert_eq!(metric_text(&score("external", 0.734)), "ext 0.734");
+    assert_eq!(
+        metric_text(&score("agreement+map_agreement", 0.5)),
+        "min 50.0%"
+    );
+}
+
 #[test]
 fn unpicking_every_candidate_submits_nothing() {
     let (mut app, _d) = sample_app();

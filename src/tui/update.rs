@@ -17,12 +17,16 @@ use qsteer::jobs::{JobEvent, JobId, JobKind};
 use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
+// A few effects a key press makes, moved once: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Effect {
     Submit(JobKind),
     /// Queue a job on an executor (a dialog's "run on" field).
     SubmitOn(JobKind, qsteer::jobs::Executor),
     /// Store the Slurm settings in the workspace.
     SaveSlurm(qsteer::jobs::SlurmSettings),
+    /// Store the workspace's default metric (`None`: `auto`).
+    SaveMetric(Option<qsteer::metrics::MetricSpec>),
     Cancel(JobId),
     /// A job changed the workspace: re-read variants and results.
     ReloadWorkspace,
@@ -284,6 +288,10 @@ fn open_evaluate_dialog(app: &mut App) {
         subset: 0,
         batch_size: 1,
         threads: app.cores,
+        metric: Decision::metrics(app)
+            .iter()
+            .position(|m| *m == app.metric)
+            .unwrap_or(0),
         field: 0,
     }));
 }
@@ -427,7 +435,7 @@ pub fn palette_matches(query: &str) -> Vec<keys::Binding> {
         .collect()
 }
 
-const FIELDS: usize = 3;
+const FIELDS: usize = 4;
 
 fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effect> {
     match action {
@@ -452,10 +460,14 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
                 1 => d.subset = (d.subset as i64 + step).rem_euclid(SUBSETS.len() as i64) as usize,
                 2 => d.batch_size = form::step(d.batch_size, step, 1, 256),
                 3 => d.threads = form::step(d.threads, step, 1, 256),
+                4 => {
+                    let n = Decision::metrics(app).len() as i64;
+                    d.metric = (d.metric as i64 + step).rem_euclid(n) as usize;
+                }
                 _ => {}
             }
         }
-        Action::Char(c) if c.is_ascii_digit() && d.field >= 2 => {
+        Action::Char(c) if c.is_ascii_digit() && (2..=3).contains(&d.field) => {
             let slot = if d.field == 2 {
                 &mut d.batch_size
             } else {
@@ -463,7 +475,7 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
             };
             *slot = form::type_digit(*slot, c, 256, false).max(1);
         }
-        Action::Backspace if d.field >= 2 => {
+        Action::Backspace if (2..=3).contains(&d.field) => {
             let slot = if d.field == 2 {
                 &mut d.batch_size
             } else {
@@ -484,23 +496,34 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
             app.focus = Pane::Jobs;
             app.status = format!("{} evaluation job(s) queued", picked.len());
             let subset = [Subset::Evaluation, Subset::Calibration, Subset::All][d.subset];
-            return picked
-                .into_iter()
-                .map(|variant| {
-                    Effect::Submit(JobKind::Evaluate {
-                        variant,
-                        data: data.clone(),
-                        subset,
-                        batch_size: d.batch_size,
-                        threads: d.threads,
-                        calibration_size: 200,
-                        seed: 0,
-                        reference: None,
-                        reference_model: None,
-                        save_outputs: None,
-                    })
+            let metric = Decision::metrics(app)
+                .get(d.metric)
+                .cloned()
+                .unwrap_or_default();
+            let mut effects = Vec::new();
+            if metric != app.metric {
+                // The choice becomes the workspace's default: every later job scores by it.
+                app.metric = metric.clone();
+                effects.push(Effect::SaveMetric(
+                    (metric != Default::default()).then(|| metric.clone()),
+                ));
+            }
+            effects.extend(picked.into_iter().map(|variant| {
+                Effect::Submit(JobKind::Evaluate {
+                    variant,
+                    data: data.clone(),
+                    subset,
+                    batch_size: d.batch_size,
+                    threads: d.threads,
+                    calibration_size: 200,
+                    seed: 0,
+                    reference: None,
+                    reference_model: None,
+                    save_outputs: None,
+                    metric: Some(metric.clone()),
                 })
-                .collect();
+            }));
+            return effects;
         }
         _ => {}
     }

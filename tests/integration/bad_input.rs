@@ -188,6 +188,7 @@ fn dataset_shape_mismatch_names_file_and_both_shapes() {
         },
         calibration_size: 0,
         seed: 0,
+        metric: Default::default(),
     };
     let e = err_of(
         qsteer::experiment::evaluate::evaluate(

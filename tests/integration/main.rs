@@ -17,6 +17,7 @@ mod external_trainer;
 mod finetune_cli;
 mod fixes_cli;
 mod images;
+mod metrics_cli;
 mod model_load;
 mod quantsim_cli;
 mod real_exports;

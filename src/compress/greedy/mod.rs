@@ -245,7 +245,7 @@ fn fill(
         method: req.compressor.method(),
         metric: req.scorer.metric(),
         candidates: candidates.to_vec(),
-        settings: req.settings.to_string(),
+        settings: format!("{}{}", req.settings, req.scorer.cache_tag()),
         model_hash: req.model.content_hash(),
         dataset_fingerprint: req.scorer.data().fingerprint(),
     };

@@ -141,6 +141,7 @@ pub(crate) mod tests {
             agreement: None,
             sqnr_db: None,
             samples: 100,
+            ..Default::default()
         }
     }
 

@@ -40,6 +40,7 @@ pub fn headless_args(
             calibration_size,
             seed,
             threads: t,
+            metric,
         } => {
             a.push("compress");
             a.common(workspace, *variant, data);
@@ -68,6 +69,12 @@ pub fn headless_args(
             a.flag("--calibration-size", calibration_size);
             a.flag("--seed", seed);
             a.flag("--threads", threads(*t));
+            if let Some(m) = metric {
+                a.flag("--metric", m.choice.name());
+                if let Some(c) = &m.command {
+                    a.flag("--metric-command", c);
+                }
+            }
         }
         JobKind::FineTune {
             variant,

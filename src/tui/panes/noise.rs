@@ -19,9 +19,9 @@ const FULL_BAR_DB: f64 = 40.0;
 /// The pane title's note: settings and the scores per mode.
 pub fn title(a: &Analysis) -> String {
     let pct = |s: &qsteer::metrics::Score| {
-        s.accuracy
-            .or(s.agreement)
-            .map(|v| format!("{:.1}", 100.0 * v))
+        let scale = if s.is_fraction() { 100.0 } else { 1.0 };
+        s.value()
+            .map(|v| format!("{:.1}", scale * v))
             .unwrap_or_else(|| "-".into())
     };
     let s = &a.scores;

@@ -7,15 +7,31 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-/// The score shown for a variant: its latest accuracy, else agreement with a reference.
+/// The score shown for a variant: its latest score by its metric, the metric named where
+/// it is not accuracy (`agr 97.0%` top-1 agreement, `pos` per position, `map` thresholded
+/// map, `min` several outputs, `cos 0.999`, `31.2dB`, `ext 0.734` the user's command).
 pub fn score_text(v: &Variant) -> String {
     match v.results.last() {
-        Some(r) => match (r.score.accuracy, r.score.agreement) {
-            (Some(a), _) => format!("{:.2}%", a * 100.0),
-            (None, Some(g)) => format!("agr {:.1}%", g * 100.0),
-            _ => "-".into(),
-        },
+        Some(r) => metric_text(&r.score),
         None => "–".into(),
+    }
+}
+
+/// A score by its metric, compactly (see [`score_text`]).
+pub fn metric_text(s: &qsteer::metrics::Score) -> String {
+    let (Some(metric), Some(v)) = (s.metric_name(), s.value()) else {
+        return "-".into();
+    };
+    match metric {
+        "accuracy" => format!("{:.2}%", v * 100.0),
+        "agreement" => format!("agr {:.1}%", v * 100.0),
+        "per_position" => format!("pos {:.1}%", v * 100.0),
+        "map_agreement" => format!("map {:.1}%", v * 100.0),
+        "cosine" => format!("cos {v:.3}"),
+        "sqnr" => format!("{v:.1}dB"),
+        "external" => format!("ext {v:.3}"),
+        m if m.contains("sqnr") => format!("min {v:.1}dB"),
+        _ => format!("min {:.1}%", v * 100.0),
     }
 }
 
@@ -26,9 +42,16 @@ pub fn delta_text(app: &App, v: &Variant) -> Option<String> {
     let parent = app
         .variant(v.parent?)?
         .latest_result(&mine.dataset_fingerprint)?;
-    let points = |s: &qsteer::metrics::Score| s.accuracy.or(s.agreement).map(|x| 100.0 * x);
-    // Agreement measured against different references does not compare.
-    if mine.score.accuracy.is_none() && mine.reference != parent.reference {
+    let points = |s: &qsteer::metrics::Score| {
+        let scale = if s.is_fraction() { 100.0 } else { 1.0 };
+        s.value().map(|x| scale * x)
+    };
+    // Scores by different metrics, or fidelity to different references, do not compare.
+    if mine.score.metric_name() != parent.score.metric_name() {
+        return None;
+    }
+    let fidelity = !matches!(mine.score.metric_name(), Some("accuracy" | "external"));
+    if fidelity && mine.reference != parent.reference {
         return None;
     }
     let d = points(&mine.score)? - points(&parent.score)?;

@@ -1,0 +1,597 @@
+#!/usr/bin/env python3
+"""Run qsteer over every zoo model and compare with ONNX Runtime and with expected.json.
+
+    python3 tests/zoo/run_zoo.py --qsteer BIN --cache DIR [--only ID] [--steps S,S] [--timeout S]
+                                 [--keep DIR] [--json] [--update-expected]
+    (normally through tests/zoo/run.sh, which provides a venv with onnxruntime and numpy)
+
+Per model (fresh workspace in a temp dir, `--workspace`), the steps and what makes them pass:
+
+  inspect        qsteer inspect MODEL --json                          exit 0, one JSON document
+  inspect_data   qsteer inspect MODEL --data D --json                 exit 0, one JSON document
+  eval           qsteer eval MODEL --data D --split all --save-outputs FP32.npy --json
+                                                                      exit 0, JSON, FP32.npy written
+  fp32_vs_ort    FP32.npy vs ONNX Runtime (CPU, ORT_DISABLE_ALL) on the same inputs, first output:
+                 same shape, finite, max|out-ref| / max(1, max|ref|) <= --tol (1e-3, as
+                 tests/interop/check_fp32.py); reports max abs diff and SQNR (dB)
+  quantsim       qsteer quantsim MODEL --data D --out SIM.onnx --export DIR --json (W8A8 per
+                 tensor): exit 0, JSON; reports the fidelity score (agreement, sqnr_db)
+  qdq_vs_sim     qsteer eval SIM.onnx --save-outputs SIM.npy, then ONNX Runtime runs the exported
+                 QDQ model: `exact`, the QDQ model vs SIM.onnx both in ORT_DISABLE_ALL, must be
+                 <= --tol-exact (0: the export computes what the simulation computes), and the
+                 default (optimized, integer-kernel) session must stay within --tol-qdq (0.05) of
+                 range(sim) (tests/interop/check_qdq.py's bound) or, where quantization noise is
+                 large, be --qdq-margin (6) dB closer to the simulation than the simulation is to
+                 FP32; reported: SQNR of the simulation and of the QDQ model against FP32 ORT and
+                 the simulation's top-1 agreement with FP32 ([N,K] outputs)
+  quantsim_pc, qdq_pc_vs_sim   the same with --per-channel
+  analyze        qsteer analyze MODEL --data D --json                 exit 0, JSON
+  cle            qsteer cle MODEL --data D --out CLE.onnx --json      exit 0, JSON
+  compress       qsteer compress MODEL --data D --method wsvd --target 0.8 --candidates 4 --json
+                                                                      exit 0, JSON
+
+Every qsteer call gets --calibration-size (16) where the command has it, --progress none and
+--timeout seconds. A step whose input step failed is `skip`; a comparison ONNX Runtime cannot
+make (it cannot load or run the model) is `n/a`. The table goes to stdout (--json: the
+report), the report also to CACHE/zoo-report.json. expected.json lists, per model and step,
+whether the step is expected to pass: exit 0 when every step expected to pass passed (steps
+that pass but are not expected to are printed as "fixed — update expected.json"), 1 otherwise,
+2 on bad arguments. --update-expected rewrites expected.json from this run's results.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STEPS = ["inspect", "inspect_data", "eval", "fp32_vs_ort", "quantsim", "qdq_vs_sim", "quantsim_pc",
+         "qdq_pc_vs_sim", "analyze", "cle", "compress"]
+SHORT = {"inspect": "insp", "inspect_data": "insp+d", "eval": "eval", "fp32_vs_ort": "fp32/ort",
+         "quantsim": "qsim", "qdq_vs_sim": "qdq/sim", "quantsim_pc": "qsim-pc", "qdq_pc_vs_sim": "qdq-pc",
+         "analyze": "analyze", "cle": "cle", "compress": "compress"}
+# A step that needs another step's output (skipped when that one did not pass).
+NEEDS = {"fp32_vs_ort": "eval", "qdq_vs_sim": "quantsim", "qdq_pc_vs_sim": "quantsim_pc"}
+
+
+def log(msg):
+    print(f"zoo: {msg}", file=sys.stderr, flush=True)
+
+
+def find_key(doc, key):
+    """First value of `key` anywhere in a JSON document (breadth-first)."""
+    queue = [doc]
+    while queue:
+        cur = queue.pop(0)
+        if isinstance(cur, dict):
+            if key in cur:
+                return cur[key]
+            queue.extend(cur.values())
+        elif isinstance(cur, list):
+            queue.extend(cur)
+    return None
+
+
+def first_error_line(stderr):
+    """The line that says what went wrong: the first 'error' line, else the last line."""
+    lines = [l.strip() for l in (stderr or "").splitlines() if l.strip()]
+    for l in lines:
+        if l.lower().startswith(("error", "qsteer: error", "thread '")) or "panicked at" in l:
+            return l
+    return lines[-1] if lines else ""
+
+
+def run_qsteer(args, cmd, timeout=None):
+    """(doc or None, result dict with status/seconds/error/exit_code)."""
+    full = [args.qsteer, *cmd, "--progress", "none"]
+    timeout = timeout or args.timeout
+    t0 = time.time()
+    try:
+        p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, {"status": "FAIL", "seconds": round(time.time() - t0, 2),
+                      "error": f"timed out after {timeout:g} s", "exit_code": None}
+    res = {"seconds": round(time.time() - t0, 2), "exit_code": p.returncode}
+    if p.returncode != 0:
+        res.update(status="FAIL", error=f"exit {p.returncode}: {first_error_line(p.stderr)}")
+        return None, res
+    try:
+        doc = json.loads(p.stdout)
+    except json.JSONDecodeError as e:
+        res.update(status="FAIL", error=f"stdout is not one JSON document ({e})")
+        return None, res
+    res["status"] = "ok"
+    notes = [l.strip() for l in (p.stderr or "").splitlines() if l.strip().lower().startswith(("note", "warning"))]
+    if notes:
+        res["notes"] = notes[:5]
+    return doc, res
+
+
+# ------------------------------------------------------------------------ ONNX Runtime side
+
+
+def load_feeds(entry, data_dir):
+    names = list(entry["inputs"])
+    if len(names) == 1 and os.path.exists(os.path.join(data_dir, "inputs.npy")):
+        return {names[0]: np.load(os.path.join(data_dir, "inputs.npy"))}
+    return {n: np.load(os.path.join(data_dir, f"inputs.{n}.npy")) for n in names}
+
+
+def run_ort(model, feeds, optimize, first_only=True):
+    """The model's first output for every sample: shape [N, ...] as ORT gives it when the batch
+    is free, or the per-sample outputs concatenated on axis 0 when an input fixes its batch (or
+    the graph fails on a whole batch, e.g. a Reshape that hard-codes batch 1)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    out_name = sess.get_outputs()[0].name
+    n = len(next(iter(feeds.values())))
+    fixed = any(i.shape and isinstance(i.shape[0], int) and i.shape[0] >= 1 for i in sess.get_inputs())
+    scalar = {i.name for i in sess.get_inputs() if len(i.shape) == 0}
+    if not fixed and not scalar:
+        try:
+            return np.asarray(sess.run([out_name], feeds)[0], dtype=np.float32)
+        except Exception:  # noqa: BLE001 (a graph that hard-codes batch 1 inside: one sample a call)
+            pass
+    outs = []
+    for k in range(n):
+        f = {name: (v[k] if name in scalar else v[k:k + 1]) for name, v in feeds.items()}
+        outs.append(np.asarray(sess.run([out_name], f)[0], dtype=np.float32))
+    return np.concatenate([o.reshape(1) if o.ndim == 0 else o for o in outs], axis=0)
+
+
+def sqnr_db(ref, out):
+    noise = float(np.sum((out.astype(np.float64) - ref) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    if noise == 0:
+        return float("inf")
+    if signal == 0:
+        return float("-inf")
+    return 10 * np.log10(signal / noise)
+
+
+def load_npy(path):
+    if not os.path.exists(path):
+        return None, "qsteer wrote no --save-outputs file"
+    try:
+        return np.load(path), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"cannot read saved outputs: {e}"
+
+
+def cmp_fp32(entry, model, data_dir, out_path, args):
+    t0 = time.time()
+    res = {"status": "FAIL"}
+    out, err = load_npy(out_path)
+    if err:
+        res["error"] = err
+        return res
+    try:
+        ref = run_ort(model, load_feeds(entry, data_dir), optimize=False)
+    except Exception as e:  # noqa: BLE001
+        res.update(status="n/a", error=f"ONNX Runtime cannot run the model: {str(e).splitlines()[0][:300]}")
+        return res
+    res["seconds"] = round(time.time() - t0, 2)
+    res["shape"], res["ort_shape"] = list(out.shape), list(ref.shape)
+    if out.shape != ref.shape:
+        res["error"] = f"saved outputs have shape {list(out.shape)}, ONNX Runtime gives {list(ref.shape)}"
+        return res
+    out = out.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        res["error"] = "saved outputs contain NaN/Inf"
+        return res
+    diff = float(np.max(np.abs(out - ref))) if ref.size else 0.0
+    res["max_abs_diff"] = diff
+    res["rel_diff"] = diff / max(1.0, float(np.abs(ref).max()) if ref.size else 0.0)
+    res["sqnr_db"] = sqnr_db(ref, out)
+    if res["rel_diff"] > args.tol:
+        res["error"] = f"rel_diff {res['rel_diff']:.3g} > tol {args.tol:g} (max abs diff {diff:.3g}, SQNR {res['sqnr_db']:.1f} dB)"
+        return res
+    res["status"] = "ok"
+    return res
+
+
+def cmp_qdq(entry, model, data_dir, work, tag, quant_doc, args):
+    """qsteer's simulated outputs vs ONNX Runtime on the exported QDQ model."""
+    t0 = time.time()
+    res = {"status": "FAIL"}
+    export = (quant_doc or {}).get("export") or {}
+    qdq = export.get("output")
+    sim_model = os.path.join(work, f"sim{tag}.onnx")
+    if not qdq or not os.path.exists(qdq):
+        res["error"] = "quantsim --export reported no existing `export.output`"
+        return res
+    if not os.path.exists(sim_model):
+        res["error"] = f"quantsim --out wrote no {os.path.basename(sim_model)}"
+        return res
+    sim_npy = os.path.join(work, f"sim{tag}.npy")
+    doc, r = run_qsteer(args, ["eval", sim_model, "--data", data_dir, "--split", "all", "--save-outputs", sim_npy,
+                               "--no-workspace", "--json"])
+    if r["status"] != "ok":
+        res["error"] = "qsteer eval of the simulated model: " + r["error"]
+        return res
+    sim, err = load_npy(sim_npy)
+    if err:
+        res["error"] = err
+        return res
+    feeds = load_feeds(entry, data_dir)
+    try:
+        deployed = run_ort(qdq, feeds, optimize=True)
+    except Exception as e:  # noqa: BLE001
+        res["error"] = f"ONNX Runtime cannot run the exported QDQ model: {str(e).splitlines()[0][:300]}"
+        return res
+    res["seconds"] = round(time.time() - t0, 2)
+    if sim.shape != deployed.shape:
+        res["error"] = f"simulated outputs have shape {list(sim.shape)}, the QDQ model in ONNX Runtime gives {list(deployed.shape)}"
+        return res
+    sim = sim.astype(np.float32)
+    span = float(sim.max() - sim.min()) or 1.0
+    res["rel_diff"] = float(np.abs(sim - deployed).max()) / span
+    res["sqnr_db_vs_sim"] = sqnr_db(sim, deployed)
+    try:  # the quantization's own effect: qsteer's simulation and the deployed QDQ model vs FP32
+        ref = run_ort(model, feeds, optimize=False)
+        if ref.shape == deployed.shape:
+            res["sim_sqnr_db_vs_fp32"] = sqnr_db(ref, sim)
+            res["sqnr_db_vs_fp32"] = sqnr_db(ref, deployed)
+            if ref.ndim == 2 and ref.shape[1] > 1:
+                res["sim_agreement_vs_fp32"] = float((ref.argmax(1) == sim.argmax(1)).mean())
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        exported = run_ort(qdq, feeds, optimize=False)
+        simulated = run_ort(sim_model, feeds, optimize=False)
+        res["exact"] = float(np.abs(exported - simulated).max()) / span if exported.shape == simulated.shape else None
+    except Exception as e:  # noqa: BLE001
+        res["exact"] = None
+        res["exact_error"] = str(e).splitlines()[0][:300]
+    return qdq_verdict(res, args)
+
+
+def qdq_verdict(res, args):
+    """Pass/fail of a QDQ comparison from its numbers (also used to re-judge a stored report).
+
+    The export must compute what the simulation computes (`exact`, both in ORT_DISABLE_ALL), and
+    ONNX Runtime's optimized session (integer kernels) must stay close to the simulation: within
+    --tol-qdq of the output range everywhere (tests/interop/check_qdq.py's bound), or, on a model
+    whose quantization noise is large (a rounding tie flipped in an early layer can then move an
+    output by its whole range), at least --qdq-margin dB closer to the simulation than the
+    simulation is to FP32: ORT's kernels add noise well below the quantization's own."""
+    errors = []
+    margin_ok = (isinstance(res.get("sqnr_db_vs_sim"), float) and isinstance(res.get("sim_sqnr_db_vs_fp32"), float)
+                 and res["sqnr_db_vs_sim"] >= res["sim_sqnr_db_vs_fp32"] + args.qdq_margin)
+    if res["rel_diff"] > args.tol_qdq and not margin_ok:
+        errors.append(f"max |qdq - sim| / range {res['rel_diff']:.3g} > {args.tol_qdq:g} and SQNR(qdq vs sim) "
+                      f"{res.get('sqnr_db_vs_sim', float('nan')):.1f} dB < SQNR(sim vs fp32) "
+                      f"{res.get('sim_sqnr_db_vs_fp32', float('nan')):.1f} dB + {args.qdq_margin:g}")
+    if res.get("exact") is None:
+        errors.append("ORT_DISABLE_ALL: " + res.get("exact_error", "exported and simulated models differ in shape"))
+    elif res["exact"] > args.tol_exact:
+        errors.append(f"ORT_DISABLE_ALL: exported vs simulated model differ by {res['exact']:.3g} of the range "
+                      f"> {args.tol_exact:g}")
+    res["status"] = "FAIL" if errors else "ok"
+    if errors:
+        res["error"] = "; ".join(errors)
+    else:
+        res.pop("error", None)
+    return res
+
+
+# ------------------------------------------------------------------------------- one model
+
+
+def pick(doc, keys):
+    out = {}
+    for k in keys:
+        v = find_key(doc, k)
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+            out[k] = v
+    return out
+
+
+def run_model(entry, model, data_dir, args, steps, tmp):
+    work = os.path.join(tmp, entry["id"])
+    os.makedirs(work, exist_ok=True)
+    ws = os.path.join(work, "ws")
+    cal = ["--calibration-size", str(args.calibration_size)]
+    results = {}
+    docs = {}
+
+    def qsteer_step(name, cmd, keys):
+        doc, r = run_qsteer(args, cmd, args.step_timeouts.get(name))
+        if doc is not None:
+            r.update(pick(doc, keys))
+        docs[name] = doc
+        results[name] = r
+
+    for step in steps:
+        need = NEEDS.get(step)
+        if need and results.get(need, {}).get("status") != "ok":
+            results[step] = {"status": "skip", "error": f"needs {need}"}
+            continue
+        if step == "inspect":
+            qsteer_step(step, ["inspect", model, "--json"], ["macs_total", "params_total"])
+            if docs[step] is not None and isinstance(docs[step].get("layers"), list):
+                results[step]["layers"] = len(docs[step]["layers"])
+        elif step == "inspect_data":
+            qsteer_step(step, ["inspect", model, "--data", data_dir, "--json"], ["macs_total", "params_total"])
+            if docs[step] is not None and isinstance(docs[step].get("layers"), list):
+                results[step]["layers"] = len(docs[step]["layers"])
+        elif step == "eval":
+            qsteer_step(step, ["eval", model, "--data", data_dir, "--split", "all", "--save-outputs",
+                               os.path.join(work, "fp32.npy"), *cal, "--workspace", ws, "--json"],
+                        ["samples", "seconds", "samples_per_second"])
+        elif step == "fp32_vs_ort":
+            results[step] = cmp_fp32(entry, model, data_dir, os.path.join(work, "fp32.npy"), args)
+        elif step in ("quantsim", "quantsim_pc"):
+            tag = "_pc" if step == "quantsim_pc" else ""
+            flags = ["--per-channel"] if tag else []
+            qsteer_step(step, ["quantsim", model, "--data", data_dir, *flags, *cal, "--out",
+                               os.path.join(work, f"sim{tag}.onnx"), "--export", os.path.join(work, f"export{tag}"),
+                               "--workspace", ws, "--json"], ["agreement", "sqnr_db", "samples", "seconds"])
+            doc = docs[step]
+            if doc is not None and all(find_key(doc, k) is None for k in ("agreement", "sqnr_db", "accuracy")):
+                results[step]["score"] = "none: the JSON has no agreement / sqnr_db (no labels, no reference)"
+        elif step in ("qdq_vs_sim", "qdq_pc_vs_sim"):
+            tag = "_pc" if step == "qdq_pc_vs_sim" else ""
+            results[step] = cmp_qdq(entry, model, data_dir, work, tag, docs.get("quantsim" + tag), args)
+        elif step == "analyze":
+            qsteer_step(step, ["analyze", model, "--data", data_dir, *cal, "--workspace", ws, "--json"],
+                        ["sqnr_db", "agreement", "seconds"])
+        elif step == "cle":
+            qsteer_step(step, ["cle", model, "--data", data_dir, "--out", os.path.join(work, "cle.onnx"),
+                               "--workspace", ws, "--json"], ["iterations", "agreement", "sqnr_db"])
+            if docs[step] is not None and isinstance(docs[step].get("sets"), list):
+                results[step]["sets"] = len(docs[step]["sets"])
+        elif step == "compress":
+            qsteer_step(step, ["compress", model, "--data", data_dir, "--method", "wsvd", "--target", "0.8",
+                               "--candidates", "4", *cal, "--workspace", ws, "--json"],
+                        ["mac_ratio", "agreement", "evaluations", "seconds"])
+        r = results[step]
+        log(f"{entry['id']}: {step}: {r['status']}" + (f" ({r['seconds']:.1f} s)" if isinstance(r.get("seconds"), (int, float)) else "")
+            + (f": {r['error'][:300]}" if r.get("error") and r["status"] != "ok" else ""))
+    return results
+
+
+# ------------------------------------------------------------------------------ reporting
+
+
+def cell(r):
+    if r is None:
+        return ""
+    s = r["status"]
+    return {"ok": "ok", "FAIL": "FAIL", "skip": "skip", "n/a": "n/a"}.get(s, s)
+
+
+def numbers(step, r):
+    """The key figures of one step, short."""
+    f = []
+
+    def add(key, fmtspec, label=None):
+        v = r.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            f.append(f"{label or key} {format(v, fmtspec)}")
+
+    if step in ("inspect", "inspect_data"):
+        add("layers", "d")
+        if isinstance(r.get("macs_total"), (int, float)):
+            f.append(f"MACs {r['macs_total'] / 1e6:.1f}M")
+    elif step == "eval":
+        add("samples_per_second", ".1f", "samples/s")
+    elif step == "fp32_vs_ort":
+        add("max_abs_diff", ".2e", "max|d|")
+        add("sqnr_db", ".1f", "SQNR dB")
+    elif step in ("quantsim", "quantsim_pc", "analyze"):
+        add("agreement", ".3f")
+        add("sqnr_db", ".1f", "SQNR dB")
+        if r.get("score"):
+            f.append("no score in JSON")
+    elif step in ("qdq_vs_sim", "qdq_pc_vs_sim"):
+        add("rel_diff", ".2e", "rel")
+        add("exact", ".2e")
+        add("sim_sqnr_db_vs_fp32", ".1f", "sim SQNR vs fp32 dB")
+        add("sim_agreement_vs_fp32", ".3f", "sim agreement")
+    elif step == "cle":
+        add("sets", "d")
+    elif step == "compress":
+        add("mac_ratio", ".3f", "MAC ratio")
+        add("agreement", ".3f")
+        add("evaluations", "d")
+    if isinstance(r.get("seconds"), (int, float)):
+        f.append(f"{r['seconds']:.1f} s")
+    return ", ".join(f)
+
+
+def judge(report, expected, steps):
+    """(regressions, fixed): (model, step) pairs against expected.json."""
+    regressions, fixed = [], []
+    for mid, m in report["models"].items():
+        exp = expected.get(mid, {})
+        for step in steps:
+            r = m["steps"].get(step)
+            if r is None or step not in exp:
+                continue
+            ok = r["status"] == "ok"
+            if exp[step] and not ok:
+                regressions.append((mid, step))
+            elif not exp[step] and ok:
+                fixed.append((mid, step))
+    return regressions, fixed
+
+
+def print_table(report, steps, regressions, fixed):
+    ids = list(report["models"])
+    w = max([len(i) for i in ids] + [5])
+    hdr = f"{'model':{w}s} " + " ".join(f"{SHORT[s]:>8s}" for s in steps)
+    print(hdr)
+    print("-" * len(hdr))
+    reg, fix = set(regressions), set(fixed)
+    for mid in ids:
+        m = report["models"][mid]
+        cells = []
+        for s in steps:
+            c = cell(m["steps"].get(s)) if m["steps"] else "-"
+            if (mid, s) in reg:
+                c += "!"
+            elif (mid, s) in fix:
+                c += "+"
+            cells.append(f"{c:>8s}")
+        print(f"{mid:{w}s} " + " ".join(cells))
+    print("(! expected to pass, did not; + passes, not expected to: update expected.json)")
+    print()
+    for mid in ids:
+        m = report["models"][mid]
+        if m.get("skipped"):
+            print(f"{mid}: skipped: {m['skipped']}")
+            continue
+        print(f"{mid}  ({m['seconds']:.0f} s)")
+        for s in steps:
+            r = m["steps"].get(s)
+            if r is None:
+                continue
+            line = f"  {s:14s} {cell(r):5s} {numbers(s, r)}"
+            print(line.rstrip())
+            if r.get("error") and r["status"] != "ok":
+                print(f"      {r['error']}")
+    print()
+    for mid, s in fixed:
+        print(f"fixed — update expected.json: {mid} {s}")
+    for mid, s in regressions:
+        r = report["models"][mid]["steps"][s]
+        print(f"REGRESSION: {mid} {s}: {r['status']}: {r.get('error', '')}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--qsteer", required=True, help="the qsteer binary")
+    ap.add_argument("--cache", required=True, help="the zoo cache fetch.sh filled")
+    ap.add_argument("--only", action="append", default=[], help="only this model id (repeatable)")
+    ap.add_argument("--steps", help=f"comma-separated subset of {','.join(STEPS)}")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per qsteer call (default 300)")
+    ap.add_argument("--step-timeout", action="append", default=[], metavar="STEP=SECONDS",
+                    help="another timeout for one step's qsteer call, e.g. compress=600 (repeatable)")
+    ap.add_argument("--jobs", type=int, default=1, help="models run at once (default 1)")
+    ap.add_argument("--calibration-size", type=int, default=16, help="calibration samples (default 16)")
+    ap.add_argument("--tol", type=float, default=1e-3, help="FP32: max|d| / max(1, max|ref|) (default 1e-3)")
+    ap.add_argument("--tol-qdq", type=float, default=0.05, help="QDQ: max|qdq-sim| / range(sim) (default 0.05)")
+    ap.add_argument("--tol-exact", type=float, default=0.0, help="QDQ vs SIM.onnx in ORT_DISABLE_ALL (default 0)")
+    ap.add_argument("--qdq-margin", type=float, default=6.0,
+                    help="or SQNR(qdq vs sim) >= SQNR(sim vs fp32) + this many dB (default 6)")
+    ap.add_argument("--keep", metavar="DIR", help="keep workspaces and outputs in DIR")
+    ap.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    ap.add_argument("--report", help="where to write the JSON report (default CACHE/zoo-report.json)")
+    ap.add_argument("--expected", default=os.path.join(HERE, "expected.json"))
+    ap.add_argument("--update-expected", action="store_true", help="write expected.json from this run")
+    args = ap.parse_args()
+
+    if os.sep in args.qsteer:
+        args.qsteer = os.path.abspath(args.qsteer)
+    if not (shutil.which(args.qsteer) or os.access(args.qsteer, os.X_OK)):
+        log(f"qsteer binary not found or not executable: {args.qsteer}")
+        return 2
+    try:
+        args.step_timeouts = {k: float(v) for k, v in (t.split("=", 1) for t in args.step_timeout)}
+    except ValueError:
+        log("--step-timeout takes STEP=SECONDS")
+        return 2
+    steps = STEPS if not args.steps else [s.strip() for s in args.steps.split(",") if s.strip()]
+    bad = [s for s in steps if s not in STEPS]
+    if bad:
+        log(f"unknown step(s): {', '.join(bad)}; steps: {', '.join(STEPS)}")
+        return 2
+    with open(os.path.join(HERE, "models.json")) as f:
+        models = json.load(f)["models"]
+    unknown = [o for o in args.only if o not in {m["id"] for m in models}]
+    if unknown:
+        log(f"unknown model id(s): {', '.join(unknown)}")
+        return 2
+    expected = {}
+    if os.path.exists(args.expected):
+        with open(args.expected) as f:
+            expected = json.load(f).get("models", {})
+
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        tmp, ctx = os.path.abspath(args.keep), None
+    else:
+        ctx = tempfile.TemporaryDirectory(prefix="qsteer-zoo-")
+        tmp = ctx.name
+    report = {"qsteer": args.qsteer, "onnxruntime": ort.__version__, "calibration_size": args.calibration_size,
+              "timeout": args.timeout, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "models": {}}
+    t_all = time.time()
+    report_path = args.report or os.path.join(args.cache, "zoo-report.json")
+    lock = threading.Lock()
+    selected = [e for e in models if not args.only or e["id"] in args.only]
+    for entry in selected:  # table order = models.json order, whatever finishes first
+        report["models"][entry["id"]] = {"steps": {}, "pending": True}
+
+    def one(entry):
+        model = os.path.join(args.cache, "models", entry["id"], os.path.basename(entry["path"]))
+        data_dir = os.path.join(args.cache, "data", entry["id"])
+        if not os.path.exists(model) or not os.path.exists(os.path.join(data_dir, "data.json")):
+            m = {"skipped": "not in the cache (run tests/zoo/fetch.sh)", "steps": {}}
+            log(f"{entry['id']}: not in the cache, skipped")
+        else:
+            t0 = time.time()
+            res = run_model(entry, model, data_dir, args, steps, tmp)
+            m = {"model": model, "data": data_dir, "seconds": round(time.time() - t0, 1), "steps": res}
+            log(f"{entry['id']}: done in {time.time() - t0:.0f} s: " + " ".join(f"{s}={r['status']}" for s, r in res.items()))
+        with lock:  # the report so far, after every model (a long run can be followed)
+            report["models"][entry["id"]] = m
+            with open(report_path + ".tmp", "w") as f:
+                json.dump(report, f, indent=1, default=str)
+            os.replace(report_path + ".tmp", report_path)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(one, selected))
+    report["seconds"] = round(time.time() - t_all, 1)
+    if ctx:
+        ctx.cleanup()
+
+    regressions, fixed = judge(report, expected, steps)
+    report["regressions"] = [f"{m} {s}" for m, s in regressions]
+    report["fixed"] = [f"{m} {s}" for m, s in fixed]
+    with open(report_path, "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    if args.update_expected:
+        exp_doc = {"about": "Per model and step: true when the step is expected to pass with today's qsteer "
+                            "(run.sh fails when such a step fails). Written by run_zoo.py --update-expected from "
+                            "an actual run, then reviewed.", "models": dict(expected)}
+        for mid, m in report["models"].items():
+            if m.get("skipped"):
+                continue
+            cur = dict(exp_doc["models"].get(mid, {}))
+            for s, r in m["steps"].items():
+                cur[s] = r["status"] == "ok"
+            exp_doc["models"][mid] = {s: cur[s] for s in STEPS if s in cur}
+        with open(args.expected, "w") as f:
+            f.write(json.dumps(exp_doc, indent=1) + "\n")
+        log(f"wrote {args.expected}")
+        regressions, fixed = [], []
+
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        print(f"qsteer zoo: {args.qsteer}; ONNX Runtime {ort.__version__}; calibration {args.calibration_size}; "
+              f"{report['seconds']:.0f} s")
+        print_table(report, steps, regressions, fixed)
+    n_ok = sum(r["status"] == "ok" for m in report["models"].values() for r in m["steps"].values())
+    n_all = sum(len(m["steps"]) for m in report["models"].values())
+    print(f"zoo: {n_ok} of {n_all} steps ok; {len(regressions)} regression(s), {len(fixed)} fixed; "
+          f"report {report_path}", file=sys.stderr)
+    return 1 if regressions else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
