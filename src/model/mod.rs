@@ -9,6 +9,7 @@ pub mod layers;
 pub mod save;
 pub mod shapes;
 pub mod tensor;
+pub mod validate;
 
 use crate::{Error, Result};
 use graph::GraphIndex;
@@ -82,6 +83,7 @@ impl Model {
         }
         check_ops(graph, source)?;
         let index = GraphIndex::build(graph, source)?;
+        validate::validate(graph, &index, source)?;
         let weights = collect_weights(graph, source)?;
         let model = Model {
             source: source.to_string(),

@@ -296,7 +296,7 @@ pub fn typed_model(
 ) -> Result<Typed> {
     let (inputs, fixed_batch) = plan_inputs(model, pinned, batch)?;
     let src = model.source().to_string();
-    guarded(&src, || {
+    let typed = guarded(&src, || {
         let attempt = |specs: &[InputSpec], ignore: bool| -> TractResult<TypedModel> {
             let mut m = inference_model(model, specs, ignore)?;
             if let Some(names) = outputs {
@@ -307,11 +307,17 @@ pub fn typed_model(
         let value_info_note =
             "the file's value_info was ignored (it contradicted shape analysis)".to_string();
         let first = match attempt(&inputs, false) {
-            Ok(t) => return Ok(typed(t, &inputs, fixed_batch, None, false)),
+            Ok(t) => return Ok(make_typed(t, &inputs, fixed_batch, None, false)),
             Err(e) => e,
         };
         if let Ok(t) = attempt(&inputs, true) {
-            return Ok(typed(t, &inputs, fixed_batch, Some(value_info_note), false));
+            return Ok(make_typed(
+                t,
+                &inputs,
+                fixed_batch,
+                Some(value_info_note),
+                false,
+            ));
         }
         let concrete = with_batch(&inputs, 1);
         if concrete != inputs {
@@ -324,15 +330,90 @@ pub fn typed_model(
                     } else {
                         note.to_string()
                     };
-                    return Ok(typed(t, &inputs, fixed_batch, Some(note), true));
+                    return Ok(make_typed(t, &inputs, fixed_batch, Some(note), true));
                 }
             }
         }
         Err(analysis_error(&src, &inputs, &first))
-    })
+    })?;
+    check_consistent(model, &typed.model, pinned.is_some())?;
+    Ok(typed)
 }
 
-fn typed(
+/// Refuse a model whose shapes contradict each other, which tract's analysis lets through
+/// as an unresolved `broadcast(a, b)` dim (then optimizing or running it fails, slowly):
+/// a broadcast of two different numbers always, and with the inputs pinned to a dataset's
+/// shapes (`pinned`) any broadcast left at all. The error names the ONNX node where the
+/// contradiction starts and the shapes of its inputs.
+fn check_consistent(model: &Model, tm: &TypedModel, pinned: bool) -> Result<()> {
+    fn bad(d: &TDim, pinned: bool) -> bool {
+        match d {
+            TDim::Broadcast(terms) => {
+                let mut vals = terms.iter().filter_map(TDim::as_i64);
+                let first = vals.next();
+                pinned || vals.any(|v| Some(v) != first) || terms.iter().any(|t| bad(t, pinned))
+            }
+            TDim::Add(t) | TDim::Mul(t) | TDim::Min(t) | TDim::Max(t) => {
+                t.iter().any(|t| bad(t, pinned))
+            }
+            TDim::MulInt(_, t) | TDim::Div(t, _) => bad(t, pinned),
+            TDim::Ge(a, b) | TDim::Eq(a, b) => bad(a, pinned) || bad(b, pinned),
+            TDim::Val(_) | TDim::Sym(_) => false,
+        }
+    }
+    let batch = tm.symbols.sym(BATCH);
+    let show = |f: &TypedFact| format_shape(&convert_shape(f.shape.dims(), &batch));
+    for node in tm.nodes() {
+        let Some(fact) = node
+            .outputs
+            .iter()
+            .map(|o| &o.fact)
+            .find(|f| f.shape.dims().iter().any(|d| bad(d, pinned)))
+        else {
+            continue;
+        };
+        let inputs: Vec<&TypedFact> = node
+            .inputs
+            .iter()
+            .filter_map(|i| tm.outlet_fact(*i).ok())
+            .collect();
+        if inputs
+            .iter()
+            .any(|f| f.shape.dims().iter().any(|d| bad(d, pinned)))
+        {
+            continue; // inherited: the node where it starts comes first
+        }
+        // tract names the nodes of an expanded ONNX op after it (`bn3`, `bn3.mul`)
+        let graph = model.graph();
+        let onnx = (0..graph.node.len())
+            .map(|i| (i, super::graph::node_label(graph, i)))
+            .filter(|(_, l)| {
+                node.name == *l
+                    || node
+                        .name
+                        .strip_prefix(l.as_str())
+                        .is_some_and(|r| r.starts_with('.'))
+            })
+            .max_by_key(|(_, l)| l.len());
+        let at = match onnx {
+            Some((i, l)) => format!("node '{l}' ({})", graph.node[i].op_type),
+            None => format!("node '{}'", node.name),
+        };
+        let shapes = inputs
+            .iter()
+            .map(|&f| show(f))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        return Err(Error::input(format!(
+            "{}: {at}: the shapes of its inputs do not match ({shapes}; result {})",
+            model.source(),
+            show(fact)
+        )));
+    }
+    Ok(())
+}
+
+fn make_typed(
     model: TypedModel,
     inputs: &[InputSpec],
     fixed_batch: Option<usize>,

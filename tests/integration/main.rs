@@ -16,6 +16,7 @@ mod export_cli;
 mod external_trainer;
 mod finetune_cli;
 mod fixes_cli;
+mod fuzz;
 mod images;
 mod metrics_cli;
 mod model_load;
