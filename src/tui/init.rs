@@ -226,6 +226,7 @@ pub fn open(
             ..Default::default()
         },
         layer_choices: Default::default(),
+        keep_fp32: Default::default(),
     };
     Ok(Opened { app, workspace: ws })
 }
