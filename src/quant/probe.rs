@@ -95,7 +95,7 @@ pub fn build_probe(model: &Model, prepared: &Prepared, sim: &SimModel) -> Result
                     &mut names,
                     &format!("{label}_in"),
                     e,
-                    Form::ExactFloatOps,
+                    Form::FloatOps,
                     data,
                     &q,
                 ));
@@ -120,7 +120,7 @@ pub fn build_probe(model: &Model, prepared: &Prepared, sim: &SimModel) -> Result
                     &mut names,
                     &format!("{label}_out"),
                     e,
-                    Form::ExactFloatOps,
+                    Form::FloatOps,
                     &copy_out,
                     &q,
                 ));
