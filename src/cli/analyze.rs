@@ -119,6 +119,7 @@ fn render(path: &std::path::Path, a: &Analysis) -> String {
         "iso W",
         "rng max/med",
         "act range",
+        "act_rng",
     ];
     if sweep.is_some() {
         header.extend(["only q", "only fp32"]);
@@ -142,6 +143,11 @@ fn render(path: &std::path::Path, a: &Analysis) -> String {
                 .as_ref()
                 .map(|r| format!("{:.3} … {:.3}", r.observed_min, r.observed_max))
                 .unwrap_or_else(|| "-".into()),
+            l.activation
+                .as_ref()
+                .and_then(|r| r.act_rng)
+                .map(act_rng)
+                .unwrap_or_else(|| "-".into()),
         ];
         if let Some(sweep) = sweep {
             let s = sweep.iter().find(|s| s.layer == l.layer);
@@ -155,5 +161,50 @@ fn render(path: &std::path::Path, a: &Analysis) -> String {
         t.row(row);
     }
     out.push_str(&t.render());
+    if !a.outputs.is_empty() {
+        out.push('\n');
+        let mut t = Table::new(
+            &["output", "SQNR dB", "worst channel", "its SQNR dB"],
+            &[false, true, true, true],
+        );
+        for o in &a.outputs {
+            t.row(vec![
+                o.output.clone(),
+                db(o.sqnr_db),
+                o.worst_channel
+                    .map(|c| format!("{c} (axis 1)"))
+                    .unwrap_or_else(|| "-".into()),
+                db(o.worst_channel_sqnr_db),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    let flagged: Vec<_> = a.activations.iter().filter(|x| x.flagged).collect();
+    if !flagged.is_empty() {
+        out.push_str(&format!(
+            "\n{} quantized tensor(s) with very different ranges under one scale (act_rng > {}):\n",
+            flagged.len(),
+            qsteer::quant::analysis::WIDE_RANGE_RATIO
+        ));
+        for x in flagged {
+            out.push_str(&format!(
+                "  {} ({}, act_rng {}): {}\n",
+                x.node.as_deref().unwrap_or(&x.value),
+                x.op,
+                x.act_rng.map(act_rng).unwrap_or_default(),
+                x.advice.as_deref().unwrap_or("")
+            ));
+        }
+    }
     out
+}
+
+/// The activation range spread, flagged with `!` above the threshold.
+fn act_rng(r: f64) -> String {
+    let flag = if r > qsteer::quant::analysis::WIDE_RANGE_RATIO {
+        "!"
+    } else {
+        ""
+    };
+    format!("{r:.1}{flag}")
 }

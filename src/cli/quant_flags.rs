@@ -59,8 +59,10 @@ pub struct GridFlags {
     /// What to quantize: wa (weights and activations), w, a
     #[arg(long, default_value = "wa", value_parser = parse_mode)]
     pub mode: QuantMode,
-    /// Leave these layers FP32 (no weight or output quantizer); repeat or comma-separate
-    #[arg(long = "fp32", value_name = "LAYER", value_delimiter = ',')]
+    /// Keep FP32: a layer (no weight or output quantizer), or any node or value name
+    /// carrying a quantizer (that quantizer only: e.g. a Concat's output); repeat or
+    /// comma-separate
+    #[arg(long = "fp32", value_name = "NAME", value_delimiter = ',')]
     pub fp32_layers: Vec<String>,
     /// Another weight bitwidth for one layer: LAYER=BITS (repeatable)
     #[arg(long = "layer-w-bits", value_name = "LAYER=BITS", value_parser = parse_layer_bits)]

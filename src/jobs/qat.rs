@@ -169,7 +169,7 @@ fn recompute_weights(
         .weights
         .iter()
         .map(|w| {
-            let Some(spec) = settings.weight_spec(&w.layer)? else {
+            let Some(spec) = settings.weight_spec_of(&w.layer, &w.weight)? else {
                 return Ok(w.clone());
             };
             let array = trained.weight(&w.weight).ok_or_else(|| {

@@ -6,6 +6,7 @@ pub mod attrs;
 pub mod builder;
 pub mod graph;
 pub mod layers;
+pub mod opset;
 pub mod save;
 pub mod shapes;
 pub mod tensor;

@@ -17,6 +17,7 @@ use std::time::Instant;
 use ndarray::{ArrayD, ArrayViewD, Axis};
 use serde::{Deserialize, Serialize};
 
+use super::calibration::RangeSpread;
 use super::probe::build_probe;
 use super::qdq::{QuantMode, SimModel};
 use super::simulate::{prepare, simulate, Prepared, QuantsimRequest, QuantsimSettings};
@@ -25,6 +26,7 @@ use super::Encoding;
 use crate::cancel::CancelToken;
 use crate::experiment::evaluate::{check_fits, sample_shapes, select_samples, Subset};
 use crate::metrics::{clamp_db, score_all, Score};
+use crate::model::graph::node_label;
 use crate::model::{Layer, Model};
 use crate::runtime::{run_together, CompiledModel};
 use crate::{Error, Result};
@@ -48,6 +50,52 @@ pub struct Analysis {
     /// The sensitivity sweep, when it was run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<Vec<Sensitivity>>,
+    /// Every activation quantizer point (layers' outputs or not, e.g. a Concat), with how
+    /// unevenly its range spreads over channels or Concat inputs; `flagged` when one scale
+    /// cannot serve them all ([`WIDE_RANGE_RATIO`]).
+    #[serde(default)]
+    pub activations: Vec<ActivationAnalysis>,
+    /// Per graph output: SQNR of the W+A simulation against FP32, over the whole output and
+    /// for its worst channel (one SQNR for the model can hide a destroyed channel group).
+    #[serde(default)]
+    pub outputs: Vec<OutputAnalysis>,
+}
+
+/// A range spread above this (widest channel or Concat input range over the median or
+/// narrowest one) is flagged: at 8 bit the narrow channels keep 256 / ratio grid steps or
+/// fewer (under 4 bits' worth above 16).
+pub const WIDE_RANGE_RATIO: f64 = 16.0;
+
+/// One activation quantizer point in the diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationAnalysis {
+    pub value: String,
+    /// The producing node (None for a graph input) and its op.
+    pub node: Option<String>,
+    pub op: String,
+    pub observed_min: f32,
+    pub observed_max: f32,
+    /// None when kept FP32.
+    pub encoding: Option<Encoding>,
+    /// The most uneven spread of the range (None when nothing could be measured).
+    pub spread: Option<RangeSpread>,
+    /// `spread.ratio`, the `act_rng` column.
+    pub act_rng: Option<f64>,
+    /// Quantized with `act_rng` above [`WIDE_RANGE_RATIO`].
+    pub flagged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
+}
+
+/// The noise of one graph output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputAnalysis {
+    pub output: String,
+    pub sqnr_db: Option<f64>,
+    /// Channels are along this axis (1) when the output has one with more than one index.
+    pub channel_axis: Option<usize>,
+    pub worst_channel: Option<usize>,
+    pub worst_channel_sqnr_db: Option<f64>,
 }
 
 /// Scores of the FP32 model and of the three simulation modes on the same samples.
@@ -98,6 +146,9 @@ pub struct ActivationRange {
     pub observed_min: f32,
     pub observed_max: f32,
     pub encoding: Option<Encoding>,
+    /// Widest channel range over the median one (see [`ActivationAnalysis::act_rng`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_rng: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -186,6 +237,8 @@ pub fn analyze(
         .collect();
 
     let mut noise = vec![NoiseSums::default(); prepared.layers.len()];
+    let output_names = model.output_names();
+    let mut output_sums: Vec<OutputSums> = vec![OutputSums::default(); output_names.len()];
     let mut logits: Vec<Vec<(usize, ArrayD<f32>)>> = vec![Vec::new(); models.len()];
     run_together(
         &models,
@@ -199,6 +252,11 @@ pub fn analyze(
         &mut |from, outs| {
             for (m, o) in outs.iter().enumerate() {
                 logits[m].push((from, o[0].clone()));
+            }
+            for (k, sums) in output_sums.iter_mut().enumerate() {
+                if let (Some(r), Some(q)) = (outs[0].get(k), outs[3].get(k)) {
+                    sums.add(r.view(), q.view())?;
+                }
             }
             for (sums, slots) in noise.iter_mut().zip(&layer_slots) {
                 let Some(s) = slots else { continue };
@@ -245,6 +303,12 @@ pub fn analyze(
         .enumerate()
         .map(|(i, layer)| layer_row(model, &prepared, &sim_wa, layer, i, &noise[i]))
         .collect::<Result<Vec<_>>>()?;
+    let activations = activation_rows(model, &prepared, &sim_wa);
+    let outputs = output_names
+        .iter()
+        .zip(&output_sums)
+        .map(|(name, sums)| sums.analysis(name))
+        .collect();
     let sweep = if options.sweep {
         let key = sweep_key(model, &data, req);
         let path = options
@@ -277,6 +341,8 @@ pub fn analyze(
             scores,
             layers,
             data_passes: 2,
+            activations,
+            outputs,
             calibration_seconds: prepared.calibration_seconds,
             seconds: start.elapsed().as_secs_f64(),
             sweep,
@@ -392,6 +458,11 @@ fn layer_row(
                 observed_min: lo,
                 observed_max: hi,
                 encoding: sim.activations.get(v).cloned(),
+                act_rng: prepared
+                    .channel_stats
+                    .get(v)
+                    .and_then(|s| s.spread())
+                    .map(|s| s.ratio),
             })
         });
     Ok(LayerAnalysis {
@@ -412,6 +483,112 @@ fn layer_row(
         activation,
         output,
     })
+}
+
+/// Σ reference² and Σ (reference − test)² of one graph output, whole and per channel (axis 1).
+#[derive(Debug, Clone, Default)]
+struct OutputSums {
+    signal: f64,
+    noise: f64,
+    channels: Vec<(f64, f64)>,
+    measured: bool,
+}
+
+impl OutputSums {
+    fn add(&mut self, r: ArrayViewD<f32>, q: ArrayViewD<f32>) -> Result<()> {
+        self.noise += diff_sq(r.view(), q.view())?;
+        self.signal += sum_sq(r.view());
+        self.measured = true;
+        if r.ndim() >= 2 && r.shape()[1] > 1 {
+            let n = r.shape()[1];
+            if self.channels.is_empty() {
+                self.channels = vec![(0.0, 0.0); n];
+            }
+            if self.channels.len() == n {
+                for (c, (rc, qc)) in r.axis_iter(Axis(1)).zip(q.axis_iter(Axis(1))).enumerate() {
+                    self.channels[c].0 += sum_sq(rc.view());
+                    self.channels[c].1 += diff_sq(rc.view(), qc.view())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn analysis(&self, name: &str) -> OutputAnalysis {
+        let worst = self
+            .channels
+            .iter()
+            .enumerate()
+            .filter(|(_, (s, _))| *s > 0.0)
+            .map(|(c, (s, n))| (c, db(*s, *n)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        OutputAnalysis {
+            output: name.to_string(),
+            sqnr_db: self.measured.then(|| db(self.signal, self.noise)),
+            channel_axis: (!self.channels.is_empty()).then_some(1),
+            worst_channel: worst.map(|w| w.0),
+            worst_channel_sqnr_db: worst.map(|w| w.1),
+        }
+    }
+}
+
+/// One row per activation point, with its range spread and, when flagged, what to do.
+fn activation_rows(model: &Model, prepared: &Prepared, sim: &SimModel) -> Vec<ActivationAnalysis> {
+    prepared
+        .points
+        .iter()
+        .map(|p| {
+            let (observed_min, observed_max) = prepared
+                .histograms
+                .get(&p.value)
+                .and_then(|h| h.range())
+                .unwrap_or((0.0, 0.0));
+            let encoding = sim.activations.get(&p.value).cloned();
+            let spread = prepared
+                .channel_stats
+                .get(&p.value)
+                .and_then(|s| s.spread());
+            let act_rng = spread.as_ref().map(|s| s.ratio);
+            let flagged = encoding.is_some() && act_rng.is_some_and(|r| r > WIDE_RANGE_RATIO);
+            let node = p.node.map(|n| node_label(model.graph(), n));
+            let advice = flagged.then(|| {
+                let s = spread.as_ref().expect("flagged has a spread");
+                let bits = encoding.map(|e| e.bitwidth).unwrap_or(8);
+                let steps = ((1u64 << bits) as f64 / s.ratio).max(1.0);
+                let name = node.clone().unwrap_or_else(|| p.value.clone());
+                let what = if s.inputs.is_empty() {
+                    format!(
+                        "its channels (axis {}) span {:.0}× different ranges",
+                        s.axis, s.ratio
+                    )
+                } else {
+                    let parts: Vec<String> = s
+                        .inputs
+                        .iter()
+                        .map(|(n, r)| format!("'{n}' [{:.3}, {:.3}]", r[0], r[1]))
+                        .collect();
+                    format!("it joins {} under one scale", parts.join(" and "))
+                };
+                format!(
+                    "{what}: the narrow ones keep about {steps:.0} of {} steps; keep FP32 \
+                     (--fp32 {name}) or per-channel",
+                    1u64 << bits
+                )
+            });
+            ActivationAnalysis {
+                value: p.value.clone(),
+                node,
+                op: p.producer_op.clone(),
+                observed_min,
+                observed_max,
+                encoding,
+                spread,
+                act_rng,
+                flagged,
+                advice,
+            }
+        })
+        .collect()
 }
 
 /// Per-channel `[min, max]` along `axis` (the whole tensor when `None`).
@@ -524,6 +701,96 @@ mod tests {
         assert!(
             last.sqnr_db.unwrap() < last.sqnr_isolated_db.unwrap(),
             "{last:?}"
+        );
+    }
+
+    /// A detector head's last Concat: boxes in about [0, 340] and sigmoid scores in [0, 1]
+    /// joined on the channel axis, `[N, 8, 16]`.
+    fn yolo_like() -> Model {
+        use crate::model::builder::{attr_int, ProtoBuilder};
+        use ndarray::arr0;
+        let mut b = ProtoBuilder::new(13);
+        b.input("x", &[4, 16])
+            .initializer("sixty", &arr0(60.0f32).into_dyn())
+            .initializer("shift", &arr0(158.0f32).into_dyn())
+            .node("Mul", "scale_boxes", &["x", "sixty"], &["m"], vec![])
+            .node("Add", "shift_boxes", &["m", "shift"], &["a"], vec![])
+            .node("Relu", "boxes", &["a"], &["boxes"], vec![])
+            .node("Sigmoid", "scores", &["x"], &["scores"], vec![])
+            .node(
+                "Concat",
+                "detect",
+                &["boxes", "scores"],
+                &["det"],
+                vec![attr_int("axis", 1)],
+            )
+            .output("det");
+        b.model("yolo-like").unwrap()
+    }
+
+    #[test]
+    fn a_concat_of_boxes_and_scores_is_flagged_and_keeping_it_fp32_repairs_the_scores() {
+        use crate::quant::simulate::LayerOverride;
+        let model = yolo_like();
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = crate::quant::test_data::Rng::new(7);
+        let x = ndarray::Array3::from_shape_fn((64, 4, 16), |_| rng.normal()).into_dyn();
+        crate::data::write_npy_f32(&dir.path().join("inputs.npy"), &x).unwrap();
+        let run = |settings| {
+            let req = QuantsimRequest {
+                data: dir.path().to_path_buf(),
+                calibration_size: 32,
+                seed: 0,
+                settings,
+                options: RunOptions::default(),
+                metric: Default::default(),
+            };
+            let cancel = CancelToken::new();
+            analyze(
+                &model,
+                &req,
+                &AnalyzeOptions::default(),
+                &cancel,
+                &|_, _, _| {},
+            )
+            .unwrap()
+            .0
+        };
+        let a = run(QuantsimSettings::default());
+        let row = |a: &Analysis, v: &str| a.activations.iter().find(|x| x.value == v).cloned();
+        let det = row(&a, "det").unwrap();
+        assert!(det.flagged, "{det:?}");
+        let spread = det.spread.as_ref().unwrap();
+        assert_eq!(spread.over, "concat inputs");
+        assert!(spread.ratio > 100.0, "{spread:?}");
+        assert!(
+            det.advice.as_deref().unwrap().contains("--fp32 detect"),
+            "{det:?}"
+        );
+        for v in ["x", "boxes", "scores"] {
+            assert!(!row(&a, v).unwrap().flagged, "{v}");
+        }
+        // One SQNR for the output looks fine; its score channels (4..8) are destroyed.
+        let out = &a.outputs[0];
+        assert_eq!(out.output, "det");
+        assert!(out.sqnr_db.unwrap() > 20.0, "{out:?}");
+        assert!(out.worst_channel_sqnr_db.unwrap() < 10.0, "{out:?}");
+        assert!(out.worst_channel.unwrap() >= 4, "{out:?}");
+        // Keeping the Concat FP32: the scores keep their own 8-bit grid.
+        let b = run(QuantsimSettings {
+            overrides: vec![LayerOverride {
+                layer: "detect".into(),
+                skip: true,
+                ..Default::default()
+            }],
+            ..QuantsimSettings::default()
+        });
+        let det = row(&b, "det").unwrap();
+        assert!(det.encoding.is_none() && !det.flagged, "{det:?}");
+        assert!(
+            b.outputs[0].worst_channel_sqnr_db.unwrap() > 30.0,
+            "{:?}",
+            b.outputs[0]
         );
     }
 

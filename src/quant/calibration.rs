@@ -15,9 +15,10 @@ use super::points::QuantPoint;
 use crate::cancel::CancelToken;
 use crate::data::Dataset;
 use crate::experiment::evaluate::{check_fits, sample_shapes};
-use crate::model::Model;
+use crate::model::{attrs, Model};
 use crate::runtime::{CompiledModel, RunOptions};
 use crate::{Error, Result};
+use ndarray::{ArrayViewD, Axis};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CalibrationOptions {
@@ -49,6 +50,152 @@ pub fn collect_histograms(
     cancel: &CancelToken,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<BTreeMap<String, Histogram>> {
+    collect_statistics(model, points, data, options, cancel, progress).map(|(h, _)| h)
+}
+
+/// The per-channel ranges of one activation value over the calibration samples: along the
+/// channel axis 1 and the last axis (the channel axis of `[N, T, C]` sequences), and for a
+/// Concat along its axis too, so a tensor joining very different ranges under one encoding
+/// can be found (see [`ChannelStats::spread`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChannelStats {
+    /// Per axis (never the batch axis 0), `[min, max]` of each index along it. An axis
+    /// whose extent changed between batches is dropped.
+    pub axes: BTreeMap<usize, Vec<[f32; 2]>>,
+    /// For a Concat's output: its axis and each input's name and extent along it (filled
+    /// from the model's shapes; empty when they are unknown).
+    pub concat: Option<(usize, Vec<(String, usize)>)>,
+}
+
+/// How unevenly a value's range is spread: over the channels of one axis, or over the
+/// inputs of a Concat.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RangeSpread {
+    /// The axis, or for a Concat the axis its inputs are joined on.
+    pub axis: usize,
+    /// Widest range over the median range along `axis` (for a Concat: widest input range
+    /// over the narrowest).
+    pub ratio: f64,
+    /// `"channels"` or `"concat inputs"`.
+    pub over: String,
+    /// For a Concat: `[min, max]` of each input, in input order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<(String, [f32; 2])>,
+}
+
+impl ChannelStats {
+    fn add(&mut self, array: ArrayViewD<f32>, concat_axis: Option<i64>, first: bool) {
+        let rank = array.ndim();
+        let mut axes: Vec<usize> = Vec::new();
+        if rank >= 2 {
+            axes.push(1);
+            axes.push(rank - 1);
+        }
+        if let Some(a) = concat_axis {
+            let a = if a < 0 { a + rank as i64 } else { a };
+            if (1..rank as i64).contains(&a) {
+                axes.push(a as usize);
+            }
+        }
+        axes.sort_unstable();
+        axes.dedup();
+        for axis in axes {
+            let ranges: Vec<[f32; 2]> = array
+                .axis_iter(Axis(axis))
+                .map(|c| {
+                    c.iter()
+                        .fold([f32::INFINITY, f32::NEG_INFINITY], |[lo, hi], &v| {
+                            [lo.min(v), hi.max(v)]
+                        })
+                })
+                .collect();
+            if first {
+                self.axes.insert(axis, ranges);
+            } else if let Some(known) = self.axes.get_mut(&axis) {
+                if known.len() != ranges.len() {
+                    self.axes.remove(&axis);
+                    continue;
+                }
+                for (k, r) in known.iter_mut().zip(&ranges) {
+                    k[0] = k[0].min(r[0]);
+                    k[1] = k[1].max(r[1]);
+                }
+            }
+        }
+    }
+
+    /// The most uneven spread of this value's range: over a Concat's inputs, or over the
+    /// channels of axis 1 or the last axis (max over median). `None` with nothing measured.
+    pub fn spread(&self) -> Option<RangeSpread> {
+        let width = |r: &[f32; 2]| (r[1] - r[0]).max(0.0) as f64;
+        let mut best: Option<RangeSpread> = None;
+        let mut consider = |s: RangeSpread| {
+            if s.ratio.is_finite() && best.as_ref().is_none_or(|b| s.ratio > b.ratio) {
+                best = Some(s);
+            }
+        };
+        if let Some((axis, inputs)) = &self.concat {
+            if let Some(ranges) = self.axes.get(axis) {
+                let total: usize = inputs.iter().map(|(_, n)| n).sum();
+                if total == ranges.len() && inputs.len() >= 2 {
+                    let mut at = 0;
+                    let per_input: Vec<(String, [f32; 2])> = inputs
+                        .iter()
+                        .map(|(name, n)| {
+                            let r = ranges[at..at + n]
+                                .iter()
+                                .fold([f32::INFINITY, f32::NEG_INFINITY], |[lo, hi], r| {
+                                    [lo.min(r[0]), hi.max(r[1])]
+                                });
+                            at += n;
+                            (name.clone(), r)
+                        })
+                        .collect();
+                    let widths: Vec<f64> = per_input.iter().map(|(_, r)| width(r)).collect();
+                    let widest = widths.iter().copied().fold(0.0, f64::max);
+                    let narrowest = widths.iter().copied().fold(f64::INFINITY, f64::min);
+                    if narrowest > 0.0 {
+                        consider(RangeSpread {
+                            axis: *axis,
+                            ratio: widest / narrowest,
+                            over: "concat inputs".into(),
+                            inputs: per_input,
+                        });
+                    }
+                }
+            }
+        }
+        for (&axis, ranges) in &self.axes {
+            if ranges.len() < 2 {
+                continue;
+            }
+            let mut widths: Vec<f64> = ranges.iter().map(width).collect();
+            widths.sort_by(|a, b| a.total_cmp(b));
+            let median = widths[widths.len() / 2];
+            let widest = widths[widths.len() - 1];
+            if median > 0.0 {
+                consider(RangeSpread {
+                    axis,
+                    ratio: widest / median,
+                    over: "channels".into(),
+                    inputs: vec![],
+                });
+            }
+        }
+        best
+    }
+}
+
+/// [`collect_histograms`], and in the same pass each point's per-channel ranges
+/// ([`ChannelStats`]; a Concat's input extents are left for the caller, who has the shapes).
+pub fn collect_statistics(
+    model: &Model,
+    points: &[QuantPoint],
+    data: &Dataset,
+    options: CalibrationOptions,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<(BTreeMap<String, Histogram>, BTreeMap<String, ChannelStats>)> {
     if data.is_empty() {
         return Err(Error::input("the calibration set has no samples"));
     }
@@ -56,10 +203,17 @@ pub fn collect_histograms(
     let bins = options.bins.max(2);
     let input_names: Vec<String> = model.inputs().iter().map(|i| i.name.clone()).collect();
     let mut histograms: BTreeMap<String, Histogram> = BTreeMap::new();
+    let mut stats: BTreeMap<String, ChannelStats> = BTreeMap::new();
+    let mut concat_axes: BTreeMap<String, i64> = BTreeMap::new();
     let mut captured: Vec<String> = Vec::new();
     for p in points {
         if histograms.contains_key(&p.value) {
             continue;
+        }
+        if let Some(n) = p.node.map(|n| &model.graph().node[n]) {
+            if n.op_type == "Concat" {
+                concat_axes.insert(p.value.clone(), attrs::int(n, "axis").unwrap_or(0));
+            }
         }
         let mut h = Histogram::new(bins);
         if let Some(k) = input_names.iter().position(|n| *n == p.value) {
@@ -67,6 +221,9 @@ pub fn collect_histograms(
                 Error::input(format!("the dataset has no values for input '{}'", p.value))
             })?;
             h.add_array(&input.data);
+            let mut s = ChannelStats::default();
+            s.add(input.data.view(), None, true);
+            stats.insert(p.value.clone(), s);
         } else {
             captured.push(p.value.clone());
         }
@@ -75,7 +232,7 @@ pub fn collect_histograms(
     cancel.check()?;
     if captured.is_empty() {
         progress(data.len(), data.len());
-        return Ok(histograms);
+        return Ok((histograms, stats));
     }
     let compiled = CompiledModel::compile(
         model,
@@ -104,10 +261,16 @@ pub fn collect_histograms(
             if let Some(h) = histograms.get_mut(name) {
                 h.add_array(out);
             }
+            let first = !stats.contains_key(name);
+            stats.entry(name.clone()).or_default().add(
+                out.view(),
+                concat_axes.get(name).copied(),
+                first,
+            );
         }
         Ok(())
     })?;
-    Ok(histograms)
+    Ok((histograms, stats))
 }
 
 /// An encoding per histogram. NaN or infinite activations are an input error naming the value.

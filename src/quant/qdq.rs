@@ -11,19 +11,41 @@
 //!   zero point 0: mixing int8 and uint8 pairs trips a tract optimisation). This is the form
 //!   ONNX Runtime and target toolchains read. Only 8 bit: tract runs QuantizeLinear for 8-bit
 //!   types only, and the 16-bit ONNX types need opset 21.
-//! - [`ActivationOps::FloatOps`]: `Div(scale) → Round → Clip(offset, offset + 2^b − 1) →
-//!   Mul(scale)`, which is the same math for any bitwidth (every grid index is an exact f32,
-//!   and ONNX Round is half-to-even like [`Encoding::fake_quant`]). Needs opset 11.
-//! - [`ActivationOps::Auto`] (default): float ops at every bitwidth. tract runs four float
-//!   ops faster than a QDQ pair (W8A8 evaluation of the sample MobileNetV2 at batch 1: 1.7×
-//!   the FP32 time against 2.3× with QDQ), and the numbers are the same; the QDQ form is
-//!   what `quant::export` writes for other runtimes.
+//! - [`ActivationOps::FloatOps`]: `Cast(f64) → Div(scale) → Cast(f32) → Round →
+//!   Clip(offset, offset + 2^b − 1) → Mul(scale)`, the same math for any bitwidth (every grid
+//!   index is an exact f32, and ONNX Round is half-to-even like [`Encoding::fake_quant`]),
+//!   with exactly ONNX Runtime's division (below). Needs opset 11.
+//! - [`ActivationOps::Auto`] (default): the same float ops with an f32 `Div`, which tract runs
+//!   as a multiplication by 1/scale. tract runs float ops faster than a QDQ pair; the QDQ form
+//!   is what `quant::export` writes for other runtimes (with the plain f32 `Div` where float
+//!   ops are needed: those runtimes divide).
 //!
-//! Both forms equal [`Encoding::fake_quant`] up to one thing: tract turns a division by a
-//! constant into a multiplication by its reciprocal, so for a scale that is not a power of
-//! two a value within an ulp of a rounding tie may land one grid step away (ONNX Runtime
-//! divides). With a power-of-two scale the two are bit-identical.
+//! ## Exactly ONNX Runtime's rounding
 //!
+//! ONNX `QuantizeLinear` divides (`round_half_even(x / scale)`), and ONNX Runtime does. tract
+//! rewrites every float division, and its own QuantizeLinear, as a multiplication by the
+//! reciprocal: `x · (1/scale)` is off by one ulp from `x / scale` for some inputs, and where
+//! the quotient is a rounding tie (k + ½, common after average pooling, bilinear resizing or
+//! two grid values added) or within an ulp of one, the value lands one grid step away, and the
+//! step travels through the rest of the network. So the simulation divides in f64: `x / scale`
+//! in f64 is within 2⁻⁵² (relative) of the exact quotient, a quotient of two f32 is never
+//! closer than about 2⁻⁴⁸ to a point where rounding to f32 flips (it cannot be one: that
+//! needs 25 significant bits), so the f64 quotient cast to f32 is the correctly rounded f32
+//! quotient — ONNX Runtime's — and `Round` sees the same value. (tract's `QuantizeLinear`,
+//! [`ActivationOps::Qdq`], keeps the reciprocal.)
+//!
+//! Measured (2026-12, tests/interop's ONNX Runtime 1.32 with `ORT_DISABLE_ALL` on the
+//! simulated model vs qsteer's run of it): the exact division changes nothing measurable on
+//! real models — sample MobileNetV2 W8A8 per channel: 0.85 % of the logits differ by one
+//! output step with it, 0.80 % without; NudeNet 320n (YOLOv8, 1205 nodes): 4.02 % of the
+//! outputs differ, by up to 12 output steps, with and without. What remains is tract's and
+//! ONNX Runtime's FP32 ops differing in their last bits (convolution sums, the Sigmoid
+//! approximation) and landing on the other side of a rounding boundary; a step travels
+//! through the rest of the network. The exact form costs 1.6× the evaluation time on the
+//! MobileNetV2 (2.4 s against 1.45 s for 600 samples, FP32 1.06 s) and 1.17× on NudeNet, so
+//! the default keeps the reciprocal and `FloatOps` is there to take the division out of the
+//! question.
+
 //! ## Naming
 //!
 //! A quantized node output keeps its name for the *dequantized* value: the producer's output
@@ -34,9 +56,10 @@
 //!
 //! ## Opset
 //!
-//! QDQ needs opset 10, the float ops 11. A model declaring less is bumped to 13 only if every
-//! op it uses has the same meaning from its opset to 13 (a short allow-list of common ops,
-//! from opset 7 on); otherwise it is an error saying so.
+//! QDQ needs opset 10, the float ops 11, per-channel weights 13. A model at opset 11 or 12 is
+//! converted to 13 where needed ([`crate::model::opset`]); one declaring less is bumped to 13
+//! only if every op it uses has the same meaning from its opset to 13 (a short allow-list of
+//! common ops, from opset 7 on); otherwise it is an error saying so.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -253,15 +276,20 @@ fn quantize_weight(
 }
 
 /// Activation fake-quant form chosen for one encoding.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Form {
     Qdq,
+    /// `Div → Round → Clip → Mul` in f32: what other runtimes (which divide) read.
     FloatOps,
+    /// The division done in f64 and rounded to f32 (`Cast → Div → Cast → Round → Clip →
+    /// Mul`): what tract runs, since tract turns every f32 division into a multiplication by
+    /// the reciprocal. See the module docs.
+    ExactFloatOps,
 }
 
 pub(crate) fn form_for(ops: ActivationOps, e: &Encoding, value: &str) -> Result<Form> {
     match ops {
-        ActivationOps::FloatOps => Ok(Form::FloatOps),
+        ActivationOps::FloatOps => Ok(Form::ExactFloatOps),
         ActivationOps::Auto => Ok(Form::FloatOps),
         ActivationOps::QdqAt8 if e.bitwidth == 8 => Ok(Form::Qdq),
         ActivationOps::QdqAt8 => Ok(Form::FloatOps),
@@ -315,7 +343,7 @@ pub(crate) fn insert_activation_quantizers(
             .map_err(|err| Error::input(format!("activation '{value}': {err}")))?;
         forms.insert(value.clone(), form_for(ops, e, value)?);
     }
-    let needed = if forms.values().any(|f| *f == Form::FloatOps) {
+    let needed = if forms.values().any(|f| *f != Form::Qdq) {
         11
     } else {
         10
@@ -411,7 +439,7 @@ pub(crate) fn quantizer_nodes(
                 ),
             ]
         }
-        Form::FloatOps => {
+        Form::FloatOps | Form::ExactFloatOps => {
             let lo = names.fresh(&format!("{value}_qmin"));
             let hi = names.fresh(&format!("{value}_qmax"));
             let (qmin, qmax) = (
@@ -427,17 +455,52 @@ pub(crate) fn quantizer_nodes(
             let scaled = names.fresh(&format!("{value}_scaled"));
             let rounded = names.fresh(&format!("{value}_rounded"));
             let clipped = names.fresh(&format!("{value}_clipped"));
-            vec![
-                node(
+            let mut nodes = Vec::new();
+            if form == Form::ExactFloatOps {
+                // x / scale in f64 is within 2^-52 of the exact quotient, and a quotient of
+                // two f32 is never within 2^-48 of a point where f32 rounding flips, so the
+                // f64 result rounded to f32 is exactly ONNX Runtime's f32 division.
+                let wide = names.fresh(&format!("{value}_f64"));
+                let wide_scale = names.fresh(&format!("{value}_scale_f64"));
+                let wide_scaled = names.fresh(&format!("{value}_scaled_f64"));
+                graph.initializer.push(TensorProto {
+                    name: wide_scale.clone(),
+                    data_type: DataType::Double as i32,
+                    double_data: vec![e.onnx_scale() as f64],
+                    ..Default::default()
+                });
+                let cast = |names: &mut Names, input: String, output: String, to: DataType| {
+                    let mut n = node(names, "Cast", vec![input], output);
+                    n.attribute.push(tract_onnx::pb::AttributeProto {
+                        name: "to".into(),
+                        r#type: tract_onnx::pb::attribute_proto::AttributeType::Int as i32,
+                        i: to as i64,
+                        ..Default::default()
+                    });
+                    n
+                };
+                nodes.push(cast(names, source.into(), wide.clone(), DataType::Double));
+                nodes.push(node(
+                    names,
+                    "Div",
+                    vec![wide, wide_scale],
+                    wide_scaled.clone(),
+                ));
+                nodes.push(cast(names, wide_scaled, scaled.clone(), DataType::Float));
+            } else {
+                nodes.push(node(
                     names,
                     "Div",
                     vec![source.into(), scale.clone()],
                     scaled.clone(),
-                ),
+                ));
+            }
+            nodes.extend([
                 node(names, "Round", vec![scaled], rounded.clone()),
                 node(names, "Clip", vec![rounded, lo, hi], clipped.clone()),
                 node(names, "Mul", vec![clipped, scale], target.to_string()),
-            ]
+            ]);
+            nodes
         }
     }
 }
@@ -487,8 +550,13 @@ pub(crate) fn ensure_opset(
     proto: &mut tract_onnx::pb::ModelProto,
     needed: i64,
 ) -> Result<()> {
-    let current = model.opset();
+    let current = crate::model::opset::default_opset(proto);
     if current >= needed {
+        return Ok(());
+    }
+    // Opset 11 and 12: converted (the few ops whose meaning changes are rewritten).
+    if current >= 11 {
+        crate::model::opset::upgrade_to_13(proto, model.source())?;
         return Ok(());
     }
     let unstable: Vec<&str> = model
@@ -497,11 +565,14 @@ pub(crate) fn ensure_opset(
         .iter()
         .map(|n| n.op_type.as_str())
         .filter(|op| !STABLE_OPS.contains(op))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     if current < 7 || !unstable.is_empty() {
         return Err(Error::input(format!(
             "{}: the model declares opset {current}; quantizers need opset {needed}, \
-             and raising it could change the meaning of {} (re-export the model at opset 13)",
+             and raising it could change the meaning of {} (opsets 11 and 12 are converted; \
+             re-export the model at opset 11 or later)",
             model.source(),
             if unstable.is_empty() {
                 "its ops".to_string()
@@ -786,6 +857,63 @@ mod tests {
         check_tiny(a4, a16, ActivationOps::Auto, 13);
         // Opset 9 with only stable ops is bumped.
         check_tiny(asym, a4, ActivationOps::Auto, 9);
+    }
+
+    /// Values next to rounding ties where `x · (1/scale)` (what tract computes for a division)
+    /// and `x / scale` (ONNX QuantizeLinear, ONNX Runtime) round to different grid steps.
+    fn reciprocal_disagreements(e: &Encoding) -> Vec<f32> {
+        let recip = 1.0 / e.scale;
+        let mut found = Vec::new();
+        for k in 0..e.num_steps() as i32 + e.offset {
+            let tie = (k as f32 + 0.5) * e.scale;
+            for d in -8i32..=8 {
+                let x = f32::from_bits((tie.to_bits() as i32 + d) as u32);
+                if (x / e.scale).round_ties_even() != (x * recip).round_ties_even() {
+                    found.push(x);
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn simulation_divides_like_onnx_runtime_where_the_reciprocal_rounds_the_other_way() {
+        let e = QuantSpec::new(8, false).unwrap().encoding(-1.3, 2.9);
+        let crafted = reciprocal_disagreements(&e);
+        assert!(
+            !crafted.is_empty(),
+            "no disagreeing value for scale {}",
+            e.scale
+        );
+        let model = tiny_model(13);
+        let acts = BTreeMap::from([("x".to_string(), e)]);
+        let cfg = SimConfig {
+            mode: QuantMode::ActivationsOnly,
+            weights: WeightConfig {
+                spec: QuantSpec::new(8, false).unwrap(),
+                scheme: Scheme::Minmax,
+                per_channel: false,
+            },
+            activation_ops: ActivationOps::FloatOps,
+        };
+        let sim = build_quantsim(&model, &[], &acts, &cfg).unwrap();
+        let sim = Model::from_bytes(&sim.model.to_bytes(), "tiny sim").unwrap();
+        let rows = crafted.len().div_ceil(40);
+        let x = Array2::from_shape_fn((rows, 40), |(r, c)| crafted[(r * 40 + c) % crafted.len()]);
+        let got = run_tiny(&sim, &x);
+        for (v, g) in x.iter().zip(&got) {
+            // ONNX Runtime's QuantizeLinear: the f32 quotient, rounded half to even.
+            let expected = e.fake_quant(*v);
+            let by_reciprocal = e.dequantize(
+                ((v * (1.0 / e.scale)).round_ties_even() as i32 - e.offset)
+                    .clamp(0, e.num_steps() as i32),
+            );
+            assert_ne!(expected, by_reciprocal, "{v}: not a disagreeing value");
+            assert!(
+                *g == expected,
+                "{v}: simulated {g}, ONNX Runtime {expected}"
+            );
+        }
     }
 
     #[test]

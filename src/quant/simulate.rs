@@ -3,10 +3,11 @@
 //! the same variant with the same numbers.
 
 use super::calibrate::calibrate;
-use super::calibration::{collect_histograms, CalibrationOptions};
+use super::calibration::{collect_statistics, CalibrationOptions, ChannelStats};
 use super::encodings_file::{encodings_document, EncodingsVersion};
 use super::points::{
-    activation_points, layer_output_points, weight_quantizers, QuantPoint, WeightQuantizer,
+    activation_points, layer_output_points, point_feeding, weight_quantizers, QuantPoint,
+    WeightQuantizer,
 };
 use super::qdq::{build_quantsim_with, ActivationOps, QuantMode, SimModel, WeightConfig};
 use super::{Encoding, Histogram, QuantSpec, Scheme};
@@ -14,6 +15,7 @@ use crate::cancel::CancelToken;
 use crate::experiment::evaluate::{
     check_fits, evaluate, sample_shapes, select_samples, EvalReport, EvalRequest, Subset,
 };
+use crate::model::graph::node_label;
 use crate::model::{Layer, Model};
 use crate::runtime::RunOptions;
 use crate::{Error, Result};
@@ -51,7 +53,10 @@ impl Default for QuantsimSettings {
     }
 }
 
-/// A per-layer exception to the quantsim settings. `layer` is the layer's name.
+/// A per-layer exception to the quantsim settings. `layer` is the layer's name; an override
+/// that only keeps something FP32 (`skip`, no bitwidths) may also name any node or value
+/// carrying a quantizer: a node's output quantizer, an activation value's quantizer, or a
+/// weight value's quantizer is then removed, and nothing else ([`QuantsimSettings::keeps_fp32`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LayerOverride {
     pub layer: String,
@@ -114,6 +119,21 @@ impl QuantsimSettings {
         QuantSpec::new(self.a_bits, self.symmetric)
             .map_err(|e| Error::input(format!("activation bits: {e}")))?;
         self.scheme.validate()
+    }
+
+    /// Whether an override keeps the node or value called `name` FP32 (a `skip` override,
+    /// whatever it names).
+    pub fn keeps_fp32(&self, name: &str) -> bool {
+        self.overrides.iter().any(|o| o.skip && o.layer == name)
+    }
+
+    /// The grid of the weight `weight` of `layer`: `None` when the layer or the weight value
+    /// is kept FP32.
+    pub(crate) fn weight_spec_of(&self, layer: &str, weight: &str) -> Result<Option<QuantSpec>> {
+        if layer != weight && self.keeps_fp32(weight) {
+            return Ok(None);
+        }
+        self.weight_spec(layer)
     }
 
     /// The grid of this layer's weights, `None` when the layer stays FP32.
@@ -197,6 +217,10 @@ pub struct Prepared {
     pub layer_outputs: Vec<Option<String>>,
     /// Activation histograms by value; empty when prepared without calibration.
     pub histograms: BTreeMap<String, Histogram>,
+    /// Per activation point, the label of the node producing it (absent for graph inputs).
+    pub point_nodes: BTreeMap<String, String>,
+    /// Per-channel ranges of the activation points (from the calibration pass).
+    pub channel_stats: BTreeMap<String, ChannelStats>,
     pub calibration_seconds: f64,
 }
 
@@ -221,53 +245,203 @@ pub fn prepare(
     let points = activation_points(model)?;
     let weights = weight_quantizers(model, &layers)?;
     let layer_outputs = layer_output_points(model, &layers, &points);
-    check_overrides(&req.settings, &layers)?;
+    check_overrides(model, &req.settings, &layers, &points, &weights)?;
+    let point_nodes = points
+        .iter()
+        .filter_map(|p| Some((p.value.clone(), node_label(model.graph(), p.node?))))
+        .collect();
     let start = Instant::now();
-    let histograms = if calibrate {
+    let (histograms, mut channel_stats) = if calibrate {
         let options = CalibrationOptions {
             // The request's batch: tract runs these small models fastest one sample a call.
             run: req.options,
             ..CalibrationOptions::default()
         };
-        collect_histograms(model, &points, &calibration, options, cancel, &|d, t| {
+        collect_statistics(model, &points, &calibration, options, cancel, &|d, t| {
             progress("calibration", d, t)
         })?
     } else {
-        BTreeMap::new()
+        (BTreeMap::new(), BTreeMap::new())
     };
+    fill_concat_inputs(model, &shapes, &points, &mut channel_stats);
     Ok(Prepared {
         layers,
         points,
         weights,
         layer_outputs,
         histograms,
+        point_nodes,
+        channel_stats,
         calibration_seconds: start.elapsed().as_secs_f64(),
     })
 }
 
-/// Every override names a layer of the model, once, with valid bitwidths.
-fn check_overrides(settings: &QuantsimSettings, layers: &[Layer]) -> Result<()> {
+/// Each Concat point's input extents along its axis, from the shapes (left out when any is
+/// unknown).
+fn fill_concat_inputs(
+    model: &Model,
+    shapes: &crate::model::ModelShapes,
+    points: &[QuantPoint],
+    stats: &mut BTreeMap<String, ChannelStats>,
+) {
+    use crate::model::shapes::Dim;
+    for p in points {
+        let Some(node) = p.node.map(|n| &model.graph().node[n]) else {
+            continue;
+        };
+        let Some(s) = stats.get_mut(&p.value) else {
+            continue;
+        };
+        if node.op_type != "Concat" {
+            continue;
+        }
+        let Some(rank) = shapes.get(&p.value).map(|s| s.len() as i64) else {
+            continue;
+        };
+        let axis = crate::model::attrs::int(node, "axis").unwrap_or(0);
+        let axis = if axis < 0 { axis + rank } else { axis };
+        if axis < 1 || axis >= rank {
+            continue;
+        }
+        let inputs: Option<Vec<(String, usize)>> = node
+            .input
+            .iter()
+            .map(|v| match shapes.get(v).and_then(|s| s.get(axis as usize)) {
+                Some(Dim::Known(n)) => Some((v.clone(), *n)),
+                _ => None,
+            })
+            .collect();
+        if let Some(inputs) = inputs {
+            s.concat = Some((axis as usize, inputs));
+        }
+    }
+}
+
+/// Every override names a layer of the model once, with valid bitwidths; a keep-FP32
+/// override (skip, no bitwidths) may instead name a node or value that carries a quantizer.
+fn check_overrides(
+    model: &Model,
+    settings: &QuantsimSettings,
+    layers: &[Layer],
+    points: &[QuantPoint],
+    weights: &[WeightQuantizer],
+) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for o in &settings.overrides {
-        if !layers.iter().any(|l| l.name == o.layer) {
-            let names: Vec<&str> = layers.iter().take(8).map(|l| l.name.as_str()).collect();
-            return Err(Error::input(format!(
-                "per-layer override: the model has no layer named '{}' (layers: {}{})",
-                o.layer,
-                names.join(", "),
-                if layers.len() > 8 { ", …" } else { "" }
-            )));
-        }
         if !seen.insert(o.layer.as_str()) {
             return Err(Error::input(format!(
                 "per-layer override: layer '{}' is named twice",
                 o.layer
             )));
         }
-        settings.weight_spec(&o.layer)?;
-        settings.activation_spec(Some(&o.layer))?;
+        if layers.iter().any(|l| l.name == o.layer) {
+            settings.weight_spec(&o.layer)?;
+            settings.activation_spec(Some(&o.layer))?;
+            continue;
+        }
+        let only_fp32 = o.skip && o.w_bits.is_none() && o.a_bits.is_none();
+        match fp32_target(model, points, weights, &o.layer) {
+            Ok(()) if only_fp32 => {}
+            Ok(()) => {
+                return Err(Error::input(format!(
+                    "per-layer override: '{}' is not a layer; a node or value can only be kept \
+                     FP32 (--fp32), other bitwidths are per layer",
+                    o.layer
+                )))
+            }
+            Err(why) => {
+                let names: Vec<&str> = layers.iter().take(8).map(|l| l.name.as_str()).collect();
+                return Err(Error::input(format!(
+                    "per-layer override: {why} (layers: {}{}; --fp32 also takes any node or \
+                     value name that carries a quantizer)",
+                    names.join(", "),
+                    if layers.len() > 8 { ", …" } else { "" }
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+/// Whether `name` (not a layer) names something a keep-FP32 override can act on: an
+/// activation point's value, the node producing one, or a quantized weight value. The error
+/// says why not, naming the quantizer to use instead where there is one.
+fn fp32_target(
+    model: &Model,
+    points: &[QuantPoint],
+    weights: &[WeightQuantizer],
+    name: &str,
+) -> std::result::Result<(), String> {
+    let graph = model.graph();
+    if points.iter().any(|p| p.value == name) || weights.iter().any(|w| w.weight == name) {
+        return Ok(());
+    }
+    let node = (0..graph.node.len()).find(|&i| node_label(graph, i) == name);
+    if let Some(i) = node {
+        if points.iter().any(|p| p.node == Some(i)) {
+            return Ok(());
+        }
+        let op = &graph.node[i].op_type;
+        let out = graph.node[i].output.first();
+        let on_input_grid = out.and_then(|v| point_feeding(model, points, v));
+        let feeding = out.and_then(|v| downstream_point(model, points, v));
+        let at = |p: &QuantPoint| {
+            format!(
+                "'{}'{}",
+                p.value,
+                p.node
+                    .map(|n| format!(" (node '{}')", node_label(graph, n)))
+                    .unwrap_or_default()
+            )
+        };
+        if let Some(p) = on_input_grid {
+            return Err(format!(
+                "node '{name}' ({op}) has no quantizer of its own: its output keeps the grid \
+                 of the quantizer on {}; keep that FP32 instead",
+                at(p)
+            ));
+        }
+        return Err(match feeding {
+            Some(p) => format!(
+                "node '{name}' ({op}) has no quantizer of its own; the quantizer after it sits \
+                 on '{}'{}: keep that FP32 instead",
+                p.value,
+                p.node
+                    .map(|n| format!(" (node '{}')", node_label(graph, n)))
+                    .unwrap_or_default()
+            ),
+            None => format!(
+                "node '{name}' ({op}) carries no quantizer (its output keeps the grid of its \
+                 input, or is not a float activation)"
+            ),
+        });
+    }
+    if model.index().producer(name).is_some() {
+        return Err(format!("value '{name}' carries no quantizer"));
+    }
+    Err(format!(
+        "the model has no layer, node or value named '{name}'"
+    ))
+}
+
+/// The activation point a group member's output ends in (following single consumers through
+/// at most three ops: BatchNormalization and an activation).
+fn downstream_point<'a>(
+    model: &Model,
+    points: &'a [QuantPoint],
+    value: &str,
+) -> Option<&'a QuantPoint> {
+    let mut current = value.to_string();
+    for _ in 0..3 {
+        if let Some(p) = points.iter().find(|p| p.value == current) {
+            return Some(p);
+        }
+        let [(next, 0)] = model.index().consumers(&current) else {
+            return None;
+        };
+        current = model.graph().node[*next].output.first()?.clone();
+    }
+    points.iter().find(|p| p.value == current)
 }
 
 /// The simulated model for `settings` from prepared quantizers and histograms.
@@ -283,7 +457,7 @@ pub fn simulate(
     };
     let mut weights = Vec::new();
     for q in &prepared.weights {
-        if let Some(spec) = settings.weight_spec(&q.layer)? {
+        if let Some(spec) = settings.weight_spec_of(&q.layer, &q.weight)? {
             let config = WeightConfig {
                 spec,
                 scheme: settings.scheme,
@@ -320,6 +494,10 @@ pub(crate) fn activation_encodings_for(
     }
     let mut encodings = BTreeMap::new();
     for (value, histogram) in &prepared.histograms {
+        let node = prepared.point_nodes.get(value);
+        if settings.keeps_fp32(value) || node.is_some_and(|n| settings.keeps_fp32(n)) {
+            continue;
+        }
         let Some(spec) = settings.activation_spec(owner.get(value.as_str()).copied())? else {
             continue;
         };
@@ -493,6 +671,79 @@ pub(crate) mod tests {
         .unwrap();
         assert!(matches!(err, Error::Input(_)));
         assert!(err.to_string().contains("no_such_conv"), "{err}");
+    }
+
+    fn keep(names: &[&str]) -> QuantsimSettings {
+        QuantsimSettings {
+            overrides: names
+                .iter()
+                .map(|n| LayerOverride {
+                    layer: n.to_string(),
+                    skip: true,
+                    ..Default::default()
+                })
+                .collect(),
+            ..QuantsimSettings::default()
+        }
+    }
+
+    #[test]
+    fn any_node_or_value_can_be_kept_fp32_and_only_its_quantizer_goes() {
+        let model = sample_model("mbv2_digits.onnx");
+        let cancel = CancelToken::new();
+        let base = request(QuantsimSettings::default());
+        let prepared = prepare(&model, &base, true, &cancel, &|_, _, _| {}).unwrap();
+        let full = simulate(&model, &prepared, &base.settings).unwrap();
+        let g = model.graph();
+        // An Add (not a layer): named by node, or by its output value.
+        let add = g.node.iter().position(|n| n.op_type == "Add").unwrap();
+        let add_node = node_label(g, add);
+        let add_value = g.node[add].output[0].clone();
+        for name in [&add_node, &add_value] {
+            let settings = keep(&[name]);
+            let req = request(settings.clone());
+            prepare(&model, &req, false, &cancel, &|_, _, _| {}).unwrap();
+            let sim = simulate(&model, &prepared, &settings).unwrap();
+            assert!(!sim.activations.contains_key(&add_value), "{name}");
+            assert_eq!(sim.activations.len(), full.activations.len() - 1);
+            assert_eq!(sim.weights, full.weights);
+        }
+        // A weight value: that weight stays FP32, the layer's output is still quantized.
+        let fc = prepared.weights.last().unwrap().clone();
+        let settings = keep(&[&fc.weight]);
+        let sim = simulate(&model, &prepared, &settings).unwrap();
+        assert_eq!(sim.model.weight(&fc.weight), model.weight(&fc.weight));
+        assert_eq!(sim.weights.len(), full.weights.len() - 1);
+        assert_eq!(sim.activations, full.activations);
+        // A pass-through node and an unknown name are input errors saying what to name.
+        let flatten = g.node.iter().position(|n| n.op_type == "Flatten").unwrap();
+        let flatten = node_label(g, flatten);
+        for (name, expected) in [
+            (flatten.as_str(), "keeps the grid"),
+            (
+                "no_such_thing",
+                "no layer, node or value named 'no_such_thing'",
+            ),
+        ] {
+            let err = prepare(
+                &model,
+                &request(keep(&[name])),
+                false,
+                &cancel,
+                &|_, _, _| {},
+            )
+            .err()
+            .unwrap();
+            assert!(matches!(err, Error::Input(_)), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        // Other bitwidths stay per layer.
+        let mut odd = keep(&[&add_node]);
+        odd.overrides[0].w_bits = Some(4);
+        let err = prepare(&model, &request(odd), false, &cancel, &|_, _, _| {})
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("is not a layer"), "{err}");
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub fn sensitivity_sweep(
         let config = WeightConfig {
             spec: input
                 .settings
-                .weight_spec(&q.layer)?
+                .weight_spec_of(&q.layer, &q.weight)?
                 .ok_or_else(|| Error::runtime(format!("layer '{}' is not quantized", q.layer)))?,
             scheme: input.settings.scheme,
             per_channel: input.settings.per_channel,
@@ -107,7 +107,7 @@ pub fn sensitivity_sweep(
             .iter()
             .filter(|o| o.layer != q.layer)
             .filter_map(|o| {
-                let spec = input.settings.weight_spec(&o.layer).ok()??;
+                let spec = input.settings.weight_spec_of(&o.layer, &o.weight).ok()??;
                 Some((o.clone(), WeightConfig { spec, ..config }))
             })
             .collect();

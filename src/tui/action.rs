@@ -34,6 +34,9 @@ pub enum Action {
     ExcludeLayer,
     /// Layers pane: pin the selected layer's compression ratio one step up (+1) or down.
     PinLayer(i8),
+    /// Graph or layers pane: keep the selected node's quantizers FP32 in the next quantsim
+    /// (or quantize it again).
+    KeepFp32,
     MarkA,
     MarkB,
     SwapAB,

@@ -245,6 +245,7 @@ pub fn open_at(
             ..Default::default()
         },
         layer_choices: Default::default(),
+        keep_fp32: Default::default(),
     };
     Ok(Opened { app, workspace: ws })
 }

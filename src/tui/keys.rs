@@ -274,6 +274,22 @@ pub fn bindings() -> Vec<Binding> {
             false,
         ),
         b(
+            K::Char('F'),
+            "F",
+            A::KeepFp32,
+            "quantsim: keep the layer FP32 (or quantize it)",
+            P(Pane::Layers),
+            false,
+        ),
+        b(
+            K::Char('F'),
+            "F",
+            A::KeepFp32,
+            "quantsim: keep the node's quantizers FP32 (or quantize them)",
+            P(Pane::Graph),
+            false,
+        ),
+        b(
             K::Char('-'),
             "-",
             A::PinLayer(-1),

@@ -192,12 +192,26 @@ fn decision(f: &mut Frame, app: &App, area: Rect, d: &Decision) {
 
 fn quantsim(f: &mut Frame, app: &App, area: Rect, form: &QuantsimForm) {
     let t = &app.theme;
-    let r = centered(area, 64, Field::ALL.len() as u16 + 9);
+    let r = centered(area, 64, Field::ALL.len() as u16 + 10);
     f.render_widget(Clear, r);
     let mut lines = vec![on_variant(app, form.variant)];
     lines.push(Line::from(""));
     let fields = Field::ALL.map(|f| (f.name(), form.value_text(f)));
     lines.extend(form_fields(app, form.field, &fields));
+    let kept = match form.keep_fp32.as_slice() {
+        [] => "none (F on a node in the graph or layers pane)".to_string(),
+        names => {
+            let mut s = names.join(", ");
+            if s.chars().count() > 40 {
+                s = format!("{} nodes", names.len());
+            }
+            s
+        }
+    };
+    lines.push(Line::from(Span::styled(
+        format!("keep FP32: {kept}"),
+        t.text(),
+    )));
     lines.push(enter_line(app, blocker(app, form), || {
         format!(
             "Enter runs {}",

@@ -8,7 +8,7 @@ use super::state::{App, Pane, Popup};
 use super::update::Effect;
 use qsteer::jobs::JobKind;
 use qsteer::quant::qdq::QuantMode;
-use qsteer::quant::simulate::QuantsimSettings;
+use qsteer::quant::simulate::{LayerOverride, QuantsimSettings};
 use qsteer::quant::Scheme;
 use std::path::Path;
 
@@ -83,6 +83,8 @@ pub struct QuantsimForm {
     pub field: usize,
     /// No digit typed in this field yet: the first one replaces the value.
     pub fresh: bool,
+    /// Nodes kept FP32 (`F` in the graph or layers pane when the dialog opened).
+    pub keep_fp32: Vec<String>,
 }
 
 impl QuantsimForm {
@@ -100,6 +102,7 @@ impl QuantsimForm {
             calibration_size,
             field: 0,
             fresh: true,
+            keep_fp32: Vec::new(),
         }
     }
 
@@ -116,7 +119,15 @@ impl QuantsimForm {
             symmetric: self.symmetric,
             scheme: SCHEMES[self.scheme].1,
             mode,
-            ..Default::default()
+            overrides: self
+                .keep_fp32
+                .iter()
+                .map(|name| LayerOverride {
+                    layer: name.clone(),
+                    skip: true,
+                    ..Default::default()
+                })
+                .collect(),
         }
     }
 
@@ -231,10 +242,9 @@ pub fn open(app: &mut App) {
         Pane::Variants => app.selected_variant().unwrap_or(app.current),
         _ => app.current,
     };
-    app.popups.push(Popup::Quantsim(QuantsimForm::new(
-        variant,
-        CALIBRATION_DEFAULT,
-    )));
+    let mut form = QuantsimForm::new(variant, CALIBRATION_DEFAULT);
+    form.keep_fp32 = app.keep_fp32.iter().cloned().collect();
+    app.popups.push(Popup::Quantsim(form));
 }
 
 /// Whether `variant` already has an FP32 score on the evaluation samples the form's

@@ -284,3 +284,39 @@ fn a_finished_quantsim_reloads_the_tree_and_states_its_result() {
     );
     assert!(app.status.ends_with(result), "{}", app.status);
 }
+
+#[test]
+fn f_keeps_a_graph_node_fp32_and_the_dialog_sends_it() {
+    use super::keys::lookup;
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let (mut app, _d) = sample_app();
+    app.focus = Pane::Graph;
+    // The first Add of the graph (not a layer: its quantizer is an activation quantizer).
+    let row = app
+        .graph_rows()
+        .iter()
+        .position(|r| r.op == "Add")
+        .expect("an Add row");
+    let name = app.graph_rows()[row].name.clone();
+    app.cursor[Pane::Graph.index()] = row;
+    let f = KeyEvent::new(KeyCode::Char('F'), KeyModifiers::NONE);
+    let action = lookup(Pane::Graph, &f).expect("F is bound in the graph pane");
+    assert_eq!(action, Action::KeepFp32);
+    update(&mut app, action);
+    assert!(app.keep_fp32.contains(&name));
+    assert!(render(&app, 120, 36).contains(&format!("{name} [fp32]")));
+    update(&mut app, Action::QuantsimDialog);
+    assert_eq!(form(&app).keep_fp32, vec![name.clone()]);
+    assert!(render(&app, 120, 36).contains(&format!("keep FP32: {name}")));
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    let JobKind::Quantsim { settings, .. } = &jobs[0] else {
+        panic!("{jobs:?}")
+    };
+    assert_eq!(settings.overrides.len(), 1);
+    assert!(settings.overrides[0].skip && settings.overrides[0].layer == name);
+    assert!(settings.keeps_fp32(&name));
+    // F again: quantized again.
+    app.focus = Pane::Graph;
+    update(&mut app, Action::KeepFp32);
+    assert!(app.keep_fp32.is_empty());
+}

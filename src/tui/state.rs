@@ -241,6 +241,9 @@ pub struct App {
     pub compression: Option<(u32, qsteer::compress::record::CompressionRecord)>,
     /// Layers pinned at a ratio or left alone by the compress dialog's jobs.
     pub layer_choices: super::layer_choice::LayerChoices,
+    /// Nodes (graph inputs, layers, any node) whose quantizers the quantsim dialog's jobs
+    /// leave out (`F` in the graph and layers panes): sent as keep-FP32 overrides.
+    pub keep_fp32: std::collections::BTreeSet<String>,
     /// The workspace's saved external trainer command (the fine-tune dialog offers it).
     pub trainer_command: Option<String>,
     /// The workspace's saved metric (`settings.metric`; `auto` when none): what jobs score

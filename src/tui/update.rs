@@ -142,6 +142,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Notice(line) => app.status = line,
         Action::ExcludeLayer | Action::PinLayer(_) => choose_layer(app, &action),
+        Action::KeepFp32 => toggle_keep_fp32(app),
         Action::Analysis(id, analysis) => {
             // Worst layers first the first time a noise table appears.
             if analysis.is_some() && app.layer_sort == LayerSort::Order && app.analysis.is_none() {
@@ -231,6 +232,32 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         _ => {}
     }
     vec![]
+}
+
+/// `F`: keep the selected graph node or layer FP32 in the next quantsim, or quantize it again.
+fn toggle_keep_fp32(app: &mut App) {
+    let name = match app.focus {
+        Pane::Graph => app
+            .graph_rows()
+            .get(app.cursor[Pane::Graph.index()])
+            .map(|r| r.name.clone()),
+        Pane::Layers => app
+            .layer_order()
+            .get(app.cursor[Pane::Layers.index()])
+            .map(|&i| app.layers[i].name.clone()),
+        _ => None,
+    };
+    let Some(name) = name else { return };
+    let kept = if app.keep_fp32.remove(&name) {
+        false
+    } else {
+        app.keep_fp32.insert(name.clone())
+    };
+    app.status = format!(
+        "{name}: {} in the next quantsim · {} node(s) kept FP32",
+        if kept { "kept FP32" } else { "quantized" },
+        app.keep_fp32.len()
+    );
 }
 
 /// Pin or exclude the layer under the cursor of the costs or noise table.

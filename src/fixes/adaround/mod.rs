@@ -248,7 +248,7 @@ fn plan_layers(
     let settings = &req.settings;
     let mut plan = Vec::new();
     for (index, q) in quantizers.iter().enumerate() {
-        let Some(spec) = settings.weight_spec(&q.layer)? else {
+        let Some(spec) = settings.weight_spec_of(&q.layer, &q.weight)? else {
             continue;
         };
         let layer = layers

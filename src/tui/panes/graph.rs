@@ -39,8 +39,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             if !marks.is_empty() {
                 spans.push(Span::styled(format!("{} ", marks.mark(r)), t.fg(t.warn)));
             }
+            spans.push(Span::styled(format!("{} ", r.name), t.text()));
+            if app.keep_fp32.contains(&r.name) {
+                spans.push(Span::styled("[fp32] ", t.fg(t.warn)));
+            }
             spans.extend([
-                Span::styled(format!("{} ", r.name), t.text()),
                 Span::styled(format!("{op} "), t.fg(t.header)),
                 Span::styled(r.shape.clone(), t.dim()),
             ]);

@@ -79,10 +79,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     .join("×")
             };
             let share = l.macs.map_or(0.0, |m| m as f64 / total);
-            let name = match app.layer_choices.marker(&l.name) {
+            let mut name = match app.layer_choices.marker(&l.name) {
                 Some(m) => format!("{} {m}", l.name),
                 None => l.name.clone(),
             };
+            if app.keep_fp32.contains(&l.name) {
+                name.push_str(" [fp32]");
+            }
             let mut cells = vec![name, l.kind.label().to_string()];
             if wide {
                 cells.push(kernel);
@@ -179,6 +182,30 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &App, layer: Option<usize>) {
             ),
             t.dim(),
         )));
+    }
+    if let Some(a) = app.current_analysis().filter(|_| app.noise_view) {
+        let flagged: Vec<String> = a
+            .activations
+            .iter()
+            .filter(|x| x.flagged)
+            .map(|x| {
+                format!(
+                    "{} {:.0}×",
+                    x.node.as_deref().unwrap_or(&x.value),
+                    x.act_rng.unwrap_or(0.0)
+                )
+            })
+            .collect();
+        if !flagged.is_empty() {
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "wide-range tensors (keep FP32 or per-channel; F on the node in the graph \
+                     pane): {}",
+                    flagged.join(", ")
+                ),
+                t.fg(t.warn),
+            )));
+        }
     }
     f.render_widget(Paragraph::new(lines), area);
 }

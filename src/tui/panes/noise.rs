@@ -5,7 +5,7 @@
 
 use super::bar;
 use crate::tui::state::{App, Pane};
-use qsteer::quant::analysis::{Analysis, LayerAnalysis};
+use qsteer::quant::analysis::{Analysis, LayerAnalysis, WIDE_RANGE_RATIO};
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -25,13 +25,19 @@ pub fn title(a: &Analysis) -> String {
             .unwrap_or_else(|| "-".into())
     };
     let s = &a.scores;
+    let flagged = a.activations.iter().filter(|x| x.flagged).count();
     format!(
-        " · noise {} · FP32 {} W {} A {} W+A {}",
+        " · noise {} · FP32 {} W {} A {} W+A {}{}",
         short_settings(a),
         pct(&s.fp32),
         pct(&s.weights_only),
         pct(&s.activations_only),
-        pct(&s.weights_and_activations)
+        pct(&s.weights_and_activations),
+        if flagged > 0 {
+            format!(" · {flagged} wide-range tensor(s)")
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -101,6 +107,20 @@ pub fn draw_table(f: &mut Frame, area: Rect, app: &App, order: &[usize], top: us
                 r.map(|r| format!("{:.1}", r.weights.max_median_ratio))
                     .unwrap_or_else(|| "-".into()),
             ));
+            if medium {
+                let act = r
+                    .and_then(|r| r.activation.as_ref())
+                    .and_then(|a| a.act_rng);
+                let style = match act {
+                    Some(v) if v > WIDE_RANGE_RATIO => t.fg(t.bad),
+                    Some(_) => t.text(),
+                    None => t.dim(),
+                };
+                cells.push(Cell::from(Span::styled(
+                    act.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
+                    style,
+                )));
+            }
             let row = Row::new(cells);
             if pos == cursor && app.focus == Pane::Layers {
                 row.style(t.selected())
@@ -113,7 +133,7 @@ pub fn draw_table(f: &mut Frame, area: Rect, app: &App, order: &[usize], top: us
     let (header, widths) = if wide {
         (
             vec![
-                "layer", "op", "W", "SQNR dB", "iso", "W only", "A only", "rng",
+                "layer", "op", "W", "SQNR dB", "iso", "W only", "A only", "rng", "act",
             ],
             vec![
                 Constraint::Min(12),
@@ -124,16 +144,18 @@ pub fn draw_table(f: &mut Frame, area: Rect, app: &App, order: &[usize], top: us
                 Constraint::Length(6),
                 Constraint::Length(6),
                 Constraint::Length(5),
+                Constraint::Length(5),
             ],
         )
     } else if medium {
         (
-            vec!["layer", "op", "W", "SQNR dB", "iso", "rng"],
+            vec!["layer", "op", "W", "SQNR dB", "iso", "rng", "act"],
             vec![
                 Constraint::Min(10),
                 Constraint::Length(6),
                 Constraint::Length(4),
                 Constraint::Length(sqnr_w),
+                Constraint::Length(5),
                 Constraint::Length(5),
                 Constraint::Length(5),
             ],
