@@ -81,7 +81,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     }
     std::fs::create_dir_all(&workdir).map_err(|e| Error::io(&workdir, e))?;
     let source = prepare_source(&ws, *variant, &workdir)?;
-    let float_model = Model::load(&source.float_model)?;
+    let float_model = ws.load_model(&source.float_model)?;
     let mut options = RunOptions::default();
     if *threads > 0 {
         options.threads = *threads;
@@ -96,7 +96,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let split = eval.split.clone();
     let scorer = ModelScorer::new(&float_model, eval.data, options, ctx.cancel)?;
     let before = if source.quantized {
-        scorer.score(&Model::load(&source.variant_model)?, ctx.cancel)?
+        scorer.score(&ws.load_model(&source.variant_model)?, ctx.cancel)?
     } else {
         scorer.parent_score().clone()
     };

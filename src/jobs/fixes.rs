@@ -24,7 +24,10 @@ fn load_parent(workspace: &Mutex<Workspace>, variant: u32, what: &str) -> Result
             ws.bn_stats(variant)?,
         )
     };
-    Ok((Model::load(&path)?, stats.unwrap_or_default()))
+    Ok((
+        super::load_model(workspace, &path)?,
+        stats.unwrap_or_default(),
+    ))
 }
 
 /// Keep `model` as a child of `parent` made by `step`, with the parent's MACs (the fixes
