@@ -1,6 +1,7 @@
 //! `qsteer fold-bn MODEL` and `qsteer cle MODEL`: a post-training fix run as a job on the
 //! model's workspace (a child of the base variant), optionally written to `--out FILE` and
-//! scored on `--data DIR`.
+//! scored on `--data DIR`; CLE's high-bias absorption is then limited to what the data's
+//! calibration samples allow, and its FP32 change measured on the evaluation samples.
 
 use super::table::Table;
 use super::{open_workspace, print_json, resolve_model, Common};
@@ -146,7 +147,8 @@ pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
         let n = |k: &str| h.get(k).and_then(|v| v.as_array()).map_or(0, |a| a.len());
         let checked = match h.get("checked_on").and_then(Value::as_u64) {
             Some(k) => format!(" (limited to what {k} calibration samples allow)"),
-            None => " (from BN statistics: may change outputs)".into(),
+            None if n("absorbed") > 0 => " (from BN statistics: may change outputs)".into(),
+            None => String::new(),
         };
         println!(
             "high-bias absorption: {} pair(s) absorbed, {} skipped{checked}",

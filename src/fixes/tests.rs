@@ -656,7 +656,13 @@ fn statistically_high_pair() -> Model {
     b.input("x", &[3, 6, 6])
         .initializer("c1.w", &rng.array(&[4, 3, 1, 1], 0.8))
         .node("Conv", "c1", &["x", "c1.w"], &["c1"], vec![]);
-    bn_with(&mut b, "bn", "c1", "b", [fill(1.0), beta, fill(0.0), fill(1.0)]);
+    bn_with(
+        &mut b,
+        "bn",
+        "c1",
+        "b",
+        [fill(1.0), beta, fill(0.0), fill(1.0)],
+    );
     b.node("Relu", "relu", &["b"], &["r"], vec![])
         .initializer("c2.w", &rng.array(&[2, 4, 1, 1], 0.5))
         .initializer("c2.b", &rng.array(&[2], 0.5))
@@ -666,7 +672,9 @@ fn statistically_high_pair() -> Model {
 }
 
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
 #[test]
@@ -680,7 +688,10 @@ fn high_bias_absorption_checked_on_samples_keeps_their_outputs() {
     assert_eq!(h.absorbed.len(), 1, "{h:?}");
     assert!(h.checked_on.is_none());
     let moved = max_abs_diff(&reference, &outputs(&statistical.model, &x));
-    assert!(moved > 0.05, "statistical HBA changed the outputs by only {moved}");
+    assert!(
+        moved > 0.05,
+        "statistical HBA changed the outputs by only {moved}"
+    );
     // Limited to what the samples allow: the same outputs on them.
     let data = crate::data::Dataset::from_arrays(
         "x",
@@ -710,6 +721,9 @@ fn high_bias_absorption_checked_on_samples_keeps_their_outputs() {
     assert!(a.reduced > 0 && a.max > 0.0, "{a:?}");
     assert!(a.max < a.max_from_statistics.unwrap(), "{a:?}");
     let d = max_abs_diff(&reference, &outputs(&checked.model, &x));
-    assert!(d < 1e-4, "checked HBA changed the outputs on its samples by {d}");
+    assert!(
+        d < 1e-4,
+        "checked HBA changed the outputs on its samples by {d}"
+    );
     eprintln!("statistical HBA: max |Δ| {moved:.3}; checked on the samples: {d:.1e} ({a:?})");
 }
