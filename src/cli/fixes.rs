@@ -1,6 +1,7 @@
 //! `qsteer fold-bn MODEL` and `qsteer cle MODEL`: a post-training fix run as a job on the
 //! model's workspace (a child of the base variant), optionally written to `--out FILE` and
-//! scored on `--data DIR`.
+//! scored on `--data DIR`; CLE's high-bias absorption is then limited to what the data's
+//! calibration samples allow, and its FP32 change measured on the evaluation samples.
 
 use super::table::Table;
 use super::{open_workspace, print_json, resolve_model, Common};
@@ -42,9 +43,12 @@ pub struct CleArgs {
 }
 
 pub fn run_fold_bn(args: FoldBnArgs, common: &Common) -> Result<()> {
-    let done = run_fix(args.model.as_ref(), args.out.as_ref(), common, |variant| {
-        JobKind::FoldBn { variant }
-    })?;
+    let done = run_fix(
+        args.model.as_ref(),
+        args.out.as_ref(),
+        common,
+        |variant, _| JobKind::FoldBn { variant },
+    )?;
     if common.json {
         return print_json(&done.document());
     }
@@ -77,14 +81,18 @@ pub fn run_fold_bn(args: FoldBnArgs, common: &Common) -> Result<()> {
 
 pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
     let (relu6_to_relu, hba, hba_padded) = (args.relu6_to_relu, !args.no_hba, args.hba_padded);
-    let done = run_fix(args.model.as_ref(), args.out.as_ref(), common, |variant| {
-        JobKind::Cle {
+    let done = run_fix(
+        args.model.as_ref(),
+        args.out.as_ref(),
+        common,
+        |variant, data| JobKind::Cle {
             variant,
             relu6_to_relu,
             hba,
             hba_padded,
-        }
-    })?;
+            data,
+        },
+    )?;
     if common.json {
         return print_json(&done.document());
     }
@@ -137,10 +145,43 @@ pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
     print!("{}", t.render());
     if let Some(h) = s["hba"].as_object() {
         let n = |k: &str| h.get(k).and_then(|v| v.as_array()).map_or(0, |a| a.len());
+        let checked = match h.get("checked_on").and_then(Value::as_u64) {
+            Some(k) => format!(" (limited to what {k} calibration samples allow)"),
+            None if n("absorbed") > 0 => " (from BN statistics: may change outputs)".into(),
+            None => String::new(),
+        };
         println!(
-            "high-bias absorption: {} pair(s) absorbed, {} skipped",
+            "high-bias absorption: {} pair(s) absorbed, {} skipped{checked}",
             n("absorbed"),
             n("skipped")
+        );
+        for a in h
+            .get("absorbed")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let reduced = a["reduced"].as_u64().unwrap_or(0);
+            let lowered = if reduced > 0 {
+                format!(", {reduced} lowered by the data")
+            } else {
+                String::new()
+            };
+            println!(
+                "  {} → {}: {} channel(s), max {:.4}{lowered}",
+                text(&a["layer"]),
+                text(&a["into"]),
+                a["channels"],
+                a["max"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    if let Some(c) = s["fp32_change"].as_object() {
+        println!(
+            "FP32 outputs vs the parent on {} evaluation samples: max |Δ| {:.3e}, SQNR {:.1} dB",
+            c.get("samples").cloned().unwrap_or(Value::Null),
+            c.get("max_abs").and_then(Value::as_f64).unwrap_or(0.0),
+            c.get("sqnr_db").and_then(Value::as_f64).unwrap_or(0.0)
         );
     }
     done.print_footer();
@@ -202,7 +243,7 @@ fn run_fix(
     model: Option<&PathBuf>,
     out: Option<&PathBuf>,
     common: &Common,
-    kind: impl Fn(u32) -> JobKind,
+    kind: impl Fn(u32, Option<PathBuf>) -> JobKind,
 ) -> Result<Done> {
     if let Some(out) = out {
         super::outputs::check_output("--out", out, super::outputs::Output::File)?;
@@ -217,7 +258,8 @@ fn run_fix(
             }
         }
     };
-    let summary = run_job_blocking(ws.clone(), kind(0), notes)?;
+    let data = data.map(|d| std::path::absolute(&d).unwrap_or(d));
+    let summary = run_job_blocking(ws.clone(), kind(0, data.clone()), notes)?;
     let variant = summary["variant"]
         .as_u64()
         .ok_or_else(|| Error::runtime("the job reported no variant"))? as u32;
@@ -230,14 +272,7 @@ fn run_fix(
         None => child.display().to_string(),
     };
     let evaluation = match data {
-        Some(d) => {
-            let abs = std::path::absolute(&d).unwrap_or(d);
-            Some(run_job_blocking(
-                ws,
-                JobKind::evaluate(variant, abs),
-                notes,
-            )?)
-        }
+        Some(d) => Some(run_job_blocking(ws, JobKind::evaluate(variant, d), notes)?),
         None => None,
     };
     Ok(Done {

@@ -3,7 +3,6 @@
 //! export job (the app) and `qsteer export`.
 
 use super::Workspace;
-use crate::model::Model;
 use crate::quant::encodings_file::EncodingsVersion;
 use crate::quant::export::{write_export, ExportReport};
 use crate::quant::import::load_model_encodings;
@@ -51,7 +50,7 @@ pub fn export_variant(
     pins: Option<&[Vec<usize>]>,
 ) -> Result<ExportReport> {
     let (model_path, encodings) = export_source(ws, id, encodings)?;
-    let model = Model::load(&model_path)?;
+    let model = ws.load_model(&model_path)?;
     let pins = pins.or(ws.settings().input_shapes.as_deref());
     let loaded = load_model_encodings(&model, &encodings, pins)?;
     write_export(

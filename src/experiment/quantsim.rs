@@ -6,7 +6,6 @@ use super::evaluate::Subset;
 use super::Workspace;
 use crate::cancel::CancelToken;
 use crate::metrics::Score;
-use crate::model::Model;
 use crate::quant::import::quantsim_from_file;
 use crate::quant::simulate::{
     encodings_json, quantsim, QuantsimOutcome, QuantsimRequest, QuantsimSettings,
@@ -42,8 +41,13 @@ pub fn quantsim_child(
     cancel: &CancelToken,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantsimChild> {
-    let path = float_variant_path(&lock(workspace), parent, "quantsim")?;
-    let model = Model::load(&path)?;
+    let (path, label) = {
+        let ws = lock(workspace);
+        let path = float_variant_path(&ws, parent, "quantsim")?;
+        let label = ws.model_label(&path);
+        (path, label)
+    };
+    let model = super::workspace::load_model_as(&path, &label)?;
     let outcome = match encodings {
         Some(file) => quantsim_from_file(&model, file, req, cancel, progress)?,
         None => quantsim(&model, req, cancel, progress)?,

@@ -80,6 +80,10 @@ pub struct WorkspaceFile {
     /// sha256 of the base model's bytes: a workspace belongs to one model.
     pub model_hash: String,
     pub created: u64,
+    /// The file the user opened the model from (last opened), so messages about the base
+    /// variant name it rather than the workspace's copy `variants/0.onnx`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_source: Option<String>,
     #[serde(default)]
     pub settings: Settings,
     pub variants: Vec<Variant>,
@@ -207,6 +211,13 @@ pub struct Workspace {
     txn: Option<Vec<PathBuf>>,
 }
 
+/// Read and decode the model file at `path`, naming it `label` in messages (a read error
+/// names `path`). Used outside the workspace lock with a label taken under it.
+pub fn load_model_as(path: &Path, label: &str) -> Result<Model> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    Model::from_bytes(&bytes, label)
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -239,7 +250,7 @@ impl Workspace {
         // Two processes creating the same workspace: the second one opens the first's.
         let _lock = lock_index(dir)?;
         if index.exists() {
-            let ws = Workspace::open(dir)?;
+            let mut ws = Workspace::open(dir)?;
             let hash = model.content_hash();
             if ws.file.model_hash != hash {
                 return Err(Error::input(format!(
@@ -247,6 +258,11 @@ impl Workspace {
                     dir.display(),
                     ws.file.model_name
                 )));
+            }
+            // Opened from another file (moved, copied): name that one from now on.
+            if ws.file.model_source.as_deref() != Some(model.source()) {
+                ws.file.model_source = Some(model.source().to_string());
+                ws.write_index()?;
             }
             return Ok(ws);
         }
@@ -280,6 +296,7 @@ impl Workspace {
             model_name: model_name.to_string(),
             model_hash: model.content_hash(),
             created: now(),
+            model_source: Some(model.source().to_string()),
             settings: Settings::default(),
             variants: vec![base],
             slurm_jobs: Vec::new(),
@@ -469,6 +486,35 @@ impl Workspace {
     /// Absolute path of a variant's model file.
     pub fn model_path(&self, v: &Variant) -> PathBuf {
         self.dir.join(&v.model_file)
+    }
+
+    /// How messages name the model file at `path`: the base variant's copy
+    /// (`variants/0.onnx`) by the file the user opened the model from, any other by its path.
+    pub fn model_label(&self, path: &Path) -> String {
+        let base = self
+            .file
+            .variants
+            .iter()
+            .find(|v| v.parent.is_none())
+            .map(|v| self.model_path(v));
+        match &self.file.model_source {
+            Some(source) if base.as_deref() == Some(path) => source.clone(),
+            _ => path.display().to_string(),
+        }
+    }
+
+    /// Load the model file at `path` (a variant's), named as [`Self::model_label`] says in
+    /// every message about it; a read error still names `path`.
+    pub fn load_model(&self, path: &Path) -> Result<Model> {
+        load_model_as(path, &self.model_label(path))
+    }
+
+    /// Load variant `id`'s model (see [`Self::load_model`]).
+    pub fn load_variant_model(&self, id: u32) -> Result<Model> {
+        let v = self
+            .variant(id)
+            .ok_or_else(|| Error::input(format!("{}: no variant {id}", self.dir.display())))?;
+        self.load_model(&self.model_path(v))
     }
 
     /// Write `workspace.json` atomically; callers hold the lock (see [`Self::update`]).
@@ -912,6 +958,7 @@ fn fresh_index(dir: &Path, model: Option<(&Model, &str)>) -> Result<WorkspaceFil
         model_name: name,
         model_hash: hash,
         created: now(),
+        model_source: None,
         settings: Settings::default(),
         variants: vec![base],
         slurm_jobs: Vec::new(),
@@ -973,6 +1020,55 @@ mod tests {
             reference: None,
             when: 0,
         }
+    }
+
+    /// Messages about the base variant name the file the user opened, not `variants/0.onnx`;
+    /// a copy opened from elsewhere is named from then on; other variants keep their path.
+    #[test]
+    fn the_base_variant_is_named_after_the_users_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = tempfile::tempdir().unwrap();
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/mbv2_digits.onnx");
+        let user = files.path().join("model.onnx");
+        fs::copy(&sample, &user).unwrap();
+        let model = Model::load(&user).unwrap();
+        let mut ws = Workspace::open_or_create(dir.path(), &model, "model").unwrap();
+        let base = ws.load_variant_model(0).unwrap();
+        assert_eq!(base.source(), user.display().to_string());
+        // An analysis error of the base names the user's file.
+        let e = crate::runtime::CompiledModel::compile(&base, &[vec![3, 5, 5]], 1, &[])
+            .err()
+            .expect("wrong input shape");
+        assert!(e.to_string().contains("model.onnx"), "{e}");
+        assert!(!e.to_string().contains("variants/0.onnx"), "{e}");
+        let child = ws.add_variant(0, "copy", &model).unwrap();
+        assert!(ws
+            .load_variant_model(child)
+            .unwrap()
+            .source()
+            .ends_with(&format!("variants/{child}.onnx")));
+        // Reopened (another process) and from a moved copy.
+        let again = Workspace::open(dir.path()).unwrap();
+        assert_eq!(
+            again.model_label(&again.model_path(again.variant(0).unwrap())),
+            user.display().to_string()
+        );
+        let moved = files.path().join("moved.onnx");
+        fs::rename(&user, &moved).unwrap();
+        let model = Model::load(&moved).unwrap();
+        let ws = Workspace::open_or_create(dir.path(), &model, "model").unwrap();
+        assert_eq!(
+            ws.load_variant_model(0).unwrap().source(),
+            moved.display().to_string()
+        );
+        assert_eq!(
+            Workspace::open(dir.path())
+                .unwrap()
+                .file()
+                .model_source
+                .as_deref(),
+            Some(moved.to_str().unwrap())
+        );
     }
 
     /// Writers with their own `Workspace` each (as separate processes have): every

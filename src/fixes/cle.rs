@@ -22,12 +22,14 @@ use super::bn_fold::{fold_batchnorms, FoldReport};
 use super::bn_stats::BnStats;
 use super::chains::{plan, Between, Member};
 use super::edit::prune_unused;
-use super::hba::{absorb, HbaLink, HbaReport};
+use super::hba::{absorb, pre_activation_minimums, HbaLink, HbaReport};
 use super::layout::Layout;
 use crate::cancel::CancelToken;
+use crate::data::Dataset;
 use crate::model::graph::node_label;
 use crate::model::Model;
 use crate::quant::analysis::WeightRanges;
+use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
@@ -416,12 +418,32 @@ pub fn convert_to_relu(model: &Model, nodes: &[String]) -> Result<Model> {
     clips_to_relu(model.clone(), &indices)
 }
 
+/// Calibration samples high-bias absorption is limited to: it moves only what keeps the
+/// function exact on them (see `hba`).
+#[derive(Clone, Copy)]
+pub struct HbaSamples<'a> {
+    pub data: &'a Dataset,
+    pub options: RunOptions,
+}
+
 /// Equalize `model` (folding its BNs first when it still has foldable ones). `stats` are
-/// the BN statistics of an earlier fold, if any; HBA needs them.
+/// the BN statistics of an earlier fold, if any; HBA needs them, and absorbs what they
+/// suggest (statistical: it may change outputs; see [`equalize_checked`]).
 pub fn equalize(
     model: &Model,
     stats: &BnStats,
     options: &CleOptions,
+    cancel: &CancelToken,
+) -> Result<CleOutcome> {
+    equalize_checked(model, stats, options, None, cancel)
+}
+
+/// [`equalize`], with HBA limited to what keeps the outputs on `samples` unchanged.
+pub fn equalize_checked(
+    model: &Model,
+    stats: &BnStats,
+    options: &CleOptions,
+    samples: Option<HbaSamples>,
     cancel: &CancelToken,
 ) -> Result<CleOutcome> {
     let fold = fold_batchnorms(model)?;
@@ -547,7 +569,15 @@ pub fn equalize(
     let mut result = clips_to_relu(edited, &clips)?;
     cancel.check()?;
     let hba = if options.hba {
-        let (m, r) = absorb(result, &hba_links, &mut stats, options.hba_padded)?;
+        let mins = match samples {
+            Some(s) if !hba_links.is_empty() => Some((
+                pre_activation_minimums(&result, &hba_links, s.data, s.options, cancel)?,
+                s.data.len(),
+            )),
+            _ => None,
+        };
+        let observed = mins.as_ref().map(|(m, n)| (m, *n));
+        let (m, r) = absorb(result, &hba_links, &mut stats, options.hba_padded, observed)?;
         result = m;
         Some(r)
     } else {

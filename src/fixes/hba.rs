@@ -9,15 +9,24 @@
 //! border outputs get only part of the absorbed bias. AIMET absorbs anyway. Here such an L2
 //! is skipped by default (the function stays exact up to the 3σ assumption) and absorbed
 //! into only with `padded = true`; the sample-models README has the measured effect.
+//!
+//! The 3σ assumption is statistical: real inputs can take a channel below c (a text
+//! classifier's probabilities moved by 0.128). Given the per-channel minimum of each
+//! pre-activation over calibration samples ([`pre_activation_minimums`]), only
+//! c' = min(c, max(0, observed minimum)) is moved, which is exact on those samples.
 
 use super::bn_stats::BnStats;
 use super::edit::{add_initializer, private_constant, set_input};
 use super::layout::Layout;
+use crate::cancel::CancelToken;
+use crate::data::Dataset;
+use crate::experiment::evaluate::sample_shapes;
 use crate::model::graph::node_label;
 use crate::model::{attrs, Model};
 use crate::quant::qdq::Names;
+use crate::runtime::{CompiledModel, RunOptions};
 use crate::{Error, Result};
-use ndarray::{Array1, ArrayD};
+use ndarray::{Array1, ArrayD, Axis};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -36,6 +45,12 @@ pub struct Absorbed {
     pub channels: usize,
     /// The largest c moved.
     pub max: f32,
+    /// Channels whose c the calibration samples lowered (they went below β − 3|γ|).
+    #[serde(default)]
+    pub reduced: usize,
+    /// With samples: the largest c the BN statistics alone would have moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_from_statistics: Option<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +66,71 @@ pub struct HbaReport {
     pub skipped: Vec<NotAbsorbed>,
     /// Whether layers that zero-pad their input were absorbed into.
     pub padded: bool,
+    /// Calibration samples the absorption was limited to (exact on them); `None`: from the
+    /// BN statistics alone, which may change outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_on: Option<usize>,
+}
+
+/// Per-channel minimum over `data` of each link's pre-activation (the output of
+/// `link.layer`, channel axis 1), by layer label.
+pub fn pre_activation_minimums(
+    model: &Model,
+    links: &[HbaLink],
+    data: &Dataset,
+    options: RunOptions,
+    cancel: &CancelToken,
+) -> Result<HashMap<String, Vec<f32>>> {
+    let graph = model.graph();
+    let outputs: HashMap<String, String> = (0..graph.node.len())
+        .filter_map(|i| {
+            let label = node_label(graph, i);
+            let out = graph.node[i].output.first()?.clone();
+            links
+                .iter()
+                .any(|l| l.layer == label)
+                .then_some((label, out))
+        })
+        .collect();
+    if outputs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let capture: Vec<String> = outputs.values().cloned().collect();
+    let compiled =
+        CompiledModel::compile(model, &sample_shapes(data), options.batch_size, &capture)?;
+    let slots: Vec<(String, usize)> = outputs
+        .iter()
+        .filter_map(|(label, value)| {
+            let slot = compiled.output_names().iter().position(|n| n == value)?;
+            Some((label.clone(), slot))
+        })
+        .collect();
+    let mut mins: HashMap<String, Vec<f32>> = HashMap::new();
+    compiled.run_dataset_streaming(data, options, cancel, &|_, _| {}, &mut |_, outs| {
+        for (label, slot) in &slots {
+            let out = &outs[*slot];
+            if out.ndim() < 2 {
+                return Err(Error::runtime(format!(
+                    "{}: output of '{label}' has rank {}, no channel axis",
+                    model.source(),
+                    out.ndim()
+                )));
+            }
+            let batch: Vec<f32> = out
+                .axis_iter(Axis(1))
+                .map(|c| c.iter().fold(f32::INFINITY, |m, &v| m.min(v)))
+                .collect();
+            let entry = mins
+                .entry(label.clone())
+                .or_insert_with(|| vec![f32::INFINITY; batch.len()]);
+            entry
+                .iter_mut()
+                .zip(&batch)
+                .for_each(|(m, v)| *m = m.min(*v));
+        }
+        Ok(())
+    })?;
+    Ok(mins)
 }
 
 /// Does the Conv pad its input with zeros?
@@ -101,21 +181,25 @@ pub fn absorb_high_bias(
     stats: &mut BnStats,
     padded: bool,
 ) -> Result<(Model, HbaReport)> {
-    absorb(model.clone(), links, stats, padded)
+    absorb(model.clone(), links, stats, padded, None)
 }
 
-/// [`absorb_high_bias`] editing `model` itself (CLE hands over the model it made).
+/// [`absorb_high_bias`] editing `model` itself (CLE hands over the model it made). With
+/// `observed` (per-channel pre-activation minimums over `samples` calibration samples, see
+/// [`pre_activation_minimums`]) each c is lowered to what the samples allow.
 pub(crate) fn absorb(
     mut model: Model,
     links: &[HbaLink],
     stats: &mut BnStats,
     padded: bool,
+    observed: Option<(&HashMap<String, Vec<f32>>, usize)>,
 ) -> Result<(Model, HbaReport)> {
     let by_label: HashMap<String, usize> = (0..model.graph().node.len())
         .map(|i| (node_label(model.graph(), i), i))
         .collect();
     let mut report = HbaReport {
         padded,
+        checked_on: observed.map(|(_, n)| n),
         ..Default::default()
     };
     // Layers that had no bias of their own: the bias they get, attached at the end.
@@ -140,17 +224,43 @@ pub(crate) fn absorb(
             ));
             continue;
         };
-        let c: Vec<f32> = s
+        let statistical: Vec<f32> = s
             .mean
             .iter()
             .zip(&s.std)
             .map(|(m, d)| (m - 3.0 * d).max(0.0))
             .collect();
+        let (c, reduced) = match observed {
+            None => (statistical.clone(), 0),
+            Some((mins, _)) => {
+                let Some(min) = mins
+                    .get(&link.layer)
+                    .filter(|m| m.len() == statistical.len())
+                else {
+                    report.skipped.push(skip(
+                        "its pre-activation was not measured on the samples".into(),
+                    ));
+                    continue;
+                };
+                let c: Vec<f32> = statistical
+                    .iter()
+                    .zip(min)
+                    .map(|(&c, &m)| c.min(m.max(0.0)))
+                    .collect();
+                let reduced = c.iter().zip(&statistical).filter(|(a, b)| a < b).count();
+                (c, reduced)
+            }
+        };
         let moved = c.iter().filter(|&&v| v > 0.0).count();
         if moved == 0 {
-            report.skipped.push(skip(
-                "nothing to absorb: β − 3|γ| ≤ 0 in every channel".into(),
-            ));
+            report.skipped.push(skip(if reduced > 0 {
+                format!(
+                    "nothing to absorb exactly: the calibration samples go below \
+                     max(0, β − 3|γ|) in all {reduced} channel(s) where it is > 0"
+                )
+            } else {
+                "nothing to absorb: β − 3|γ| ≤ 0 in every channel".into()
+            }));
             continue;
         }
         if !padded && pads_input(&model.graph().node[l2]) {
@@ -229,6 +339,9 @@ pub(crate) fn absorb(
             into: link.next.clone(),
             channels: moved,
             max: c.iter().fold(0.0f32, |m, &v| m.max(v)),
+            reduced,
+            max_from_statistics: observed
+                .map(|_| statistical.iter().fold(0.0f32, |m, &v| m.max(v))),
         });
     }
     if new_biases.is_empty() {

@@ -24,5 +24,7 @@ pub(crate) mod tests;
 
 pub use bn_fold::{fold_batchnorms, FoldOutcome, FoldReport};
 pub use bn_stats::{BnStats, ChannelStats};
-pub use cle::{convert_to_relu, equalize, CleOptions, CleOutcome, CleReport};
-pub use hba::{absorb_high_bias, HbaLink, HbaReport};
+pub use cle::{
+    convert_to_relu, equalize, equalize_checked, CleOptions, CleOutcome, CleReport, HbaSamples,
+};
+pub use hba::{absorb_high_bias, pre_activation_minimums, HbaLink, HbaReport};

@@ -645,3 +645,85 @@ fn cle_equalizes_gemm_pairs_in_both_weight_layouts() {
     let x = Rng::new(32).array(&[16, 8], 2.0);
     assert_same_function(&model, m, &x, "gemm pair");
 }
+
+/// Conv 1×1 → BN (β − 3|γ| = 2 or 6: HBA's c) → Relu → Conv 1×1. Real inputs reach far
+/// below β − 3|γ| (c1's output spans about ±6), which the BN statistics do not show.
+fn statistically_high_pair() -> Model {
+    let mut rng = Rng::new(41);
+    let mut b = ProtoBuilder::new(13);
+    let fill = |v: f32| ArrayD::from_elem(IxDyn(&[4]), v);
+    let beta = ArrayD::from_shape_vec(IxDyn(&[4]), vec![5.0, 5.0, 9.0, 9.0]).unwrap();
+    b.input("x", &[3, 6, 6])
+        .initializer("c1.w", &rng.array(&[4, 3, 1, 1], 0.8))
+        .node("Conv", "c1", &["x", "c1.w"], &["c1"], vec![]);
+    bn_with(
+        &mut b,
+        "bn",
+        "c1",
+        "b",
+        [fill(1.0), beta, fill(0.0), fill(1.0)],
+    );
+    b.node("Relu", "relu", &["b"], &["r"], vec![])
+        .initializer("c2.w", &rng.array(&[2, 4, 1, 1], 0.5))
+        .initializer("c2.b", &rng.array(&[2], 0.5))
+        .node("Conv", "c2", &["r", "c2.w", "c2.b"], &["y"], vec![])
+        .output("y");
+    b.model("statistically high pair").unwrap()
+}
+
+fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn high_bias_absorption_checked_on_samples_keeps_their_outputs() {
+    let model = statistically_high_pair();
+    let x = Rng::new(42).array(&[32, 3, 6, 6], 4.0);
+    let reference = outputs(&model, &x);
+    // The statistics alone: c = β − 3|γ| moves although the inputs go below it.
+    let statistical = cle(&model, &CleOptions::default());
+    let h = statistical.report.hba.as_ref().unwrap();
+    assert_eq!(h.absorbed.len(), 1, "{h:?}");
+    assert!(h.checked_on.is_none());
+    let moved = max_abs_diff(&reference, &outputs(&statistical.model, &x));
+    assert!(
+        moved > 0.05,
+        "statistical HBA changed the outputs by only {moved}"
+    );
+    // Limited to what the samples allow: the same outputs on them.
+    let data = crate::data::Dataset::from_arrays(
+        "x",
+        vec![crate::data::NamedInput {
+            name: None,
+            source: "x".into(),
+            data: x.clone(),
+        }],
+        None,
+    )
+    .unwrap();
+    let samples = HbaSamples {
+        data: &data,
+        options: crate::runtime::RunOptions::default(),
+    };
+    let checked = equalize_checked(
+        &model,
+        &BnStats::default(),
+        &CleOptions::default(),
+        Some(samples),
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let h = checked.report.hba.as_ref().unwrap();
+    assert_eq!(h.checked_on, Some(32));
+    let a = &h.absorbed[0];
+    assert!(a.reduced > 0 && a.max > 0.0, "{a:?}");
+    assert!(a.max < a.max_from_statistics.unwrap(), "{a:?}");
+    let d = max_abs_diff(&reference, &outputs(&checked.model, &x));
+    assert!(
+        d < 1e-4,
+        "checked HBA changed the outputs on its samples by {d}"
+    );
+    eprintln!("statistical HBA: max |Δ| {moved:.3}; checked on the samples: {d:.1e} ({a:?})");
+}

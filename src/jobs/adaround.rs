@@ -13,7 +13,6 @@ use super::lock;
 use crate::experiment::quantsim::{float_variant_path, quantsim_child, settings_label};
 use crate::experiment::Workspace;
 use crate::fixes::adaround::{adaround, frozen_encodings, AdaroundOptions};
-use crate::model::Model;
 use crate::quant::simulate::QuantsimRequest;
 use crate::{Error, Result};
 use serde_json::json;
@@ -96,7 +95,7 @@ pub(crate) fn round(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_
         let path = float_variant_path(&ws, variant, "AdaRound")?;
         (path, ws.dir().join("cache").join("adaround"))
     };
-    let model = Model::load(&path)?;
+    let model = super::load_model(workspace, &path)?;
     let options = AdaroundOptions::new(settings.w_bits, iterations);
     let n = options.hyper.iterations;
     ctx.log(format!(

@@ -7,7 +7,6 @@ use super::kind::JobKind;
 use super::lock;
 use crate::experiment::quantsim::{float_variant_path, settings_label};
 use crate::experiment::Workspace;
-use crate::model::Model;
 use crate::quant::analysis::{analyze, Analysis, AnalyzeOptions};
 use crate::quant::simulate::QuantsimRequest;
 use crate::{Error, Result};
@@ -36,7 +35,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         let ws = lock(workspace);
         (analyzed_model(&ws, *variant)?, ws.dir().to_path_buf())
     };
-    let model = Model::load(&path)?;
+    let model = super::load_model(workspace, &path)?;
     ctx.log(format!(
         "analyze v{variant}: {} ({}){}",
         settings_label(settings),

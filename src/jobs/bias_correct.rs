@@ -8,7 +8,6 @@ use super::lock;
 use crate::experiment::quantsim::{float_variant_path, quantsim_child, settings_label};
 use crate::experiment::Workspace;
 use crate::fixes::bias_correction::{bias_correct, BcMode};
-use crate::model::Model;
 use crate::quant::simulate::QuantsimRequest;
 use crate::{Error, Result};
 use serde_json::json;
@@ -89,7 +88,7 @@ pub(crate) fn correct(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
         let path = float_variant_path(&ws, variant, "bias correction")?;
         (path, ws.bn_stats(variant)?.unwrap_or_default())
     };
-    let model = Model::load(&path)?;
+    let model = super::load_model(workspace, &path)?;
     ctx.log(format!(
         "bias correction ({mode}) of v{variant} for {}",
         settings_label(settings)

@@ -105,6 +105,8 @@ impl ChainStep {
                 relu6_to_relu: *relu6_to_relu,
                 hba: true,
                 hba_padded: false,
+                // HBA limited to what the data allows, when the chain has data.
+                data: Some(data).filter(|d| !d.as_os_str().is_empty()),
             },
             ChainStep::BiasCorrect { mode } => JobKind::BiasCorrect {
                 variant,

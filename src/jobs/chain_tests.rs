@@ -121,6 +121,7 @@ fn a_w4a8_chain_makes_one_variant_per_step_and_scores_like_the_steps_one_by_one(
             relu6_to_relu: true,
             hba: true,
             hba_padded: false,
+            data: Some(sample("digits")),
         },
     );
     let cle = variant_of(&cle.unwrap(), "variant");

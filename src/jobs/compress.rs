@@ -275,7 +275,7 @@ fn setup(
             ws.dir().to_path_buf(),
         )
     };
-    let model = Model::load(&path)?;
+    let model = super::load_model(workspace, &path)?;
     let mut options = RunOptions::default();
     if *threads > 0 {
         options.threads = *threads;

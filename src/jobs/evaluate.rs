@@ -7,7 +7,6 @@ use super::lock;
 use crate::experiment::evaluate::{evaluate, EvalReport, EvalRequest};
 use crate::experiment::{save_predictions, Predictions, Workspace};
 use crate::metrics::argmax_rows;
-use crate::model::Model;
 use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use serde_json::json;
@@ -68,7 +67,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         options.threads,
         reference.map_or(String::new(), |r| format!(", fidelity to v{r}")),
     ));
-    let model = Model::load(&model_path)?;
+    let model = super::load_model(workspace, &model_path)?;
     let req = EvalRequest {
         model: model_path.clone(),
         data: data.clone(),

@@ -81,7 +81,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     }
     std::fs::create_dir_all(&workdir).map_err(|e| Error::io(&workdir, e))?;
     let source = prepare_source(&ws, *variant, &workdir)?;
-    let float_model = Model::load(&source.float_model)?;
+    let float_model = ws.load_model(&source.float_model)?;
     let mut options = RunOptions::default();
     if *threads > 0 {
         options.threads = *threads;
@@ -99,7 +99,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         crate::experiment::evaluate::scoring_for(data, &eval, Subset::Evaluation, &metric);
     let scorer = ModelScorer::with_scoring(&float_model, eval.data, options, scoring, ctx.cancel)?;
     let before = if source.quantized {
-        scorer.score(&Model::load(&source.variant_model)?, ctx.cancel)?
+        scorer.score(&ws.load_model(&source.variant_model)?, ctx.cancel)?
     } else {
         scorer.parent_score().clone()
     };

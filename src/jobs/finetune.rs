@@ -29,7 +29,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let (variant, data, settings, threads) = training_inputs(ctx.kind)?;
     let started = Instant::now();
     let path = float_variant_path(&lock(workspace), variant, "fine-tuning")?;
-    let model = Model::load(&path)?;
+    let model = super::load_model(workspace, &path)?;
     let request = TrainRequest {
         model: &model,
         data,

@@ -5,10 +5,15 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use crate::cancel::CancelToken;
+use crate::data::Dataset;
+use crate::experiment::evaluate::{check_fits, sample_shapes, select_samples, Subset};
 use crate::experiment::quantsim::float_variant_path;
 use crate::experiment::Workspace;
-use crate::fixes::{equalize, fold_batchnorms, BnStats, CleOptions, CleReport};
+use crate::fixes::{equalize_checked, fold_batchnorms, BnStats, CleOptions, CleReport, HbaSamples};
+use crate::metrics::clamp_db;
 use crate::model::Model;
+use crate::runtime::{run_together, CompiledModel, RunOptions};
 use crate::{Error, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -24,7 +29,10 @@ fn load_parent(workspace: &Mutex<Workspace>, variant: u32, what: &str) -> Result
             ws.bn_stats(variant)?,
         )
     };
-    Ok((Model::load(&path)?, stats.unwrap_or_default()))
+    Ok((
+        super::load_model(workspace, &path)?,
+        stats.unwrap_or_default(),
+    ))
 }
 
 /// Keep `model` as a child of `parent` made by `step`, with the parent's MACs (the fixes
@@ -113,6 +121,7 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
         relu6_to_relu,
         hba,
         hba_padded,
+        data,
     } = ctx.kind
     else {
         return Err(Error::runtime("the cle job was handed another kind of job"));
@@ -125,9 +134,59 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
     };
     let (model, stats) = load_parent(workspace, *variant, "CLE")?;
     let started = Instant::now();
-    let out = equalize(&model, &stats, &options, ctx.cancel)?;
+    let settings = lock(workspace).settings().clone();
+    let run = RunOptions::default();
+    let subset = |s: Subset| -> Result<Option<Dataset>> {
+        let Some(d) = data else { return Ok(None) };
+        let picked = select_samples(d, s, settings.calibration_size, settings.split_seed)?.data;
+        check_fits(&model, &picked)?;
+        Ok(Some(picked))
+    };
+    let calibration = if options.hba {
+        subset(Subset::Calibration)?
+    } else {
+        None
+    };
+    let samples = calibration.as_ref().map(|d| HbaSamples {
+        data: d,
+        options: run,
+    });
+    let out = equalize_checked(&model, &stats, &options, samples, ctx.cancel)?;
     ctx.cancel.check()?;
     let r = &out.report;
+    if let Some(h) = &r.hba {
+        for a in &h.absorbed {
+            let lowered = match (a.reduced, a.max_from_statistics) {
+                (0, _) => String::new(),
+                (n, Some(s)) => format!(
+                    "; {n} channel(s) lowered to the calibration minimum (BN statistics alone: max {s:.4})"
+                ),
+                (n, None) => format!("; {n} channel(s) lowered"),
+            };
+            ctx.log(format!(
+                "high-bias absorption '{}' → '{}': {} channel(s), max {:.4}{lowered}",
+                a.layer, a.into, a.channels, a.max
+            ));
+        }
+        if h.checked_on.is_none() && !h.absorbed.is_empty() {
+            ctx.log(
+                "note: high-bias absorption is statistical (from BN statistics) and may change \
+                 outputs; give a dataset (--data) to absorb only what the data allows",
+            );
+        }
+    }
+    // What the whole result costs in FP32, on samples the absorption was not fitted to.
+    let fp32_change = match subset(Subset::Evaluation)? {
+        Some(eval) => {
+            let c = output_change(&model, &out.model, &eval, run, ctx.cancel)?;
+            ctx.log(format!(
+                "FP32 outputs vs v{variant} on {} evaluation samples: max |Δ| {:.3e}, SQNR {:.1} dB",
+                c["samples"], c["max_abs"].as_f64().unwrap_or(0.0), c["sqnr_db"].as_f64().unwrap_or(0.0)
+            ));
+            Some(c)
+        }
+        None => None,
+    };
     if let Some(f) = &r.folded {
         ctx.log(format!(
             "note: the model still had BatchNormalizations: {} folded first",
@@ -155,8 +214,52 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
     summary["step"] = json!(step);
     summary["output"] = json!(path.display().to_string());
     summary["seconds"] = json!(seconds);
+    summary["fp32_change"] = json!(fp32_change);
     summary["workspace"] = json!(lock(workspace).dir().display().to_string());
     Ok(summary)
+}
+
+/// How far `after`'s outputs are from `before`'s on `data`, over every output element:
+/// `{samples, max_abs, sqnr_db}` (SQNR of `after` against `before`, capped for JSON).
+fn output_change(
+    before: &Model,
+    after: &Model,
+    data: &Dataset,
+    options: RunOptions,
+    cancel: &CancelToken,
+) -> Result<serde_json::Value> {
+    let shapes = sample_shapes(data);
+    let a = CompiledModel::compile(before, &shapes, options.batch_size, &[])?;
+    let b = CompiledModel::compile(after, &shapes, options.batch_size, &[])?;
+    let (mut max_abs, mut signal, mut noise) = (0.0f32, 0.0f64, 0.0f64);
+    run_together(
+        &[&a, &b],
+        data,
+        options,
+        cancel,
+        &|_, _| {},
+        &mut |_, outs| {
+            for (r, t) in outs[0].iter().zip(&outs[1]) {
+                for (&r, &t) in r.iter().zip(t.iter()) {
+                    let d = r - t;
+                    max_abs = max_abs.max(d.abs());
+                    signal += f64::from(r) * f64::from(r);
+                    noise += f64::from(d) * f64::from(d);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let sqnr = if noise == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    };
+    Ok(json!({
+        "samples": data.len(),
+        "max_abs": max_abs,
+        "sqnr_db": clamp_db(sqnr),
+    }))
 }
 
 /// The report without the per-channel lists (they belong to the app's chart, not the job

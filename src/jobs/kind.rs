@@ -248,6 +248,10 @@ pub enum JobKind {
         /// HBA also into layers that zero-pad their input (AIMET's behaviour).
         #[serde(default)]
         hba_padded: bool,
+        /// A dataset: HBA absorbs only what keeps the outputs on its calibration samples
+        /// unchanged, and the FP32 change is measured on its evaluation samples.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<PathBuf>,
     },
     /// Several fixes in a row (fold BN → CLE → bias correction or AdaRound → quantsim),
     /// each step a child of the previous step's variant; `settings` are the quantsim
@@ -448,6 +452,7 @@ impl JobKind {
                 relu6_to_relu,
                 hba,
                 hba_padded,
+                ..
             } => {
                 let mut label = format!("cle v{variant}");
                 if *relu6_to_relu {

@@ -66,6 +66,16 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Load the variant model file at `path`, named as the workspace says (the base variant's
+/// copy by the user's file); the lock is held only to read that name.
+fn load_model(
+    workspace: &Mutex<crate::experiment::Workspace>,
+    path: &std::path::Path,
+) -> crate::Result<crate::model::Model> {
+    let label = lock(workspace).model_label(path);
+    crate::experiment::load_model_as(path, &label)
+}
+
 #[cfg(test)]
 pub(crate) mod compress_tests;
 #[cfg(test)]

@@ -69,7 +69,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let (variant, data, settings, threads) = training_inputs(ctx.kind)?;
     let started = Instant::now();
     let from = start(&lock(workspace), variant)?;
-    let model = Model::load(&from.float_model)?;
+    let model = super::load_model(workspace, &from.float_model)?;
     let pins = lock(workspace).settings().input_shapes.clone();
     let frozen = load_model_encodings(&model, &from.encodings, pins.as_deref())?;
     let request = TrainRequest {

@@ -130,7 +130,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
 fn unfolded_bn_note(workspace: &Mutex<Workspace>, variant: u32) -> Result<Vec<String>> {
     let path =
         crate::experiment::quantsim::float_variant_path(&lock(workspace), variant, "quantsim")?;
-    let model = crate::model::Model::load(&path)?;
+    let model = super::load_model(workspace, &path)?;
     if !model
         .graph()
         .node

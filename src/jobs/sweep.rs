@@ -23,7 +23,6 @@ use crate::compress::{LayerRatios, Method};
 use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
 use crate::experiment::quantsim::float_variant_path;
 use crate::experiment::Workspace;
-use crate::model::Model;
 use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use serde_json::{json, Value};
@@ -209,7 +208,7 @@ pub(crate) fn run_with(
             ws.dir().to_path_buf(),
         )
     };
-    let model = Model::load(&model_path)?;
+    let model = super::load_model(workspace, &model_path)?;
     let mut options = RunOptions::default();
     if plan.threads > 0 {
         options.threads = plan.threads;

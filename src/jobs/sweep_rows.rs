@@ -7,7 +7,6 @@ use crate::compress::scorer::ModelScorer;
 use crate::compress::sweep::SweepRow;
 use crate::experiment::Workspace;
 use crate::metrics::Score;
-use crate::model::Model;
 use crate::{Error, Result};
 use std::sync::Mutex;
 
@@ -83,7 +82,8 @@ pub(crate) fn candidate_row(
     // Fidelity is to the candidate's parent; for a grandchild of the base (or a trained
     // candidate), score the candidate against the base itself.
     let against_base = if trained || (record.metric.is_fidelity() && parent != base.id) {
-        base.scorer.score(&Model::load(&model_path)?, cancel)?
+        base.scorer
+            .score(&super::load_model(workspace, &model_path)?, cancel)?
     } else {
         final_score.clone()
     };

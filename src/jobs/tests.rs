@@ -772,6 +772,7 @@ fn fold_bn_then_cle_jobs_make_children_that_carry_the_bn_statistics() {
         relu6_to_relu: true,
         hba: true,
         hba_padded: false,
+        data: None,
     };
     assert_eq!(cle.label(), format!("cle v{folded} relu6→relu +hba"));
     assert!(!cle.is_heavy());
@@ -830,6 +831,7 @@ fn a_cancelled_cle_job_adds_no_variant_and_a_kind_round_trips() {
         relu6_to_relu: false,
         hba: true,
         hba_padded: false,
+        data: None,
     };
     let result = run_job_blocking_with(ws.clone(), kind.clone(), &cancel, |_| {});
     assert!(matches!(result, Err(crate::Error::Cancelled)), "{result:?}");

@@ -469,6 +469,9 @@ fn cli_bad_models() {
     );
     let line = assert_bad_input(&o, "huge pads eval");
     assert!(line.contains("block4.project.conv.out"), "{line}");
+    // The job compiles the workspace's copy of the model: the message names the user's file.
+    assert!(line.contains("huge_pads.onnx"), "{line}");
+    assert!(!line.contains("variants/0.onnx"), "{line}");
     for at in cut_points(bytes.len()) {
         cases.push((
             format!("truncated at {at}"),

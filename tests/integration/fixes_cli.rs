@@ -109,3 +109,92 @@ fn fix_commands_reject_bad_input() {
     );
     assert!(line.contains("garbage.onnx"), "{line}");
 }
+
+/// Conv 1×1 → BN (β = 5, γ = 1: HBA's c = β − 3|γ| = 2) → Relu → Conv 1×1 → mean → [N, 2],
+/// written to `dir`, with a dataset whose inputs take c1's output far below −3.
+fn statistically_high_model(dir: &std::path::Path) -> (String, String) {
+    use ndarray::{ArrayD, IxDyn};
+    use qsteer::model::builder::{attr_ints, ProtoBuilder};
+    let mut rng = SplitMix64(7);
+    let mut arr = |shape: &[usize], scale: f32| {
+        ArrayD::from_shape_fn(IxDyn(shape), |_| {
+            (rng.below(2001) as f32 / 1000.0 - 1.0) * scale
+        })
+    };
+    let fill = |v: f32| ArrayD::from_elem(IxDyn(&[4]), v);
+    let mut b = ProtoBuilder::new(13);
+    b.input("x", &[3, 4, 4])
+        .initializer("c1.w", &arr(&[4, 3, 1, 1], 0.8))
+        .node("Conv", "c1", &["x", "c1.w"], &["c1"], vec![]);
+    for (p, v) in [("scale", 1.0), ("bias", 5.0), ("mean", 0.0), ("var", 1.0)] {
+        b.initializer(&format!("bn.{p}"), &fill(v));
+    }
+    b.node(
+        "BatchNormalization",
+        "bn",
+        &["c1", "bn.scale", "bn.bias", "bn.mean", "bn.var"],
+        &["b"],
+        vec![],
+    )
+    .node("Relu", "relu", &["b"], &["r"], vec![])
+    .initializer("c2.w", &arr(&[2, 4, 1, 1], 0.5))
+    .initializer("c2.b", &arr(&[2], 0.5))
+    .node("Conv", "c2", &["r", "c2.w", "c2.b"], &["c2"], vec![])
+    .node(
+        "ReduceMean",
+        "pool",
+        &["c2"],
+        &["y"],
+        vec![
+            attr_ints("axes", &[2, 3]),
+            qsteer::model::builder::attr_int("keepdims", 0),
+        ],
+    )
+    .output("y");
+    let model = dir.join("high.onnx");
+    b.model("high").unwrap().save(&model).unwrap();
+    let data = dir.join("data");
+    for (half, n) in [("calibration", 40usize), ("evaluation", 40)] {
+        let x = arr(&[n, 3, 4, 4], 4.0);
+        let labels = ArrayD::from_shape_fn(IxDyn(&[n]), |i| (i[0] % 2) as i64);
+        std::fs::create_dir_all(data.join(half)).unwrap();
+        qsteer::data::write_npy_f32(&data.join(half).join("inputs.npy"), &x).unwrap();
+        qsteer::data::write_npy_i64(&data.join(half).join("labels.npy"), &labels).unwrap();
+    }
+    (model.display().to_string(), data.display().to_string())
+}
+
+#[test]
+fn cle_limits_high_bias_absorption_to_what_the_data_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (model, data) = statistically_high_model(d);
+    // Without data: absorbed from the statistics, with a note saying what that means.
+    let o = run(d, &["cle", &model, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: high-bias absorption is statistical"),
+        "{}",
+        stderr(&o)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["hba"]["absorbed"].as_array().unwrap().len(), 1, "{doc}");
+    assert!(doc["hba"]["checked_on"].is_null());
+    assert!(doc["fp32_change"].is_null());
+    // With data: limited to the calibration samples, the cost measured on the evaluation
+    // samples (which the absorption never saw: small, not necessarily zero).
+    let doc = json_ok(d, &["cle", &model, "--data", &data, "--json"]);
+    assert_eq!(doc["hba"]["checked_on"], 40, "{doc}");
+    let a = &doc["hba"]["absorbed"];
+    let lowered = a.as_array().map_or(0, |l| {
+        l.iter()
+            .map(|x| x["reduced"].as_u64().unwrap())
+            .sum::<u64>()
+    }) + doc["hba"]["skipped"].as_array().unwrap().len() as u64;
+    assert!(lowered > 0, "the data lowers c: {doc}");
+    let change = &doc["fp32_change"];
+    assert_eq!(change["samples"], 40, "{doc}");
+    assert!(change["max_abs"].as_f64().unwrap() < 0.05, "{change}");
+    assert!(change["sqnr_db"].as_f64().unwrap() > 30.0, "{change}");
+    assert_eq!(doc["samples"], 40);
+}
