@@ -41,6 +41,39 @@ pub fn quantsim_child(
     cancel: &CancelToken,
     progress: &(dyn Fn(&str, usize, usize) + Sync),
 ) -> Result<QuantsimChild> {
+    simulate_child(workspace, parent, req, encodings, false, cancel, progress)
+}
+
+/// [`quantsim_child`] from encodings that were made for `req.settings` (AdaRound's or QAT's
+/// frozen encodings): the settings are recorded with the variant, in the same index write.
+pub fn quantsim_child_frozen(
+    workspace: &Mutex<Workspace>,
+    parent: u32,
+    req: &QuantsimRequest,
+    encodings: &Path,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<QuantsimChild> {
+    simulate_child(
+        workspace,
+        parent,
+        req,
+        Some(encodings),
+        true,
+        cancel,
+        progress,
+    )
+}
+
+fn simulate_child(
+    workspace: &Mutex<Workspace>,
+    parent: u32,
+    req: &QuantsimRequest,
+    encodings: Option<&Path>,
+    frozen: bool,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(&str, usize, usize) + Sync),
+) -> Result<QuantsimChild> {
     let (path, label) = {
         let ws = lock(workspace);
         let path = float_variant_path(&ws, parent, "quantsim")?;
@@ -55,7 +88,7 @@ pub fn quantsim_child(
     // Cancelled during the last evaluation batch: still nothing is recorded.
     cancel.check()?;
     let mut ws = lock(workspace);
-    let variant = record_quantsim(&mut ws, parent, req, encodings, &outcome)?;
+    let variant = ws.transaction(|ws| record(ws, parent, req, encodings, frozen, &outcome))?;
     let parent_score = ws
         .variant(parent)
         .and_then(|v| v.latest_result(&outcome.report.dataset_fingerprint))
@@ -93,7 +126,7 @@ pub fn record_quantsim(
     from_file: Option<&Path>,
     outcome: &QuantsimOutcome,
 ) -> Result<u32> {
-    ws.transaction(|ws| record(ws, parent, req, from_file, outcome))
+    ws.transaction(|ws| record(ws, parent, req, from_file, false, outcome))
 }
 
 fn record(
@@ -101,6 +134,7 @@ fn record(
     parent: u32,
     req: &QuantsimRequest,
     from_file: Option<&Path>,
+    frozen: bool,
     outcome: &QuantsimOutcome,
 ) -> Result<u32> {
     let encodings = encodings_json(&outcome.sim)?;
@@ -110,8 +144,9 @@ fn record(
     };
     let id = ws.add_variant(parent, &step, &outcome.sim.model)?;
     ws.set_encodings(id, &encodings)?;
-    // Imported encodings have no settings to rerun or analyze with.
-    if from_file.is_none() {
+    // Imported encodings have no settings to rerun or analyze with; frozen ones were made
+    // for the request's.
+    if from_file.is_none() || frozen {
         ws.set_quantsim_settings(id, &req.settings)?;
     }
     let r = &outcome.report;

@@ -10,7 +10,7 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
-use crate::experiment::quantsim::{float_variant_path, quantsim_child, settings_label};
+use crate::experiment::quantsim::{float_variant_path, quantsim_child_frozen, settings_label};
 use crate::experiment::Workspace;
 use crate::fixes::adaround::{adaround, frozen_encodings, AdaroundOptions};
 use crate::quant::simulate::QuantsimRequest;
@@ -54,16 +54,16 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     ctx.log(format!(
         "rounded model → variant {rounded_id}; simulating it with the frozen encodings"
     ));
-    let child = quantsim_child(
+    // Read from a file, but made for these settings: kept with the variant for reruns and
+    // analysis, in the same index write.
+    let child = quantsim_child_frozen(
         workspace,
         rounded_id,
         &req,
-        Some(&encodings_file),
+        &encodings_file,
         ctx.cancel,
         &|stage, d, t| ctx.progress(d, t, stage),
     )?;
-    // Read from a file, but made for these settings: keep them for reruns and analysis.
-    lock(workspace).set_quantsim_settings(child.variant, settings)?;
     let line = super::quantsim::fix_result_line(
         ctx,
         workspace,

@@ -307,18 +307,9 @@ fn run_step(ctx: &JobCtx, workspace: &Mutex<Workspace>, step: &ChainStep) -> Res
             (s, file)
         }
         ChainStep::Quantsim => {
-            let s = quantsim::run(ctx, workspace)?;
-            // With AdaRound's frozen encodings the quantsim was read from a file; its
-            // settings are still the chain's.
-            if let JobKind::Quantsim {
-                settings,
-                encodings: Some(_),
-                ..
-            } = ctx.kind
-            {
-                lock(workspace).set_quantsim_settings(id(&s, "variant")?, settings)?;
-            }
-            (s, None)
+            // With AdaRound's frozen encodings the quantsim reads a file made for the chain's
+            // settings: they are recorded with the variant.
+            (quantsim::run_frozen(ctx, workspace)?, None)
         }
     };
     Ok(StepOutcome {

@@ -13,7 +13,7 @@ use super::child::record_child;
 use super::exec::JobCtx;
 use super::finetune::{train, training_inputs, TrainRequest};
 use super::lock;
-use crate::experiment::quantsim::{float_variant_path, quantsim_child};
+use crate::experiment::quantsim::{float_variant_path, quantsim_child, quantsim_child_frozen};
 use crate::experiment::Workspace;
 use crate::model::Model;
 use crate::quant::encodings_file::{encodings_document, EncodingsVersion};
@@ -117,17 +117,20 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         threads,
     )?;
     qreq.metric = super::job_metric(workspace, ctx.kind)?;
-    let child = quantsim_child(
-        workspace,
-        trained,
-        &qreq,
-        Some(&file),
-        ctx.cancel,
-        &|stage, d, n| ctx.progress(d, n, stage),
-    )?;
-    if let Some(s) = &from.settings {
-        lock(workspace).set_quantsim_settings(child.variant, s)?;
-    }
+    // Encodings made for the quantsim's settings are recorded with them, in one write.
+    let progress = |stage: &str, d, n| ctx.progress(d, n, stage);
+    let child = if from.settings.is_some() {
+        quantsim_child_frozen(workspace, trained, &qreq, &file, ctx.cancel, &progress)?
+    } else {
+        quantsim_child(
+            workspace,
+            trained,
+            &qreq,
+            Some(&file),
+            ctx.cancel,
+            &progress,
+        )?
+    };
     let note = format!(" (weight encodings {how}; FP32 weights: variant {trained})");
     t.finish(ctx, &step, &after, child.variant, &note);
     let output = {

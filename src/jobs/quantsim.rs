@@ -6,7 +6,9 @@ use super::evaluate::save_top1;
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
-use crate::experiment::quantsim::{quantsim_child, result_line, settings_label};
+use crate::experiment::quantsim::{
+    quantsim_child, quantsim_child_frozen, result_line, settings_label,
+};
 use crate::experiment::Workspace;
 use crate::quant::simulate::QuantsimRequest;
 use crate::{Error, Result};
@@ -14,6 +16,16 @@ use serde_json::json;
 use std::sync::Mutex;
 
 pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+    run_with(ctx, workspace, false)
+}
+
+/// The quantsim job of a fix chain: encodings from a file are AdaRound's, frozen for the
+/// chain's settings, which are recorded with the variant.
+pub(crate) fn run_frozen(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+    run_with(ctx, workspace, true)
+}
+
+fn run_with(ctx: &JobCtx, workspace: &Mutex<Workspace>, frozen: bool) -> Result<serde_json::Value> {
     let JobKind::Quantsim {
         variant,
         data,
@@ -48,14 +60,13 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
             options.threads,
         )),
     }
-    let child = quantsim_child(
-        workspace,
-        *variant,
-        &req,
-        encodings.as_deref(),
-        ctx.cancel,
-        &|stage, d, t| ctx.progress(d, t, stage),
-    )?;
+    let progress = |stage: &str, d, t| ctx.progress(d, t, stage);
+    let child = match encodings.as_deref() {
+        Some(file) if frozen => {
+            quantsim_child_frozen(workspace, *variant, &req, file, ctx.cancel, &progress)?
+        }
+        file => quantsim_child(workspace, *variant, &req, file, ctx.cancel, &progress)?,
+    };
     // Noted once the run stands, so a failed run's message stays the only line.
     let notes = unfolded_bn_note(workspace, *variant)?;
     for note in &notes {

@@ -59,6 +59,10 @@ fn adaround_records_the_rounded_model_its_encodings_and_its_quantsim() {
         "adaround{w:4,a:8,per_channel:false,iterations:60}"
     );
     assert_eq!(v[sim]["parent"], rounded as u64);
+    // Read from AdaRound's frozen file but made for these settings: recorded with the
+    // variant (in the same index write as its encodings and score).
+    assert_eq!(v[sim]["quantsim"]["w_bits"], 4);
+    assert!(v[sim]["encodings_file"].is_string() && v[sim]["results"][0].is_object());
 
     // Same model, settings and data: every layer comes from the checkpoints, same score.
     let again = run_json(&[]);
