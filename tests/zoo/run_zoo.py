@@ -31,8 +31,8 @@ Per model (fresh workspace in a temp dir, `--workspace`), the steps and what mak
                                                                       exit 0, JSON
 
 Every qsteer call gets --calibration-size (16) where the command has it, --progress none and
---timeout seconds. A step whose input step failed is `skip`; a comparison ONNX Runtime cannot
-make (it cannot load or run the model) is `n/a`. The table goes to stdout (--json: the
+--timeout seconds. ONNX Runtime runs one sample per call, as qsteer does by default. A step whose input step failed
+is `skip`; a comparison ONNX Runtime cannot make (it cannot load or run the model) is `n/a`. The table goes to stdout (--json: the
 report), the report also to CACHE/zoo-report.json. expected.json lists, per model and step,
 whether the step is expected to pass: exit 0 when every step expected to pass passed (steps
 that pass but are not expected to are printed as "fixed — update expected.json"), 1 otherwise,
@@ -127,10 +127,10 @@ def load_feeds(entry, data_dir):
     return {n: np.load(os.path.join(data_dir, f"inputs.{n}.npy")) for n in names}
 
 
-def run_ort(model, feeds, optimize, first_only=True):
-    """The model's first output for every sample: shape [N, ...] as ORT gives it when the batch
-    is free, or the per-sample outputs concatenated on axis 0 when an input fixes its batch (or
-    the graph fails on a whole batch, e.g. a Reshape that hard-codes batch 1)."""
+def run_ort(model, feeds, optimize):
+    """The model's first output for every sample, one sample per call (as qsteer evaluates by
+    default), concatenated on axis 0. One call per sample also keeps graphs that mix samples
+    (a ReduceMax over the whole batch, a Reshape that hard-codes batch 1) per sample."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if not optimize:
@@ -138,13 +138,7 @@ def run_ort(model, feeds, optimize, first_only=True):
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     out_name = sess.get_outputs()[0].name
     n = len(next(iter(feeds.values())))
-    fixed = any(i.shape and isinstance(i.shape[0], int) and i.shape[0] >= 1 for i in sess.get_inputs())
     scalar = {i.name for i in sess.get_inputs() if len(i.shape) == 0}
-    if not fixed and not scalar:
-        try:
-            return np.asarray(sess.run([out_name], feeds)[0], dtype=np.float32)
-        except Exception:  # noqa: BLE001 (a graph that hard-codes batch 1 inside: one sample a call)
-            pass
     outs = []
     for k in range(n):
         f = {name: (v[k] if name in scalar else v[k:k + 1]) for name, v in feeds.items()}
@@ -217,11 +211,12 @@ def cmp_qdq(entry, model, data_dir, work, tag, quant_doc, args):
         res["error"] = f"quantsim --out wrote no {os.path.basename(sim_model)}"
         return res
     sim_npy = os.path.join(work, f"sim{tag}.npy")
-    doc, r = run_qsteer(args, ["eval", sim_model, "--data", data_dir, "--split", "all", "--save-outputs", sim_npy,
-                               "--no-workspace", "--json"])
-    if r["status"] != "ok":
-        res["error"] = "qsteer eval of the simulated model: " + r["error"]
-        return res
+    if not (getattr(args, "reuse_outputs", False) and os.path.exists(sim_npy)):
+        doc, r = run_qsteer(args, ["eval", sim_model, "--data", data_dir, "--split", "all", "--save-outputs",
+                                   sim_npy, "--no-workspace", "--json"])
+        if r["status"] != "ok":
+            res["error"] = "qsteer eval of the simulated model: " + r["error"]
+            return res
     sim, err = load_npy(sim_npy)
     if err:
         res["error"] = err
@@ -565,9 +560,11 @@ def main():
     with open(report_path, "w") as f:
         json.dump(report, f, indent=1, default=str)
     if args.update_expected:
-        exp_doc = {"about": "Per model and step: true when the step is expected to pass with today's qsteer "
-                            "(run.sh fails when such a step fails). Written by run_zoo.py --update-expected from "
-                            "an actual run, then reviewed.", "models": dict(expected)}
+        about = "Per model and step: true when the step is expected to pass with today's qsteer."
+        if os.path.exists(args.expected):
+            with open(args.expected) as f:
+                about = json.load(f).get("about", about)
+        exp_doc = {"about": about, "models": dict(expected)}
         for mid, m in report["models"].items():
             if m.get("skipped"):
                 continue
@@ -575,8 +572,10 @@ def main():
             for s, r in m["steps"].items():
                 cur[s] = r["status"] == "ok"
             exp_doc["models"][mid] = {s: cur[s] for s in STEPS if s in cur}
-        with open(args.expected, "w") as f:
-            f.write(json.dumps(exp_doc, indent=1) + "\n")
+        with open(args.expected, "w") as f:  # one line per model
+            rows = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in exp_doc["models"].items()]
+            f.write("{\n" + f' "about": {json.dumps(exp_doc["about"])},\n "models": {{\n' + ",\n".join(rows)
+                    + "\n }\n}\n")
         log(f"wrote {args.expected}")
         regressions, fixed = [], []
 
