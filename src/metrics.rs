@@ -361,10 +361,12 @@ pub fn score_all(
         let command = scoring.metric.command.as_deref().ok_or_else(|| {
             Error::input("--metric external needs the command: --metric-command 'TEMPLATE'")
         })?;
-        let indices: Vec<usize> = if scoring.indices.len() == n {
-            scoring.indices.clone()
-        } else {
+        // The samples' dataset indices even when an output has several rows per sample
+        // (a fixed-batch model whose output is time-major): the command sees rows = k × samples.
+        let indices: Vec<usize> = if scoring.indices.is_empty() {
             (0..n).collect()
+        } else {
+            scoring.indices.clone()
         };
         let answer = external::run_metric(
             command,
@@ -437,7 +439,7 @@ pub fn score_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{array, Array2};
+    use ndarray::{array, Array2, IxDyn};
 
     #[test]
     fn argmax_takes_the_first_maximum_and_skips_nan() {
@@ -532,6 +534,23 @@ mod tests {
         let small = Array2::<f32>::zeros((2, 3));
         let s = score_outputs(small.view(), Some(&[0, 1]), None).unwrap();
         assert_eq!(s.top5_accuracy, None, "top-5 of 3 classes says nothing");
+    }
+
+    #[test]
+    fn an_external_metric_gets_one_index_per_sample_when_outputs_have_more_rows() {
+        // 2 samples of a time-major model: 3 rows each, stacked.
+        let outputs = vec![("y".to_string(), ArrayD::<f32>::zeros(IxDyn(&[6, 1, 3])))];
+        let dir = tempfile::tempdir().unwrap();
+        let two = dir.path().join("two.npy");
+        crate::data::write_npy_i64(&two, &ArrayD::from_elem(IxDyn(&[2]), 0i64)).unwrap();
+        let expected = std::fs::metadata(&two).unwrap().len() as f64;
+        let scoring = Scoring {
+            metric: MetricSpec::external(r#"echo "{{\"score\": $(wc -c < {indices})}}""#),
+            data: dir.path().to_path_buf(),
+            indices: vec![4, 9],
+        };
+        let score = score_all(&outputs, None, None, &scoring, &CancelToken::new()).unwrap();
+        assert_eq!(score.metric_value, Some(expected));
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! (`<k>_<name>.npy` in output order, and `outputs.json` listing name, file and shape),
 //! `{output}` the first output's file, `{indices}` the indices file, `{data}` the dataset
 //! path, `{workdir}` the work directory (also the command's working directory).
+//!
+//! The indices are one per evaluated sample. An output whose rows are not one per sample (a
+//! model with a fixed batch of 1 and a time-major output, `[T, 1, C]` per call) arrives with
+//! the calls' rows stacked: `k × samples` rows, each sample's `k` together.
 
 use crate::cancel::CancelToken;
 use crate::data::{write_npy_f32, write_npy_i64};

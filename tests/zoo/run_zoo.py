@@ -15,7 +15,11 @@ Per model (fresh workspace in a temp dir, `--workspace`), the steps and what mak
                  same shape, finite, max|out-ref| / max(1, max|ref|) <= --tol (1e-3, as
                  tests/interop/check_fp32.py); reports max abs diff and SQNR (dB)
   quantsim       qsteer quantsim MODEL --data D --out SIM.onnx --export DIR --json (W8A8 per
-                 tensor): exit 0, JSON; reports the fidelity score (agreement, sqnr_db)
+                 tensor): exit 0, JSON; reports the fidelity score (agreement, sqnr_db). A model
+                 with a `zoo_metric` in models.json is scored by it instead, through qsteer's
+                 --metric-command (zoo_metric.py against ORT's FP32 outputs of every output)
+  w8a8_metric    that score (`metric_value`, 1.0 = FP32) of quantsim or quantsim_pc is >= 0.99:
+                 W8A8 (per tensor or per channel) within 1 point of FP32
   qdq_vs_sim     qsteer eval SIM.onnx --save-outputs SIM.npy, then ONNX Runtime runs the exported
                  QDQ model: `exact`, the QDQ model vs SIM.onnx both in ORT_DISABLE_ALL, must be
                  <= --tol-exact (0: the export computes what the simulation computes), and the
@@ -43,6 +47,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -56,12 +61,14 @@ import onnxruntime as ort
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = ["inspect", "inspect_data", "eval", "fp32_vs_ort", "quantsim", "qdq_vs_sim", "quantsim_pc",
-         "qdq_pc_vs_sim", "analyze", "cle", "compress"]
+         "qdq_pc_vs_sim", "w8a8_metric", "analyze", "cle", "compress"]
 SHORT = {"inspect": "insp", "inspect_data": "insp+d", "eval": "eval", "fp32_vs_ort": "fp32/ort",
-         "quantsim": "qsim", "qdq_vs_sim": "qdq/sim", "quantsim_pc": "qsim-pc", "qdq_pc_vs_sim": "qdq-pc",
+         "quantsim": "qsim", "w8a8_metric": "w8a8", "qdq_vs_sim": "qdq/sim", "quantsim_pc": "qsim-pc", "qdq_pc_vs_sim": "qdq-pc",
          "analyze": "analyze", "cle": "cle", "compress": "compress"}
 # A step that needs another step's output (skipped when that one did not pass).
 NEEDS = {"fp32_vs_ort": "eval", "qdq_vs_sim": "quantsim", "qdq_pc_vs_sim": "quantsim_pc"}
+# W8A8 passes when the model's downstream metric (zoo_metric.py, 1.0 = FP32) is at least this.
+W8A8_MIN_SCORE = 0.99
 
 
 def log(msg):
@@ -144,6 +151,41 @@ def run_ort(model, feeds, optimize):
         f = {name: (v[k] if name in scalar else v[k:k + 1]) for name, v in feeds.items()}
         outs.append(np.asarray(sess.run([out_name], f)[0], dtype=np.float32))
     return np.concatenate([o.reshape(1) if o.ndim == 0 else o for o in outs], axis=0)
+
+
+def write_reference(model, feeds, refdir):
+    """Every output of every sample (ORT, one sample per call, ORT_DISABLE_ALL) stacked on a new
+    axis 0, as REFDIR/<k>.npy: zoo_metric.py's FP32 reference."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    n = len(next(iter(feeds.values())))
+    scalar = {i.name for i in sess.get_inputs() if len(i.shape) == 0}
+    per_sample = []
+    for k in range(n):
+        f = {name: (v[k] if name in scalar else v[k:k + 1]) for name, v in feeds.items()}
+        per_sample.append(sess.run(None, f))
+    os.makedirs(refdir, exist_ok=True)
+    for j in range(len(per_sample[0])):
+        np.save(os.path.join(refdir, f"{j}.npy"), np.stack([np.asarray(o[j], dtype=np.float32) for o in per_sample]))
+
+
+def metric_command(entry, refdir):
+    """The --metric-command for a model with a `zoo_metric`, or None."""
+    spec = entry.get("zoo_metric")
+    if not spec:
+        return None
+    words = [sys.executable, os.path.join(HERE, "zoo_metric.py"), spec["kind"], refdir, "{outputs}", "{indices}"]
+    for key, value in spec.items():
+        if key == "kind":
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        else:
+            words += [flag, *[str(v) for v in (value if isinstance(value, list) else [value])]]
+    return " ".join(shlex.quote(w) if not w.startswith("{") else w for w in words)
 
 
 def sqnr_db(ref, out):
@@ -295,6 +337,26 @@ def pick(doc, keys):
     return out
 
 
+def w8a8_verdict(entry, results):
+    """The better of W8A8 per tensor and per channel, by the model's downstream metric."""
+    if not entry.get("zoo_metric"):
+        return {"status": "n/a", "error": "no zoo_metric for this model in models.json"}
+    kind = entry["zoo_metric"]["kind"]
+    runs = {name: results.get(step, {}).get("metric_value")
+            for name, step in (("per_tensor", "quantsim"), ("per_channel", "quantsim_pc"))}
+    runs = {name: v for name, v in runs.items() if isinstance(v, (int, float))}
+    if not runs:
+        return {"status": "FAIL", "error": "no quantsim run has a metric_value (the metric command did not run)"}
+    best = max(runs, key=runs.get)
+    res = {"kind": kind, "metric_value": runs[best], "best": best, **runs}
+    if runs[best] < W8A8_MIN_SCORE:
+        shown = ", ".join(f"{n.replace('_', ' ')} {v:.4f}" for n, v in runs.items())
+        res.update(status="FAIL", error=f"W8A8 {kind} score {shown} < {W8A8_MIN_SCORE} (FP32 = 1.0)")
+    else:
+        res["status"] = "ok"
+    return res
+
+
 def run_model(entry, model, data_dir, args, steps, tmp):
     work = os.path.join(tmp, entry["id"])
     os.makedirs(work, exist_ok=True)
@@ -332,12 +394,26 @@ def run_model(entry, model, data_dir, args, steps, tmp):
         elif step in ("quantsim", "quantsim_pc"):
             tag = "_pc" if step == "quantsim_pc" else ""
             flags = ["--per-channel"] if tag else []
+            refdir = os.path.join(work, "fp32_ref")
+            command = metric_command(entry, refdir)
+            if command and not os.path.isdir(refdir):
+                try:
+                    write_reference(model, load_feeds(entry, data_dir), refdir)
+                except Exception as e:  # noqa: BLE001
+                    log(f"{entry['id']}: no FP32 reference from ONNX Runtime ({str(e).splitlines()[0][:200]})")
+                    command = None
+            if command:
+                flags += ["--metric-command", command]
             qsteer_step(step, ["quantsim", model, "--data", data_dir, *flags, *cal, "--out",
                                os.path.join(work, f"sim{tag}.onnx"), "--export", os.path.join(work, f"export{tag}"),
-                               "--workspace", ws, "--json"], ["agreement", "sqnr_db", "samples", "seconds"])
+                               "--workspace", ws, "--json"], ["agreement", "sqnr_db", "samples", "seconds",
+                                                               "metric", "metric_value"])
             doc = docs[step]
-            if doc is not None and all(find_key(doc, k) is None for k in ("agreement", "sqnr_db", "accuracy")):
+            if doc is not None and all(find_key(doc, k) is None
+                                       for k in ("agreement", "sqnr_db", "accuracy", "metric_value")):
                 results[step]["score"] = "none: the JSON has no agreement / sqnr_db (no labels, no reference)"
+        elif step == "w8a8_metric":
+            results[step] = w8a8_verdict(entry, results)
         elif step in ("qdq_vs_sim", "qdq_pc_vs_sim"):
             tag = "_pc" if step == "qdq_pc_vs_sim" else ""
             results[step] = cmp_qdq(entry, model, data_dir, work, tag, docs.get("quantsim" + tag), args)
@@ -387,7 +463,11 @@ def numbers(step, r):
     elif step == "fp32_vs_ort":
         add("max_abs_diff", ".2e", "max|d|")
         add("sqnr_db", ".1f", "SQNR dB")
+    elif step == "w8a8_metric":
+        add("per_tensor", ".4f", f"{r.get('kind', 'score')} per tensor")
+        add("per_channel", ".4f", "per channel")
     elif step in ("quantsim", "quantsim_pc", "analyze"):
+        add("metric_value", ".4f", "metric")
         add("agreement", ".3f")
         add("sqnr_db", ".1f", "SQNR dB")
         if r.get("score"):
