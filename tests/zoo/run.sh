@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run qsteer over the acceptance zoo (tests/zoo/fetch.sh fills the cache first).
 #
-#   tests/zoo/run.sh QSTEER_BIN [--only ID]... [--steps S,S] [--timeout SECONDS] [--keep DIR]
+#   tests/zoo/run.sh QSTEER_BIN [--only ID]... [--steps S,S] [--select FILE] [--timeout SECONDS] [--keep DIR]
 #                    [--json] [--update-expected]
 #
 # Cache: ${QSTEER_ZOO_CACHE:-$HOME/.cache/qsteer-zoo}; without it (no fetch.json) this prints a
@@ -11,7 +11,7 @@
 # 1 otherwise, 2 usage (binary missing, unknown model or step).
 set -euo pipefail
 
-usage() { echo "usage: tests/zoo/run.sh QSTEER_BIN [--only ID]... [--steps S,S] [--timeout S] [--keep DIR] [--json] [--update-expected]" >&2; exit 2; }
+usage() { echo "usage: tests/zoo/run.sh QSTEER_BIN [--only ID]... [--steps S,S] [--select FILE] [--timeout S] [--keep DIR] [--json] [--update-expected]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 case "$1" in -h|--help) usage ;; esac
 

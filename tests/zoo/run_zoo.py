@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Run qsteer over every zoo model and compare with ONNX Runtime and with expected.json.
 
-    python3 tests/zoo/run_zoo.py --qsteer BIN --cache DIR [--only ID] [--steps S,S] [--timeout S]
-                                 [--keep DIR] [--json] [--update-expected]
+    python3 tests/zoo/run_zoo.py --qsteer BIN --cache DIR [--only ID] [--steps S,S] [--select FILE]
+                                 [--timeout S] [--keep DIR] [--json] [--update-expected]
     (normally through tests/zoo/run.sh, which provides a venv with onnxruntime and numpy)
 
 Per model (fresh workspace in a temp dir, `--workspace`), the steps and what makes them pass:
@@ -553,6 +553,8 @@ def main():
     ap.add_argument("--cache", required=True, help="the zoo cache fetch.sh filled")
     ap.add_argument("--only", action="append", default=[], help="only this model id (repeatable)")
     ap.add_argument("--steps", help=f"comma-separated subset of {','.join(STEPS)}")
+    ap.add_argument("--select", metavar="FILE",
+                    help="JSON {\"models\": {ID: [STEP, ...]}}: these models, each with its steps (ci.json)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per qsteer call (default 300)")
     ap.add_argument("--step-timeout", action="append", default=[], metavar="STEP=SECONDS",
                     help="another timeout for one step's qsteer call, e.g. compress=600 (repeatable)")
@@ -587,7 +589,17 @@ def main():
         return 2
     with open(os.path.join(HERE, "models.json")) as f:
         models = json.load(f)["models"]
-    unknown = [o for o in args.only if o not in {m["id"] for m in models}]
+    per_model = {}
+    if args.select:
+        with open(args.select) as f:
+            per_model = json.load(f)["models"]
+        args.only = args.only or list(per_model)
+        bad = sorted({s for v in per_model.values() for s in v} - set(STEPS))
+        if bad:
+            log(f"{args.select}: unknown step(s): {', '.join(bad)}; steps: {', '.join(STEPS)}")
+            return 2
+        steps = [s for s in STEPS if any(s in v for v in per_model.values())]
+    unknown = [o for o in args.only + list(per_model) if o not in {m["id"] for m in models}]
     if unknown:
         log(f"unknown model id(s): {', '.join(unknown)}")
         return 2
@@ -619,7 +631,7 @@ def main():
             log(f"{entry['id']}: not in the cache, skipped")
         else:
             t0 = time.time()
-            res = run_model(entry, model, data_dir, args, steps, tmp)
+            res = run_model(entry, model, data_dir, args, per_model.get(entry["id"], steps), tmp)
             m = {"model": model, "data": data_dir, "seconds": round(time.time() - t0, 1), "steps": res}
             log(f"{entry['id']}: done in {time.time() - t0:.0f} s: " + " ".join(f"{s}={r['status']}" for s, r in res.items()))
         with lock:  # the report so far, after every model (a long run can be followed)
