@@ -215,16 +215,7 @@ mod tests {
         let x = Array::from_shape_fn(IxDyn(&[n, 4, 3]), |d| {
             ((d[0] * 12 + d[1] * 3 + d[2]) as f32 * 0.913).cos()
         });
-        Dataset::from_arrays(
-            "seq",
-            vec![NamedInput {
-                name: None,
-                source: "seq".into(),
-                data: x,
-            }],
-            None,
-        )
-        .unwrap()
+        Dataset::from_arrays("seq", vec![NamedInput::from_array(None, "seq", x)], None).unwrap()
     }
 
     fn options() -> RunOptions {

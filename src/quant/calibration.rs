@@ -220,9 +220,11 @@ pub fn collect_statistics(
             let input = data.inputs.get(k).ok_or_else(|| {
                 Error::input(format!("the dataset has no values for input '{}'", p.value))
             })?;
-            h.add_array(&input.data);
+            // The calibration subset (bounded by calibration_size), read once.
+            let values = input.data.read_all()?;
+            h.add_array(&values);
             let mut s = ChannelStats::default();
-            s.add(input.data.view(), None, true);
+            s.add(values.view(), None, true);
             stats.insert(p.value.clone(), s);
         } else {
             captured.push(p.value.clone());
