@@ -82,6 +82,8 @@ impl ModelScorer {
     ) -> Result<ModelScorer> {
         scoring.metric.validate()?;
         check_fits(parent, &data)?;
+        // Every candidate is scored on these samples: decode them once when they are small.
+        let data = data.cached_up_to(crate::data::MULTI_PASS_CACHE)?;
         let shapes = sample_shapes(&data);
         let parent_outputs = run_outputs(parent, &data, &shapes, options, cancel)?;
         crate::metrics::check_labels_fit(&data, &parent_outputs)?;

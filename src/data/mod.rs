@@ -81,6 +81,10 @@ impl NamedInput {
     }
 }
 
+/// Up to this many bytes of float32 samples, algorithms that score many models on one set keep
+/// it decoded in memory ([`Dataset::cached_up_to`]); bigger sets stream on every pass.
+pub const MULTI_PASS_CACHE: usize = 256 << 20;
+
 /// Up to this many bytes of float32 samples, the fingerprint hashes every value; above it, the
 /// stores' identities (file size, time, header, sampled bytes, image paths) and the view.
 const VALUE_HASH_LIMIT: usize = 256 << 20;
@@ -207,6 +211,29 @@ impl Dataset {
             .map(move |from| Ok((from, self.batch(from..(from + size).min(n))?)))
     }
 
+    /// For algorithms that run the same samples many times (scoring every candidate of a
+    /// greedy search, every epoch): the samples decoded into memory once if they take at most
+    /// `limit` bytes as float32, else the dataset as it is (streamed on every pass). The
+    /// fingerprint does not change.
+    pub fn cached_up_to(&self, limit: usize) -> crate::Result<Dataset> {
+        if self.f32_bytes() > limit {
+            return Ok(self.clone());
+        }
+        let mut cached = self.clone();
+        for input in &mut cached.inputs {
+            input.data = input.data.cached()?;
+        }
+        Ok(cached)
+    }
+
+    /// Size of all samples as float32.
+    pub fn f32_bytes(&self) -> usize {
+        self.inputs
+            .iter()
+            .map(|i| i.data.len() * i.data.sample_size() * 4)
+            .sum()
+    }
+
     /// Every sample of every input in memory. Only for sets a user's setting bounds (a
     /// calibration subset, training data, tests), never a whole evaluation set.
     pub fn read_all(&self) -> crate::Result<Vec<ArrayD<f32>>> {
@@ -222,11 +249,7 @@ impl Dataset {
     /// times and the preprocessing) plus the samples picked: one full read of 30 GB per command
     /// would cost more than the work. A copy that keeps neither size nor times is a new key.
     pub fn fingerprint(&self) -> crate::Result<String> {
-        let bytes: usize = self
-            .inputs
-            .iter()
-            .map(|i| i.data.len() * i.data.sample_size() * 4)
-            .sum();
+        let bytes = self.f32_bytes();
         let images = self.inputs.iter().any(|i| i.data.stored_type() == "image");
         let mut hasher = Sha256::new();
         if bytes > VALUE_HASH_LIMIT || images {
@@ -362,6 +385,25 @@ pub(crate) mod tests {
         assert_eq!(batches.iter().map(|b| b.0).collect::<Vec<_>>(), [0, 2, 4]);
         assert_eq!(batches[2].1[0].shape(), &[1, 2, 3]);
         assert_eq!(batches[2].1[0][[0, 0, 0]], 24.0);
+    }
+
+    /// A cached copy reads the same samples and keeps the fingerprint; over the limit it is
+    /// left streaming.
+    #[test]
+    fn cached_copies_keep_values_and_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::data::images::tests::two_class_folder(dir.path());
+        let d = load_image_folder(dir.path()).unwrap().subset(&[2, 0]);
+        let cached = d.cached_up_to(MULTI_PASS_CACHE).unwrap();
+        assert_eq!(cached.read_all().unwrap(), d.read_all().unwrap());
+        assert_eq!(cached.fingerprint().unwrap(), d.fingerprint().unwrap());
+        assert_eq!(cached.inputs[0].data.stored_type(), "image");
+        // Once cached, the files are not read again.
+        std::fs::remove_dir_all(dir.path().join("cat")).unwrap();
+        assert_eq!(cached.batch(1..2).unwrap()[0][[0, 1, 0, 0]], 1.0);
+        assert!(d.batch(1..2).is_err());
+        let small = d.cached_up_to(8).unwrap();
+        assert!(small.batch(1..2).is_err());
     }
 
     #[test]

@@ -167,6 +167,16 @@ impl Samples {
         self.read_range(0..self.len())
     }
 
+    /// The same samples decoded into memory, for algorithms that read them many times. The
+    /// fingerprint and stored type stay those of the original, so cache keys do not change.
+    pub fn cached(&self) -> Result<Samples> {
+        let values = InMemory::new(String::new(), self.read_all()?);
+        Ok(Samples::new(Cached {
+            values,
+            original: self.clone(),
+        }))
+    }
+
     /// Content identity for the fingerprint: the store's identity and the view's indices.
     pub(crate) fn identity(&self, hasher: &mut Sha256) -> Result<()> {
         self.store.identity(hasher)?;
@@ -254,6 +264,40 @@ impl Store for InMemory {
 
     fn is_scalar(&self) -> bool {
         self.array.ndim() == 0
+    }
+}
+
+/// Samples read once into memory, standing for their original.
+struct Cached {
+    values: InMemory,
+    original: Samples,
+}
+
+impl Store for Cached {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn sample_shape(&self) -> &[usize] {
+        self.values.sample_shape()
+    }
+
+    fn read_into(&self, indices: &[usize], out: &mut [f32]) -> Result<()> {
+        // Checked finite when they were read from the original.
+        let size: usize = self.values.sample_shape.iter().product();
+        let all = self.values.array.as_slice().unwrap_or(&[]);
+        for (k, &i) in indices.iter().enumerate() {
+            out[k * size..(k + 1) * size].copy_from_slice(&all[i * size..(i + 1) * size]);
+        }
+        Ok(())
+    }
+
+    fn identity(&self, hasher: &mut Sha256) -> Result<()> {
+        self.original.identity(hasher)
+    }
+
+    fn stored_type(&self) -> &str {
+        self.original.stored_type()
     }
 }
 
