@@ -28,7 +28,7 @@ fn finetune(c: &mut Criterion) {
             };
             let mut t = Trainer::new(&model, &settings, DType::F32).expect("trainer");
             let idx: Vec<usize> = (0..batch).collect();
-            let x = train.inputs[0].data.select(ndarray::Axis(0), &idx);
+            let x = train.inputs[0].data.read(&idx).expect("samples");
             let y: Vec<i64> = idx.iter().map(|&i| labels[i]).collect();
             let start = Instant::now();
             t.step(&x.view(), &Targets::Labels(&y), 1e-4).expect("step");

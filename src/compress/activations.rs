@@ -13,7 +13,7 @@ use crate::model::graph::Producer;
 use crate::model::{Layer, Model};
 use crate::runtime::{run_together, CompiledModel};
 use crate::{Error, Result};
-use ndarray::{Array2, ArrayD, ArrayViewD, Axis, Slice};
+use ndarray::{Array2, ArrayD, ArrayViewD, Axis};
 
 /// Output positions sampled per image (He et al. and AIMET use about ten).
 pub const POSITIONS_PER_SAMPLE: usize = 10;
@@ -105,10 +105,7 @@ pub fn sample_layer(
             let batch = y.shape().first().copied().unwrap_or(0);
             let x: ArrayD<f32> = match (input_slot, graph_input) {
                 (Some(slot), _) => outs[1][slot].clone(),
-                (None, Some(i)) => data.data.inputs[i]
-                    .data
-                    .slice_axis(Axis(0), Slice::from(from..from + batch))
-                    .to_owned(),
+                (None, Some(i)) => data.data.inputs[i].data.read_range(from..from + batch)?,
                 (None, None) => unreachable!("an input source is always set"),
             };
             if sampler.is_none() {

@@ -82,6 +82,8 @@ impl ModelScorer {
     ) -> Result<ModelScorer> {
         scoring.metric.validate()?;
         check_fits(parent, &data)?;
+        // Every candidate is scored on these samples: decode them once when they are small.
+        let data = data.cached_up_to(crate::data::MULTI_PASS_CACHE)?;
         let shapes = sample_shapes(&data);
         let parent_outputs = run_outputs(parent, &data, &shapes, options, cancel)?;
         crate::metrics::check_labels_fit(&data, &parent_outputs)?;
@@ -215,16 +217,7 @@ mod tests {
         let x = Array::from_shape_fn(IxDyn(&[n, 4, 3]), |d| {
             ((d[0] * 12 + d[1] * 3 + d[2]) as f32 * 0.913).cos()
         });
-        Dataset::from_arrays(
-            "seq",
-            vec![NamedInput {
-                name: None,
-                source: "seq".into(),
-                data: x,
-            }],
-            None,
-        )
-        .unwrap()
+        Dataset::from_arrays("seq", vec![NamedInput::from_array(None, "seq", x)], None).unwrap()
     }
 
     fn options() -> RunOptions {

@@ -7,7 +7,7 @@ use crate::metrics::sqnr_db;
 use crate::model::builder::{attr_int, attr_ints, ProtoBuilder};
 use crate::model::{Layer, Model};
 use crate::runtime::{CompiledModel, RunOptions};
-use ndarray::{ArrayD, Axis, IxDyn, Slice};
+use ndarray::{ArrayD, IxDyn};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,10 +33,7 @@ pub fn digits_calibration() -> Arc<CalibrationData> {
 /// The first `n` evaluation digits.
 pub fn digits(n: usize) -> ArrayD<f32> {
     let data = load_dataset(&root().join("digits/evaluation")).unwrap();
-    data.inputs[0]
-        .data
-        .slice_axis(Axis(0), Slice::from(0..n))
-        .to_owned()
+    data.inputs[0].data.read_range(0..n).unwrap()
 }
 
 pub fn outputs(model: &Model, x: &ArrayD<f32>) -> ArrayD<f32> {
@@ -68,11 +65,7 @@ pub fn synthetic_data(rng: &mut SplitMix64, sample: &[usize], n: usize) -> Arc<C
     let mut shape = vec![n];
     shape.extend_from_slice(sample);
     let x = random(rng, &shape, 1.0);
-    let input = NamedInput {
-        name: None,
-        source: "synthetic".into(),
-        data: x,
-    };
+    let input = NamedInput::from_array(None, "synthetic", x);
     let data = Dataset::from_arrays("synthetic", vec![input], None).unwrap();
     Arc::new(CalibrationData::from_dataset(data, 1, options()).unwrap())
 }

@@ -1,7 +1,11 @@
 //! Turn arrays named `inputs`, `inputs.<name>` and `labels` (from .npy files or an .npz) into a
 //! checked [`Dataset`]. Shared by both array formats so they accept and reject the same things.
 
-use super::npy::NpyArray;
+use std::ops::Range;
+
+use super::npy::{read_npy_bytes, NpyArray};
+use super::npy_store::{Bytes, NpyStore};
+use super::samples::Samples;
 use super::{Dataset, LabelOrigin, NamedInput};
 use crate::{Error, Result};
 
@@ -37,10 +41,20 @@ pub fn role(key: &str) -> Role {
 
 pub const KEY_HELP: &str = "expected 'inputs', 'inputs.<model_input_name>' or 'labels'";
 
-/// An array and where it came from.
+/// A .npy array in place (a mapped file, a stored .npz member, decompressed bytes) and where it
+/// came from. Inputs are read from it a batch at a time; labels (one integer per sample) whole.
 pub struct Source {
     pub source: String,
-    pub array: NpyArray,
+    pub bytes: Bytes,
+    pub region: Range<usize>,
+    /// Size and time of the file holding it, for the fingerprint of big sets.
+    pub stamp: Vec<u8>,
+}
+
+impl Source {
+    fn array(&self) -> Result<NpyArray> {
+        read_npy_bytes(&self.source, &self.bytes.as_slice()[self.region.clone()])
+    }
 }
 
 /// Build a dataset from keyed arrays. `inputs` must be non-empty and sorted as they should appear.
@@ -86,45 +100,22 @@ pub fn assemble(
 }
 
 fn float_input(name: Option<String>, s: Source) -> Result<NamedInput> {
-    let data = match s.array {
-        NpyArray::F32(a) => a,
-        NpyArray::U8(_) => {
-            return Err(Error::input(format!(
-                "{}: inputs are uint8; qsteer expects float32 already preprocessed the way the \
-                 model wants (e.g. `(arr / 255).astype(np.float32)`), or use an image folder \
-                 with preprocess.json",
-                s.source
-            )))
-        }
-        other => {
-            return Err(Error::input(format!(
-                "{}: inputs are {}; qsteer expects float32 (convert with `arr.astype(np.float32)`)",
-                s.source,
-                other.dtype().name()
-            )))
-        }
-    };
-    if data.ndim() == 0 {
-        return Err(Error::input(format!(
-            "{}: inputs are a 0-d scalar; expected shape [N, ...sample shape] with samples on \
-             axis 0",
-            s.source
-        )));
-    }
+    let store = NpyStore::in_region(s.source.clone(), s.bytes, s.region, s.stamp)?;
     Ok(NamedInput {
         name,
         source: s.source,
-        data,
+        data: Samples::new(store),
     })
 }
 
 fn integer_labels(s: Source) -> Result<Vec<i64>> {
-    let Some(labels) = s.array.to_i64() else {
+    let array = s.array()?;
+    let Some(labels) = array.to_i64() else {
         return Err(Error::input(format!(
             "{}: labels are {}; expected integer class indices, int64 (convert with \
              `arr.astype(np.int64)`)",
             s.source,
-            s.array.dtype().name()
+            array.dtype().name()
         )));
     };
     if labels.ndim() != 1 {
@@ -149,8 +140,8 @@ pub fn validate(dataset: &Dataset, label_source: &str) -> Result<()> {
     };
     let n = dataset.len();
     for input in &dataset.inputs {
-        let count = input.data.shape().first().copied().unwrap_or(0);
-        if input.data.ndim() == 0 {
+        let count = input.data.len();
+        if input.data.is_scalar() {
             return Err(Error::input(format!(
                 "{}: inputs are a 0-d scalar; expected shape [N, ...sample shape]",
                 input.source
@@ -169,9 +160,6 @@ pub fn validate(dataset: &Dataset, label_source: &str) -> Result<()> {
             "{}: dataset is empty (0 samples)",
             first.source
         )));
-    }
-    for input in &dataset.inputs {
-        check_finite(input)?;
     }
     if let Some(labels) = &dataset.labels {
         let label_source = if label_source.is_empty() {
@@ -196,27 +184,19 @@ pub fn validate(dataset: &Dataset, label_source: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_finite(input: &NamedInput) -> Result<()> {
-    let per_sample: usize = input.data.shape().iter().skip(1).product();
-    let Some((flat, value)) = input.data.iter().enumerate().find(|(_, v)| !v.is_finite()) else {
-        return Ok(());
-    };
-    let sample = flat.checked_div(per_sample).unwrap_or(0);
-    Err(Error::input(format!(
-        "{}: sample {sample} contains {value} (inputs must be finite)",
-        input.source
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::{Array, ArrayD, IxDyn};
 
     fn src(name: &str, array: NpyArray) -> Source {
+        let bytes = crate::data::npy::npy_bytes(&array);
+        let len = bytes.len();
         Source {
             source: name.into(),
-            array,
+            bytes: Bytes::Owned(std::sync::Arc::new(bytes)),
+            region: 0..len,
+            stamp: Vec::new(),
         }
     }
 
@@ -258,46 +238,49 @@ mod tests {
         assert_eq!(d.labels, Some(vec![1, 0]));
     }
 
+    /// float64, integer and bool inputs load (as exact f32 values), read when a batch is.
     #[test]
-    fn rejects_float64_and_uint8_inputs_with_the_fix() {
-        let e = err(assemble(
-            "d".into(),
-            vec![(
-                None,
-                src("d/inputs.npy", NpyArray::F64(ArrayD::zeros(IxDyn(&[2])))),
-            )],
-            None,
-        ));
-        assert!(e.contains("d/inputs.npy") && e.contains("float64"));
-        assert!(e.contains("astype(np.float32)"));
-        let e = err(assemble(
-            "d".into(),
-            vec![(
-                None,
-                src("d/inputs.npy", NpyArray::U8(ArrayD::zeros(IxDyn(&[2])))),
-            )],
-            None,
-        ));
-        assert!(e.contains("uint8") && e.contains("float32"), "{e}");
+    fn accepts_float64_integer_and_bool_inputs() {
+        let f64s = NpyArray::F64(Array::from_vec(vec![0.5, -1.25]).into_dyn());
+        let ints = NpyArray::I64(Array::from_vec(vec![7, -(1 << 24)]).into_dyn());
+        let bools = NpyArray::Bool(Array::from_vec(vec![true, false]).into_dyn());
+        let u8s = NpyArray::U8(Array::from_vec(vec![255, 0]).into_dyn());
+        for (array, want, dtype) in [
+            (f64s, [0.5, -1.25], "float64"),
+            (ints, [7.0, -16777216.0], "int64"),
+            (bools, [1.0, 0.0], "bool"),
+            (u8s, [255.0, 0.0], "uint8"),
+        ] {
+            let d = assemble("d".into(), vec![(None, src("d/inputs.npy", array))], None).unwrap();
+            assert_eq!(d.inputs[0].data.stored_type(), dtype);
+            let x = d.inputs[0].data.read_all().unwrap();
+            assert_eq!(x.as_slice().unwrap(), &want);
+        }
     }
 
+    /// A NaN is found when the batch holding it is read, naming the file and sample.
     #[test]
     fn rejects_nan_naming_the_sample() {
         let mut a = ArrayD::<f32>::zeros(IxDyn(&[4, 2, 2]));
         a[[2, 1, 0]] = f32::NAN;
-        let e = err(assemble(
+        let d = assemble(
             "d".into(),
             vec![(None, src("d/inputs.npy", NpyArray::F32(a.clone())))],
             None,
-        ));
+        )
+        .unwrap();
+        d.batch(0..2).unwrap();
+        let e = d.batch(2..4).unwrap_err().to_string();
         assert!(e.contains("d/inputs.npy: sample 2 contains NaN"), "{e}");
         a[[2, 1, 0]] = 0.0;
         a[[3, 0, 0]] = f32::NEG_INFINITY;
-        let e = err(assemble(
+        let d = assemble(
             "d".into(),
             vec![(None, src("d/inputs.npy", NpyArray::F32(a)))],
             None,
-        ));
+        )
+        .unwrap();
+        let e = d.read_all().unwrap_err().to_string();
         assert!(e.contains("sample 3 contains -inf"), "{e}");
     }
 

@@ -4,9 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayD, IxDyn};
+use sha2::{Digest, Sha256};
 
+use super::npy_store::file_stamp;
 use super::preprocess::{Preprocess, PREPROCESS_FILE};
+use super::samples::{check_finite, Samples, Store};
 use super::{assemble, Dataset, NamedInput};
 use crate::{Error, Result};
 
@@ -113,7 +115,7 @@ pub fn load_image_folder_with(root: &Path, spec: &Preprocess) -> Result<Dataset>
         (files, Some(labels), Some(names))
     };
 
-    let data = decode_all(&root_name, spec, &files)?;
+    let store = ImageStore::new(root_name.clone(), spec.clone(), files)?;
     let label_origin = labels.as_ref().map(|_| super::LabelOrigin {
         source: root_name.clone(),
         index: None,
@@ -123,7 +125,7 @@ pub fn load_image_folder_with(root: &Path, spec: &Preprocess) -> Result<Dataset>
         inputs: vec![NamedInput {
             name: None,
             source: root_name,
-            data,
+            data: Samples::new(store),
         }],
         label_origin,
         labels,
@@ -133,37 +135,90 @@ pub fn load_image_folder_with(root: &Path, spec: &Preprocess) -> Result<Dataset>
     Ok(dataset)
 }
 
-/// Decode and preprocess every file into one `[N, ...sample]` array; all samples must agree.
-fn decode_all(root_name: &str, spec: &Preprocess, files: &[PathBuf]) -> Result<ArrayD<f32>> {
-    let mut first: Option<(String, Vec<usize>)> = None;
-    let mut values = Vec::new();
-    for path in files {
-        let file = path.display().to_string();
-        let image = image::ImageReader::open(path)
-            .map_err(|e| Error::io(path, e))?
-            .with_guessed_format()
-            .map_err(|e| Error::io(path, e))?
-            .decode()
-            .map_err(|e| Error::input(format!("{file}: cannot decode image: {e}")))?;
-        let (shape, sample) = spec.apply(&file, image)?;
-        match &first {
-            None => first = Some((file, shape)),
-            Some((first_file, first_shape)) if *first_shape != shape => {
+/// An image folder's files, decoded and preprocessed only when a batch asks for them.
+struct ImageStore {
+    root_name: String,
+    spec: Preprocess,
+    files: Vec<PathBuf>,
+    /// The first file's preprocessed shape; every other file must match it.
+    sample_shape: Vec<usize>,
+}
+
+impl ImageStore {
+    /// Decode the first file (the sample shape comes from it); the rest wait for their batch.
+    fn new(root_name: String, spec: Preprocess, files: Vec<PathBuf>) -> Result<ImageStore> {
+        let first = files
+            .first()
+            .ok_or_else(|| Error::input(format!("{root_name}: no images found")))?;
+        let (sample_shape, _) = decode(&spec, first)?;
+        Ok(ImageStore {
+            root_name,
+            spec,
+            files,
+            sample_shape,
+        })
+    }
+}
+
+fn decode(spec: &Preprocess, path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let file = path.display().to_string();
+    let image = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::input(format!("{file}: cannot decode image: {e}")))?;
+    spec.apply(&file, image)
+}
+
+impl Store for ImageStore {
+    fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    fn sample_shape(&self) -> &[usize] {
+        &self.sample_shape
+    }
+
+    fn read_into(&self, indices: &[usize], out: &mut [f32]) -> Result<()> {
+        let size: usize = self.sample_shape.iter().product();
+        for (k, &i) in indices.iter().enumerate() {
+            let path = &self.files[i];
+            let (shape, sample) = decode(&self.spec, path)?;
+            if shape != self.sample_shape {
                 return Err(Error::input(format!(
-                    "{file}: preprocessed sample shape {shape:?} differs from {first_shape:?} \
-                     of {first_file}; images must end up the same size (set \"resize\" and/or \
-                     \"center_crop\" in {root_name}/{PREPROCESS_FILE})"
+                    "{}: preprocessed sample shape {shape:?} differs from {:?} of {}; images \
+                     must end up the same size (set \"resize\" and/or \"center_crop\" in \
+                     {}/{PREPROCESS_FILE})",
+                    path.display(),
+                    self.sample_shape,
+                    self.files[0].display(),
+                    self.root_name
                 )));
             }
-            Some(_) => {}
+            out[k * size..(k + 1) * size].copy_from_slice(&sample);
         }
-        values.extend(sample);
+        check_finite(&self.root_name, indices, size, out)
     }
-    let sample_shape = first.map(|(_, s)| s).unwrap_or_default();
-    let mut shape = vec![files.len()];
-    shape.extend(sample_shape);
-    ArrayD::from_shape_vec(IxDyn(&shape), values)
-        .map_err(|e| Error::input(format!("{root_name}: images do not stack: {e}")))
+
+    /// The preprocessing, and every file's path, size and modification time: hashing decoded
+    /// pixels would cost a decode of the whole folder for each key.
+    fn identity(&self, hasher: &mut Sha256) -> Result<()> {
+        hasher.update(b"images");
+        let spec = serde_json::to_string(&self.spec).unwrap_or_default();
+        hasher.update(spec.as_bytes());
+        for f in &self.files {
+            let rel = f.strip_prefix(&self.root_name).unwrap_or(f);
+            hasher.update(rel.to_string_lossy().as_bytes());
+            hasher.update([0]);
+            hasher.update(file_stamp(f));
+        }
+        Ok(())
+    }
+
+    fn stored_type(&self) -> &str {
+        "image"
+    }
 }
 
 #[cfg(test)]
@@ -193,12 +248,13 @@ pub(crate) mod tests {
         let d = load_image_folder(dir.path()).unwrap();
         assert_eq!(d.classes, Some(vec!["cat".to_string(), "dog".to_string()]));
         assert_eq!(d.labels, Some(vec![0, 0, 1]));
-        assert_eq!(d.inputs[0].data.shape(), &[3, 3, 4, 4]);
+        assert_eq!(d.inputs[0].data.shape(), vec![3, 3, 4, 4]);
         // cat/a.png (green) sorts before cat/b.png (red); default scale 1/255, NCHW.
-        assert_eq!(d.inputs[0].data[[0, 1, 2, 2]], 1.0);
-        assert_eq!(d.inputs[0].data[[1, 0, 0, 0]], 1.0);
-        assert_eq!(d.inputs[0].data[[2, 2, 3, 3]], 1.0);
-        assert_eq!(d.inputs[0].data[[2, 0, 3, 3]], 0.0);
+        let x = d.inputs[0].data.read_all().unwrap();
+        assert_eq!(x[[0, 1, 2, 2]], 1.0);
+        assert_eq!(x[[1, 0, 0, 0]], 1.0);
+        assert_eq!(x[[2, 2, 3, 3]], 1.0);
+        assert_eq!(x[[2, 0, 3, 3]], 0.0);
     }
 
     #[test]
@@ -213,19 +269,36 @@ pub(crate) mod tests {
         )
         .unwrap();
         let d = load_image_folder(dir.path()).unwrap();
-        assert_eq!(d.inputs[0].data.shape(), &[4, 2, 2, 3]);
+        assert_eq!(d.inputs[0].data.shape(), vec![4, 2, 2, 3]);
         // dog/big.png is sample 2 ("big" < "x.PNG"): blue first in BGR, (1 - 0.5) / 0.5 = 1.
-        let px: Vec<f32> = (0..3).map(|c| d.inputs[0].data[[2, 1, 1, c]]).collect();
+        let x = d.inputs[0].data.read_all().unwrap();
+        let px: Vec<f32> = (0..3).map(|c| x[[2, 1, 1, c]]).collect();
         assert_eq!(px, vec![1.0, -1.0, -1.0]);
         assert_eq!(d.labels, Some(vec![0, 0, 1, 1]));
     }
 
+    /// Only the first image is decoded at load; a bad one is reported, naming the file, when
+    /// the batch holding it is read, and batches without it read fine.
     #[test]
-    fn size_mismatch_names_the_file() {
+    fn images_are_decoded_lazily_per_batch() {
         let dir = tempfile::tempdir().unwrap();
         two_class_folder(dir.path());
+        std::fs::write(dir.path().join("dog/broken.png"), b"not a png").unwrap();
         write_png(dir.path(), "dog/y.png", 5, 4, [1, 2, 3]);
-        let e = load_image_folder(dir.path()).unwrap_err().to_string();
+        // cat/a, cat/b, dog/broken, dog/x.PNG, dog/y
+        let d = load_image_folder(dir.path()).unwrap();
+        assert_eq!(d.len(), 5);
+        assert_eq!(d.labels, Some(vec![0, 0, 1, 1, 1]));
+        d.batch(0..2).unwrap();
+        d.gather(&[3, 0]).unwrap();
+        let e = d.batch(1..3).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = e.to_string();
+        assert!(
+            e.contains("broken.png") && e.contains("cannot decode"),
+            "{e}"
+        );
+        let e = d.subset(&[4]).read_all().unwrap_err().to_string();
         assert!(e.contains("dog/y.png") && e.contains("[3, 4, 5]"), "{e}");
         assert!(e.contains("resize"), "{e}");
     }
@@ -241,7 +314,7 @@ pub(crate) mod tests {
         .unwrap();
         let d = load_image_folder(dir.path()).unwrap();
         assert_eq!(d.labels, None);
-        assert_eq!(d.inputs[0].data.shape(), &[1, 1, 3, 3]);
+        assert_eq!(d.inputs[0].data.shape(), vec![1, 1, 3, 3]);
 
         write_png(dir.path(), "cls/b.png", 3, 3, [9, 9, 9]);
         let e = load_image_folder(dir.path()).unwrap_err().to_string();

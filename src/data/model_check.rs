@@ -53,7 +53,7 @@ impl Dataset {
 }
 
 fn check_shape(input: &NamedInput, model_name: &str, model_shape: &[Option<usize>]) -> Result<()> {
-    let sample = input.data.shape().get(1..).unwrap_or(&[]);
+    let sample = input.data.sample_shape();
     let fits = match model_shape.split_first() {
         Some((_batch, dims)) => {
             dims.len() == sample.len()
@@ -94,11 +94,7 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     fn input(name: Option<&str>, source: &str, shape: &[usize]) -> NamedInput {
-        NamedInput {
-            name: name.map(String::from),
-            source: source.into(),
-            data: ArrayD::zeros(IxDyn(shape)),
-        }
+        NamedInput::from_array(name.map(String::from), source, ArrayD::zeros(IxDyn(shape)))
     }
 
     fn dataset(inputs: Vec<NamedInput>) -> Dataset {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::npy_header::{format_header, parse_header, DType};
+use super::npy_header::{format_header, parse_header, DType, NpyHeader};
 use crate::fsutil::write_atomic;
 use crate::{Error, Result};
 
@@ -71,7 +71,28 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
 }
 
 /// Parse .npy bytes; `name` is what error messages call the data (a path, or `archive.npz:key`).
+/// float16 arrays come back as float32 (every float16 is exactly a float32).
 pub fn read_npy_bytes(name: &str, bytes: &[u8]) -> Result<NpyArray> {
+    let (header, start) = npy_layout(name, bytes)?;
+    let data = &bytes[start..];
+    let shape = IxDyn(&header.shape);
+    let array = match header.dtype {
+        DType::F16 => NpyArray::F32(build(name, shape, decode(data, f16_le_to_f32))?),
+        DType::F32 => NpyArray::F32(build(name, shape, decode(data, f32::from_le_bytes))?),
+        DType::F64 => NpyArray::F64(build(name, shape, decode(data, f64::from_le_bytes))?),
+        DType::I64 => NpyArray::I64(build(name, shape, decode(data, i64::from_le_bytes))?),
+        DType::I32 => NpyArray::I32(build(name, shape, decode(data, i32::from_le_bytes))?),
+        DType::I16 => NpyArray::I16(build(name, shape, decode(data, i16::from_le_bytes))?),
+        DType::I8 => NpyArray::I8(build(name, shape, decode(data, i8::from_le_bytes))?),
+        DType::U8 => NpyArray::U8(build(name, shape, data.to_vec())?),
+        DType::Bool => NpyArray::Bool(build(name, shape, data.iter().map(|&b| b != 0).collect())?),
+    };
+    Ok(array)
+}
+
+/// The header of .npy `bytes` and where its data starts, after checking the data present is
+/// exactly what the header claims (so nothing is allocated or mapped on a lie).
+pub(crate) fn npy_layout(name: &str, bytes: &[u8]) -> Result<(NpyHeader, usize)> {
     let (header_text, data) = split_header(name, bytes)?;
     let header = parse_header(name, &header_text)?;
 
@@ -94,19 +115,21 @@ pub fn read_npy_bytes(name: &str, bytes: &[u8]) -> Result<NpyArray> {
             data.len()
         )));
     }
+    Ok((header, bytes.len() - data.len()))
+}
 
-    let shape = IxDyn(&header.shape);
-    let array = match header.dtype {
-        DType::F32 => NpyArray::F32(build(name, shape, decode(data, f32::from_le_bytes))?),
-        DType::F64 => NpyArray::F64(build(name, shape, decode(data, f64::from_le_bytes))?),
-        DType::I64 => NpyArray::I64(build(name, shape, decode(data, i64::from_le_bytes))?),
-        DType::I32 => NpyArray::I32(build(name, shape, decode(data, i32::from_le_bytes))?),
-        DType::I16 => NpyArray::I16(build(name, shape, decode(data, i16::from_le_bytes))?),
-        DType::I8 => NpyArray::I8(build(name, shape, decode(data, i8::from_le_bytes))?),
-        DType::U8 => NpyArray::U8(build(name, shape, data.to_vec())?),
-        DType::Bool => NpyArray::Bool(build(name, shape, data.iter().map(|&b| b != 0).collect())?),
-    };
-    Ok(array)
+/// IEEE half precision (little-endian bytes) to f32, exactly.
+pub(crate) fn f16_le_to_f32(bytes: [u8; 2]) -> f32 {
+    let h = u16::from_le_bytes(bytes);
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exponent = i32::from((h >> 10) & 0x1f);
+    let mantissa = f32::from(h & 0x3ff);
+    match exponent {
+        0 => sign * mantissa * 2f32.powi(-24),
+        31 if mantissa == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        e => sign * (1.0 + mantissa / 1024.0) * 2f32.powi(e - 15),
+    }
 }
 
 /// Split the magic + version + header length prefix from the data.
@@ -214,7 +237,7 @@ pub fn npy_bytes(array: &NpyArray) -> Vec<u8> {
     }
 }
 
-fn encode(header: &str, data: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(header: &str, data: &[u8]) -> Vec<u8> {
     // numpy pads so the data starts on a 64-byte boundary and ends the header with '\n'.
     let unpadded_v1 = MAGIC.len() + 2 + 2 + header.len() + 1;
     let v1 = unpadded_v1.div_ceil(64) * 64 - (MAGIC.len() + 4) <= usize::from(u16::MAX);

@@ -7,6 +7,7 @@ use crate::{Error, Result};
 /// Element types qsteer reads. All little-endian (or single byte) as numpy writes them on x86/ARM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
+    F16,
     F32,
     F64,
     I64,
@@ -21,6 +22,7 @@ impl DType {
     /// numpy's name for the type, as users see it in `arr.dtype`.
     pub fn name(self) -> &'static str {
         match self {
+            DType::F16 => "float16",
             DType::F32 => "float32",
             DType::F64 => "float64",
             DType::I64 => "int64",
@@ -36,7 +38,7 @@ impl DType {
         match self {
             DType::F64 | DType::I64 => 8,
             DType::F32 | DType::I32 => 4,
-            DType::I16 => 2,
+            DType::I16 | DType::F16 => 2,
             DType::I8 | DType::U8 | DType::Bool => 1,
         }
     }
@@ -44,6 +46,7 @@ impl DType {
     /// The `descr` string numpy writes for this type.
     pub fn descr(self) -> &'static str {
         match self {
+            DType::F16 => "<f2",
             DType::F32 => "<f4",
             DType::F64 => "<f8",
             DType::I64 => "<i8",
@@ -60,6 +63,7 @@ impl DType {
         let order = chars.next().unwrap_or(' ');
         let code = chars.as_str();
         let dtype = match code {
+            "f2" => DType::F16,
             "f4" => DType::F32,
             "f8" => DType::F64,
             "i8" => DType::I64,
@@ -70,7 +74,7 @@ impl DType {
             "b1" => DType::Bool,
             _ => {
                 return Err(Error::input(format!(
-                    "{file}: unsupported dtype '{descr}' (supported: float32, float64, int64, \
+                    "{file}: unsupported dtype '{descr}' (supported: float16, float32, float64, int64, \
                      int32, int16, int8, uint8, bool)"
                 )))
             }

@@ -1,30 +1,60 @@
 //! NumPy .npz archives: a zip of .npy members (`np.savez` stores, `np.savez_compressed` deflates).
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read, Seek};
+use std::io::{Cursor, Read};
+use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
+
+use zip::CompressionMethod;
 
 use super::npy::{read_npy_bytes, NpyArray};
+use super::npy_store::Bytes;
 use crate::{Error, Result};
 
 /// Don't trust a member's declared size for more than this much up-front allocation.
 const MAX_PREALLOCATION: u64 = 256 << 20;
 
+/// One .npy member of an archive: in place in the mapped archive when stored
+/// (`np.savez`), decompressed into memory when deflated (`np.savez_compressed`).
+pub(crate) struct Member {
+    /// `archive.npz:key.npy`, for messages.
+    pub label: String,
+    pub bytes: Bytes,
+    pub region: Range<usize>,
+}
+
+impl Member {
+    pub(crate) fn array(&self) -> Result<NpyArray> {
+        read_npy_bytes(&self.label, &self.bytes.as_slice()[self.region.clone()])
+    }
+}
+
 /// Read every array of a .npz file, keyed by member name without the `.npy` suffix.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, NpyArray>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    read_npz_from(&path.display().to_string(), std::io::BufReader::new(file))
+    arrays(npz_members(
+        &path.display().to_string(),
+        &Bytes::map(path)?,
+    )?)
 }
 
 /// Read a .npz held in memory; `name` is what error messages call it.
 pub fn read_npz_bytes(name: &str, bytes: &[u8]) -> Result<BTreeMap<String, NpyArray>> {
-    read_npz_from(name, Cursor::new(bytes))
+    arrays(npz_members(name, &Bytes::Owned(Arc::new(bytes.to_vec())))?)
 }
 
-fn read_npz_from<R: Read + Seek>(name: &str, reader: R) -> Result<BTreeMap<String, NpyArray>> {
-    let mut archive = zip::ZipArchive::new(reader)
+fn arrays(members: BTreeMap<String, Member>) -> Result<BTreeMap<String, NpyArray>> {
+    members
+        .into_iter()
+        .map(|(k, m)| Ok((k, m.array()?)))
+        .collect()
+}
+
+/// The archive's .npy members, keyed by name without `.npy`, without decoding them.
+pub(crate) fn npz_members(name: &str, bytes: &Bytes) -> Result<BTreeMap<String, Member>> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes.as_slice()))
         .map_err(|e| Error::input(format!("{name}: not a readable .npz (zip) archive: {e}")))?;
-    let mut arrays = BTreeMap::new();
+    let mut members = BTreeMap::new();
     for index in 0..archive.len() {
         let mut member = archive.by_index(index).map_err(|e| {
             Error::input(format!("{name}: cannot read archive member #{index}: {e}"))
@@ -39,18 +69,36 @@ fn read_npz_from<R: Read + Seek>(name: &str, reader: R) -> Result<BTreeMap<Strin
             )));
         };
         let label = format!("{name}:{member_name}");
-        let mut bytes = Vec::with_capacity(member.size().min(MAX_PREALLOCATION) as usize);
-        member
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::input(format!("{label}: cannot decompress: {e}")))?;
-        let array = read_npy_bytes(&label, &bytes)?;
-        if arrays.insert(key.to_string(), array).is_some() {
+        let (bytes, region) = if member.compression() == CompressionMethod::Stored {
+            let start = usize::try_from(member.data_start()).unwrap_or(usize::MAX);
+            let len = usize::try_from(member.size()).unwrap_or(usize::MAX);
+            let end = start.saturating_add(len);
+            if end > bytes.as_slice().len() {
+                return Err(Error::input(format!(
+                    "{label}: member runs past the end of the archive (truncated file)"
+                )));
+            }
+            (bytes.clone(), start..end)
+        } else {
+            let mut owned = Vec::with_capacity(member.size().min(MAX_PREALLOCATION) as usize);
+            member
+                .read_to_end(&mut owned)
+                .map_err(|e| Error::input(format!("{label}: cannot decompress: {e}")))?;
+            let len = owned.len();
+            (Bytes::Owned(Arc::new(owned)), 0..len)
+        };
+        let m = Member {
+            label,
+            bytes,
+            region,
+        };
+        if members.insert(key.to_string(), m).is_some() {
             return Err(Error::input(format!(
                 "{name}: archive holds '{member_name}' twice"
             )));
         }
     }
-    Ok(arrays)
+    Ok(members)
 }
 
 #[cfg(test)]
@@ -60,7 +108,6 @@ pub(crate) mod tests {
     use ndarray::{Array, IxDyn};
     use std::io::Write;
     use zip::write::SimpleFileOptions;
-    use zip::CompressionMethod;
 
     /// Build a .npz in memory the way numpy does.
     pub(crate) fn npz_bytes(members: &[(&str, &NpyArray)], method: CompressionMethod) -> Vec<u8> {

@@ -4,14 +4,14 @@
 
 use crate::cancel::CancelToken;
 use crate::data::{
-    load_dataset, load_split, seeded_split, Dataset, NamedInput, SplitInfo, SplitKind,
+    load_dataset, load_split, seeded_split, Dataset, NamedInput, Samples, SplitInfo, SplitKind,
 };
 use crate::metrics::{score_all, MetricSpec, Score, Scoring};
 use crate::model::shapes::declared_dims;
 use crate::model::Model;
 use crate::runtime::{CompiledModel, RunOptions};
 use crate::{Error, Result};
-use ndarray::{concatenate, ArrayD, Axis, Ix2};
+use ndarray::{ArrayD, Ix2};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -73,11 +73,11 @@ fn concat_datasets(a: &Dataset, b: &Dataset) -> Result<Dataset> {
         .iter()
         .zip(&b.inputs)
         .map(|(x, y)| {
-            let data = concatenate(Axis(0), &[x.data.view(), y.data.view()])
-                .map_err(|e| Error::input(format!("{} and {}: {e}", x.source, y.source)))?;
+            let source = format!("{}+{}", x.source, y.source);
+            let data = Samples::concat(source.clone(), &x.data, &y.data)?;
             Ok(NamedInput {
                 name: x.name.clone(),
-                source: format!("{}+{}", x.source, y.source),
+                source,
                 data,
             })
         })
@@ -133,7 +133,7 @@ pub fn check_fits(model: &Model, data: &Dataset) -> Result<()> {
             let mut dims = declared_dims(i).unwrap_or_default();
             if dims.is_empty() {
                 // No declared shape: anything of the dataset's rank fits.
-                dims = vec![None; data.inputs.first().map_or(1, |x| x.data.ndim())];
+                dims = vec![None; data.inputs.first().map_or(1, |x| x.data.shape().len())];
             }
             (i.name.clone(), dims)
         })
@@ -291,7 +291,7 @@ pub fn evaluate(
         score,
         outputs: first,
         split: selected.split,
-        dataset_fingerprint: data.fingerprint(),
+        dataset_fingerprint: data.fingerprint()?,
         fallback: compiled.fallback.clone(),
         has_labels: data.labels.is_some(),
         labels: data.labels.clone(),

@@ -22,10 +22,7 @@ pub(crate) fn sample(name: &str) -> Model {
 pub(crate) fn digits(n: usize) -> ArrayD<f32> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/digits/evaluation");
     let data = load_dataset(&dir).unwrap();
-    data.inputs[0]
-        .data
-        .slice_axis(Axis(0), ndarray::Slice::from(0..n))
-        .to_owned()
+    data.inputs[0].data.read_range(0..n).unwrap()
 }
 
 pub(crate) fn outputs(model: &Model, x: &ArrayD<f32>) -> ArrayD<f32> {
@@ -695,11 +692,7 @@ fn high_bias_absorption_checked_on_samples_keeps_their_outputs() {
     // Limited to what the samples allow: the same outputs on them.
     let data = crate::data::Dataset::from_arrays(
         "x",
-        vec![crate::data::NamedInput {
-            name: None,
-            source: "x".into(),
-            data: x.clone(),
-        }],
+        vec![crate::data::NamedInput::from_array(None, "x", x.clone())],
         None,
     )
     .unwrap();

@@ -61,7 +61,7 @@ fn record(
             id,
             EvalRecord {
                 dataset: m.data.display().to_string(),
-                dataset_fingerprint: m.scorer.data().fingerprint(),
+                dataset_fingerprint: m.scorer.data().fingerprint()?,
                 subset: Subset::Evaluation.name().to_string(),
                 split: m.split,
                 samples_per_second: m.score.samples as f64 / m.seconds.max(1e-9),

@@ -136,7 +136,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     let step = format!("external{{epochs:{epochs},lr:{lr}}}");
     let record = EvalRecord {
         dataset: data.display().to_string(),
-        dataset_fingerprint: scorer.data().fingerprint(),
+        dataset_fingerprint: scorer.data().fingerprint()?,
         subset: Subset::Evaluation.name().to_string(),
         split,
         score: after_float.clone(),

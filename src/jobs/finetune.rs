@@ -221,7 +221,7 @@ pub(crate) fn train<'a>(
     let key = {
         let mut h = sha2::Sha256::new();
         h.update(model.content_hash());
-        h.update(train.data.fingerprint());
+        h.update(train.data.fingerprint()?);
         h.update(serde_json::to_vec(settings).unwrap_or_default());
         if let Some(q) = req.quant {
             // Encodings hold no NaN; their debug text identifies them exactly.

@@ -222,7 +222,7 @@ pub(crate) fn run_with(
     let shapes = sample_shapes(&eval.data);
     let key = sweep_key(
         &model.content_hash(),
-        &eval.data.fingerprint(),
+        &eval.data.fingerprint()?,
         &plan.settings(),
     );
     let metric = super::job_metric(workspace, ctx.kind)?;

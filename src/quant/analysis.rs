@@ -310,7 +310,7 @@ pub fn analyze(
         .map(|(name, sums)| sums.analysis(name))
         .collect();
     let sweep = if options.sweep {
-        let key = sweep_key(model, &data, req);
+        let key = sweep_key(model, &data, req)?;
         let path = options
             .cache_dir
             .as_ref()
@@ -337,7 +337,7 @@ pub fn analyze(
             step: req.settings.step(),
             settings: req.settings.clone(),
             samples: data.len(),
-            dataset_fingerprint: data.fingerprint(),
+            dataset_fingerprint: data.fingerprint()?,
             scores,
             layers,
             data_passes: 2,
@@ -352,12 +352,12 @@ pub fn analyze(
 }
 
 /// What a sweep checkpoint must match: model, evaluation data, settings and split.
-fn sweep_key(model: &Model, data: &crate::data::Dataset, req: &QuantsimRequest) -> String {
+fn sweep_key(model: &Model, data: &crate::data::Dataset, req: &QuantsimRequest) -> Result<String> {
     use sha2::Digest;
     let text = format!(
         "{}|{}|{}|{}|{}",
         model.content_hash(),
-        data.fingerprint(),
+        data.fingerprint()?,
         req.settings.step(),
         req.calibration_size,
         req.seed
@@ -368,10 +368,10 @@ fn sweep_key(model: &Model, data: &crate::data::Dataset, req: &QuantsimRequest) 
     } else {
         format!("{text}|{}", req.metric.label())
     };
-    sha2::Sha256::digest(text.as_bytes())
+    Ok(sha2::Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect()
+        .collect())
 }
 
 struct LayerSlots {
@@ -870,7 +870,7 @@ mod tests {
         )];
         let scoring = crate::metrics::Scoring::default();
         cancelled.cancel();
-        let key = sweep_key(&model, &data, &req);
+        let key = sweep_key(&model, &data, &req).unwrap();
         let path = dir.path().join(format!("sensitivity-{}.json", &key[..16]));
         let input = SweepInput {
             model: &model,

@@ -220,9 +220,11 @@ pub fn collect_statistics(
             let input = data.inputs.get(k).ok_or_else(|| {
                 Error::input(format!("the dataset has no values for input '{}'", p.value))
             })?;
-            h.add_array(&input.data);
+            // The calibration subset (bounded by calibration_size), read once.
+            let values = input.data.read_all()?;
+            h.add_array(&values);
             let mut s = ChannelStats::default();
-            s.add(input.data.view(), None, true);
+            s.add(values.view(), None, true);
             stats.insert(p.value.clone(), s);
         } else {
             captured.push(p.value.clone());
@@ -355,7 +357,11 @@ pub(crate) mod tests {
         assert_eq!(done.load(Ordering::SeqCst), 200);
         assert_eq!(hists.len(), points.len());
         // Every sample's every element was seen once: the input has 200 × 64 values.
-        assert_eq!(hists["input"].count(), data.inputs[0].data.len() as u64);
+        let input = &data.inputs[0].data;
+        assert_eq!(
+            hists["input"].count(),
+            (input.len() * input.sample_size()) as u64
+        );
         assert_eq!(hists["logits"].count(), 200 * 10);
         for scheme in [Scheme::Minmax, Scheme::TfEnhanced] {
             let enc = activation_encodings(&hists, scheme, spec).unwrap();

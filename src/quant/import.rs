@@ -275,10 +275,7 @@ pub(crate) mod tests {
     /// First output of `model` on the first `n` evaluation digits.
     pub fn outputs(model: &Model, n: usize) -> ArrayD<f32> {
         let data = digits(Subset::Evaluation);
-        let x = data.inputs[0]
-            .data
-            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
-            .to_owned();
+        let x = data.inputs[0].data.read_range(0..n).unwrap();
         let shape = vec![data.sample_shape(0).to_vec()];
         let compiled = CompiledModel::compile(model, &shape, n, &[]).unwrap();
         compiled.run(&[x.view()]).unwrap().remove(0)

@@ -77,20 +77,9 @@ impl CompiledModel {
         batch: usize,
     ) -> Result<Vec<ArrayD<f32>>> {
         let pad = batch - (to - from);
-        let inputs: Vec<ArrayD<f32>> = data
-            .inputs
-            .iter()
-            .map(|inp| {
-                let part = inp.data.slice_axis(Axis(0), Slice::from(from..to));
-                if pad == 0 {
-                    return part.to_owned();
-                }
-                let last = inp.data.slice_axis(Axis(0), Slice::from(to - 1..to));
-                let mut views: Vec<ArrayViewD<f32>> = vec![part.clone()];
-                views.extend(std::iter::repeat_n(last, pad));
-                concatenate(Axis(0), &views).unwrap_or_else(|_| part.to_owned())
-            })
-            .collect();
+        // Only this batch's samples are read (decoded, converted) from the dataset.
+        let indices: Vec<usize> = (from..to).chain(std::iter::repeat_n(to - 1, pad)).collect();
+        let inputs = data.gather(&indices)?;
         let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
         let outputs = self.run(&views)?;
         Ok(outputs

@@ -134,7 +134,8 @@ pub fn fine_tune(
         let plan = batches(n, s.batch_size, s.seed.wrapping_add(epoch as u64));
         for (k, idx) in plan.iter().enumerate() {
             cancel.check()?;
-            let x = inputs.select(Axis(0), idx);
+            // Only this step's samples are read (decoded) from the training set.
+            let x = inputs.read(idx)?;
             let labels: Vec<i64>;
             let teacher: Vec<f32>;
             let targets = match s.loss {

@@ -10,7 +10,7 @@ use crate::data::{load_split, Dataset};
 use crate::model::Model;
 use crate::runtime::CompiledModel;
 use burn_tensor::DType;
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 use std::cell::Cell;
 use std::path::Path;
 
@@ -31,7 +31,7 @@ fn tract_outputs(model: &Model, x: &ArrayD<f32>) -> ArrayD<f32> {
 
 fn first(data: &Dataset, n: usize) -> ArrayD<f32> {
     let idx: Vec<usize> = (0..n).collect();
-    data.inputs[0].data.select(Axis(0), &idx)
+    data.inputs[0].data.read(&idx).unwrap()
 }
 
 #[test]
@@ -96,9 +96,12 @@ fn zero_learning_rate_leaves_the_model_bit_identical() {
 /// Mean cross-entropy over `data` with the trainer's current weights.
 fn mean_loss(t: &Trainer, data: &Dataset) -> f64 {
     let labels = data.labels.as_ref().unwrap();
-    t.loss_and_grads(&data.inputs[0].data.view(), &Targets::Labels(labels))
-        .unwrap()
-        .0
+    t.loss_and_grads(
+        &data.inputs[0].data.read_all().unwrap().view(),
+        &Targets::Labels(labels),
+    )
+    .unwrap()
+    .0
 }
 
 #[test]
@@ -200,13 +203,14 @@ fn distillation_to_the_parent_starts_near_zero_loss() {
     let model = sample("mbv2_digits");
     let (train, _) = digits();
     let train = small(&train, 16);
-    let teacher = tract_outputs(&model, &train.inputs[0].data);
+    let train_x = train.inputs[0].data.read_all().unwrap();
+    let teacher = tract_outputs(&model, &train_x);
     let mut s = settings(1, 0.0);
     s.loss = Loss::Distill { temperature: 2.0 };
     let t = Trainer::new(&model, &s, DType::F32).unwrap();
     let flat: Vec<f32> = teacher.iter().copied().collect();
     let (loss, _) = t
-        .loss_and_grads(&train.inputs[0].data.view(), &Targets::Teacher(&flat))
+        .loss_and_grads(&train_x.view(), &Targets::Teacher(&flat))
         .unwrap();
     // KL of the model to itself: zero up to the interpreter's rounding.
     assert!(loss.abs() < 1e-4, "KL to itself {loss}");

@@ -66,11 +66,7 @@ pub fn first(a: &ArrayD<f32>, n: usize) -> ArrayD<f32> {
 pub fn dataset(name: &str, inputs: ArrayD<f32>) -> Dataset {
     Dataset::from_arrays(
         name,
-        vec![NamedInput {
-            name: None,
-            source: name.to_string(),
-            data: inputs,
-        }],
+        vec![NamedInput::from_array(None, name.to_string(), inputs)],
         None,
     )
     .expect("valid dataset")

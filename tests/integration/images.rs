@@ -80,7 +80,7 @@ fn image_folder_matches_the_npy_samples() {
         assert_eq!(folder_labels[k], labels[i], "image {k} (sample {i})");
     }
     // pixel = round(x × 255) → the decoded value is within 1/510 of the float sample
-    let x = &images.inputs[0].data;
+    let x = images.inputs[0].data.read_all().unwrap();
     let mut worst = 0f32;
     for (k, &i) in indices.iter().enumerate() {
         let a = x.index_axis(ndarray::Axis(0), k);

@@ -23,4 +23,5 @@ mod model_load;
 mod quantsim_cli;
 mod real_exports;
 mod slurm;
+mod streaming;
 mod workspace_guarantees;

@@ -247,7 +247,7 @@ fn fill(
         candidates: candidates.to_vec(),
         settings: format!("{}{}", req.settings, req.scorer.cache_tag()),
         model_hash: req.model.content_hash(),
-        dataset_fingerprint: req.scorer.data().fingerprint(),
+        dataset_fingerprint: req.scorer.data().fingerprint()?,
     };
     let baseline = req.scorer.value(req.scorer.parent_score());
     let mut dict = Dictionary::open_for(req.cache_dir, header, shard);

@@ -143,7 +143,7 @@ fn greedy_meets_the_target_resumes_after_a_cancel_and_reuses_its_dictionary() {
         candidates: candidates(5).unwrap(),
         settings: "zero-channels test double".into(),
         model_hash: model.content_hash(),
-        dataset_fingerprint: scorer.data().fingerprint(),
+        dataset_fingerprint: scorer.data().fingerprint().unwrap(),
     };
     assert!(Dictionary::open(Some(dir.path()), header)
         .entries()

@@ -317,7 +317,7 @@ fn cancelled_pruning_stops() {
 /// Logit SQNR (dB) against the original and top-1 accuracy on the 400 evaluation digits.
 fn fidelity(original: &Model, pruned: &Model) -> (f64, f64) {
     let data = load_dataset(&root().join("digits/evaluation")).unwrap();
-    let x = &data.inputs[0].data;
+    let x = &data.inputs[0].data.read_all().unwrap();
     let (a, b) = (outputs(original, x), outputs(pruned, x));
     let rows = b.clone().into_dimensionality::<ndarray::Ix2>().unwrap();
     let acc = crate::metrics::top_k_accuracy(rows.view(), data.labels.as_deref().unwrap(), 1);

@@ -154,8 +154,14 @@ pub fn adaround(
     )?
     .data;
     let plan = plan_layers(model, req, &prepared.layers, &prepared.weights)?;
-    let dir =
-        checkpoints.map(|root| checkpoint::run_dir(root, &run_key(model, req, options, &data)));
+    let dir = checkpoints
+        .map(|root| {
+            Ok::<_, Error>(checkpoint::run_dir(
+                root,
+                &run_key(model, req, options, &data)?,
+            ))
+        })
+        .transpose()?;
 
     // Finished layers from an earlier run.
     let mut done: Vec<Option<(ArrayD<f32>, LayerRound)>> = plan
@@ -300,18 +306,18 @@ fn run_key(
     req: &QuantsimRequest,
     options: &AdaroundOptions,
     data: &Dataset,
-) -> String {
+) -> Result<String> {
     use sha2::Digest;
     let text = format!(
         "adaround v1\n{}\n{}\n{:?}\n{}\n{}\n{}",
         model.content_hash(),
         serde_json::to_string(&req.settings).unwrap_or_default(),
         options,
-        data.fingerprint(),
+        data.fingerprint()?,
         req.seed,
         req.calibration_size,
     );
-    crate::model::hex(&sha2::Sha256::digest(text.as_bytes()))[..24].to_string()
+    Ok(crate::model::hex(&sha2::Sha256::digest(text.as_bytes()))[..24].to_string())
 }
 
 /// One FP32 pass over the calibration samples capturing the inputs of layers `todo`
@@ -378,7 +384,12 @@ fn capture(
             Ok(())
         };
     for &(i, slot) in &from_data {
-        fill(&mut caches, i, 0, &data.inputs[slot].data)?;
+        // Graph inputs come from the calibration samples, a batch at a time.
+        let samples = &data.inputs[slot].data;
+        for from in (0..samples.len()).step_by(64) {
+            let batch = samples.read_range(from..(from + 64).min(samples.len()))?;
+            fill(&mut caches, i, from, &batch)?;
+        }
     }
     if !captured.is_empty() {
         let shapes = sample_shapes(data);
