@@ -82,7 +82,7 @@ impl ModelScorer {
     ) -> Result<ModelScorer> {
         scoring.metric.validate()?;
         check_fits(parent, &data)?;
-        let shapes = sample_shapes(&data);
+        let shapes = sample_shapes(parent, &data)?;
         let parent_outputs = run_outputs(parent, &data, &shapes, options, cancel)?;
         crate::metrics::check_labels_fit(&data, &parent_outputs)?;
         let parent_score = score_all(

@@ -67,7 +67,8 @@ impl CompiledModel {
         )
     }
 
-    /// Run samples `from..to`; a last batch shorter than the compiled one is filled by
+    /// Run samples `from..to`, each dataset input fed to the model input of its name (see
+    /// [`Dataset::model_order`]); a last batch shorter than the compiled one is filled by
     /// repeating its last sample, and the extra outputs are dropped.
     pub(crate) fn run_slice(
         &self,
@@ -77,9 +78,11 @@ impl CompiledModel {
         batch: usize,
     ) -> Result<Vec<ArrayD<f32>>> {
         let pad = batch - (to - from);
+        let names: Vec<String> = self.inputs().iter().map(|i| i.name.clone()).collect();
         let inputs: Vec<ArrayD<f32>> = data
-            .inputs
-            .iter()
+            .model_order(&names)?
+            .into_iter()
+            .map(|i| &data.inputs[i])
             .map(|inp| {
                 let part = inp.data.slice_axis(Axis(0), Slice::from(from..to));
                 if pad == 0 {
