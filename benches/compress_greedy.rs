@@ -25,7 +25,7 @@ fn greedy(c: &mut Criterion) {
     let options = RunOptions::default();
     let spec = CompressorSpec {
         method: Method::SpatialSvd,
-        sample_shapes: sample_shapes(&eval.data),
+        sample_shapes: sample_shapes(&model, &eval.data).expect("shapes"),
         selection: None,
         data: data.clone(),
         calibration_size: 200,

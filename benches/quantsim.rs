@@ -85,7 +85,7 @@ fn compile_pair(model: &Model, data: &Dataset, batch: usize) -> (CompiledModel, 
     let req = request(Scheme::TfEnhanced, batch);
     let prepared = prepare(model, &req, true, &CancelToken::new(), &no_progress).expect("prepare");
     let sim = simulate(model, &prepared, &req.settings).expect("simulate");
-    let shapes = sample_shapes(data);
+    let shapes = sample_shapes(model, data).expect("shapes");
     let fp32 = CompiledModel::compile(model, &shapes, batch, &[]).expect("compile fp32");
     let w8a8 = CompiledModel::compile(&sim.model, &shapes, batch, &[]).expect("compile w8a8");
     (fp32, w8a8)

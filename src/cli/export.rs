@@ -55,7 +55,7 @@ pub fn run(args: ExportArgs, common: &Common) -> Result<()> {
         None => model_source(&args)?,
     };
     let data_shapes = match &common.data {
-        Some(d) => Some(super::inspect::data_sample_shapes(d)?),
+        Some(d) => Some(super::inspect::data_sample_shapes(&source.model, d)?),
         None => None,
     };
     let pins = super::input_shape::pins_for(

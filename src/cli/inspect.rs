@@ -4,7 +4,7 @@ use super::table::{human, Table};
 use super::{print_json, resolve_model, Common};
 use clap::Args;
 use qsteer::data::load_dataset;
-use qsteer::model::shapes::format_shape;
+use qsteer::model::shapes::{format_shape, InputType};
 use qsteer::model::{Layer, Model, ModelShapes};
 use qsteer::Result;
 use serde_json::json;
@@ -45,14 +45,7 @@ pub fn inspect_model(
 ) -> Result<Inspection> {
     let model = Model::load(path)?;
     let data_shapes = match data {
-        Some(d) => {
-            let ds = load_split_free(d)?;
-            Some(
-                (0..ds.inputs.len())
-                    .map(|i| ds.sample_shape(i).to_vec())
-                    .collect::<Vec<_>>(),
-            )
-        }
+        Some(d) => Some(data_sample_shapes(&model, d)?),
         None => None,
     };
     let pinned = super::input_shape::pins_for(&model, common, data_shapes, None)?;
@@ -65,12 +58,11 @@ pub fn inspect_model(
     })
 }
 
-/// The per-sample input shapes of the dataset at `d`.
-pub(crate) fn data_sample_shapes(d: &std::path::Path) -> Result<Vec<Vec<usize>>> {
+/// The per-sample input shapes of the dataset at `d`, in `model`'s input order.
+pub(crate) fn data_sample_shapes(model: &Model, d: &std::path::Path) -> Result<Vec<Vec<usize>>> {
     let ds = load_split_free(d)?;
-    Ok((0..ds.inputs.len())
-        .map(|i| ds.sample_shape(i).to_vec())
-        .collect())
+    qsteer::experiment::evaluate::check_fits(model, &ds)?;
+    qsteer::experiment::evaluate::sample_shapes(model, &ds)
 }
 
 /// A dataset for its shapes: the directory itself, or its evaluation part when split.
@@ -109,8 +101,16 @@ fn io_json(ins: &Inspection, names: &[String]) -> serde_json::Value {
         .collect()
 }
 
+/// Inputs with their element type (what the data is cast to).
+fn inputs_json(ins: &Inspection) -> serde_json::Value {
+    ins.shapes
+        .inputs
+        .iter()
+        .map(|i| json!({ "name": i.name, "shape": ins.shapes.get(&i.name), "type": i.elem }))
+        .collect()
+}
+
 pub fn to_json(path: &std::path::Path, ins: &Inspection) -> serde_json::Value {
-    let inputs: Vec<String> = ins.model.inputs().iter().map(|i| i.name.clone()).collect();
     let layers: Vec<serde_json::Value> = ins
         .layers
         .iter()
@@ -131,7 +131,7 @@ pub fn to_json(path: &std::path::Path, ins: &Inspection) -> serde_json::Value {
         "producer": ins.model.proto().producer_name,
         "nodes": ins.model.graph().node.len(),
         "fixed_batch": ins.shapes.fixed_batch,
-        "inputs": io_json(ins, &inputs),
+        "inputs": inputs_json(ins),
         "outputs": io_json(ins, &ins.model.output_names()),
         "layers": layers,
         "macs_total": ins.macs_total(),
@@ -192,10 +192,16 @@ pub fn to_text(path: &std::path::Path, ins: &Inspection) -> String {
         ]);
     }
     let inputs: Vec<String> = ins
-        .model
-        .inputs()
+        .shapes
+        .inputs
         .iter()
-        .map(|i| format!("{} {}", i.name, shape_text(ins.shapes.get(&i.name))))
+        .map(|i| {
+            let ty = match i.elem {
+                InputType::Float32 => String::new(),
+                other => format!(" {}", other.name()),
+            };
+            format!("{} {}{ty}", i.name, shape_text(ins.shapes.get(&i.name)))
+        })
         .collect();
     let outputs: Vec<String> = ins
         .model

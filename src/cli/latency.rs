@@ -66,7 +66,7 @@ pub fn run(args: LatencyArgs, common: &Common) -> Result<()> {
     let model = Model::load(&model_path)?;
     // A dataset fixes symbolic input dimensions; without one, the file's declared shapes.
     let shapes = match &common.data {
-        Some(data) => sample_shapes(&select_samples(data, Subset::All, 0, 0)?.data),
+        Some(data) => sample_shapes(&model, &select_samples(data, Subset::All, 0, 0)?.data)?,
         None => declared_sample_shapes(&model)?,
     };
     let opts = LatencyOptions {

@@ -43,7 +43,12 @@ pub fn compile_capturing(
     data: &CalibrationData,
     values: &[String],
 ) -> Result<CompiledModel> {
-    CompiledModel::compile(model, &data.sample_shapes, data.options.batch_size, values)
+    CompiledModel::compile(
+        model,
+        &data.shapes_for(model)?,
+        data.options.batch_size,
+        values,
+    )
 }
 
 /// The output slot of `value` in a model compiled by [`compile_capturing`].

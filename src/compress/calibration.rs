@@ -14,7 +14,8 @@ use std::path::Path;
 pub struct CalibrationData {
     /// The calibration samples (inputs, labels unused).
     pub data: Dataset,
-    /// Per-sample shape of each model input, in input order; pins symbolic dims.
+    /// Per-sample shape of each dataset input, in the dataset's order (the model's, unless
+    /// the inputs are named: use [`CalibrationData::shapes_for`] to pin a model).
     pub sample_shapes: Vec<Vec<usize>>,
     /// Batch size and worker threads for the passes over the samples.
     pub options: RunOptions,
@@ -44,7 +45,9 @@ impl CalibrationData {
             )));
         }
         Ok(CalibrationData {
-            sample_shapes: sample_shapes(&data),
+            sample_shapes: (0..data.inputs.len())
+                .map(|i| data.sample_shape(i).to_vec())
+                .collect(),
             data,
             options: RunOptions {
                 batch_size: options.batch_size.max(1),
@@ -60,6 +63,11 @@ impl CalibrationData {
 
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
+    }
+
+    /// Per-sample shapes in `model`'s input order, to pin its symbolic dims.
+    pub fn shapes_for(&self, model: &Model) -> Result<Vec<Vec<usize>>> {
+        sample_shapes(model, &self.data)
     }
 
     /// A clear error when the samples do not fit `model`'s inputs.

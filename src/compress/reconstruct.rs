@@ -142,7 +142,7 @@ pub fn reconstruct(
 ) -> Result<(Model, ReconstructionReport)> {
     let start = Instant::now();
     data.check_fits(parent)?;
-    let parent_layers = parent.layers(&parent.shapes(Some(&data.sample_shapes))?)?;
+    let parent_layers = parent.layers(&parent.shapes(Some(&data.shapes_for(parent)?))?)?;
     let position = |node: usize| parent.index().order().iter().position(|&n| n == node);
     // (graph position, change, parent output value)
     let mut todo = Vec::new();
@@ -177,7 +177,7 @@ pub fn reconstruct(
         for (done, (_, change, refit, value)) in todo.iter().enumerate() {
             progress("layer-wise reconstruction", done, total);
             cancel.check()?;
-            let layers = model.layers(&model.shapes(Some(&data.sample_shapes))?)?;
+            let layers = model.layers(&model.shapes(Some(&data.shapes_for(&model)?))?)?;
             let layer = layers.iter().find(|l| &l.name == refit).ok_or_else(|| {
                 Error::input(format!(
                     "{}: no layer '{refit}' to refit for '{}'",

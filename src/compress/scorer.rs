@@ -84,7 +84,7 @@ impl ModelScorer {
         check_fits(parent, &data)?;
         // Every candidate is scored on these samples: decode them once when they are small.
         let data = data.cached_up_to(crate::data::MULTI_PASS_CACHE)?;
-        let shapes = sample_shapes(&data);
+        let shapes = sample_shapes(parent, &data)?;
         let parent_outputs = run_outputs(parent, &data, &shapes, options, cancel)?;
         crate::metrics::check_labels_fit(&data, &parent_outputs)?;
         let parent_score = score_all(

@@ -5,6 +5,43 @@ use super::{Dataset, NamedInput};
 use crate::{Error, Result};
 
 impl Dataset {
+    /// For each model input (`names`, in the model's order), the index of the dataset input
+    /// that feeds it: by name when the dataset names its inputs (`inputs.<name>.npy`, whose
+    /// file order says nothing), else by position. An unknown name is an error naming the
+    /// file and listing the model's inputs.
+    pub fn model_order(&self, names: &[String]) -> Result<Vec<usize>> {
+        if !self.inputs.iter().all(|i| i.name.is_some()) {
+            return Ok((0..names.len().min(self.inputs.len())).collect());
+        }
+        if let Some(unknown) = self
+            .inputs
+            .iter()
+            .find(|i| !names.iter().any(|n| Some(n) == i.name.as_ref()))
+        {
+            return Err(Error::input(format!(
+                "dataset {}: input '{}' matches no model input (model inputs: {})",
+                unknown.source,
+                unknown.name.as_deref().unwrap_or_default(),
+                names.join(", ")
+            )));
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.inputs
+                    .iter()
+                    .position(|i| i.name.as_ref() == Some(n))
+                    .ok_or_else(|| {
+                        Error::input(format!(
+                            "dataset {}: no inputs.{n}.npy for model input '{n}' (model inputs: {})",
+                            self.name,
+                            names.join(", ")
+                        ))
+                    })
+            })
+            .collect()
+    }
+
     /// Check the dataset against the model's inputs: `(name, full shape)` with axis 0 the batch
     /// dimension (ignored) and `None` for symbolic dimensions (match anything). Inputs are
     /// matched by name when the dataset names them (`inputs.<name>.npy`), else by position.

@@ -124,16 +124,24 @@ pub fn scoring_for(
     }
 }
 
-/// Check the samples fit the model's declared inputs (a clear error before any work).
+/// Check the samples fit the model's declared inputs (a clear error before any work). A
+/// scalar input takes one value per sample (data shape `[N]`).
 pub fn check_fits(model: &Model, data: &Dataset) -> Result<()> {
+    let order = data.model_order(&model.input_names()).ok();
     let expected: Vec<(String, Vec<Option<usize>>)> = model
         .inputs()
         .iter()
-        .map(|i| {
+        .enumerate()
+        .map(|(k, i)| {
+            let fed = order
+                .as_ref()
+                .and_then(|o| o.get(k))
+                .and_then(|&j| data.inputs.get(j));
             let mut dims = declared_dims(i).unwrap_or_default();
             if dims.is_empty() {
-                // No declared shape: anything of the dataset's rank fits.
-                dims = vec![None; data.inputs.first().map_or(1, |x| x.data.shape().len())];
+                // A scalar (or no declared shape): the batch axis, then what the data has.
+                let rank = fed.map_or(1, |x| x.data.shape().len());
+                dims = vec![None; rank.max(1)];
             }
             (i.name.clone(), dims)
         })
@@ -141,11 +149,13 @@ pub fn check_fits(model: &Model, data: &Dataset) -> Result<()> {
     data.check_against_model(&expected)
 }
 
-/// Per-sample input shapes, in model input order.
-pub fn sample_shapes(data: &Dataset) -> Vec<Vec<usize>> {
-    (0..data.inputs.len())
+/// Per-sample input shapes, in `model`'s input order (named dataset inputs matched by name).
+pub fn sample_shapes(model: &Model, data: &Dataset) -> Result<Vec<Vec<usize>>> {
+    Ok(data
+        .model_order(&model.input_names())?
+        .into_iter()
         .map(|i| data.sample_shape(i).to_vec())
-        .collect()
+        .collect())
 }
 
 #[derive(Debug, Clone)]
@@ -230,7 +240,7 @@ pub fn evaluate(
     let scoring = scoring_for(&req.data, &selected, req.subset, &req.metric);
     let data = selected.data;
     check_fits(model, &data)?;
-    let shapes = sample_shapes(&data);
+    let shapes = sample_shapes(model, &data)?;
     let analysed = model.shapes(Some(&shapes))?;
     let macs = model.layers(&analysed)?.iter().map(|l| l.macs).sum();
     let params = model.weights().map(|(_, w)| w.array.len() as u64).sum();

@@ -112,7 +112,7 @@ pub fn bias_correct(
         req.seed,
     )?
     .data;
-    let shapes = sample_shapes(&data);
+    let shapes = sample_shapes(model, &data)?;
     let options = req.options;
 
     // Which layers go which way.
@@ -713,7 +713,7 @@ mod bias_tests {
         )
         .unwrap()
         .data;
-        let shapes = sample_shapes(&data);
+        let shapes = sample_shapes(&model, &data).unwrap();
         let run = |m: &Model| {
             CompiledModel::compile(m, &shapes, 16, &[])
                 .unwrap()

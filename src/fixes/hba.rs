@@ -96,8 +96,12 @@ pub fn pre_activation_minimums(
         return Ok(HashMap::new());
     }
     let capture: Vec<String> = outputs.values().cloned().collect();
-    let compiled =
-        CompiledModel::compile(model, &sample_shapes(data), options.batch_size, &capture)?;
+    let compiled = CompiledModel::compile(
+        model,
+        &sample_shapes(model, data)?,
+        options.batch_size,
+        &capture,
+    )?;
     let slots: Vec<(String, usize)> = outputs
         .iter()
         .filter_map(|(label, value)| {

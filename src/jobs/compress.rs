@@ -283,7 +283,7 @@ fn setup(
     let eval = select_samples(data, Subset::Evaluation, *calibration_size, *seed)?;
     let spec = CompressorSpec {
         method: *method,
-        sample_shapes: sample_shapes(&eval.data),
+        sample_shapes: sample_shapes(&model, &eval.data)?,
         selection: selection.clone(),
         data: data.clone(),
         calibration_size: *calibration_size,

@@ -273,7 +273,7 @@ fn check_output(
             output.display()
         )));
     }
-    let trained = Model::load(output).map_err(|e| {
+    let trained = Model::load_any(output).map_err(|e| {
         fail(format!(
             "the trainer's model {} does not load: {e}",
             output.display()

@@ -299,7 +299,8 @@ fn parent_rows(
     ctx: &JobCtx,
 ) -> Result<ndarray::Array2<f32>> {
     crate::experiment::evaluate::check_fits(model, data)?;
-    let compiled = CompiledModel::compile(model, &sample_shapes(data), options.batch_size, &[])?;
+    let compiled =
+        CompiledModel::compile(model, &sample_shapes(model, data)?, options.batch_size, &[])?;
     let run = compiled.run_dataset(data, options, ctx.cancel, &|_, _| {})?;
     let first = run.outputs.into_iter().next().ok_or_else(|| {
         Error::runtime(format!("{}: the model produced no output", model.source()))

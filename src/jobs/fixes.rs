@@ -228,7 +228,7 @@ fn output_change(
     options: RunOptions,
     cancel: &CancelToken,
 ) -> Result<serde_json::Value> {
-    let shapes = sample_shapes(data);
+    let shapes = sample_shapes(before, data)?;
     let a = CompiledModel::compile(before, &shapes, options.batch_size, &[])?;
     let b = CompiledModel::compile(after, &shapes, options.batch_size, &[])?;
     let (mut max_abs, mut signal, mut noise) = (0.0f32, 0.0f64, 0.0f64);

@@ -219,7 +219,7 @@ pub(crate) fn run_with(
         plan.calibration_size,
         plan.seed,
     )?;
-    let shapes = sample_shapes(&eval.data);
+    let shapes = sample_shapes(&model, &eval.data)?;
     let key = sweep_key(
         &model.content_hash(),
         &eval.data.fingerprint()?,

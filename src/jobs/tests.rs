@@ -728,7 +728,7 @@ fn export_job_writes_the_qdq_model_and_encodings_of_a_quantsim_variant() {
     let summary = run_job_blocking(ws.clone(), export, |_| {}).unwrap();
     let output = std::path::PathBuf::from(summary["output"].as_str().unwrap());
     assert!(output.starts_with(dir.path().join("exports")), "{output:?}");
-    let qdq = Model::load(&output).unwrap();
+    let qdq = Model::load_any(&output).unwrap();
     assert!(qdq
         .graph()
         .node

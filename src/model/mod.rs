@@ -4,9 +4,11 @@
 
 pub mod attrs;
 pub mod builder;
+pub mod external_data;
 pub mod graph;
 pub mod layers;
 pub mod opset;
+pub mod prequantized;
 pub mod save;
 pub mod shapes;
 pub mod tensor;
@@ -52,30 +54,28 @@ fn supported_ops() -> &'static tract_onnx::model::OnnxOpRegister {
 }
 
 impl Model {
-    /// Load an ONNX file. Errors name the file and, where one is at fault, the node.
+    /// Load an FP32 ONNX file for qsteer to work on: weights in external data files are read
+    /// in, and a model that is already quantized is refused (see [`prequantized`]). Errors
+    /// name the file and, where one is at fault, the node.
     pub fn load(path: &Path) -> Result<Model> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Model::from_bytes(&bytes, &path.display().to_string())
+        let (proto, source) = read_proto(path)?;
+        prequantized::refuse_quantized(graph_of(&proto, &source)?, &source)?;
+        Model::from_proto(proto, &source)
+    }
+
+    /// Load any ONNX file tract can run, quantized ones included (qsteer's own QDQ exports).
+    pub fn load_any(path: &Path) -> Result<Model> {
+        let (proto, source) = read_proto(path)?;
+        Model::from_proto(proto, &source)
     }
 
     /// Decode an ONNX model held in memory; `source` names it in messages.
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Model> {
-        if bytes.is_empty() {
-            return Err(Error::input(format!("{source}: the file is empty")));
-        }
-        let proto = ModelProto::decode(bytes).map_err(|e| {
-            Error::input(format!(
-                "{source}: not a valid ONNX model (protobuf decode failed: {e})"
-            ))
-        })?;
-        Model::from_proto(proto, source)
+        Model::from_proto(decode(bytes, source)?, source)
     }
 
     pub fn from_proto(proto: ModelProto, source: &str) -> Result<Model> {
-        let graph = proto
-            .graph
-            .as_ref()
-            .ok_or_else(|| Error::input(format!("{source}: the model has no graph")))?;
+        let graph = graph_of(&proto, source)?;
         if graph.node.is_empty() {
             return Err(Error::input(format!("{source}: the graph has no nodes")));
         }
@@ -135,6 +135,11 @@ impl Model {
             .iter()
             .filter(|i| !g.initializer.iter().any(|t| t.name == i.name))
             .collect()
+    }
+
+    /// The names of [`Model::inputs`], in the model's order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.inputs().iter().map(|i| i.name.clone()).collect()
     }
 
     pub fn output_names(&self) -> Vec<String> {
@@ -213,6 +218,36 @@ impl Model {
     pub fn save(&self, path: &Path) -> Result<()> {
         save::save(self, path)
     }
+}
+
+/// Read and decode a model file, with its external data read in.
+fn read_proto(path: &Path) -> Result<(ModelProto, String)> {
+    let source = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut proto = decode(&bytes, &source)?;
+    if let Some(graph) = proto.graph.as_mut() {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        external_data::inline_external_data(graph, dir, &source)?;
+    }
+    Ok((proto, source))
+}
+
+fn decode(bytes: &[u8], source: &str) -> Result<ModelProto> {
+    if bytes.is_empty() {
+        return Err(Error::input(format!("{source}: the file is empty")));
+    }
+    ModelProto::decode(bytes).map_err(|e| {
+        Error::input(format!(
+            "{source}: not a valid ONNX model (protobuf decode failed: {e})"
+        ))
+    })
+}
+
+fn graph_of<'a>(proto: &'a ModelProto, source: &str) -> Result<&'a GraphProto> {
+    proto
+        .graph
+        .as_ref()
+        .ok_or_else(|| Error::input(format!("{source}: the model has no graph")))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

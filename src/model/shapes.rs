@@ -82,8 +82,60 @@ pub fn per_sample_elements(shape: &[Dim], fixed_batch: Option<usize>) -> Option<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputSpec {
     pub name: String,
-    /// Full shape including the batch axis.
+    /// Full shape including the batch axis (none for a scalar input: see [`InputType`]).
     pub shape: Shape,
+    /// The element type the model declares; datasets hold float32 and are cast to it.
+    pub elem: InputType,
+}
+
+/// The element types qsteer can feed. Datasets hold float32; integer and bool inputs are fed
+/// the same values cast exactly (a non-integral value is an error naming the input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    Float32,
+    Int64,
+    Int32,
+    Bool,
+}
+
+impl InputType {
+    /// From an ONNX element type code (`Undefined`, as some exporters leave it, is float32).
+    fn from_onnx(code: i32) -> Option<InputType> {
+        use tract_onnx::pb::tensor_proto::DataType as D;
+        match D::try_from(code).ok()? {
+            D::Float | D::Undefined => Some(InputType::Float32),
+            D::Int64 => Some(InputType::Int64),
+            D::Int32 => Some(InputType::Int32),
+            D::Bool => Some(InputType::Bool),
+            _ => None,
+        }
+    }
+
+    pub fn datum_type(self) -> DatumType {
+        match self {
+            InputType::Float32 => f32::datum_type(),
+            InputType::Int64 => i64::datum_type(),
+            InputType::Int32 => i32::datum_type(),
+            InputType::Bool => bool::datum_type(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            InputType::Float32 => "float32",
+            InputType::Int64 => "int64",
+            InputType::Int32 => "int32",
+            InputType::Bool => "bool",
+        }
+    }
+}
+
+/// Does the file declare `input` as a scalar (rank 0)? A scalar input has no batch axis: the
+/// dataset holds one value per sample (shape `[N]`) and a call is fed the value of its
+/// samples (which must agree when several samples share a call).
+pub fn is_scalar_input(input: &ValueInfoProto) -> bool {
+    declared_dims(input).is_some_and(|d| d.is_empty())
 }
 
 #[derive(Debug, Clone)]
@@ -159,13 +211,24 @@ fn plan_inputs(
     let mut specs = Vec::new();
     let mut fixed_batch = None;
     for (i, input) in inputs.iter().enumerate() {
-        let elem = input_elem_type(input).unwrap_or(1);
-        if elem != 1 {
-            return Err(Error::input(format!(
-                "{src}: input '{}' has element type {}; qsteer feeds float32 inputs",
+        let code = input_elem_type(input).unwrap_or(1);
+        let elem = InputType::from_onnx(code).ok_or_else(|| {
+            Error::input(format!(
+                "{src}: input '{}' has element type {}; qsteer feeds float32, int64, int32 and \
+                 bool inputs",
                 input.name,
-                super::tensor::data_type_name(elem)
-            )));
+                super::tensor::data_type_name(code)
+            ))
+        })?;
+        // A shape written with no dims is a scalar, unless the data says otherwise (some
+        // exporters write an unknown shape that way).
+        if is_scalar_input(input) && pinned.is_none_or(|p| p[i].is_empty()) {
+            specs.push(InputSpec {
+                name: input.name.clone(),
+                shape: Vec::new(),
+                elem,
+            });
+            continue;
         }
         let declared = declared_dims(input);
         let pin = pinned.map(|p| &p[i]);
@@ -224,6 +287,7 @@ fn plan_inputs(
         specs.push(InputSpec {
             name: input.name.clone(),
             shape,
+            elem,
         });
     }
     Ok((specs, fixed_batch))
@@ -275,7 +339,7 @@ fn inference_model(
                 Dim::Symbol(s) => TDim::Sym(m.symbols.sym(s)),
             })
             .collect();
-        m.set_input_fact(i, InferenceFact::dt_shape(f32::datum_type(), dims))?;
+        m.set_input_fact(i, InferenceFact::dt_shape(spec.elem.datum_type(), dims))?;
     }
     Ok(m)
 }
@@ -435,6 +499,7 @@ fn with_batch(inputs: &[InputSpec], b: usize) -> Vec<InputSpec> {
         .iter()
         .map(|spec| InputSpec {
             name: spec.name.clone(),
+            elem: spec.elem,
             shape: spec
                 .shape
                 .iter()

@@ -55,8 +55,8 @@ fn element_count(shape: &[usize]) -> Option<usize> {
 pub fn validate_tensor(t: &TensorProto, what: &str) -> Result<()> {
     if t.data_location == Some(1) || !t.external_data.is_empty() {
         return Err(Error::input(format!(
-            "{what}: weights stored in an external data file are not supported yet \
-             (re-export the model with the weights inside the .onnx file)"
+            "{what}: weights stored in an external data file are read only for initializers \
+             of a model loaded from its file (the data file beside it)"
         )));
     }
     if t.segment.is_some() {

@@ -197,7 +197,7 @@ pub fn analyze(
     );
     let data = selected.data;
     check_fits(model, &data)?;
-    let shapes = sample_shapes(&data);
+    let shapes = sample_shapes(model, &data)?;
     // Captured in the probe: each layer's FP32 output and its isolated copies.
     let outputs: Vec<Option<String>> = prepared.layer_outputs.clone();
     let reference_names: Vec<String> = outputs.iter().flatten().cloned().collect();
@@ -808,7 +808,7 @@ mod tests {
             .unwrap()
             .data
             .subset(&(0..32).collect::<Vec<_>>());
-        let shapes = sample_shapes(&data);
+        let shapes = sample_shapes(&model, &data).unwrap();
         let run = |m: &Model| {
             CompiledModel::compile(m, &shapes, 8, &[])
                 .unwrap()

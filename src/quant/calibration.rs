@@ -238,7 +238,7 @@ pub fn collect_statistics(
     }
     let compiled = CompiledModel::compile(
         model,
-        &sample_shapes(data),
+        &sample_shapes(model, data)?,
         options.run.batch_size,
         &captured,
     )?;

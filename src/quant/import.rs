@@ -213,7 +213,7 @@ pub fn quantsim_from_file(
         req.calibration_size,
         req.seed,
     )?;
-    let pins = crate::experiment::evaluate::sample_shapes(&selected.data);
+    let pins = crate::experiment::evaluate::sample_shapes(model, &selected.data)?;
     let encodings = load_model_encodings(model, file, Some(&pins))?;
     let sim = sim_from_encodings(model, &encodings)?;
     let load_seconds = start.elapsed().as_secs_f64();

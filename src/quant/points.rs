@@ -5,7 +5,10 @@
 //!
 //! A point is a value whose fake-quant models what an integer runtime stores. The rules:
 //!
-//! - **Graph inputs** (float, fed by the user) are points.
+//! - **Graph inputs** (float, fed by the user) are points. Integer and bool inputs (token ids,
+//!   masks, a sample rate) and the values computed from them are never quantized; a float
+//!   value made from them and stored weights (an embedding `Gather`, a `Cast` to float) is
+//!   dynamic and gets a point, even from a pass-through op.
 //! - Every node whose output is a *dynamic float* value (float, and computed from a graph
 //!   input rather than from constants only) puts a point on that output, **except**:
 //!   - **pass-through ops**, whose output values are values of their input (so already on the
@@ -130,23 +133,55 @@ pub fn activation_points(model: &Model) -> Result<Vec<QuantPoint>> {
         .map(|i| i.name.clone())
         .collect();
 
-    // Dynamic float values: computed from a float graph input.
+    // Dynamic values: computed from a graph input. Float ones get points; the others (token
+    // ids, masks, a sample rate fed as int64 / bool, and what is computed from them) never do.
+    // Shapes of float values are not tracked: they stay out of both sets, as constants.
     let mut dynamic: HashSet<String> = float_inputs.iter().cloned().collect();
+    let mut not_float: HashSet<String> = model
+        .inputs()
+        .iter()
+        .filter(|i| !is_float_input(i))
+        .map(|i| i.name.clone())
+        .collect();
+    // Float values a pass-through op makes from stored weights (an embedding Gather by
+    // token ids): on no activation grid yet, so they get their own point.
+    let mut fresh: HashSet<String> = HashSet::new();
+    let float_weight = |v: &String| model.weight(v).is_some();
     for &i in index.order() {
         let node = &graph.node[i];
+        let from_float = node.input.iter().any(|v| dynamic.contains(v));
+        let from_other = node.input.iter().any(|v| not_float.contains(v));
+        let first_out = node.output.first().filter(|o| !o.is_empty());
         if NON_FLOAT.contains(&node.op_type.as_str()) {
+            if from_other {
+                not_float.extend(node.output.iter().cloned());
+            }
             continue;
         }
-        if node.op_type == "Cast" && attrs::int(node, "to") != Some(DataType::Float as i64) {
+        if node.op_type == "Cast" {
+            let to_float = attrs::int(node, "to") == Some(DataType::Float as i64);
+            match (to_float, from_float || from_other, first_out) {
+                (true, true, Some(out)) => {
+                    dynamic.insert(out.clone());
+                }
+                (false, true, Some(out)) if from_other => {
+                    not_float.insert(out.clone());
+                }
+                _ => {}
+            }
             continue;
         }
         // Only float values are in `dynamic`, so shape and index inputs never count.
-        if node.input.iter().any(|v| dynamic.contains(v)) {
-            for (slot, out) in node.output.iter().enumerate() {
-                // MaxPool's indices, TopK's indices, Dropout's mask: not float.
-                if slot == 0 && !out.is_empty() {
-                    dynamic.insert(out.clone());
-                }
+        // MaxPool's indices, TopK's indices, Dropout's mask (later slots): not float.
+        let Some(out) = first_out else { continue };
+        if from_float {
+            dynamic.insert(out.clone());
+        } else if from_other {
+            if node.input.iter().any(float_weight) {
+                dynamic.insert(out.clone());
+                fresh.insert(out.clone());
+            } else {
+                not_float.insert(out.clone());
             }
         }
     }
@@ -211,12 +246,12 @@ pub fn activation_points(model: &Model) -> Result<Vec<QuantPoint>> {
         }
         // A standalone Relu is pass-through; Relu ending a group is the group's point.
         let ends_group = ACTIVATIONS.contains(&op) && ends_a_group(model, i, &inside);
-        if PASS_THROUGH.contains(&op) && !ends_group {
-            continue;
-        }
         let Some(out) = node.output.first() else {
             continue;
         };
+        if PASS_THROUGH.contains(&op) && !ends_group && !fresh.contains(out) {
+            continue;
+        }
         if dynamic.contains(out) && (outputs.contains(out) || !index.consumers(out).is_empty()) {
             points.push(QuantPoint {
                 value: out.clone(),

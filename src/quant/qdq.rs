@@ -614,7 +614,8 @@ mod tests {
     };
 
     fn accuracy(model: &Model, data: &Dataset) -> f64 {
-        let compiled = CompiledModel::compile(model, &sample_shapes(data), 50, &[]).unwrap();
+        let compiled =
+            CompiledModel::compile(model, &sample_shapes(model, data).unwrap(), 50, &[]).unwrap();
         let run = compiled
             .run_dataset(
                 data,

@@ -240,7 +240,7 @@ pub fn prepare(
     )?
     .data;
     check_fits(model, &calibration)?;
-    let shapes = model.shapes(Some(&sample_shapes(&calibration)))?;
+    let shapes = model.shapes(Some(&sample_shapes(model, &calibration)?))?;
     let layers = model.layers(&shapes)?;
     let points = activation_points(model)?;
     let weights = weight_quantizers(model, &layers)?;

@@ -161,7 +161,7 @@ fn score(
         QuantMode::WeightsAndActivations,
         ActivationOps::Auto,
     )?;
-    let shapes = sample_shapes(input.data);
+    let shapes = sample_shapes(input.model, input.data)?;
     let compiled = CompiledModel::compile(&sim.model, &shapes, input.options.batch_size, &[])?;
     let run = compiled.run_dataset(input.data, input.options, cancel, &|_, _| {})?;
     let first = run

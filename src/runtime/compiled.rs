@@ -116,7 +116,8 @@ impl CompiledModel {
         self.batch
     }
 
-    /// Run one batch: each input has the batch on axis 0. Outputs are float32 (other
+    /// Run one batch: each input has the batch on axis 0 (a scalar input one value per
+    /// sample), float32, cast to the input's type (see `feed`). Outputs are float32 (other
     /// types are converted) in `output_names()` order.
     pub fn run(&self, inputs: &[ArrayViewD<f32>]) -> Result<Vec<ArrayD<f32>>> {
         if inputs.len() != self.inputs.len() {
@@ -127,7 +128,12 @@ impl CompiledModel {
                 self.inputs.len()
             )));
         }
-        let values: TVec<TValue> = inputs.iter().map(|a| a.to_owned().into_tvalue()).collect();
+        let values: TVec<TValue> = self
+            .inputs
+            .iter()
+            .zip(inputs)
+            .map(|(spec, a)| super::feed::input_value(spec, a, &self.source))
+            .collect::<Result<_>>()?;
         let outputs = guarded(&self.source, || {
             self.plan.run(values).map_err(|e| {
                 Error::runtime(format!("{}: inference failed: {}", self.source, chain(&e)))

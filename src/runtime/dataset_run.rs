@@ -67,7 +67,8 @@ impl CompiledModel {
         )
     }
 
-    /// Run samples `from..to`; a last batch shorter than the compiled one is filled by
+    /// Run samples `from..to`, each dataset input fed to the model input of its name (see
+    /// [`Dataset::model_order`]); a last batch shorter than the compiled one is filled by
     /// repeating its last sample, and the extra outputs are dropped.
     pub(crate) fn run_slice(
         &self,
@@ -77,9 +78,17 @@ impl CompiledModel {
         batch: usize,
     ) -> Result<Vec<ArrayD<f32>>> {
         let pad = batch - (to - from);
-        // Only this batch's samples are read (decoded, converted) from the dataset.
+        // Only this batch's samples are read (decoded, converted) from the dataset, then
+        // handed to the model in its input order (named inputs by name).
         let indices: Vec<usize> = (from..to).chain(std::iter::repeat_n(to - 1, pad)).collect();
-        let inputs = data.gather(&indices)?;
+        let names: Vec<String> = self.inputs().iter().map(|i| i.name.clone()).collect();
+        let mut gathered: Vec<Option<ArrayD<f32>>> =
+            data.gather(&indices)?.into_iter().map(Some).collect();
+        let inputs: Vec<ArrayD<f32>> = data
+            .model_order(&names)?
+            .into_iter()
+            .filter_map(|i| gathered.get_mut(i).and_then(Option::take))
+            .collect();
         let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
         let outputs = self.run(&views)?;
         Ok(outputs

@@ -4,7 +4,7 @@
 
 use super::CompiledModel;
 use crate::cancel::CancelToken;
-use crate::model::shapes::declared_dims;
+use crate::model::shapes::{declared_dims, is_scalar_input, InputType};
 use crate::model::Model;
 use crate::{Error, Result};
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
@@ -72,8 +72,14 @@ pub fn measure_latency(
     let batch = compiled.batch();
     let inputs: Vec<ArrayD<f32>> = sample_shapes
         .iter()
+        .zip(compiled.inputs())
         .enumerate()
-        .map(|(k, s)| pattern_input(batch, s, k))
+        .map(|(k, (s, spec))| match spec.elem {
+            InputType::Float32 => pattern_input(batch, s, k),
+            // ids and masks: 0 and 1 are valid for any; a scalar input gets one value
+            _ if spec.shape.is_empty() => ArrayD::from_elem(IxDyn(&[batch]), 1.0),
+            _ => pattern_input(batch, s, k).mapv(|v| f32::from(v > 0.0)),
+        })
         .collect();
     let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
     for _ in 0..opts.warmup {
@@ -151,6 +157,9 @@ pub fn declared_sample_shapes(model: &Model) -> Result<Vec<Vec<usize>>> {
         .inputs()
         .iter()
         .map(|input| {
+            if is_scalar_input(input) {
+                return Ok(Vec::new());
+            }
             let dims = declared_dims(input).unwrap_or_default();
             let sample: Option<Vec<usize>> = dims.iter().skip(1).copied().collect();
             match sample {

@@ -5,6 +5,7 @@
 
 mod compiled;
 mod dataset_run;
+mod feed;
 pub mod latency;
 
 pub use compiled::{CompiledModel, MAX_VALUE_ELEMENTS};

@@ -114,7 +114,7 @@ pub fn open_at(
         Some(d) => {
             let s = select_samples(d, Subset::Evaluation, 200, 0)?;
             qsteer::experiment::evaluate::check_fits(&model, &s.data)?;
-            Some(sample_shapes(&s.data))
+            Some(sample_shapes(&model, &s.data)?)
         }
         None => None,
     };

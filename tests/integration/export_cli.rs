@@ -48,7 +48,8 @@ fn quantsim_export_and_export_of_variant_or_model_agree() {
         sim["activation_points"].as_u64()
     );
     // Standard ops only at W4A8: qsteer itself loads the QDQ model.
-    let qdq = qsteer::model::Model::load(Path::new(export["output"].as_str().unwrap())).unwrap();
+    let qdq =
+        qsteer::model::Model::load_any(Path::new(export["output"].as_str().unwrap())).unwrap();
     assert!(qdq.opset() >= 13);
     let direct_bytes = read(&export["output"]);
 

@@ -90,7 +90,7 @@ fn qat_makes_an_exportable_quantsim_variant_and_variant_ids_work() {
         &["export", "3", "--workspace", &ws, "--out", &out, "--json"],
     );
     let qdq = Path::new(export["output"].as_str().unwrap());
-    let loaded = qsteer::model::Model::load(qdq).unwrap();
+    let loaded = qsteer::model::Model::load_any(qdq).unwrap();
     assert!(loaded
         .graph()
         .node

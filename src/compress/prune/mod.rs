@@ -57,7 +57,7 @@ impl ChannelPruner {
     }
 
     fn layers(&self, model: &Model) -> Result<Vec<Layer>> {
-        let shapes = model.shapes(Some(&self.data.sample_shapes))?;
+        let shapes = model.shapes(Some(&self.data.shapes_for(model)?))?;
         model.layers(&shapes)
     }
 

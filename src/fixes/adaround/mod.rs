@@ -392,7 +392,7 @@ fn capture(
         }
     }
     if !captured.is_empty() {
-        let shapes = sample_shapes(data);
+        let shapes = sample_shapes(model, data)?;
         let compiled = CompiledModel::compile(model, &shapes, 16, &captured)?;
         let slot_of = |name: &String| compiled.output_names().iter().position(|o| o == name);
         let routes: Vec<(usize, usize)> = todo

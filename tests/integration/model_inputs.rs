@@ -1,0 +1,248 @@
+//! What real models take and how they store weights (issue #16, the zoo's loading bugs):
+//! several named inputs, integer / bool / scalar inputs, weights in an external data file,
+//! and a model that is already quantized. Each runs through the CLI against ONNX Runtime's
+//! outputs stored with the fixture.
+
+use crate::common::*;
+use qsteer::data::write_npy_f32;
+use qsteer::model::Model;
+use std::path::Path;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `eval --save-outputs` of a fixture on its own data, compared with ONNX Runtime's outputs.
+fn eval_matches_onnx_runtime(dir: &Path, model: &Path, data: &Path, expected: &Path) {
+    let out = dir.join("out.npy");
+    json_ok(
+        dir,
+        &[
+            "eval",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--split",
+            "all",
+            "--workspace",
+            dir.join("ws-eval").to_str().unwrap(),
+            "--save-outputs",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let ours = read_f32(&out);
+    let ort = read_f32(expected);
+    assert_eq!(ours.shape(), ort.shape());
+    assert!(max_abs_diff(&ours, &ort) < 1e-5, "{}", model.display());
+}
+
+/// quantsim W8A8 with `--export`; the exported QDQ model.
+fn quantsim_export(dir: &Path, model: &Path, data: &Path) -> (serde_json::Value, Model) {
+    let export = dir.join("export");
+    let doc = json_ok(
+        dir,
+        &[
+            "quantsim",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--calibration-size",
+            "4",
+            "--workspace",
+            dir.join("ws").to_str().unwrap(),
+            "--export",
+            export.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let path = doc["export"]["output"]
+        .as_str()
+        .expect("exported")
+        .to_string();
+    (doc, Model::load_any(Path::new(&path)).unwrap())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn named_inputs_are_fed_by_name_in_the_models_order() {
+    let dir = tmp();
+    let (model, data) = (fixture_model("multi_input"), fixture_dir("multi_input"));
+    // The files list as c, h, input; the model takes input, h, c.
+    eval_matches_onnx_runtime(dir.path(), &model, &data, &data.join("ort_outputs.npy"));
+    let (doc, _) = quantsim_export(dir.path(), &model, &data);
+    assert!(doc["cosine"].as_f64().unwrap() > 0.98, "{doc}");
+    json_ok(
+        dir.path(),
+        &[
+            "inspect",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    // A name the model does not have is named, with the model's inputs.
+    let renamed = dir.path().join("renamed");
+    copy_dir(&data, &renamed);
+    std::fs::rename(
+        renamed.join("inputs.c.npy"),
+        renamed.join("inputs.cell.npy"),
+    )
+    .unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "eval",
+            model.to_str().unwrap(),
+            "--data",
+            renamed.to_str().unwrap(),
+            "--workspace",
+            dir.path().join("ws2").to_str().unwrap(),
+        ],
+    );
+    let line = assert_bad_input(&o, "unknown input name");
+    assert!(
+        line.contains("inputs.cell.npy") && line.contains("model inputs: input, h, c"),
+        "{line}"
+    );
+}
+
+#[test]
+fn integer_bool_and_scalar_inputs_are_fed_in_the_models_types() {
+    let dir = tmp();
+    let (model, data) = (fixture_model("int_inputs"), fixture_dir("int_inputs"));
+    eval_matches_onnx_runtime(dir.path(), &model, &data, &data.join("ort_outputs.npy"));
+    let doc = json_ok(dir.path(), &["inspect", model.to_str().unwrap(), "--json"]);
+    assert_eq!(doc["inputs"][2]["name"], "sr");
+    assert_eq!(doc["inputs"][2]["shape"], serde_json::json!([]));
+    assert_eq!(doc["inputs"][0]["type"], "int64");
+    assert_eq!(doc["inputs"][1]["type"], "bool");
+
+    // Quantizers only on float values; the integer inputs stay what they are.
+    let (doc, exported) = quantsim_export(dir.path(), &model, &data);
+    assert!(doc["cosine"].as_f64().unwrap() > 0.98, "{doc}");
+    let types: Vec<(String, i32)> = exported
+        .graph()
+        .input
+        .iter()
+        .map(
+            |i| match i.r#type.as_ref().unwrap().value.as_ref().unwrap() {
+                tract_onnx::pb::type_proto::Value::TensorType(t) => (i.name.clone(), t.elem_type),
+            },
+        )
+        .collect();
+    assert_eq!(
+        types,
+        [("x".into(), 7), ("mask".into(), 9), ("sr".into(), 7)]
+    );
+    for n in &exported.graph().node {
+        if n.op_type == "QuantizeLinear" {
+            assert!(!["x", "mask", "sr"].contains(&n.input[0].as_str()), "{n:?}");
+        }
+    }
+    assert!(
+        exported
+            .graph()
+            .node
+            .iter()
+            .any(|n| n.op_type == "QuantizeLinear" && n.input[0] == "embed_fp32"),
+        "the embedding's output (float, from token ids) is quantized"
+    );
+    json_ok(
+        dir.path(),
+        &[
+            "analyze",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--calibration-size",
+            "4",
+            "--workspace",
+            dir.path().join("ws").to_str().unwrap(),
+            "--json",
+        ],
+    );
+
+    // A token id that is not an integer is named, not rounded.
+    let bad = dir.path().join("bad");
+    copy_dir(&data, &bad);
+    let mut x = read_f32(&bad.join("inputs.x.npy"));
+    x[[3, 2]] = 2.5;
+    write_npy_f32(&bad.join("inputs.x.npy"), &x).unwrap();
+    let o = run(
+        dir.path(),
+        &[
+            "eval",
+            model.to_str().unwrap(),
+            "--data",
+            bad.to_str().unwrap(),
+            "--split",
+            "all",
+            "--workspace",
+            dir.path().join("ws3").to_str().unwrap(),
+        ],
+    );
+    let line = assert_bad_input(&o, "non-integral id");
+    assert!(
+        line.contains("input 'x' takes int64 values; the data holds 2.5"),
+        "{line}"
+    );
+}
+
+#[test]
+fn weights_in_an_external_data_file_load_and_export_inline() {
+    let dir = tmp();
+    let (model, data) = (fixture_model("external_data"), fixture_dir("external_data"));
+    eval_matches_onnx_runtime(dir.path(), &model, &data, &data.join("ort_outputs.npy"));
+    let (_, exported) = quantsim_export(dir.path(), &model, &data);
+    assert!(exported
+        .graph()
+        .initializer
+        .iter()
+        .all(|t| t.external_data.is_empty() && t.data_location.unwrap_or(0) == 0));
+
+    // Without its data file: the file and the initializer are named.
+    let alone = dir.path().join("alone.onnx");
+    std::fs::copy(&model, &alone).unwrap();
+    let o = run(dir.path(), &["inspect", alone.to_str().unwrap()]);
+    let line = assert_bad_input(&o, "missing external data");
+    assert!(
+        line.contains("initializer 'conv.weight'") && line.contains("external_data.weights"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_already_quantized_model_is_refused_in_one_line() {
+    let dir = tmp();
+    let model = fixture_model("prequantized");
+    let data = fixture_dir("prequantized");
+    for args in [
+        vec!["inspect", model.to_str().unwrap()],
+        vec![
+            "quantsim",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--workspace",
+            dir.path().join("ws").to_str().unwrap(),
+        ],
+    ] {
+        let o = run(dir.path(), &args);
+        let line = assert_bad_input(&o, args[0]);
+        assert!(
+            line.contains("already quantized")
+                && line.contains("'fc.weight_q'")
+                && line.contains("FP32 model"),
+            "{line}"
+        );
+    }
+}
