@@ -6,7 +6,8 @@
 //! 1 GB. Prints time and peak. Not part of `cargo test`: `cargo bench --bench eval_memory`.
 //!
 //! `QSTEER_BENCH_GB` (default 10) scales both sets; `QSTEER_BENCH_DIR` keeps the generated image
-//! folder there for the next run (the .npy is always deleted after its run).
+//! folder there for the next run (the .npy is always deleted after its run);
+//! `QSTEER_BENCH_SKIP_IMAGES` / `QSTEER_BENCH_SKIP_NPY` skip one of the two.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,22 +38,10 @@ fn main() {
     let model = tmp.path().join("tiny.onnx");
     tiny_classifier(&model);
 
-    let images = match std::env::var_os("QSTEER_BENCH_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => tmp.path().join("images"),
-    };
-    let began = Instant::now();
-    let made = image_folder(&images, samples);
-    println!(
-        "image folder: {samples} images 224x224x3 ({:.1} GB as float32) at {} ({} written in {:.0} s)",
-        samples as f64 * sample_bytes / 1e9,
-        images.display(),
-        made,
-        began.elapsed().as_secs_f64()
-    );
     let mut failed = false;
-    failed |= !measure("image folder", &model, &images, samples);
-
+    if std::env::var_os("QSTEER_BENCH_SKIP_IMAGES").is_none() {
+        failed |= !images_run(&tmp, &model, samples, sample_bytes);
+    }
     if std::env::var_os("QSTEER_BENCH_SKIP_NPY").is_none() {
         let npy = tmp.path().join("npy");
         let began = Instant::now();
@@ -67,6 +56,24 @@ fn main() {
     if failed {
         std::process::exit(1);
     }
+}
+
+/// Generate (or reuse) the image folder and measure eval on it.
+fn images_run(tmp: &tempfile::TempDir, model: &Path, samples: usize, sample_bytes: f64) -> bool {
+    let images = match std::env::var_os("QSTEER_BENCH_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => tmp.path().join("images"),
+    };
+    let began = Instant::now();
+    let made = image_folder(&images, samples);
+    println!(
+        "image folder: {samples} images 224x224x3 ({:.1} GB as float32) at {} ({} written in {:.0} s)",
+        samples as f64 * sample_bytes / 1e9,
+        images.display(),
+        made,
+        began.elapsed().as_secs_f64()
+    );
+    measure("image folder", model, &images, samples)
 }
 
 /// Conv 3→8 (3×3, stride 4) → Relu → global pool → Gemm 8→10.

@@ -90,8 +90,9 @@ pub const MULTI_PASS_CACHE: usize = 256 << 20;
 const VALUE_HASH_LIMIT: usize = 256 << 20;
 
 impl Dataset {
-    /// Build a dataset from arrays already in memory, with the same checks as the file loaders
-    /// (equal sample counts, finite values, non-negative labels, not empty).
+    /// Build a dataset from inputs (usually [`NamedInput::from_array`]), with the same checks as
+    /// the file loaders (equal sample counts, non-negative labels, not empty); values are
+    /// checked finite when a batch reads them, as for files.
     pub fn from_arrays(
         name: impl Into<String>,
         inputs: Vec<NamedInput>,

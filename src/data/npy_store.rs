@@ -41,14 +41,23 @@ impl Bytes {
         Ok(Bytes::Mapped(Arc::new(map)))
     }
 
-    /// Drop the mapped pages of `bytes[from..from + len]` from this process once read: they
-    /// stay in the page cache, but a mapped page counts in the process's resident memory until
-    /// unmapped, so without this a pass over a 30 GB file would show 30 GB resident.
+    /// Drop the mapped pages around `bytes[from..from + len]` from this process once read:
+    /// they stay in the page cache, but a mapped page counts in the process's resident memory
+    /// until unmapped, so without this a pass over a 30 GB file would show 30 GB resident. A
+    /// fault maps a whole page-cache folio (up to 2 MiB), so the window is widened to 2 MiB
+    /// boundaries; a neighbour being read by another thread just faults its pages in again.
     fn release(&self, from: usize, len: usize) {
+        const WINDOW: usize = 2 << 20;
         if let Bytes::Mapped(m) = self {
+            let start = from / WINDOW * WINDOW;
+            let end = (from + len)
+                .div_ceil(WINDOW)
+                .saturating_mul(WINDOW)
+                .min(m.len());
             // SAFETY: the map is a read-only shared file mapping: MADV_DONTNEED only makes the
             // next access fault the same bytes in again from the file, never zeroes them.
-            let _ = unsafe { m.unchecked_advise_range(UncheckedAdvice::DontNeed, from, len) };
+            let _ =
+                unsafe { m.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start) };
         }
     }
 
@@ -179,6 +188,7 @@ impl Store for NpyStore {
             for b in 0..blocks {
                 let at = (data.len() - block) * b / (blocks - 1);
                 hasher.update(&data[at..at + block]);
+                self.bytes.release(self.data_start + at, block);
             }
         }
         Ok(())
