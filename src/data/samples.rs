@@ -30,6 +30,10 @@ pub(crate) trait Store: Send + Sync {
     fn is_scalar(&self) -> bool {
         false
     }
+    /// A copy standing for other samples (view included): its identity is theirs.
+    fn stands_for_original(&self) -> bool {
+        false
+    }
 }
 
 /// The samples of one input: a store and which of its samples, in which order.
@@ -179,6 +183,9 @@ impl Samples {
 
     /// Content identity for the fingerprint: the store's identity and the view's indices.
     pub(crate) fn identity(&self, hasher: &mut Sha256) -> Result<()> {
+        if self.view.is_none() && self.store.stands_for_original() {
+            return self.store.identity(hasher);
+        }
         self.store.identity(hasher)?;
         match &self.view {
             Some(v) => {
@@ -294,6 +301,10 @@ impl Store for Cached {
 
     fn identity(&self, hasher: &mut Sha256) -> Result<()> {
         self.original.identity(hasher)
+    }
+
+    fn stands_for_original(&self) -> bool {
+        true
     }
 
     fn stored_type(&self) -> &str {

@@ -19,6 +19,13 @@ fn err_of<T>(r: qsteer::Result<T>, what: &str) -> Error {
     }
 }
 
+/// `x` as int64 with one value (in the last sample) beyond what float32 holds exactly.
+fn huge_ints(x: &ArrayD<f32>) -> ArrayD<i64> {
+    let mut ints = x.mapv(|v| v as i64);
+    *ints.iter_mut().last().unwrap() = (1 << 24) + 1;
+    ints
+}
+
 /// An input error (exit code 2) whose message contains every one of `needles`.
 fn assert_input_error(e: &Error, what: &str, needles: &[&str]) {
     let msg = e.to_string();
@@ -207,10 +214,13 @@ fn dataset_dtype_count_and_nan() {
     let root = tempfile::tempdir().unwrap();
     let x = digits_inputs(5);
 
+    // float64 loads; an integer float32 cannot hold exactly is an error when its sample is read.
     let f64_dir = npy_dir(root.path(), "f64", &NpyArray::F64(x.mapv(f64::from)), None);
-    let e = err_of(load_dataset(&f64_dir), "float64");
-    let file = f64_dir.join("inputs.npy").display().to_string();
-    assert_input_error(&e, "float64", &[&file, "float64", "float32"]);
+    assert_eq!(load_dataset(&f64_dir).unwrap().read_all().unwrap()[0], x);
+    let big_dir = npy_dir(root.path(), "big", &NpyArray::I64(huge_ints(&x)), None);
+    let e = err_of(load_dataset(&big_dir).unwrap().read_all(), "int64");
+    let file = big_dir.join("inputs.npy").display().to_string();
+    assert_input_error(&e, "int64", &[&file, "sample 4", "16777217", "float32"]);
 
     let count_dir = npy_dir(
         root.path(),
@@ -233,7 +243,8 @@ fn dataset_dtype_count_and_nan() {
     let mut nan = x.clone();
     nan[[3, 0, 7, 9]] = f32::NAN;
     let nan_dir = npy_dir(root.path(), "nan", &NpyArray::F32(nan), Some(&[0; 5]));
-    let e = err_of(load_dataset(&nan_dir), "nan");
+    // Values are checked as samples are read (the data stream), not at load.
+    let e = err_of(load_dataset(&nan_dir).unwrap().read_all(), "nan");
     assert_input_error(
         &e,
         "nan",
@@ -247,7 +258,7 @@ fn dataset_dtype_count_and_nan() {
     let mut inf = x;
     inf[[1, 0, 0, 0]] = f32::INFINITY;
     let inf_dir = npy_dir(root.path(), "inf", &NpyArray::F32(inf), None);
-    let e = err_of(load_dataset(&inf_dir), "inf");
+    let e = err_of(load_dataset(&inf_dir).unwrap().read_all(), "inf");
     assert_input_error(&e, "inf", &["sample 1", "inf"]);
 
     // a truncated .npy: the header promises more data than the file holds
@@ -513,7 +524,7 @@ fn cli_bad_datasets() {
         &NpyArray::F32(ArrayD::zeros(IxDyn(&[5, 1, 8, 8]))),
         None,
     );
-    let f64_dir = npy_dir(root.path(), "f64", &NpyArray::F64(x.mapv(f64::from)), None);
+    let big_dir = npy_dir(root.path(), "big", &NpyArray::I64(huge_ints(&x)), None);
     let count = npy_dir(
         root.path(),
         "count",
@@ -521,7 +532,8 @@ fn cli_bad_datasets() {
         Some(&[1, 2]),
     );
     let mut nan = x.clone();
-    nan[[2, 0, 3, 3]] = f32::NAN;
+    // In every sample: values are checked as the samples are read, whichever split reads them.
+    nan.slice_mut(ndarray::s![.., 0, 3, 3]).fill(f32::NAN);
     let nan_dir = npy_dir(root.path(), "nan", &NpyArray::F32(nan), None);
     let label_range = npy_dir(
         root.path(),
@@ -544,10 +556,10 @@ fn cli_bad_datasets() {
         ),
         (
             "dtype",
-            f64_dir.clone(),
+            big_dir.clone(),
             vec![
-                f64_dir.join("inputs.npy").display().to_string(),
-                "float64".into(),
+                big_dir.join("inputs.npy").display().to_string(),
+                "16777217".into(),
             ],
         ),
         (
@@ -563,7 +575,7 @@ fn cli_bad_datasets() {
             nan_dir.clone(),
             vec![
                 nan_dir.join("inputs.npy").display().to_string(),
-                "sample 2 contains NaN".into(),
+                "contains NaN".into(),
             ],
         ),
         (
