@@ -332,6 +332,21 @@ fn plan_inputs(
             elem,
         });
     }
+    if let (Some(b), Some(open)) = (
+        fixed_batch.filter(|&b| b > 1),
+        specs.iter().find(|s| s.shape.first() == Some(&Dim::Batch)),
+    ) {
+        let fixed = specs
+            .iter()
+            .find(|s| s.shape.first() == Some(&Dim::Known(b)))
+            .map_or("", |s| s.name.as_str());
+        return Err(Error::input(format!(
+            "{src}: input '{fixed}' fixes axis 0 to {b} while input '{}' leaves its batch open; \
+             qsteer feeds samples on axis 0 of every input, so a batch on another axis (a \
+             recurrent state [layers, batch, …]) is not supported",
+            open.name
+        )));
+    }
     Ok((specs, fixed_batch))
 }
 
@@ -629,11 +644,14 @@ pub fn analyse(model: &Model, pinned: Option<&[Vec<usize>]>) -> Result<ModelShap
     let mut values = value_shapes(&typed.model, &batch);
     if typed.batch_fallback {
         // Analysed at batch 1: a second analysis at batch 2 tells which dims are the batch.
-        let at_two = typed_model(model, pinned, Some(2), None)?;
-        let two = value_shapes(&at_two.model, &batch);
-        for (name, shape) in values.iter_mut() {
-            if let Some(other) = two.get(name) {
-                *shape = batch_dims(shape, other);
+        // A graph that only runs at batch 1 (an output the file fixes to 1) keeps the shapes
+        // at 1.
+        if let Ok(at_two) = typed_model(model, pinned, Some(2), None) {
+            let two = value_shapes(&at_two.model, &batch);
+            for (name, shape) in values.iter_mut() {
+                if let Some(other) = two.get(name) {
+                    *shape = batch_dims(shape, other);
+                }
             }
         }
     }
