@@ -184,6 +184,41 @@ pub fn declared_dims(input: &ValueInfoProto) -> Option<Vec<Option<usize>>> {
     )
 }
 
+/// The file's names for its symbolic input dims (`dim_param`), where they are plain
+/// identifiers (`batch`, `height`); `None` for numbers, expressions and missing names.
+fn declared_params(input: &ValueInfoProto) -> Vec<Option<String>> {
+    let Some(TypeValue::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Vec::new();
+    };
+    let Some(shape) = t.shape.as_ref() else {
+        return Vec::new();
+    };
+    let identifier = |p: &str| {
+        p.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    shape
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(DimValue::DimParam(p)) if identifier(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The symbol tract analyses the batch as: the file's own name for it when the first input
+/// names its axis 0 (its value_info and output shapes are written with that name, and a
+/// second symbol would not unify with it), else [`BATCH`]. Users see `N` either way.
+pub fn batch_symbol(model: &Model) -> String {
+    model
+        .inputs()
+        .first()
+        .and_then(|i| declared_params(i).into_iter().next().flatten())
+        .unwrap_or_else(|| BATCH.to_string())
+}
+
 fn input_elem_type(input: &ValueInfoProto) -> Option<i32> {
     match input.r#type.as_ref()?.value.as_ref()? {
         TypeValue::TensorType(t) => Some(t.elem_type),
@@ -210,6 +245,7 @@ fn plan_inputs(
     }
     let mut specs = Vec::new();
     let mut fixed_batch = None;
+    let batch_name = batch_symbol(model);
     for (i, input) in inputs.iter().enumerate() {
         let code = input_elem_type(input).unwrap_or(1);
         let elem = InputType::from_onnx(code).ok_or_else(|| {
@@ -268,6 +304,11 @@ fn plan_inputs(
                 continue;
             }
             let pinned_dim = pin.map(|p| p[axis - 1]);
+            let file_name = declared_params(input)
+                .get(axis)
+                .cloned()
+                .flatten()
+                .filter(|p| *p != batch_name);
             match (file_dim, pinned_dim) {
                 (Some(f), Some(p)) if f != p => {
                     return Err(Error::input(format!(
@@ -279,9 +320,10 @@ fn plan_inputs(
                 }
                 (Some(f), _) => shape.push(Dim::Known(f)),
                 (None, Some(p)) => shape.push(Dim::Known(p)),
-                (None, None) => {
-                    shape.push(Dim::Symbol(format!("{}_{axis}", sanitize(&input.name))))
-                }
+                // The file's name (`height`), so its value_info unifies with ours.
+                (None, None) => shape.push(Dim::Symbol(
+                    file_name.unwrap_or_else(|| format!("{}_{axis}", sanitize(&input.name))),
+                )),
             }
         }
         specs.push(InputSpec {
@@ -289,6 +331,21 @@ fn plan_inputs(
             shape,
             elem,
         });
+    }
+    if let (Some(b), Some(open)) = (
+        fixed_batch.filter(|&b| b > 1),
+        specs.iter().find(|s| s.shape.first() == Some(&Dim::Batch)),
+    ) {
+        let fixed = specs
+            .iter()
+            .find(|s| s.shape.first() == Some(&Dim::Known(b)))
+            .map_or("", |s| s.name.as_str());
+        return Err(Error::input(format!(
+            "{src}: input '{fixed}' fixes axis 0 to {b} while input '{}' leaves its batch open; \
+             qsteer feeds samples on axis 0 of every input, so a batch on another axis (a \
+             recurrent state [layers, batch, …]) is not supported",
+            open.name
+        )));
     }
     Ok((specs, fixed_batch))
 }
@@ -328,7 +385,7 @@ fn inference_model(
         )));
     }
     let mut m = parsed.model;
-    let batch = m.symbols.sym(BATCH);
+    let batch = m.symbols.sym(&batch_symbol(model));
     for (i, spec) in specs.iter().enumerate() {
         let dims: TVec<TDim> = spec
             .shape
@@ -425,7 +482,7 @@ fn check_consistent(model: &Model, tm: &TypedModel, pinned: bool) -> Result<()> 
             TDim::Val(_) | TDim::Sym(_) => false,
         }
     }
-    let batch = tm.symbols.sym(BATCH);
+    let batch = tm.symbols.sym(&batch_symbol(model));
     let show = |f: &TypedFact| format_shape(&convert_shape(f.shape.dims(), &batch));
     for node in tm.nodes() {
         let Some(fact) = node
@@ -556,10 +613,20 @@ fn analysis_error(src: &str, inputs: &[InputSpec], first: &TractError) -> Error 
         .unwrap_or_default();
     Error::input(format!(
         "{src}: shape analysis needs concrete input sizes: {}; pass --data DIR (its samples fix \
-         them) or --input-shape {example} with each D the size to use (tract: {})",
+         them) or --input-shape {example} with each D the size to use{}",
         open.join("; "),
-        chain(first)
+        tract_detail(first)
     ))
+}
+
+/// tract's reason, for those who ask (`RUST_LOG` set): it is long (a unification deep in
+/// the graph) and the fix is the same whatever it says.
+fn tract_detail(e: &TractError) -> String {
+    if std::env::var_os("RUST_LOG").is_some() {
+        format!(" (tract: {})", chain(e))
+    } else {
+        " (tract's reason: run with RUST_LOG=debug)".to_string()
+    }
 }
 
 /// tract's error with its context chain on one line.
@@ -573,14 +640,18 @@ pub fn chain(e: &TractError) -> String {
 /// Analyse the model's shapes. See the module comment for the batch convention.
 pub fn analyse(model: &Model, pinned: Option<&[Vec<usize>]>) -> Result<ModelShapes> {
     let typed = typed_model(model, pinned, None, None)?;
-    let mut values = value_shapes(&typed.model);
+    let batch = batch_symbol(model);
+    let mut values = value_shapes(&typed.model, &batch);
     if typed.batch_fallback {
         // Analysed at batch 1: a second analysis at batch 2 tells which dims are the batch.
-        let at_two = typed_model(model, pinned, Some(2), None)?;
-        let two = value_shapes(&at_two.model);
-        for (name, shape) in values.iter_mut() {
-            if let Some(other) = two.get(name) {
-                *shape = batch_dims(shape, other);
+        // A graph that only runs at batch 1 (an output the file fixes to 1) keeps the shapes
+        // at 1.
+        if let Ok(at_two) = typed_model(model, pinned, Some(2), None) {
+            let two = value_shapes(&at_two.model, &batch);
+            for (name, shape) in values.iter_mut() {
+                if let Some(other) = two.get(name) {
+                    *shape = batch_dims(shape, other);
+                }
             }
         }
     }
@@ -601,8 +672,8 @@ pub fn analyse(model: &Model, pinned: Option<&[Vec<usize>]>) -> Result<ModelShap
 }
 
 /// Every labelled value's shape in a typed model.
-fn value_shapes(tm: &TypedModel) -> HashMap<String, Shape> {
-    let batch_sym = tm.symbols.sym(BATCH);
+fn value_shapes(tm: &TypedModel, batch: &str) -> HashMap<String, Shape> {
+    let batch_sym = tm.symbols.sym(batch);
     let mut values = HashMap::new();
     for (outlet, label) in &tm.outlet_labels {
         if let Ok(fact) = tm.outlet_fact(*outlet) {

@@ -111,7 +111,9 @@ pub fn bits(a: &ArrayD<f32>) -> Vec<u32> {
 /// real home).
 pub fn qsteer(data_dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_qsteer"));
-    c.env("QSTEER_DATA_DIR", data_dir).env_remove("NO_COLOR");
+    c.env("QSTEER_DATA_DIR", data_dir)
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG");
     c
 }
 

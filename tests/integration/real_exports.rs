@@ -167,3 +167,52 @@ fn quantsim_export_and_encodings_import_open_the_model_at_the_data_shapes() {
         ],
     );
 }
+
+/// The file's own name for the batch (`batch`, in its value_info) is the symbol we analyse
+/// the batch as: with ours (`N`) beside it, tract could not unify the two ("Impossible to
+/// unify Sym(batch) with Sym(N)"), the value_info had to be thrown away, and without sizes
+/// the error blamed that instead of the open H/W.
+#[test]
+fn the_files_own_dim_names_are_the_symbols_of_the_analysis() {
+    use tract_onnx::pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let model = Model::load(&fixture_model("symbolic_hw")).unwrap();
+    let mut proto = model.proto().clone();
+    let graph = proto.graph.as_mut().unwrap();
+    let mut info = graph.input[0].clone();
+    info.name = "stem".into();
+    if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) =
+        info.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        let dims = &mut t.shape.as_mut().unwrap().dim;
+        dims[1] = Dimension {
+            value: Some(Value::DimValue(4)),
+            ..Default::default()
+        };
+        for d in &mut dims[2..] {
+            d.value = Some(Value::DimValue(16));
+        }
+    }
+    graph.value_info.push(info); // stem: [batch, 4, 16, 16]
+    let model = Model::from_proto(proto, "symbolic_hw+value_info").unwrap();
+    let shapes = model.shapes(Some(&[vec![3, 16, 16]])).unwrap();
+    assert_eq!(shapes.fallback, None, "the file's value_info agrees");
+    assert_eq!(
+        shapes.get("stem").unwrap(),
+        &vec![Dim::Batch, Dim::Known(4), Dim::Known(16), Dim::Known(16)]
+    );
+    // Without sizes: one short line naming the file's dims, tract's reason left out.
+    let dir = tmp();
+    let o = run(
+        dir.path(),
+        &["inspect", fixture_model("symbolic_hw").to_str().unwrap()],
+    );
+    let line = assert_bad_input(&o, "open H/W");
+    assert!(
+        line.contains("input 'images' N×3×height×width has no size for dim 2, 3"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("Sym(") && line.contains("RUST_LOG=debug"),
+        "{line}"
+    );
+}

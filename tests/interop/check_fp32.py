@@ -113,12 +113,23 @@ def finetuned_cases(bin_path, tmp, timeout):
     return cases, failed
 
 
+ORT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+
+
 def load_inputs(sess, data_dir):
-    """inputs.npy for a single-input model; inputs.<input_name>.npy for several."""
+    """inputs.npy for a single-input model; inputs.<input_name>.npy for several. The data are
+    float32; integer and bool inputs get them cast, and a scalar input (stored as one value per
+    sample) the first sample's value, as qsteer feeds them."""
     inputs = sess.get_inputs()
     if len(inputs) == 1 and os.path.exists(os.path.join(data_dir, "inputs.npy")):
         return {inputs[0].name: np.load(os.path.join(data_dir, "inputs.npy"))}
-    return {i.name: np.load(os.path.join(data_dir, f"inputs.{i.name}.npy")) for i in inputs}
+    feeds = {}
+    for i in inputs:
+        a = np.load(os.path.join(data_dir, f"inputs.{i.name}.npy"))
+        if len(i.shape) == 0:
+            a = a[0]
+        feeds[i.name] = np.asarray(a).astype(ORT_TYPES.get(i.type, np.float32))
+    return feeds
 
 
 def run_ort(model, data_dir):
