@@ -257,3 +257,29 @@ fn eval_errors_exit_2() {
     // nothing was recorded for the failed runs
     assert!(!home.path().join("workspaces").exists());
 }
+
+/// `qsteer … --json | head -0`: a reader that goes away ends qsteer quietly (SIGPIPE, as
+/// other command-line tools), not with a panic and a backtrace.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let home = tempfile::tempdir().unwrap();
+    let model = sample_model("mbv2_digits");
+    let mut child = qsteer(home.path())
+        .args(["inspect", s(&model), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before qsteer writes
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        o.status
+    );
+}
