@@ -318,6 +318,19 @@ mod tests {
     }
 
     #[test]
+    fn a_layers_output_quantizer_is_the_one_after_its_affine_and_activation() {
+        let model = conv_affine();
+        let shapes = model.shapes(None).unwrap();
+        let layers = model.layers(&shapes).unwrap();
+        let points = activation_points(&model).unwrap();
+        let outputs = crate::quant::points::layer_output_points(&model, &layers, &points);
+        assert_eq!(
+            outputs,
+            vec![Some("r".to_string()), Some("conv2.out".to_string())]
+        );
+    }
+
+    #[test]
     fn a_layer_norm_whose_centred_values_are_used_elsewhere_is_not_fused() {
         let mut proto = matmul_layer_norm().proto().clone();
         let graph = proto.graph.as_mut().unwrap();
