@@ -8,7 +8,8 @@
 //! - [`calibrate`](mod@calibrate): encodings from a histogram: `minmax`, `tf_enhanced`, `percentile`, `mse`.
 //! - [`per_channel`]: weight encodings per output channel (or per tensor) and their fake-quant.
 //! - [`points`]: where quantizers sit: activation points (groups, pass-through ops) and
-//!   per-layer weight quantizers.
+//!   per-layer weight quantizers; [`fused_groups`]: the op chains a runtime computes as one
+//!   op (a layer's constant affine, a decomposed LayerNorm), with no quantizer inside.
 //! - [`calibration`]: one streaming pass of the FP32 model filling a histogram per point.
 //! - [`qdq`]: the simulated model: weights fake-quantized in place, QDQ (or equivalent float
 //!   ops) after each activation point; modes W+A, weights-only, activations-only.
@@ -25,6 +26,7 @@ pub mod contrib_qdq;
 pub mod encoding;
 pub mod encodings_file;
 pub mod export;
+pub mod fused_groups;
 pub mod histogram;
 pub mod import;
 pub mod per_channel;

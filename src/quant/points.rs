@@ -22,7 +22,10 @@
 //!     a graph output: Conv / ConvTranspose / Gemm / MatMul, then an optional
 //!     BatchNormalization, then an optional activation (Relu, Clip, LeakyRelu, PRelu,
 //!     HardSwish, HardSigmoid); any other head (Add, Mul, Concat, pooling, …) may be followed
-//!     by one activation (Add + Relu). The point goes after the last op of the group.
+//!     by one activation (Add + Relu). The point goes after the last op of the group;
+//!   - **members of a chain a runtime fuses** ([`super::fused_groups`]): a layer's constant
+//!     `Mul`/`Add` (scale, bias) and the ops of a decomposed LayerNormalization. The point
+//!     goes after the chain's last op (and its activation, if one follows).
 //!
 //! So Conv/Gemm/MatMul/Add/Mul/Concat/AveragePool/GlobalAveragePool and every other
 //! computing op (Sigmoid, Softmax, Resize, a standalone Clip or BatchNormalization …) get a
@@ -38,6 +41,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 use tract_onnx::pb::tensor_proto::DataType;
 
+use super::fused_groups::fused_members;
 use super::per_channel::WeightLayout;
 use crate::model::graph::Producer;
 use crate::model::{attrs, Layer, LayerKind, Model};
@@ -194,8 +198,9 @@ pub fn activation_points(model: &Model) -> Result<Vec<QuantPoint>> {
         }
     };
 
-    // Group members that are not the group's last op.
-    let mut inside: HashSet<usize> = HashSet::new();
+    // Group members that are not the group's last op: first the chains a runtime fuses
+    // (a constant affine after a layer, a decomposed LayerNorm), then head + activation.
+    let mut inside: HashSet<usize> = fused_members(model, &single_consumer);
     for &i in index.order() {
         let node = &graph.node[i];
         let op = node.op_type.as_str();
@@ -332,17 +337,23 @@ pub fn layer_output_points(
         .iter()
         .map(|layer| {
             let mut value = graph.node[layer.node].output.first()?.clone();
-            // Head, then at most a BatchNormalization and an activation.
-            for _ in 0..3 {
+            // Head, then at most a BatchNormalization, a constant Mul and Add (a fused
+            // affine) and an activation.
+            for _ in 0..5 {
                 if is_point.contains(value.as_str()) {
                     return Some(value);
                 }
-                let [(next, 0)] = index.consumers(&value) else {
+                let [(next, _)] = index.consumers(&value) else {
                     return None;
                 };
                 let n = &graph.node[*next];
                 let op = n.op_type.as_str();
-                if op != "BatchNormalization" && !ACTIVATIONS.contains(&op) {
+                let through = match op {
+                    "BatchNormalization" => n.input.first() == Some(&value),
+                    "Mul" | "Add" => true,
+                    _ => ACTIVATIONS.contains(&op) && n.input.first() == Some(&value),
+                };
+                if !through {
                     return None;
                 }
                 value = n.output.first()?.clone();

@@ -17,7 +17,7 @@ export converts to opset 13. For each case the qsteer binary runs
 ONNX Runtime then runs the exported QDQ model (`export.output` of the quantsim JSON) on the same
 inputs with the default session options (what a deployment gets; ORT may fuse Q/DQ into integer
 kernels), and both the exported model and qsteer's simulated model SIM.onnx with
-ORT_DISABLE_ALL. A case fails when
+ORT_DISABLE_ALL, one sample per call as qsteer runs them. A case fails when
 
   * qsteer fails, prints something other than one JSON document, or writes no outputs,
   * ONNX Runtime cannot load or run the exported model,
@@ -27,7 +27,10 @@ ORT_DISABLE_ALL. A case fails when
     activations),
   * with ORT_DISABLE_ALL the exported model and the simulated model differ by more than
     --tol-exact (0: identical) times that range. The export must compute exactly what the
-    simulation computes;
+    simulation computes; the simulated model's quantized weights are read through Identity
+    nodes for this, as computed values like the export's DequantizeLinear outputs
+    (computed_weights.py: ONNX Runtime sums a constant Gemm/MatMul weight with K > 256 in
+    another order than a computed one);
   * qsteer's own run of the simulated model (tract) differs from ONNX Runtime's run of the
     same simulated model (ORT_DISABLE_ALL) by more than --tol-tract (0.01) times that
     range (the `tract` column: the fraction of logits differing at all). tract's and ORT's
@@ -50,6 +53,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
+from computed_weights import with_computed_weights
 from interop_common import fmt, resolve_qsteer, scratch_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,6 +64,10 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 EXTRA = [
     ("opset_upgrade_11", os.path.join(FIXTURES, "opset_upgrade_11.onnx"), os.path.join(FIXTURES, "opset_upgrade_11"),
      [("W8A8 per-channel", ["--per-channel", "--calibration-size", "4"], 0)]),
+    # K = 320 > 256: ORT sums a constant and a computed MatMul weight in other orders (the
+    # `exact` column compares with computed weights on both sides; `constant` is the raw one).
+    ("wide_matmul", os.path.join(FIXTURES, "wide_matmul.onnx"), os.path.join(FIXTURES, "wide_matmul"),
+     [("W8A8 per-tensor", ["--calibration-size", "16"], 0)]),
 ]
 # (name, quantsim flags, steps): the close-logits bound is --tol of the logit range, or `steps`
 # grid steps of the output quantizer when that is more (a tie tract rounds the other way moves
@@ -97,13 +105,19 @@ def run_json(cmd, timeout):
         return None, f"stdout is not one JSON document ({e})"
 
 
-def run_ort(model, x, optimize):
+def run_ort(model, x, optimize, per_sample=False):
+    """The first output on all of `x`: in one call, or one sample per call as qsteer runs
+    (ORT picks its GEMM path by the row count: a batch can hide what one sample shows)."""
     so = ort.SessionOptions()
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return np.asarray(sess.run([sess.get_outputs()[0].name], {name: x})[0], dtype=np.float32)
+    out = sess.get_outputs()[0].name
+    if per_sample:
+        return np.concatenate([np.asarray(sess.run([out], {name: x[i:i + 1]})[0], dtype=np.float32)
+                               for i in range(len(x))])
+    return np.asarray(sess.run([out], {name: x})[0], dtype=np.float32)
 
 
 def compare(sim, ref):
@@ -143,15 +157,21 @@ def check_case(model_name, model, data, config, flags, steps, bin_path, tmp, arg
         return r
     try:
         deployed = run_ort(qdq, x, optimize=True)
-        exported = run_ort(qdq, x, optimize=False)
-        simulated = run_ort(sim_path, x, optimize=False)
+        exported = run_ort(qdq, x, optimize=False, per_sample=True)
+        simulated = run_ort(sim_path, x, optimize=False, per_sample=True)
+        # `exact` reads the simulated weights as computed values, like the export's (see
+        # computed_weights.py: ORT sums a constant and a computed weight in other orders).
+        sim_computed = os.path.join(work, "sim_computed_weights.onnx")
+        with_computed_weights(sim_path, qdq, sim_computed)
+        simulated_computed = run_ort(sim_computed, x, optimize=False, per_sample=True)
     except Exception as e:  # noqa: BLE001
         r["errors"].append(f"ONNX Runtime failed on {os.path.basename(qdq)}: {e}")
         return r
     r["samples"] = int(x.shape[0])
     r["agreement"], r["rel_diff"] = compare(sim, deployed)
     r["ties"] = float((sim != deployed).mean())
-    _, r["rel_diff_exact"] = compare(simulated, exported)
+    _, r["rel_diff_exact"] = compare(simulated_computed, exported)
+    _, r["rel_diff_exact_constant_weights"] = compare(simulated, exported)
     _, r["rel_diff_tract"] = compare(sim, simulated)
     r["tract"] = float((sim != simulated).mean())
     if r["agreement"] < args.min_agreement:

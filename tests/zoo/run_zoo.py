@@ -21,7 +21,9 @@ Per model (fresh workspace in a temp dir, `--workspace`), the steps and what mak
   w8a8_metric    that score (`metric_value`, 1.0 = FP32) of quantsim or quantsim_pc is >= 0.99:
                  W8A8 (per tensor or per channel) within 1 point of FP32
   qdq_vs_sim     qsteer eval SIM.onnx --save-outputs SIM.npy, then ONNX Runtime runs the exported
-                 QDQ model: `exact`, the QDQ model vs SIM.onnx both in ORT_DISABLE_ALL, must be
+                 QDQ model: `exact`, the QDQ model vs SIM.onnx (its quantized weights read
+                 through Identity nodes, computed like the export's: see
+                 tests/interop/computed_weights.py) both in ORT_DISABLE_ALL, must be
                  <= --tol-exact (0: the export computes what the simulation computes), and the
                  default (optimized, integer-kernel) session must stay within --tol-qdq (0.05) of
                  range(sim) (tests/interop/check_qdq.py's bound) or, where quantization noise is
@@ -58,6 +60,9 @@ import time
 
 import numpy as np
 import onnxruntime as ort
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "interop"))
+from computed_weights import with_computed_weights  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = ["inspect", "inspect_data", "eval", "fp32_vs_ort", "quantsim", "qdq_vs_sim", "quantsim_pc",
@@ -288,7 +293,12 @@ def cmp_qdq(entry, model, data_dir, work, tag, quant_doc, args):
         pass
     try:
         exported = run_ort(qdq, feeds, optimize=False)
-        simulated = run_ort(sim_model, feeds, optimize=False)
+        # The simulated weights read as computed values, like the export's DequantizeLinear
+        # outputs: ORT sums a constant Gemm/MatMul weight with K > 256 in another order
+        # (tests/interop/computed_weights.py).
+        sim_computed = os.path.join(work, f"sim{tag}_computed_weights.onnx")
+        with_computed_weights(sim_model, qdq, sim_computed)
+        simulated = run_ort(sim_computed, feeds, optimize=False)
         res["exact"] = float(np.abs(exported - simulated).max()) / span if exported.shape == simulated.shape else None
     except Exception as e:  # noqa: BLE001
         res["exact"] = None
