@@ -40,6 +40,23 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
+/// A dataset directory whose `inputs.npy` is uint16 `[5, 1, 16, 16]`, a dtype qsteer does not
+/// read (float16/32/64, integers up to int64, uint8 and bool are read).
+fn uint16_dir(root: &Path) -> PathBuf {
+    let dir = root.join("u16");
+    std::fs::create_dir_all(&dir).unwrap();
+    let header = "{'descr': '<u2', 'fortran_order': False, 'shape': (5, 1, 16, 16), }";
+    let total = (10 + header.len() + 1).div_ceil(64) * 64;
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend(((total - 10) as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.resize(total - 1, b' ');
+    bytes.push(b'\n');
+    bytes.resize(total + 5 * 256 * 2, 0);
+    write(&dir, "inputs.npy", &bytes);
+    dir
+}
+
 fn digits_inputs(n: usize) -> ArrayD<f32> {
     first(&read_f32(&digits().join("evaluation/inputs.npy")), n)
 }
@@ -207,10 +224,13 @@ fn dataset_dtype_count_and_nan() {
     let root = tempfile::tempdir().unwrap();
     let x = digits_inputs(5);
 
+    // float64 is read (exactly converted); an unsupported dtype is an error naming the file.
     let f64_dir = npy_dir(root.path(), "f64", &NpyArray::F64(x.mapv(f64::from)), None);
-    let e = err_of(load_dataset(&f64_dir), "float64");
-    let file = f64_dir.join("inputs.npy").display().to_string();
-    assert_input_error(&e, "float64", &[&file, "float64", "float32"]);
+    assert_eq!(load_dataset(&f64_dir).unwrap().read_all().unwrap()[0], x);
+    let u16_dir = uint16_dir(root.path());
+    let e = err_of(load_dataset(&u16_dir), "uint16");
+    let file = u16_dir.join("inputs.npy").display().to_string();
+    assert_input_error(&e, "uint16", &[&file, "unsupported dtype '<u2'"]);
 
     let count_dir = npy_dir(
         root.path(),
@@ -233,7 +253,8 @@ fn dataset_dtype_count_and_nan() {
     let mut nan = x.clone();
     nan[[3, 0, 7, 9]] = f32::NAN;
     let nan_dir = npy_dir(root.path(), "nan", &NpyArray::F32(nan), Some(&[0; 5]));
-    let e = err_of(load_dataset(&nan_dir), "nan");
+    // Values are checked when a batch reads them.
+    let e = err_of(load_dataset(&nan_dir).unwrap().read_all(), "nan");
     assert_input_error(
         &e,
         "nan",
@@ -247,7 +268,7 @@ fn dataset_dtype_count_and_nan() {
     let mut inf = x;
     inf[[1, 0, 0, 0]] = f32::INFINITY;
     let inf_dir = npy_dir(root.path(), "inf", &NpyArray::F32(inf), None);
-    let e = err_of(load_dataset(&inf_dir), "inf");
+    let e = err_of(load_dataset(&inf_dir).unwrap().batch(0..2), "inf");
     assert_input_error(&e, "inf", &["sample 1", "inf"]);
 
     // a truncated .npy: the header promises more data than the file holds
@@ -513,16 +534,20 @@ fn cli_bad_datasets() {
         &NpyArray::F32(ArrayD::zeros(IxDyn(&[5, 1, 8, 8]))),
         None,
     );
-    let f64_dir = npy_dir(root.path(), "f64", &NpyArray::F64(x.mapv(f64::from)), None);
+    let u16_dir = uint16_dir(root.path());
     let count = npy_dir(
         root.path(),
         "count",
         &NpyArray::F32(x.clone()),
         Some(&[1, 2]),
     );
+    // Values are checked when a batch reads them: the NaN goes in a sample that `--split
+    // evaluation` evaluates (the default split of 5 samples holds 2 for calibration).
+    let k = qsteer::data::seeded_split(5, 2, 0).evaluation[0];
     let mut nan = x.clone();
-    nan[[2, 0, 3, 3]] = f32::NAN;
+    nan[[k, 0, 3, 3]] = f32::NAN;
     let nan_dir = npy_dir(root.path(), "nan", &NpyArray::F32(nan), None);
+    let nan_needle = format!("sample {k} contains NaN");
     let label_range = npy_dir(
         root.path(),
         "labels_out_of_range",
@@ -544,10 +569,10 @@ fn cli_bad_datasets() {
         ),
         (
             "dtype",
-            f64_dir.clone(),
+            u16_dir.clone(),
             vec![
-                f64_dir.join("inputs.npy").display().to_string(),
-                "float64".into(),
+                u16_dir.join("inputs.npy").display().to_string(),
+                "unsupported dtype".into(),
             ],
         ),
         (
@@ -561,10 +586,7 @@ fn cli_bad_datasets() {
         (
             "nan",
             nan_dir.clone(),
-            vec![
-                nan_dir.join("inputs.npy").display().to_string(),
-                "sample 2 contains NaN".into(),
-            ],
+            vec![nan_dir.join("inputs.npy").display().to_string(), nan_needle],
         ),
         (
             "label out of range",
