@@ -30,6 +30,10 @@ pub(crate) trait Store: Send + Sync {
     fn is_scalar(&self) -> bool {
         false
     }
+    /// The samples this store is a decoded copy of, whose identity it takes.
+    fn original(&self) -> Option<&Samples> {
+        None
+    }
 }
 
 /// The samples of one input: a store and which of its samples, in which order.
@@ -179,6 +183,9 @@ impl Samples {
 
     /// Content identity for the fingerprint: the store's identity and the view's indices.
     pub(crate) fn identity(&self, hasher: &mut Sha256) -> Result<()> {
+        if let (Some(original), None) = (self.store.original(), &self.view) {
+            return original.identity(hasher);
+        }
         self.store.identity(hasher)?;
         match &self.view {
             Some(v) => {
@@ -298,6 +305,10 @@ impl Store for Cached {
 
     fn stored_type(&self) -> &str {
         self.original.stored_type()
+    }
+
+    fn original(&self) -> Option<&Samples> {
+        Some(&self.original)
     }
 }
 
