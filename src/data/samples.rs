@@ -30,9 +30,9 @@ pub(crate) trait Store: Send + Sync {
     fn is_scalar(&self) -> bool {
         false
     }
-    /// A copy standing for other samples (view included): its identity is theirs.
-    fn stands_for_original(&self) -> bool {
-        false
+    /// The samples this store is a decoded copy of, whose identity it takes.
+    fn original(&self) -> Option<&Samples> {
+        None
     }
 }
 
@@ -183,8 +183,8 @@ impl Samples {
 
     /// Content identity for the fingerprint: the store's identity and the view's indices.
     pub(crate) fn identity(&self, hasher: &mut Sha256) -> Result<()> {
-        if self.view.is_none() && self.store.stands_for_original() {
-            return self.store.identity(hasher);
+        if let (Some(original), None) = (self.store.original(), &self.view) {
+            return original.identity(hasher);
         }
         self.store.identity(hasher)?;
         match &self.view {
@@ -303,12 +303,12 @@ impl Store for Cached {
         self.original.identity(hasher)
     }
 
-    fn stands_for_original(&self) -> bool {
-        true
-    }
-
     fn stored_type(&self) -> &str {
         self.original.stored_type()
+    }
+
+    fn original(&self) -> Option<&Samples> {
+        Some(&self.original)
     }
 }
 
