@@ -28,7 +28,7 @@ use crate::experiment::evaluate::{check_fits, sample_shapes, select_samples, Sub
 use crate::metrics::{clamp_db, score_all, Score};
 use crate::model::graph::node_label;
 use crate::model::{Layer, Model};
-use crate::runtime::{run_together, CompiledModel};
+use crate::runtime::{run_together_fold, CompiledModel};
 use crate::{Error, Result};
 
 /// The diagnosis of one model at one set of quantsim settings.
@@ -236,11 +236,10 @@ pub fn analyze(
         })
         .collect();
 
-    let mut noise = vec![NoiseSums::default(); prepared.layers.len()];
     let output_names = model.output_names();
-    let mut output_sums: Vec<OutputSums> = vec![OutputSums::default(); output_names.len()];
-    let mut logits: Vec<Vec<(usize, ArrayD<f32>)>> = vec![Vec::new(); models.len()];
-    run_together(
+    // Each worker sums the noise of its own batches (the per-layer comparisons touch every
+    // captured activation and would otherwise run one batch at a time under a lock).
+    let (parts, _) = run_together_fold(
         &models,
         &data,
         crate::runtime::RunOptions {
@@ -249,33 +248,18 @@ pub fn analyze(
         },
         cancel,
         &|d, t| progress("analysis", d, t),
-        &mut |from, outs| {
-            for (m, o) in outs.iter().enumerate() {
-                logits[m].push((from, o[0].clone()));
-            }
-            for (k, sums) in output_sums.iter_mut().enumerate() {
-                if let (Some(r), Some(q)) = (outs[0].get(k), outs[3].get(k)) {
-                    sums.add(r.view(), q.view())?;
-                }
-            }
-            for (sums, slots) in noise.iter_mut().zip(&layer_slots) {
-                let Some(s) = slots else { continue };
-                sums.measured = true;
-                let reference = outs[0][s.reference].view();
-                sums.signal += sum_sq(reference.view());
-                for (k, &slot) in s.sims.iter().enumerate() {
-                    sums.sims[k] += diff_sq(reference.view(), outs[k + 1][slot].view())?;
-                }
-                if let Some(slot) = s.isolated {
-                    sums.isolated += diff_sq(reference.view(), outs[0][slot].view())?;
-                }
-                if let Some(slot) = s.isolated_weights {
-                    sums.isolated_weights += diff_sq(reference.view(), outs[0][slot].view())?;
-                }
-            }
-            Ok(())
-        },
+        &|| JointSums::new(prepared.layers.len(), output_names.len(), models.len()),
+        &|sums, from, outs| sums.add(&layer_slots, from, &outs),
     )?;
+    let mut joint = JointSums::new(prepared.layers.len(), output_names.len(), models.len());
+    for part in parts {
+        joint.merge(part);
+    }
+    let JointSums {
+        noise,
+        outputs: output_sums,
+        logits,
+    } = joint;
 
     let labels = data.labels.as_deref();
     // The first model output of each run (FP32, W, A, W+A), scored with the request's metric.
@@ -392,7 +376,91 @@ struct NoiseSums {
     isolated_weights: f64,
 }
 
+impl NoiseSums {
+    fn merge(&mut self, other: &NoiseSums) {
+        self.measured |= other.measured;
+        self.signal += other.signal;
+        for (s, o) in self.sims.iter_mut().zip(other.sims) {
+            *s += o;
+        }
+        self.isolated += other.isolated;
+        self.isolated_weights += other.isolated_weights;
+    }
+}
+
+/// What the joint pass accumulates over batches: per-layer noise, per-output noise, and
+/// each model's first output per batch (for the scores).
+struct JointSums {
+    noise: Vec<NoiseSums>,
+    outputs: Vec<OutputSums>,
+    logits: Vec<Vec<(usize, ArrayD<f32>)>>,
+}
+
+impl JointSums {
+    fn new(layers: usize, outputs: usize, models: usize) -> JointSums {
+        JointSums {
+            noise: vec![NoiseSums::default(); layers],
+            outputs: vec![OutputSums::default(); outputs],
+            logits: vec![Vec::new(); models],
+        }
+    }
+
+    /// One batch: `outs[0]` is the probe's outputs, `outs[1..]` the W, A and W+A sims'.
+    fn add(
+        &mut self,
+        layer_slots: &[Option<LayerSlots>],
+        from: usize,
+        outs: &[Vec<ArrayD<f32>>],
+    ) -> Result<()> {
+        for (m, o) in outs.iter().enumerate() {
+            self.logits[m].push((from, o[0].clone()));
+        }
+        for (k, sums) in self.outputs.iter_mut().enumerate() {
+            if let (Some(r), Some(q)) = (outs[0].get(k), outs[3].get(k)) {
+                sums.add(r.view(), q.view())?;
+            }
+        }
+        for (sums, slots) in self.noise.iter_mut().zip(layer_slots) {
+            let Some(s) = slots else { continue };
+            sums.measured = true;
+            let reference = outs[0][s.reference].view();
+            sums.signal += sum_sq(reference.view());
+            for (k, &slot) in s.sims.iter().enumerate() {
+                sums.sims[k] += diff_sq(reference.view(), outs[k + 1][slot].view())?;
+            }
+            if let Some(slot) = s.isolated {
+                sums.isolated += diff_sq(reference.view(), outs[0][slot].view())?;
+            }
+            if let Some(slot) = s.isolated_weights {
+                sums.isolated_weights += diff_sq(reference.view(), outs[0][slot].view())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, other: JointSums) {
+        for (s, o) in self.noise.iter_mut().zip(&other.noise) {
+            s.merge(o);
+        }
+        for (s, o) in self.outputs.iter_mut().zip(&other.outputs) {
+            s.merge(o);
+        }
+        for (s, o) in self.logits.iter_mut().zip(other.logits) {
+            s.extend(o);
+        }
+    }
+}
+
 fn sum_sq(a: ArrayViewD<f32>) -> f64 {
+    // Contiguous values (the usual case) as a slice: the same sum in the same order, without
+    // the n-dimensional iterator, which dominated big models' analysis in debug builds.
+    if let Some(a) = a.as_slice() {
+        let mut sum = 0.0;
+        for &x in a {
+            sum += (x as f64) * (x as f64);
+        }
+        return sum;
+    }
     a.iter().map(|&x| (x as f64) * (x as f64)).sum()
 }
 
@@ -403,6 +471,14 @@ fn diff_sq(a: ArrayViewD<f32>, b: ArrayViewD<f32>) -> Result<f64> {
             a.shape(),
             b.shape()
         )));
+    }
+    if let (Some(a), Some(b)) = (a.as_slice(), b.as_slice()) {
+        let mut sum = 0.0;
+        for (&x, &y) in a.iter().zip(b) {
+            let d = x as f64 - y as f64;
+            sum += d * d;
+        }
+        return Ok(sum);
     }
     Ok(a.iter()
         .zip(b.iter())
@@ -512,6 +588,23 @@ impl OutputSums {
             }
         }
         Ok(())
+    }
+
+    fn merge(&mut self, other: &OutputSums) {
+        if !other.measured {
+            return;
+        }
+        self.signal += other.signal;
+        self.noise += other.noise;
+        self.measured = true;
+        if self.channels.is_empty() {
+            self.channels = other.channels.clone();
+        } else if self.channels.len() == other.channels.len() {
+            for (s, o) in self.channels.iter_mut().zip(&other.channels) {
+                s.0 += o.0;
+                s.1 += o.1;
+            }
+        }
     }
 
     fn analysis(&self, name: &str) -> OutputAnalysis {

@@ -551,17 +551,42 @@ pub(crate) fn evaluate_sim(
         seed: req.seed,
         metric: req.metric.clone(),
     };
+    // Without a score from labels (or the user's command), the score is fidelity to the
+    // FP32 model (when it is a file to load). Decided before running where the metric and
+    // the labels tell, so the simulation runs once beside the reference, not twice.
+    let can_compare = eval.model.is_file();
+    if can_compare && fidelity_known_needed(&eval)? == Some(true) {
+        eval.reference = Some(eval.model.clone());
+    }
     let report = evaluate(&eval, &sim.model, cancel, &|d, t| {
         progress("evaluation", d, t)
     })?;
-    // Without a score from labels (or the user's command), the score is fidelity to the
-    // FP32 model (when it is a file to load).
-    if !crate::metrics::needs_reference(&req.metric, &report.score) || !eval.model.is_file() {
+    if eval.reference.is_some()
+        || !can_compare
+        || !crate::metrics::needs_reference(&req.metric, &report.score)
+    {
         return Ok(report);
     }
     eval.reference = Some(eval.model.clone());
     evaluate(&eval, &sim.model, cancel, &|d, t| {
         progress("evaluation", d, t)
+    })
+}
+
+/// Whether the request's metric scores fidelity to a reference, where that is known
+/// before running: a named fidelity metric, or `auto` on evaluation samples without
+/// labels. `None` for `auto` with labels (it depends on the output's shape; see
+/// [`crate::metrics::needs_reference`]).
+fn fidelity_known_needed(eval: &EvalRequest) -> Result<Option<bool>> {
+    use crate::metrics::MetricChoice;
+    Ok(match eval.metric.choice {
+        MetricChoice::External => Some(false),
+        MetricChoice::Auto => {
+            let selected =
+                select_samples(&eval.data, eval.subset, eval.calibration_size, eval.seed)?;
+            selected.data.labels.is_none().then_some(true)
+        }
+        _ => Some(true),
     })
 }
 

@@ -153,6 +153,41 @@ pub fn run_together(
     progress: &(dyn Fn(usize, usize) + Sync),
     on_batch: &mut (dyn FnMut(usize, Vec<Vec<ArrayD<f32>>>) -> Result<()> + Send),
 ) -> Result<f64> {
+    let sink = Mutex::new(on_batch);
+    let (_, seconds) = run_together_fold(
+        models,
+        data,
+        options,
+        cancel,
+        progress,
+        &|| (),
+        &|_, from, outs| {
+            let mut guard = sink
+                .lock()
+                .map_err(|_| Error::runtime("a worker thread failed"))?;
+            (*guard)(from, outs)
+        },
+    )?;
+    Ok(seconds)
+}
+
+/// Folds one batch (its start and each model's outputs) into a worker's state.
+pub type BatchFold<'a, S> = dyn Fn(&mut S, usize, Vec<Vec<ArrayD<f32>>>) -> Result<()> + Sync + 'a;
+
+/// [`run_together`] with the per-batch work done on the worker threads in parallel: each
+/// worker folds its batches into its own state (made by `init`) with `fold(state, start,
+/// outputs)`, and the states are returned (one per worker that ran, in no particular
+/// order) for the caller to merge. Heavy per-batch statistics belong here rather than in
+/// `run_together`'s serialized callback.
+pub fn run_together_fold<S: Send>(
+    models: &[&CompiledModel],
+    data: &Dataset,
+    options: RunOptions,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(usize, usize) + Sync),
+    init: &(dyn Fn() -> S + Sync),
+    fold: &BatchFold<'_, S>,
+) -> Result<(Vec<S>, f64)> {
     let Some(first) = models.first() else {
         return Err(Error::runtime("no model to run"));
     };
@@ -169,44 +204,58 @@ pub fn run_together(
     let batches = n.div_ceil(batch);
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let sink = Mutex::new((on_batch, None::<Error>));
+    let failure = Mutex::new(None::<Error>);
+    let states = Mutex::new(Vec::new());
     let workers = options.threads.clamp(1, batches.max(1));
     let start = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| loop {
-                if cancel.is_cancelled() || sink.lock().map(|s| s.1.is_some()).unwrap_or(true) {
-                    return;
+            scope.spawn(|| {
+                let mut state = init();
+                loop {
+                    if cancel.is_cancelled() || failure.lock().map(|f| f.is_some()).unwrap_or(true)
+                    {
+                        break;
+                    }
+                    let b = next.fetch_add(1, Ordering::SeqCst);
+                    if b >= batches {
+                        break;
+                    }
+                    let from = b * batch;
+                    let to = (from + batch).min(n);
+                    let outcome = models
+                        .iter()
+                        .map(|m| m.run_slice(data, from, to, batch))
+                        .collect::<Result<Vec<_>>>()
+                        .and_then(|outs| fold(&mut state, from, outs));
+                    if let Err(e) = outcome {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                        break;
+                    }
+                    let d = done.fetch_add(to - from, Ordering::SeqCst) + (to - from);
+                    progress(d, n);
                 }
-                let b = next.fetch_add(1, Ordering::SeqCst);
-                if b >= batches {
-                    return;
+                if let Ok(mut s) = states.lock() {
+                    s.push(state);
                 }
-                let from = b * batch;
-                let to = (from + batch).min(n);
-                let result: Result<Vec<Vec<ArrayD<f32>>>> = models
-                    .iter()
-                    .map(|m| m.run_slice(data, from, to, batch))
-                    .collect();
-                let Ok(mut guard) = sink.lock() else { return };
-                let outcome = result.and_then(|outs| (guard.0)(from, outs));
-                if let Err(e) = outcome {
-                    guard.1.get_or_insert(e);
-                    return;
-                }
-                drop(guard);
-                let d = done.fetch_add(to - from, Ordering::SeqCst) + (to - from);
-                progress(d, n);
             });
         }
     });
     let seconds = start.elapsed().as_secs_f64();
-    let (_, error) = sink
+    let error = failure
         .into_inner()
         .map_err(|_| Error::runtime("a worker thread failed"))?;
     if let Some(e) = error {
         return Err(e);
     }
     cancel.check()?;
-    Ok(seconds)
+    let states = states
+        .into_inner()
+        .map_err(|_| Error::runtime("a worker thread failed"))?;
+    if states.len() != workers {
+        return Err(Error::runtime("a worker thread failed"));
+    }
+    Ok((states, seconds))
 }

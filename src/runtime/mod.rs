@@ -9,5 +9,5 @@ mod feed;
 pub mod latency;
 
 pub use compiled::{CompiledModel, MAX_VALUE_ELEMENTS};
-pub use dataset_run::{run_together, RunOptions, RunOutput};
+pub use dataset_run::{run_together, run_together_fold, RunOptions, RunOutput};
 pub use latency::{measure_latency, Latency, LatencyOptions};
