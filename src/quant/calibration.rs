@@ -586,9 +586,8 @@ pub(crate) mod tests {
         // Per-channel ranges of a conv output, checked against the lanewise fold of the
         // whole calibration set's activations.
         let value = "head.relu6.out";
-        let compiled =
-            CompiledModel::compile(&model, &sample_shapes(&data), 200, &[value.to_string()])
-                .unwrap();
+        let shapes = sample_shapes(&model, &data).unwrap();
+        let compiled = CompiledModel::compile(&model, &shapes, 200, &[value.to_string()]).unwrap();
         let out = compiled
             .run_dataset(&data, options().run, &CancelToken::new(), &|_, _| {})
             .unwrap();
