@@ -362,7 +362,7 @@ fn capture(
                 let per_sample = (op.groups() * op.k() * positions * 4).max(1);
                 let samples = (budget / per_sample).clamp(1, n.max(1));
                 caches[i] = Some(Cache {
-                    cols: vec![Array2::zeros((op.k(), samples * positions)); op.groups()],
+                    cols: vec![Array2::zeros((samples * positions, op.k())); op.groups()],
                     positions,
                     samples,
                 });

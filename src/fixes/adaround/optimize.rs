@@ -7,6 +7,7 @@
 //! `beta_end`. By linearity `W̃x − Wx = (W̃ − W)x`, so one product per group gives the
 //! residual against the FP32 op's exact output. Adam on V (torch's defaults but `lr`).
 
+use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Zip};
 
 use super::linear::LinearOp;
@@ -86,7 +87,7 @@ impl RowGrid {
 }
 
 /// A layer to round: its op, FP32 weight `[out, K]`, grid, and cached input columns
-/// (per group `[K, samples · positions]`, sample-major).
+/// (per group `[samples · positions, K]`, sample-major).
 pub struct Problem<'a> {
     pub op: &'a LinearOp,
     pub weight: &'a Array2<f32>,
@@ -160,20 +161,41 @@ pub fn nearest_weight(p: &Problem) -> Array2<f32> {
     w
 }
 
-/// Columns of the samples `batch` (per group `[K, |batch| · positions]`).
-pub fn gather(p: &Problem, batch: &[usize]) -> Vec<Array2<f32>> {
+/// Copies the columns of the samples `batch` into `out` (per group
+/// `[|batch| · positions, K]`, allocated on first use): each sample is one contiguous block.
+pub fn gather_into(p: &Problem, batch: &[usize], out: &mut Vec<Array2<f32>>) {
     let n = p.positions;
-    p.cols
-        .iter()
-        .map(|c| {
-            let mut out = Array2::zeros((c.nrows(), batch.len() * n));
-            for (i, &sample) in batch.iter().enumerate() {
-                out.slice_mut(s![.., i * n..(i + 1) * n])
-                    .assign(&c.slice(s![.., sample * n..(sample + 1) * n]));
+    if out.len() != p.cols.len() || out.first().map(|o| o.nrows()) != Some(batch.len() * n) {
+        *out = p
+            .cols
+            .iter()
+            .map(|c| Array2::zeros((batch.len() * n, c.ncols())))
+            .collect();
+    }
+    for (c, o) in p.cols.iter().zip(out.iter_mut()) {
+        let block = n * c.ncols();
+        match (c.as_slice(), o.as_slice_mut()) {
+            (Some(src), Some(dst)) => {
+                for (i, &sample) in batch.iter().enumerate() {
+                    dst[i * block..(i + 1) * block]
+                        .copy_from_slice(&src[sample * block..(sample + 1) * block]);
+                }
             }
-            out
-        })
-        .collect()
+            _ => {
+                for (i, &sample) in batch.iter().enumerate() {
+                    o.slice_mut(s![i * n..(i + 1) * n, ..])
+                        .assign(&c.slice(s![sample * n..(sample + 1) * n, ..]));
+                }
+            }
+        }
+    }
+}
+
+/// Columns of the samples `batch` (per group `[|batch| · positions, K]`).
+pub fn gather(p: &Problem, batch: &[usize]) -> Vec<Array2<f32>> {
+    let mut out = Vec::new();
+    gather_into(p, batch, &mut out);
+    out
 }
 
 /// Loss and dLoss/dV on columns `cols` (from [`gather`]); `beta` `None`: no regulariser.
@@ -185,23 +207,44 @@ pub fn loss_and_grad(
     beta: Option<f32>,
     reg: f32,
 ) -> (f64, Array2<f32>) {
+    let (loss, grad) = objective(p, floor, v, cols, beta, reg, true);
+    (loss.unwrap_or(0.0), grad)
+}
+
+/// dLoss/dV, and the loss when `with_loss` (the optimisation needs only the gradient).
+fn objective(
+    p: &Problem,
+    floor: &Array2<f32>,
+    v: &Array2<f32>,
+    cols: &[Array2<f32>],
+    beta: Option<f32>,
+    reg: f32,
+    with_loss: bool,
+) -> (Option<f64>, Array2<f32>) {
     let h = v.mapv(rectified_sigmoid);
     let soft = weight_with(p, floor, &h);
     let delta = &soft - p.weight;
-    let columns = cols.first().map_or(0, |c| c.ncols()).max(1) as f32;
+    let columns = cols.first().map_or(0, |c| c.nrows()).max(1) as f32;
     let per = p.op.out_channels() / p.op.groups();
     let mut loss = 0f64;
-    // dLoss/dW̃, group by group.
+    // dLoss/dW̃, group by group: residualᵀ = x · ΔWᵀ, grad = 2/n · residual · x.
     let mut grad = Array2::<f32>::zeros(delta.raw_dim());
     for (g, x) in cols.iter().enumerate() {
         let rows = s![g * per..(g + 1) * per, ..];
-        let residual = delta.slice(rows).dot(x);
-        loss += residual
-            .iter()
-            .map(|&r| (r as f64) * (r as f64))
-            .sum::<f64>();
-        grad.slice_mut(rows)
-            .assign(&(residual.dot(&x.t()) * (2.0 / columns)));
+        let residual = x.dot(&delta.slice(rows).t());
+        if with_loss {
+            loss += residual
+                .iter()
+                .map(|&r| (r as f64) * (r as f64))
+                .sum::<f64>();
+        }
+        general_mat_mul(
+            2.0 / columns,
+            &residual.t(),
+            x,
+            0.0,
+            &mut grad.slice_mut(rows),
+        );
     }
     loss /= columns as f64;
     // Chain through the clamp and the rectified sigmoid; add the regulariser.
@@ -229,14 +272,14 @@ pub fn loss_and_grad(
             };
         });
     }
-    if let Some(beta) = beta {
+    if let (Some(beta), true) = (beta, with_loss) {
         let r: f64 = h
             .iter()
             .map(|&h| 1.0 - ((2.0 * h - 1.0).abs() as f64).powf(beta as f64))
             .sum();
         loss += reg as f64 * r;
     }
-    (loss, grad)
+    (with_loss.then_some(loss), grad)
 }
 
 /// Mean squared error of the layer output (all cached samples, every output element)
@@ -247,7 +290,7 @@ pub fn output_mse(p: &Problem, w: &Array2<f32>) -> f64 {
     let mut sum = 0f64;
     let mut count = 0usize;
     for (g, x) in p.cols.iter().enumerate() {
-        let r = delta.slice(s![g * per..(g + 1) * per, ..]).dot(x);
+        let r = x.dot(&delta.slice(s![g * per..(g + 1) * per, ..]).t());
         sum += r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
         count += r.len();
     }
@@ -298,14 +341,15 @@ pub fn optimize(
     let mut rng = SplitMix::new(seed);
     let mut pool: Vec<usize> = (0..p.samples).collect();
     let batch = hyper.batch_size.max(1);
+    let mut cols = Vec::new();
     for t in 0..hyper.iterations {
         if t % 100 == 0 {
             cancel.check()?;
             progress(t);
         }
         let picked = rng.sample(&mut pool, batch);
-        let cols = gather(p, &picked);
-        let (_, g) = loss_and_grad(p, &floor, &v, &cols, hyper.beta(t), hyper.reg);
+        gather_into(p, &picked, &mut cols);
+        let (_, g) = objective(p, &floor, &v, &cols, hyper.beta(t), hyper.reg, false);
         let step = (t + 1) as i32;
         let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
         Zip::from(&mut v)
