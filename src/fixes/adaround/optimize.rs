@@ -2,14 +2,16 @@
 //!
 //! Soft weight: `W̃ = s · clamp(⌊W/s⌋ + h(V), offset, offset + 2^b − 1)` with the rectified
 //! sigmoid `h(V) = clip(σ(V)(ζ − γ) + γ, 0, 1)`. Loss (AIMET's `AdaroundLoss`): the
-//! reconstruction `Σ_channels (W̃x − Wx)²` averaged over samples and positions, plus after the
-//! warm start `λ · Σ (1 − |2h − 1|^β)` with β annealed by a cosine from `beta_start` to
-//! `beta_end`. By linearity `W̃x − Wx = (W̃ − W)x`, so one product per group gives the
-//! residual against the FP32 op's exact output. Adam on V (torch's defaults but `lr`).
+//! reconstruction `Σ_channels (f(W̃x̂ + b) − f(y))²` averaged over samples and positions, where
+//! `x̂` is the layer's input in the simulation (earlier layers rounded), `y` the FP32 model's
+//! output of the layer and `f` the activation that follows it; plus after the warm start
+//! `λ · Σ (1 − |2h − 1|^β)` with β annealed by a cosine from `beta_start` to `beta_end`.
+//! Adam on V (torch's defaults but `lr`).
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Zip};
 
+use super::activation::Activation;
 use super::linear::LinearOp;
 use crate::cancel::CancelToken;
 use crate::quant::Encoding;
@@ -86,15 +88,47 @@ impl RowGrid {
     }
 }
 
-/// A layer to round: its op, FP32 weight `[out, K]`, grid, and cached input columns
-/// (per group `[samples · positions, K]`, sample-major).
+/// A layer to round: its op, FP32 weight `[out, K]`, bias, grid, cached input columns
+/// (per group `[samples · positions, K]`, sample-major), the target and the activation.
 pub struct Problem<'a> {
     pub op: &'a LinearOp,
     pub weight: &'a Array2<f32>,
+    /// One per output channel (zeros without a bias).
+    pub bias: &'a [f32],
     pub grid: &'a RowGrid,
     pub cols: &'a [Array2<f32>],
+    /// `f(y)`: the FP32 model's output of the layer after the activation,
+    /// `[samples · positions, out]`.
+    pub target: &'a Array2<f32>,
+    pub act: &'a Activation,
     pub positions: usize,
     pub samples: usize,
+}
+
+impl Problem<'_> {
+    /// `f(x · Wᵀ + b)` for FP32 targets computed from the same columns (the layer alone).
+    pub fn activated_output(
+        op: &LinearOp,
+        w: &Array2<f32>,
+        bias: &[f32],
+        act: &Activation,
+        cols: &[Array2<f32>],
+    ) -> Array2<f32> {
+        let mut z = op
+            .apply(w, cols)
+            .reversed_axes()
+            .as_standard_layout()
+            .into_owned();
+        let mut out = z.clone();
+        for (mut zr, mut or) in z.rows_mut().into_iter().zip(out.rows_mut()) {
+            zr.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            act.forward(
+                zr.as_slice().expect("standard layout"),
+                or.as_slice_mut().expect("standard layout"),
+            );
+        }
+        out
+    }
 }
 
 pub fn sigmoid(v: f32) -> f32 {
@@ -161,54 +195,90 @@ pub fn nearest_weight(p: &Problem) -> Array2<f32> {
     w
 }
 
-/// Copies the columns of the samples `batch` into `out` (per group
-/// `[|batch| · positions, K]`, allocated on first use): each sample is one contiguous block.
-pub fn gather_into(p: &Problem, batch: &[usize], out: &mut Vec<Array2<f32>>) {
-    let n = p.positions;
-    if out.len() != p.cols.len() || out.first().map(|o| o.nrows()) != Some(batch.len() * n) {
-        *out = p
-            .cols
-            .iter()
-            .map(|c| Array2::zeros((batch.len() * n, c.ncols())))
-            .collect();
+/// A batch drawn from the cache: columns per group `[|batch| · positions, K]` and targets
+/// `[|batch| · positions, out]`, buffers reused across iterations.
+#[derive(Default)]
+pub struct Batch {
+    pub cols: Vec<Array2<f32>>,
+    pub target: Array2<f32>,
+}
+
+/// Copies rows `sample · n .. (sample + 1) · n` of `src` for each sample of `batch`: each
+/// sample is one contiguous block.
+fn copy_blocks(src: &Array2<f32>, n: usize, batch: &[usize], dst: &mut Array2<f32>) {
+    if dst.dim() != (batch.len() * n, src.ncols()) {
+        *dst = Array2::zeros((batch.len() * n, src.ncols()));
     }
-    for (c, o) in p.cols.iter().zip(out.iter_mut()) {
-        let block = n * c.ncols();
-        match (c.as_slice(), o.as_slice_mut()) {
-            (Some(src), Some(dst)) => {
-                for (i, &sample) in batch.iter().enumerate() {
-                    dst[i * block..(i + 1) * block]
-                        .copy_from_slice(&src[sample * block..(sample + 1) * block]);
-                }
+    let block = n * src.ncols();
+    match (src.as_slice(), dst.as_slice_mut()) {
+        (Some(from), Some(to)) => {
+            for (i, &sample) in batch.iter().enumerate() {
+                to[i * block..(i + 1) * block]
+                    .copy_from_slice(&from[sample * block..(sample + 1) * block]);
             }
-            _ => {
-                for (i, &sample) in batch.iter().enumerate() {
-                    o.slice_mut(s![i * n..(i + 1) * n, ..])
-                        .assign(&c.slice(s![sample * n..(sample + 1) * n, ..]));
-                }
+        }
+        _ => {
+            for (i, &sample) in batch.iter().enumerate() {
+                dst.slice_mut(s![i * n..(i + 1) * n, ..])
+                    .assign(&src.slice(s![sample * n..(sample + 1) * n, ..]));
             }
         }
     }
 }
 
-/// Columns of the samples `batch` (per group `[|batch| · positions, K]`).
-pub fn gather(p: &Problem, batch: &[usize]) -> Vec<Array2<f32>> {
-    let mut out = Vec::new();
+/// Draws the samples `batch` into `out`.
+pub fn gather_into(p: &Problem, batch: &[usize], out: &mut Batch) {
+    let n = p.positions;
+    out.cols.resize_with(p.cols.len(), Default::default);
+    for (c, o) in p.cols.iter().zip(out.cols.iter_mut()) {
+        copy_blocks(c, n, batch, o);
+    }
+    copy_blocks(p.target, n, batch, &mut out.target);
+}
+
+/// The samples `batch` of the cache.
+pub fn gather(p: &Problem, batch: &[usize]) -> Batch {
+    let mut out = Batch::default();
     gather_into(p, batch, &mut out);
     out
 }
 
-/// Loss and dLoss/dV on columns `cols` (from [`gather`]); `beta` `None`: no regulariser.
+/// Loss and dLoss/dV on a drawn `batch`; `beta` `None`: no regulariser.
 pub fn loss_and_grad(
     p: &Problem,
     floor: &Array2<f32>,
     v: &Array2<f32>,
-    cols: &[Array2<f32>],
+    batch: &Batch,
     beta: Option<f32>,
     reg: f32,
 ) -> (f64, Array2<f32>) {
-    let (loss, grad) = objective(p, floor, v, cols, beta, reg, true);
+    let (loss, grad) = objective(p, floor, v, batch, beta, reg, true);
     (loss.unwrap_or(0.0), grad)
+}
+
+/// `f(x · Wᵀ + b)` of a batch, with the pre-activation `z`: both `[columns, out]`.
+fn forward(p: &Problem, w: &Array2<f32>, cols: &[Array2<f32>]) -> (Array2<f32>, Array2<f32>) {
+    let rows = cols.first().map_or(0, |c| c.nrows());
+    let per = p.op.out_channels() / p.op.groups();
+    let mut z = Array2::<f32>::zeros((rows, p.op.out_channels()));
+    for (g, x) in cols.iter().enumerate() {
+        let ch = s![.., g * per..(g + 1) * per];
+        general_mat_mul(
+            1.0,
+            x,
+            &w.slice(s![g * per..(g + 1) * per, ..]).t(),
+            0.0,
+            &mut z.slice_mut(ch),
+        );
+    }
+    let mut a = z.clone();
+    for (mut zr, mut ar) in z.rows_mut().into_iter().zip(a.rows_mut()) {
+        let zr = zr.as_slice_mut().expect("standard layout");
+        zr.iter_mut().zip(p.bias).for_each(|(v, b)| *v += b);
+        p.act
+            .forward(zr, ar.as_slice_mut().expect("standard layout"));
+    }
+    (z, a)
 }
 
 /// dLoss/dV, and the loss when `with_loss` (the optimisation needs only the gradient).
@@ -216,37 +286,53 @@ fn objective(
     p: &Problem,
     floor: &Array2<f32>,
     v: &Array2<f32>,
-    cols: &[Array2<f32>],
+    batch: &Batch,
     beta: Option<f32>,
     reg: f32,
     with_loss: bool,
 ) -> (Option<f64>, Array2<f32>) {
     let h = v.mapv(rectified_sigmoid);
     let soft = weight_with(p, floor, &h);
-    let delta = &soft - p.weight;
-    let columns = cols.first().map_or(0, |c| c.nrows()).max(1) as f32;
-    let per = p.op.out_channels() / p.op.groups();
+    let (z, a) = forward(p, &soft, &batch.cols);
+    let columns = z.nrows().max(1) as f32;
     let mut loss = 0f64;
-    // dLoss/dW̃, group by group: residualᵀ = x · ΔWᵀ, grad = 2/n · residual · x.
-    let mut grad = Array2::<f32>::zeros(delta.raw_dim());
-    for (g, x) in cols.iter().enumerate() {
-        let rows = s![g * per..(g + 1) * per, ..];
-        let residual = x.dot(&delta.slice(rows).t());
-        if with_loss {
-            loss += residual
-                .iter()
-                .map(|&r| (r as f64) * (r as f64))
-                .sum::<f64>();
-        }
-        general_mat_mul(
-            2.0 / columns,
-            &residual.t(),
-            x,
-            0.0,
-            &mut grad.slice_mut(rows),
+    // dLoss/dz row by row through the activation: 2/n · f'(z)ᵀ (f(z) − f(y)).
+    let mut dz = Array2::<f32>::zeros(z.raw_dim());
+    let mut err = vec![0f32; z.ncols()];
+    for ((zr, ar), (tr, mut dr)) in z
+        .rows()
+        .into_iter()
+        .zip(a.rows())
+        .zip(batch.target.rows().into_iter().zip(dz.rows_mut()))
+    {
+        let (zr, ar, tr) = (
+            zr.to_slice().expect("standard layout"),
+            ar.to_slice().expect("standard layout"),
+            tr.to_slice().expect("standard layout"),
         );
+        for ((e, &a), &t) in err.iter_mut().zip(ar).zip(tr) {
+            *e = a - t;
+        }
+        if with_loss {
+            loss += err.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>();
+        }
+        err.iter_mut().for_each(|e| *e *= 2.0 / columns);
+        p.act
+            .backward(zr, ar, &err, dr.as_slice_mut().expect("standard layout"));
     }
     loss /= columns as f64;
+    // dLoss/dW̃ per group: dzᵀ · x.
+    let per = p.op.out_channels() / p.op.groups();
+    let mut grad = Array2::<f32>::zeros(soft.raw_dim());
+    for (g, x) in batch.cols.iter().enumerate() {
+        general_mat_mul(
+            1.0,
+            &dz.slice(s![.., g * per..(g + 1) * per]).t(),
+            x,
+            0.0,
+            &mut grad.slice_mut(s![g * per..(g + 1) * per, ..]),
+        );
+    }
     // Chain through the clamp and the rectified sigmoid; add the regulariser.
     let floor_h = floor + &h;
     for (r, (mut gr, (vr, qr))) in grad
@@ -282,19 +368,16 @@ fn objective(
     (with_loss.then_some(loss), grad)
 }
 
-/// Mean squared error of the layer output (all cached samples, every output element)
-/// with weight `w` against the FP32 weight.
+/// Mean squared error of the activated layer output (all cached samples, every output
+/// element) with weight `w` against the FP32 target.
 pub fn output_mse(p: &Problem, w: &Array2<f32>) -> f64 {
-    let delta = w - p.weight;
-    let per = p.op.out_channels() / p.op.groups();
-    let mut sum = 0f64;
-    let mut count = 0usize;
-    for (g, x) in p.cols.iter().enumerate() {
-        let r = x.dot(&delta.slice(s![g * per..(g + 1) * per, ..]).t());
-        sum += r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
-        count += r.len();
-    }
-    sum / count.max(1) as f64
+    let (_, a) = forward(p, w, p.cols);
+    let sum: f64 = a
+        .iter()
+        .zip(p.target.iter())
+        .map(|(&a, &t)| ((a - t) as f64).powi(2))
+        .sum();
+    sum / a.len().max(1) as f64
 }
 
 /// A small deterministic generator (SplitMix64) for the batch draws.
@@ -341,15 +424,15 @@ pub fn optimize(
     let mut rng = SplitMix::new(seed);
     let mut pool: Vec<usize> = (0..p.samples).collect();
     let batch = hyper.batch_size.max(1);
-    let mut cols = Vec::new();
+    let mut drawn = Batch::default();
     for t in 0..hyper.iterations {
         if t % 100 == 0 {
             cancel.check()?;
             progress(t);
         }
         let picked = rng.sample(&mut pool, batch);
-        gather_into(p, &picked, &mut cols);
-        let (_, g) = objective(p, &floor, &v, &cols, hyper.beta(t), hyper.reg, false);
+        gather_into(p, &picked, &mut drawn);
+        let (_, g) = objective(p, &floor, &v, &drawn, hyper.beta(t), hyper.reg, false);
         let step = (t + 1) as i32;
         let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
         Zip::from(&mut v)
