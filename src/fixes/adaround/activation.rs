@@ -73,24 +73,70 @@ impl Activation {
         }
     }
 
-    /// `dz = (∂f/∂z)ᵀ · da` for one row, given `z` and `a = f(z)`.
-    pub fn backward(&self, z: &[f32], a: &[f32], da: &[f32], dz: &mut [f32]) {
+    /// Overwrites the pre-activations `z` (rows of `channels`) with `f'(z)ᵀ (f(z) − t)`, the
+    /// loss gradient up to the factor 2/n, in one pass; returns `Σ (f(z) − t)²` when
+    /// `with_loss`. The common activations get their own loop: this runs on every output
+    /// element of every iteration.
+    pub fn error_in_place(
+        &self,
+        z: &mut [f32],
+        t: &[f32],
+        channels: usize,
+        with_loss: bool,
+    ) -> f64 {
+        let mut loss = 0f64;
+        let mut add = |e: f32| {
+            if with_loss {
+                loss += (e as f64) * (e as f64);
+            }
+        };
         match self {
-            Activation::Identity => dz.copy_from_slice(da),
+            Activation::Identity => {
+                for (z, &t) in z.iter_mut().zip(t) {
+                    *z -= t;
+                    add(*z);
+                }
+            }
+            Activation::Relu => {
+                for (z, &t) in z.iter_mut().zip(t) {
+                    let e = z.max(0.0) - t;
+                    add(e);
+                    *z = if *z > 0.0 { e } else { 0.0 };
+                }
+            }
+            Activation::Clip(lo, hi) => {
+                for (z, &t) in z.iter_mut().zip(t) {
+                    let e = z.clamp(*lo, *hi) - t;
+                    add(e);
+                    *z = if *z > *lo && *z < *hi { e } else { 0.0 };
+                }
+            }
             Activation::Softmax => {
-                let dot: f32 = a.iter().zip(da).map(|(a, d)| a * d).sum();
-                for ((o, &a), &d) in dz.iter_mut().zip(a).zip(da) {
-                    *o = a * (d - dot);
+                let mut a = vec![0f32; channels];
+                let mut e = vec![0f32; channels];
+                for (zr, tr) in z.chunks_exact_mut(channels).zip(t.chunks_exact(channels)) {
+                    self.forward(zr, &mut a);
+                    for ((e, &a), &t) in e.iter_mut().zip(&a).zip(tr) {
+                        *e = a - t;
+                        add(*e);
+                    }
+                    let dot: f32 = a.iter().zip(&e).map(|(a, d)| a * d).sum();
+                    for ((z, &a), &d) in zr.iter_mut().zip(&a).zip(&e) {
+                        *z = a * (d - dot);
+                    }
                 }
             }
             _ => {
-                for (c, ((o, (&z, &a)), &d)) in
-                    dz.iter_mut().zip(z.iter().zip(a)).zip(da).enumerate()
-                {
-                    *o = d * self.slope(z, a, c);
+                for (i, (z, &t)) in z.iter_mut().zip(t).enumerate() {
+                    let c = i % channels.max(1);
+                    let a = self.scalar(*z, c);
+                    let e = a - t;
+                    add(e);
+                    *z = e * self.slope(*z, a, c);
                 }
             }
         }
+        loss
     }
 
     fn scalar(&self, v: f32, channel: usize) -> f32 {

@@ -256,29 +256,41 @@ pub fn loss_and_grad(
     (loss.unwrap_or(0.0), grad)
 }
 
-/// `f(x · Wᵀ + b)` of a batch, with the pre-activation `z`: both `[columns, out]`.
-fn forward(p: &Problem, w: &Array2<f32>, cols: &[Array2<f32>]) -> (Array2<f32>, Array2<f32>) {
+/// The pre-activation `x · Wᵀ + b` of a batch, `[columns, out]`: the bias rows copied in,
+/// the products added on top.
+fn pre_activation(p: &Problem, w: &Array2<f32>, cols: &[Array2<f32>]) -> Array2<f32> {
     let rows = cols.first().map_or(0, |c| c.nrows());
-    let per = p.op.out_channels() / p.op.groups();
-    let mut z = Array2::<f32>::zeros((rows, p.op.out_channels()));
+    let out = p.op.out_channels();
+    let per = out / p.op.groups();
+    let mut z = Array2::<f32>::zeros((rows, out));
+    if let Some(flat) = z.as_slice_mut() {
+        for row in flat.chunks_exact_mut(out.max(1)) {
+            row.copy_from_slice(p.bias);
+        }
+    }
     for (g, x) in cols.iter().enumerate() {
-        let ch = s![.., g * per..(g + 1) * per];
         general_mat_mul(
             1.0,
             x,
             &w.slice(s![g * per..(g + 1) * per, ..]).t(),
-            0.0,
-            &mut z.slice_mut(ch),
+            1.0,
+            &mut z.slice_mut(s![.., g * per..(g + 1) * per]),
         );
     }
+    z
+}
+
+/// `f(x · Wᵀ + b)` of a batch, `[columns, out]`.
+fn forward(p: &Problem, w: &Array2<f32>, cols: &[Array2<f32>]) -> Array2<f32> {
+    let z = pre_activation(p, w, cols);
     let mut a = z.clone();
-    for (mut zr, mut ar) in z.rows_mut().into_iter().zip(a.rows_mut()) {
-        let zr = zr.as_slice_mut().expect("standard layout");
-        zr.iter_mut().zip(p.bias).for_each(|(v, b)| *v += b);
-        p.act
-            .forward(zr, ar.as_slice_mut().expect("standard layout"));
+    for (zr, mut ar) in z.rows().into_iter().zip(a.rows_mut()) {
+        p.act.forward(
+            zr.to_slice().expect("standard layout"),
+            ar.as_slice_mut().expect("standard layout"),
+        );
     }
-    (z, a)
+    a
 }
 
 /// dLoss/dV, and the loss when `with_loss` (the optimisation needs only the gradient).
@@ -293,40 +305,23 @@ fn objective(
 ) -> (Option<f64>, Array2<f32>) {
     let h = v.mapv(rectified_sigmoid);
     let soft = weight_with(p, floor, &h);
-    let (z, a) = forward(p, &soft, &batch.cols);
-    let columns = z.nrows().max(1) as f32;
-    let mut loss = 0f64;
-    // dLoss/dz row by row through the activation: 2/n · f'(z)ᵀ (f(z) − f(y)).
-    let mut dz = Array2::<f32>::zeros(z.raw_dim());
-    let mut err = vec![0f32; z.ncols()];
-    for ((zr, ar), (tr, mut dr)) in z
-        .rows()
-        .into_iter()
-        .zip(a.rows())
-        .zip(batch.target.rows().into_iter().zip(dz.rows_mut()))
-    {
-        let (zr, ar, tr) = (
-            zr.to_slice().expect("standard layout"),
-            ar.to_slice().expect("standard layout"),
-            tr.to_slice().expect("standard layout"),
-        );
-        for ((e, &a), &t) in err.iter_mut().zip(ar).zip(tr) {
-            *e = a - t;
-        }
-        if with_loss {
-            loss += err.iter().map(|&e| (e as f64) * (e as f64)).sum::<f64>();
-        }
-        err.iter_mut().for_each(|e| *e *= 2.0 / columns);
-        p.act
-            .backward(zr, ar, &err, dr.as_slice_mut().expect("standard layout"));
-    }
+    let mut dz = pre_activation(p, &soft, &batch.cols);
+    let columns = dz.nrows().max(1) as f32;
+    // dLoss/dz = 2/n · f'(z)ᵀ (f(z) − f(y)); the 2/n goes into the product below.
+    let channels = dz.ncols();
+    let mut loss = p.act.error_in_place(
+        dz.as_slice_mut().expect("standard layout"),
+        batch.target.as_slice().expect("standard layout"),
+        channels,
+        with_loss,
+    );
     loss /= columns as f64;
     // dLoss/dW̃ per group: dzᵀ · x.
     let per = p.op.out_channels() / p.op.groups();
     let mut grad = Array2::<f32>::zeros(soft.raw_dim());
     for (g, x) in batch.cols.iter().enumerate() {
         general_mat_mul(
-            1.0,
+            2.0 / columns,
             &dz.slice(s![.., g * per..(g + 1) * per]).t(),
             x,
             0.0,
@@ -371,7 +366,7 @@ fn objective(
 /// Mean squared error of the activated layer output (all cached samples, every output
 /// element) with weight `w` against the FP32 target.
 pub fn output_mse(p: &Problem, w: &Array2<f32>) -> f64 {
-    let (_, a) = forward(p, w, p.cols);
+    let a = forward(p, w, p.cols);
     let sum: f64 = a
         .iter()
         .zip(p.target.iter())
