@@ -177,9 +177,13 @@ pub fn adaround(
         })
         .collect();
     let loaded = done.iter().filter(|d| d.is_some()).count();
-    let todo: Vec<usize> = (0..plan.len())
+    let mut todo: Vec<usize> = (0..plan.len())
         .filter(|&i| plan[i].op.is_ok() && done[i].is_none())
         .collect();
+    // Graph order even when the file lists nodes otherwise: a layer's producers go first.
+    let order = model.index().order();
+    let rank = |node: usize| order.iter().position(|&n| n == node).unwrap_or(usize::MAX);
+    todo.sort_by_key(|&i| rank(plan[i].layer.node));
     let mut targets = capture::targets(
         model,
         &plan,
