@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use ndarray::{Array2, ArrayD, IxDyn};
 use qsteer::cancel::CancelToken;
+use qsteer::fixes::adaround::activation::Activation;
 use qsteer::fixes::adaround::linear::LinearOp;
 use qsteer::fixes::adaround::optimize::{optimize, Hyper, Problem, RowGrid, SplitMix};
 use qsteer::model::{Dim, Model};
@@ -54,11 +55,17 @@ fn adaround_layers(c: &mut Criterion) {
         let spec = QuantSpec::new(4, false).expect("spec");
         let enc = per_tensor_encoding(w.view(), spec, Scheme::TfEnhanced).expect("encoding");
         let grid = RowGrid::new(&[enc], weight.nrows());
+        let bias = vec![0.0; op.out_channels()];
+        let act = Activation::Relu;
+        let target = Problem::activated_output(&op, &weight, &bias, &act, &cols);
         let problem = Problem {
             op: &op,
             weight: &weight,
+            bias: &bias,
             grid: &grid,
             cols: &cols,
+            target: &target,
+            act: &act,
             positions: op.positions(&sample),
             samples: 200,
         };

@@ -91,7 +91,7 @@ fn member(model: &Model, node: usize) -> std::result::Result<Member, String> {
 }
 
 /// The Clip bounds, from attributes (opset < 11) or constant inputs.
-fn clip_bounds(model: &Model, node: usize) -> Option<(f32, f32)> {
+pub(crate) fn clip_bounds(model: &Model, node: usize) -> Option<(f32, f32)> {
     let n = &model.graph().node[node];
     let input = |slot: usize| -> Option<Option<f32>> {
         match n.input.get(slot).filter(|s| !s.is_empty()) {

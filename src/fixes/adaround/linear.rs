@@ -1,6 +1,7 @@
-//! The linear op of one layer as AdaRound sees it: `y = W · cols(x)` per group, where
-//! `cols` is im2col for a convolution (rows `c·kh·kw + i·kw + j`, one column per output
-//! position) and the feature vectors for Gemm / MatMul. The weight is held as a matrix
+//! The linear op of one layer as AdaRound sees it: `y = W · cols(x)ᵀ` per group, where
+//! `cols` is im2col for a convolution (one row per output position, columns
+//! `c·kh·kw + i·kw + j`) and the feature vectors for Gemm / MatMul. A row per position keeps
+//! each sample's columns contiguous, so drawing a batch of samples is a copy of whole blocks. The weight is held as a matrix
 //! `[out, K]` whose rows are output channels, so per-channel encodings index rows.
 //! No bias: AdaRound's residual `W̃x − Wx` does not depend on it.
 
@@ -112,7 +113,7 @@ impl LinearOp {
         }
     }
 
-    /// Rows of one group's column matrix.
+    /// Columns of one group's column matrix (the inner dimension of the product).
     pub fn k(&self) -> usize {
         match self {
             LinearOp::Conv(g) => g.in_channels / g.groups * g.kernel[0] * g.kernel[1],
@@ -120,7 +121,7 @@ impl LinearOp {
         }
     }
 
-    /// Columns (output positions) per sample of an input with per-sample shape `sample`.
+    /// Rows (output positions) per sample of an input with per-sample shape `sample`.
     pub fn positions(&self, sample: &[usize]) -> usize {
         match self {
             LinearOp::Conv(g) => {
@@ -194,7 +195,7 @@ impl LinearOp {
     }
 
     /// Writes the columns of one sample (per-sample shape, no batch axis) into
-    /// `cols[g][.., at..at + positions]` for every group `g`.
+    /// `cols[g][at..at + positions, ..]` for every group `g`.
     pub fn fill_columns(
         &self,
         sample: ArrayViewD<f32>,
@@ -215,8 +216,8 @@ impl LinearOp {
                         let plane = x.index_axis(Axis(0), group * cg + c);
                         for i in 0..kh {
                             for j in 0..kw {
-                                let row = (c * kh + i) * kw + j;
-                                let mut out = m.row_mut(row);
+                                let col = (c * kh + i) * kw + j;
+                                let mut out = m.column_mut(col);
                                 for oy in 0..oh {
                                     let iy = (oy * g.strides[0] + i * g.dilations[0]) as isize
                                         - g.pads[0] as isize;
@@ -244,7 +245,7 @@ impl LinearOp {
                 let x = sample
                     .to_shape((rows, *in_features))
                     .map_err(|e| Error::runtime(format!("dense input: {e}")))?;
-                cols[0].slice_mut(s![.., at..at + rows]).assign(&x.t());
+                cols[0].slice_mut(s![at..at + rows, ..]).assign(&x);
             }
         }
         Ok(())
@@ -254,22 +255,22 @@ impl LinearOp {
     pub fn columns(&self, x: ArrayViewD<f32>) -> Result<Vec<Array2<f32>>> {
         let n = x.shape().first().copied().unwrap_or(0);
         let p = self.positions(&x.shape()[1.min(x.ndim())..]);
-        let mut cols = vec![Array2::zeros((self.k(), n * p)); self.groups()];
+        let mut cols = vec![Array2::zeros((n * p, self.k())); self.groups()];
         for (s, sample) in x.axis_iter(Axis(0)).enumerate() {
             self.fill_columns(sample, &mut cols, s * p)?;
         }
         Ok(cols)
     }
 
-    /// `W · cols` per group, stacked as `[out, columns]`.
+    /// `W · colsᵀ` per group, stacked as `[out, positions]`.
     pub fn apply(&self, w: &Array2<f32>, cols: &[Array2<f32>]) -> Array2<f32> {
         let per = self.out_channels() / self.groups();
-        let n = cols.first().map_or(0, |c| c.ncols());
+        let n = cols.first().map_or(0, |c| c.nrows());
         let mut y = Array2::zeros((self.out_channels(), n));
         for (g, c) in cols.iter().enumerate() {
             let wg = w.slice(s![g * per..(g + 1) * per, ..]);
             y.slice_mut(s![g * per..(g + 1) * per, ..])
-                .assign(&wg.dot(c));
+                .assign(&wg.dot(&c.t()));
         }
         y
     }

@@ -5,18 +5,24 @@
 //! - Grids: the weight encodings the simulation computes for the same settings (bits,
 //!   per-channel, symmetric, scheme); AdaRound only chooses the rounding, and the encodings
 //!   are then frozen (AIMET's `set_and_freeze_param_encodings`).
-//! - Inputs: every layer's input captured from the FP32 model in one pass over the
-//!   calibration samples and kept as im2col columns, at most `cache_bytes` (64 MB) per
-//!   layer: a layer whose columns are larger keeps the first samples that fit. All layers
-//!   are captured in the one pass, so the run holds Σ layers of these caches at once.
-//! - Layers are independent (FP32 inputs, FP32 targets), so they are optimised on
-//!   `threads` workers in parallel; each has its own seeded batch draws, so the result
-//!   does not depend on the thread count or order.
+//! - Order and inputs (AIMET's): layers one after another in graph order; a layer's input
+//!   comes from the weights-only simulation in which every earlier layer already holds its
+//!   rounded weight (layers AdaRound skips: rounded to nearest), activations unquantized;
+//!   its target is the FP32 model's output of the layer. Both pass through the activation
+//!   that directly follows the layer (Relu, Clip, Sigmoid, Tanh, Softmax, PRelu) before the
+//!   loss. The FP32 outputs of all layers are captured in one pass; a layer's simulated
+//!   inputs when its turn comes (one simulation pass per layer). Per layer at most
+//!   `cache_bytes` (64 MB) of input columns and targets are kept: a layer whose samples are
+//!   larger keeps the first samples that fit.
+//! - Each iteration draws `batch_size` (32) distinct cached samples with a seeded generator
+//!   per layer, so a run is reproducible for a seed.
 //! - Result: the FP32 graph with each rounded weight written in (values exactly on the
 //!   grid) plus the frozen encodings; a simulation with those encodings uses exactly these
 //!   weights. Layers AdaRound cannot handle (ConvTranspose, Gemm with transA/alpha, …) keep
 //!   their FP32 weight and are rounded to nearest by the simulation (reported as skipped).
 
+pub mod activation;
+mod capture;
 mod checkpoint;
 pub mod linear;
 pub mod optimize;
@@ -24,25 +30,25 @@ pub mod optimize;
 mod tests;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
-use ndarray::{Array2, ArrayD, Axis};
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 use crate::cancel::CancelToken;
 use crate::data::Dataset;
-use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
-use crate::model::graph::Producer;
+use crate::experiment::evaluate::{select_samples, Subset};
 use crate::model::{Layer, Model};
 use crate::quant::encodings_file::{encodings_document, EncodingsVersion};
-use crate::quant::per_channel::{per_channel_encodings, per_tensor_encoding};
+use crate::quant::per_channel::{
+    fake_quant_tensor, fake_quant_weight, per_channel_encodings, per_tensor_encoding,
+};
 use crate::quant::points::WeightQuantizer;
 use crate::quant::qdq::WeightEncodings;
 use crate::quant::simulate::{activation_encodings_for, prepare, QuantsimRequest};
-use crate::runtime::{CompiledModel, RunOptions};
 use crate::{Error, Result};
+use activation::Activation;
+use capture::{Inputs, Target};
 use linear::LinearOp;
 use optimize::{Hyper, Problem, RowGrid};
 
@@ -78,7 +84,11 @@ pub struct LayerRound {
     pub iterations: usize,
     /// Cached samples the layer was optimised on.
     pub samples: usize,
-    /// Output MSE on those samples: round-to-nearest and AdaRound.
+    /// The activation both outputs pass before the loss (`none`, `Relu`, `Clip`, …).
+    #[serde(default)]
+    pub activation: String,
+    /// Output MSE (after the activation, inputs from the simulation) on those samples:
+    /// round-to-nearest and AdaRound.
     pub mse_nearest: Option<f64>,
     pub mse_adaround: Option<f64>,
     /// Fraction of weights rounded differently from nearest.
@@ -114,16 +124,6 @@ struct Planned {
     encodings: WeightEncodings,
     /// The op, or why the layer is left to round-to-nearest.
     op: std::result::Result<LinearOp, String>,
-}
-
-/// A rounded weight (original layout) and its report.
-type Rounded = (ArrayD<f32>, LayerRound);
-
-/// Input columns of one layer.
-struct Cache {
-    cols: Vec<Array2<f32>>,
-    positions: usize,
-    samples: usize,
 }
 
 /// AdaRound `model` for `req.settings`. `checkpoints`: the directory for per-layer
@@ -183,23 +183,59 @@ pub fn adaround(
         })
         .collect();
     let loaded = done.iter().filter(|d| d.is_some()).count();
-    let todo: Vec<usize> = (0..plan.len())
+    let mut todo: Vec<usize> = (0..plan.len())
         .filter(|&i| plan[i].op.is_ok() && done[i].is_none())
         .collect();
-    let caches = capture(model, &plan, &todo, &data, req, options, cancel, progress)?;
-    let results = optimise_all(
+    // Graph order even when the file lists nodes otherwise: a layer's producers go first.
+    let order = model.index().order();
+    let rank = |node: usize| order.iter().position(|&n| n == node).unwrap_or(usize::MAX);
+    todo.sort_by_key(|&i| rank(plan[i].layer.node));
+    let mut targets = capture::targets(
+        model,
         &plan,
         &todo,
-        caches,
+        &data,
+        options.cache_bytes,
         req,
-        options,
-        dir.as_deref(),
         cancel,
         progress,
     )?;
-    for (i, r) in todo.iter().zip(results) {
-        done[*i] = Some(r);
+    // The weights-only simulation: skipped layers rounded to nearest, finished ones rounded.
+    let mut sim = model.clone();
+    for (p, d) in plan.iter().zip(&done) {
+        match (&p.op, d) {
+            (_, Some((w, _))) => sim.set_weight(&p.quantizer.weight, w.clone())?,
+            (Err(_), None) => sim.set_weight(&p.quantizer.weight, nearest_tensor(p)?)?,
+            (Ok(_), None) => {}
+        }
     }
+    let total = todo.len() * options.hyper.iterations;
+    for (k, &i) in todo.iter().enumerate() {
+        cancel.check()?;
+        let p = &plan[i];
+        let target = targets[i]
+            .take()
+            .ok_or_else(|| Error::runtime(format!("no target for layer '{}'", p.layer.name)))?;
+        let inputs = capture::inputs(&sim, p, &data, target.samples, req, cancel, progress)?;
+        let stage = format!("adaround {}", p.layer.name);
+        let base = k * options.hyper.iterations;
+        let (w, report) = round_layer(
+            model,
+            p,
+            &inputs,
+            &target,
+            options,
+            req.seed,
+            cancel,
+            &|t| progress(&stage, base + t, total),
+        )?;
+        if let Some(dir) = dir.as_deref() {
+            checkpoint::store(dir, p.index, &p.quantizer.weight, &w, &report)?;
+        }
+        sim.set_weight(&p.quantizer.weight, w.clone())?;
+        done[i] = Some((w, report));
+    }
+    progress("adaround", total, total);
 
     let mut rounded = model.clone();
     let mut layers = Vec::new();
@@ -237,6 +273,7 @@ fn skipped(layer: &str, why: &str) -> LayerRound {
         how: format!("skipped: {why} (rounded to nearest)"),
         iterations: 0,
         samples: 0,
+        activation: String::new(),
         mse_nearest: None,
         mse_adaround: None,
         flipped: 0.0,
@@ -309,7 +346,7 @@ fn run_key(
 ) -> Result<String> {
     use sha2::Digest;
     let text = format!(
-        "adaround v1\n{}\n{}\n{:?}\n{}\n{}\n{}",
+        "adaround v2 sequential\n{}\n{}\n{:?}\n{}\n{}\n{}",
         model.content_hash(),
         serde_json::to_string(&req.settings).unwrap_or_default(),
         options,
@@ -318,106 +355,6 @@ fn run_key(
         req.calibration_size,
     );
     Ok(crate::model::hex(&sha2::Sha256::digest(text.as_bytes()))[..24].to_string())
-}
-
-/// One FP32 pass over the calibration samples capturing the inputs of layers `todo`
-/// (graph inputs are read from the samples), kept as columns within the cache budget.
-#[allow(clippy::too_many_arguments)]
-fn capture(
-    model: &Model,
-    plan: &[Planned],
-    todo: &[usize],
-    data: &Dataset,
-    req: &QuantsimRequest,
-    options: &AdaroundOptions,
-    cancel: &CancelToken,
-    progress: &(dyn Fn(&str, usize, usize) + Sync),
-) -> Result<Vec<Option<Cache>>> {
-    let mut caches: Vec<Option<Cache>> = (0..plan.len()).map(|_| None).collect();
-    if todo.is_empty() {
-        return Ok(caches);
-    }
-    let mut captured = Vec::new();
-    let mut from_data = Vec::new();
-    for &i in todo {
-        let input = &plan[i].layer.input;
-        match model.index().producer(input) {
-            Some(Producer::Input) => {
-                let slot = data_input(model, data, input)?;
-                from_data.push((i, slot));
-            }
-            _ => {
-                if !captured.contains(input) {
-                    captured.push(input.clone());
-                }
-            }
-        }
-    }
-    let n = data.len();
-    let budget = options.cache_bytes;
-    // Fills layer `i`'s cache with samples `from..` of a batch of its input.
-    let fill =
-        |caches: &mut Vec<Option<Cache>>, i: usize, from: usize, x: &ArrayD<f32>| -> Result<()> {
-            let op = plan[i].op.as_ref().map_err(|e| Error::runtime(e.clone()))?;
-            let context =
-                |e: Error| Error::runtime(format!("input of layer '{}': {e}", plan[i].layer.name));
-            if caches[i].is_none() {
-                let sample = &x.shape()[1.min(x.ndim())..];
-                op.check_sample(sample).map_err(context)?;
-                let positions = op.positions(sample);
-                let per_sample = (op.groups() * op.k() * positions * 4).max(1);
-                let samples = (budget / per_sample).clamp(1, n.max(1));
-                caches[i] = Some(Cache {
-                    cols: vec![Array2::zeros((op.k(), samples * positions)); op.groups()],
-                    positions,
-                    samples,
-                });
-            }
-            let cache = caches[i].as_mut().expect("allocated above");
-            for (k, sample) in x.axis_iter(Axis(0)).enumerate() {
-                let s = from + k;
-                if s < cache.samples {
-                    op.fill_columns(sample, &mut cache.cols, s * cache.positions)
-                        .map_err(context)?;
-                }
-            }
-            Ok(())
-        };
-    for &(i, slot) in &from_data {
-        // Graph inputs come from the calibration samples, a batch at a time.
-        let samples = &data.inputs[slot].data;
-        for from in (0..samples.len()).step_by(64) {
-            let batch = samples.read_range(from..(from + 64).min(samples.len()))?;
-            fill(&mut caches, i, from, &batch)?;
-        }
-    }
-    if !captured.is_empty() {
-        let shapes = sample_shapes(model, data)?;
-        let compiled = CompiledModel::compile(model, &shapes, 16, &captured)?;
-        let slot_of = |name: &String| compiled.output_names().iter().position(|o| o == name);
-        let routes: Vec<(usize, usize)> = todo
-            .iter()
-            .filter_map(|&i| slot_of(&plan[i].layer.input).map(|s| (i, s)))
-            .filter(|(i, _)| !from_data.iter().any(|(j, _)| j == i))
-            .collect();
-        let run = RunOptions {
-            batch_size: 16,
-            threads: req.options.threads,
-        };
-        compiled.run_dataset_streaming(
-            data,
-            run,
-            cancel,
-            &|d, t| progress("caching layer inputs", d, t),
-            &mut |from, outs| {
-                for &(i, slot) in &routes {
-                    fill(&mut caches, i, from, &outs[slot])?;
-                }
-                Ok(())
-            },
-        )?;
-    }
-    Ok(caches)
 }
 
 /// Which dataset input feeds graph input `name`.
@@ -438,97 +375,23 @@ pub(crate) fn data_input(model: &Model, data: &Dataset, name: &str) -> Result<us
         .ok_or_else(|| Error::input(format!("the dataset has no samples for input '{name}'")))
 }
 
-/// Optimise layers `todo` on worker threads; results in `todo`'s order.
-#[allow(clippy::too_many_arguments)]
-fn optimise_all(
-    plan: &[Planned],
-    todo: &[usize],
-    caches: Vec<Option<Cache>>,
-    req: &QuantsimRequest,
-    options: &AdaroundOptions,
-    dir: Option<&Path>,
-    cancel: &CancelToken,
-    progress: &(dyn Fn(&str, usize, usize) + Sync),
-) -> Result<Vec<Rounded>> {
-    let caches: Vec<Mutex<Option<Cache>>> = caches.into_iter().map(Mutex::new).collect();
-    let results: Vec<Mutex<Option<Rounded>>> = todo.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let finished = AtomicUsize::new(0);
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let workers = req.options.threads.clamp(1, todo.len().max(1));
-    let total = todo.len() * options.hyper.iterations;
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                if k >= todo.len() || failure.lock().map_or(true, |f| f.is_some()) {
-                    return;
-                }
-                let i = todo[k];
-                let cache = caches[i].lock().ok().and_then(|mut c| c.take());
-                let outcome = cache
-                    .ok_or_else(|| {
-                        Error::runtime(format!(
-                            "no inputs cached for layer '{}'",
-                            plan[i].layer.name
-                        ))
-                    })
-                    .and_then(|cache| {
-                        let base = finished.load(Ordering::SeqCst) * options.hyper.iterations;
-                        let stage = format!("adaround {}", plan[i].layer.name);
-                        round_layer(&plan[i], &cache, options, req.seed, cancel, &|t| {
-                            progress(&stage, (base + t).min(total), total)
-                        })
-                    })
-                    .and_then(|(w, report)| {
-                        if let Some(dir) = dir {
-                            checkpoint::store(
-                                dir,
-                                plan[i].index,
-                                &plan[i].quantizer.weight,
-                                &w,
-                                &report,
-                            )?;
-                        }
-                        Ok((w, report))
-                    });
-                finished.fetch_add(1, Ordering::SeqCst);
-                match outcome {
-                    Ok(r) => {
-                        if let Ok(mut slot) = results[k].lock() {
-                            *slot = Some(r);
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = failure.lock() {
-                            // A cancel elsewhere is not the cause of a real failure.
-                            if f.is_none() || matches!(*f, Some(Error::Cancelled)) {
-                                *f = Some(e);
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
+/// Layer `p`'s weight rounded to nearest on its grid, as the simulation rounds it.
+fn nearest_tensor(p: &Planned) -> Result<ArrayD<f32>> {
+    let mut w = p.fp32.clone();
+    match p.encodings.axis {
+        Some(axis) => fake_quant_weight(&mut w, &p.encodings.encodings, axis)?,
+        None => fake_quant_tensor(&mut w, &p.encodings.encodings[0]),
     }
-    progress("adaround", total, total);
-    results
-        .into_iter()
-        .map(|r| {
-            r.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .ok_or_else(|| Error::runtime("a layer was not rounded"))
-        })
-        .collect()
+    Ok(w)
 }
 
 /// Optimise one layer; returns its rounded weight (original tensor layout) and report.
+#[allow(clippy::too_many_arguments)]
 fn round_layer(
+    model: &Model,
     p: &Planned,
-    cache: &Cache,
+    inputs: &Inputs,
+    target: &Target,
     options: &AdaroundOptions,
     seed: u64,
     cancel: &CancelToken,
@@ -539,13 +402,18 @@ fn round_layer(
     let context = |e: Error| Error::runtime(format!("layer '{}': {e}", p.layer.name));
     let fp32 = op.weight_matrix(&p.fp32).map_err(context)?;
     let grid = RowGrid::new(&p.encodings.encodings, fp32.nrows());
+    let bias = capture::bias_of(model, p, op)?;
+    let act = Activation::following(model, &p.layer);
     let problem = Problem {
         op,
         weight: &fp32,
+        bias: &bias,
         grid: &grid,
-        cols: &cache.cols,
-        positions: cache.positions,
-        samples: cache.samples,
+        cols: &inputs.cols,
+        target: &target.rows,
+        act: &act,
+        positions: target.positions,
+        samples: target.samples,
     };
     // Distinct, reproducible batch draws per layer.
     let layer_seed = seed ^ (p.index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -562,7 +430,8 @@ fn round_layer(
         layer: p.layer.name.clone(),
         how: "adarounded".into(),
         iterations: options.hyper.iterations,
-        samples: cache.samples,
+        samples: target.samples,
+        activation: act.name().to_string(),
         mse_nearest: Some(optimize::output_mse(&problem, &nearest)),
         mse_adaround: Some(optimize::output_mse(&problem, &hard)),
         flipped,

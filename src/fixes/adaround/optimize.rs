@@ -2,13 +2,16 @@
 //!
 //! Soft weight: `W̃ = s · clamp(⌊W/s⌋ + h(V), offset, offset + 2^b − 1)` with the rectified
 //! sigmoid `h(V) = clip(σ(V)(ζ − γ) + γ, 0, 1)`. Loss (AIMET's `AdaroundLoss`): the
-//! reconstruction `Σ_channels (W̃x − Wx)²` averaged over samples and positions, plus after the
-//! warm start `λ · Σ (1 − |2h − 1|^β)` with β annealed by a cosine from `beta_start` to
-//! `beta_end`. By linearity `W̃x − Wx = (W̃ − W)x`, so one product per group gives the
-//! residual against the FP32 op's exact output. Adam on V (torch's defaults but `lr`).
+//! reconstruction `Σ_channels (f(W̃x̂ + b) − f(y))²` averaged over samples and positions, where
+//! `x̂` is the layer's input in the simulation (earlier layers rounded), `y` the FP32 model's
+//! output of the layer and `f` the activation that follows it; plus after the warm start
+//! `λ · Σ (1 − |2h − 1|^β)` with β annealed by a cosine from `beta_start` to `beta_end`.
+//! Adam on V (torch's defaults but `lr`).
 
+use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, Zip};
 
+use super::activation::Activation;
 use super::linear::LinearOp;
 use crate::cancel::CancelToken;
 use crate::quant::Encoding;
@@ -85,15 +88,47 @@ impl RowGrid {
     }
 }
 
-/// A layer to round: its op, FP32 weight `[out, K]`, grid, and cached input columns
-/// (per group `[K, samples · positions]`, sample-major).
+/// A layer to round: its op, FP32 weight `[out, K]`, bias, grid, cached input columns
+/// (per group `[samples · positions, K]`, sample-major), the target and the activation.
 pub struct Problem<'a> {
     pub op: &'a LinearOp,
     pub weight: &'a Array2<f32>,
+    /// One per output channel (zeros without a bias).
+    pub bias: &'a [f32],
     pub grid: &'a RowGrid,
     pub cols: &'a [Array2<f32>],
+    /// `f(y)`: the FP32 model's output of the layer after the activation,
+    /// `[samples · positions, out]`.
+    pub target: &'a Array2<f32>,
+    pub act: &'a Activation,
     pub positions: usize,
     pub samples: usize,
+}
+
+impl Problem<'_> {
+    /// `f(x · Wᵀ + b)` for FP32 targets computed from the same columns (the layer alone).
+    pub fn activated_output(
+        op: &LinearOp,
+        w: &Array2<f32>,
+        bias: &[f32],
+        act: &Activation,
+        cols: &[Array2<f32>],
+    ) -> Array2<f32> {
+        let mut z = op
+            .apply(w, cols)
+            .reversed_axes()
+            .as_standard_layout()
+            .into_owned();
+        let mut out = z.clone();
+        for (mut zr, mut or) in z.rows_mut().into_iter().zip(out.rows_mut()) {
+            zr.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+            act.forward(
+                zr.as_slice().expect("standard layout"),
+                or.as_slice_mut().expect("standard layout"),
+            );
+        }
+        out
+    }
 }
 
 pub fn sigmoid(v: f32) -> f32 {
@@ -160,50 +195,139 @@ pub fn nearest_weight(p: &Problem) -> Array2<f32> {
     w
 }
 
-/// Columns of the samples `batch` (per group `[K, |batch| · positions]`).
-pub fn gather(p: &Problem, batch: &[usize]) -> Vec<Array2<f32>> {
-    let n = p.positions;
-    p.cols
-        .iter()
-        .map(|c| {
-            let mut out = Array2::zeros((c.nrows(), batch.len() * n));
-            for (i, &sample) in batch.iter().enumerate() {
-                out.slice_mut(s![.., i * n..(i + 1) * n])
-                    .assign(&c.slice(s![.., sample * n..(sample + 1) * n]));
-            }
-            out
-        })
-        .collect()
+/// A batch drawn from the cache: columns per group `[|batch| · positions, K]` and targets
+/// `[|batch| · positions, out]`, buffers reused across iterations.
+#[derive(Default)]
+pub struct Batch {
+    pub cols: Vec<Array2<f32>>,
+    pub target: Array2<f32>,
 }
 
-/// Loss and dLoss/dV on columns `cols` (from [`gather`]); `beta` `None`: no regulariser.
+/// Copies rows `sample · n .. (sample + 1) · n` of `src` for each sample of `batch`: each
+/// sample is one contiguous block.
+fn copy_blocks(src: &Array2<f32>, n: usize, batch: &[usize], dst: &mut Array2<f32>) {
+    if dst.dim() != (batch.len() * n, src.ncols()) {
+        *dst = Array2::zeros((batch.len() * n, src.ncols()));
+    }
+    let block = n * src.ncols();
+    match (src.as_slice(), dst.as_slice_mut()) {
+        (Some(from), Some(to)) => {
+            for (i, &sample) in batch.iter().enumerate() {
+                to[i * block..(i + 1) * block]
+                    .copy_from_slice(&from[sample * block..(sample + 1) * block]);
+            }
+        }
+        _ => {
+            for (i, &sample) in batch.iter().enumerate() {
+                dst.slice_mut(s![i * n..(i + 1) * n, ..])
+                    .assign(&src.slice(s![sample * n..(sample + 1) * n, ..]));
+            }
+        }
+    }
+}
+
+/// Draws the samples `batch` into `out`.
+pub fn gather_into(p: &Problem, batch: &[usize], out: &mut Batch) {
+    let n = p.positions;
+    out.cols.resize_with(p.cols.len(), Default::default);
+    for (c, o) in p.cols.iter().zip(out.cols.iter_mut()) {
+        copy_blocks(c, n, batch, o);
+    }
+    copy_blocks(p.target, n, batch, &mut out.target);
+}
+
+/// The samples `batch` of the cache.
+pub fn gather(p: &Problem, batch: &[usize]) -> Batch {
+    let mut out = Batch::default();
+    gather_into(p, batch, &mut out);
+    out
+}
+
+/// Loss and dLoss/dV on a drawn `batch`; `beta` `None`: no regulariser.
 pub fn loss_and_grad(
     p: &Problem,
     floor: &Array2<f32>,
     v: &Array2<f32>,
-    cols: &[Array2<f32>],
+    batch: &Batch,
     beta: Option<f32>,
     reg: f32,
 ) -> (f64, Array2<f32>) {
+    let (loss, grad) = objective(p, floor, v, batch, beta, reg, true);
+    (loss.unwrap_or(0.0), grad)
+}
+
+/// The pre-activation `x · Wᵀ + b` of a batch, `[columns, out]`: the bias rows copied in,
+/// the products added on top.
+fn pre_activation(p: &Problem, w: &Array2<f32>, cols: &[Array2<f32>]) -> Array2<f32> {
+    let rows = cols.first().map_or(0, |c| c.nrows());
+    let out = p.op.out_channels();
+    let per = out / p.op.groups();
+    let mut z = Array2::<f32>::zeros((rows, out));
+    if let Some(flat) = z.as_slice_mut() {
+        for row in flat.chunks_exact_mut(out.max(1)) {
+            row.copy_from_slice(p.bias);
+        }
+    }
+    for (g, x) in cols.iter().enumerate() {
+        general_mat_mul(
+            1.0,
+            x,
+            &w.slice(s![g * per..(g + 1) * per, ..]).t(),
+            1.0,
+            &mut z.slice_mut(s![.., g * per..(g + 1) * per]),
+        );
+    }
+    z
+}
+
+/// `f(x · Wᵀ + b)` of a batch, `[columns, out]`.
+fn forward(p: &Problem, w: &Array2<f32>, cols: &[Array2<f32>]) -> Array2<f32> {
+    let z = pre_activation(p, w, cols);
+    let mut a = z.clone();
+    for (zr, mut ar) in z.rows().into_iter().zip(a.rows_mut()) {
+        p.act.forward(
+            zr.to_slice().expect("standard layout"),
+            ar.as_slice_mut().expect("standard layout"),
+        );
+    }
+    a
+}
+
+/// dLoss/dV, and the loss when `with_loss` (the optimisation needs only the gradient).
+fn objective(
+    p: &Problem,
+    floor: &Array2<f32>,
+    v: &Array2<f32>,
+    batch: &Batch,
+    beta: Option<f32>,
+    reg: f32,
+    with_loss: bool,
+) -> (Option<f64>, Array2<f32>) {
     let h = v.mapv(rectified_sigmoid);
     let soft = weight_with(p, floor, &h);
-    let delta = &soft - p.weight;
-    let columns = cols.first().map_or(0, |c| c.ncols()).max(1) as f32;
-    let per = p.op.out_channels() / p.op.groups();
-    let mut loss = 0f64;
-    // dLoss/dW̃, group by group.
-    let mut grad = Array2::<f32>::zeros(delta.raw_dim());
-    for (g, x) in cols.iter().enumerate() {
-        let rows = s![g * per..(g + 1) * per, ..];
-        let residual = delta.slice(rows).dot(x);
-        loss += residual
-            .iter()
-            .map(|&r| (r as f64) * (r as f64))
-            .sum::<f64>();
-        grad.slice_mut(rows)
-            .assign(&(residual.dot(&x.t()) * (2.0 / columns)));
-    }
+    let mut dz = pre_activation(p, &soft, &batch.cols);
+    let columns = dz.nrows().max(1) as f32;
+    // dLoss/dz = 2/n · f'(z)ᵀ (f(z) − f(y)); the 2/n goes into the product below.
+    let channels = dz.ncols();
+    let mut loss = p.act.error_in_place(
+        dz.as_slice_mut().expect("standard layout"),
+        batch.target.as_slice().expect("standard layout"),
+        channels,
+        with_loss,
+    );
     loss /= columns as f64;
+    // dLoss/dW̃ per group: dzᵀ · x.
+    let per = p.op.out_channels() / p.op.groups();
+    let mut grad = Array2::<f32>::zeros(soft.raw_dim());
+    for (g, x) in batch.cols.iter().enumerate() {
+        general_mat_mul(
+            2.0 / columns,
+            &dz.slice(s![.., g * per..(g + 1) * per]).t(),
+            x,
+            0.0,
+            &mut grad.slice_mut(s![g * per..(g + 1) * per, ..]),
+        );
+    }
     // Chain through the clamp and the rectified sigmoid; add the regulariser.
     let floor_h = floor + &h;
     for (r, (mut gr, (vr, qr))) in grad
@@ -229,29 +353,26 @@ pub fn loss_and_grad(
             };
         });
     }
-    if let Some(beta) = beta {
+    if let (Some(beta), true) = (beta, with_loss) {
         let r: f64 = h
             .iter()
             .map(|&h| 1.0 - ((2.0 * h - 1.0).abs() as f64).powf(beta as f64))
             .sum();
         loss += reg as f64 * r;
     }
-    (loss, grad)
+    (with_loss.then_some(loss), grad)
 }
 
-/// Mean squared error of the layer output (all cached samples, every output element)
-/// with weight `w` against the FP32 weight.
+/// Mean squared error of the activated layer output (all cached samples, every output
+/// element) with weight `w` against the FP32 target.
 pub fn output_mse(p: &Problem, w: &Array2<f32>) -> f64 {
-    let delta = w - p.weight;
-    let per = p.op.out_channels() / p.op.groups();
-    let mut sum = 0f64;
-    let mut count = 0usize;
-    for (g, x) in p.cols.iter().enumerate() {
-        let r = delta.slice(s![g * per..(g + 1) * per, ..]).dot(x);
-        sum += r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
-        count += r.len();
-    }
-    sum / count.max(1) as f64
+    let a = forward(p, w, p.cols);
+    let sum: f64 = a
+        .iter()
+        .zip(p.target.iter())
+        .map(|(&a, &t)| ((a - t) as f64).powi(2))
+        .sum();
+    sum / a.len().max(1) as f64
 }
 
 /// A small deterministic generator (SplitMix64) for the batch draws.
@@ -298,14 +419,15 @@ pub fn optimize(
     let mut rng = SplitMix::new(seed);
     let mut pool: Vec<usize> = (0..p.samples).collect();
     let batch = hyper.batch_size.max(1);
+    let mut drawn = Batch::default();
     for t in 0..hyper.iterations {
         if t % 100 == 0 {
             cancel.check()?;
             progress(t);
         }
         let picked = rng.sample(&mut pool, batch);
-        let cols = gather(p, &picked);
-        let (_, g) = loss_and_grad(p, &floor, &v, &cols, hyper.beta(t), hyper.reg);
+        gather_into(p, &picked, &mut drawn);
+        let (_, g) = objective(p, &floor, &v, &drawn, hyper.beta(t), hyper.reg, false);
         let step = (t + 1) as i32;
         let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
         Zip::from(&mut v)

@@ -1,3 +1,4 @@
+use super::activation::Activation;
 use super::linear::{ConvGeometry, LinearOp};
 use super::optimize::{self, Hyper, Problem, RowGrid, SplitMix};
 use super::*;
@@ -7,7 +8,9 @@ use crate::quant::points::tests::sample_model;
 use crate::quant::qdq::QuantMode;
 use crate::quant::simulate::{quantsim, QuantsimSettings};
 use crate::quant::{Encoding, QuantSpec};
+use crate::runtime::CompiledModel;
 use ndarray::{Array2, ArrayD, IxDyn};
+use std::sync::Mutex;
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
@@ -154,18 +157,22 @@ fn conv_forward_matches_tract() {
     }
 }
 
-/// A problem on random data with a 4-bit grid per output row.
+/// A problem on random data with a 4-bit grid per output row: the target is the FP32 layer
+/// (with a bias) on inputs `x`, the columns come from `x` plus noise (the simulation's input).
 struct Setup {
     op: LinearOp,
     weight: Array2<f32>,
+    bias: Vec<f32>,
     grid: RowGrid,
     cols: Vec<Array2<f32>>,
+    target: Array2<f32>,
+    act: Activation,
     positions: usize,
     samples: usize,
 }
 
 impl Setup {
-    fn new(op: LinearOp, sample: &[usize], samples: usize) -> Setup {
+    fn new(op: LinearOp, sample: &[usize], samples: usize, act: Activation) -> Setup {
         let shape: Vec<usize> = std::iter::once(samples)
             .chain(sample.iter().copied())
             .collect();
@@ -185,13 +192,20 @@ impl Setup {
             })
             .collect();
         let grid = RowGrid::new(&encodings, weight.nrows());
-        let cols = op.columns(x.view()).unwrap();
+        let bias: Vec<f32> = random(&[op.out_channels()], 13).iter().copied().collect();
+        let fp32_cols = op.columns(x.view()).unwrap();
+        let target = Problem::activated_output(&op, &weight, &bias, &act, &fp32_cols);
+        let noisy = &x + &(random(x.shape(), 17) * 0.05);
+        let cols = op.columns(noisy.view()).unwrap();
         let positions = op.positions(sample);
         Setup {
             op,
             weight,
+            bias,
             grid,
             cols,
+            target,
+            act,
             positions,
             samples,
         }
@@ -201,8 +215,11 @@ impl Setup {
         Problem {
             op: &self.op,
             weight: &self.weight,
+            bias: &self.bias,
             grid: &self.grid,
             cols: &self.cols,
+            target: &self.target,
+            act: &self.act,
             positions: self.positions,
             samples: self.samples,
         }
@@ -252,12 +269,15 @@ fn check_gradient(setup: &Setup) {
 #[test]
 fn conv_gradient_matches_finite_differences() {
     let g = geometry();
-    let setup = Setup::new(
-        LinearOp::Conv(g.clone()),
-        &[g.in_channels, g.input[0], g.input[1]],
-        3,
-    );
-    check_gradient(&setup);
+    for act in [Activation::Identity, Activation::Tanh, Activation::Sigmoid] {
+        let setup = Setup::new(
+            LinearOp::Conv(g.clone()),
+            &[g.in_channels, g.input[0], g.input[1]],
+            3,
+            act,
+        );
+        check_gradient(&setup);
+    }
 }
 
 #[test]
@@ -267,7 +287,46 @@ fn gemm_gradient_matches_finite_differences() {
         out_features: 5,
         transposed: false,
     };
-    check_gradient(&Setup::new(op, &[12], 8));
+    for act in [Activation::Identity, Activation::Softmax] {
+        check_gradient(&Setup::new(op.clone(), &[12], 8, act));
+    }
+}
+
+#[test]
+fn the_loss_is_taken_after_the_following_activation() {
+    let op = LinearOp::Dense {
+        in_features: 12,
+        out_features: 5,
+        transposed: false,
+    };
+    // Every output far below zero: behind a Relu no rounding changes anything.
+    let mut relu = Setup::new(op.clone(), &[12], 8, Activation::Relu);
+    relu.bias.iter_mut().for_each(|b| *b = -100.0);
+    relu.target.fill(0.0);
+    let mut linear = Setup::new(op, &[12], 8, Activation::Identity);
+    linear.bias.iter_mut().for_each(|b| *b = -100.0);
+    linear.target = Problem::activated_output(
+        &linear.op,
+        &linear.weight,
+        &linear.bias,
+        &linear.act,
+        &linear.cols,
+    );
+    for (setup, zero) in [(&relu, true), (&linear, false)] {
+        let p = setup.problem();
+        let floor = p.weight.mapv(|_| 0.0);
+        let v = random(&[p.weight.nrows(), p.weight.ncols()], 3)
+            .into_dimensionality::<ndarray::Ix2>()
+            .unwrap();
+        let batch = optimize::gather(&p, &(0..p.samples).collect::<Vec<_>>());
+        let (loss, grad) = optimize::loss_and_grad(&p, &floor, &v, &batch, None, 0.0);
+        if zero {
+            assert_eq!(loss, 0.0);
+            assert!(grad.iter().all(|&g| g == 0.0));
+        } else {
+            assert!(loss > 0.0 && grad.iter().any(|&g| g != 0.0), "{loss}");
+        }
+    }
 }
 
 #[test]
@@ -293,6 +352,7 @@ fn hard_rounding_lands_on_the_grid_next_to_the_weight() {
         LinearOp::Conv(g.clone()),
         &[g.in_channels, g.input[0], g.input[1]],
         4,
+        Activation::Relu,
     );
     let p = setup.problem();
     let hyper = Hyper {
@@ -467,4 +527,82 @@ fn a_cancelled_run_resumes_from_its_checkpoints_and_matches_an_uninterrupted_one
         );
     }
     assert_eq!(resumed.weights, fresh.weights);
+}
+
+/// The run's reconstruction errors of layer k, recomputed from a hand-made model: the FP32
+/// graph with the run's rounded weights in layers 0..k and FP32 weights from k on.
+fn mse_nearest_from(sim: &Model, model: &Model, req: &QuantsimRequest, p: &Planned) -> f64 {
+    let cancel = CancelToken::new();
+    let data = select_samples(
+        &req.data,
+        Subset::Calibration,
+        req.calibration_size,
+        req.seed,
+    )
+    .unwrap()
+    .data;
+    let none = |_: &str, _: usize, _: usize| {};
+    let plan = std::slice::from_ref(p);
+    let target = capture::targets(model, plan, &[0], &data, CACHE_BYTES, req, &cancel, &none)
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    let inputs = capture::inputs(sim, p, &data, target.samples, req, &cancel, &none).unwrap();
+    let op = p.op.as_ref().unwrap();
+    let fp32 = op.weight_matrix(&p.fp32).unwrap();
+    let grid = RowGrid::new(&p.encodings.encodings, fp32.nrows());
+    let bias = capture::bias_of(model, p, op).unwrap();
+    let act = Activation::following(model, &p.layer);
+    let problem = Problem {
+        op,
+        weight: &fp32,
+        bias: &bias,
+        grid: &grid,
+        cols: &inputs.cols,
+        target: &target.rows,
+        act: &act,
+        positions: target.positions,
+        samples: target.samples,
+    };
+    optimize::output_mse(&problem, &optimize::nearest_weight(&problem))
+}
+
+#[test]
+fn layer_k_takes_its_input_from_the_model_with_layers_before_it_rounded() {
+    // BN folded, so the convs feed their Relu6 directly.
+    let model = crate::fixes::bn_fold::fold_batchnorms(&sample_model("mbv2_digits.onnx"))
+        .unwrap()
+        .model;
+    let req = request(w4_weights_only(), 0);
+    let outcome = adaround(
+        &model,
+        &req,
+        &AdaroundOptions::new(4, Some(20)),
+        None,
+        &CancelToken::new(),
+        &|_, _, _| {},
+    )
+    .unwrap();
+    let prepared = prepare(&model, &req, false, &CancelToken::new(), &|_, _, _| {}).unwrap();
+    let plan = plan_layers(&model, &req, &prepared.layers, &prepared.weights).unwrap();
+    // The stem reads the graph input; the third layer sits behind two rounded ones.
+    let k = 2;
+    let mut sim = model.clone();
+    for p in &plan[..k] {
+        let w = outcome.model.weight(&p.quantizer.weight).unwrap().clone();
+        assert_ne!(
+            Some(&w),
+            model.weight(&p.quantizer.weight),
+            "{}",
+            p.layer.name
+        );
+        sim.set_weight(&p.quantizer.weight, w).unwrap();
+    }
+    let reported = outcome.report.layers[k].mse_nearest.unwrap();
+    assert_eq!(reported, mse_nearest_from(&sim, &model, &req, &plan[k]));
+    // FP32 inputs give another error: the check can tell the two apart.
+    assert_ne!(reported, mse_nearest_from(&model, &model, &req, &plan[k]));
+    // block1.dw is followed by a Relu6 (Clip 0..6), the projection by nothing.
+    assert_eq!(outcome.report.layers[1].activation, "Clip");
+    assert_eq!(outcome.report.layers[k].activation, "none");
 }
