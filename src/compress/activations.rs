@@ -21,7 +21,7 @@ pub const POSITIONS_PER_SAMPLE: usize = 10;
 /// A layer's sampled inputs and the outputs it should produce on them.
 #[derive(Debug, Clone)]
 pub struct LayerSamples {
-    /// Input columns per group, `[K, n]` (rows as [`LinearOp`] lays them out).
+    /// Input columns per group, `[K, n]` (row `r` is [`LinearOp`]'s column `r`).
     pub cols: Vec<Array2<f32>>,
     /// Target outputs `[out, n]`, column `j` belonging to `cols[..][.., j]`.
     pub targets: Array2<f32>,
@@ -160,7 +160,8 @@ impl Sampler {
         Ok(Sampler {
             positions,
             per_sample,
-            scratch: vec![Array2::zeros((op.k(), positions)); groups],
+            // LinearOp fills one row per position; the samples keep one column per position.
+            scratch: vec![Array2::zeros((positions, op.k())); groups],
             samples: LayerSamples {
                 cols: vec![Array2::zeros((op.k(), n * per_sample)); groups],
                 targets: Array2::zeros((op.out_channels(), n * per_sample)),
@@ -194,9 +195,7 @@ impl Sampler {
         for (j, &p) in chosen.iter().enumerate() {
             let col = index * self.per_sample + j;
             for (g, scratch) in self.scratch.iter().enumerate() {
-                self.samples.cols[g]
-                    .column_mut(col)
-                    .assign(&scratch.column(p));
+                self.samples.cols[g].column_mut(col).assign(&scratch.row(p));
             }
             let mut t = self.samples.targets.column_mut(col);
             for o in 0..out {
