@@ -86,6 +86,9 @@ pub struct InputSpec {
     pub shape: Shape,
     /// The element type the model declares; datasets hold float32 and are cast to it.
     pub elem: InputType,
+    /// The axis that holds the samples: 0, or the batch axis of a recurrent state the file
+    /// writes as `[layers, batch, hidden]` (see [`inner_batch_axis`]).
+    pub batch_axis: usize,
 }
 
 /// The element types qsteer can feed. Datasets hold float32; integer and bool inputs are fed
@@ -246,6 +249,10 @@ fn plan_inputs(
     let mut specs = Vec::new();
     let mut fixed_batch = None;
     let batch_name = batch_symbol(model);
+    let inner = inner_batch_axes(&inputs, pinned);
+    // A model with such a state runs one sample per call: its other inputs' batch is 1.
+    let one_per_call = inner.iter().any(Option::is_some);
+    let batch = if one_per_call { Some(1) } else { batch };
     for (i, input) in inputs.iter().enumerate() {
         let code = input_elem_type(input).unwrap_or(1);
         let elem = InputType::from_onnx(code).ok_or_else(|| {
@@ -263,11 +270,21 @@ fn plan_inputs(
                 name: input.name.clone(),
                 shape: Vec::new(),
                 elem,
+                batch_axis: 0,
             });
             continue;
         }
         let declared = declared_dims(input);
         let pin = pinned.map(|p| &p[i]);
+        if let (Some(axis), Some(d), Some(p)) = (inner[i], declared.as_deref(), pin) {
+            specs.push(InputSpec {
+                name: input.name.clone(),
+                shape: with_unit_axis(d, p, axis),
+                elem,
+                batch_axis: axis,
+            });
+            continue;
+        }
         let rank = match (&declared, pin) {
             (Some(d), _) if !d.is_empty() => d.len(),
             (_, Some(p)) => p.len() + 1,
@@ -330,6 +347,7 @@ fn plan_inputs(
             name: input.name.clone(),
             shape,
             elem,
+            batch_axis: 0,
         });
     }
     if let (Some(b), Some(open)) = (
@@ -342,12 +360,70 @@ fn plan_inputs(
             .map_or("", |s| s.name.as_str());
         return Err(Error::input(format!(
             "{src}: input '{fixed}' fixes axis 0 to {b} while input '{}' leaves its batch open; \
-             qsteer feeds samples on axis 0 of every input, so a batch on another axis (a \
-             recurrent state [layers, batch, …]) is not supported",
+             a recurrent state [layers, batch, …] is fed from a dataset whose samples leave \
+             its batch axis out (pass --data)",
             open.name
         )));
     }
-    Ok((specs, fixed_batch))
+    Ok((specs, fixed_batch.or(one_per_call.then_some(1))))
+}
+
+/// Per input, the batch axis of a recurrent state that the file writes `[layers, batch,
+/// hidden]` beside inputs batched on axis 0 (Silero VAD's `state [2, ?, 128]` beside `input
+/// [?, 576]`): the one open axis whose removal leaves the dataset's per-sample shape. Without
+/// a dataset nothing tells which axis it is.
+fn inner_batch_axes(
+    inputs: &[&ValueInfoProto],
+    pinned: Option<&[Vec<usize>]>,
+) -> Vec<Option<usize>> {
+    let open_batch = |input: &ValueInfoProto| {
+        !is_scalar_input(input)
+            && declared_dims(input).is_some_and(|d| d.first().is_some_and(Option::is_none))
+    };
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let sample = pinned?.get(i)?;
+            let declared = declared_dims(input)?;
+            let beside_open = inputs
+                .iter()
+                .enumerate()
+                .any(|(j, other)| j != i && open_batch(other));
+            beside_open
+                .then(|| inner_batch_axis(&declared, sample))
+                .flatten()
+        })
+        .collect()
+}
+
+/// The batch axis of an input that fixes axis 0 to more than 1: the one open axis whose
+/// removal leaves `sample`. `None` when none or several fit.
+fn inner_batch_axis(declared: &[Option<usize>], sample: &[usize]) -> Option<usize> {
+    if declared.len() != sample.len() + 1 || declared.first()?.is_none_or(|b| b < 2) {
+        return None;
+    }
+    let fits = |axis: usize| {
+        let rest = (0..declared.len()).filter(|&a| a != axis);
+        rest.zip(sample)
+            .all(|(a, &s)| declared[a].is_none_or(|d| d == s))
+    };
+    let mut open = (1..declared.len()).filter(|&a| declared[a].is_none() && fits(a));
+    match (open.next(), open.next()) {
+        (Some(axis), None) => Some(axis),
+        _ => None,
+    }
+}
+
+/// `sample`'s dims with a unit batch axis at `axis` (the declared dims agree where known).
+fn with_unit_axis(declared: &[Option<usize>], sample: &[usize], axis: usize) -> Shape {
+    (0..declared.len())
+        .map(|a| match a.cmp(&axis) {
+            std::cmp::Ordering::Less => Dim::Known(sample[a]),
+            std::cmp::Ordering::Equal => Dim::Known(1),
+            std::cmp::Ordering::Greater => Dim::Known(sample[a - 1]),
+        })
+        .collect()
 }
 
 fn declared_shape_dims(d: Option<&[Option<usize>]>) -> Vec<Dim> {
@@ -557,6 +633,7 @@ fn with_batch(inputs: &[InputSpec], b: usize) -> Vec<InputSpec> {
         .map(|spec| InputSpec {
             name: spec.name.clone(),
             elem: spec.elem,
+            batch_axis: spec.batch_axis,
             shape: spec
                 .shape
                 .iter()

@@ -15,6 +15,11 @@ pub fn input_value(spec: &InputSpec, batch: &ArrayViewD<f32>, src: &str) -> Resu
     let values = if spec.shape.is_empty() && batch.ndim() == 1 {
         scalar = shared_value(spec, batch, src)?;
         scalar.view()
+    } else if spec.batch_axis > 0 && spec.batch_axis < batch.ndim() {
+        // A state `[layers, batch, hidden]`: the samples move from axis 0 to its batch axis.
+        let mut axes: Vec<usize> = (1..batch.ndim()).collect();
+        axes.insert(spec.batch_axis, 0);
+        batch.view().permuted_axes(axes)
     } else {
         batch.view()
     };
@@ -26,7 +31,7 @@ pub fn input_value(spec: &InputSpec, batch: &ArrayViewD<f32>, src: &str) -> Resu
         ))
     };
     let tensor = match spec.elem {
-        InputType::Float32 => values.to_owned().into_tensor(),
+        InputType::Float32 => values.as_standard_layout().into_owned().into_tensor(),
         InputType::Int64 => exact(&values, |v| {
             (v.fract() == 0.0 && v.abs() <= 9.0e15).then_some(v as i64)
         })
@@ -90,6 +95,28 @@ mod tests {
             name: "ids".into(),
             shape,
             elem,
+            batch_axis: 0,
+        }
+    }
+
+    #[test]
+    fn a_state_takes_its_samples_on_its_own_batch_axis() {
+        // Two samples of a [layers 2, hidden 3] state fed to a [2, batch, 3] input.
+        let samples =
+            ndarray::Array::from_shape_fn((2, 2, 3), |(n, l, h)| (100 * n + 10 * l + h) as f32)
+                .into_dyn();
+        let mut state = spec(
+            InputType::Float32,
+            vec![Dim::Known(2), Dim::Batch, Dim::Known(3)],
+        );
+        state.batch_axis = 1;
+        let t = input_value(&state, &samples.view(), "m")
+            .unwrap()
+            .into_tensor();
+        let fed = t.to_plain_array_view::<f32>().unwrap();
+        assert_eq!(fed.shape(), &[2, 2, 3]);
+        for (l, n, h) in [(0, 1, 2), (1, 0, 1), (1, 1, 0)] {
+            assert_eq!(fed[[l, n, h]], (100 * n + 10 * l + h) as f32);
         }
     }
 

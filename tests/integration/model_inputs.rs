@@ -247,23 +247,32 @@ fn an_already_quantized_model_is_refused_in_one_line() {
     }
 }
 
-/// A recurrent state with its batch on axis 1 (`state [2, batch, 128]` beside `input [batch,
-/// 576]`, Silero VAD) cannot be fed samples on axis 0: a clear error, not a batch of 2.
+/// A recurrent state with its batch on axis 1 (`state [2, ?, 3]` beside `input [?, 4]`, as
+/// Silero VAD writes it): the dataset's samples leave that axis out, so it is found from the
+/// data and the samples are fed there; without data the error names both inputs.
 #[test]
-fn an_input_that_fixes_axis_0_beside_an_open_batch_is_refused_by_name() {
-    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
-    let model = Model::load(&fixture_model("multi_input")).unwrap();
-    let mut proto = model.proto().clone();
-    let h = &mut proto.graph.as_mut().unwrap().input[1];
-    if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) =
-        h.r#type.as_mut().and_then(|t| t.value.as_mut())
-    {
-        t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimValue(2));
-    }
-    let model = Model::from_proto(proto, "state.onnx").unwrap();
-    let e = model.shapes(None).unwrap_err().to_string();
+fn a_state_with_its_batch_on_axis_1_is_fed_there() {
+    let dir = tmp();
+    let (model, data) = (fixture_model("state_axis1"), fixture_dir("state_axis1"));
+    eval_matches_onnx_runtime(dir.path(), &model, &data, &data.join("ort_outputs.npy"));
+    let (doc, exported) = quantsim_export(dir.path(), &model, &data);
+    assert!(doc["cosine"].as_f64().unwrap() > 0.98, "{doc}");
+    assert_eq!(exported.input_names(), ["input", "state"]);
     assert!(
-        e.contains("input 'h' fixes axis 0 to 2 while input 'input' leaves its batch open"),
+        exported
+            .graph()
+            .node
+            .iter()
+            .any(|n| n.op_type == "QuantizeLinear" && n.input[0] == "state"),
+        "the state is quantized like any float input"
+    );
+    let e = Model::load(&model)
+        .unwrap()
+        .shapes(None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("input 'state' fixes axis 0 to 2 while input 'input' leaves its batch open"),
         "{e}"
     );
 }
