@@ -262,15 +262,10 @@ pub fn analyze(
     } = joint;
 
     let labels = data.labels.as_deref();
-    // The first model output of each run (FP32, W, A, W+A), scored with the request's metric.
-    let first_name = compiled_probe
-        .output_names()
-        .first()
-        .cloned()
-        .unwrap_or_default();
+    // The graph outputs of each run (FP32, W, A, W+A), scored with the request's metric.
     let outs: Vec<Vec<(String, ArrayD<f32>)>> = logits
         .into_iter()
-        .map(|parts| Ok(vec![(first_name.clone(), stack_outputs(parts)?)]))
+        .map(|parts| stack_outputs(parts, &output_names))
         .collect::<Result<_>>()?;
     let fp32 = score_all(&outs[0], labels, None, &scoring, cancel)?;
     let score = |k: usize| score_all(&outs[k], labels, Some(&outs[0]), &scoring, cancel);
@@ -389,11 +384,12 @@ impl NoiseSums {
 }
 
 /// What the joint pass accumulates over batches: per-layer noise, per-output noise, and
-/// each model's first output per batch (for the scores).
+/// each model's graph outputs per batch (for the scores, which take every output as
+/// quantsim's do, so both commands report the same figures).
 struct JointSums {
     noise: Vec<NoiseSums>,
     outputs: Vec<OutputSums>,
-    logits: Vec<Vec<(usize, ArrayD<f32>)>>,
+    logits: Vec<Vec<(usize, Vec<ArrayD<f32>>)>>,
 }
 
 impl JointSums {
@@ -412,8 +408,9 @@ impl JointSums {
         from: usize,
         outs: &[Vec<ArrayD<f32>>],
     ) -> Result<()> {
+        let graph_outputs = self.outputs.len();
         for (m, o) in outs.iter().enumerate() {
-            self.logits[m].push((from, o[0].clone()));
+            self.logits[m].push((from, o[..graph_outputs.min(o.len())].to_vec()));
         }
         for (k, sums) in self.outputs.iter_mut().enumerate() {
             if let (Some(r), Some(q)) = (outs[0].get(k), outs[3].get(k)) {
@@ -497,11 +494,26 @@ fn db(signal: f64, noise: f64) -> f64 {
 }
 
 /// The batches' first outputs in sample order, as `[N, C]`.
-fn stack_outputs(mut parts: Vec<(usize, ArrayD<f32>)>) -> Result<ArrayD<f32>> {
+/// Each named output's batches joined in sample order.
+fn stack_outputs(
+    mut parts: Vec<(usize, Vec<ArrayD<f32>>)>,
+    names: &[String],
+) -> Result<Vec<(String, ArrayD<f32>)>> {
     parts.sort_by_key(|(from, _)| *from);
-    let views: Vec<ArrayViewD<f32>> = parts.iter().map(|(_, a)| a.view()).collect();
-    ndarray::concatenate(Axis(0), &views)
-        .map_err(|e| Error::runtime(format!("stacking outputs: {e}")))
+    names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let views = parts
+                .iter()
+                .map(|(_, a)| a.get(k).map(|a| a.view()))
+                .collect::<Option<Vec<ArrayViewD<f32>>>>()
+                .ok_or_else(|| Error::runtime(format!("a run lacks output '{name}'")))?;
+            let joined = ndarray::concatenate(Axis(0), &views)
+                .map_err(|e| Error::runtime(format!("stacking output '{name}': {e}")))?;
+            Ok((name.clone(), joined))
+        })
+        .collect()
 }
 
 fn layer_row(

@@ -266,6 +266,27 @@ fn a_state_with_its_batch_on_axis_1_is_fed_there() {
             .any(|n| n.op_type == "QuantizeLinear" && n.input[0] == "state"),
         "the state is quantized like any float input"
     );
+    // analyze scores every output as quantsim does: the same W8A8 figures.
+    let an = json_ok(
+        dir.path(),
+        &[
+            "analyze",
+            model.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--calibration-size",
+            "4",
+            "--workspace",
+            dir.path().join("ws-an").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let wa = &an["scores"]["weights_and_activations"];
+    assert_eq!(wa["outputs"].as_array().unwrap().len(), 2, "{wa}");
+    for key in ["sqnr_db", "metric_value"] {
+        let (a, q) = (wa[key].as_f64().unwrap(), doc[key].as_f64().unwrap());
+        assert!((a - q).abs() < 1e-6, "{key}: analyze {a}, quantsim {q}");
+    }
     let e = Model::load(&model)
         .unwrap()
         .shapes(None)
