@@ -235,6 +235,8 @@ pub fn open_at(
         noise_view: true,
         heat: None,
         heat_view: false,
+        help_scroll: 0,
+        help_scroll_max: std::cell::Cell::new(0),
         compression: None,
         pending_decision: None,
         trainer_command: ws.settings().trainer.clone(),

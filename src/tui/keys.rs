@@ -321,6 +321,20 @@ pub fn bindings() -> Vec<Binding> {
 }
 
 /// The bindings active in `pane`: its own first, then the global ones.
+/// The bindings help lists for `pane`: one line per action (the first binding, whose key
+/// names its alternatives: `↓/j`, not `↓/j` and `j`).
+pub fn help_entries(pane: Pane) -> Vec<Binding> {
+    let mut seen: Vec<Action> = Vec::new();
+    active(pane)
+        .into_iter()
+        .filter(|b| {
+            let new = !seen.contains(&b.action);
+            seen.push(b.action.clone());
+            new
+        })
+        .collect()
+}
+
 pub fn active(pane: Pane) -> Vec<Binding> {
     let all = bindings();
     let own = all.iter().filter(|b| b.scope == Scope::Pane(pane)).cloned();

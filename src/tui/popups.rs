@@ -79,30 +79,78 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
 
 fn help(f: &mut Frame, app: &App, area: Rect) {
     let t = &app.theme;
-    let binds = keys::active(app.focus);
-    // The graph pane's marks are explained where its keys are.
-    let legend = (app.focus == Pane::Graph && !app.quant_marks.is_empty())
-        .then_some(super::quant_marks::LEGEND);
-    let h = (binds.len() as u16 + 3 + legend.map_or(0, |_| 1)).min(area.height);
-    let r = centered(area, 56, h);
-    f.render_widget(Clear, r);
+    // As wide as the terminal allows (up to 76 columns), so descriptions wrap rarely.
+    let w = area.width.saturating_sub(4).clamp(24, 76);
+    let text_w = usize::from(w.saturating_sub(2));
     let mut lines = vec![Line::from(Span::styled(
         format!("keys in {}", app.focus.title()),
         t.header(),
     ))];
-    if let Some(l) = legend {
-        lines.push(Line::from(Span::styled(l, t.text())));
+    // The graph pane's marks are explained where its keys are.
+    if app.focus == Pane::Graph && !app.quant_marks.is_empty() {
+        for l in wrap_words(super::quant_marks::LEGEND, text_w) {
+            lines.push(Line::from(Span::styled(l, t.text())));
+        }
     }
-    for b in binds {
-        lines.push(Line::from(vec![
-            Span::styled(format!("{:>8}  ", b.key), t.fg(t.accent)),
-            Span::styled(b.what, t.text()),
-        ]));
+    for b in keys::help_entries(app.focus) {
+        for (k, part) in wrap_words(b.what, text_w.saturating_sub(10))
+            .into_iter()
+            .enumerate()
+        {
+            let key = if k == 0 { b.key } else { "" };
+            lines.push(Line::from(vec![
+                Span::styled(format!("{key:>8}  "), t.fg(t.accent)),
+                Span::styled(part, t.text()),
+            ]));
+        }
     }
-    f.render_widget(
-        Paragraph::new(lines).block(boxed(app, "help (? or Esc closes)")),
-        r,
-    );
+    let h = (lines.len() as u16 + 2).min(area.height);
+    let visible = usize::from(h.saturating_sub(2));
+    let max = lines.len().saturating_sub(visible);
+    app.help_scroll_max.set(max);
+    let top = app.help_scroll.min(max);
+    let title = if max > 0 {
+        format!(
+            "help {}–{} of {} (↓↑ PgDn PgUp scroll, ? or Esc closes)",
+            top + 1,
+            (top + visible).min(lines.len()),
+            lines.len()
+        )
+    } else {
+        "help (? or Esc closes)".to_string()
+    };
+    let r = centered(area, w, h);
+    f.render_widget(Clear, r);
+    let shown: Vec<Line> = lines.into_iter().skip(top).take(visible).collect();
+    f.render_widget(Paragraph::new(shown).block(boxed(app, &title)), r);
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a word longer
+/// than the width is cut across lines).
+pub(super) fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        let used = line.chars().count();
+        if used > 0 && used + 1 + word.len() <= width {
+            line.push(' ');
+            line.extend(word);
+            continue;
+        }
+        if used > 0 {
+            lines.push(std::mem::take(&mut line));
+        }
+        while word.len() > width {
+            lines.push(word.drain(..width).collect());
+        }
+        line = word.into_iter().collect();
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 fn palette(f: &mut Frame, app: &App, area: Rect, query: &str, cursor: usize) {

@@ -237,6 +237,11 @@ pub struct App {
     pub heat: Option<super::heat::HeatGrid>,
     /// The layers pane shows the heat table (when there is one).
     pub heat_view: bool,
+    /// First line of the help popup shown (it scrolls when it does not fit).
+    pub help_scroll: usize,
+    /// The last help drawn could scroll this far: the bound for `help_scroll`, known only
+    /// once the popup is laid out on the terminal.
+    pub help_scroll_max: std::cell::Cell<usize>,
     /// The compression record of the current variant, when it has one.
     pub compression: Option<(u32, qsteer::compress::record::CompressionRecord)>,
     /// Layers pinned at a ratio or left alone by the compress dialog's jobs.

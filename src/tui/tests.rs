@@ -353,3 +353,43 @@ fn a_job_left_running_by_a_killed_app_is_reported_on_reopen() {
     let screen = render(&app, 120, 30);
     assert!(screen.contains("interrupted"), "{screen}");
 }
+
+#[test]
+fn help_lists_each_key_once_wraps_and_scrolls_to_its_last_line_at_80x24() {
+    let (mut app, _d) = sample_app();
+    app.focus = Pane::Graph;
+    update(&mut app, Action::Help);
+    let first = render(&app, 80, 24);
+    assert!(first.contains("help 1–22 of"), "{first}");
+    assert!(first.contains("↓/j  move down"), "{first}");
+    assert!(!first.contains("      j  move down"), "{first}");
+    assert!(!first.contains("q  quit"), "{first}");
+    update(&mut app, Action::Bottom);
+    let last = render(&app, 80, 24);
+    assert!(last.contains("q  quit"), "{last}");
+    assert!(!last.contains("keys in"), "{last}");
+    update(&mut app, Action::Top);
+    assert_eq!(render(&app, 80, 24), first);
+    // Scrolled a line at a time, the popup shows every description whole.
+    let mut seen = String::new();
+    for _ in 0..60 {
+        seen.push_str(&render(&app, 80, 24));
+        update(&mut app, Action::Down);
+    }
+    for b in super::keys::help_entries(Pane::Graph) {
+        for part in super::popups::wrap_words(b.what, 64) {
+            assert!(seen.contains(&part), "'{part}' of '{}' never shown", b.what);
+        }
+    }
+}
+
+#[test]
+fn words_wrap_at_the_width_and_a_long_word_is_cut() {
+    use super::popups::wrap_words;
+    assert_eq!(
+        wrap_words("keep the node's quantizers FP32", 12),
+        ["keep the", "node's", "quantizers", "FP32"]
+    );
+    assert_eq!(wrap_words("abcdefgh", 3), ["abc", "def", "gh"]);
+    assert_eq!(wrap_words("", 5), [""]);
+}

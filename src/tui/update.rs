@@ -97,7 +97,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.collapsed = !app.collapsed;
             app.cursor[pi] = app.cursor[pi].min(app.rows_in(pane).saturating_sub(1));
         }
-        Action::Help => app.popups.push(Popup::Help),
+        Action::Help => {
+            app.help_scroll = 0;
+            app.popups.push(Popup::Help);
+        }
         Action::Palette => app.popups.push(Popup::Palette {
             query: String::new(),
             cursor: 0,
@@ -323,6 +326,9 @@ fn open_evaluate_dialog(app: &mut App) {
     }));
 }
 
+/// Lines a page key scrolls the help popup by.
+const HELP_PAGE: usize = 10;
+
 fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
     if action == Action::Close {
         app.popups.pop();
@@ -330,8 +336,19 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
     }
     match top {
         Popup::Help => {
-            if matches!(action, Action::Help | Action::Confirm | Action::Quit) {
-                app.popups.pop();
+            let max = app.help_scroll_max.get();
+            let s = &mut app.help_scroll;
+            match action {
+                Action::Help | Action::Confirm | Action::Quit => {
+                    app.popups.pop();
+                }
+                Action::Down => *s = (*s + 1).min(max),
+                Action::Up => *s = s.saturating_sub(1),
+                Action::PageDown => *s = (*s + HELP_PAGE).min(max),
+                Action::PageUp => *s = s.saturating_sub(HELP_PAGE),
+                Action::Top => *s = 0,
+                Action::Bottom => *s = max,
+                _ => {}
             }
             vec![]
         }
