@@ -176,6 +176,22 @@ pub fn bindings() -> Vec<Binding> {
             P(Pane::Variants),
             false,
         ),
+        b(
+            K::Enter,
+            "Enter/v",
+            A::Confirm,
+            "open the job: whole error, log",
+            P(Pane::Jobs),
+            false,
+        ),
+        b(
+            K::Char('v'),
+            "v",
+            A::OpenJob,
+            "open the job: whole error, log",
+            P(Pane::Jobs),
+            false,
+        ),
         b(K::Char('='), "=", A::Compare, "compare A and B", G, true),
         b(
             K::Char('w'),
@@ -321,15 +337,15 @@ pub fn bindings() -> Vec<Binding> {
 }
 
 /// The bindings active in `pane`: its own first, then the global ones.
-/// The bindings help lists for `pane`: one line per action (the first binding, whose key
-/// names its alternatives: `↓/j`, not `↓/j` and `j`).
+/// The bindings help lists for `pane`: one line per description (the first binding, whose
+/// key names its alternatives: `↓/j`, not `↓/j` and `j`).
 pub fn help_entries(pane: Pane) -> Vec<Binding> {
-    let mut seen: Vec<Action> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
     active(pane)
         .into_iter()
         .filter(|b| {
-            let new = !seen.contains(&b.action);
-            seen.push(b.action.clone());
+            let new = !seen.contains(&b.what);
+            seen.push(b.what);
             new
         })
         .collect()

@@ -12,6 +12,7 @@ mod form;
 mod graph_rows;
 mod heat;
 pub mod init;
+mod job_view;
 mod keys;
 mod layer_choice;
 mod panes;

@@ -33,6 +33,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
     let area = f.area();
     match popup {
         Popup::Help => help(f, app, area),
+        Popup::Job(id) => super::job_view::draw(f, app, area, *id),
         Popup::Palette { query, cursor } => palette(f, app, area, query, *cursor),
         Popup::Filter => {
             let r = centered(area, 50, 3);
@@ -107,8 +108,8 @@ fn help(f: &mut Frame, app: &App, area: Rect) {
     let h = (lines.len() as u16 + 2).min(area.height);
     let visible = usize::from(h.saturating_sub(2));
     let max = lines.len().saturating_sub(visible);
-    app.help_scroll_max.set(max);
-    let top = app.help_scroll.min(max);
+    app.popup_scroll_max.set(max);
+    let top = app.popup_scroll.min(max);
     let title = if max > 0 {
         format!(
             "help {}–{} of {} (↓↑ PgDn PgUp scroll, ? or Esc closes)",

@@ -182,7 +182,12 @@ pub const SUBSETS: [&str; 3] = ["evaluation", "calibration", "all"];
 #[derive(Debug, Clone, PartialEq)]
 pub enum Popup {
     Help,
-    Palette { query: String, cursor: usize },
+    /// One job full screen: its settings, status, whole error and whole log.
+    Job(JobId),
+    Palette {
+        query: String,
+        cursor: usize,
+    },
     Filter,
     Decision(Decision),
     Quantsim(super::quantsim_form::QuantsimForm),
@@ -237,11 +242,11 @@ pub struct App {
     pub heat: Option<super::heat::HeatGrid>,
     /// The layers pane shows the heat table (when there is one).
     pub heat_view: bool,
-    /// First line of the help popup shown (it scrolls when it does not fit).
-    pub help_scroll: usize,
-    /// The last help drawn could scroll this far: the bound for `help_scroll`, known only
-    /// once the popup is laid out on the terminal.
-    pub help_scroll_max: std::cell::Cell<usize>,
+    /// First line shown by the scrolling popups (help, a job's full view).
+    pub popup_scroll: usize,
+    /// The last such popup drawn could scroll this far: the bound for `popup_scroll`, known
+    /// only once the popup is laid out on the terminal.
+    pub popup_scroll_max: std::cell::Cell<usize>,
     /// The compression record of the current variant, when it has one.
     pub compression: Option<(u32, qsteer::compress::record::CompressionRecord)>,
     /// Layers pinned at a ratio or left alone by the compress dialog's jobs.

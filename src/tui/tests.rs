@@ -393,3 +393,70 @@ fn words_wrap_at_the_width_and_a_long_word_is_cut() {
     assert_eq!(wrap_words("abcdefgh", 3), ["abc", "def", "gh"]);
     assert_eq!(wrap_words("", 5), [""]);
 }
+
+/// A key as the terminal delivers it, through the app's own translation.
+fn press(app: &mut App, code: crossterm::event::KeyCode) {
+    let key = crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE);
+    if let Some(action) = super::to_action(app, crossterm::event::Event::Key(key)) {
+        update(app, action);
+    }
+}
+
+#[test]
+fn a_failed_jobs_whole_error_and_log_open_full_screen_at_80x24() {
+    use crossterm::event::KeyCode as K;
+    let (mut app, _d) = sample_app();
+    let id = JobId(7);
+    update(
+        &mut app,
+        Action::Job(JobEvent::Queued {
+            id,
+            kind: eval_kind(0),
+        }),
+    );
+    update(&mut app, Action::Job(JobEvent::Started { id }));
+    for i in 0..40 {
+        update(
+            &mut app,
+            Action::Job(JobEvent::Log {
+                id,
+                line: format!("batch {i} of 40 scored on the evaluation samples"),
+            }),
+        );
+    }
+    let error = "target MAC ratio 0.500 cannot be reached with ssvd: the layers it may \
+                 factor reach 0.981 at most (mbv2_digits is mostly 1×1 and depthwise \
+                 convolutions); try a higher target or add channel pruning";
+    update(
+        &mut app,
+        Action::Job(JobEvent::Failed {
+            id,
+            error: error.into(),
+        }),
+    );
+    app.jobs[0].elapsed = Some(1.0);
+    update(&mut app, Action::Focus(Pane::Jobs));
+    let pane = render(&app, 80, 24);
+    assert!(
+        !pane.contains("add channel pruning"),
+        "the pane cuts it:\n{pane}"
+    );
+
+    press(&mut app, K::Enter);
+    assert_eq!(app.popups.last(), Some(&Popup::Job(id)));
+    let tail = render(&app, 80, 24);
+    assert!(tail.contains("batch 39 of 40"), "opens at the end:\n{tail}");
+    press(&mut app, K::Char('g'));
+    let head = render(&app, 80, 24);
+    assert!(head.contains("job #7 · lines 1–22 of"), "{head}");
+    assert!(head.contains("status: failed"), "{head}");
+    for part in super::popups::wrap_words(error, 76) {
+        assert!(head.contains(&part), "'{part}' not shown whole:\n{head}");
+    }
+    press(&mut app, K::Esc);
+    assert!(app.popups.is_empty());
+    press(&mut app, K::Char('v'));
+    assert_eq!(app.popups.last(), Some(&Popup::Job(id)));
+    press(&mut app, K::Char('v'));
+    assert!(app.popups.is_empty());
+}

@@ -98,8 +98,15 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.cursor[pi] = app.cursor[pi].min(app.rows_in(pane).saturating_sub(1));
         }
         Action::Help => {
-            app.help_scroll = 0;
+            app.popup_scroll = 0;
             app.popups.push(Popup::Help);
+        }
+        Action::OpenJob | Action::Confirm if pane == Pane::Jobs => {
+            if let Some(id) = app.selected_job().map(|j| j.id) {
+                // Opened at the end, where a job's latest lines and its error are.
+                app.popup_scroll = usize::MAX;
+                app.popups.push(Popup::Job(id));
+            }
         }
         Action::Palette => app.popups.push(Popup::Palette {
             query: String::new(),
@@ -326,8 +333,23 @@ fn open_evaluate_dialog(app: &mut App) {
     }));
 }
 
-/// Lines a page key scrolls the help popup by.
-const HELP_PAGE: usize = 10;
+/// Lines a page key scrolls a scrolling popup by.
+const SCROLL_PAGE: usize = 10;
+
+/// Move a scrolling popup (help, a job's view) within the bound its last drawing set.
+fn scroll(app: &mut App, action: &Action) {
+    let max = app.popup_scroll_max.get();
+    let at = app.popup_scroll.min(max);
+    app.popup_scroll = match action {
+        Action::Down => (at + 1).min(max),
+        Action::Up => at.saturating_sub(1),
+        Action::PageDown => (at + SCROLL_PAGE).min(max),
+        Action::PageUp => at.saturating_sub(SCROLL_PAGE),
+        Action::Top => 0,
+        Action::Bottom => max,
+        _ => app.popup_scroll,
+    };
+}
 
 fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
     if action == Action::Close {
@@ -335,20 +357,15 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
         return vec![];
     }
     match top {
-        Popup::Help => {
-            let max = app.help_scroll_max.get();
-            let s = &mut app.help_scroll;
-            match action {
-                Action::Help | Action::Confirm | Action::Quit => {
-                    app.popups.pop();
-                }
-                Action::Down => *s = (*s + 1).min(max),
-                Action::Up => *s = s.saturating_sub(1),
-                Action::PageDown => *s = (*s + HELP_PAGE).min(max),
-                Action::PageUp => *s = s.saturating_sub(HELP_PAGE),
-                Action::Top => *s = 0,
-                Action::Bottom => *s = max,
-                _ => {}
+        Popup::Help | Popup::Job(_) => {
+            let closes = match top {
+                Popup::Help => Action::Help,
+                _ => Action::OpenJob,
+            };
+            if matches!(action, Action::Confirm | Action::Quit) || action == closes {
+                app.popups.pop();
+            } else {
+                scroll(app, &action);
             }
             vec![]
         }
