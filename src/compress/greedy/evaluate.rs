@@ -1,7 +1,7 @@
 //! The dictionary's evaluations, a layer's candidates at a time. With
 //! [`GreedyRequest::changed_part_only`] the parent runs once per layer up to the values the
 //! compressed part reads and each candidate runs only what it changed (see [`super::suffix`]),
-//! the candidates side by side on the cores; otherwise (or where no cut exists) each
+//! the candidates compiled side by side on the cores; otherwise (or where no cut exists) each
 //! candidate's whole model is compiled and scored, as the scores are defined.
 
 use super::dictionary::Entry;
@@ -12,7 +12,7 @@ use crate::compress::{CompressOutcome, LayerRatios};
 use crate::data::{Dataset, NamedInput};
 use crate::metrics::Score;
 use crate::model::Model;
-use crate::runtime::{CompiledModel, RunOptions};
+use crate::runtime::CompiledModel;
 use crate::{Error, Result};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,17 +50,24 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// `layer` alone at each of `ratios`: the entries, in order.
-    pub fn layer(&self, layer: &str, ratios: &[f64], cancel: &CancelToken) -> Result<Vec<Entry>> {
+    /// `layer` alone at each of `ratios`, in order: `starting(i)` as the evaluation of
+    /// `ratios[i]` starts, `finished(i, entry)` as soon as it is scored.
+    pub fn layer(
+        &self,
+        layer: &str,
+        ratios: &[f64],
+        cancel: &CancelToken,
+        starting: &dyn Fn(usize),
+        finished: &mut dyn FnMut(usize, Entry) -> Result<()>,
+    ) -> Result<()> {
         let Some(values) = &self.values else {
-            return ratios
-                .iter()
-                .map(|&r| {
-                    let outcome = self.apply(layer, r, cancel)?;
-                    let score = self.req.scorer.score(&outcome.model, cancel);
-                    self.entry(layer, r, &outcome, score)
-                })
-                .collect();
+            for (i, &r) in ratios.iter().enumerate() {
+                starting(i);
+                let outcome = self.apply(layer, r, cancel)?;
+                let score = self.req.scorer.score(&outcome.model, cancel);
+                finished(i, self.entry(layer, r, &outcome, score)?)?;
+            }
+            return Ok(());
         };
         let outcomes: Vec<CompressOutcome> = ratios
             .iter()
@@ -83,47 +90,42 @@ impl<'a> Evaluator<'a> {
         } else {
             None
         };
-        // The candidates side by side, each on its share of the cores.
-        let options = self.req.scorer.options();
-        let workers = ratios.len().min(options.threads).max(1);
-        let share = RunOptions {
-            threads: (options.threads / workers).max(1),
-            ..options
-        };
-        let mut scores: Vec<Option<Result<Score>>> = (0..ratios.len()).map(|_| None).collect();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|w| {
-                    let (outcomes, cuts, prefix) = (&outcomes, &cuts, &prefix);
-                    s.spawn(move || {
-                        (w..outcomes.len())
-                            .step_by(workers)
-                            .map(|i| {
-                                let child = &outcomes[i].model;
-                                let score = match (&cuts[i], prefix) {
-                                    (Some(c), Some(p)) => {
-                                        self.score_part(child, c, p, share, cancel)
-                                    }
-                                    _ => self.req.scorer.score(child, cancel),
-                                };
-                                (i, score)
-                            })
-                            .collect::<Vec<_>>()
+        // Compiling is one core's work: the candidates' parts compile side by side, then
+        // each runs on all the cores (the samples split between them).
+        let workers = ratios.len().min(self.req.scorer.options().threads).max(1);
+        let mut compiled: Vec<Option<CompiledModel>> = (0..ratios.len()).map(|_| None).collect();
+        if let Some(p) = &prefix {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let (outcomes, cuts) = (&outcomes, &cuts);
+                        s.spawn(move || {
+                            (w..outcomes.len())
+                                .step_by(workers)
+                                .filter_map(|i| {
+                                    let c = cuts[i].as_ref()?;
+                                    Some((i, self.compile_part(&outcomes[i].model, c, p)?))
+                                })
+                                .collect::<Vec<_>>()
+                        })
                     })
-                })
-                .collect();
-            for h in handles {
-                for (i, score) in h.join().expect("a scoring thread panicked") {
-                    scores[i] = Some(score);
+                    .collect();
+                for h in handles {
+                    for (i, c) in h.join().expect("a compiling thread panicked") {
+                        compiled[i] = Some(c);
+                    }
                 }
-            }
-        });
-        ratios
-            .iter()
-            .zip(&outcomes)
-            .zip(scores)
-            .map(|((&r, o), score)| self.entry(layer, r, o, score.expect("scored")))
-            .collect()
+            });
+        }
+        for (i, ((&r, outcome), part)) in ratios.iter().zip(&outcomes).zip(compiled).enumerate() {
+            starting(i);
+            let score = match (part, &prefix) {
+                (Some(part), Some(p)) => self.score_part(&outcome.model, &part, p, cancel),
+                _ => self.req.scorer.score(&outcome.model, cancel),
+            };
+            finished(i, self.entry(layer, r, outcome, score)?)?;
+        }
+        Ok(())
     }
 
     fn apply(&self, layer: &str, ratio: f64, cancel: &CancelToken) -> Result<CompressOutcome> {
@@ -177,33 +179,34 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    /// Score `child` running only its `cut` from the parent's values; where that part
-    /// cannot be built or compiled on its own, the whole model.
+    /// `child`'s `cut` compiled on its own, fed every value of the layer's prefix (all its
+    /// candidates' cuts: one dataset serves them all; values it does not read are fed and
+    /// ignored); `None` where that part cannot be built or compiled on its own.
+    fn compile_part(&self, child: &Model, cut: &Cut, prefix: &Prefix) -> Option<CompiledModel> {
+        let values = self.values.as_ref()?;
+        let mut wide = cut.clone();
+        wide.inputs.clone_from(&prefix.names);
+        let model = suffix_model(child, &wide, values, &prefix.shapes).ok()?;
+        let options = self.req.scorer.options();
+        CompiledModel::compile(&model, &prefix.shapes, options.batch_size, &[]).ok()
+    }
+
+    /// Score `child` from its compiled changed part run on the parent's values (the whole
+    /// model where that run fails).
     fn score_part(
         &self,
         child: &Model,
-        cut: &Cut,
+        part: &CompiledModel,
         prefix: &Prefix,
-        options: RunOptions,
         cancel: &CancelToken,
     ) -> Result<Score> {
         let scorer = self.req.scorer;
-        let values = self.values.as_ref().expect("cut values");
-        // The suffix takes every value of the layer's prefix (all its candidates'), so one
-        // dataset serves them all; values it does not read are fed and ignored.
-        let mut wide = cut.clone();
-        wide.inputs.clone_from(&prefix.names);
-        let compiled = suffix_model(child, &wide, values, &prefix.shapes)
-            .and_then(|m| CompiledModel::compile(&m, &prefix.shapes, options.batch_size, &[]));
-        let Ok(compiled) = compiled else {
-            return scorer.score(child, cancel);
-        };
-        let run = match compiled.run_dataset(&prefix.data, options, cancel, &|_, _| {}) {
+        let run = match part.run_dataset(&prefix.data, scorer.options(), cancel, &|_, _| {}) {
             Err(Error::Cancelled) => return Err(Error::Cancelled),
             Err(_) => return scorer.score(child, cancel),
             Ok(run) => run,
         };
-        let outputs = compiled
+        let outputs = part
             .output_names()
             .iter()
             .cloned()

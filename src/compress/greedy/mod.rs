@@ -289,22 +289,28 @@ fn fill(
         };
         for (li, cis) in todo {
             let layer = &layers[li];
-            let mut claimed: Vec<(f64, dictionary::Claim)> = Vec::new();
+            let mut claimed: Vec<(f64, dictionary::Claim, usize)> = Vec::new();
+            let progress = |ci: usize| {
+                let what = format!("layer {}/{} ratio {}", li + 1, layers.len(), candidates[ci]);
+                events(GreedyEvent::Progress {
+                    done: li * candidates.len() + ci,
+                    total,
+                    what: &what,
+                });
+            };
             for ci in cis {
                 let ratio = candidates[ci];
                 let position = li * candidates.len() + ci;
-                if first_pass {
-                    let what = format!("layer {}/{} ratio {ratio}", li + 1, layers.len());
-                    events(GreedyEvent::Progress {
-                        done: position,
-                        total,
-                        what: &what,
-                    });
-                }
                 if shard.is_some_and(|s| !s.owns(position)) {
+                    if first_pass {
+                        progress(ci);
+                    }
                     continue;
                 }
                 if let Some(e) = dict.get(layer, ratio) {
+                    if first_pass {
+                        progress(ci);
+                    }
                     reused += 1;
                     events(GreedyEvent::Entry {
                         entry: e,
@@ -315,12 +321,18 @@ fn fill(
                 }
                 cancel.check()?;
                 let Some(claim) = dict.claim(layer, ratio)? else {
+                    if first_pass {
+                        progress(ci);
+                    }
                     others.push((li, ci));
                     continue;
                 };
                 // Claimed: it may have been written since the dictionary was read.
                 dict.refresh();
                 if let Some(e) = dict.get(layer, ratio) {
+                    if first_pass {
+                        progress(ci);
+                    }
                     reused += 1;
                     events(GreedyEvent::Entry {
                         entry: e,
@@ -329,23 +341,37 @@ fn fill(
                     });
                     continue;
                 }
-                claimed.push((ratio, claim));
+                claimed.push((ratio, claim, ci));
             }
             if claimed.is_empty() {
                 continue;
             }
             let ratios: Vec<f64> = claimed.iter().map(|c| c.0).collect();
-            let entries = evaluator.layer(layer, &ratios, cancel)?;
-            for (entry, (_, claim)) in entries.into_iter().zip(claimed) {
-                computed += 1;
-                events(GreedyEvent::Entry {
-                    entry: &entry,
-                    computed: true,
-                    baseline,
-                });
-                dict.insert(entry)?;
-                drop(claim);
-            }
+            let positions: Vec<usize> = claimed.iter().map(|c| c.2).collect();
+            let mut claims: Vec<Option<dictionary::Claim>> =
+                claimed.into_iter().map(|c| Some(c.1)).collect();
+            // Each entry is saved as soon as it is scored: a kill loses the one under way.
+            evaluator.layer(
+                layer,
+                &ratios,
+                cancel,
+                &|i| {
+                    if first_pass {
+                        progress(positions[i]);
+                    }
+                },
+                &mut |i, entry| {
+                    computed += 1;
+                    events(GreedyEvent::Entry {
+                        entry: &entry,
+                        computed: true,
+                        baseline,
+                    });
+                    dict.insert(entry)?;
+                    drop(claims[i].take());
+                    Ok(())
+                },
+            )?;
         }
         first_pass = false;
         if others.is_empty() {

@@ -295,3 +295,61 @@ pub fn assemble(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::testing::conv;
+    use crate::data::SplitMix64;
+    use crate::model::builder::ProtoBuilder;
+
+    /// x → c1 → r1 → c2 → r2 → (+ r1) → c3 → y: a skip around c2.
+    fn skip_model() -> Model {
+        let mut rng = SplitMix64(3);
+        let mut b = ProtoBuilder::new(17);
+        b.input("x", &[2, 5, 5]).output("y");
+        conv(&mut b, &mut rng, "c1", ["x", "c1.out"], [4, 2, 3, 3], 1);
+        b.node("Relu", "r1", &["c1.out"], &["r1.out"], vec![]);
+        conv(
+            &mut b,
+            &mut rng,
+            "c2",
+            ["r1.out", "c2.out"],
+            [4, 4, 3, 3],
+            1,
+        );
+        b.node("Relu", "r2", &["c2.out"], &["r2.out"], vec![]);
+        b.node("Add", "add", &["r2.out", "r1.out"], &["sum"], vec![]);
+        conv(&mut b, &mut rng, "c3", ["sum", "y"], [3, 4, 3, 3], 1);
+        b.model("skip").unwrap()
+    }
+
+    /// Changing c2's weight cuts above c2: the suffix reads r1's output (c2's input and the
+    /// skip) and runs c2, r2, add and c3; nothing changed is no cut.
+    #[test]
+    fn the_cut_starts_at_the_changed_layer_and_takes_the_skip() {
+        let parent = skip_model();
+        let values = CutValues::of(&parent, &[vec![2, 5, 5]]).unwrap().unwrap();
+        assert!(values.names.contains("r1.out") && values.names.contains("x"));
+        assert_eq!(cut(&parent, &parent, &values), None);
+        let mut child = parent.clone();
+        let w = parent.weight("c2.w").unwrap().mapv(|v| v * 0.5);
+        child.set_weight("c2.w", w).unwrap();
+        let c = cut(&parent, &child, &values).unwrap();
+        assert_eq!(c.inputs, vec!["r1.out".to_string()]);
+        assert_eq!(c.outputs, vec!["y".to_string()]);
+        let names: Vec<&str> = c
+            .nodes
+            .iter()
+            .map(|&i| child.graph().node[i].name.as_str())
+            .collect();
+        assert_eq!(names, ["c2", "r2", "add", "c3"]);
+        let suffix = suffix_model(&child, &c, &values, &[vec![4, 5, 5]]).unwrap();
+        assert_eq!(suffix.input_names(), ["r1.out"]);
+        assert_eq!(suffix.graph().node.len(), 4);
+        assert!(
+            suffix.weight("c1.w").is_none(),
+            "c1's weight is not carried"
+        );
+    }
+}
