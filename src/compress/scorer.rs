@@ -143,6 +143,17 @@ impl ModelScorer {
     /// Accuracy, fidelity to the parent (and the external score) of `model`.
     pub fn score(&self, model: &Model, cancel: &CancelToken) -> Result<Score> {
         let outputs = run_outputs(model, &self.data, &self.shapes, self.options, cancel)?;
+        self.score_outputs(model, outputs, cancel)
+    }
+
+    /// The score of `model` from its outputs on every sample (graph outputs in order, each
+    /// with its name), computed elsewhere (e.g. only the part of the model that changed).
+    pub fn score_outputs(
+        &self,
+        model: &Model,
+        outputs: Vec<(String, ArrayD<f32>)>,
+        cancel: &CancelToken,
+    ) -> Result<Score> {
         let shapes = |o: &[(String, ArrayD<f32>)]| -> Vec<Vec<usize>> {
             o.iter().map(|(_, a)| a.shape().to_vec()).collect()
         };
@@ -161,6 +172,15 @@ impl ModelScorer {
             &self.scoring,
             cancel,
         )
+    }
+
+    /// The parent's outputs on every sample, graph outputs in order, each with its name.
+    pub fn parent_outputs(&self) -> &[(String, ArrayD<f32>)] {
+        &self.parent_outputs
+    }
+
+    pub fn options(&self) -> RunOptions {
+        self.options
     }
 
     /// The metric's value in a score this scorer made.

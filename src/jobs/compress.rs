@@ -131,6 +131,7 @@ pub(crate) fn compress_one(
                 exclude,
                 cache_dir: Some(&cache_dir),
                 settings: &settings,
+                changed_part_only: true,
             };
             greedy(ctx, &req)?
         }
@@ -343,6 +344,7 @@ pub fn fill_greedy_share(
         exclude,
         cache_dir: Some(&cache_dir),
         settings: &settings,
+        changed_part_only: true,
     };
     let report = fill_share(&req, shard, cancel, &|ev| {
         if let GreedyEvent::Progress { done, total, .. } = ev {

@@ -4,8 +4,10 @@
 //! ratio at once. Manual mode skips the dictionary and applies the user's ratios.
 
 pub mod dictionary;
+mod evaluate;
 pub mod plan;
 pub mod search;
+pub mod suffix;
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +65,10 @@ pub struct GreedyRequest<'a> {
     pub cache_dir: Option<&'a Path>,
     /// The compressor's settings beyond its method, as they enter the cache key.
     pub settings: &'a str,
+    /// Score each candidate by running only what it changed from the parent's values
+    /// before it (the same scores; see `suffix`); `false`: compile and run every
+    /// candidate's whole model.
+    pub changed_part_only: bool,
 }
 
 /// What a selection tells its caller as it goes (from the calling thread).
@@ -98,6 +104,9 @@ pub struct DictionaryReport {
     pub reused: usize,
     /// Evaluations made now.
     pub computed: usize,
+    /// Of those, the ones that ran only the part of the model the candidate changed.
+    #[serde(default)]
+    pub partial: usize,
     pub seconds: f64,
 }
 
@@ -257,66 +266,112 @@ fn fill(
         baseline,
     });
     let total = layers.len() * candidates.len();
+    let evaluator = evaluate::Evaluator::new(req);
     let (mut reused, mut computed) = (0, 0);
     // Entries another run holds the claim of, to collect once the first pass is done.
     let mut others: Vec<(usize, usize)> = Vec::new();
     let mut first_pass = true;
     loop {
-        let todo: Vec<(usize, usize)> = if first_pass {
+        // Per layer, the candidates this run computes (claimed), evaluated together.
+        let todo: Vec<(usize, Vec<usize>)> = if first_pass {
             (0..layers.len())
-                .flat_map(|li| (0..candidates.len()).map(move |ci| (li, ci)))
+                .map(|li| (li, (0..candidates.len()).collect()))
                 .collect()
         } else {
-            std::mem::take(&mut others)
+            let mut by_layer: Vec<(usize, Vec<usize>)> = Vec::new();
+            for (li, ci) in std::mem::take(&mut others) {
+                match by_layer.last_mut() {
+                    Some((l, cs)) if *l == li => cs.push(ci),
+                    _ => by_layer.push((li, vec![ci])),
+                }
+            }
+            by_layer
         };
-        for (li, ci) in todo {
-            let (layer, ratio) = (&layers[li], candidates[ci]);
-            let position = li * candidates.len() + ci;
-            if first_pass {
-                let what = format!("layer {}/{} ratio {ratio}", li + 1, layers.len());
+        for (li, cis) in todo {
+            let layer = &layers[li];
+            let mut claimed: Vec<(f64, dictionary::Claim, usize)> = Vec::new();
+            let progress = |ci: usize| {
+                let what = format!("layer {}/{} ratio {}", li + 1, layers.len(), candidates[ci]);
                 events(GreedyEvent::Progress {
-                    done: position,
+                    done: li * candidates.len() + ci,
                     total,
                     what: &what,
                 });
-            }
-            if shard.is_some_and(|s| !s.owns(position)) {
-                continue;
-            }
-            if let Some(e) = dict.get(layer, ratio) {
-                reused += 1;
-                events(GreedyEvent::Entry {
-                    entry: e,
-                    computed: false,
-                    baseline,
-                });
-                continue;
-            }
-            cancel.check()?;
-            let Some(claim) = dict.claim(layer, ratio)? else {
-                others.push((li, ci));
-                continue;
             };
-            // Claimed: it may have been written since the dictionary was read.
-            dict.refresh();
-            if let Some(e) = dict.get(layer, ratio) {
-                reused += 1;
-                events(GreedyEvent::Entry {
-                    entry: e,
-                    computed: false,
-                    baseline,
-                });
+            for ci in cis {
+                let ratio = candidates[ci];
+                let position = li * candidates.len() + ci;
+                if shard.is_some_and(|s| !s.owns(position)) {
+                    if first_pass {
+                        progress(ci);
+                    }
+                    continue;
+                }
+                if let Some(e) = dict.get(layer, ratio) {
+                    if first_pass {
+                        progress(ci);
+                    }
+                    reused += 1;
+                    events(GreedyEvent::Entry {
+                        entry: e,
+                        computed: false,
+                        baseline,
+                    });
+                    continue;
+                }
+                cancel.check()?;
+                let Some(claim) = dict.claim(layer, ratio)? else {
+                    if first_pass {
+                        progress(ci);
+                    }
+                    others.push((li, ci));
+                    continue;
+                };
+                // Claimed: it may have been written since the dictionary was read.
+                dict.refresh();
+                if let Some(e) = dict.get(layer, ratio) {
+                    if first_pass {
+                        progress(ci);
+                    }
+                    reused += 1;
+                    events(GreedyEvent::Entry {
+                        entry: e,
+                        computed: false,
+                        baseline,
+                    });
+                    continue;
+                }
+                claimed.push((ratio, claim, ci));
+            }
+            if claimed.is_empty() {
                 continue;
             }
-            let entry = evaluate_one(req, layer, ratio, cancel)?;
-            computed += 1;
-            events(GreedyEvent::Entry {
-                entry: &entry,
-                computed: true,
-                baseline,
-            });
-            dict.insert(entry)?;
-            drop(claim);
+            let ratios: Vec<f64> = claimed.iter().map(|c| c.0).collect();
+            let positions: Vec<usize> = claimed.iter().map(|c| c.2).collect();
+            let mut claims: Vec<Option<dictionary::Claim>> =
+                claimed.into_iter().map(|c| Some(c.1)).collect();
+            // Each entry is saved as soon as it is scored: a kill loses the one under way.
+            evaluator.layer(
+                layer,
+                &ratios,
+                cancel,
+                &|i| {
+                    if first_pass {
+                        progress(positions[i]);
+                    }
+                },
+                &mut |i, entry| {
+                    computed += 1;
+                    events(GreedyEvent::Entry {
+                        entry: &entry,
+                        computed: true,
+                        baseline,
+                    });
+                    dict.insert(entry)?;
+                    drop(claims[i].take());
+                    Ok(())
+                },
+            )?;
         }
         first_pass = false;
         if others.is_empty() {
@@ -338,35 +393,10 @@ fn fill(
         entries: dict.entries().len(),
         reused,
         computed,
+        partial: evaluator.partial.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((dict, report))
-}
-
-/// `layer` alone at `ratio`: its score and the model's MACs after.
-fn evaluate_one(
-    req: &GreedyRequest,
-    layer: &str,
-    ratio: f64,
-    cancel: &CancelToken,
-) -> Result<Entry> {
-    let ratios = LayerRatios::from([(layer.to_string(), ratio)]);
-    let outcome = req.compressor.apply(req.model, &ratios, cancel)?;
-    let score = req
-        .scorer
-        .score(&outcome.model, cancel)
-        .map_err(|e| match e {
-            Error::Cancelled => e,
-            e => Error::runtime(format!(
-                "scoring layer '{layer}' at ratio {ratio} failed: {e}"
-            )),
-        })?;
-    Ok(Entry {
-        layer: layer.to_string(),
-        ratio,
-        score: req.scorer.value(&score),
-        macs_after: outcome.macs_after,
-    })
 }
 
 /// Manual mode: compress at the user's ratios (plus pins, minus exclusions), no dictionary.

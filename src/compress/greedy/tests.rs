@@ -49,6 +49,7 @@ fn request<'a>(
         exclude: &[],
         cache_dir: Some(cache),
         settings: "zero-channels test double",
+        changed_part_only: true,
     }
 }
 
@@ -327,6 +328,7 @@ fn channel_pruning_lands_within_the_measured_tolerance_of_the_target() {
         exclude: &[],
         cache_dir: None,
         settings: "chain",
+        changed_part_only: true,
     };
     let sel = select_greedy(&req, &CancelToken::new(), &|_| {}).unwrap();
     let measured = sel.outcome.mac_ratio();
@@ -372,4 +374,97 @@ fn concurrent_runs_of_one_dictionary_evaluate_each_entry_once() {
         serde_json::from_slice(&std::fs::read(a.dictionary.file.as_ref().unwrap()).unwrap())
             .unwrap();
     assert_eq!(doc["entries"].as_array().unwrap().len(), 27);
+}
+
+/// Both ways of filling the dictionary on `model`: the entries (scores, MACs) and the
+/// selection are the same, and the changed-part way ran no whole model.
+fn assert_changed_part_scores_as_whole(
+    model: &Model,
+    compressor: &dyn LayerCompressor,
+    scorer: &ModelScorer,
+    target: f64,
+    candidates: usize,
+) {
+    let run = |changed_part_only| {
+        let req = GreedyRequest {
+            model,
+            compressor,
+            scorer,
+            target,
+            candidates,
+            pin: &NO_PINS,
+            exclude: &[],
+            cache_dir: None,
+            settings: "both ways",
+            changed_part_only,
+        };
+        select_greedy(&req, &CancelToken::new(), &|_| {}).unwrap()
+    };
+    let (whole, part) = (run(false), run(true));
+    assert_eq!(whole.dictionary.partial, 0);
+    assert!(whole.dictionary.computed > 0);
+    assert_eq!(part.dictionary.computed, whole.dictionary.computed);
+    assert_eq!(
+        part.dictionary.partial, part.dictionary.computed,
+        "every candidate ran only its changed part"
+    );
+    assert_eq!(part.entries, whole.entries);
+    assert_eq!(part.ratios, whole.ratios);
+    assert_eq!(part.search, whole.search);
+    assert_eq!(part.outcome.macs_after, whole.outcome.macs_after);
+}
+
+/// The sample ResNet (residual branches: the cut holds the skip's value too) with weight
+/// SVD, two candidates side by side on two threads.
+#[test]
+fn the_changed_part_scores_weight_svd_as_the_whole_model() {
+    let model = Model::load(&sample("resnet_digits.onnx")).unwrap();
+    let eval = select_samples(&sample("digits"), Subset::Evaluation, 200, 0).unwrap();
+    let data = eval.data.subset(&(0..40).collect::<Vec<_>>());
+    let options = RunOptions {
+        batch_size: 1,
+        threads: 2,
+    };
+    let scorer = ModelScorer::new(&model, data, options, &CancelToken::new()).unwrap();
+    let svd = crate::compress::WeightSvd::new(Some(scorer.sample_shapes().to_vec()));
+    assert_changed_part_scores_as_whole(&model, &svd, &scorer, 0.7, 4);
+}
+
+/// Channel pruning winnows the layer before the pruned one: the cut starts above both.
+#[test]
+fn the_changed_part_scores_channel_pruning_as_the_whole_model() {
+    use crate::compress::prune::{ChannelPruner, ChannelSelection};
+    use crate::compress::testing::{conv, synthetic_data};
+    use crate::data::SplitMix64;
+    use crate::model::builder::ProtoBuilder;
+    let mut rng = SplitMix64(5);
+    let mut b = ProtoBuilder::new(17);
+    b.input("x", &[3, 6, 6]).output("y");
+    conv(&mut b, &mut rng, "c1", ["x", "c1.out"], [8, 3, 3, 3], 1);
+    b.node("Relu", "r1", &["c1.out"], &["r1.out"], vec![]);
+    conv(
+        &mut b,
+        &mut rng,
+        "c2",
+        ["r1.out", "c2.out"],
+        [8, 8, 3, 3],
+        1,
+    );
+    b.node("Relu", "r2", &["c2.out"], &["r2.out"], vec![]);
+    conv(&mut b, &mut rng, "c3", ["r2.out", "y"], [4, 8, 3, 3], 1);
+    let model = b.model("chain3").unwrap();
+    let calibration = synthetic_data(&mut rng, &[3, 6, 6], 20);
+    let options = RunOptions {
+        batch_size: 1,
+        threads: 2,
+    };
+    let scorer = ModelScorer::new(
+        &model,
+        calibration.data.clone(),
+        options,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let pruner = ChannelPruner::new(calibration, ChannelSelection::Magnitude);
+    assert_changed_part_scores_as_whole(&model, &pruner, &scorer, 0.6, 4);
 }
