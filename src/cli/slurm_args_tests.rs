@@ -102,6 +102,11 @@ fn compress_and_finetune_jobs_survive_the_command_line() {
             early_stop_patience: 2,
             calibration_size: 120,
             seed: 9,
+            train_data: Some(data.join("calibration")),
+            augment: qsteer::train::Augment {
+                shift: 2,
+                flip: true,
+            },
         },
         threads: 1,
     };
