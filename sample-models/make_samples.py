@@ -6,10 +6,14 @@ Usage (from the repository root or anywhere):
     pip install "jax[cpu]" onnx onnxruntime scikit-learn numpy pillow
     python3 sample-models/make_samples.py
 
+    # only the data files (needs scikit-learn numpy pillow; the models are left alone):
+    python3 sample-models/make_samples.py --data-only
+
 Everything is deterministic (fixed seeds; JAX on CPU). Outputs, all relative to
 this file's directory:
 
     mbv2_digits.onnx, resnet_digits.onnx
+    digits/training/{inputs,labels}.npy         1197 samples (the models were trained on these)
     digits/calibration/{inputs,labels}.npy      200 samples
     digits/evaluation/{inputs,labels}.npy       400 samples
     digits/split.json                           indices into load_digits() of each split
@@ -32,17 +36,21 @@ onnx.helper, BatchNormalization left unfused, convs followed by BN without bias.
 
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+# --data-only writes the data files without the training stack (jax, onnx, onnxruntime).
+DATA_ONLY = "--data-only" in sys.argv[1:]
+if not DATA_ONLY:
+    import jax  # noqa: E402
+    import jax.numpy as jnp  # noqa: E402
+    import onnx  # noqa: E402
+    import onnxruntime as ort  # noqa: E402
+    from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
@@ -418,16 +426,15 @@ def ort_logits(path, x):
 
 
 # ----------------------------------------------------------------------------- main
-def main():
-    t0 = time.time()
-    jax.config.update("jax_default_matmul_precision", "highest")
-    x, y, split = load_data()
+def write_data(x, y, split):
+    """The npy splits, split.json and the image-folder copy under digits/."""
     data_dir = os.path.join(HERE, "digits")
-    for name in ("calibration", "evaluation"):
+    for name in ("training", "calibration", "evaluation"):
+        part = split["train" if name == "training" else name]
         d = os.path.join(data_dir, name)
         os.makedirs(d, exist_ok=True)
-        np.save(os.path.join(d, "inputs.npy"), np.ascontiguousarray(x[split[name]], np.float32))
-        np.save(os.path.join(d, "labels.npy"), np.ascontiguousarray(y[split[name]], np.int64))
+        np.save(os.path.join(d, "inputs.npy"), np.ascontiguousarray(x[part], np.float32))
+        np.save(os.path.join(d, "labels.npy"), np.ascontiguousarray(y[part], np.int64))
     with open(os.path.join(data_dir, "split.json"), "w") as f:
         json.dump({"source": "sklearn.datasets.load_digits", "seed": SPLIT_SEED,
                    "method": "sklearn train_test_split, stratified: 400 evaluation, then 200 calibration "
@@ -448,6 +455,15 @@ def main():
                    "channel_order": "gray", "layout": "nchw"}, f)
         f.write("\n")
 
+
+def main():
+    t0 = time.time()
+    x, y, split = load_data()
+    write_data(x, y, split)
+    if DATA_ONLY:
+        print(f"data written in {time.time() - t0:.1f}s")
+        return
+    jax.config.update("jax_default_matmul_precision", "highest")
     x_tr, y_tr = x[split["train"]], y[split["train"]]
     x_ev, y_ev = x[split["evaluation"]], y[split["evaluation"]]
     x_cal, y_cal = x[split["calibration"]], y[split["calibration"]]

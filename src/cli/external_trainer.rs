@@ -61,6 +61,8 @@ fn builtin_flags_given(args: &FinetuneArgs) -> Vec<&'static str> {
         "early_stop_patience" => "--patience",
         "calibration_size" => "--calibration-size",
         "seed" => "--seed",
+        "train_data" => "--train-data (the template's {data} is --data)",
+        "augment" => "--augment-shift/--augment-flip",
         _ => "",
     };
     mine.iter()

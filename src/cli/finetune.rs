@@ -12,7 +12,7 @@ use super::{
 };
 use clap::{Args, ValueEnum};
 use qsteer::jobs::{Executor, JobKind};
-use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
+use qsteer::train::{Augment, FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 use qsteer::{Error, Result};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -89,7 +89,18 @@ pub struct FinetuneArgs {
     /// Stop after this many epochs without a better evaluation score, keeping the best (0: never)
     #[arg(long, default_value_t = 0)]
     pub patience: usize,
-    /// Samples of the training (calibration) subset when the dataset is split
+    /// The training set (a dataset directory, used whole). Without it training uses the
+    /// calibration subset of --data, and the result says so
+    #[arg(long, value_name = "DIR")]
+    pub train_data: Option<PathBuf>,
+    /// Augment training images: shift each by up to PX pixels (zero fill; 0: off)
+    #[arg(long, value_name = "PX", default_value_t = 0)]
+    pub augment_shift: usize,
+    /// Augment training images: mirror half of them left to right
+    #[arg(long)]
+    pub augment_flip: bool,
+    /// Samples of the calibration subset when the dataset is split (the training samples
+    /// when no --train-data is given)
     #[arg(long, default_value_t = 200)]
     pub calibration_size: usize,
     /// Seed of the split and of the batch order
@@ -143,6 +154,14 @@ impl FinetuneArgs {
             early_stop_patience: self.patience,
             calibration_size: self.calibration_size,
             seed: self.seed,
+            train_data: self
+                .train_data
+                .as_ref()
+                .map(|d| std::path::absolute(d).unwrap_or(d.clone())),
+            augment: Augment {
+                shift: self.augment_shift,
+                flip: self.augment_flip,
+            },
         }
     }
 }
@@ -155,6 +174,14 @@ pub(crate) fn job(args: &FinetuneArgs, common: &Common) -> Result<(Target, JobKi
     }
     let settings = args.settings();
     settings.check()?;
+    if let Some(dir) = &settings.train_data {
+        if !dir.exists() {
+            return Err(Error::input(format!(
+                "--train-data {}: no such directory",
+                dir.display()
+            )));
+        }
+    }
     let target = resolve_target(args.target.as_deref(), args.model.as_ref(), common)?;
     let executor = args.executor.resolve(&mut lock(&target.workspace))?;
     let data = target
@@ -258,6 +285,16 @@ fn print_table(s: &Value) {
             e["score"].as_f64().unwrap_or(f64::NAN),
             e["seconds"].as_f64().unwrap_or(0.0)
         );
+    }
+    let train = &s["samples_used"]["train"];
+    println!(
+        "trained on {} {} samples of {}",
+        train["samples"],
+        text(&train["subset"]),
+        text(&train["dataset"])
+    );
+    for note in s["notes"].as_array().into_iter().flatten() {
+        println!("note: {}", text(note));
     }
     println!(
         "{} {:.2} % → {:.2} % on {} samples; {} trained params",

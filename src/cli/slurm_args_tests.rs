@@ -49,6 +49,9 @@ fn compress_and_finetune_jobs_survive_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let ws = workspace(dir.path());
     let data = dir.path().join("data dir");
+    // `finetune` checks that a training set exists.
+    let train = dir.path().join("train dir");
+    std::fs::create_dir_all(&train).unwrap();
     let greedy = JobKind::Compress {
         variant: 1,
         data: data.clone(),
@@ -102,6 +105,11 @@ fn compress_and_finetune_jobs_survive_the_command_line() {
             early_stop_patience: 2,
             calibration_size: 120,
             seed: 9,
+            train_data: Some(train.clone()),
+            augment: qsteer::train::Augment {
+                shift: 2,
+                flip: true,
+            },
         },
         threads: 1,
     };

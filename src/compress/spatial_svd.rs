@@ -5,6 +5,11 @@
 //! input width (no horizontal stride or padding), so its output is (r, H_out, W_in); zero
 //! columns it would read as padding are zeros of its output too (it has no bias), so the
 //! second conv's horizontal padding is exact.
+//!
+//! A kernel one column wide (1×1, k×1) makes the second conv 1×1: then the horizontal
+//! stride and pads move to the first conv too, which computes only the kept columns. A 1×1
+//! conv so becomes weight SVD (two 1×1 convs), as AIMET's spatial SVD also offers it: a
+//! strided 1×1 downsample shortcut is often the cheapest place to take MACs from.
 
 use super::factor::factorize;
 use super::rank::SplitCost;
@@ -18,7 +23,7 @@ use crate::model::{Layer, Model};
 use crate::{Error, Result};
 use ndarray::{Array2, ArrayD, IxDyn};
 
-/// Spatial SVD of 2-D Conv layers (groups 1, kernel sides > 1); see the module comment.
+/// Spatial SVD of 2-D Conv layers (groups 1, any kernel); see the module comment.
 #[derive(Debug, Clone)]
 pub struct SpatialSvd {
     sample_shapes: Option<Vec<Vec<usize>>>,
@@ -46,6 +51,11 @@ fn conv_attributes(
     ]
 }
 
+/// Whether the kernel is one column wide, so the second conv is 1×1 (see the module comment).
+fn one_column(g: &ConvGeometry) -> bool {
+    g.kernel[1] == 1
+}
+
 impl Splitter for SpatialSvd {
     /// The geometry with `auto_pad` resolved into explicit pads.
     type Plan = ConvGeometry;
@@ -62,12 +72,6 @@ impl Splitter for SpatialSvd {
                 layer.kernel.len()
             ));
         }
-        let (kh, kw) = (layer.kernel[0], layer.kernel[1]);
-        if kh < 2 || kw < 2 {
-            return Err(format!(
-                "its {kh}×{kw} kernel has nothing to split (both sides must exceed 1)"
-            ));
-        }
         match LinearOp::of(model, layer)? {
             LinearOp::Conv(g) => Ok(g),
             LinearOp::Dense { .. } => Err("not a convolution".into()),
@@ -78,10 +82,11 @@ impl Splitter for SpatialSvd {
         let (m, n) = (g.out_channels, g.in_channels);
         let [kh, kw] = g.kernel;
         let [ho, wo] = g.output();
-        let w_in = g.input[1];
+        // The first conv's output width: the input's, or the output's when it strides.
+        let w_first = if one_column(g) { wo } else { g.input[1] };
         SplitCost {
-            // (r, Ho, W_in) outputs of n·kh MACs, then (m, Ho, Wo) outputs of r·kw.
-            macs_per_rank: (ho * w_in * n * kh + m * ho * wo * kw) as u64,
+            // (r, Ho, W_first) outputs of n·kh MACs, then (m, Ho, Wo) outputs of r·kw.
+            macs_per_rank: (ho * w_first * n * kh + m * ho * wo * kw) as u64,
             params_per_rank: (n * kh + m * kw) as u64,
             bias_params: layer.params - (m * n * kh * kw) as u64,
             full_rank: (n * kh).min(m * kw),
@@ -110,6 +115,21 @@ impl Splitter for SpatialSvd {
         });
         let [top, left, bottom, right] = g.pads;
         let (s, d) = (g.strides, g.dilations);
+        if one_column(g) {
+            // Every horizontal step in the first conv; the second is a plain 1×1.
+            return Ok(Split {
+                first: Half {
+                    op: "Conv",
+                    attributes: conv_attributes([kh, 1], s, [d[0], 1], g.pads),
+                    weight: vertical,
+                },
+                second: Half {
+                    op: "Conv",
+                    attributes: conv_attributes([1, 1], [1, 1], [1, 1], [0; 4]),
+                    weight: horizontal,
+                },
+            });
+        }
         Ok(Split {
             first: Half {
                 op: "Conv",

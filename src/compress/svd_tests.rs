@@ -288,11 +288,15 @@ fn spatial_svd_on_the_geometry_net() {
             .not_eligible
             .clone()
     };
-    assert!(reason("conv_c").unwrap().contains("1×3"));
+    // A 1×3 kernel splits too: a 1×1 conv, then the 1×3 (AIMET offers every Conv2d).
+    assert_eq!(reason("conv_c"), None);
     assert!(reason("gemm_t").unwrap().contains("not a Conv"));
     assert_eq!(reason("conv_d"), None);
     let names = eligible_names(&c, &model);
-    assert_eq!(names, ["conv_a", "conv_b", "conv_d", "conv_e", "conv_f"]);
+    assert_eq!(
+        names,
+        ["conv_a", "conv_b", "conv_c", "conv_d", "conv_e", "conv_f"]
+    );
     let x = geometry_input();
     let full = |r: &BTreeMap<String, usize>| c.apply_ranks(&model, r, &CancelToken::new()).unwrap();
     let (_, exact) = check_method(&model, &c, full, &x, &shapes, "ssvd");
@@ -309,6 +313,42 @@ fn spatial_svd_on_the_geometry_net() {
     assert_eq!(ints("conv_d.svd0", "pads"), [0, 0, 1, 0]);
     assert_eq!(ints("conv_d.svd1", "pads"), [0, 1, 0, 1]);
     assert!(crate::model::attrs::string(&node("conv_d.svd0"), "auto_pad").is_none());
+}
+
+/// A strided 1×1 conv (resnet's downsample shortcuts) is offered to spatial SVD as weight
+/// SVD: two 1×1 convs, the stride on the first, so a rank costs Ho·Wo·(n + m) MACs.
+#[test]
+fn spatial_svd_splits_a_strided_1x1_conv_into_two_1x1s() {
+    let model = sample("resnet_digits");
+    let shapes = digit_shape();
+    let s = SpatialSvd::new(Some(shapes.clone()));
+    let names = eligible_names(&s, &model);
+    for layer in ["layer2.downsample.conv", "layer3.downsample.conv"] {
+        assert!(
+            names.iter().any(|n| n == layer),
+            "{layer} not offered: {names:?}"
+        );
+    }
+    // layer2.downsample.conv: 16→32, stride 2, 8×8 outputs, 32,768 MACs; rank 4 costs
+    // 4 · 64 · (16 + 32) = 12,288.
+    let ranks = BTreeMap::from([("layer2.downsample.conv".to_string(), 4)]);
+    let out = s.apply_ranks(&model, &ranks, &CancelToken::new()).unwrap();
+    let change = &out.changes[0];
+    assert_eq!((change.macs_before, change.macs_after), (32_768, 12_288));
+    let g = out.model.graph();
+    let node = |n: &str| g.node.iter().find(|x| x.name == n).unwrap().clone();
+    let ints = |n: &str, a: &str| crate::model::attrs::ints(&node(n), a).unwrap();
+    assert_eq!(ints("layer2.downsample.conv.svd0", "kernel_shape"), [1, 1]);
+    assert_eq!(ints("layer2.downsample.conv.svd0", "strides"), [2, 2]);
+    assert_eq!(ints("layer2.downsample.conv.svd1", "kernel_shape"), [1, 1]);
+    assert_eq!(ints("layer2.downsample.conv.svd1", "strides"), [1, 1]);
+    // At full rank (16) the model computes what it did.
+    let x = digits(32);
+    let full = BTreeMap::from([("layer2.downsample.conv".to_string(), 16)]);
+    let exact = s.apply_ranks(&model, &full, &CancelToken::new()).unwrap();
+    let (before, after) = (outputs(&model, &x), outputs(&exact.model, &x));
+    let diff = relative_diff(&before, &after);
+    assert!(diff < TOLERANCE, "full rank changed the outputs by {diff}");
 }
 
 #[test]
@@ -351,8 +391,8 @@ fn bad_requests_are_input_errors_and_ratio_one_changes_nothing() {
     let s = SpatialSvd::new(None);
     let cancel = CancelToken::new();
     let one = |l: &str, r: f64| LayerRatios::from([(l.to_string(), r)]);
-    let e = input_error(s.apply(&model, &one("conv_c", 0.5), &cancel));
-    assert!(e.contains("'conv_c'") && e.contains("ssvd"), "{e}");
+    let e = input_error(s.apply(&model, &one("gemm_t", 0.5), &cancel));
+    assert!(e.contains("'gemm_t'") && e.contains("ssvd"), "{e}");
     let e = input_error(s.apply(&model, &one("nope", 0.5), &cancel));
     assert!(e.contains("'nope'"), "{e}");
     for r in [0.0, 1.5, f64::NAN] {

@@ -53,6 +53,10 @@ pub struct Settings {
     /// evaluation dialog); none: `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<crate::metrics::MetricSpec>,
+    /// The training set last used to fine-tune (`--train-data`, the app's dialog); the
+    /// app offers it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_data: Option<PathBuf>,
 }
 
 fn is_default(s: &SlurmSettings) -> bool {
@@ -68,6 +72,7 @@ impl Default for Settings {
             slurm: SlurmSettings::default(),
             input_shapes: None,
             metric: None,
+            train_data: None,
         }
     }
 }
@@ -457,6 +462,17 @@ impl Workspace {
             .or(self.file.settings.metric.as_ref())
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Remember the training set (see `Settings::train_data`); writes only when it changed.
+    pub fn set_train_data(&mut self, dir: Option<PathBuf>) -> Result<()> {
+        if self.file.settings.train_data == dir {
+            return Ok(());
+        }
+        self.update(|ws| {
+            ws.file.settings.train_data = dir;
+            Ok(())
+        })
     }
 
     pub fn set_trainer(&mut self, template: Option<String>) -> Result<()> {

@@ -1,6 +1,7 @@
-//! The fine-tune job: train a variant with backpropagation on the training subset (the
-//! split's calibration part), score it with tract on the evaluation subset after each
-//! epoch, and keep the trained model as a child variant. Each step and epoch is a
+//! The fine-tune job: train a variant with backpropagation on the training set the user
+//! names (else the split's calibration part, with a note saying so), score it with tract
+//! on the evaluation subset after each epoch, and keep the trained model as a child
+//! variant. Each step and epoch is a
 //! `Partial` event (`train_step`, `train_epoch`) for the app's loss chart. The QAT job
 //! runs the same loop ([`train`]) with fake-quant.
 
@@ -17,6 +18,7 @@ use crate::metrics::Score;
 use crate::model::Model;
 use crate::quant::import::{sim_from_encodings, ModelEncodings};
 use crate::runtime::{CompiledModel, RunOptions};
+use crate::train::augment::image_layout;
 use crate::train::{fine_tune, Event, FineTuneRun, FineTuneSettings, Loss, Outcome};
 use crate::{Error, Result};
 use serde_json::{json, Value};
@@ -113,6 +115,11 @@ pub(crate) struct Trained<'a> {
     pub split: Option<SplitInfo>,
     pub options: RunOptions,
     pub train_samples: usize,
+    /// Which samples trained, selected the returned weights and scored them.
+    pub samples_used: Value,
+    /// What the user should know about the run's data (calibration fallback, augmentation
+    /// turned off, training on the scoring samples).
+    pub notes: Vec<String>,
     pub workspace_dir: PathBuf,
     checkpoint: PathBuf,
     _quant: std::marker::PhantomData<&'a ModelEncodings>,
@@ -166,6 +173,8 @@ impl Trained<'_> {
             "steps_per_epoch": o.steps_per_epoch,
             "trained_params": o.params,
             "train_samples": self.train_samples,
+            "samples_used": self.samples_used,
+            "notes": self.notes,
             "samples": after.samples,
             "settings": settings,
             "workspace": self.workspace_dir.display().to_string(),
@@ -196,17 +205,48 @@ pub(crate) fn train<'a>(
         options.threads = req.threads;
     }
     let pick = |subset| select_samples(data, subset, settings.calibration_size, settings.seed);
-    let train = pick(Subset::Calibration)?;
     let eval = pick(Subset::Evaluation)?;
     let split = eval.split.clone();
+    let training = training_set(data, settings)?;
+    let mut notes: Vec<String> = training.note.iter().cloned().collect();
+    if training.data.fingerprint()? == eval.data.fingerprint()? {
+        notes.push(format!(
+            "warning: the training samples are the evaluation samples of {}: the score is \
+             not on unseen data",
+            data.display()
+        ));
+    }
+    let (settings, augment_note) = effective_settings(settings, &training.data);
+    notes.extend(augment_note);
+    for note in &notes {
+        ctx.log(note.clone());
+    }
+    let settings = &settings;
+    if let Some(dir) = &settings.train_data {
+        lock(workspace).set_train_data(Some(dir.clone()))?;
+    }
+    let samples_used = json!({
+        "train": training.describe(),
+        "selection": if settings.early_stop_patience > 0 {
+            json!({"subset": "evaluation", "dataset": data.display().to_string(),
+                   "samples": eval.data.len(), "why": "early stopping keeps the best epoch"})
+        } else {
+            Value::Null
+        },
+        "score": {"subset": "evaluation", "dataset": data.display().to_string(),
+                  "samples": eval.data.len()},
+        "augment": settings.augment,
+    });
+    let train = training;
     let teacher = match settings.loss {
         Loss::Distill { .. } => Some(parent_rows(model, &train.data, options, ctx)?),
         Loss::CrossEntropy => None,
     };
     ctx.log(format!(
-        "{} on {} training and {} evaluation samples from {}",
+        "{} on {} training samples ({}), scored on {} evaluation samples of {}",
         ctx.kind.label(),
         train.data.len(),
+        train.source,
         eval.data.len(),
         data.display()
     ));
@@ -285,10 +325,92 @@ pub(crate) fn train<'a>(
         split,
         options,
         train_samples: train.data.len(),
+        samples_used,
+        notes,
         workspace_dir: ws_dir,
         checkpoint,
         _quant: std::marker::PhantomData,
     })
+}
+
+/// The samples a run trains on, and where they came from.
+struct TrainingSet {
+    data: crate::data::Dataset,
+    /// For the log: `sample-models/digits/training (training set)`.
+    source: String,
+    /// Set when the run falls back to the calibration subset.
+    note: Option<String>,
+    from_training_set: bool,
+    dataset: PathBuf,
+}
+
+impl TrainingSet {
+    fn describe(&self) -> Value {
+        json!({
+            "subset": if self.from_training_set { "training" } else { "calibration" },
+            "dataset": self.dataset.display().to_string(),
+            "samples": self.data.len(),
+        })
+    }
+}
+
+/// The training set the settings name (whole), else the calibration subset of `data`.
+fn training_set(data: &Path, settings: &FineTuneSettings) -> Result<TrainingSet> {
+    if let Some(dir) = &settings.train_data {
+        let set = crate::data::load_dataset(dir)
+            .map_err(|e| Error::input(format!("--train-data {}: {e}", dir.display())))?;
+        return Ok(TrainingSet {
+            source: format!("{} (training set)", dir.display()),
+            data: set,
+            note: None,
+            from_training_set: true,
+            dataset: dir.clone(),
+        });
+    }
+    let calibration = select_samples(
+        data,
+        Subset::Calibration,
+        settings.calibration_size,
+        settings.seed,
+    )?
+    .data;
+    let n = calibration.len();
+    Ok(TrainingSet {
+        source: format!("calibration subset of {}", data.display()),
+        note: Some(format!(
+            "trained on the {n} calibration samples of {}: no training set was given \
+             (--train-data DIR); a small set can lower the score",
+            data.display()
+        )),
+        data: calibration,
+        from_training_set: false,
+        dataset: data.to_path_buf(),
+    })
+}
+
+/// `settings` as this data can use them: augmentation off for samples that are not
+/// images, with a note saying why.
+fn effective_settings(
+    settings: &FineTuneSettings,
+    train: &crate::data::Dataset,
+) -> (FineTuneSettings, Option<String>) {
+    let mut s = settings.clone();
+    if !s.augment.is_on() {
+        return (s, None);
+    }
+    let shape = train
+        .inputs
+        .first()
+        .map(|i| i.data.sample_shape().to_vec())
+        .unwrap_or_default();
+    match image_layout(&shape) {
+        Ok(_) => (s, None),
+        Err(why) => {
+            s.augment = Default::default();
+            let note = format!("augmentation off: {why} (shifts and flips apply to images only)");
+            (s, Some(note))
+        }
+    }
 }
 
 /// The parent's first output on the training samples, the distillation targets.
@@ -306,4 +428,63 @@ fn parent_rows(
         Error::runtime(format!("{}: the model produced no output", model.source()))
     })?;
     as_rows(&first, &compiled.output_names()[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Dataset, NamedInput};
+    use crate::train::Augment;
+
+    fn data(sample: &[usize]) -> Dataset {
+        let mut shape = vec![4];
+        shape.extend_from_slice(sample);
+        let x = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&shape));
+        Dataset::from_arrays("d", vec![NamedInput::from_array(None, "d", x)], None).unwrap()
+    }
+
+    #[test]
+    fn augmentation_is_turned_off_for_non_images_with_a_note() {
+        let on = FineTuneSettings {
+            augment: Augment {
+                shift: 1,
+                flip: true,
+            },
+            ..FineTuneSettings::default()
+        };
+        let (s, note) = effective_settings(&on, &data(&[1, 16, 16]));
+        assert_eq!((s.augment, note), (on.augment, None));
+        let (s, note) = effective_settings(&on, &data(&[20, 40]));
+        assert!(!s.augment.is_on());
+        let note = note.expect("no note");
+        assert!(
+            note.contains("augmentation off") && note.contains("[20, 40]"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn without_a_training_set_the_calibration_part_trains_with_a_note() {
+        let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/digits");
+        let s = FineTuneSettings::default();
+        let set = training_set(&digits, &s).unwrap();
+        assert_eq!(set.data.len(), 200);
+        assert_eq!(set.describe()["subset"], "calibration");
+        assert!(set.note.unwrap().contains("no training set was given"));
+        let s = FineTuneSettings {
+            train_data: Some(digits.join("training")),
+            ..FineTuneSettings::default()
+        };
+        let set = training_set(&digits, &s).unwrap();
+        assert_eq!(set.data.len(), 1197);
+        assert_eq!(set.describe()["subset"], "training");
+        assert!(set.note.is_none());
+        let s = FineTuneSettings {
+            train_data: Some(digits.join("no-such-dir")),
+            ..FineTuneSettings::default()
+        };
+        let err = training_set(&digits, &s).err().unwrap();
+        assert!(matches!(err, Error::Input(_)), "{err}");
+        assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
 }

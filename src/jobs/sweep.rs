@@ -581,7 +581,34 @@ fn finish(sweep: &Sweep, outcome: Outcome, started: Instant, ws_dir: &Path) -> R
     result["seconds"] = json!(started.elapsed().as_secs_f64());
     result["workspace"] = json!(ws_dir.display().to_string());
     result["result"] = json!(result_line(&report));
+    result["samples_used"] = samples_used(sweep);
     Ok(result)
+}
+
+/// Which samples selected, scored and refit the candidates (DESIGN.md §2: every result
+/// says). The evaluation subset does both the greedy selection and the scores, so the pick's
+/// score is not on unseen data: score it with `qsteer eval` on a held-out set.
+fn samples_used(sweep: &Sweep) -> Value {
+    let data = sweep.plan.data.display().to_string();
+    let evaluation = json!({
+        "subset": "evaluation",
+        "dataset": data,
+        "samples": sweep.base.scorer.data().len(),
+    });
+    json!({
+        "train": Value::Null,
+        "refit": if sweep.plan.reconstruct {
+            json!({"subset": "calibration", "dataset": data,
+                   "samples_requested": sweep.plan.calibration_size})
+        } else {
+            Value::Null
+        },
+        "selection": evaluation,
+        "score": evaluation,
+        "note": "the same samples select the ratios and the pick and score them; score the \
+                 pick on held-out data (qsteer eval) and fine-tune it on a training set \
+                 (qsteer finetune --train-data)",
+    })
 }
 
 /// The job's one-line result for the log: candidates made and what comes next.

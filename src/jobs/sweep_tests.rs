@@ -79,6 +79,13 @@ fn sweep_makes_candidates_picks_by_the_rule_and_resumes() {
     let doc = result.unwrap();
     let report: SweepReport = serde_json::from_value(doc.clone()).unwrap();
     assert_eq!(report.metric, "accuracy");
+    // The result says which samples selected and scored (the same ones) and refit.
+    let used = &doc["samples_used"];
+    assert_eq!(used["selection"]["subset"], "evaluation");
+    assert_eq!(used["selection"]["samples"], 20);
+    assert_eq!(used["score"], used["selection"]);
+    assert_eq!(used["refit"]["subset"], "calibration");
+    assert!(used["train"].is_null());
     assert_eq!(report.ssvd.len(), 2);
     assert_eq!(
         report.cp.len(),

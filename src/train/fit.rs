@@ -3,6 +3,7 @@
 //! caller (with tract, on the evaluation subset) and checkpointed. Cancellable between
 //! steps; a rerun with the same model, data and settings resumes after the last epoch.
 
+use super::augment::image_layout;
 use super::checkpoint::{self, EpochRecord, Header, State};
 use super::settings::{FineTuneSettings, Loss};
 use super::trainer::{Targets, Trainer};
@@ -58,6 +59,9 @@ pub struct Outcome {
     pub stopped_early: bool,
     pub params: usize,
 }
+
+/// Separates the augmentation draws from the batch order's (same seed).
+const AUGMENT_STREAM: u64 = 0xA076_1D64_78BD_642F;
 
 fn batches(n: usize, size: usize, seed: u64) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..n).collect();
@@ -123,6 +127,14 @@ pub fn fine_tune(
         }
     }
     let inputs = &run.train.inputs[0].data;
+    let layout = if s.augment.is_on() {
+        let layout = image_layout(inputs.sample_shape()).map_err(|m| {
+            Error::input(format!("finetune: augmentation of {}: {m}", run.train.name))
+        })?;
+        Some(layout)
+    } else {
+        None
+    };
     let mut stopped_early = false;
     for epoch in start..s.epochs {
         if early_stop_due(&history, &best, s.early_stop_patience) {
@@ -132,10 +144,19 @@ pub fn fine_tune(
         let began = Instant::now();
         let mut sum = 0.0;
         let plan = batches(n, s.batch_size, s.seed.wrapping_add(epoch as u64));
+        // One generator per epoch, so a resumed run draws what the first run would have.
+        let mut augment_rng = SplitMix64(s.seed ^ AUGMENT_STREAM.wrapping_mul(epoch as u64 + 1));
         for (k, idx) in plan.iter().enumerate() {
             cancel.check()?;
             // Only this step's samples are read (decoded) from the training set.
-            let x = inputs.read(idx)?;
+            let mut x = inputs.read(idx)?;
+            if let Some(layout) = layout {
+                let shape = x.shape().to_vec();
+                let flat = x
+                    .as_slice_mut()
+                    .ok_or_else(|| Error::runtime("a training batch is not contiguous"))?;
+                s.augment.apply(flat, &shape, layout, &mut augment_rng);
+            }
             let labels: Vec<i64>;
             let teacher: Vec<f32>;
             let targets = match s.loss {

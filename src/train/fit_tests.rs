@@ -277,3 +277,71 @@ fn qat_training_lowers_the_loss() {
     }
     assert!(last < 0.7 * first_loss, "loss {first_loss} → {last}");
 }
+
+/// Augmentation changes what a step sees (so the trained weights), and the same seed
+/// trains the same weights; a non-image input is refused, not silently trained on.
+#[test]
+fn augmentation_is_applied_to_training_batches_and_seeded() {
+    let model = sample("mbv2_digits");
+    let (train, _) = digits();
+    let train = small(&train, 32);
+    let trained = |augment: super::augment::Augment, seed: u64| {
+        let s = FineTuneSettings {
+            augment,
+            seed,
+            train_layers: super::settings::TrainLayers::Last(1),
+            ..settings(1, 1e-2)
+        };
+        let run = FineTuneRun {
+            model: &model,
+            train: &train,
+            teacher: None,
+            settings: &s,
+            checkpoint: None,
+            key: "k".into(),
+            quant: None,
+        };
+        let out = fine_tune(&run, &|_| Ok(0.0), &CancelToken::new(), &|_| {}).unwrap();
+        out.model.weight("fc.weight").unwrap().clone()
+    };
+    let shift = super::augment::Augment {
+        shift: 1,
+        flip: true,
+    };
+    let plain = trained(Default::default(), 3);
+    let augmented = trained(shift, 3);
+    assert_ne!(plain, augmented, "augmentation changed nothing");
+    assert_eq!(
+        augmented,
+        trained(shift, 3),
+        "the same seed trained differently"
+    );
+    assert_ne!(augmented, trained(shift, 4));
+
+    // Samples that are not images: the loop refuses, naming the data.
+    let flat = ndarray::Array2::<f32>::zeros((8, 256)).into_dyn();
+    let data = Dataset::from_arrays(
+        "flat",
+        vec![crate::data::NamedInput::from_array(None, "flat", flat)],
+        Some(vec![0; 8]),
+    )
+    .unwrap();
+    let s = FineTuneSettings {
+        augment: shift,
+        ..settings(1, 1e-2)
+    };
+    let run = FineTuneRun {
+        model: &model,
+        train: &data,
+        teacher: None,
+        settings: &s,
+        checkpoint: None,
+        key: "k".into(),
+        quant: None,
+    };
+    let err = fine_tune(&run, &|_| Ok(0.0), &CancelToken::new(), &|_| {})
+        .err()
+        .expect("augmenting non-images ran")
+        .to_string();
+    assert!(err.contains("flat") && err.contains("not images"), "{err}");
+}

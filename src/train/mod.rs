@@ -3,6 +3,7 @@
 //! same graph (same names) for tract to run. BatchNormalization runs in inference mode:
 //! its stored running statistics normalise and only its scale and bias train.
 
+pub mod augment;
 pub mod checkpoint;
 pub mod external;
 pub mod fake_quant;
@@ -21,6 +22,7 @@ mod fit_tests;
 #[cfg(test)]
 mod grad_tests;
 
+pub use augment::Augment;
 pub use fit::{fine_tune, Event, FineTuneRun, Outcome};
 pub use settings::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 pub use trainer::{Targets, Trainer};

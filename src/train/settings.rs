@@ -1,8 +1,10 @@
 //! What a fine-tuning run is asked to do. Serialised into the job request and the
 //! checkpoint key, so names are stable snake_case.
 
+use super::augment::Augment;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -61,9 +63,20 @@ pub struct FineTuneSettings {
     pub loss: Loss,
     /// Stop after this many epochs without a better evaluation score (0: never).
     pub early_stop_patience: usize,
-    /// The training subset is the calibration subset of this split.
+    /// Without `train_data`, the training subset is the calibration subset of this split.
     pub calibration_size: usize,
     pub seed: u64,
+    /// The training set, used whole; `None`: the calibration subset of the job's data
+    /// (the result says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_data: Option<PathBuf>,
+    /// Augmentation of the training batches (image inputs only).
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub augment: Augment,
+}
+
+fn is_off(a: &Augment) -> bool {
+    !a.is_on()
 }
 
 impl Default for FineTuneSettings {
@@ -81,6 +94,8 @@ impl Default for FineTuneSettings {
             early_stop_patience: 0,
             calibration_size: 200, // the workspace default
             seed: 0,
+            train_data: None,
+            augment: Augment::default(),
         }
     }
 }
@@ -118,7 +133,7 @@ impl FineTuneSettings {
                 ));
             }
         }
-        if self.calibration_size == 0 {
+        if self.calibration_size == 0 && self.train_data.is_none() {
             return bad("the training subset (calibration size) is empty".into());
         }
         Ok(())

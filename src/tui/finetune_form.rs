@@ -2,9 +2,10 @@
 //! candidates): the trainer (built-in; QAT for a quantsim variant; the workspace's external
 //! trainer command when one is saved), epochs, learning rate and schedule, optimizer, batch
 //! size, weight decay, which layers train (all, the last N, or all but those marked [skip]
-//! in the layers pane), loss (labels or distillation to the parent), early stop and the
-//! training subset's size, prefilled with the CLI's defaults. Enter queues one job per
-//! variant.
+//! in the layers pane), loss (labels or distillation to the parent), early stop, the
+//! training set (the workspace's saved one, a `training/` folder beside the dataset, or the
+//! calibration part with its size) and augmentation, prefilled with the CLI's defaults.
+//! Enter queues one job per variant.
 
 use super::action::Action;
 use super::form;
@@ -12,8 +13,8 @@ use super::run_on::{self, RunOn};
 use super::state::{App, Popup};
 use super::update::Effect;
 use qsteer::jobs::JobKind;
-use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
-use std::path::Path;
+use qsteer::train::{Augment, FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
+use std::path::{Path, PathBuf};
 
 /// Learning rates offered (◂▸ steps through them).
 pub const LRS: [f64; 9] = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1];
@@ -24,6 +25,29 @@ const PATIENCE: (usize, usize) = (0, 100);
 /// "The last N layers" goes up to this many.
 const TRAIN_LAST_MAX: usize = 999;
 const DISTILL_TEMPERATURE: f64 = 2.0;
+/// Augmentations offered (◂▸ steps through them; the CLI takes any shift).
+pub const AUGMENTS: [Augment; 5] = [
+    Augment {
+        shift: 0,
+        flip: false,
+    },
+    Augment {
+        shift: 1,
+        flip: false,
+    },
+    Augment {
+        shift: 2,
+        flip: false,
+    },
+    Augment {
+        shift: 1,
+        flip: true,
+    },
+    Augment {
+        shift: 0,
+        flip: true,
+    },
+];
 
 /// Who trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,12 +72,14 @@ pub enum Field {
     Layers,
     Loss,
     Patience,
+    TrainSet,
     Calibration,
+    Augment,
     RunOn,
 }
 
 impl Field {
-    pub const ALL: [Field; 12] = [
+    pub const ALL: [Field; 14] = [
         Field::Trainer,
         Field::Epochs,
         Field::Lr,
@@ -64,7 +90,9 @@ impl Field {
         Field::Layers,
         Field::Loss,
         Field::Patience,
+        Field::TrainSet,
         Field::Calibration,
+        Field::Augment,
         Field::RunOn,
     ];
 
@@ -80,7 +108,9 @@ impl Field {
             Field::Layers => "layers",
             Field::Loss => "loss",
             Field::Patience => "early stop",
-            Field::Calibration => "train set",
+            Field::TrainSet => "train set",
+            Field::Calibration => "calib part",
+            Field::Augment => "augment",
             Field::RunOn => "run on",
         }
     }
@@ -121,6 +151,12 @@ pub struct FineTuneForm {
     /// Epochs without a better score before stopping (0: never).
     pub patience: usize,
     pub calibration_size: usize,
+    /// The training sets offered: `None` is the calibration part of the dataset.
+    pub train_sets: Vec<Option<PathBuf>>,
+    /// Index into `train_sets`.
+    pub train_set: usize,
+    /// Index into [`AUGMENTS`].
+    pub augment: usize,
     pub field: usize,
     pub fresh: bool,
     pub run_on: RunOn,
@@ -156,6 +192,9 @@ impl FineTuneForm {
             distill: matches!(d.loss, Loss::Distill { .. }),
             patience: d.early_stop_patience,
             calibration_size: d.calibration_size,
+            train_sets: vec![None],
+            train_set: 0,
+            augment: 0,
             field: 0,
             fresh: true,
             run_on: RunOn::default(),
@@ -201,6 +240,8 @@ impl FineTuneForm {
             },
             early_stop_patience: self.patience,
             calibration_size: self.calibration_size,
+            train_data: self.train_sets.get(self.train_set).cloned().flatten(),
+            augment: AUGMENTS[self.augment.min(AUGMENTS.len() - 1)],
             ..FineTuneSettings::default()
         }
     }
@@ -249,7 +290,18 @@ impl FineTuneForm {
             Field::Loss => "cross-entropy with labels".into(),
             Field::Patience if self.patience == 0 => "off (keep the last epoch)".into(),
             Field::Patience => format!("after {} epoch(s) without gain", self.patience),
-            Field::Calibration => format!("{} samples (calibration part)", self.calibration_size),
+            Field::TrainSet => match &s.train_data {
+                Some(dir) => format!("{} (all of it)", shown(dir).display()),
+                None => "the calibration part (no training set)".into(),
+            },
+            Field::Calibration if s.train_data.is_some() => {
+                format!("{} samples (not trained on)", self.calibration_size)
+            }
+            Field::Calibration => format!("{} samples (trained on)", self.calibration_size),
+            Field::Augment => match s.augment.describe().as_str() {
+                "none" => "off".into(),
+                what => format!("{what} (images only)"),
+            },
         }
     }
 
@@ -346,6 +398,14 @@ impl form::Editable for FineTuneForm {
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }
+            Field::TrainSet => {
+                let n = self.train_sets.len().max(1) as i64;
+                self.train_set = (self.train_set as i64 + delta).rem_euclid(n) as usize;
+            }
+            Field::Augment => {
+                let n = AUGMENTS.len() as i64;
+                self.augment = (self.augment as i64 + delta).rem_euclid(n) as usize;
+            }
         }
     }
 
@@ -374,9 +434,37 @@ pub fn open_on(app: &mut App, variants: Vec<u32>) {
         .iter()
         .any(|&v| app.variant(v).is_some_and(|v| v.encodings_file.is_some()));
     let mut form = FineTuneForm::new(variants, quantized, app.trainer_command.clone());
+    form.train_sets = train_sets(app.train_data.as_deref(), app.data_path.as_deref());
+    // A training set when there is one: the calibration part is the fallback.
+    form.train_set = usize::from(form.train_sets.len() > 1);
     form.frozen = app.layer_choices.excluded();
     form.run_on = RunOn::from_app(app);
     app.popups.push(Popup::FineTune(form));
+}
+
+/// `dir` relative to the working directory when it is under it (shorter in the dialog).
+fn shown(dir: &Path) -> &Path {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| dir.strip_prefix(cwd).ok())
+        .unwrap_or(dir)
+}
+
+/// The training sets the dialog offers: the calibration part (`None`), the workspace's
+/// saved training set, and a `training/` folder beside the dataset's calibration part
+/// (as the sample data has), each once.
+pub fn train_sets(saved: Option<&Path>, data: Option<&Path>) -> Vec<Option<PathBuf>> {
+    let mut sets = vec![None];
+    let beside = data
+        .map(|d| d.join("training"))
+        .filter(|d| d.is_dir())
+        .map(|d| std::path::absolute(&d).unwrap_or(d));
+    for dir in [saved.map(Path::to_path_buf), beside].into_iter().flatten() {
+        if !sets.contains(&Some(dir.clone())) {
+            sets.push(Some(dir));
+        }
+    }
+    sets
 }
 
 /// Why the dialog cannot launch now: no dataset, a quantized variant, or a bad number.
@@ -409,7 +497,8 @@ pub fn blocker(app: &App, form: &FineTuneForm) -> Option<String> {
     if form.batch_size < BATCH.0 {
         return Some("the batch size must be at least 1".into());
     }
-    (form.calibration_size < form::CALIBRATION.0).then(|| "the train set needs a sample".into())
+    (form.calibration_size < form::CALIBRATION.0)
+        .then(|| "the calibration part needs a sample".into())
 }
 
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.

@@ -10,7 +10,7 @@ use ratatui::Frame;
 
 pub fn form(f: &mut Frame, app: &App, area: Rect, form: &FineTuneForm) {
     let t = &app.theme;
-    let r = centered(area, 68, Field::ALL.len() as u16 + 9);
+    let r = centered(area, 68, Field::ALL.len() as u16 + 7);
     f.render_widget(Clear, r);
     let first = match form.variants.as_slice() {
         [one] => on_variant(app, *one),

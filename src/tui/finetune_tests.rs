@@ -26,7 +26,13 @@ fn form(app: &App) -> &FineTuneForm {
 fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
     let (mut app, _d) = sample_app();
     update(&mut app, Action::FineTuneDialog);
-    assert_eq!(form(&app).settings(), FineTuneSettings::default());
+    // The sample data has a training set beside its calibration part: it is the default.
+    let training = std::path::absolute("sample-models/digits/training").unwrap();
+    let defaults = FineTuneSettings {
+        train_data: Some(training.clone()),
+        ..FineTuneSettings::default()
+    };
+    assert_eq!(form(&app).settings(), defaults);
     assert_eq!(form(&app).trainer, Trainer::BuiltIn);
     update(&mut app, Action::Down); // past the trainer
                                     // epochs 5 → 12 (typed), lr 1e-3 → 3e-3, schedule cosine → constant, Adam → SGD,
@@ -62,11 +68,69 @@ fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
         train_layers: TrainLayers::Last(1),
         loss: Loss::Distill { temperature: 2.0 },
         early_stop_patience: 2,
+        train_data: Some(training),
         ..FineTuneSettings::default()
     };
     assert_eq!(settings, &want);
     assert!(app.popups.is_empty());
     assert_eq!(app.focus, Pane::Jobs);
+}
+
+/// The training-set field offers the workspace's saved set, the `training/` folder beside
+/// the data and the calibration part; the augmentation field steps through its choices;
+/// the job carries both.
+#[test]
+fn the_train_set_and_augmentation_fields_reach_the_job() {
+    let (mut app, dir) = sample_app();
+    let saved = dir.path().join("my-train");
+    std::fs::create_dir_all(&saved).unwrap();
+    app.train_data = Some(saved.clone());
+    update(&mut app, Action::FineTuneDialog);
+    let training = std::path::absolute("sample-models/digits/training").unwrap();
+    assert_eq!(
+        form(&app).train_sets,
+        [None, Some(saved.clone()), Some(training.clone())]
+    );
+    assert_eq!(form(&app).settings().train_data, Some(saved.clone()));
+    let at = |f: Field| Field::ALL.iter().position(|x| *x == f).unwrap();
+    for _ in 0..at(Field::TrainSet) {
+        update(&mut app, Action::Down);
+    }
+    assert_eq!(form(&app).field(), Field::TrainSet);
+    update(&mut app, Action::Right);
+    assert_eq!(form(&app).settings().train_data, Some(training));
+    update(&mut app, Action::Right);
+    assert_eq!(
+        form(&app).settings().train_data,
+        None,
+        "the calibration part"
+    );
+    assert!(form(&app)
+        .value_text(Field::TrainSet)
+        .contains("calibration part"));
+    update(&mut app, Action::Down);
+    update(&mut app, Action::Down);
+    assert_eq!(form(&app).field(), Field::Augment);
+    assert_eq!(form(&app).value_text(Field::Augment), "off");
+    update(&mut app, Action::Right);
+    update(&mut app, Action::Right);
+    update(&mut app, Action::Right);
+    assert_eq!(
+        form(&app).value_text(Field::Augment),
+        "shift ±1 px, horizontal flip (images only)"
+    );
+    let jobs = submitted(&update(&mut app, Action::Confirm));
+    let [JobKind::FineTune { settings, .. }] = jobs.as_slice() else {
+        panic!("not one fine-tune job: {jobs:?}");
+    };
+    assert_eq!(settings.train_data, None);
+    assert_eq!(
+        settings.augment,
+        qsteer::train::Augment {
+            shift: 1,
+            flip: true
+        }
+    );
 }
 
 #[test]
@@ -119,7 +183,10 @@ fn a_quantized_variant_trains_by_qat_and_without_a_dataset_nothing_launches() {
     let jobs = submitted(&update(&mut app, Action::Confirm));
     assert!(
         matches!(jobs.as_slice(), [JobKind::Qat { variant: 1, settings, .. }]
-            if *settings == FineTuneSettings::default()),
+        if *settings == FineTuneSettings {
+            train_data: Some(std::path::absolute("sample-models/digits/training").unwrap()),
+            ..FineTuneSettings::default()
+        }),
         "{jobs:?}"
     );
     // QAT of an FP32 variant is refused with the reason.

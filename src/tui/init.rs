@@ -240,6 +240,7 @@ pub fn open_at(
         compression: None,
         pending_decision: None,
         trainer_command: ws.settings().trainer.clone(),
+        train_data: ws.settings().train_data.clone(),
         metric: ws.settings().metric.clone().unwrap_or_default(),
         // `available` is probed by the running app, not here: tests see no Slurm.
         slurm: super::run_on::SlurmSetup {

@@ -347,6 +347,7 @@ fn apply(
                 if let Ok(ws) = workspace.lock() {
                     app.variants = ws.variants().to_vec();
                     app.trainer_command = ws.settings().trainer.clone();
+                    app.train_data = ws.settings().train_data.clone();
                     app.metric = ws.settings().metric.clone().unwrap_or_default();
                 }
             }

@@ -256,6 +256,9 @@ pub struct App {
     pub keep_fp32: std::collections::BTreeSet<String>,
     /// The workspace's saved external trainer command (the fine-tune dialog offers it).
     pub trainer_command: Option<String>,
+    /// The workspace's saved training set (`settings.train_data`), offered by the
+    /// fine-tune dialog.
+    pub train_data: Option<std::path::PathBuf>,
     /// The workspace's saved metric (`settings.metric`; `auto` when none): what jobs score
     /// with unless a dialog says otherwise.
     pub metric: qsteer::metrics::MetricSpec,

@@ -156,3 +156,100 @@ fn qat_makes_an_exportable_quantsim_variant_and_variant_ids_work() {
     let line = assert_bad_input(&run(root, &a), "unknown variant");
     assert!(line.contains("no variant 99"), "{line}");
 }
+
+/// `--train-data DIR` trains on that set whole and the result says which samples trained
+/// and scored; without it the calibration part trains, with a note; the workspace keeps
+/// the training set for the app. A missing directory is bad input naming it.
+#[test]
+fn finetune_trains_on_the_training_set_and_says_which_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = small_digits(root, 40);
+    let train = root.join("train");
+    let src = digits().join("training");
+    match qsteer::data::read_npy(&src.join("inputs.npy")).unwrap() {
+        qsteer::data::NpyArray::F32(x) => {
+            qsteer::data::write_npy_f32(&train.join("inputs.npy"), &first(&x, 24)).unwrap()
+        }
+        _ => panic!("training inputs are float32"),
+    }
+    let labels = qsteer::data::read_npy(&src.join("labels.npy"))
+        .unwrap()
+        .to_i64()
+        .unwrap();
+    let labels = labels.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..24));
+    qsteer::data::write_npy_i64(&train.join("labels.npy"), &labels.to_owned()).unwrap();
+    let (data, train) = (data.display().to_string(), train.display().to_string());
+    let ws = root.join("ws").display().to_string();
+    let model = sample_model("resnet_digits").display().to_string();
+    let base = [
+        "finetune",
+        model.as_str(),
+        "--data",
+        data.as_str(),
+        "--workspace",
+        ws.as_str(),
+        "--threads",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--json",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let call = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        json_ok(root, &a)
+    };
+
+    let doc = call(with(&["--train-data", &train, "--augment-shift", "1"]));
+    assert_eq!(doc["train_samples"], 24);
+    assert_eq!(doc["steps_per_epoch"], 3);
+    let used = &doc["samples_used"];
+    assert_eq!(used["train"]["subset"], "training");
+    assert_eq!(used["train"]["samples"], 24);
+    assert!(used["train"]["dataset"]
+        .as_str()
+        .unwrap()
+        .ends_with("train"));
+    assert_eq!(used["score"]["subset"], "evaluation");
+    assert_eq!(used["score"]["samples"], 40);
+    assert!(
+        used["selection"].is_null(),
+        "no early stopping, no selection"
+    );
+    assert_eq!(used["augment"]["shift"], 1);
+    assert_eq!(
+        doc["notes"].as_array().unwrap().len(),
+        0,
+        "{}",
+        doc["notes"]
+    );
+    let wsdoc = read_json(&root.join("ws/workspace.json"));
+    assert!(wsdoc["settings"]["train_data"]
+        .as_str()
+        .unwrap()
+        .ends_with("train"));
+
+    // Without a training set: the 40 calibration samples train, and the result says so.
+    let doc = call(with(&["--patience", "1"]));
+    assert_eq!(doc["train_samples"], 40);
+    assert_eq!(doc["samples_used"]["train"]["subset"], "calibration");
+    assert_eq!(doc["samples_used"]["selection"]["subset"], "evaluation");
+    let notes = doc["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("no training set was given")),
+        "{notes:?}"
+    );
+
+    let missing = root.join("nowhere").display().to_string();
+    let mut a: Vec<&str> = base.to_vec();
+    a.extend(["--train-data", missing.as_str()]);
+    let line = assert_bad_input(&run(root, &a), "train-data");
+    assert!(line.contains("nowhere"), "{line}");
+}

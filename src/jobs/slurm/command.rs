@@ -140,6 +140,14 @@ pub fn headless_args(
             a.flag("--patience", s.early_stop_patience);
             a.flag("--calibration-size", s.calibration_size);
             a.flag("--seed", s.seed);
+            if let Some(dir) = &s.train_data {
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                a.flag("--train-data", dir.display());
+            }
+            a.flag("--augment-shift", s.augment.shift);
+            if s.augment.flip {
+                a.push("--augment-flip");
+            }
             a.flag("--threads", threads(*t));
         }
         JobKind::ExternalFineTune {
