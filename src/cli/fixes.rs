@@ -121,6 +121,18 @@ pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
             .collect();
         println!("  {}", layers.join(" → "));
     }
+    let stopped_by_clip = s["ends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| text(&e["reason"]).contains("needs relu6_to_relu"))
+        .count();
+    if sets.is_empty() && stopped_by_clip > 0 {
+        println!(
+            "note: Relu6 (Clip 0..6) stops every chain ({stopped_by_clip} of them), so CLE changed \
+             nothing: `--relu6-to-relu` equalizes through them (it changes the function)"
+        );
+    }
     for c in s["converted"].as_array().into_iter().flatten() {
         println!(
             "  {} '{}' → Relu (changes the function)",

@@ -418,6 +418,32 @@ pub fn convert_to_relu(model: &Model, nodes: &[String]) -> Result<Model> {
     clips_to_relu(model.clone(), &indices)
 }
 
+/// How many sets CLE would equalize on a model (its BNs folded first, as [`equalize`] does),
+/// as it is and with its Clip(0, m) activations turned into Relu: where the first is 0 and the
+/// second is not, the Relu6s stop every chain and plain CLE changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CleReach {
+    pub sets: usize,
+    pub sets_with_relu: usize,
+}
+
+impl CleReach {
+    /// The Relu6s (Clip(0, m)) stop every chain that Relu would let through.
+    pub fn relu6_stops_every_chain(&self) -> bool {
+        self.sets == 0 && self.sets_with_relu > 0
+    }
+}
+
+/// [`CleReach`] of `model`: the chains are planned, nothing is equalized.
+pub fn reach(model: &Model) -> Result<CleReach> {
+    let folded = fold_batchnorms(model)?.model;
+    let count = |relu: bool| plan(&folded, relu).chains.iter().map(Vec::len).sum();
+    Ok(CleReach {
+        sets: count(false),
+        sets_with_relu: count(true),
+    })
+}
+
 /// Calibration samples high-bias absorption is limited to: it moves only what keeps the
 /// function exact on them (see `hba`).
 #[derive(Clone, Copy)]

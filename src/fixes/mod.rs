@@ -25,6 +25,7 @@ pub(crate) mod tests;
 pub use bn_fold::{fold_batchnorms, FoldOutcome, FoldReport};
 pub use bn_stats::{BnStats, ChannelStats};
 pub use cle::{
-    convert_to_relu, equalize, equalize_checked, CleOptions, CleOutcome, CleReport, HbaSamples,
+    convert_to_relu, equalize, equalize_checked, reach, CleOptions, CleOutcome, CleReach,
+    CleReport, HbaSamples,
 };
 pub use hba::{absorb_high_bias, pre_activation_minimums, HbaLink, HbaReport};

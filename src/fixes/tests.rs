@@ -550,6 +550,16 @@ fn cle_on_mbv2_goes_through_relu6_only_with_consent() {
     assert_eq!(clips, 16 - 9 - 5);
 }
 
+#[test]
+fn reach_tells_when_relu6_stops_every_chain() {
+    let mbv2 = crate::fixes::reach(&sample("mbv2_digits")).unwrap();
+    assert_eq!((mbv2.sets, mbv2.sets_with_relu), (0, 5));
+    assert!(mbv2.relu6_stops_every_chain());
+    let resnet = crate::fixes::reach(&sample("resnet_digits")).unwrap();
+    assert_eq!((resnet.sets, resnet.sets_with_relu), (3, 3));
+    assert!(!resnet.relu6_stops_every_chain());
+}
+
 /// Conv 1×1 → BN (output ≈ 5 ± tiny) → Relu → Conv 3×3 with zero padding.
 fn padded_pair() -> Model {
     let mut rng = Rng::new(21);

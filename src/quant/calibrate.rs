@@ -130,8 +130,9 @@ pub fn calibrate(h: &Histogram, scheme: Scheme, spec: QuantSpec) -> Result<Encod
             spec.encoding_f64(lo, hi)
         }
         Scheme::TfEnhanced => {
+            // Bin widths are powers of two: start / width is the exact bin index.
             let (start, width, counts) = h.regular_bins();
-            tf_enhanced(start, width, counts, spec)
+            tf_enhanced(start / width, width, counts, spec)
         }
         Scheme::Mse => mse(&h.occupied().collect::<Vec<_>>(), min, max, spec),
     })
@@ -151,8 +152,8 @@ pub fn expected_sq_error(h: &Histogram, e: &Encoding) -> f64 {
 const TF_ENHANCED_WEIGHT_BINS: usize = 1536;
 
 /// `tf_enhanced` for a tensor whose values are all at hand (a weight, or one channel of it),
-/// on the histogram AIMET builds for it: bin width `(max - min) / 512`, bins on the grid of
-/// multiples of that width (floor binning), a window from `min - span` to `max + span`.
+/// on the histogram AIMET builds for it: a window of 3× the span around its centre (computed
+/// in f32), 1536 bins of width `window / 1536` on the multiples of that width (floor binning).
 /// A constant tensor gets its min-max grid. Non-finite values are an input error.
 pub fn tf_enhanced_values(values: &[f32], spec: QuantSpec) -> Result<Encoding> {
     let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
@@ -166,10 +167,12 @@ pub fn tf_enhanced_values(values: &[f32], spec: QuantSpec) -> Result<Encoding> {
     if values.is_empty() || min == max {
         return Ok(spec.encoding(min.min(0.0), max.max(0.0)));
     }
-    let (min, max) = (min as f64, max as f64);
-    let span = max - min;
-    let width = 3.0 * span / TF_ENHANCED_WEIGHT_BINS as f64;
-    let first = ((min - span) / width).floor();
+    // AIMET's window, in f32 as its C++ computes it: 3× the span around the centre, its bins
+    // on the multiples of the bin width.
+    let center = (max + min) / 2.0;
+    let (lo, hi) = (center - 3.0 * (center - min), center + 3.0 * (max - center));
+    let width = (hi as f64 - lo as f64) / TF_ENHANCED_WEIGHT_BINS as f64;
+    let first = (lo as f64 / width).floor();
     let mut counts = vec![0u64; TF_ENHANCED_WEIGHT_BINS];
     for &x in values {
         let k = (x as f64 / width).floor() - first;
@@ -177,27 +180,28 @@ pub fn tf_enhanced_values(values: &[f32], spec: QuantSpec) -> Result<Encoding> {
             counts[k as usize] += 1;
         }
     }
-    Ok(tf_enhanced(first * width, width, &counts, spec))
+    Ok(tf_enhanced(first, width, &counts, spec))
 }
 
 /// AIMET's `tf_enhanced` search on a regular histogram (`counts[i]` values in
-/// `[start + i·width, start + (i+1)·width)`). The range is that of the occupied bins' left
+/// `[(first + i)·width, (first + i + 1)·width)`). The range is that of the occupied bins' left
 /// edges (widened to contain 0); every value counts at its bin's midpoint.
-fn tf_enhanced(start: f64, width: f64, counts: &[u64], spec: QuantSpec) -> Encoding {
+fn tf_enhanced(first: f64, width: f64, counts: &[u64], spec: QuantSpec) -> Encoding {
     let occupied: Vec<(usize, u64)> = counts
         .iter()
         .enumerate()
         .filter(|(_, &c)| c > 0)
         .map(|(i, &c)| (i, c))
         .collect();
-    let (Some(&(first, _)), Some(&(last, _))) = (occupied.first(), occupied.last()) else {
+    let (Some(&(low_bin, _)), Some(&(high_bin, _))) = (occupied.first(), occupied.last()) else {
         return spec.encoding(0.0, 0.0);
     };
     let steps = spec.num_steps() as f64;
-    let lo = (start + first as f64 * width).min(0.0);
-    let hi = (start + last as f64 * width)
-        .max(0.0)
-        .max(lo + MIN_SCALE as f64 * steps);
+    // Edges as AIMET stores them ((first + i)·width), and its step between the first two.
+    let edge = |i: usize| (first + i as f64) * width;
+    let (start, step) = (edge(0), edge(1) - edge(0));
+    let lo = edge(low_bin).min(0.0);
+    let hi = edge(high_bin).max(0.0).max(lo + MIN_SCALE as f64 * steps);
     let scale = |d: f64| (d.max(MIN_SCALE as f64) as f32).max(MIN_SCALE);
     let mut candidates = Vec::new();
     if spec.symmetric() {
@@ -212,34 +216,58 @@ fn tf_enhanced(start: f64, width: f64, counts: &[u64], spec: QuantSpec) -> Encod
             candidates.push(spec.grid(scale(delta_max * i as f64 / 100.0), offset));
         }
     } else {
-        // The observed range snapped to a grid, then 17 deltas (1/16 … 17/16 of its step) ×
-        // 21 offsets from -(2^b - 1) to 0 (truncated toward zero); each candidate grid is
-        // clamped to the observed range and re-gridded, and one that covers it on both sides
-        // is skipped (the observed grid itself is the last candidate).
-        let delta_max = (hi - lo) / steps;
-        let observed_offset = (lo / delta_max).round().clamp(-steps, 0.0);
-        let observed_min = delta_max * observed_offset;
-        let observed_max = observed_min + delta_max * steps;
-        for i in 1..=17 {
-            let delta = delta_max * i as f64 / 16.0;
-            for j in 0..=20 {
-                let offset = (-steps + steps * j as f64 / 20.0).trunc();
-                let (test_min, test_max) = (delta * offset, delta * (offset + steps));
-                if test_min < observed_min && test_max > observed_max {
-                    continue;
-                }
-                let (test_min, test_max) = (test_min.max(observed_min), test_max.min(observed_max));
-                if test_max <= test_min {
-                    continue;
-                }
-                let d = (test_max - test_min) / steps;
-                let o = (test_min / d).round().clamp(-steps, 0.0);
-                candidates.push(spec.grid(scale(d), o as i32));
-            }
-        }
-        candidates.push(spec.grid(scale(delta_max), observed_offset as i32));
+        asymmetric_candidates(lo as f32, hi as f32, spec, &mut candidates);
     }
-    argmin(candidates, |e| binned_noise(start, width, &occupied, e))
+    argmin(candidates, |e| binned_noise(start, step, &occupied, e))
+}
+
+/// AIMET's asymmetric `tf_enhanced` candidates for the range `[lo, hi]`: the range snapped
+/// to a grid, then 17 deltas (1/16 … 17/16 of its step) × 21 offsets from `-(2^b - 1)` to 0
+/// (truncated toward zero); each candidate grid is clamped to the snapped range and
+/// re-gridded, and one that covers it on both sides is skipped; the snapped grid itself is
+/// the last candidate.
+///
+/// The arithmetic is AIMET's, in f32 where its C++ uses `float` (its `DTYPE`) and f64 where it
+/// casts to `double`, with C's `round` (half away from zero). It matters: the candidates' ends
+/// land on histogram bin edges, and which side of an edge an end falls on decides whether the
+/// edge bin saturates. Computed in f64 the same search picked another grid for
+/// `mbv2_digits`' `block1.dw.conv` at 4 bit (0.2462 instead of AIMET's 0.2409), which cost
+/// 7.75 points on the BN-folded model.
+fn asymmetric_candidates(lo: f32, hi: f32, spec: QuantSpec, out: &mut Vec<Encoding>) {
+    let steps = spec.num_steps() as f32;
+    let scale = |d: f32| {
+        if d.is_finite() {
+            d.max(MIN_SCALE)
+        } else {
+            MIN_SCALE
+        }
+    };
+    let offset = |o: f32| o.clamp(-steps, 0.0) as i32;
+    let observed_delta = ((hi as f64 - lo as f64) / steps as f64) as f32;
+    let observed_offset = (lo / observed_delta).round();
+    let observed_min = observed_delta * observed_offset;
+    let observed_max = observed_delta * (observed_offset + steps);
+    let mut f = 1.0f32 / 16.0;
+    while f as f64 <= 1.0 + 1.0 / 16.0 {
+        for i in 0..=20 {
+            let delta = f * observed_delta;
+            let test_offset = (-(steps as f64) + steps as f64 / 20.0 * i as f64) as i32;
+            let test_min = delta * test_offset as f32;
+            let test_max = delta * (test_offset as f32 + steps);
+            if test_min < observed_min && test_max > observed_max {
+                continue;
+            }
+            let (test_min, test_max) = (test_min.max(observed_min), test_max.min(observed_max));
+            // AIMET skips only an empty range; a reversed one would be a negative step.
+            if test_max <= test_min {
+                continue;
+            }
+            let d = ((test_max as f64 - test_min as f64) / steps as f64) as f32;
+            out.push(spec.grid(scale(d), offset((test_min / d).round())));
+        }
+        f += 1.0 / 16.0;
+    }
+    out.push(spec.grid(scale(observed_delta), offset(observed_offset)));
 }
 
 /// AIMET's `tf_enhanced` cost of an encoding on a regular histogram, every value at its bin's
@@ -257,20 +285,23 @@ fn binned_noise(start: f64, width: f64, occupied: &[(usize, u64)], e: &Encoding)
     // Bin indices on the histogram's grid extended past its window, so that a grid end
     // outside the window still saturates the values beyond it.
     let index = |x: f32| ((x - start32) as f64 / width).floor();
-    let mid = |i: f64| (start32 as f64 + (i + 0.5) * width) as f32 as f64;
+    let mid_f64 = |i: f64| start32 as f64 + i * width + width / 2.0;
+    let mid = |i: f64| mid_f64(i) as f32 as f64;
     let (lo_bin, hi_bin) = (index(grid_lo), index(grid_hi));
     let (lo_mid, hi_mid) = (mid(lo_bin), mid(hi_bin));
-    let d = d as f64;
+    let offset = e.offset as f32;
     let (mut saturation, mut rounding) = (0.0, 0.0);
     for &(i, count) in occupied {
         let (i, c) = (i as f64, count as f64);
-        let x = mid(i);
         if i < lo_bin {
-            saturation += c * (x - lo_mid).powi(2);
+            saturation += c * (mid_f64(i) - lo_mid).powi(2);
         } else if i >= hi_bin {
-            saturation += c * (x - hi_mid).powi(2);
+            saturation += c * (mid_f64(i) - hi_mid).powi(2);
         } else {
-            rounding += c * (x - d * (x / d).round()).powi(2);
+            // Rounded and dequantized in f32, C's round, as AIMET does.
+            let x = mid(i) as f32;
+            let q = (x / d - offset).round();
+            rounding += c * ((x - d * (q + offset)) as f64).powi(2);
         }
     }
     TF_ENHANCED_GAMMA * saturation + rounding
@@ -650,6 +681,46 @@ mod tests {
                     e.scale
                 );
             }
+        }
+    }
+
+    /// `mbv2_digits`' `block1.dw.conv` weight after BN folding (144 values, bit-exact), where
+    /// a `tf_enhanced` search in f64 picked another 4-bit grid than AIMET's float arithmetic
+    /// (scale 0.2462 instead of 0.2409: grid ends on bin edges fall the other way). AIMET's
+    /// encodings: aimet-onnx 2.42.0 `libpymo.BlockTensorQuantizer([1], bw,
+    /// QUANTIZATION_TF_ENHANCED)`, `updateStats(w)`, `computeEncodings(False)`.
+    #[test]
+    fn tf_enhanced_matches_aimet_where_grid_ends_meet_bin_edges() {
+        const BITS: [u32; 144] = [
+            0x3fc2e736, 0x3e7d9477, 0x40038166, 0xbf7618c8, 0xbf1ea5ce, 0xbfad838c, 0x3eaddb8c,
+            0xbfdf721a, 0x3ddd96c2, 0x3f7cf026, 0x3f07f866, 0x3f0c0937, 0x3f92afdf, 0xbf5a7841,
+            0xbefd74db, 0xbfcd2227, 0x3d8b02ed, 0x3f305333, 0xbe847796, 0x3f9b33a3, 0x3f657a44,
+            0xbeee286b, 0xbcaf47a5, 0xbf981564, 0x3f0ef029, 0x3f6816c2, 0x3f9fd774, 0xbf21db43,
+            0x3e6747d9, 0xbe0e2f6a, 0xbe1b721c, 0x3f7aa6e6, 0x3f1cd3c5, 0x3e20b38d, 0x3f279384,
+            0xbee6553f, 0xbcc1208a, 0xbdc708c7, 0xbe710d32, 0x3ec91d07, 0xbf39e24f, 0xbed1623c,
+            0xbd696747, 0xbdca836a, 0xbed43f27, 0xbf1f065b, 0xbdf69e1e, 0x3f6810ae, 0x3f6e9159,
+            0xbf8f3700, 0xbe18a641, 0x3fbce77c, 0x3f24510e, 0x3e42723e, 0x3f7240c5, 0x3f6b6df8,
+            0x3bf1ee4c, 0xbfe64532, 0x3f84164c, 0xbf4b88d2, 0x3fa5fe46, 0x3e8367dd, 0x3f45f19a,
+            0xbe0e13ef, 0xbde6a3da, 0xbd2d95e2, 0xbe0ad689, 0x3c546b0f, 0xbd9a24aa, 0xbe99ad69,
+            0xbe739d67, 0xbf3eac79, 0x3f96d3f4, 0x3ea687dc, 0xbf8db5d0, 0x3efc83d9, 0xbf861e94,
+            0x3f0f1bfd, 0xbe7f84f2, 0xbdfd0c06, 0xbfc22aab, 0x3dfbdd99, 0xbde5e323, 0x3e85ec7b,
+            0x3f0f68d6, 0x3ea6ddc3, 0x3f73985c, 0xbf210807, 0xbf754a71, 0x3f824fad, 0xbfc8a6f1,
+            0xbecc16aa, 0x3f3d25f3, 0x3e8a6ce4, 0x3f25c264, 0xbf07dd9a, 0xbdcacde2, 0xbf374813,
+            0xbef38f89, 0x3f5b280f, 0xbf986d47, 0x3f25c0cf, 0x3eac595b, 0x3fc7a9c3, 0xbf1ea234,
+            0xbd83bdce, 0xbfc91832, 0xbf2ab98c, 0xbeed506d, 0xbeda8238, 0xbd25ae8c, 0xbf4ecd36,
+            0x3ed3a4f8, 0x3f9b7e0e, 0x3de02cbb, 0xbf0127f1, 0xbeca4b49, 0x3dd30888, 0xbf55643e,
+            0xbe874392, 0x3fd51dbe, 0xbe556932, 0x3b982ada, 0xbf856a32, 0xbe1aa02c, 0xbfb0dc6d,
+            0xbd9ebdd4, 0x3f8ec9a3, 0xbf009c40, 0x3fa0596b, 0xbfc0901f, 0xbe40030b, 0x3dd52d36,
+            0x3f4d17fe, 0xbe8fa146, 0xbf90bc89, 0x3f00cf6f, 0xbedd422e, 0xbe81a975, 0x3f04c12b,
+            0x3e08ccb8, 0xbf9e1386, 0x3f416ea5, 0x3fc4a71a,
+        ];
+        let data: Vec<f32> = BITS.iter().map(|&b| f32::from_bits(b)).collect();
+        for (bits, aimet_scale, aimet_offset) in
+            [(4, 0.2408599704504013, -7), (8, 0.015112781897187233, -120)]
+        {
+            let e = tf_enhanced_values(&data, spec(bits, false)).unwrap();
+            assert_eq!(e.offset, aimet_offset, "{bits} bit: {e:?}");
+            assert_eq!(e.scale, aimet_scale as f32, "{bits} bit: {e:?}");
         }
     }
 

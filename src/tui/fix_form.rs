@@ -27,6 +27,9 @@ pub const FIXES: [&str; 6] = [
 /// (DESIGN.md §3: don't combine them).
 const EXCLUSIVE: [[usize; 2]; 2] = [[1, 2], [3, 4]];
 
+/// The "CLE, Relu6 → Relu" row.
+const RELU6_CLE_ROW: usize = 2;
+
 /// The bias-correction row, whose mode ◂▸ changes.
 const BC_ROW: usize = 3;
 
@@ -87,8 +90,8 @@ impl FixForm {
     fn step(&self, row: usize) -> ChainStep {
         match row {
             0 => ChainStep::FoldBn,
-            1 | 2 => ChainStep::Cle {
-                relu6_to_relu: row == 2,
+            1 | RELU6_CLE_ROW => ChainStep::Cle {
+                relu6_to_relu: row == RELU6_CLE_ROW,
             },
             BC_ROW => ChainStep::BiasCorrect { mode: self.bc_mode },
             4 => ChainStep::AdaRound { iterations: None },
@@ -179,7 +182,26 @@ pub fn reasons(app: &App, from: u32, target: u32) -> Vec<String> {
             "wide per-channel weight ranges (max/median > {WIDE_RANGE_RATIO}) in {wide} layers → CLE"
         ));
     }
+    // Both lines above point at CLE; say when plain CLE cannot do anything here.
+    if (w < act || wide > 0) && relu6_stops_cle(app, target) {
+        let sets = app.cle_reach.map_or(0, |r| r.sets_with_relu);
+        out.push(format!(
+            "Relu6 (Clip 0–6) stops every CLE chain: plain CLE changes nothing here → \
+             \"CLE, Relu6 → Relu\" equalizes {sets} sets (their Relu6s become Relu, which \
+             changes the function: check the FP32 score)"
+        ));
+    }
     out
+}
+
+/// Whether the fix target's Relu6s stop every CLE chain (known for the variant shown, or
+/// when it is a quantsim of the target, which has the target's graph).
+fn relu6_stops_cle(app: &App, target: u32) -> bool {
+    let shows_target = app.current == target
+        || app
+            .variant(app.current)
+            .is_some_and(|v| v.quantsim.is_some() && v.parent == Some(target));
+    shows_target && app.cle_reach.is_some_and(|r| r.relu6_stops_every_chain())
 }
 
 /// The job the dialog runs: the picked chain, or with nothing picked the fix under the

@@ -55,6 +55,8 @@ pub struct ModelView {
     pub layers: Vec<Layer>,
     pub channel_ranges: Vec<Vec<f32>>,
     pub macs_total: u64,
+    /// What CLE reaches on this model, with and without Relu6 → Relu (None: not plannable).
+    pub cle_reach: Option<qsteer::fixes::CleReach>,
 }
 
 /// Analyse `model` for the panes; `pinned` are per-sample input shapes from the data.
@@ -69,6 +71,7 @@ pub fn model_view(variant: u32, model: &Model, pinned: Option<&[Vec<usize>]>) ->
         macs_total: layers.iter().filter_map(|l| l.macs).sum(),
         channel_ranges: layers.iter().map(|l| channel_ranges(model, l)).collect(),
         layers,
+        cle_reach: qsteer::fixes::reach(model).ok(),
     })
 }
 
@@ -81,6 +84,7 @@ impl App {
         self.layers = view.layers;
         self.channel_ranges = view.channel_ranges;
         self.macs_total = view.macs_total;
+        self.cle_reach = view.cle_reach;
         self.layer_choices
             .retain_layers(self.layers.iter().map(|l| l.name.as_str()));
         for pane in [Pane::Graph, Pane::Layers] {
@@ -215,6 +219,7 @@ pub fn open_at(
         layers: view.layers,
         channel_ranges: view.channel_ranges,
         macs_total: view.macs_total,
+        cle_reach: view.cle_reach,
         pinned,
         variants: ws.variants().to_vec(),
         current: 0,

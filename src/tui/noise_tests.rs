@@ -201,6 +201,19 @@ fn the_fix_dialog_targets_the_fp32_parent_with_the_quantsim_settings_and_gives_r
     let screen = render(&app, 80, 24);
     assert!(screen.contains("weights dominate"), "{screen}");
     assert!(screen.contains("BatchNorms are not folded"), "{screen}");
+    // mbv2's Relu6s stop every CLE chain: the dialog says so and names the form that works.
+    let Some(super::state::Popup::Fix(form)) = app.popups.last() else {
+        panic!("no fix dialog")
+    };
+    let relu6 = form
+        .reasons
+        .iter()
+        .find(|r| r.contains("Relu6 (Clip 0–6) stops every CLE chain"))
+        .unwrap_or_else(|| panic!("{:?}", form.reasons));
+    assert!(
+        relu6.contains("\"CLE, Relu6 → Relu\" equalizes 5 sets"),
+        "{relu6}"
+    );
     insta::assert_snapshot!("popup_fix_80x24", screen);
     // The first choice folds the parent's BNs; bias correction gets the quantsim settings.
     let effects = update(&mut app, Action::Confirm);

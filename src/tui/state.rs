@@ -213,6 +213,8 @@ pub struct App {
     /// Per layer, the weight range (max − min) of each output channel.
     pub channel_ranges: Vec<Vec<f32>>,
     pub macs_total: u64,
+    /// What CLE reaches on the current variant's model, with and without Relu6 → Relu.
+    pub cle_reach: Option<qsteer::fixes::CleReach>,
     /// Per-sample input shapes from the dataset (pins symbolic dims when analysing).
     pub pinned: Option<Vec<Vec<usize>>>,
     pub variants: Vec<Variant>,

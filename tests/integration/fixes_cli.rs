@@ -90,6 +90,15 @@ fn cle_reports_conversions_only_with_consent() {
     assert!(text.contains("5 set(s) equalized"), "{text}");
     assert!(text.contains("block2.expand.conv → block2.dw.conv → block2.project.conv"));
     assert!(text.contains("range max/med before"));
+    // Without consent people are told the Relu6s stopped every chain, and what lifts it.
+    let text = run(d, &["cle", &model]);
+    let text = stdout(&text);
+    assert!(text.contains("0 set(s) equalized"), "{text}");
+    assert!(
+        text.contains("Relu6 (Clip 0..6) stops every chain (9 of them)")
+            && text.contains("`--relu6-to-relu`"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,0 +1,474 @@
+#!/usr/bin/env python3
+"""qsteer against AIMET (aimet-onnx) and ONNX Runtime on the sample models: the post-training
+rows of issue #17, one table.
+
+Both tools get the same model file, the same 200 calibration samples and are scored on the same
+400 evaluation samples (sample-models/digits). Every setting is W4A8 (4-bit weights, 8-bit
+activations), asymmetric, per tensor unless the row says per channel. See README.md.
+
+    python peers.py --qsteer QSTEER_BIN [--models mbv2,resnet] [--rows ROW,...] [--json]
+                    [--table-out FILE] [--iterations 200] [--keep DIR]
+
+Exit code: 0 done, 1 a tool failed on a row (the table shows "error"), 2 bad arguments.
+"""
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "sample-models"
+DATA = SAMPLES / "digits"
+MODELS = {"mbv2": "mbv2_digits.onnx", "resnet": "resnet_digits.onnx"}
+W_BITS, A_BITS = 4, 8
+# AIMET's AdaRound draws BATCH_SIZE = 32 samples per iteration from one loader batch.
+AIMET_BATCH = 32
+
+# Row id -> (label, what each tool runs). Order is the table's.
+ROWS = {
+    "tf_enhanced": "tf_enhanced, as shipped (BN unfolded)",
+    "tf_enhanced_folded": "tf_enhanced, BN folded",
+    "per_channel": "per channel, tf_enhanced, BN folded",
+    "minmax": "minmax, as shipped",
+    "cle": "CLE (BN folded, Relu6 → Relu), tf_enhanced",
+    "cle_bc": "CLE + bias correction, tf_enhanced",
+    "adaround": "AdaRound, {it} iterations, BN folded",
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_split(name):
+    x = np.load(DATA / name / "inputs.npy").astype(np.float32)
+    y = np.load(DATA / name / "labels.npy")
+    return x, y
+
+
+# ---------------------------------------------------------------- qsteer
+
+
+class Qsteer:
+    def __init__(self, binary, work):
+        self.binary = binary
+        self.work = Path(work)
+
+    def run(self, args, tag):
+        ws = self.work / f"ws-{tag}"
+        cmd = [self.binary, *args, "--data", str(DATA), "--json", "--workspace", str(ws)]
+        start = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()[-800:]}")
+        return json.loads(p.stdout), seconds
+
+    def fold(self, model, tag):
+        out = self.work / f"{tag}-folded.onnx"
+        cmd = [self.binary, "fold-bn", str(model), "--out", str(out), "--json"]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"fold-bn exited {p.returncode}: {p.stderr.strip()[-800:]}")
+        return out
+
+    def row(self, row, model, tag, iterations):
+        grid = ["--w-bits", str(W_BITS), "--a-bits", str(A_BITS)]
+        m = str(model)
+        if row == "tf_enhanced":
+            args = ["quantsim", m, *grid]
+        elif row == "tf_enhanced_folded":
+            args = ["quantsim", str(self.fold(model, tag)), *grid]
+        elif row == "per_channel":
+            args = ["quantsim", str(self.fold(model, tag)), *grid, "--per-channel"]
+        elif row == "minmax":
+            args = ["quantsim", m, *grid, "--scheme", "minmax"]
+        elif row == "cle":
+            args = ["fix", m, "--chain", "fold-bn,cle,quantsim", "--relu6-to-relu", *grid]
+        elif row == "cle_bc":
+            args = ["fix", m, "--chain", "fold-bn,cle,bc,quantsim", "--relu6-to-relu", *grid]
+        elif row == "adaround":
+            args = ["fix", m, "--chain", "fold-bn,adaround,quantsim", *grid,
+                    "--iterations", str(iterations)]
+        else:
+            raise ValueError(row)
+        doc, seconds = self.run(args, f"{tag}-{row}")
+        shown = [os.path.relpath(a, ROOT) if a == m else ("folded.onnx" if a.endswith("-folded.onnx") else a)
+                 for a in args]
+        command = " ".join(["qsteer", *shown, "--data", "sample-models/digits", "--json"])
+        if "folded.onnx" in shown:
+            command = f"qsteer fold-bn {os.path.relpath(m, ROOT)} --out folded.onnx && {command}"
+        result = {"accuracy": doc["accuracy"], "seconds": round(seconds, 2), "command": command}
+        for step in doc.get("steps", []):
+            if step.get("step", "").startswith("adaround") and "seconds" in step:
+                result["fix_seconds"] = round(step["seconds"], 2)
+        enc = doc.get("encodings") or (doc.get("steps") or [{}])[-1].get("encodings")
+        # Relative to the work directory (--keep DIR), where it stays.
+        result["encodings"] = os.path.relpath(enc, self.work) if enc else None
+        return result
+
+
+# ---------------------------------------------------------------- AIMET
+
+
+def aimet_config(work, per_channel):
+    """AIMET's default_config.json with asymmetric weights (qsteer's default grid; AIMET's own
+    default, symmetric weights, scores lower at 4 bit on these models) and the granularity."""
+    import aimet_onnx
+
+    src = Path(aimet_onnx.__file__).parent / "common" / "quantsim_config" / "default_config.json"
+    cfg = json.loads(src.read_text())
+    cfg["defaults"]["params"]["is_symmetric"] = "False"
+    cfg["defaults"]["per_channel_quantization"] = "True" if per_channel else "False"
+    path = Path(work) / f"aimet_config_{'pc' if per_channel else 'pt'}.json"
+    path.write_text(json.dumps(cfg, indent=1))
+    return str(path)
+
+
+def relu6_between_convs_to_relu(model):
+    """Clip(0, 6) between two Convs becomes Relu, as AIMET's CLE does itself (its pass only
+    recognises Clip bounds given by Constant nodes; here they are initializers) and as qsteer's
+    `--relu6-to-relu` does. Returns the names converted."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {t.name: t for t in model.graph.initializer}
+    from onnx import numpy_helper
+
+    converted = []
+    for n in model.graph.node:
+        if n.op_type != "Clip" or len(n.input) < 3:
+            continue
+        lo, hi = (inits.get(n.input[1]), inits.get(n.input[2]))
+        if lo is None or hi is None:
+            continue
+        if float(numpy_helper.to_array(lo)) != 0.0:
+            continue
+        parent = producers.get(n.input[0])
+        kids = consumers.get(n.output[0], [])
+        if parent is None or parent.op_type != "Conv" or len(kids) != 1 or kids[0].op_type != "Conv":
+            continue
+        n.op_type = "Relu"
+        del n.input[1:]
+        converted.append(n.name)
+    return converted
+
+
+class Aimet:
+    def __init__(self, work, calib, evaluation):
+        import aimet_onnx  # noqa: F401 (fail early with the import error)
+
+        self.work = Path(work)
+        self.calib_x = calib[0]
+        self.eval_x, self.eval_y = evaluation
+
+    def batches(self):
+        x = self.calib_x
+        return [{"input": x[i:i + AIMET_BATCH]} for i in range(0, len(x), AIMET_BATCH)]
+
+    def accuracy(self, session):
+        correct = 0
+        for i in range(0, len(self.eval_x), 100):
+            logits = session.run(None, {"input": self.eval_x[i:i + 100]})[0]
+            correct += int((logits.argmax(1) == self.eval_y[i:i + 100]).sum())
+        return correct / len(self.eval_x)
+
+    def sim(self, model, scheme, per_channel):
+        from aimet_onnx import QuantizationSimModel
+
+        return QuantizationSimModel(
+            model,
+            param_type=f"int{W_BITS}",
+            activation_type=f"int{A_BITS}",
+            quant_scheme=scheme,
+            config_file=aimet_config(self.work, per_channel),
+        )
+
+    def row(self, row, model_path, tag, iterations):
+        import onnx
+        from aimet_onnx.batch_norm_fold import fold_all_batch_norms_to_weight
+        from aimet_onnx.cross_layer_equalization import equalize_model
+
+        model = onnx.load(str(model_path))
+        scheme, per_channel, note = "tf_enhanced", False, None
+        if row == "tf_enhanced":
+            pass
+        elif row in ("tf_enhanced_folded", "adaround"):
+            fold_all_batch_norms_to_weight(model)
+        elif row == "per_channel":
+            fold_all_batch_norms_to_weight(model)
+            per_channel = True
+        elif row == "minmax":
+            scheme = "min_max"
+        elif row == "cle":
+            fold_all_batch_norms_to_weight(model)
+            relu6_between_convs_to_relu(model)
+            equalize_model(model)
+        elif row == "cle_bc":
+            return {"accuracy": None, "note": "aimet-onnx 2.42 has no bias correction"}
+        else:
+            raise ValueError(row)
+        sim = self.sim(model, scheme, per_channel)
+        seconds = None
+        if row == "adaround":
+            from aimet_onnx import apply_adaround
+
+            start = time.perf_counter()
+            apply_adaround(sim, self.batches(), num_iterations=iterations)
+            seconds = time.perf_counter() - start
+        sim.compute_encodings(self.batches())
+        accuracy = self.accuracy(sim.session)
+        out = self.work / f"aimet-{tag}-{row}"
+        out.mkdir(parents=True, exist_ok=True)
+        sim.export(str(out), "model")
+        result = {"accuracy": accuracy, "encodings": str((out / "model.encodings").relative_to(self.work))}
+        if seconds is not None:
+            result["fix_seconds"] = round(seconds, 2)
+        if note:
+            result["note"] = note
+        return result
+
+
+# ---------------------------------------------------------------- ONNX Runtime
+
+
+class OrtMinmax:
+    """ONNX Runtime's quantize_static, MinMax calibration, QDQ, per tensor, after its
+    recommended pre-processing (shape inference and graph optimisation, which folds BN)."""
+
+    def __init__(self, work, calib, evaluation):
+        self.work = Path(work)
+        self.calib_x = calib[0]
+        self.eval_x, self.eval_y = evaluation
+
+    def row(self, row, model_path, tag, _iterations):
+        if row != "minmax":
+            return None
+        import onnxruntime as ort
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod,
+                                              QuantFormat, QuantType, quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        calib = self.calib_x
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.i = 0
+
+            def get_next(self):
+                if self.i >= len(calib):
+                    return None
+                self.i += AIMET_BATCH
+                return {"input": calib[self.i - AIMET_BATCH:self.i]}
+
+        pre = self.work / f"ort-{tag}-pre.onnx"
+        quant_pre_process(str(model_path), str(pre))
+        best = None
+        for wtype, sym in ((QuantType.QUInt4, False), (QuantType.QInt4, True)):
+            out = self.work / f"ort-{tag}-{wtype.name}.onnx"
+            quantize_static(
+                str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=False,
+                activation_type=QuantType.QUInt8, weight_type=wtype,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"WeightSymmetric": sym, "ActivationSymmetric": False},
+            )
+            s = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            correct = 0
+            for i in range(0, len(self.eval_x), 100):
+                logits = s.run(None, {"input": self.eval_x[i:i + 100]})[0]
+                correct += int((logits.argmax(1) == self.eval_y[i:i + 100]).sum())
+            acc = correct / len(self.eval_x)
+            if best is None or acc > best["accuracy"]:
+                best = {"accuracy": acc,
+                        "note": f"weights {'symmetric int4' if sym else 'asymmetric uint4'}"}
+        return best
+
+
+def qsteer_build(binary):
+    """`debug` or `release` from the binary's path (target/<profile>/qsteer), else its name."""
+    parts = Path(binary).resolve().parts
+    return parts[-2] if len(parts) >= 2 and parts[-2] in ("debug", "release") else Path(binary).name
+
+
+# ---------------------------------------------------------------- table
+
+
+def pct(v):
+    return "–" if v is None else f"{100 * v:.2f} %"
+
+
+def cell(r):
+    if r is None:
+        return "–"
+    if "error" in r:
+        return "error"
+    s = pct(r.get("accuracy"))
+    if r.get("fix_seconds") is not None:
+        s += f" ({r['fix_seconds']:.1f} s)"
+    return s
+
+
+def markdown(report):
+    models = report["models"]
+    head = "| setting (W4A8, 400 evaluation samples) |"
+    rule = "| --- |"
+    for m in models:
+        head += f" AIMET {m} | ORT {m} | qsteer {m} |"
+        rule += " ---: | ---: | ---: |"
+    lines = [head, rule]
+    for row in report["rows"]:
+        line = f"| {row['setting']} |"
+        for m in models:
+            r = row["results"][m]
+            line += f" {cell(r.get('aimet'))} | {cell(r.get('ort'))} | {cell(r.get('qsteer'))} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+BEGIN = "<!-- peers table: generated by tests/peers/peers.py, do not edit -->"
+END = "<!-- end of peers table -->"
+
+
+def generated_block(report):
+    v = report["versions"]
+    return (
+        f"{markdown(report)}\n"
+        f"Measured {report['date']} by `tests/peers/run.sh` (aimet-onnx {v.get('aimet_onnx', '?')}, "
+        f"onnxruntime {v.get('onnxruntime', '?')}, torch {v.get('torch', '?')}, "
+        f"qsteer `{report.get('qsteer_build', '?')}`); W{report['w_bits']}A{report['a_bits']}, "
+        f"{report['calibration_samples']} calibration and {report['evaluation_samples']} "
+        "evaluation samples. Times in brackets are the AdaRound step alone.\n"
+    )
+
+
+def write_table(path, report):
+    """The table into `path`: between the markers when the file has them, else the whole file.
+    Written to a temporary file and renamed, so a failed run leaves the old file."""
+    path = Path(path)
+    block = generated_block(report)
+    text = block
+    if path.exists():
+        old = path.read_text()
+        if BEGIN in old and END in old:
+            head, rest = old.split(BEGIN, 1)
+            _, tail = rest.split(END, 1)
+            text = f"{head}{BEGIN}\n{block}{END}{tail}"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--qsteer", help="the qsteer binary (needed unless --from-json)")
+    ap.add_argument("--from-json", help="render a report an earlier --json run saved; run nothing")
+    ap.add_argument("--models", default="mbv2,resnet")
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--iterations", type=int, default=200, help="AdaRound iterations per layer")
+    ap.add_argument("--tools", default="aimet,ort,qsteer")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--table-out", help="also write the markdown table to this file; a file "
+                    f"holding the lines {BEGIN!r} and {END!r} gets only the text between them "
+                    "replaced (e.g. sample-models/README.md)")
+    ap.add_argument("--keep", help="keep models, encodings and workspaces in this directory")
+    args = ap.parse_args()
+    # AIMET logs to stdout: keep the real stdout for the report, send the rest to stderr.
+    report_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    if args.from_json:
+        report = json.loads(Path(args.from_json).read_text())
+        if args.table_out:
+            write_table(args.table_out, report)
+        print(json.dumps(report, indent=1) if args.json else markdown(report), end="", file=report_out)
+        report_out.flush()
+        return 0
+    if not args.qsteer and "qsteer" in args.tools:
+        log("peers: --qsteer QSTEER_BIN is required")
+        return 2
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    bad = [m for m in models if m not in MODELS] + [r for r in rows if r not in ROWS] + \
+        [t for t in tools if t not in ("aimet", "ort", "qsteer")]
+    if bad:
+        log(f"peers: unknown model, row or tool: {', '.join(bad)} "
+            f"(models {', '.join(MODELS)}; rows {', '.join(ROWS)}; tools aimet, ort, qsteer)")
+        return 2
+    binary = args.qsteer
+    if "qsteer" in tools and shutil.which(binary) is None and not os.access(binary, os.X_OK):
+        log(f"peers: qsteer binary {binary} not found or not executable")
+        return 2
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="qsteer-peers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    calib, evaluation = load_split("calibration"), load_split("evaluation")
+    runners = {}
+    if "aimet" in tools:
+        runners["aimet"] = Aimet(work, calib, evaluation)
+    if "ort" in tools:
+        runners["ort"] = OrtMinmax(work, calib, evaluation)
+    if "qsteer" in tools:
+        runners["qsteer"] = Qsteer(binary, work)
+
+    versions = {"python": sys.version.split()[0]}
+    for pkg in ("aimet_onnx", "onnxruntime", "onnx", "torch", "numpy"):
+        try:
+            versions[pkg] = __import__(pkg).__version__
+        except Exception:  # noqa: BLE001 (a missing package is only not reported)
+            pass
+    report = {
+        "models": models,
+        "w_bits": W_BITS,
+        "a_bits": A_BITS,
+        "calibration_samples": int(len(calib[0])),
+        "evaluation_samples": int(len(evaluation[0])),
+        "adaround_iterations": args.iterations,
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "qsteer_build": qsteer_build(binary) if "qsteer" in tools else None,
+        "rows": [],
+    }
+    failed = False
+    for row in rows:
+        entry = {"row": row, "setting": ROWS[row].format(it=args.iterations), "results": {}}
+        for m in models:
+            path = SAMPLES / MODELS[m]
+            entry["results"][m] = {}
+            for name, runner in runners.items():
+                log(f"peers: {row} {m} {name}")
+                try:
+                    r = runner.row(row, path, m, args.iterations)
+                except Exception as e:  # noqa: BLE001 (a failed row is reported, the rest run)
+                    failed = True
+                    r = {"error": str(e)[-1000:]}
+                    log(f"peers: {row} {m} {name} failed: {r['error']}")
+                if r is not None:
+                    entry["results"][m][name] = r
+        report["rows"].append(entry)
+    table = markdown(report)
+    if args.table_out:
+        write_table(args.table_out, report)
+    if args.json:
+        print(json.dumps(report, indent=1), file=report_out)
+    else:
+        print(table, end="", file=report_out)
+    report_out.flush()
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
