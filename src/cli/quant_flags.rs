@@ -26,7 +26,7 @@ pub struct QuantFlags {
 }
 
 /// The ids of the [`GridFlags`] arguments: what an encodings file settles instead.
-pub const GRID_ARGS: [&str; 9] = [
+pub const GRID_ARGS: [&str; 10] = [
     "w_bits",
     "a_bits",
     "per_channel",
@@ -36,6 +36,7 @@ pub const GRID_ARGS: [&str; 9] = [
     "fp32_layers",
     "layer_w_bits",
     "layer_a_bits",
+    "fp32_ops",
 ];
 
 /// The quantsim settings alone (bitwidths, granularity, scheme, mode, per-layer overrides).
@@ -64,6 +65,11 @@ pub struct GridFlags {
     /// comma-separate
     #[arg(long = "fp32", value_name = "NAME", value_delimiter = ',')]
     pub fp32_layers: Vec<String>,
+    /// Compute these op types in float (e.g. Pow,Sqrt,Log,LSTM): no quantizer on their
+    /// inputs or outputs, nor on what follows them in float up to the next layer; repeat or
+    /// comma-separate
+    #[arg(long = "fp32-ops", value_name = "OP", value_delimiter = ',')]
+    pub fp32_ops: Vec<String>,
     /// Another weight bitwidth for one layer: LAYER=BITS (repeatable)
     #[arg(long = "layer-w-bits", value_name = "LAYER=BITS", value_parser = parse_layer_bits)]
     pub layer_w_bits: Vec<(String, u8)>,
@@ -152,6 +158,7 @@ impl GridFlags {
             scheme: self.scheme,
             mode: self.mode,
             overrides,
+            fp32_ops: self.fp32_ops.iter().map(|o| o.trim().to_string()).collect(),
         })
     }
 

@@ -128,6 +128,16 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         },
         summary["calibration_seconds"].as_f64().unwrap_or(0.0)
     );
+    if let Some(kept) = summary["fp32_op_points"]
+        .as_array()
+        .filter(|k| !k.is_empty())
+    {
+        println!(
+            "{} of them left float by --fp32-ops {}",
+            kept.len(),
+            settings.fp32_ops.join(",")
+        );
+    }
     println!("variant {id} in workspace {}", dir.display());
     if let Some(report) = &export {
         print_report(report);

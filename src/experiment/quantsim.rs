@@ -176,6 +176,9 @@ pub fn settings_label(s: &QuantsimSettings) -> String {
         parts.push("symmetric".into());
     }
     parts.push(s.scheme.to_string());
+    if !s.fp32_ops.is_empty() && mode.activations() {
+        parts.push(format!("float {}", s.fp32_ops.join(",")));
+    }
     parts.join(" ")
 }
 

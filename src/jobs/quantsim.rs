@@ -115,6 +115,7 @@ fn run_with(ctx: &JobCtx, workspace: &Mutex<Workspace>, frozen: bool) -> Result<
         "seconds": r.seconds,
         "samples_per_second": r.samples_per_second,
         "activation_points": o.activation_points,
+        "fp32_op_points": o.fp32_op_points,
         "calibration_seconds": o.calibration_seconds,
         // The samples calibration used (the split caps the request at half the data).
         "calibration_size": r.split.as_ref().map_or(*calibration_size, |s| s.calibration),

@@ -221,6 +221,7 @@ pub fn quantsim_from_file(
     let report = evaluate_sim(model, &sim, req, cancel, progress)?;
     Ok(QuantsimOutcome {
         activation_points: encodings.activations.len(),
+        fp32_op_points: Vec::new(),
         sim,
         report,
         calibration_seconds: load_seconds,

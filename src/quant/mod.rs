@@ -26,6 +26,7 @@ pub mod contrib_qdq;
 pub mod encoding;
 pub mod encodings_file;
 pub mod export;
+pub mod float_ops;
 pub mod fused_groups;
 pub mod histogram;
 pub mod import;

@@ -13,8 +13,9 @@
 //!   input rather than from constants only) puts a point on that output, **except**:
 //!   - **pass-through ops**, whose output values are values of their input (so already on the
 //!     input's grid): the shape-only ops (Reshape, Flatten, Transpose, Squeeze, Unsqueeze,
-//!     Identity, …), the selectors (Slice, Split, Gather, …) and, by choice, **MaxPool and a
-//!     standalone Relu**. A max of grid values, or `max(0, ·)` of them, is still on the grid
+//!     Identity, …), the selectors (Slice, Split, Gather, …), a Pad that adds reflected, edge
+//!     or zero values (ONNX Runtime's QDQ quantizer keeps its input's scale too) and, by
+//!     choice, **MaxPool and a standalone Relu**. A max of grid values, or `max(0, ·)` of them, is still on the grid
 //!     (0 always is), so a runtime keeps the input's encoding; a second quantizer with a
 //!     different range would only add noise;
 //!   - **members of a group that is not its last op**. A group is a head followed by ops a
@@ -114,7 +115,31 @@ const NON_FLOAT: &[&str] = &[
     "Range",
 ];
 
-const COMPUTE_HEADS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+pub(crate) const COMPUTE_HEADS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+
+/// Whether `node`'s output values are values of its input (no quantizer of its own): the
+/// [`PASS_THROUGH`] ops, and a Pad that adds input values (reflect, edge) or zeros (on every
+/// grid), which ONNX Runtime's QDQ quantizer also leaves on its input's scale.
+pub(crate) fn passes_through(model: &Model, node: &tract_onnx::pb::NodeProto) -> bool {
+    let op = node.op_type.as_str();
+    if PASS_THROUGH.contains(&op) {
+        return true;
+    }
+    if op != "Pad" {
+        return false;
+    }
+    let mode = attrs::string(node, "mode").unwrap_or_else(|| "constant".into());
+    if mode != "constant" {
+        return true;
+    }
+    // Opset < 11: a `value` attribute; later: an optional third input.
+    let attr_zero = attrs::float(node, "value").unwrap_or(0.0) == 0.0;
+    let input_zero = match node.input.get(2).filter(|v| !v.is_empty()) {
+        None => true,
+        Some(v) => model.weight(v).is_some_and(|w| w.iter().all(|&x| x == 0.0)),
+    };
+    attr_zero && input_zero
+}
 
 const ACTIVATIONS: &[&str] = &[
     "Relu",
@@ -204,7 +229,7 @@ pub fn activation_points(model: &Model) -> Result<Vec<QuantPoint>> {
     for &i in index.order() {
         let node = &graph.node[i];
         let op = node.op_type.as_str();
-        if inside.contains(&i) || PASS_THROUGH.contains(&op) || ACTIVATIONS.contains(&op) {
+        if inside.contains(&i) || passes_through(model, node) || ACTIVATIONS.contains(&op) {
             continue;
         }
         let Some(out) = node.output.first() else {
@@ -254,7 +279,7 @@ pub fn activation_points(model: &Model) -> Result<Vec<QuantPoint>> {
         let Some(out) = node.output.first() else {
             continue;
         };
-        if PASS_THROUGH.contains(&op) && !ends_group && !fresh.contains(out) {
+        if passes_through(model, node) && !ends_group && !fresh.contains(out) {
             continue;
         }
         if dynamic.contains(out) && (outputs.contains(out) || !index.consumers(out).is_empty()) {
@@ -379,7 +404,7 @@ pub fn point_feeding<'a>(
         match model.index().producer(&current) {
             Some(Producer::Node { node, slot: 0 }) => {
                 let n = &graph.node[node];
-                if !PASS_THROUGH.contains(&n.op_type.as_str()) {
+                if !passes_through(model, n) {
                     return None;
                 }
                 current = n.input.first()?.clone();
@@ -489,6 +514,48 @@ pub(crate) mod tests {
         assert!(v.contains(&"layer1.bn2.out".to_string()));
         assert!(v.contains(&"layer1.relu1.out".to_string()));
         assert!(!v.contains(&"stem.bn.out".to_string()));
+    }
+
+    #[test]
+    fn pad_of_reflected_edge_or_zero_values_keeps_its_input_grid() {
+        use crate::model::builder::{attr_float, attr_ints, ProtoBuilder};
+        use tract_onnx::pb::attribute_proto::AttributeType;
+        use tract_onnx::pb::AttributeProto;
+        let mode = |m: &str| AttributeProto {
+            name: "mode".into(),
+            r#type: AttributeType::String as i32,
+            s: m.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let pads = || attr_ints("pads", &[0, 0, 2, 0, 0, 2]);
+        let mut b = ProtoBuilder::new(10);
+        b.input("x", &[2, 8])
+            .node(
+                "Pad",
+                "reflect",
+                &["x"],
+                &["pr"],
+                vec![pads(), mode("reflect")],
+            )
+            .node("Pad", "edge", &["pr"], &["pe"], vec![pads(), mode("edge")])
+            .node("Pad", "zeros", &["pe"], &["pz"], vec![pads()])
+            .node(
+                "Pad",
+                "ones",
+                &["pz"],
+                &["po"],
+                vec![pads(), attr_float("value", 1.0)],
+            )
+            .node("Sigmoid", "prob", &["po"], &["out"], vec![])
+            .output("out");
+        let model = b.model("pads").unwrap();
+        let points = activation_points(&model).unwrap();
+        // A pad value of 1 is off the input's grid: that Pad needs its own quantizer.
+        assert_eq!(values(&points), ["x", "po", "out"]);
+        assert_eq!(
+            point_feeding(&model, &points, "pz").map(|p| p.value.as_str()),
+            Some("x")
+        );
     }
 
     #[test]

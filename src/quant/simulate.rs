@@ -5,6 +5,7 @@
 use super::calibrate::calibrate;
 use super::calibration::{collect_statistics, CalibrationOptions, ChannelStats};
 use super::encodings_file::{encodings_document, EncodingsVersion};
+use super::float_ops::float_op_points;
 use super::points::{
     activation_points, layer_output_points, point_feeding, weight_quantizers, QuantPoint,
     WeightQuantizer,
@@ -21,7 +22,7 @@ use crate::runtime::RunOptions;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,6 +37,10 @@ pub struct QuantsimSettings {
     /// Per-layer exceptions (leave FP32, other bitwidths).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<LayerOverride>,
+    /// Op types computed in float: no quantizer on their inputs, their outputs, or what
+    /// follows them in float up to the next layer ([`super::float_ops`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fp32_ops: Vec<String>,
 }
 
 /// AIMET's defaults: W8A8 asymmetric per tensor, `tf_enhanced`, weights and activations.
@@ -49,6 +54,7 @@ impl Default for QuantsimSettings {
             scheme: Scheme::TfEnhanced,
             mode: QuantMode::WeightsAndActivations,
             overrides: Vec::new(),
+            fp32_ops: Vec::new(),
         }
     }
 }
@@ -92,6 +98,9 @@ impl QuantsimSettings {
             .collect();
         if !skipped.is_empty() {
             step.push_str(&format!(",fp32:[{}]", skipped.join(",")));
+        }
+        if !self.fp32_ops.is_empty() {
+            step.push_str(&format!(",fp32_ops:[{}]", self.fp32_ops.join(",")));
         }
         let bits = |pick: fn(&LayerOverride) -> Option<u8>| -> Vec<String> {
             self.overrides
@@ -204,6 +213,8 @@ pub struct QuantsimOutcome {
     pub sim: SimModel,
     pub report: EvalReport,
     pub activation_points: usize,
+    /// The activation points `fp32_ops` left unquantized.
+    pub fp32_op_points: Vec<String>,
     pub calibration_seconds: f64,
 }
 
@@ -222,6 +233,9 @@ pub struct Prepared {
     /// Per-channel ranges of the activation points (from the calibration pass).
     pub channel_stats: BTreeMap<String, ChannelStats>,
     pub calibration_seconds: f64,
+    /// The request's float op types, and the points they remove ([`float_op_points`]).
+    pub fp32_ops: Vec<String>,
+    pub fp32_op_points: BTreeSet<String>,
 }
 
 /// Place the quantizers and, when `calibrate` is set, run the calibration pass.
@@ -246,6 +260,7 @@ pub fn prepare(
     let weights = weight_quantizers(model, &layers)?;
     let layer_outputs = layer_output_points(model, &layers, &points);
     check_overrides(model, &req.settings, &layers, &points, &weights)?;
+    let fp32_op_points = float_op_points(model, &points, &req.settings.fp32_ops)?;
     let point_nodes = points
         .iter()
         .filter_map(|p| Some((p.value.clone(), node_label(model.graph(), p.node?))))
@@ -273,6 +288,8 @@ pub fn prepare(
         point_nodes,
         channel_stats,
         calibration_seconds: start.elapsed().as_secs_f64(),
+        fp32_ops: req.settings.fp32_ops.clone(),
+        fp32_op_points,
     })
 }
 
@@ -492,10 +509,19 @@ pub(crate) fn activation_encodings_for(
             owner.insert(v.as_str(), layer.name.as_str());
         }
     }
+    if settings.fp32_ops != prepared.fp32_ops {
+        return Err(Error::runtime(format!(
+            "float op types {:?} differ from the ones the quantizers were placed for ({:?})",
+            settings.fp32_ops, prepared.fp32_ops
+        )));
+    }
     let mut encodings = BTreeMap::new();
     for (value, histogram) in &prepared.histograms {
         let node = prepared.point_nodes.get(value);
-        if settings.keeps_fp32(value) || node.is_some_and(|n| settings.keeps_fp32(n)) {
+        if settings.keeps_fp32(value)
+            || node.is_some_and(|n| settings.keeps_fp32(n))
+            || prepared.fp32_op_points.contains(value)
+        {
             continue;
         }
         let Some(spec) = settings.activation_spec(owner.get(value.as_str()).copied())? else {
@@ -527,6 +553,7 @@ pub fn quantsim(
     let report = evaluate_sim(model, &sim, req, cancel, progress)?;
     Ok(QuantsimOutcome {
         activation_points: prepared.points.len(),
+        fp32_op_points: prepared.fp32_op_points.iter().cloned().collect(),
         sim,
         report,
         calibration_seconds: prepared.calibration_seconds,

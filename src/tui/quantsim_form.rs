@@ -26,6 +26,10 @@ pub const MODES: [(&str, QuantMode); 3] = [
     ("activations only", QuantMode::ActivationsOnly),
 ];
 
+/// Op types the form offers to compute in float (`--fp32-ops`), where the model has them:
+/// a power spectrum and its Log/Sqrt, exponentials, recurrent cells.
+pub const FLOAT_OP_CANDIDATES: [&str; 7] = ["Pow", "Sqrt", "Log", "Exp", "LSTM", "GRU", "RNN"];
+
 const BITS: (usize, usize) = (2, 16);
 /// The split's calibration size everywhere else in the app and the CLI.
 const CALIBRATION_DEFAULT: usize = 200;
@@ -39,17 +43,19 @@ pub enum Field {
     Symmetric,
     Scheme,
     Mode,
+    FloatOps,
     Calibration,
 }
 
 impl Field {
-    pub const ALL: [Field; 7] = [
+    pub const ALL: [Field; 8] = [
         Field::WBits,
         Field::ABits,
         Field::PerChannel,
         Field::Symmetric,
         Field::Scheme,
         Field::Mode,
+        Field::FloatOps,
         Field::Calibration,
     ];
 
@@ -61,6 +67,7 @@ impl Field {
             Field::Symmetric => "symmetric",
             Field::Scheme => "scheme",
             Field::Mode => "mode",
+            Field::FloatOps => "float ops",
             Field::Calibration => "calibration",
         }
     }
@@ -85,6 +92,10 @@ pub struct QuantsimForm {
     pub fresh: bool,
     /// Nodes kept FP32 (`F` in the graph or layers pane when the dialog opened).
     pub keep_fp32: Vec<String>,
+    /// The float op sets offered (the first: none), from the model's op types.
+    pub float_op_choices: Vec<Vec<String>>,
+    /// Index into `float_op_choices`.
+    pub float_ops: usize,
 }
 
 impl QuantsimForm {
@@ -103,6 +114,8 @@ impl QuantsimForm {
             field: 0,
             fresh: true,
             keep_fp32: Vec::new(),
+            float_op_choices: vec![Vec::new()],
+            float_ops: 0,
         }
     }
 
@@ -128,7 +141,32 @@ impl QuantsimForm {
                     ..Default::default()
                 })
                 .collect(),
+            fp32_ops: self
+                .float_op_choices
+                .get(self.float_ops)
+                .cloned()
+                .unwrap_or_default(),
         }
+    }
+
+    /// Offer, of [`FLOAT_OP_CANDIDATES`], those among `model_ops`: none, all of them, then
+    /// each alone.
+    pub fn offer_float_ops<'a>(&mut self, model_ops: impl IntoIterator<Item = &'a str>) {
+        let present: std::collections::BTreeSet<&str> = model_ops.into_iter().collect();
+        let found: Vec<String> = FLOAT_OP_CANDIDATES
+            .iter()
+            .filter(|op| present.contains(*op))
+            .map(|op| op.to_string())
+            .collect();
+        let mut choices = vec![Vec::new()];
+        if !found.is_empty() {
+            choices.push(found.clone());
+        }
+        if found.len() > 1 {
+            choices.extend(found.into_iter().map(|op| vec![op]));
+        }
+        self.float_op_choices = choices;
+        self.float_ops = 0;
     }
 
     pub fn settings(&self) -> QuantsimSettings {
@@ -144,6 +182,13 @@ impl QuantsimForm {
             Field::Symmetric => yes_no(self.symmetric),
             Field::Scheme => SCHEMES[self.scheme].0.to_string(),
             Field::Mode => MODES[self.mode].0.to_string(),
+            Field::FloatOps => match self.float_op_choices.get(self.float_ops) {
+                Some(ops) if !ops.is_empty() => ops.join(","),
+                _ if self.float_op_choices.len() < 2 => {
+                    "none (no Pow/Sqrt/Log/Exp/LSTM/GRU/RNN)".into()
+                }
+                _ => "none".into(),
+            },
             Field::Calibration => format!("{} samples", self.calibration_size),
         }
     }
@@ -174,6 +219,9 @@ impl form::Editable for QuantsimForm {
             Field::Symmetric => self.symmetric = !self.symmetric,
             Field::Scheme => self.scheme = cycle(self.scheme, SCHEMES.len()),
             Field::Mode => self.mode = cycle(self.mode, MODES.len()),
+            Field::FloatOps => {
+                self.float_ops = cycle(self.float_ops, self.float_op_choices.len().max(1))
+            }
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }
@@ -244,6 +292,7 @@ pub fn open(app: &mut App) {
     };
     let mut form = QuantsimForm::new(variant, CALIBRATION_DEFAULT);
     form.keep_fp32 = app.keep_fp32.iter().cloned().collect();
+    form.offer_float_ops(app.graph.iter().map(|row| row.op.as_str()));
     app.popups.push(Popup::Quantsim(form));
 }
 

@@ -69,6 +69,29 @@ fn quantsim_child(id: u32, settings: &QuantsimSettings, accuracy: f64) -> Varian
 }
 
 #[test]
+fn the_form_offers_the_models_float_op_types_and_the_settings_carry_them() {
+    use super::form::Editable;
+    use super::quantsim_form::Field;
+    let mut form = QuantsimForm::new(0, 200);
+    form.offer_float_ops(["Conv", "LSTM", "Pow", "Log", "Pow"]);
+    let field = Field::ALL
+        .iter()
+        .position(|f| *f == Field::FloatOps)
+        .unwrap();
+    form.field = field;
+    assert_eq!(form.value_text(Field::FloatOps), "none");
+    assert!(form.settings().fp32_ops.is_empty());
+    form.change(1);
+    assert_eq!(form.value_text(Field::FloatOps), "Pow,Log,LSTM");
+    assert_eq!(form.settings().fp32_ops, ["Pow", "Log", "LSTM"]);
+    assert!(form.settings().step().contains("fp32_ops:[Pow,Log,LSTM]"));
+    form.change(1);
+    assert_eq!(form.settings().fp32_ops, ["Pow"]);
+    form.change(-2);
+    assert!(form.settings().fp32_ops.is_empty());
+}
+
+#[test]
 fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
     let (mut app, _d) = sample_app();
     app.focus = Pane::Graph;
@@ -85,6 +108,11 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
     update(&mut app, Action::Right);
     update(&mut app, Action::Down); // mode: W+A ← activations only
     update(&mut app, Action::Left);
+    update(&mut app, Action::Down); // float ops: the digits CNN has none to offer
+    assert_eq!(
+        form(&app).value_text(super::quantsim_form::Field::FloatOps),
+        "none (no Pow/Sqrt/Log/Exp/LSTM/GRU/RNN)"
+    );
     update(&mut app, Action::Down); // calibration: the first digit replaces 200
     for c in ['5', '0'] {
         update(&mut app, Action::Char(c));
