@@ -26,7 +26,7 @@ pub struct QuantFlags {
 }
 
 /// The ids of the [`GridFlags`] arguments: what an encodings file settles instead.
-pub const GRID_ARGS: [&str; 9] = [
+pub const GRID_ARGS: [&str; 10] = [
     "w_bits",
     "a_bits",
     "per_channel",
@@ -36,6 +36,7 @@ pub const GRID_ARGS: [&str; 9] = [
     "fp32_layers",
     "layer_w_bits",
     "layer_a_bits",
+    "mixed_range",
 ];
 
 /// The quantsim settings alone (bitwidths, granularity, scheme, mode, per-layer overrides).
@@ -70,6 +71,27 @@ pub struct GridFlags {
     /// Another output activation bitwidth for one layer: LAYER=BITS (repeatable)
     #[arg(long = "layer-a-bits", value_name = "LAYER=BITS", value_parser = parse_layer_bits)]
     pub layer_a_bits: Vec<(String, u8)>,
+    /// A Concat at the model's outputs whose inputs' ranges differ more than FACTOR times
+    /// (a detector's boxes and scores) gets no quantizer; its inputs keep their own
+    /// encodings. `off` quantizes it like any Concat
+    #[arg(long, value_name = "FACTOR|off", default_value = "16", value_parser = parse_mixed_range)]
+    pub mixed_range: MixedRange,
+}
+
+/// `--mixed-range`: a factor of at least 1, or off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixedRange(pub Option<f64>);
+
+fn parse_mixed_range(s: &str) -> std::result::Result<MixedRange, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(MixedRange(None));
+    }
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .map(|f| MixedRange(Some(f)))
+        .ok_or_else(|| format!("'{s}': expected a factor of at least 1 (e.g. 16) or off"))
 }
 
 fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
@@ -152,6 +174,7 @@ impl GridFlags {
             scheme: self.scheme,
             mode: self.mode,
             overrides,
+            mixed_range_factor: self.mixed_range.0,
         })
     }
 

@@ -91,6 +91,11 @@ const PASS_THROUGH: &[&str] = &[
     "Relu",
 ];
 
+/// Whether `op`'s output values are values of its input (no quantizer of its own).
+pub fn is_pass_through(op: &str) -> bool {
+    PASS_THROUGH.contains(&op)
+}
+
 /// Ops that produce no float activations (indices, shapes, booleans).
 const NON_FLOAT: &[&str] = &[
     "Shape",

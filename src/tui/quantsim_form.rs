@@ -39,17 +39,19 @@ pub enum Field {
     Symmetric,
     Scheme,
     Mode,
+    MixedRange,
     Calibration,
 }
 
 impl Field {
-    pub const ALL: [Field; 7] = [
+    pub const ALL: [Field; 8] = [
         Field::WBits,
         Field::ABits,
         Field::PerChannel,
         Field::Symmetric,
         Field::Scheme,
         Field::Mode,
+        Field::MixedRange,
         Field::Calibration,
     ];
 
@@ -61,6 +63,7 @@ impl Field {
             Field::Symmetric => "symmetric",
             Field::Scheme => "scheme",
             Field::Mode => "mode",
+            Field::MixedRange => "mixed-range Concat",
             Field::Calibration => "calibration",
         }
     }
@@ -78,6 +81,8 @@ pub struct QuantsimForm {
     pub scheme: usize,
     /// Index into [`MODES`].
     pub mode: usize,
+    /// The mixed-range Concat rule at its default factor (off: quantize every Concat).
+    pub mixed_range: bool,
     pub calibration_size: usize,
     /// Index into [`Field::ALL`].
     pub field: usize,
@@ -99,6 +104,7 @@ impl QuantsimForm {
             symmetric: d.symmetric,
             scheme: SCHEMES.iter().position(|s| s.1 == d.scheme).unwrap_or(0),
             mode: MODES.iter().position(|m| m.1 == d.mode).unwrap_or(0),
+            mixed_range: d.mixed_range_factor.is_some(),
             calibration_size,
             field: 0,
             fresh: true,
@@ -128,6 +134,9 @@ impl QuantsimForm {
                     ..Default::default()
                 })
                 .collect(),
+            mixed_range_factor: self
+                .mixed_range
+                .then_some(qsteer::quant::mixed_range::DEFAULT_FACTOR),
         }
     }
 
@@ -144,6 +153,12 @@ impl QuantsimForm {
             Field::Symmetric => yes_no(self.symmetric),
             Field::Scheme => SCHEMES[self.scheme].0.to_string(),
             Field::Mode => MODES[self.mode].0.to_string(),
+            Field::MixedRange => if self.mixed_range {
+                "keep FP32"
+            } else {
+                "quantize"
+            }
+            .to_string(),
             Field::Calibration => format!("{} samples", self.calibration_size),
         }
     }
@@ -174,6 +189,7 @@ impl form::Editable for QuantsimForm {
             Field::Symmetric => self.symmetric = !self.symmetric,
             Field::Scheme => self.scheme = cycle(self.scheme, SCHEMES.len()),
             Field::Mode => self.mode = cycle(self.mode, MODES.len()),
+            Field::MixedRange => self.mixed_range = !self.mixed_range,
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }
