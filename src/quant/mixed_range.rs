@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::analysis::WIDE_RANGE_RATIO;
-use super::calibration::ChannelStats;
+use super::histogram::Histogram;
 use super::points::{is_pass_through, point_feeding, QuantPoint};
 use crate::model::graph::node_label;
 use crate::model::Model;
@@ -52,12 +52,15 @@ pub struct KeptFp32 {
     pub reason: String,
 }
 
-/// The Concat points at the model's outputs whose input ranges were measured (calibration's
-/// channel statistics), whatever their spread; [`kept_fp32`] applies the factor.
+/// The Concat points at the model's outputs whose inputs each sit on a quantizer's grid (or
+/// are constants), with the calibrated range of each input's quantizer, whatever their
+/// spread; [`kept_fp32`] applies the factor. The ranges come from the inputs' own
+/// histograms, so the Concat's shapes need not be known (YOLOv8's anchor-grid branch
+/// leaves its extent symbolic).
 pub fn output_concats(
     model: &Model,
     points: &[QuantPoint],
-    stats: &BTreeMap<String, ChannelStats>,
+    histograms: &BTreeMap<String, Histogram>,
 ) -> Vec<MixedConcat> {
     let graph = model.graph();
     let outputs: HashSet<String> = model.output_names().into_iter().collect();
@@ -66,18 +69,28 @@ pub fn output_concats(
         .filter(|p| p.producer_op == "Concat")
         .filter_map(|p| {
             let node = p.node?;
-            let spread = stats.get(&p.value)?.concat_spread()?;
-            let inputs_quantized = graph.node[node]
-                .input
-                .iter()
-                .all(|v| model.weight(v).is_some() || point_feeding(model, points, v).is_some());
-            (inputs_quantized && reaches_outputs_only(model, &outputs, &p.value)).then(|| {
-                MixedConcat {
-                    value: p.value.clone(),
-                    node: node_label(graph, node),
-                    ratio: spread.ratio,
-                    inputs: spread.inputs,
+            let mut inputs = Vec::new();
+            for v in &graph.node[node].input {
+                if model.weight(v).is_some() {
+                    continue;
                 }
+                let feeding = point_feeding(model, points, v)?;
+                let (lo, hi) = histograms.get(&feeding.value)?.range()?;
+                inputs.push((v.clone(), [lo, hi]));
+            }
+            // The width an encoding spans: the range widened to contain 0.
+            let widths: Vec<f64> = inputs
+                .iter()
+                .map(|(_, r)| (r[1].max(0.0) - r[0].min(0.0)) as f64)
+                .collect();
+            let widest = widths.iter().copied().fold(0.0, f64::max);
+            let narrowest = widths.iter().copied().fold(f64::INFINITY, f64::min);
+            let usable = inputs.len() >= 2 && narrowest > 0.0 && widest.is_finite();
+            (usable && reaches_outputs_only(model, &outputs, &p.value)).then(|| MixedConcat {
+                value: p.value.clone(),
+                node: node_label(graph, node),
+                ratio: widest / narrowest,
+                inputs,
             })
         })
         .collect()
@@ -172,17 +185,20 @@ mod tests {
         b.model("head").unwrap()
     }
 
-    fn stats_of(ranges: &[[f32; 2]]) -> BTreeMap<String, ChannelStats> {
-        let mut s = ChannelStats::default();
-        s.axes.insert(1, ranges.to_vec());
-        s.concat = Some((1, vec![("boxes".into(), 4), ("scores".into(), 4)]));
-        [("det".to_string(), s)].into()
+    /// Histograms of the two inputs with the given ranges.
+    fn ranges(boxes: [f32; 2], scores: [f32; 2]) -> BTreeMap<String, Histogram> {
+        [("boxes", boxes), ("scores", scores)]
+            .into_iter()
+            .map(|(v, r)| {
+                let mut h = Histogram::new(64);
+                h.add(&r);
+                (v.to_string(), h)
+            })
+            .collect()
     }
 
-    fn boxes_and_scores() -> BTreeMap<String, ChannelStats> {
-        let mut r = vec![[0.0, 320.0]; 4];
-        r.extend(vec![[0.0, 1.0]; 4]);
-        stats_of(&r)
+    fn boxes_and_scores() -> BTreeMap<String, Histogram> {
+        ranges([0.0, 320.0], [0.0, 1.0])
     }
 
     #[test]
@@ -210,7 +226,7 @@ mod tests {
     fn similar_ranges_or_a_concat_feeding_compute_stay_quantized() {
         let model = head("transpose");
         let points = activation_points(&model).unwrap();
-        let similar = stats_of(&[[0.0, 4.0], [0.0, 3.0], [0.0, 1.0], [0.0, 2.0]].repeat(2));
+        let similar = ranges([-1.0, 4.0], [0.0, 1.0]);
         let concats = output_concats(&model, &points, &similar);
         assert!(kept_fp32(&concats, Some(DEFAULT_FACTOR)).is_empty());
         let inner = head("sigmoid");

@@ -301,7 +301,7 @@ pub fn prepare(
         (BTreeMap::new(), BTreeMap::new())
     };
     fill_concat_inputs(model, &shapes, &points, &mut channel_stats);
-    let output_concats = output_concats(model, &points, &channel_stats);
+    let output_concats = output_concats(model, &points, &histograms);
     Ok(Prepared {
         layers,
         points,
