@@ -51,8 +51,8 @@ impl Field {
         Field::Symmetric,
         Field::Scheme,
         Field::Mode,
-        Field::MixedRange,
         Field::Calibration,
+        Field::MixedRange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,7 +63,7 @@ impl Field {
             Field::Symmetric => "symmetric",
             Field::Scheme => "scheme",
             Field::Mode => "mode",
-            Field::MixedRange => "mixed-range Concat",
+            Field::MixedRange => "mixed range",
             Field::Calibration => "calibration",
         }
     }

@@ -222,7 +222,7 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &App, layer: Option<usize>) {
             lines.push(Line::from(Span::styled(
                 format!(
                     "kept FP32, mixed-range Concat at the output (its inputs keep their own \
-                     encodings; \"mixed-range Concat\" in the quantsim dialog): {}",
+                     encodings; \"mixed range\" in the quantsim dialog): {}",
                     kept.join(", ")
                 ),
                 t.dim(),
