@@ -37,6 +37,7 @@ pub const GRID_ARGS: [&str; 10] = [
     "layer_w_bits",
     "layer_a_bits",
     "fp32_ops",
+    "mixed_range",
 ];
 
 /// The quantsim settings alone (bitwidths, granularity, scheme, mode, per-layer overrides).
@@ -76,6 +77,27 @@ pub struct GridFlags {
     /// Another output activation bitwidth for one layer: LAYER=BITS (repeatable)
     #[arg(long = "layer-a-bits", value_name = "LAYER=BITS", value_parser = parse_layer_bits)]
     pub layer_a_bits: Vec<(String, u8)>,
+    /// A Concat at the model's outputs whose inputs' ranges differ more than FACTOR times
+    /// (a detector's boxes and scores) gets no quantizer; its inputs keep their own
+    /// encodings. `off` quantizes it like any Concat
+    #[arg(long, value_name = "FACTOR|off", default_value = "16", value_parser = parse_mixed_range)]
+    pub mixed_range: MixedRange,
+}
+
+/// `--mixed-range`: a factor of at least 1, or off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixedRange(pub Option<f64>);
+
+fn parse_mixed_range(s: &str) -> std::result::Result<MixedRange, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(MixedRange(None));
+    }
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .map(|f| MixedRange(Some(f)))
+        .ok_or_else(|| format!("'{s}': expected a factor of at least 1 (e.g. 16) or off"))
 }
 
 fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
@@ -159,6 +181,7 @@ impl GridFlags {
             mode: self.mode,
             overrides,
             fp32_ops: self.fp32_ops.iter().map(|o| o.trim().to_string()).collect(),
+            mixed_range_factor: self.mixed_range.0,
         })
     }
 

@@ -138,6 +138,13 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
             settings.fp32_ops.join(",")
         );
     }
+    for k in summary["kept_fp32"].as_array().into_iter().flatten() {
+        println!(
+            "kept FP32: {} ({})",
+            k["node"].as_str().unwrap_or(""),
+            k["reason"].as_str().unwrap_or("")
+        );
+    }
     println!("variant {id} in workspace {}", dir.display());
     if let Some(report) = &export {
         print_report(report);

@@ -81,6 +81,9 @@ fn run_with(ctx: &JobCtx, workspace: &Mutex<Workspace>, frozen: bool) -> Result<
     if let Some(f) = &r.fallback {
         ctx.log(format!("note: {f}"));
     }
+    for k in &o.kept_fp32 {
+        ctx.log(format!("kept FP32: {} ({})", k.node, k.reason));
+    }
     // A cache for the A/B comparison: losing it costs a rerun, not the job.
     let ws_dir = lock(workspace).dir().to_path_buf();
     if let Err(e) = save_top1(&ws_dir, child.variant, r) {
@@ -116,6 +119,8 @@ fn run_with(ctx: &JobCtx, workspace: &Mutex<Workspace>, frozen: bool) -> Result<
         "samples_per_second": r.samples_per_second,
         "activation_points": o.activation_points,
         "fp32_op_points": o.fp32_op_points,
+        // Quantizers a rule of ours removed (the mixed-range Concat), with the reason.
+        "kept_fp32": o.kept_fp32,
         "calibration_seconds": o.calibration_seconds,
         // The samples calibration used (the split caps the request at half the data).
         "calibration_size": r.split.as_ref().map_or(*calibration_size, |s| s.calibration),

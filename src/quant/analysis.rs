@@ -85,6 +85,10 @@ pub struct ActivationAnalysis {
     pub flagged: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advice: Option<String>,
+    /// Why no quantizer sits here although a runtime would place one (the mixed-range
+    /// Concat rule, [`super::mixed_range`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_fp32: Option<String>,
 }
 
 /// The noise of one graph output.
@@ -282,7 +286,12 @@ pub fn analyze(
         .enumerate()
         .map(|(i, layer)| layer_row(model, &prepared, &sim_wa, layer, i, &noise[i]))
         .collect::<Result<Vec<_>>>()?;
-    let activations = activation_rows(model, &prepared, &sim_wa);
+    let activations = activation_rows(
+        model,
+        &prepared,
+        &sim_wa,
+        &with_mode(QuantMode::WeightsAndActivations),
+    );
     let outputs = output_names
         .iter()
         .zip(&output_sums)
@@ -638,7 +647,13 @@ impl OutputSums {
 }
 
 /// One row per activation point, with its range spread and, when flagged, what to do.
-fn activation_rows(model: &Model, prepared: &Prepared, sim: &SimModel) -> Vec<ActivationAnalysis> {
+fn activation_rows(
+    model: &Model,
+    prepared: &Prepared,
+    sim: &SimModel,
+    settings: &QuantsimSettings,
+) -> Vec<ActivationAnalysis> {
+    let kept = prepared.kept_fp32(settings);
     prepared
         .points
         .iter()
@@ -656,6 +671,10 @@ fn activation_rows(model: &Model, prepared: &Prepared, sim: &SimModel) -> Vec<Ac
             let act_rng = spread.as_ref().map(|s| s.ratio);
             let flagged = encoding.is_some() && act_rng.is_some_and(|r| r > WIDE_RANGE_RATIO);
             let node = p.node.map(|n| node_label(model.graph(), n));
+            let kept_fp32 = kept
+                .iter()
+                .find(|k| k.value == p.value)
+                .map(|k| k.reason.clone());
             let advice = flagged.then(|| {
                 let s = spread.as_ref().expect("flagged has a spread");
                 let bits = encoding.map(|e| e.bitwidth).unwrap_or(8);
@@ -691,6 +710,7 @@ fn activation_rows(model: &Model, prepared: &Prepared, sim: &SimModel) -> Vec<Ac
                 act_rng,
                 flagged,
                 advice,
+                kept_fp32,
             }
         })
         .collect()
@@ -835,6 +855,11 @@ mod tests {
 
     #[test]
     fn a_concat_of_boxes_and_scores_is_flagged_and_keeping_it_fp32_repairs_the_scores() {
+        // The mixed-range rule off: the Concat is quantized as a runtime would by default.
+        let rule_off = QuantsimSettings {
+            mixed_range_factor: None,
+            ..QuantsimSettings::default()
+        };
         use crate::quant::simulate::LayerOverride;
         let model = yolo_like();
         let dir = tempfile::tempdir().unwrap();
@@ -861,7 +886,7 @@ mod tests {
             .unwrap()
             .0
         };
-        let a = run(QuantsimSettings::default());
+        let a = run(rule_off.clone());
         let row = |a: &Analysis, v: &str| a.activations.iter().find(|x| x.value == v).cloned();
         let det = row(&a, "det").unwrap();
         assert!(det.flagged, "{det:?}");
@@ -888,14 +913,32 @@ mod tests {
                 skip: true,
                 ..Default::default()
             }],
-            ..QuantsimSettings::default()
+            ..rule_off
         });
         let det = row(&b, "det").unwrap();
         assert!(det.encoding.is_none() && !det.flagged, "{det:?}");
+        assert!(det.kept_fp32.is_none(), "kept by the user, not the rule");
         assert!(
             b.outputs[0].worst_channel_sqnr_db.unwrap() > 30.0,
             "{:?}",
             b.outputs[0]
+        );
+        // The default settings: the mixed-range rule leaves it unquantized, says why, and
+        // the scores keep their grid.
+        let c = run(QuantsimSettings::default());
+        let det = row(&c, "det").unwrap();
+        assert!(det.encoding.is_none() && !det.flagged, "{det:?}");
+        assert!(
+            det.kept_fp32.as_deref().unwrap().contains("mixed-range"),
+            "{det:?}"
+        );
+        for v in ["boxes", "scores"] {
+            assert!(row(&c, v).unwrap().encoding.is_some(), "{v} keeps its own");
+        }
+        assert!(
+            c.outputs[0].worst_channel_sqnr_db.unwrap() > 30.0,
+            "{:?}",
+            c.outputs[0]
         );
     }
 

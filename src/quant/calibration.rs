@@ -144,6 +144,41 @@ impl ChannelStats {
         }
     }
 
+    /// For a Concat's output: each input's range along the joined axis, and the widest over
+    /// the narrowest. `None` when the inputs' extents or ranges are unknown.
+    pub fn concat_spread(&self) -> Option<RangeSpread> {
+        let width = |r: &[f32; 2]| (r[1] - r[0]).max(0.0) as f64;
+        let (axis, inputs) = self.concat.as_ref()?;
+        let ranges = self.axes.get(axis)?;
+        let total: usize = inputs.iter().map(|(_, n)| n).sum();
+        if total != ranges.len() || inputs.len() < 2 {
+            return None;
+        }
+        let mut at = 0;
+        let per_input: Vec<(String, [f32; 2])> = inputs
+            .iter()
+            .map(|(name, n)| {
+                let r = ranges[at..at + n]
+                    .iter()
+                    .fold([f32::INFINITY, f32::NEG_INFINITY], |[lo, hi], r| {
+                        [lo.min(r[0]), hi.max(r[1])]
+                    });
+                at += n;
+                (name.clone(), r)
+            })
+            .collect();
+        let widths: Vec<f64> = per_input.iter().map(|(_, r)| width(r)).collect();
+        let widest = widths.iter().copied().fold(0.0, f64::max);
+        let narrowest = widths.iter().copied().fold(f64::INFINITY, f64::min);
+        let ratio = widest / narrowest;
+        (narrowest > 0.0 && ratio.is_finite()).then(|| RangeSpread {
+            axis: *axis,
+            ratio,
+            over: "concat inputs".into(),
+            inputs: per_input,
+        })
+    }
+
     /// The most uneven spread of this value's range: over a Concat's inputs, or over the
     /// channels of axis 1 or the last axis (max over median). `None` with nothing measured.
     pub fn spread(&self) -> Option<RangeSpread> {
@@ -154,36 +189,8 @@ impl ChannelStats {
                 best = Some(s);
             }
         };
-        if let Some((axis, inputs)) = &self.concat {
-            if let Some(ranges) = self.axes.get(axis) {
-                let total: usize = inputs.iter().map(|(_, n)| n).sum();
-                if total == ranges.len() && inputs.len() >= 2 {
-                    let mut at = 0;
-                    let per_input: Vec<(String, [f32; 2])> = inputs
-                        .iter()
-                        .map(|(name, n)| {
-                            let r = ranges[at..at + n]
-                                .iter()
-                                .fold([f32::INFINITY, f32::NEG_INFINITY], |[lo, hi], r| {
-                                    [lo.min(r[0]), hi.max(r[1])]
-                                });
-                            at += n;
-                            (name.clone(), r)
-                        })
-                        .collect();
-                    let widths: Vec<f64> = per_input.iter().map(|(_, r)| width(r)).collect();
-                    let widest = widths.iter().copied().fold(0.0, f64::max);
-                    let narrowest = widths.iter().copied().fold(f64::INFINITY, f64::min);
-                    if narrowest > 0.0 {
-                        consider(RangeSpread {
-                            axis: *axis,
-                            ratio: widest / narrowest,
-                            over: "concat inputs".into(),
-                            inputs: per_input,
-                        });
-                    }
-                }
-            }
+        if let Some(s) = self.concat_spread() {
+            consider(s);
         }
         for (&axis, ranges) in &self.axes {
             if ranges.len() < 2 {

@@ -220,6 +220,8 @@ pub fn quantsim_from_file(
     cancel.check()?;
     let report = evaluate_sim(model, &sim, req, cancel, progress)?;
     Ok(QuantsimOutcome {
+        // The file settles every quantizer: no rule of ours applies.
+        kept_fp32: Vec::new(),
         activation_points: encodings.activations.len(),
         fp32_op_points: Vec::new(),
         sim,

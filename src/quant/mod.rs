@@ -9,7 +9,8 @@
 //! - [`per_channel`]: weight encodings per output channel (or per tensor) and their fake-quant.
 //! - [`points`]: where quantizers sit: activation points (groups, pass-through ops) and
 //!   per-layer weight quantizers; [`fused_groups`]: the op chains a runtime computes as one
-//!   op (a layer's constant affine, a decomposed LayerNorm), with no quantizer inside.
+//!   op (a layer's constant affine, a decomposed LayerNorm), with no quantizer inside;
+//!   [`mixed_range`]: no quantizer on an output Concat joining very different ranges.
 //! - [`calibration`]: one streaming pass of the FP32 model filling a histogram per point.
 //! - [`qdq`]: the simulated model: weights fake-quantized in place, QDQ (or equivalent float
 //!   ops) after each activation point; modes W+A, weights-only, activations-only.
@@ -30,6 +31,7 @@ pub mod float_ops;
 pub mod fused_groups;
 pub mod histogram;
 pub mod import;
+pub mod mixed_range;
 pub mod per_channel;
 pub mod points;
 pub mod probe;

@@ -92,6 +92,11 @@ const PASS_THROUGH: &[&str] = &[
     "Relu",
 ];
 
+/// Whether `op`'s output values are values of its input (no quantizer of its own).
+pub fn is_pass_through(op: &str) -> bool {
+    PASS_THROUGH.contains(&op)
+}
+
 /// Ops that produce no float activations (indices, shapes, booleans).
 const NON_FLOAT: &[&str] = &[
     "Shape",
@@ -205,6 +210,11 @@ pub fn activation_points(model: &Model) -> Result<Vec<QuantPoint>> {
         let Some(out) = first_out else { continue };
         if from_float {
             dynamic.insert(out.clone());
+            // Every output of a Split is a float part of its input (only slot 0 of the
+            // other multi-output ops is: indices, masks).
+            if node.op_type == "Split" {
+                dynamic.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
+            }
         } else if from_other {
             if node.input.iter().any(float_weight) {
                 dynamic.insert(out.clone());
@@ -438,6 +448,31 @@ fn weight_is_right_operand(model: &Model, layer: &Layer) -> bool {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn every_output_of_a_split_is_dynamic_and_quantized_downstream() {
+        use crate::model::builder::{attr_int, ProtoBuilder};
+        let mut b = ProtoBuilder::new(13);
+        b.input("x", &[4, 16])
+            .node(
+                "Split",
+                "split",
+                &["x"],
+                &["a", "b"],
+                vec![attr_int("axis", 1)],
+            )
+            .node("Sigmoid", "sa", &["a"], &["pa"], vec![])
+            .node("Sigmoid", "sb", &["b"], &["pb"], vec![])
+            .output("pa")
+            .output("pb");
+        let model = b.model("split").unwrap();
+        let points = super::activation_points(&model).unwrap();
+        let values: Vec<&str> = points.iter().map(|p| p.value.as_str()).collect();
+        assert!(
+            values.contains(&"pa") && values.contains(&"pb"),
+            "{values:?}"
+        );
+    }
+
     use super::*;
     use std::path::Path;
 

@@ -6,6 +6,7 @@ use super::calibrate::calibrate;
 use super::calibration::{collect_statistics, CalibrationOptions, ChannelStats};
 use super::encodings_file::{encodings_document, EncodingsVersion};
 use super::float_ops::float_op_points;
+use super::mixed_range::{kept_fp32, output_concats, KeptFp32, MixedConcat, DEFAULT_FACTOR};
 use super::points::{
     activation_points, layer_output_points, point_feeding, weight_quantizers, QuantPoint,
     WeightQuantizer,
@@ -41,6 +42,13 @@ pub struct QuantsimSettings {
     /// follows them in float up to the next layer ([`super::float_ops`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fp32_ops: Vec<String>,
+    /// The mixed-range Concat rule's factor ([`super::mixed_range`]); `None`: off.
+    #[serde(default = "default_mixed_range")]
+    pub mixed_range_factor: Option<f64>,
+}
+
+fn default_mixed_range() -> Option<f64> {
+    Some(DEFAULT_FACTOR)
 }
 
 /// AIMET's defaults: W8A8 asymmetric per tensor, `tf_enhanced`, weights and activations.
@@ -55,6 +63,7 @@ impl Default for QuantsimSettings {
             mode: QuantMode::WeightsAndActivations,
             overrides: Vec::new(),
             fp32_ops: Vec::new(),
+            mixed_range_factor: default_mixed_range(),
         }
     }
 }
@@ -117,6 +126,12 @@ impl QuantsimSettings {
                 step.push_str(&format!(",{key}:{{{}}}", list.join(",")));
             }
         }
+        // Only a departure from the default rule is written: older steps read the same.
+        match self.mixed_range_factor {
+            None => step.push_str(",mixed_range:off"),
+            Some(f) if f != DEFAULT_FACTOR => step.push_str(&format!(",mixed_range:{f}")),
+            Some(_) => {}
+        }
         step.push('}');
         step
     }
@@ -127,6 +142,13 @@ impl QuantsimSettings {
             .map_err(|e| Error::input(format!("weight bits: {e}")))?;
         QuantSpec::new(self.a_bits, self.symmetric)
             .map_err(|e| Error::input(format!("activation bits: {e}")))?;
+        if let Some(f) = self.mixed_range_factor {
+            if !(f.is_finite() && f >= 1.0) {
+                return Err(Error::input(format!(
+                    "mixed-range factor {f}: expected a number of at least 1 (or off)"
+                )));
+            }
+        }
         self.scheme.validate()
     }
 
@@ -216,6 +238,8 @@ pub struct QuantsimOutcome {
     /// The activation points `fp32_ops` left unquantized.
     pub fp32_op_points: Vec<String>,
     pub calibration_seconds: f64,
+    /// Quantizers the mixed-range rule removed, with the reason.
+    pub kept_fp32: Vec<KeptFp32>,
 }
 
 /// What every simulation of one model on one calibration set shares: where the quantizers
@@ -232,10 +256,23 @@ pub struct Prepared {
     pub point_nodes: BTreeMap<String, String>,
     /// Per-channel ranges of the activation points (from the calibration pass).
     pub channel_stats: BTreeMap<String, ChannelStats>,
+    /// The Concats at the outputs with their measured input ranges (the mixed-range rule's
+    /// candidates; the settings' factor decides).
+    pub output_concats: Vec<MixedConcat>,
     pub calibration_seconds: f64,
     /// The request's float op types, and the points they remove ([`float_op_points`]).
     pub fp32_ops: Vec<String>,
     pub fp32_op_points: BTreeSet<String>,
+}
+
+impl Prepared {
+    /// The quantizers the mixed-range rule removes under `settings`.
+    pub fn kept_fp32(&self, settings: &QuantsimSettings) -> Vec<KeptFp32> {
+        if !settings.mode.activations() {
+            return Vec::new();
+        }
+        kept_fp32(&self.output_concats, settings.mixed_range_factor)
+    }
 }
 
 /// Place the quantizers and, when `calibrate` is set, run the calibration pass.
@@ -279,6 +316,7 @@ pub fn prepare(
         (BTreeMap::new(), BTreeMap::new())
     };
     fill_concat_inputs(model, &shapes, &points, &mut channel_stats);
+    let output_concats = output_concats(model, &points, &histograms);
     Ok(Prepared {
         layers,
         points,
@@ -287,6 +325,7 @@ pub fn prepare(
         histograms,
         point_nodes,
         channel_stats,
+        output_concats,
         calibration_seconds: start.elapsed().as_secs_f64(),
         fp32_ops: req.settings.fp32_ops.clone(),
         fp32_op_points,
@@ -515,12 +554,18 @@ pub(crate) fn activation_encodings_for(
             settings.fp32_ops, prepared.fp32_ops
         )));
     }
+    let mixed: Vec<String> = prepared
+        .kept_fp32(settings)
+        .into_iter()
+        .map(|k| k.value)
+        .collect();
     let mut encodings = BTreeMap::new();
     for (value, histogram) in &prepared.histograms {
         let node = prepared.point_nodes.get(value);
         if settings.keeps_fp32(value)
             || node.is_some_and(|n| settings.keeps_fp32(n))
             || prepared.fp32_op_points.contains(value)
+            || mixed.contains(value)
         {
             continue;
         }
@@ -552,6 +597,7 @@ pub fn quantsim(
     cancel.check()?;
     let report = evaluate_sim(model, &sim, req, cancel, progress)?;
     Ok(QuantsimOutcome {
+        kept_fp32: prepared.kept_fp32(&req.settings),
         activation_points: prepared.points.len(),
         fp32_op_points: prepared.fp32_op_points.iter().cloned().collect(),
         sim,

@@ -44,11 +44,12 @@ pub enum Field {
     Scheme,
     Mode,
     FloatOps,
+    MixedRange,
     Calibration,
 }
 
 impl Field {
-    pub const ALL: [Field; 8] = [
+    pub const ALL: [Field; 9] = [
         Field::WBits,
         Field::ABits,
         Field::PerChannel,
@@ -57,6 +58,7 @@ impl Field {
         Field::Mode,
         Field::FloatOps,
         Field::Calibration,
+        Field::MixedRange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Field {
             Field::Scheme => "scheme",
             Field::Mode => "mode",
             Field::FloatOps => "float ops",
+            Field::MixedRange => "mixed range",
             Field::Calibration => "calibration",
         }
     }
@@ -85,6 +88,8 @@ pub struct QuantsimForm {
     pub scheme: usize,
     /// Index into [`MODES`].
     pub mode: usize,
+    /// The mixed-range Concat rule at its default factor (off: quantize every Concat).
+    pub mixed_range: bool,
     pub calibration_size: usize,
     /// Index into [`Field::ALL`].
     pub field: usize,
@@ -110,6 +115,7 @@ impl QuantsimForm {
             symmetric: d.symmetric,
             scheme: SCHEMES.iter().position(|s| s.1 == d.scheme).unwrap_or(0),
             mode: MODES.iter().position(|m| m.1 == d.mode).unwrap_or(0),
+            mixed_range: d.mixed_range_factor.is_some(),
             calibration_size,
             field: 0,
             fresh: true,
@@ -146,6 +152,9 @@ impl QuantsimForm {
                 .get(self.float_ops)
                 .cloned()
                 .unwrap_or_default(),
+            mixed_range_factor: self
+                .mixed_range
+                .then_some(qsteer::quant::mixed_range::DEFAULT_FACTOR),
         }
     }
 
@@ -189,6 +198,12 @@ impl QuantsimForm {
                 }
                 _ => "none".into(),
             },
+            Field::MixedRange => if self.mixed_range {
+                "keep FP32"
+            } else {
+                "quantize"
+            }
+            .to_string(),
             Field::Calibration => format!("{} samples", self.calibration_size),
         }
     }
@@ -222,6 +237,7 @@ impl form::Editable for QuantsimForm {
             Field::FloatOps => {
                 self.float_ops = cycle(self.float_ops, self.float_op_choices.len().max(1))
             }
+            Field::MixedRange => self.mixed_range = !self.mixed_range,
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }

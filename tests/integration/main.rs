@@ -19,6 +19,7 @@ mod fixes_cli;
 mod fuzz;
 mod images;
 mod metrics_cli;
+mod mixed_range_cli;
 mod model_inputs;
 mod model_load;
 mod quantsim_cli;

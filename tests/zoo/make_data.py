@@ -21,6 +21,8 @@ Generators ("kind"), each mirroring the preprocessing of the package the model s
   document    layout detector / orientation classifier: a page with title, paragraphs,
               table and figure; ImageNet mean/std (applied to cv2's BGR order, as the packages do)
   scene       detectors: shapes, gradients, people-like and face-like blobs, letterboxed
+  photo       detectors: crops of real photographs (models.json `photos`, pinned by sha256),
+              flipped, jittered, padded to a square and resized as the package does
   captcha     ddddocr recognizer: grey captcha with interference lines, x/255
   click_captcha  ddddocr detector: scattered large characters, letterboxed with 114, raw 0..255
   speech_vad  Silero VAD: 16 kHz speech-like stream, 64+512 sample frames, with the recurrent
@@ -340,6 +342,43 @@ def gen_scene(rng, spec, n):
     return out
 
 
+def photo_files(cache):
+    """The pinned photographs (models.json `photos`), extracted by fetch.py to CACHE/photos/."""
+    photos = load_models()["photos"]["files"]
+    return [os.path.join(cache, "photos", os.path.basename(f["path"])) for f in photos]
+
+
+def gen_photo(rng, spec, n, cache):
+    """Detectors on real photographs: sample i crops image `weights`-cycled from the pinned
+    photos (each side 55-100 %, random position), flips it half the time, jitters brightness
+    and contrast, then pads bottom-right to a square and resizes, as the package's reader does
+    (nudenet: copyMakeBorder(0, y_pad, 0, x_pad) then blobFromImage to the input size)."""
+    c, h, w = spec["shape"]
+    files = photo_files(cache)
+    names = [os.path.basename(f) for f in files]
+    # Which photos, how often: people first for a person/face detector.
+    cycle = [names.index(name) for name, k in spec["weights"].items() for _ in range(k)]
+    images = [Image.open(f).convert("RGB") for f in files]
+    out = np.empty((n, c, h, w), dtype=np.float32)
+    for i in range(n):
+        img = images[cycle[i % len(cycle)]]
+        iw, ih = img.size
+        cw, ch = int(iw * rng.uniform(0.55, 1.0)), int(ih * rng.uniform(0.55, 1.0))
+        x0, y0 = rint(rng, 0, iw - cw), rint(rng, 0, ih - ch)
+        crop = img.crop((x0, y0, x0 + cw, y0 + ch))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        a = np.asarray(crop, dtype=np.float32)
+        a = (a - 128.0) * rng.uniform(0.8, 1.2) + 128.0 + rng.uniform(-20, 20)
+        crop = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+        side = max(crop.size)
+        square = Image.new("RGB", (side, side), (0, 0, 0))
+        square.paste(crop, (0, 0))
+        img_in = square.resize((w, h), Image.BILINEAR)
+        out[i] = normalize(to_chw(img_in, spec.get("channel_order", "rgb")), spec.get("norm", "unit"))
+    return out
+
+
 def gen_captcha(rng, spec, n):
     """ddddocr recognizer: grey captcha of 4-6 characters, height 64, x/255."""
     c, h, w = spec["shape"]
@@ -578,6 +617,9 @@ def build(entry, cache, n):
     if kind in single:
         spec["shape"] = inputs[names[0]]["shape"]
         return {names[0]: single[kind](rng, spec, n)}
+    if kind == "photo":
+        spec["shape"] = inputs[names[0]]["shape"]
+        return {names[0]: gen_photo(rng, spec, n, cache)}
     if kind == "oww_features":
         spec["shape"] = inputs[names[0]]["shape"]
         return {names[0]: gen_oww_features(rng, spec, n, model_file(cache, spec["melspec_model"]))}
@@ -604,7 +646,9 @@ def load_models():
 def recipe_key(entry, n):
     with open(os.path.abspath(__file__), "rb") as f:
         script = hashlib.sha256(f.read()).hexdigest()
+    photos = load_models()["photos"] if entry["data"]["kind"] == "photo" else None
     blob = json.dumps({"entry": {k: entry[k] for k in ("id", "inputs", "data")}, "n": n, "script": script,
+                       "photos": photos,
                        "numpy": np.__version__, "pillow": Image.__version__}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

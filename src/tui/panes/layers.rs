@@ -206,6 +206,28 @@ fn draw_detail(f: &mut Frame, area: Rect, app: &App, layer: Option<usize>) {
                 t.fg(t.warn),
             )));
         }
+        let kept: Vec<String> = a
+            .activations
+            .iter()
+            .filter(|x| x.kept_fp32.is_some())
+            .map(|x| {
+                format!(
+                    "{} {:.0}×",
+                    x.node.as_deref().unwrap_or(&x.value),
+                    x.act_rng.unwrap_or(0.0)
+                )
+            })
+            .collect();
+        if !kept.is_empty() {
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "kept FP32, mixed-range Concat at the output (its inputs keep their own \
+                     encodings; \"mixed range\" in the quantsim dialog): {}",
+                    kept.join(", ")
+                ),
+                t.dim(),
+            )));
+        }
     }
     f.render_widget(Paragraph::new(lines), area);
 }

@@ -26,8 +26,13 @@ pub fn title(a: &Analysis) -> String {
     };
     let s = &a.scores;
     let flagged = a.activations.iter().filter(|x| x.flagged).count();
+    let kept = a
+        .activations
+        .iter()
+        .filter(|x| x.kept_fp32.is_some())
+        .count();
     format!(
-        " · noise {} · FP32 {} W {} A {} W+A {}{}",
+        " · noise {} · FP32 {} W {} A {} W+A {}{}{}",
         short_settings(a),
         pct(&s.fp32),
         pct(&s.weights_only),
@@ -35,6 +40,11 @@ pub fn title(a: &Analysis) -> String {
         pct(&s.weights_and_activations),
         if flagged > 0 {
             format!(" · {flagged} wide-range tensor(s)")
+        } else {
+            String::new()
+        },
+        if kept > 0 {
+            format!(" · {kept} mixed-range Concat(s) kept FP32")
         } else {
             String::new()
         }
