@@ -26,7 +26,7 @@ pub struct QuantFlags {
 }
 
 /// The ids of the [`GridFlags`] arguments: what an encodings file settles instead.
-pub const GRID_ARGS: [&str; 10] = [
+pub const GRID_ARGS: [&str; 11] = [
     "w_bits",
     "a_bits",
     "per_channel",
