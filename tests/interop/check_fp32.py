@@ -128,8 +128,22 @@ def load_inputs(sess, data_dir):
         a = np.load(os.path.join(data_dir, f"inputs.{i.name}.npy"))
         if len(i.shape) == 0:
             a = a[0]
+        else:
+            a = np.moveaxis(a, 0, batch_axis(i.shape, a.shape[1:]))
         feeds[i.name] = np.asarray(a).astype(ORT_TYPES.get(i.type, np.float32))
     return feeds
+
+
+def batch_axis(declared, sample):
+    """Where the samples go: axis 0, or, for a recurrent state written [layers, batch, ...]
+    (axis 0 fixed above 1), the one open axis whose removal leaves the per-sample shape (as
+    qsteer finds it)."""
+    if len(declared) != len(sample) + 1 or not isinstance(declared[0], int) or declared[0] < 2:
+        return 0
+    fits = [k for k in range(1, len(declared)) if not isinstance(declared[k], int)
+            and all(not isinstance(d, int) or d == s
+                    for d, s in zip(declared[:k] + declared[k + 1:], sample))]
+    return fits[0] if len(fits) == 1 else 0
 
 
 def run_ort(model, data_dir):
