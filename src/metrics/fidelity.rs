@@ -8,7 +8,8 @@
 //! - anything else (`[N, 1]`, `[N, T, 1]`, `[N, 1, H, W]` probability maps, `[N, C, H, W]`
 //!   feature maps): a dense map. When every reference value is in [0, 1] the score is the
 //!   agreement of the maps thresholded at 0.5 (the fraction of elements on the same side);
-//!   otherwise the mean per-sample cosine similarity.
+//!   otherwise the mean per-sample cosine similarity (over all N values when a sample is
+//!   one value).
 //!
 //! SQNR (dB over all elements) and the cosine similarity are reported for every output. With
 //! several outputs each is scored on its own and the score is the **minimum** over them (a
@@ -185,35 +186,43 @@ fn map_agreement(out: ArrayViewD<f32>, reference: ArrayViewD<f32>, t: f32) -> f6
     same as f64 / n as f64
 }
 
-/// Mean over samples of cos(out_i, ref_i); two all-zero samples count 1, one 0.
+/// Mean over samples of cos(out_i, ref_i); two all-zero samples count 1, one 0. With one
+/// value per sample (`[N]`, `[N, 1]`: a probability, a score) a per-sample cosine is only
+/// its sign, so the cosine is taken over the N values as one vector.
 fn cosine(out: ArrayViewD<f32>, reference: ArrayViewD<f32>) -> f64 {
     let n = out.shape().first().copied().unwrap_or(0);
     if n == 0 {
         return 0.0;
     }
+    if out.len() == n {
+        return cosine_of(out.iter(), reference.iter());
+    }
     let total: f64 = out
         .axis_iter(Axis(0))
         .zip(reference.axis_iter(Axis(0)))
-        .map(|(o, r)| {
-            let (mut dot, mut oo, mut rr) = (0.0f64, 0.0f64, 0.0f64);
-            for (&a, &b) in o.iter().zip(r.iter()) {
-                let (a, b) = (f64::from(a), f64::from(b));
-                dot += a * b;
-                oo += a * a;
-                rr += b * b;
-            }
-            match (oo == 0.0, rr == 0.0) {
-                (true, true) => 1.0,
-                (true, false) | (false, true) => 0.0,
-                _ => dot / (oo.sqrt() * rr.sqrt()),
-            }
-        })
+        .map(|(o, r)| cosine_of(o.iter(), r.iter()))
         .sum();
     let mean = total / n as f64;
     if mean.is_nan() {
         -1.0
     } else {
         mean
+    }
+}
+
+/// cos(a, b) of two value sequences; both all zero count 1, one of them 0.
+fn cosine_of<'a>(a: impl Iterator<Item = &'a f32>, b: impl Iterator<Item = &'a f32>) -> f64 {
+    let (mut dot, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    match (aa == 0.0, bb == 0.0) {
+        (true, true) => 1.0,
+        (true, false) | (false, true) => 0.0,
+        _ => dot / (aa.sqrt() * bb.sqrt()),
     }
 }
 
@@ -384,6 +393,12 @@ mod tests {
         let b = ndarray::array![[1.0f32, 1.0], [0.0, 5.0]].into_dyn();
         let c = cosine(a.view(), b.view());
         assert!((c - (0.5f64.sqrt() + 1.0) / 2.0).abs() < 1e-9, "{c}");
+        // One value per sample: the cosine of the N values, not N signs (which gave 1.0).
+        let p = ndarray::array![[0.9f32], [0.1], [0.6]].into_dyn();
+        let q = ndarray::array![[0.8f32], [0.4], [0.6]].into_dyn();
+        let c = cosine(p.view(), q.view());
+        let by_hand = (0.72 + 0.04 + 0.36) / ((1.18f64).sqrt() * (1.16f64).sqrt());
+        assert!((c - by_hand).abs() < 1e-6 && c < 0.99, "{c}");
         let e = output_fidelity(
             "x",
             a.view(),
