@@ -164,3 +164,44 @@ fn compare_shows_the_per_channel_ranges_before_and_after_cle_side_by_side() {
     );
     insta::assert_snapshot!("compare_cle_ranges_120x40", screen);
 }
+
+/// The same chain typed as a user types it: the keys go through the terminal's translation
+/// (`to_action`), not straight into `update`. Space and ◂▸ once never reached this dialog.
+#[test]
+fn a_fix_chain_is_built_with_the_keys_a_user_types() {
+    use super::tests::press;
+    use crossterm::event::KeyCode as K;
+    let (mut app, _d) = sample_app();
+    add_w4a8_quantsim_child(&mut app);
+    app.focus = Pane::Variants;
+    press(&mut app, K::End);
+    press(&mut app, K::Char('f'));
+    for code in [
+        K::Char(' '), // fold
+        K::Down,
+        K::Down,
+        K::Char(' '), // CLE Relu6 → Relu
+        K::Down,
+        K::Char(' '), // bias correction
+        K::Right,     // hybrid → empirical
+        K::Down,
+        K::Down,
+        K::Char(' '), // quantsim
+    ] {
+        press(&mut app, code);
+    }
+    let screen = render(&app, 80, 24);
+    for row in [
+        "[x] fold",
+        "[x] CLE, Relu6",
+        "[x] bias correction ◂ empirical ▸",
+        "[x] quantsim",
+    ] {
+        assert!(screen.contains(row), "{row} not ticked:\n{screen}");
+    }
+    let effects = update(&mut app, Action::Confirm);
+    let Some(Effect::Submit(JobKind::FixChain { steps, .. })) = effects.first() else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(steps.len(), 4, "{steps:?}");
+}

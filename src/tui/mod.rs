@@ -112,22 +112,8 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
         Event::Key(k) if k.kind != KeyEventKind::Release => {
             use crossterm::event::KeyCode as K;
             // Text fields take printable keys before the key table does.
-            let typing = matches!(
-                app.popups.last(),
-                Some(Popup::Palette { .. } | Popup::Filter)
-            );
-            let in_dialog = matches!(
-                app.popups.last(),
-                Some(
-                    Popup::Decision(_)
-                        | Popup::Quantsim(_)
-                        | Popup::Compress(_)
-                        | Popup::Sweep(_)
-                        | Popup::FineTune(_)
-                        | Popup::Slurm(_)
-                        | Popup::SweepDecision(_)
-                )
-            );
+            let typing = app.popups.last().is_some_and(Popup::takes_text);
+            let in_dialog = app.popups.last().is_some_and(Popup::is_dialog);
             let in_quantsim = matches!(app.popups.last(), Some(Popup::Quantsim(_)));
             match k.code {
                 K::Esc => Some(Action::Close),

@@ -200,6 +200,33 @@ pub enum Popup {
     ConfirmQuit,
 }
 
+impl Popup {
+    /// Whether the popup is a dialog: Space, ◂▸ and digits reach its form instead of the key
+    /// table. Exhaustive on purpose, so a new popup has to say which it is.
+    pub fn is_dialog(&self) -> bool {
+        match self {
+            Popup::Decision(_)
+            | Popup::Quantsim(_)
+            | Popup::Fix(_)
+            | Popup::Compress(_)
+            | Popup::Sweep(_)
+            | Popup::SweepDecision(_)
+            | Popup::FineTune(_)
+            | Popup::Slurm(_) => true,
+            Popup::Help
+            | Popup::Job(_)
+            | Popup::Palette { .. }
+            | Popup::Filter
+            | Popup::ConfirmQuit => false,
+        }
+    }
+
+    /// Whether printable keys are typed into the popup's text field.
+    pub fn takes_text(&self) -> bool {
+        matches!(self, Popup::Palette { .. } | Popup::Filter)
+    }
+}
+
 pub struct App {
     pub model_name: String,
     pub data_path: Option<PathBuf>,

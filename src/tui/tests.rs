@@ -395,7 +395,7 @@ fn words_wrap_at_the_width_and_a_long_word_is_cut() {
 }
 
 /// A key as the terminal delivers it, through the app's own translation.
-fn press(app: &mut App, code: crossterm::event::KeyCode) {
+pub(super) fn press(app: &mut App, code: crossterm::event::KeyCode) {
     let key = crossterm::event::KeyEvent::new(code, crossterm::event::KeyModifiers::NONE);
     if let Some(action) = super::to_action(app, crossterm::event::Event::Key(key)) {
         update(app, action);
