@@ -5,6 +5,7 @@
 pub mod attrs;
 pub mod builder;
 pub mod external_data;
+pub mod fixtures;
 pub mod graph;
 pub mod layers;
 pub mod opset;

@@ -829,27 +829,10 @@ mod tests {
         );
     }
 
-    /// A detector head's last Concat: boxes in about [0, 340] and sigmoid scores in [0, 1]
-    /// joined on the channel axis, `[N, 8, 16]`.
+    /// A detector head's last Concat (boxes and sigmoid scores) as the graph output.
     fn yolo_like() -> Model {
-        use crate::model::builder::{attr_int, ProtoBuilder};
-        use ndarray::arr0;
-        let mut b = ProtoBuilder::new(13);
-        b.input("x", &[4, 16])
-            .initializer("sixty", &arr0(60.0f32).into_dyn())
-            .initializer("shift", &arr0(158.0f32).into_dyn())
-            .node("Mul", "scale_boxes", &["x", "sixty"], &["m"], vec![])
-            .node("Add", "shift_boxes", &["m", "shift"], &["a"], vec![])
-            .node("Relu", "boxes", &["a"], &["boxes"], vec![])
-            .node("Sigmoid", "scores", &["x"], &["scores"], vec![])
-            .node(
-                "Concat",
-                "detect",
-                &["boxes", "scores"],
-                &["det"],
-                vec![attr_int("axis", 1)],
-            )
-            .output("det");
+        let mut b = crate::model::fixtures::boxes_and_scores_head();
+        b.output("det");
         b.model("yolo-like").unwrap()
     }
 

@@ -152,27 +152,11 @@ pub fn kept_fp32(concats: &[MixedConcat], factor: Option<f64>) -> Vec<KeptFp32> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::builder::{attr_int, ProtoBuilder};
     use crate::quant::points::activation_points;
-    use ndarray::arr0;
 
-    /// Boxes (x·60+158, Relu) and scores (Sigmoid) joined on axis 1; `tail` after the Concat.
+    /// The boxes-and-scores head with `tail` after the Concat.
     fn head(tail: &str) -> Model {
-        let mut b = ProtoBuilder::new(13);
-        b.input("x", &[4, 16])
-            .initializer("sixty", &arr0(60.0f32).into_dyn())
-            .initializer("shift", &arr0(158.0f32).into_dyn())
-            .node("Mul", "scale_boxes", &["x", "sixty"], &["m"], vec![])
-            .node("Add", "shift_boxes", &["m", "shift"], &["a"], vec![])
-            .node("Relu", "boxes", &["a"], &["boxes"], vec![])
-            .node("Sigmoid", "scores", &["x"], &["scores"], vec![])
-            .node(
-                "Concat",
-                "detect",
-                &["boxes", "scores"],
-                &["det"],
-                vec![attr_int("axis", 1)],
-            );
+        let mut b = crate::model::fixtures::boxes_and_scores_head();
         match tail {
             "transpose" => {
                 b.node("Transpose", "t", &["det"], &["out"], vec![]);

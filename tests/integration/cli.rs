@@ -32,9 +32,28 @@ fn read_json(path: &Path) -> Value {
 }
 
 #[test]
-fn inspect_default_sample_json() {
+fn inspect_without_a_model_opens_the_embedded_resnet_sample() {
     let home = tempfile::tempdir().unwrap();
-    let o = run(home.path(), &["inspect", "--json"]);
+    let doc = one_json(&run(home.path(), &["inspect", "--json"]), "inspect --json");
+    assert_eq!(doc["macs_total"], 3_052_160);
+    assert_eq!(doc["layers"].as_array().unwrap().len(), 10);
+    // the embedded sample and its three splits were written under QSTEER_DATA_DIR
+    let samples = home.path().join("samples");
+    assert!(samples.join("resnet_digits.onnx").is_file());
+    for split in ["calibration", "evaluation", "training"] {
+        assert!(samples
+            .join("digits")
+            .join(split)
+            .join("inputs.npy")
+            .is_file());
+    }
+}
+
+#[test]
+fn inspect_mbv2_json() {
+    let home = tempfile::tempdir().unwrap();
+    let model = sample_model("mbv2_digits");
+    let o = run(home.path(), &["inspect", s(&model), "--json"]);
     let doc = one_json(&o, "inspect --json");
     assert_eq!(doc["macs_total"], 1_280_128);
     let layers = doc["layers"].as_array().unwrap();
@@ -59,8 +78,6 @@ fn inspect_default_sample_json() {
     assert_eq!(dw["strides"], serde_json::json!([2, 2]));
     let sum: u64 = layers.iter().map(|l| l["macs"].as_u64().unwrap()).sum();
     assert_eq!(sum, 1_280_128);
-    // the embedded sample was written under QSTEER_DATA_DIR, nowhere else
-    assert!(home.path().join("samples/mbv2_digits.onnx").is_file());
 }
 
 #[test]

@@ -4,30 +4,14 @@
 //! quantizes the join (the scores collapse).
 
 use crate::common::*;
-use ndarray::{arr0, Array, ArrayD, IxDyn};
+use ndarray::{Array, ArrayD, IxDyn};
 use qsteer::data::write_npy_f32;
-use qsteer::model::builder::{attr_int, ProtoBuilder};
 use std::path::{Path, PathBuf};
 
-/// `[N, 4, 16]` → boxes `Relu(60x + 158)` (0–~400) and scores `Sigmoid(x)` joined on axis 1:
-/// the output `[N, 8, 16]`, as YOLOv8's head ends.
+/// The boxes-and-scores head (YOLOv8's last join) as the graph output `det`.
 fn head(dir: &Path) -> PathBuf {
-    let mut b = ProtoBuilder::new(13);
-    b.input("x", &[4, 16])
-        .initializer("sixty", &arr0(60.0f32).into_dyn())
-        .initializer("shift", &arr0(158.0f32).into_dyn())
-        .node("Mul", "scale_boxes", &["x", "sixty"], &["m"], vec![])
-        .node("Add", "shift_boxes", &["m", "shift"], &["a"], vec![])
-        .node("Relu", "boxes", &["a"], &["boxes"], vec![])
-        .node("Sigmoid", "scores", &["x"], &["scores"], vec![])
-        .node(
-            "Concat",
-            "detect",
-            &["boxes", "scores"],
-            &["det"],
-            vec![attr_int("axis", 1)],
-        )
-        .output("det");
+    let mut b = qsteer::model::fixtures::boxes_and_scores_head();
+    b.output("det");
     let path = dir.join("head.onnx");
     b.model("head").unwrap().save(&path).unwrap();
     path
