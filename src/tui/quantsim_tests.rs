@@ -265,6 +265,28 @@ fn snapshots_of_the_dialog_marks_and_quantsim_variants() {
     app.variants.push(quantsim_child(2, &w4, 0.98));
     app.focus = Pane::Variants;
     insta::assert_snapshot!("variants_with_quantsim_80x24", render(&app, 80, 24));
+    // At 80×24 every row keeps its score, MAC ratio, size and marks; decoration goes first.
+    app.variants[2].macs = app.variants[0].macs.map(|m| m / 2);
+    app.variants[2].tags.push("picked".into());
+    app.mark_a = Some(0);
+    app.mark_b = Some(2);
+    let screen = render(&app, 80, 24);
+    let row = |start: &str| {
+        screen
+            .lines()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("no row {start}:\n{screen}"))
+            .to_string()
+    };
+    let base = row("│0 base");
+    for part in ["99.25%", "1.00", "136.7kB ●A"] {
+        assert!(base.contains(part), "{part} missing: {base}\n{screen}");
+    }
+    let w4 = row("└ 2 ");
+    for part in ["98.00%", "0.50", "180.0kB", "★B"] {
+        assert!(w4.contains(part), "{part} missing: {w4}\n{screen}");
+    }
+    assert!(screen.contains("Variants · score MACs size"), "{screen}");
 }
 
 #[test]

@@ -28,8 +28,13 @@ pub fn draw(f: &mut Frame, app: &App) {
         panes::graph::draw(f, left, app);
         panes::layers::draw(f, right, app);
     }
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(bottom);
+    // Narrow terminals give the variants their numbers first; the jobs pane opens whole (Enter).
+    let variants_pct = if bottom.width < 120 { 55 } else { 45 };
+    let [left, right] = Layout::horizontal([
+        Constraint::Percentage(variants_pct),
+        Constraint::Percentage(100 - variants_pct),
+    ])
+    .areas(bottom);
     panes::variants::draw(f, left, app);
     panes::jobs::draw(f, right, app);
     draw_footer(f, footer, app);

@@ -98,8 +98,14 @@ fn fit(text: &str, width: usize) -> String {
     cut
 }
 
+/// Below this inner width the rows drop their labels (the title names the columns) and the
+/// score change and latency, keeping score, MAC ratio, size and the marks.
+const WIDE: u16 = 64;
+
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
-    let block = frame(app, Pane::Variants, String::new());
+    let narrow = area.width.saturating_sub(2) < WIDE;
+    let columns = if narrow { " · score MACs size" } else { "" };
+    let block = frame(app, Pane::Variants, columns.to_string());
     let inner = block.inner(area);
     f.render_widget(block, area);
     let t = &app.theme;
@@ -122,14 +128,31 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 (Some(m), Some(b)) if b > 0 => format!("{:.2}", m as f64 / b as f64),
                 _ => "-".into(),
             };
-            let mut spans = vec![
-                Span::styled(format!("{indent}{} ", v.id), t.dim()),
-                Span::styled(format!("{:<14} ", fit(&step_text(v), 14)), t.text()),
-                Span::styled(format!("{:>8} ", score_text(v)), t.fg(t.good)),
-                Span::styled(format!("MACs {ratio:<5} "), t.dim()),
-                Span::styled(format!("{}B ", human(v.size_bytes)), t.dim()),
-            ];
-            if inner.width >= 64 {
+            let head = format!("{indent}{} ", v.id);
+            let mut spans = if narrow {
+                // id, step, score (8), ratio (4), size (8), marks (up to 4): the step takes the rest.
+                let fixed = head.chars().count() + 9 + 5 + 9 + 4;
+                let step_width = (inner.width as usize).saturating_sub(fixed).max(6);
+                vec![
+                    Span::styled(head, t.dim()),
+                    Span::styled(
+                        format!("{:<w$} ", fit(&step_text(v), step_width), w = step_width),
+                        t.text(),
+                    ),
+                    Span::styled(format!("{:>8} ", score_text(v)), t.fg(t.good)),
+                    Span::styled(format!("{ratio:>4} "), t.dim()),
+                    Span::styled(format!("{:>7}B ", human(v.size_bytes)), t.dim()),
+                ]
+            } else {
+                vec![
+                    Span::styled(head, t.dim()),
+                    Span::styled(format!("{:<14} ", fit(&step_text(v), 14)), t.text()),
+                    Span::styled(format!("{:>8} ", score_text(v)), t.fg(t.good)),
+                    Span::styled(format!("MACs {ratio:<5} "), t.dim()),
+                    Span::styled(format!("{}B ", human(v.size_bytes)), t.dim()),
+                ]
+            };
+            if !narrow {
                 if let Some(d) = delta_text(app, v) {
                     spans.insert(3, Span::styled(format!("{d:>6} "), t.dim()));
                 }
@@ -137,17 +160,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                     spans.push(Span::styled(format!("{:.2}ms ", l.median_ms), t.dim()));
                 }
             }
-            if v.tags.iter().any(|t| t == "picked") {
-                spans.push(Span::styled("★ ", t.fg(t.accent)));
-            }
-            if v.id == app.current {
-                spans.push(Span::styled("● ", t.fg(t.accent)));
-            }
-            if app.mark_a == Some(v.id) {
-                spans.push(Span::styled("A ", t.fg(t.mark_a)));
-            }
-            if app.mark_b == Some(v.id) {
-                spans.push(Span::styled("B", t.fg(t.mark_b)));
+            let sep = if narrow { "" } else { " " };
+            let marks = [
+                (v.tags.iter().any(|t| t == "picked"), "★", t.accent),
+                (v.id == app.current, "●", t.accent),
+                (app.mark_a == Some(v.id), "A", t.mark_a),
+                (app.mark_b == Some(v.id), "B", t.mark_b),
+            ];
+            for (on, mark, colour) in marks {
+                if on {
+                    spans.push(Span::styled(format!("{mark}{sep}"), t.fg(colour)));
+                }
             }
             let line = Line::from(spans);
             if i == cursor && app.focus == Pane::Variants {
