@@ -240,3 +240,44 @@ fn a_bad_job_request_is_refused_naming_the_field() {
     let doc = json_ok(dir.path(), &["run-job", &file.display().to_string()]);
     assert_eq!(doc["variant"], 1, "{doc}");
 }
+
+/// One headless path: every command reports its job the same way — with `--progress jsonl`
+/// each job event is a JSON line on stderr, and `--no-journal` leaves the journal alone
+/// (eval and the fixes had paths of their own that did neither).
+#[test]
+fn every_command_runs_its_job_through_the_one_headless_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_digits(dir.path(), 10).display().to_string();
+    let model = sample_model(MODEL).display().to_string();
+    for command in [&["eval", "--threads", "1"][..], &["fold-bn"], &["cle"]] {
+        let ws = dir.path().join(command[0]).display().to_string();
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        let mut line = command_line(&command, &model, &data, &ws);
+        line.extend(["--progress".into(), "jsonl".into()]);
+        let line: Vec<&str> = line.iter().map(String::as_str).collect();
+        let out = run(dir.path(), &line);
+        assert!(out.status.success(), "{line:?}: {}", stderr(&out));
+        let events: Vec<String> = stderr(&out)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|e| e["event"].as_str().map(str::to_string))
+            .collect();
+        let ends = ["queued", "started", "finished"];
+        assert!(
+            ends.iter().all(|e| events.iter().any(|x| x == e)),
+            "{}: {events:?}\n{}",
+            command[0],
+            stderr(&out)
+        );
+        let journalled = job_history(Path::new(&ws)).unwrap().len();
+        let mut again = line.clone();
+        again.push("--no-journal");
+        assert!(run(dir.path(), &again).status.success());
+        assert_eq!(
+            job_history(Path::new(&ws)).unwrap().len(),
+            journalled,
+            "{}",
+            command[0]
+        );
+    }
+}

@@ -76,14 +76,16 @@ pub(crate) fn run(
     write_atomic(&script, text.as_bytes())?;
     let slurm_id = ctl::sbatch(&script, &settings.extra_args)?;
     let submitted = Instant::now();
+    // Recorded before it is announced: whoever sees the line (a user, a test that kills
+    // this process) can count on a rerun finding the job in the workspace.
+    let mut entry = pending_entry(ctx, &slurm_id, &files.stem, Some(ctx.kind.clone()));
+    record(ctx, workspace, &entry);
     ctx.partial(json!({"slurm": {"job_id": slurm_id, "state": "PENDING"}}));
     ctx.log(format!(
         "slurm: submitted job {slurm_id} ({}); output {}",
         script.display(),
         files.path("out").display()
     ));
-    let mut entry = pending_entry(ctx, &slurm_id, &files.stem, Some(ctx.kind.clone()));
-    record(ctx, workspace, &entry);
     let watched = watch(ctx, &slurm_id, &files, settings, Some(submitted));
     if let Ok(w) = &watched {
         entry.state = w.info.state.clone();
