@@ -3,11 +3,15 @@
 //! (with the frozen encodings) a grandchild. `--out FILE` also writes the rounded model and
 //! its encodings as `FILE.encodings.json`.
 
+use super::executor_flags::ExecutorFlags;
 use super::outputs::{check_output, Output};
 use super::quant_flags::QuantFlags;
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{
+    lock, open_workspace, print_json, resolve_model, run_job, variant_path, with_model, Common,
+    SharedWorkspace,
+};
 use clap::Args;
-use qsteer::jobs::JobKind;
+use qsteer::jobs::{HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -25,6 +29,26 @@ pub struct AdaroundArgs {
     /// Also write the rounded FP32 model to this ONNX file (and FILE.encodings.json)
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
+}
+
+/// The `--json` document of an AdaRound job started from `model`: the summary with the
+/// model, the rounded variant's file as `output` (the command's `--out` replaces it and the
+/// encodings) and the workspace.
+pub(crate) fn document(
+    summary: serde_json::Value,
+    model: &std::path::Path,
+    ws: &SharedWorkspace,
+) -> Result<serde_json::Value> {
+    let rounded = qsteer::jobs::summary_variant(&summary, "rounded_variant")
+        .ok_or_else(|| Error::runtime("the job reported no rounded variant"))?;
+    let mut doc = with_model(summary, model);
+    doc["output"] = json!(variant_path(ws, rounded)?.display().to_string());
+    let encodings = doc["encodings"].as_str().map(str::to_string);
+    doc["encodings"] = json!(encodings);
+    doc["workspace"] = json!(lock(ws).dir().display().to_string());
+    Ok(doc)
 }
 
 pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
@@ -41,6 +65,7 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
     let options = args.quant.run_options()?;
     let model = Model::load(&path)?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
+    let executor = args.executor.resolve(&mut lock(&ws))?;
     let kind = JobKind::AdaRound {
         variant: 0,
         data: std::path::absolute(&data).unwrap_or(data.clone()),
@@ -51,18 +76,10 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let mut summary = run_headless(ws.clone(), kind, common)?;
+    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
     let rounded = qsteer::jobs::summary_variant(&summary, "rounded_variant")
         .ok_or_else(|| Error::runtime("the job reported no rounded variant"))?;
-    let rounded_path = {
-        let ws = ws
-            .lock()
-            .map_err(|_| Error::runtime("workspace lock poisoned"))?;
-        let v = ws
-            .variant(rounded)
-            .ok_or_else(|| Error::runtime(format!("variant {rounded} was not recorded")))?;
-        ws.model_path(v)
-    };
+    let rounded_path = variant_path(&ws, rounded)?;
     let mut encodings_out = summary["encodings"].as_str().map(PathBuf::from);
     if let Some(out) = &args.out {
         Model::load(&rounded_path)?.save(out)?;
@@ -75,16 +92,10 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
     }
     let output = args.out.clone().unwrap_or(rounded_path);
     if common.json {
-        if let Some(obj) = summary.as_object_mut() {
-            obj.insert("model".into(), json!(path.display().to_string()));
-            obj.insert("output".into(), json!(output.display().to_string()));
-            obj.insert(
-                "encodings".into(),
-                json!(encodings_out.map(|p| p.display().to_string())),
-            );
-            obj.insert("workspace".into(), json!(dir.display().to_string()));
-        }
-        return print_json(&summary);
+        let mut doc = document(summary, &path, &ws)?;
+        doc["output"] = json!(output.display().to_string());
+        doc["encodings"] = json!(encodings_out.map(|p| p.display().to_string()));
+        return print_json(&doc);
     }
     println!("{}", summary["result"].as_str().unwrap_or(""));
     for l in summary["layers"].as_array().into_iter().flatten() {

@@ -2,11 +2,12 @@
 //! / W+A scores and the per-layer quant-noise table; `--sweep` adds the per-layer
 //! sensitivity. The analysis is stored on the model's base variant in its workspace.
 
+use super::executor_flags::ExecutorFlags;
 use super::quant_flags::QuantFlags;
 use super::table::Table;
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{lock, open_workspace, print_json, resolve_model, run_job, Common, SharedWorkspace};
 use clap::Args;
-use qsteer::jobs::JobKind;
+use qsteer::jobs::{HeadlessJob, JobKind};
 use qsteer::metrics::Score;
 use qsteer::model::Model;
 use qsteer::quant::analysis::Analysis;
@@ -24,6 +25,32 @@ pub struct AnalyzeArgs {
     /// resumes from the workspace cache if interrupted)
     #[arg(long)]
     pub sweep: bool,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
+}
+
+/// The analysis stored on `variant`, as the `--json` document names it.
+pub(crate) fn document(
+    ws: &SharedWorkspace,
+    variant: u32,
+    model: &std::path::Path,
+    dataset: &std::path::Path,
+) -> Result<serde_json::Value> {
+    let (analysis, dir) = {
+        let ws = lock(ws);
+        let analysis =
+            (ws.analysis(variant)?).ok_or_else(|| Error::runtime("the analysis was not stored"))?;
+        (analysis, ws.dir().to_path_buf())
+    };
+    // Through text, so f32 fields print as f32 (0.0235), not widened (0.02352941222).
+    let text = serde_json::to_string(&analysis).map_err(|e| Error::runtime(e.to_string()))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::runtime(e.to_string()))?;
+    doc["model"] = json!(model.display().to_string());
+    doc["dataset"] = json!(dataset.display().to_string());
+    doc["variant"] = json!(variant);
+    doc["workspace"] = json!(dir.display().to_string());
+    Ok(doc)
 }
 
 pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
@@ -33,6 +60,7 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
     let options = args.quant.run_options()?;
     let model = Model::load(&path)?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
+    let executor = args.executor.resolve(&mut lock(&ws))?;
     let kind = JobKind::Analyze {
         variant: 0,
         data: std::path::absolute(&data).unwrap_or(data.clone()),
@@ -43,23 +71,12 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
         sweep: args.sweep,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    run_headless(ws.clone(), kind, common)?;
-    let analysis = ws
-        .lock()
-        .map_err(|_| Error::runtime("workspace lock poisoned"))?
-        .analysis(0)?
-        .ok_or_else(|| Error::runtime("the analysis was not stored"))?;
+    run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
     if common.json {
-        // Through text, so f32 fields print as f32 (0.0235), not widened (0.02352941222).
-        let text = serde_json::to_string(&analysis).map_err(|e| Error::runtime(e.to_string()))?;
-        let mut doc: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::runtime(e.to_string()))?;
-        doc["model"] = json!(path.display().to_string());
-        doc["dataset"] = json!(data.display().to_string());
-        doc["variant"] = json!(0);
-        doc["workspace"] = json!(dir.display().to_string());
-        return print_json(&doc);
+        return print_json(&document(&ws, 0, &path, &data)?);
     }
+    let analysis =
+        (lock(&ws).analysis(0)?).ok_or_else(|| Error::runtime("the analysis was not stored"))?;
     print!("{}", render(&path, &analysis));
     println!(
         "stored on variant 0 in workspace {} ({:.1} s, {} passes over the data + {})",

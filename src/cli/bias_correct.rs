@@ -1,12 +1,16 @@
 //! `qsteer bias-correct MODEL --data DIR`: correct the model's biases for one set of quantsim
 //! settings; the corrected model is a child of the base variant and its quantsim a grandchild.
 
+use super::executor_flags::ExecutorFlags;
 use super::outputs::{check_output, Output};
 use super::quant_flags::QuantFlags;
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{
+    lock, open_workspace, print_json, resolve_model, run_job, variant_path, with_model, Common,
+    SharedWorkspace,
+};
 use clap::Args;
 use qsteer::fixes::bias_correction::BcMode;
-use qsteer::jobs::JobKind;
+use qsteer::jobs::{HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -25,6 +29,24 @@ pub struct BiasCorrectArgs {
     /// Also write the corrected FP32 model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
+}
+
+/// The `--json` document of a bias-correction job started from `model`: the summary with
+/// the model, the corrected variant's file as `output` (the command's `--out` replaces it)
+/// and the workspace.
+pub(crate) fn document(
+    summary: serde_json::Value,
+    model: &std::path::Path,
+    ws: &SharedWorkspace,
+) -> Result<serde_json::Value> {
+    let corrected = qsteer::jobs::summary_variant(&summary, "corrected_variant")
+        .ok_or_else(|| Error::runtime("the job reported no corrected variant"))?;
+    let mut doc = with_model(summary, model);
+    doc["output"] = json!(variant_path(ws, corrected)?.display().to_string());
+    doc["workspace"] = json!(lock(ws).dir().display().to_string());
+    Ok(doc)
 }
 
 fn parse_mode(s: &str) -> std::result::Result<BcMode, String> {
@@ -41,6 +63,7 @@ pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
     let options = args.quant.run_options()?;
     let model = Model::load(&path)?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
+    let executor = args.executor.resolve(&mut lock(&ws))?;
     let kind = JobKind::BiasCorrect {
         variant: 0,
         data: std::path::absolute(&data).unwrap_or(data.clone()),
@@ -51,29 +74,18 @@ pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let mut summary = run_headless(ws.clone(), kind, common)?;
+    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
     let corrected = qsteer::jobs::summary_variant(&summary, "corrected_variant")
         .ok_or_else(|| Error::runtime("the job reported no corrected variant"))?;
-    let corrected_path = {
-        let ws = ws
-            .lock()
-            .map_err(|_| Error::runtime("workspace lock poisoned"))?;
-        let v = ws
-            .variant(corrected)
-            .ok_or_else(|| Error::runtime(format!("variant {corrected} was not recorded")))?;
-        ws.model_path(v)
-    };
+    let corrected_path = variant_path(&ws, corrected)?;
     if let Some(out) = &args.out {
         Model::load(&corrected_path)?.save(out)?;
     }
     let output = args.out.clone().unwrap_or(corrected_path);
     if common.json {
-        if let Some(obj) = summary.as_object_mut() {
-            obj.insert("model".into(), json!(path.display().to_string()));
-            obj.insert("output".into(), json!(output.display().to_string()));
-            obj.insert("workspace".into(), json!(dir.display().to_string()));
-        }
-        return print_json(&summary);
+        let mut doc = document(summary, &path, &ws)?;
+        doc["output"] = json!(output.display().to_string());
+        return print_json(&doc);
     }
     println!("{}", summary["result"].as_str().unwrap_or(""));
     for l in summary["layers"].as_array().into_iter().flatten() {

@@ -6,11 +6,11 @@ use super::executor_flags::ExecutorFlags;
 use super::outputs::{check_output, Output};
 use super::split_flags::SplitFlags;
 use super::table::{text, Table};
-use super::{finish_child_job, lock, resolve_target, run_headless_on, Common, Target};
+use super::{finish_child_job, lock, resolve_target, run_job, Common, SharedWorkspace, Target};
 use clap::Args;
 use qsteer::compress::build::SELECTIONS;
 use qsteer::compress::{LayerRatios, Method};
-use qsteer::jobs::{Executor, JobKind};
+use qsteer::jobs::{Executor, HeadlessJob, JobKind};
 use qsteer::units::human;
 use qsteer::{Error, Result};
 use serde_json::Value;
@@ -137,7 +137,11 @@ pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
         check_output("--out", out, Output::File)?;
     }
     let (target, kind, executor) = job(&args, common)?;
-    let summary = run_headless_on(target.workspace.clone(), kind, common, executor)?;
+    let summary = run_job(
+        target.workspace.clone(),
+        HeadlessJob::on(kind, executor),
+        common,
+    )?;
     finish_child_job(
         summary,
         args.out.as_ref(),
@@ -156,16 +160,25 @@ fn run_shard(args: &CompressArgs, shard: &str, common: &Common) -> Result<()> {
             "--shard runs here (it is what a Slurm array task runs)",
         ));
     }
+    fill_share(&target.workspace, &kind, shard, common)
+}
+
+/// Fill one share of a greedy compress job's dictionary; its report as the JSON document.
+pub(crate) fn fill_share(
+    ws: &SharedWorkspace,
+    kind: &JobKind,
+    shard: qsteer::compress::greedy::dictionary::Shard,
+    common: &Common,
+) -> Result<()> {
     let cancel = qsteer::cancel::CancelToken::new();
-    let doc =
-        qsteer::jobs::fill_greedy_share(&target.workspace, &kind, shard, &cancel, &|d, t| {
-            if common.progress == super::Progress::Jsonl {
-                eprintln!(
-                    "{}",
-                    serde_json::json!({"progress": {"done": d, "total": t}})
-                );
-            }
-        })?;
+    let doc = qsteer::jobs::fill_greedy_share(ws, kind, shard, &cancel, &|d, t| {
+        if common.progress == super::Progress::Jsonl {
+            eprintln!(
+                "{}",
+                serde_json::json!({"progress": {"done": d, "total": t}})
+            );
+        }
+    })?;
     super::print_json(&doc)
 }
 

@@ -1,12 +1,13 @@
 //! `qsteer eval MODEL --data DIR`: score, sample count, throughput; the result is
 //! recorded on the model's base variant in its workspace.
 
-use super::{open_workspace, print_json, resolve_model, Common};
+use super::executor_flags::ExecutorFlags;
+use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::Args;
 use qsteer::cancel::CancelToken;
 use qsteer::data::write_npy_f32;
 use qsteer::experiment::evaluate::{evaluate, EvalRequest, Subset};
-use qsteer::jobs::{run_job_blocking, JobEvent, JobKind};
+use qsteer::jobs::{HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::runtime::RunOptions;
 use qsteer::{Error, Result};
@@ -44,6 +45,8 @@ pub struct EvalArgs {
     pub no_workspace: bool,
     #[command(flatten)]
     pub metric: super::metric_flags::MetricFlags,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
 }
 
 pub fn run(args: EvalArgs, common: &Common) -> Result<()> {
@@ -71,15 +74,21 @@ pub fn run(args: EvalArgs, common: &Common) -> Result<()> {
     if let Some(t) = args.threads {
         options.threads = t;
     }
-    let show_progress = std::io::stderr().is_terminal();
     let summary = if args.no_workspace {
-        evaluate_only(&args, &path, &data, &model, options, show_progress)?
+        if args.executor.executor(&Default::default())? != qsteer::jobs::Executor::Local {
+            return Err(Error::input(
+                "--no-workspace evaluates here: it cannot go with --executor slurm",
+            ));
+        }
+        let show_progress = std::io::stderr().is_terminal();
+        let summary = evaluate_only(&args, &path, &data, &model, options, show_progress)?;
+        if show_progress {
+            eprintln!();
+        }
+        summary
     } else {
-        evaluate_as_job(&args, &path, &data, &model, options, common, show_progress)?
+        evaluate_as_job(&args, &path, &data, &model, options, common)?
     };
-    if show_progress {
-        eprintln!();
-    }
     if common.json {
         return print_json(&summary);
     }
@@ -96,9 +105,9 @@ fn evaluate_as_job(
     model: &Model,
     options: RunOptions,
     common: &Common,
-    show_progress: bool,
 ) -> Result<serde_json::Value> {
     let (_, ws) = open_workspace(path, model, common)?;
+    let executor = args.executor.resolve(&mut lock(&ws))?;
     // Absolute paths: the journal must still make sense from the app started elsewhere.
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let kind = JobKind::Evaluate {
@@ -114,17 +123,8 @@ fn evaluate_as_job(
         save_outputs: args.save_outputs.as_deref().map(abs),
         metric: args.metric.resolve(&ws)?,
     };
-    let mut summary = run_job_blocking(ws, kind, move |ev| match ev {
-        JobEvent::Progress { done, total, .. } if show_progress => eprint!("\reval {done}/{total}"),
-        JobEvent::Log { line, .. } if line.starts_with("note:") || line.starts_with("warning:") => {
-            eprintln!("{line}")
-        }
-        _ => {}
-    })?;
-    if let Some(obj) = summary.as_object_mut() {
-        obj.insert("model".into(), json!(path.display().to_string()));
-    }
-    Ok(summary)
+    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?;
+    Ok(with_model(summary, path))
 }
 
 /// `--no-workspace`: the same evaluation, nothing recorded.

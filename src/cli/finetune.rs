@@ -6,12 +6,9 @@
 use super::executor_flags::ExecutorFlags;
 use super::quant_flags::GridFlags;
 use super::table::text;
-use super::{
-    finish_child_job, lock, resolve_target, run_headless, run_headless_on, variant_id, Common,
-    Target,
-};
+use super::{finish_child_job, lock, resolve_target, run_job, variant_id, Common, Target};
 use clap::{Args, ValueEnum};
-use qsteer::jobs::{Executor, JobKind};
+use qsteer::jobs::{Executor, HeadlessJob, JobKind};
 use qsteer::train::{Augment, FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 use qsteer::{Error, Result};
 use serde_json::Value;
@@ -212,7 +209,11 @@ pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
     }
     let (target, kind, executor) = job(&args, common)?;
     let external = matches!(kind, JobKind::ExternalFineTune { .. });
-    let mut summary = run_headless_on(target.workspace.clone(), kind, common, executor)?;
+    let mut summary = run_job(
+        target.workspace.clone(),
+        HeadlessJob::on(kind, executor),
+        common,
+    )?;
     if external {
         summary["trainer_saved"] = serde_json::json!(args.external.save_trainer);
     }
@@ -257,7 +258,7 @@ fn qat_start(
         encodings,
         metric: None,
     };
-    let summary = run_headless(target.workspace.clone(), kind, common)?;
+    let summary = run_job(target.workspace.clone(), kind, common)?;
     let id = qsteer::jobs::summary_variant(&summary, "variant")
         .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
     eprintln!(

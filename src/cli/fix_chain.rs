@@ -1,11 +1,12 @@
 //! `qsteer fix MODEL --data DIR --chain fold-bn,cle,bc,quantsim`: several post-training
 //! fixes in a row as one job, each step a variant whose parent is the previous step's.
 
+use super::executor_flags::ExecutorFlags;
 use super::quant_flags::QuantFlags;
-use super::{open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::Args;
 use qsteer::fixes::bias_correction::BcMode;
-use qsteer::jobs::{check_chain, ChainStep, JobKind};
+use qsteer::jobs::{check_chain, ChainStep, HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -29,6 +30,20 @@ pub struct FixArgs {
     pub iterations: Option<usize>,
     #[command(flatten)]
     pub quant: QuantFlags,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
+}
+
+/// The `--json` document of a fix chain started from `model`: the summary with the model
+/// and the workspace.
+pub(crate) fn document(
+    summary: serde_json::Value,
+    model: &std::path::Path,
+    workspace: &std::path::Path,
+) -> serde_json::Value {
+    let mut doc = with_model(summary, model);
+    doc["workspace"] = json!(workspace.display().to_string());
+    doc
 }
 
 fn parse_step(s: &str) -> std::result::Result<ChainStep, String> {
@@ -79,6 +94,7 @@ pub fn run(args: FixArgs, common: &Common) -> Result<()> {
     let options = args.quant.run_options()?;
     let model = Model::load(&path)?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
+    let executor = args.executor.resolve(&mut lock(&ws))?;
     let kind = JobKind::FixChain {
         variant: 0,
         steps,
@@ -89,13 +105,9 @@ pub fn run(args: FixArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let mut summary = run_headless(ws, kind, common)?;
+    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?;
     if common.json {
-        if let Some(obj) = summary.as_object_mut() {
-            obj.insert("model".into(), json!(path.display().to_string()));
-            obj.insert("workspace".into(), json!(dir.display().to_string()));
-        }
-        return print_json(&summary);
+        return print_json(&document(summary, &path, &dir));
     }
     for (i, s) in summary["steps"]
         .as_array()

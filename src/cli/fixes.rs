@@ -3,11 +3,12 @@
 //! scored on `--data DIR`; CLE's high-bias absorption is then limited to what the data's
 //! calibration samples allow, and its FP32 change measured on the evaluation samples.
 
+use super::executor_flags::ExecutorFlags;
 use super::table::Table;
-use super::{open_workspace, print_json, resolve_model, Common};
+use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::Args;
 use qsteer::fsutil::write_atomic;
-use qsteer::jobs::{run_job_blocking, JobEvent, JobKind};
+use qsteer::jobs::{HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
@@ -20,6 +21,8 @@ pub struct FoldBnArgs {
     /// Also write the folded model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
 }
 
 #[derive(Debug, Args)]
@@ -40,12 +43,15 @@ pub struct CleArgs {
     /// Also write the equalized model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
 }
 
 pub fn run_fold_bn(args: FoldBnArgs, common: &Common) -> Result<()> {
     let done = run_fix(
         args.model.as_ref(),
         args.out.as_ref(),
+        &args.executor,
         common,
         |variant, _| JobKind::FoldBn { variant },
     )?;
@@ -84,6 +90,7 @@ pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
     let done = run_fix(
         args.model.as_ref(),
         args.out.as_ref(),
+        &args.executor,
         common,
         |variant, data| JobKind::Cle {
             variant,
@@ -216,8 +223,7 @@ impl Done {
     /// The `--json` document: the job's summary with `model`, `output` (the `--out` file
     /// if given, else the workspace's) and, with a dataset, `accuracy` and `samples`.
     fn document(&self) -> Value {
-        let mut doc = self.summary.clone();
-        doc["model"] = json!(self.model.display().to_string());
+        let mut doc = document(self.summary.clone(), &self.model);
         doc["output"] = json!(self.output);
         if let Some(e) = &self.evaluation {
             for key in ["accuracy", "top5_accuracy", "samples", "dataset"] {
@@ -250,10 +256,20 @@ impl Done {
     }
 }
 
+/// The `--json` document of a fold-BN or CLE job started from `model` without `--out` or
+/// a score: the summary with the model and the new variant's file as `output`.
+pub(crate) fn document(summary: Value, model: &Path) -> Value {
+    let output = summary["output"].clone();
+    let mut doc = with_model(summary, model);
+    doc["output"] = json!(text(&output));
+    doc
+}
+
 /// Run the fix job `kind(0)` on the model's workspace, write `--out`, score with `--data`.
 fn run_fix(
     model: Option<&PathBuf>,
     out: Option<&PathBuf>,
+    executor: &ExecutorFlags,
     common: &Common,
     kind: impl Fn(u32, Option<PathBuf>) -> JobKind,
 ) -> Result<Done> {
@@ -263,15 +279,10 @@ fn run_fix(
     let (path, data) = resolve_model(model, common.data.as_ref())?;
     let loaded = Model::load(&path)?;
     let (_, ws) = open_workspace(&path, &loaded, common)?;
-    let notes = |ev: JobEvent| {
-        if let JobEvent::Log { line, .. } = ev {
-            if line.starts_with("note:") || line.starts_with("warning:") {
-                eprintln!("{line}");
-            }
-        }
-    };
+    let executor = executor.resolve(&mut lock(&ws))?;
     let data = data.map(|d| std::path::absolute(&d).unwrap_or(d));
-    let summary = run_job_blocking(ws.clone(), kind(0, data.clone()), notes)?;
+    let job = HeadlessJob::on(kind(0, data.clone()), executor.clone());
+    let summary = run_job(ws.clone(), job, common)?;
     let variant = summary["variant"]
         .as_u64()
         .ok_or_else(|| Error::runtime("the job reported no variant"))? as u32;
@@ -284,7 +295,10 @@ fn run_fix(
         None => child.display().to_string(),
     };
     let evaluation = match data {
-        Some(d) => Some(run_job_blocking(ws, JobKind::evaluate(variant, d), notes)?),
+        Some(d) => {
+            let job = HeadlessJob::on(JobKind::evaluate(variant, d), executor);
+            Some(run_job(ws, job, common)?)
+        }
         None => None,
     };
     Ok(Done {

@@ -20,6 +20,7 @@ mod metric_flags;
 mod outputs;
 mod quant_flags;
 mod quantsim;
+mod run_job;
 mod slurm_jobs;
 mod split_flags;
 mod suggest;
@@ -121,6 +122,9 @@ pub enum Command {
     Cle(fixes::CleArgs),
     /// A chain of fixes as one job: --chain fold-bn,cle,bc,quantsim (each step a variant)
     Fix(fix_chain::FixArgs),
+    /// Run one serialized job request (a JSON file: version, workspace, job) and print its
+    /// JSON document, as the job's own command would
+    RunJob(run_job::RunJobArgs),
     /// Look after a workspace: `repair` rebuilds its index from the variant files
     Workspace(workspace::WorkspaceArgs),
 }
@@ -165,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
         Some(Command::Fix(args)) => fix_chain::run(args, &cli.common),
+        Some(Command::RunJob(args)) => run_job::run(args, &cli.common),
         Some(Command::Workspace(args)) => workspace::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
@@ -276,34 +281,22 @@ pub(crate) fn lock(
     ws.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Run one job headless in this process; see [`run_headless_on`].
-pub(crate) fn run_headless(
-    ws: std::sync::Arc<std::sync::Mutex<qsteer::experiment::Workspace>>,
-    kind: qsteer::jobs::JobKind,
+/// Run one job headless and wait for it — the one way every command (and `run-job`) runs
+/// its job, on whichever executor the job names: its progress on stderr when that is a
+/// terminal (every event as a JSON line with `--progress jsonl`), its notes and warnings
+/// always; returns the job's summary.
+pub(crate) fn run_job(
+    ws: SharedWorkspace,
+    job: impl Into<qsteer::jobs::HeadlessJob>,
     common: &Common,
-) -> Result<serde_json::Value> {
-    run_headless_on(ws, kind, common, qsteer::jobs::Executor::Local)
-}
-
-/// Run one job headless on `executor` and wait for it: its progress on stderr when that
-/// is a terminal (every event as a JSON line with `--progress jsonl`), its notes and
-/// warnings always; returns the job's summary.
-pub(crate) fn run_headless_on(
-    ws: std::sync::Arc<std::sync::Mutex<qsteer::experiment::Workspace>>,
-    kind: qsteer::jobs::JobKind,
-    common: &Common,
-    executor: qsteer::jobs::Executor,
 ) -> Result<serde_json::Value> {
     use qsteer::jobs::JobEvent;
     use std::io::{IsTerminal, Write};
     let mode = common.progress;
     let show = mode == Progress::Auto && std::io::stderr().is_terminal();
-    let how = qsteer::jobs::Headless {
-        executor,
-        journal: !common.no_journal,
-    };
-    let cancel = qsteer::cancel::CancelToken::new();
-    let summary = qsteer::jobs::run_job_headless(ws, kind, &how, &cancel, move |ev| {
+    let mut job = job.into();
+    job.journal = !common.no_journal;
+    let summary = qsteer::jobs::run_job_blocking(ws, job, move |ev| {
         if mode == Progress::Jsonl {
             if let Ok(line) = serde_json::to_string(&ev) {
                 // One write per line: the reader follows a file other writers share.
@@ -331,6 +324,29 @@ pub(crate) fn run_headless_on(
         eprintln!();
     }
     summary
+}
+
+/// A job's summary with the `model` key: the model file the command started from.
+pub(crate) fn with_model(
+    mut summary: serde_json::Value,
+    model: &std::path::Path,
+) -> serde_json::Value {
+    if let Some(obj) = summary.as_object_mut() {
+        obj.insert(
+            "model".into(),
+            serde_json::json!(model.display().to_string()),
+        );
+    }
+    summary
+}
+
+/// The model file of variant `id` as recorded in the workspace.
+pub(crate) fn variant_path(ws: &SharedWorkspace, id: u32) -> Result<PathBuf> {
+    let ws = lock(ws);
+    let v = ws
+        .variant(id)
+        .ok_or_else(|| Error::runtime(format!("variant {id} was not recorded")))?;
+    Ok(ws.model_path(v))
 }
 
 /// What a command that makes a child variant starts from: a variant of a workspace.

@@ -1,12 +1,16 @@
 //! `qsteer quantsim MODEL --data DIR`: calibrate, simulate and score a quantized variant;
 //! the result is a child of the base variant in the model's workspace.
 
+use super::executor_flags::ExecutorFlags;
 use super::export::{print_report, warn_float_ops};
 use super::outputs::{check_output, Output};
 use super::quant_flags::QuantFlags;
-use super::{model_name, open_workspace, print_json, resolve_model, run_headless, Common};
+use super::{
+    lock, model_name, open_workspace, print_json, resolve_model, run_job, variant_path, with_model,
+    Common, SharedWorkspace,
+};
 use clap::Args;
-use qsteer::jobs::JobKind;
+use qsteer::jobs::{HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::quant::export::write_export;
 use qsteer::quant::import::load_model_encodings;
@@ -31,6 +35,24 @@ pub struct QuantsimArgs {
     /// those flags are refused with it)
     #[arg(long, conflicts_with_all = super::quant_flags::GRID_ARGS)]
     pub encodings: Option<PathBuf>,
+    #[command(flatten)]
+    pub executor: ExecutorFlags,
+}
+
+/// The `--json` document of a quantsim job started from `model`: the summary with the model,
+/// the simulated variant's file, and no `--out` copy or export (the command adds those).
+pub(crate) fn document(
+    summary: serde_json::Value,
+    model: &std::path::Path,
+    ws: &SharedWorkspace,
+) -> Result<serde_json::Value> {
+    let id = qsteer::jobs::summary_variant(&summary, "variant")
+        .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
+    let mut doc = with_model(summary, model);
+    doc["output"] = serde_json::Value::Null;
+    doc["variant_model"] = json!(variant_path(ws, id)?.display().to_string());
+    doc["export"] = serde_json::Value::Null;
+    Ok(doc)
 }
 
 /// The same quantsim job the app runs (recorded as a child of the base variant and in the
@@ -48,6 +70,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
     let options = args.quant.run_options()?;
     let model = Model::load(&path)?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
+    let executor = args.executor.resolve(&mut lock(&ws))?;
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let kind = JobKind::Quantsim {
         variant: 0,
@@ -59,7 +82,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         encodings: args.encodings.as_deref().map(abs),
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let mut summary = run_headless(ws.clone(), kind, common)?;
+    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
     let id = qsteer::jobs::summary_variant(&summary, "variant")
         .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
     let (sim_path, encodings_path) = {
@@ -95,19 +118,10 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         _ => None,
     };
     if common.json {
-        if let Some(obj) = summary.as_object_mut() {
-            obj.insert("model".into(), json!(path.display().to_string()));
-            obj.insert(
-                "output".into(),
-                json!(args.out.as_ref().map(|p| p.display().to_string())),
-            );
-            obj.insert(
-                "variant_model".into(),
-                json!(sim_path.display().to_string()),
-            );
-            obj.insert("export".into(), json!(export));
-        }
-        return print_json(&summary);
+        let mut doc = document(summary, &path, &ws)?;
+        doc["output"] = json!(args.out.as_ref().map(|p| p.display().to_string()));
+        doc["export"] = json!(export);
+        return print_json(&doc);
     }
     println!(
         "{}  {}",

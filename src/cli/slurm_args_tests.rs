@@ -1,13 +1,10 @@
-//! The Slurm executor's command line for a job, parsed back by this CLI, is the same job:
-//! every field of the job kind maps to a flag.
+//! The executor flags: Slurm flags need `--executor slurm`, `--save-slurm` keeps them as
+//! the workspace's defaults.
 
-use super::{compress, finetune, Cli, Command};
+use super::{compress, Cli, Command};
 use clap::Parser;
-use qsteer::compress::{LayerRatios, Method};
 use qsteer::experiment::Workspace;
-use qsteer::jobs::{headless_args, JobKind};
 use qsteer::model::Model;
-use qsteer::train::{FineTuneSettings, Loss, Optimizer, Schedule, TrainLayers};
 use std::path::{Path, PathBuf};
 
 fn workspace(dir: &Path) -> PathBuf {
@@ -17,139 +14,6 @@ fn workspace(dir: &Path) -> PathBuf {
     let mut ws = Workspace::open_or_create(&ws_dir, &model, "mbv2_digits").unwrap();
     ws.add_variant(0, "child", &model).unwrap();
     ws_dir
-}
-
-fn parsed_back(kind: &JobKind, ws_dir: &Path) -> JobKind {
-    let args = headless_args(kind, ws_dir, &ws_dir.join("slurm"), "job-1", None).unwrap();
-    assert!(args.ends_with(&[
-        "--json".to_string(),
-        "--progress".into(),
-        "jsonl".into(),
-        "--no-journal".into()
-    ]));
-    let cli = Cli::try_parse_from(std::iter::once("qsteer".to_string()).chain(args.clone()))
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(cli.common.no_journal && cli.common.json);
-    let job = match &cli.command {
-        Some(Command::Compress(a)) => compress::job(a, &cli.common),
-        Some(Command::Finetune(a)) => finetune::job(a, &cli.common),
-        other => panic!("{other:?}"),
-    };
-    let (_, back, executor) = job.unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert_eq!(
-        executor,
-        qsteer::jobs::Executor::Local,
-        "the node runs it locally"
-    );
-    back
-}
-
-#[test]
-fn compress_and_finetune_jobs_survive_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let ws = workspace(dir.path());
-    let data = dir.path().join("data dir");
-    // `finetune` checks that a training set exists.
-    let train = dir.path().join("train dir");
-    std::fs::create_dir_all(&train).unwrap();
-    let greedy = JobKind::Compress {
-        variant: 1,
-        data: data.clone(),
-        method: Method::ChannelPruning,
-        target: Some(0.6180339887498949),
-        ratios: None,
-        pin: LayerRatios::from([("conv_a".to_string(), 0.3), ("b=c".to_string(), 0.1)]),
-        exclude: vec!["head".into(), "stem".into()],
-        candidates: 7,
-        selection: Some("greedy".into()),
-        reconstruct: true,
-        calibration_size: 33,
-        seed: 5,
-        threads: 3,
-        metric: None,
-    };
-    assert_eq!(parsed_back(&greedy, &ws), greedy);
-    let manual = JobKind::Compress {
-        variant: 0,
-        data: data.clone(),
-        method: Method::SpatialSvd,
-        target: None,
-        ratios: Some(LayerRatios::from([("conv".to_string(), 0.25)])),
-        pin: LayerRatios::new(),
-        exclude: vec![],
-        candidates: 10,
-        selection: None,
-        reconstruct: false,
-        calibration_size: 200,
-        seed: 0,
-        threads: 0,
-        metric: None,
-    };
-    assert_eq!(parsed_back(&manual, &ws), manual);
-    let tuned = JobKind::FineTune {
-        variant: 1,
-        data: data.clone(),
-        settings: FineTuneSettings {
-            epochs: 3,
-            lr: 3e-4,
-            schedule: Schedule::Step {
-                every: 2,
-                gamma: 0.3,
-            },
-            optimizer: Optimizer::Sgd,
-            momentum: 0.8,
-            weight_decay: 1e-5,
-            batch_size: 16,
-            train_layers: TrainLayers::Only(vec!["fc".into(), "conv1".into()]),
-            loss: Loss::Distill { temperature: 4.5 },
-            early_stop_patience: 2,
-            calibration_size: 120,
-            seed: 9,
-            train_data: Some(train.clone()),
-            augment: qsteer::train::Augment {
-                shift: 2,
-                flip: true,
-            },
-        },
-        threads: 1,
-    };
-    assert_eq!(parsed_back(&tuned, &ws), tuned);
-    let plain = JobKind::FineTune {
-        variant: 0,
-        data: data.clone(),
-        settings: FineTuneSettings::default(),
-        threads: 0,
-    };
-    assert_eq!(parsed_back(&plain, &ws), plain);
-    let qat = JobKind::Qat {
-        variant: 1,
-        data: data.clone(),
-        settings: FineTuneSettings {
-            train_layers: TrainLayers::Last(2),
-            ..FineTuneSettings::default()
-        },
-        threads: 2,
-    };
-    assert_eq!(parsed_back(&qat, &ws), qat);
-    let frozen = JobKind::FineTune {
-        variant: 0,
-        data: data.clone(),
-        settings: FineTuneSettings {
-            train_layers: TrainLayers::Except(vec!["stem".into()]),
-            ..FineTuneSettings::default()
-        },
-        threads: 1,
-    };
-    assert_eq!(parsed_back(&frozen, &ws), frozen);
-    let external = JobKind::ExternalFineTune {
-        variant: 1,
-        data,
-        command: "python3 train.py --in {input} --out {output} --lr {lr}".into(),
-        epochs: 4,
-        lr: 0.003,
-        threads: 1,
-    };
-    assert_eq!(parsed_back(&external, &ws), external);
 }
 
 #[test]

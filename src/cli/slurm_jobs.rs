@@ -3,7 +3,7 @@
 //! stopped first) to their end, recording their states and results as the submitter would.
 
 use super::table::{text, Table};
-use super::{print_json, run_headless, variant_workspace, Common};
+use super::{print_json, run_job, variant_workspace, Common};
 use clap::Args;
 use qsteer::jobs::{unfinished_slurm_jobs, JobKind};
 use qsteer::Result;
@@ -32,7 +32,7 @@ pub fn run(args: SlurmJobsArgs, common: &Common) -> Result<()> {
                 continue;
             };
             let slurm_id = slurm_id.clone();
-            let outcome = match run_headless(ws.clone(), kind, common) {
+            let outcome = match run_job(ws.clone(), kind, common) {
                 Ok(summary) => json!({"slurm_id": slurm_id, "result": summary}),
                 Err(e) => json!({"slurm_id": slurm_id, "error": e.to_string()}),
             };

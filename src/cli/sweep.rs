@@ -5,13 +5,13 @@
 use super::executor_flags::ExecutorFlags;
 use super::split_flags::SplitFlags;
 use super::table::{text, Table};
-use super::{lock, open_workspace, print_json, resolve_model, run_headless_on, Common};
+use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::{Args, ValueEnum};
-use qsteer::jobs::{JobKind, SweepStage};
+use qsteer::jobs::{HeadlessJob, JobKind, SweepStage};
 use qsteer::model::Model;
 use qsteer::units::human;
 use qsteer::{Error, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -86,8 +86,8 @@ pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
         threads: args.split.threads,
         metric: args.split.metric.resolve(&ws)?,
     };
-    let mut summary = run_headless_on(ws, kind, common, executor)?;
-    summary["model"] = json!(path.display().to_string());
+    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?;
+    let summary = with_model(summary, &path);
     if common.json {
         return print_json(&summary);
     }

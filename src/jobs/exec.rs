@@ -220,55 +220,51 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Run one job on the current thread, headless: the same journal, logs and results as a
-/// job run by [`super::JobRunner`]. Returns the job's summary; a failed job is its error
-/// (so the CLI can pick the exit code), a cancelled one `Error::Cancelled`.
-pub fn run_job_blocking(
-    workspace: Arc<Mutex<Workspace>>,
-    kind: JobKind,
-    on_event: impl FnMut(JobEvent) + Send,
-) -> Result<serde_json::Value> {
-    run_job_blocking_with(workspace, kind, &CancelToken::new(), on_event)
-}
-
-/// [`run_job_blocking`] with a cancellation token (e.g. set from a Ctrl-C handler).
-pub fn run_job_blocking_with(
-    workspace: Arc<Mutex<Workspace>>,
-    kind: JobKind,
-    cancel: &CancelToken,
-    on_event: impl FnMut(JobEvent) + Send,
-) -> Result<serde_json::Value> {
-    run_job_headless(workspace, kind, &Headless::default(), cancel, on_event)
-}
-
-/// How a headless run goes: on which executor, and whether it journals the job (a
-/// Slurm node's run does not: the process that submitted it does).
+/// How a headless run goes: the job, on which executor, whether it journals the job (a
+/// Slurm node's run does not: the process that submitted it does), and the token that
+/// cancels it (e.g. set from a Ctrl-C handler). A plain [`JobKind`] is a local, journalled
+/// run nothing cancels.
 #[derive(Debug, Clone)]
-pub struct Headless {
+pub struct HeadlessJob {
+    pub kind: JobKind,
     pub executor: Executor,
     pub journal: bool,
+    pub cancel: CancelToken,
 }
 
-impl Default for Headless {
-    fn default() -> Self {
-        Headless {
-            executor: Executor::Local,
-            journal: true,
+impl HeadlessJob {
+    pub fn on(kind: JobKind, executor: Executor) -> HeadlessJob {
+        HeadlessJob {
+            executor,
+            ..kind.into()
         }
     }
 }
 
-/// [`run_job_blocking_with`] on an executor, with or without a journal entry.
-pub fn run_job_headless(
+impl From<JobKind> for HeadlessJob {
+    fn from(kind: JobKind) -> HeadlessJob {
+        HeadlessJob {
+            kind,
+            executor: Executor::Local,
+            journal: true,
+            cancel: CancelToken::new(),
+        }
+    }
+}
+
+/// Run one job on the current thread, headless: the same journal, logs and results as a
+/// job run by [`super::JobRunner`] — the one way every headless front end (the CLI's
+/// commands, `qsteer run-job`) runs a job. Returns the job's summary; a failed job is its
+/// error (so the CLI can pick the exit code), a cancelled one `Error::Cancelled`.
+pub fn run_job_blocking(
     workspace: Arc<Mutex<Workspace>>,
-    kind: JobKind,
-    how: &Headless,
-    cancel: &CancelToken,
+    job: impl Into<HeadlessJob>,
     on_event: impl FnMut(JobEvent) + Send,
 ) -> Result<serde_json::Value> {
+    let job = job.into();
     let dir = lock(&workspace).dir().to_path_buf();
     let id = load_history(&dir)?.next_id;
-    let journal = if how.journal {
+    let journal = if job.journal {
         Journal::new(&dir)
     } else {
         Journal::disabled(&dir)
@@ -276,7 +272,7 @@ pub fn run_job_headless(
     // Progress comes from worker threads; the caller's callback sees one event at a time.
     let on_event = Mutex::new(on_event);
     let sink = |ev: JobEvent| (lock(&on_event))(ev);
-    let ctx = JobCtx::new(id, &kind, cancel, &journal, &sink);
+    let ctx = JobCtx::new(id, &job.kind, &job.cancel, &journal, &sink);
     ctx.transition(Logged::Queued, None, None);
-    execute(&workspace, &ctx, &how.executor)
+    execute(&workspace, &ctx, &job.executor)
 }

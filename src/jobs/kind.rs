@@ -496,6 +496,60 @@ impl JobKind {
         }
     }
 
+    /// The variant the job starts from (none for following a Slurm job).
+    pub fn variant(&self) -> Option<u32> {
+        match self {
+            JobKind::Evaluate { variant, .. }
+            | JobKind::Quantsim { variant, .. }
+            | JobKind::Analyze { variant, .. }
+            | JobKind::BiasCorrect { variant, .. }
+            | JobKind::AdaRound { variant, .. }
+            | JobKind::Export { variant, .. }
+            | JobKind::Compress { variant, .. }
+            | JobKind::Sweep { variant, .. }
+            | JobKind::FineTune { variant, .. }
+            | JobKind::ExternalFineTune { variant, .. }
+            | JobKind::Qat { variant, .. }
+            | JobKind::FoldBn { variant }
+            | JobKind::Cle { variant, .. }
+            | JobKind::FixChain { variant, .. } => Some(*variant),
+            JobKind::SlurmFollow { .. } => None,
+        }
+    }
+
+    /// The job's worker threads (0: one per core), for the kinds that have them.
+    fn threads_mut(&mut self) -> Option<&mut usize> {
+        match self {
+            JobKind::Evaluate { threads, .. }
+            | JobKind::Quantsim { threads, .. }
+            | JobKind::Analyze { threads, .. }
+            | JobKind::BiasCorrect { threads, .. }
+            | JobKind::AdaRound { threads, .. }
+            | JobKind::Compress { threads, .. }
+            | JobKind::Sweep { threads, .. }
+            | JobKind::FineTune { threads, .. }
+            | JobKind::ExternalFineTune { threads, .. }
+            | JobKind::Qat { threads, .. }
+            | JobKind::FixChain { threads, .. } => Some(threads),
+            JobKind::Export { .. }
+            | JobKind::FoldBn { .. }
+            | JobKind::Cle { .. }
+            | JobKind::SlurmFollow { .. } => None,
+        }
+    }
+
+    /// The job on an allocation of `cpus` CPUs: never more worker threads than those, and
+    /// "one per core" means all of them (a node's core count is not the allocation's).
+    pub fn with_threads_at_most(mut self, cpus: Option<u32>) -> JobKind {
+        if let (Some(t), Some(n)) = (self.threads_mut(), cpus) {
+            *t = match *t {
+                0 => n as usize,
+                t => t.min(n as usize),
+            };
+        }
+        self
+    }
+
     /// Heavy jobs use all cores, so the runner limits how many run at once.
     pub fn is_heavy(&self) -> bool {
         match self {

@@ -1,6 +1,6 @@
 //! The job runner every front end uses (DESIGN.md §2 "Job"). A front end submits a
 //! [`JobKind`] and renders the [`JobEvent`]s; the app through [`JobRunner`] on tokio, the
-//! CLI through [`run_job_blocking`] — the same code, the same records. Every state change
+//! CLI and `qsteer run-job` through [`run_job_blocking`] — the same code, the same records. Every state change
 //! is journalled in `logs/jobs.jsonl`, each job's log in `logs/job-<id>.log`, so a
 //! restart shows what finished and which job was interrupted.
 
@@ -24,6 +24,7 @@ mod kind;
 mod latency;
 mod qat;
 mod quantsim;
+mod request;
 mod runner;
 mod slurm;
 mod sweep;
@@ -33,14 +34,15 @@ mod sweep_slurm;
 pub use chain::{check_chain, ChainStep, StepInputs};
 pub use compress::fill_greedy_share;
 pub use event::JobEvent;
-pub use exec::{run_job_blocking, run_job_blocking_with, run_job_headless, Headless};
+pub use exec::{run_job_blocking, HeadlessJob};
 pub use executor::{Executor, SlurmSettings};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
+pub use request::{JobRequest, REQUEST_VERSION};
 pub use runner::JobRunner;
 pub use slurm::{
-    client_installed as slurm_client_installed, headless_args, partitions as slurm_partitions,
+    client_installed as slurm_client_installed, partitions as slurm_partitions,
     unfinished as unfinished_slurm_jobs,
 };
 
@@ -74,6 +76,21 @@ fn load_model(
 ) -> crate::Result<crate::model::Model> {
     let label = lock(workspace).model_label(path);
     crate::experiment::load_model_as(path, &label)
+}
+
+/// The tests' shorthand for a local, journalled run that `cancel` stops.
+#[cfg(test)]
+fn run_job_blocking_with(
+    workspace: std::sync::Arc<Mutex<crate::experiment::Workspace>>,
+    kind: JobKind,
+    cancel: &crate::cancel::CancelToken,
+    on_event: impl FnMut(JobEvent) + Send,
+) -> crate::Result<serde_json::Value> {
+    let job = HeadlessJob {
+        cancel: cancel.clone(),
+        ..kind.into()
+    };
+    run_job_blocking(workspace, job, on_event)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ mod model_inputs;
 mod model_load;
 mod quantsim_cli;
 mod real_exports;
+mod run_job;
 mod slurm;
 mod streaming;
 mod workspace_guarantees;

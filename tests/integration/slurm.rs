@@ -8,7 +8,7 @@ use qsteer::experiment::Workspace;
 use qsteer::jobs::{Executor, JobEvent, JobKind, JobRunner, SlurmSettings};
 use qsteer::model::Model;
 use qsteer::train::FineTuneSettings;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -620,4 +620,122 @@ fn a_sweep_run_again_takes_over_the_candidates_its_killed_run_sent() {
         "the base and the two candidates, once each"
     );
     assert_eq!(ws.file().slurm_jobs.len(), 2);
+}
+
+/// Every job kind with a command, once here and once with `--executor slurm` (the node
+/// runs the shipped request with `qsteer run-job`): the same document (timings and the
+/// `slurm` record aside), the same variants, the same journal. Four kinds at a time.
+#[test]
+fn every_job_kind_runs_through_slurm_and_records_what_a_local_run_records() {
+    use crate::run_job::{command_line, commands, differences, journal, normalized, variants};
+    if !slurm_up("every_job_kind_through_slurm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_digits(dir.path(), 20).display().to_string();
+    let model = sample_model(crate::run_job::MODEL).display().to_string();
+    let slurm = ["--executor", "slurm", "--cpus", "1", "--time", "15"].map(String::from);
+    let run_kind = |kind: &str, command: &[String]| {
+        let local = dir
+            .path()
+            .join(format!("{kind}-local"))
+            .display()
+            .to_string();
+        let remote = dir
+            .path()
+            .join(format!("{kind}-slurm"))
+            .display()
+            .to_string();
+        let run = |ws: &str, extra: &[String]| {
+            let mut a = command_line(command, &model, &data, ws);
+            a.extend_from_slice(extra);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let (status, out, err) = qsteer_timed(dir.path(), &a, 600);
+            (json_of(status, &out, &err), err)
+        };
+        let (expected, _) = run(&local, &[]);
+        let (got, err) = run(&remote, &slurm);
+        assert!(err.contains("slurm: submitted job"), "{kind}: {err}");
+        let dirs = [local.as_str(), remote.as_str()];
+        let diff = differences(&normalized(&expected, &dirs), &normalized(&got, &dirs), "");
+        assert!(
+            diff.is_empty(),
+            "{kind}: the Slurm run's document differs:\n{diff:#?}"
+        );
+        assert_eq!(
+            variants(&local, &dirs),
+            variants(&remote, &dirs),
+            "{kind}: variants"
+        );
+        let diff = differences(
+            &json!(journal(&local, &dirs)),
+            &json!(journal(&remote, &dirs)),
+            "journal",
+        );
+        assert!(diff.is_empty(), "{kind}: the journals differ:\n{diff:#?}");
+        let ws = Workspace::open(Path::new(&remote)).unwrap();
+        assert!(
+            !ws.file().slurm_jobs.is_empty(),
+            "{kind}: no Slurm job recorded"
+        );
+        assert!(
+            ws.file().slurm_jobs.iter().all(|j| j.state == "COMPLETED"),
+            "{kind}: {:?}",
+            ws.file().slurm_jobs
+        );
+    };
+    for group in commands().chunks(4) {
+        std::thread::scope(|s| {
+            for (kind, command) in group {
+                let run_kind = &run_kind;
+                s.spawn(move || run_kind(kind, command));
+            }
+        });
+    }
+}
+
+/// Export has no command that runs it as a job; through the engine it runs on Slurm as
+/// well and writes the same files as here.
+#[test]
+fn an_export_job_runs_through_slurm_and_writes_what_a_local_one_writes() {
+    use qsteer::jobs::{run_job_blocking, HeadlessJob};
+    if !slurm_up("export_job_through_slurm") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_digits(dir.path(), 20);
+    let model = Model::load(&sample_model("resnet_digits")).unwrap();
+    let ws_dir = dir.path().join("ws");
+    let ws = Workspace::open_or_create(&ws_dir, &model, "resnet_digits").unwrap();
+    let ws = Arc::new(Mutex::new(ws));
+    let quantsim = JobKind::quantsim(0, data, Default::default()).with_threads_at_most(Some(1));
+    let sim = run_job_blocking(ws.clone(), quantsim, |_| {}).unwrap();
+    let export = |out: &Path, executor: Executor| {
+        let kind = JobKind::Export {
+            variant: sim["variant"].as_u64().unwrap() as u32,
+            out: Some(out.to_path_buf()),
+            version: Default::default(),
+        };
+        run_job_blocking(ws.clone(), HeadlessJob::on(kind, executor), |_| {}).unwrap()
+    };
+    let (here, there) = (dir.path().join("here"), dir.path().join("there"));
+    let local = export(&here, Executor::Local);
+    let remote = export(&there, slurm_settings());
+    assert_eq!(remote["slurm"]["state"], "COMPLETED", "{remote}");
+    let dirs = [here.to_str().unwrap(), there.to_str().unwrap()];
+    let norm = |v: &Value| crate::run_job::normalized(v, &dirs);
+    assert_eq!(norm(&local), norm(&remote));
+    let mut files: Vec<_> = fs::read_dir(&here)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        assert_eq!(
+            fs::read(here.join(&f)).unwrap(),
+            fs::read(there.join(&f)).unwrap(),
+            "{f:?}"
+        );
+    }
 }

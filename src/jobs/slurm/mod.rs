@@ -1,13 +1,12 @@
-//! The Slurm executor: a job runs as a batch job that runs qsteer's own headless command
-//! for it (`qsteer compress … --json`) on a node against this workspace. Submit with
+//! The Slurm executor: a job runs as a batch job that runs the serialized job on a node
+//! against this workspace (`qsteer run-job slurm/<stem>.request.json`), so every job kind
+//! can run there and the node runs exactly the job the front end asked for. Submit with
 //! `sbatch --parsable`, follow the state with `scontrol`/`sacct -c`, stream the output
 //! file into the job's log and progress, `scancel` on cancel, and at the end read the
 //! node's JSON document and reload the workspace so the node's new variant shows.
 
-mod command;
 mod ctl;
 
-pub use command::headless_args;
 pub use ctl::{client_installed, partitions};
 mod output;
 mod script;
@@ -16,7 +15,7 @@ use super::exec::JobCtx;
 use super::lock;
 use crate::experiment::{now, SlurmJobEntry, Workspace};
 use crate::fsutil::write_atomic;
-use crate::jobs::{summary_variant, JobKind, SlurmSettings};
+use crate::jobs::{summary_variant, JobKind, JobRequest, SlurmSettings};
 use crate::{Error, Result};
 use serde_json::{json, Value};
 use std::fs;
@@ -55,7 +54,7 @@ pub(crate) fn run(
     if let Some(note) = local_filesystem_note(&ws_dir) {
         ctx.log(note);
     }
-    let args = command::headless_args(ctx.kind, &ws_dir, &files.dir, &files.stem, settings.cpus)?;
+    let args = ship_request(ctx.kind, &ws_dir, &files, settings.cpus)?;
     let binary = match &settings.binary {
         Some(b) => b.clone(),
         None => std::env::current_exe()
@@ -77,14 +76,16 @@ pub(crate) fn run(
     write_atomic(&script, text.as_bytes())?;
     let slurm_id = ctl::sbatch(&script, &settings.extra_args)?;
     let submitted = Instant::now();
+    // Recorded before it is announced: whoever sees the line (a user, a test that kills
+    // this process) can count on a rerun finding the job in the workspace.
+    let mut entry = pending_entry(ctx, &slurm_id, &files.stem, Some(ctx.kind.clone()));
+    record(ctx, workspace, &entry);
     ctx.partial(json!({"slurm": {"job_id": slurm_id, "state": "PENDING"}}));
     ctx.log(format!(
         "slurm: submitted job {slurm_id} ({}); output {}",
         script.display(),
         files.path("out").display()
     ));
-    let mut entry = pending_entry(ctx, &slurm_id, &files.stem, Some(ctx.kind.clone()));
-    record(ctx, workspace, &entry);
     let watched = watch(ctx, &slurm_id, &files, settings, Some(submitted));
     if let Ok(w) = &watched {
         entry.state = w.info.state.clone();
@@ -96,6 +97,37 @@ pub(crate) fn run(
     }
     let w = watched?;
     finish(&files, &slurm_id, w)
+}
+
+/// Write the job as a request file beside its script and return the node command's
+/// arguments: the request run headless, its summary as one JSON document on stdout,
+/// JSON-lines events on stderr, and no journal entry of its own (this process journals
+/// the job). `cpus` caps the job's threads at the allocation's.
+fn ship_request(
+    kind: &JobKind,
+    ws_dir: &Path,
+    files: &Files,
+    cpus: Option<u32>,
+) -> Result<Vec<String>> {
+    if matches!(kind, JobKind::SlurmFollow { .. }) {
+        return Err(Error::input(
+            "following a Slurm job runs where its submitter runs, not on Slurm",
+        ));
+    }
+    let job = kind.clone().with_threads_at_most(cpus);
+    let request = files.path("request.json");
+    JobRequest::new(ws_dir.to_path_buf(), job).save(&request)?;
+    Ok([
+        "run-job",
+        &request.display().to_string(),
+        "--summary",
+        "--json",
+        "--progress",
+        "jsonl",
+        "--no-journal",
+    ]
+    .map(str::to_string)
+    .to_vec())
 }
 
 /// The array job a greedy compress job's dictionary is filled by first, if the settings

@@ -1,0 +1,114 @@
+//! `qsteer run-job FILE.json`: one serialized job request (see [`JobRequest`]) run on its
+//! workspace exactly as the job's own command runs it — the same journal and log entries,
+//! the same variant, the same `--json` document (printed whether or not `--json` is given:
+//! a request is a program's interface). This is what a Slurm node runs.
+
+use super::{
+    adaround, analyze, bias_correct, compress, fix_chain, fixes, lock, print_json, quantsim,
+    run_job, with_model, Common, SharedWorkspace,
+};
+use clap::Args;
+use qsteer::experiment::Workspace;
+use qsteer::jobs::{JobKind, JobRequest};
+use qsteer::{Error, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Args)]
+pub struct RunJobArgs {
+    /// The request: {"version": 1, "workspace": DIR, "model": FILE (optional), "job": {"type":
+    /// KIND, …settings as in logs/jobs.jsonl}}
+    pub file: PathBuf,
+    /// Print the job's own summary (what the submitting process records) instead of the
+    /// command's document: what a Slurm node prints
+    #[arg(long, hide = true)]
+    pub summary: bool,
+    /// Only fill share I of N of a greedy compress job's dictionary (a Slurm array task)
+    #[arg(long, hide = true, value_name = "I/N")]
+    pub shard: Option<String>,
+}
+
+pub fn run(args: RunJobArgs, common: &Common) -> Result<()> {
+    let request = JobRequest::load(&args.file)?;
+    let ws = open(&args.file, &request.workspace)?;
+    if let Some(shard) = &args.shard {
+        if !matches!(
+            request.job,
+            JobKind::Compress {
+                target: Some(_),
+                ..
+            }
+        ) {
+            return Err(Error::input(format!(
+                "{}: --shard fills a greedy compress job's dictionary; this job is '{}'",
+                args.file.display(),
+                request.job.label()
+            )));
+        }
+        let shard = qsteer::compress::greedy::dictionary::Shard::parse(shard)?;
+        return compress::fill_share(&ws, &request.job, shard, common);
+    }
+    let model = match (&request.model, request.job.variant()) {
+        (Some(m), _) => m.clone(),
+        (None, Some(id)) => {
+            let ws = lock(&ws);
+            match ws.variant(id) {
+                Some(v) => ws.model_path(v),
+                None => {
+                    return Err(Error::input(format!(
+                        "{}: field 'job.variant': the workspace {} has no variant {id}",
+                        args.file.display(),
+                        ws.dir().display()
+                    )))
+                }
+            }
+        }
+        (None, None) => PathBuf::new(),
+    };
+    let summary = run_job(ws.clone(), request.job.clone(), common)?;
+    if args.summary {
+        return print_json(&summary);
+    }
+    print_json(&document(&request.job, summary, &model, &ws)?)
+}
+
+/// The request's workspace; one that is not there is the file's fault.
+fn open(file: &Path, dir: &Path) -> Result<SharedWorkspace> {
+    if !dir.join("workspace.json").is_file() {
+        return Err(Error::input(format!(
+            "{}: field 'workspace': {} is not a qsteer workspace (no workspace.json)",
+            file.display(),
+            dir.display()
+        )));
+    }
+    Ok(Arc::new(Mutex::new(Workspace::open(dir)?)))
+}
+
+/// The `--json` document the job's own command prints for `summary`, started from `model`,
+/// without the command-only copies (`--out`, `--export`).
+fn document(kind: &JobKind, summary: Value, model: &Path, ws: &SharedWorkspace) -> Result<Value> {
+    Ok(match kind {
+        JobKind::Evaluate { .. }
+        | JobKind::Compress { .. }
+        | JobKind::Sweep { .. }
+        | JobKind::FineTune { .. }
+        | JobKind::Qat { .. } => with_model(summary, model),
+        JobKind::ExternalFineTune { .. } => {
+            let mut doc = with_model(summary, model);
+            doc["trainer_saved"] = json!(false);
+            doc
+        }
+        JobKind::Quantsim { .. } => quantsim::document(summary, model, ws)?,
+        JobKind::Analyze { variant, data, .. } => analyze::document(ws, *variant, model, data)?,
+        JobKind::BiasCorrect { .. } => bias_correct::document(summary, model, ws)?,
+        JobKind::AdaRound { .. } => adaround::document(summary, model, ws)?,
+        JobKind::FoldBn { .. } | JobKind::Cle { .. } => fixes::document(summary, model),
+        JobKind::FixChain { .. } => {
+            let dir = lock(ws).dir().to_path_buf();
+            fix_chain::document(summary, model, &dir)
+        }
+        // No command of their own runs these jobs: the summary is the document.
+        JobKind::Export { .. } | JobKind::SlurmFollow { .. } => summary,
+    })
+}
