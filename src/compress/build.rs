@@ -33,6 +33,10 @@ impl CompressorSpec {
     /// The settings that change what the compressor makes, as they enter cache keys.
     pub fn settings_key(&self) -> String {
         let mut key = format!("shapes={:?}", self.sample_shapes);
+        if matches!(self.method, Method::WeightSvd | Method::SpatialSvd) {
+            // The factorization changed what every entry scores (#17: BN-gain weighted).
+            key.push_str(";factors=bn-gain");
+        }
         if self.method == Method::ChannelPruning {
             key.push_str(&format!(
                 ";selection={};calibration={};seed={}",
@@ -111,4 +115,36 @@ pub fn reconstruct_outcome(
     let report = serde_json::to_value(&report)
         .map_err(|e| Error::runtime(format!("reconstruction report: {e}")))?;
     Ok((model, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(method: Method) -> CompressorSpec {
+        CompressorSpec {
+            method,
+            sample_shapes: vec![vec![1, 16, 16]],
+            selection: None,
+            data: PathBuf::from("digits"),
+            calibration_size: 200,
+            seed: 0,
+            options: RunOptions::default(),
+        }
+    }
+
+    /// A greedy dictionary scored with the plain SVD must not be reused now that the SVD
+    /// methods weight by the BN gains: their cache key says which factorization it holds.
+    #[test]
+    fn svd_cache_keys_name_the_factorization() {
+        for m in [Method::SpatialSvd, Method::WeightSvd] {
+            assert_eq!(
+                spec(m).settings_key(),
+                "shapes=[[1, 16, 16]];factors=bn-gain"
+            );
+        }
+        assert!(!spec(Method::ChannelPruning)
+            .settings_key()
+            .contains("factors"));
+    }
 }

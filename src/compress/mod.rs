@@ -10,6 +10,7 @@
 //! - channel pruning keeps `round(ratio × Cin)` input channels (at least one).
 
 pub mod activations;
+mod bn_scale;
 pub mod build;
 pub mod calibration;
 pub mod cost;

@@ -6,12 +6,16 @@
 //! columns it would read as padding are zeros of its output too (it has no bias), so the
 //! second conv's horizontal padding is exact.
 //!
+//! The SVD is weighted by the gain of the BatchNormalization that follows, when one does
+//! (see `bn_scale`): the truncation error then lands where the BN shrinks it.
+//!
 //! A kernel one column wide (1×1, k×1) makes the second conv 1×1: then the horizontal
 //! stride and pads move to the first conv too, which computes only the kept columns. A 1×1
 //! conv so becomes weight SVD (two 1×1 convs), as AIMET's spatial SVD also offers it: a
 //! strided 1×1 downsample shortcut is often the cheapest place to take MACs from.
 
-use super::factor::factorize;
+use super::bn_scale::bn_output_gains;
+use super::factor::factorize_weighted;
 use super::rank::SplitCost;
 use super::split::{self, Half, Split, Splitter};
 use super::svd::plain_conv;
@@ -106,7 +110,10 @@ impl Splitter for SpatialSvd {
         let matrix = Array2::from_shape_fn((n * kh, m * kw), |(ci, oj)| {
             w[[oj / kw, ci / kh, ci % kh, oj % kw]]
         });
-        let f = factorize(&matrix, rank, &what)?;
+        // Column (o, j) carries output channel o: weighted by the BN gain that follows.
+        let gains = bn_output_gains(model, layer);
+        let cols: Option<Vec<f32>> = gains.map(|g| (0..m * kw).map(|oj| g[oj / kw]).collect());
+        let f = factorize_weighted(&matrix, None, cols.as_deref(), rank, &what)?;
         let vertical = ArrayD::from_shape_fn(IxDyn(&[rank, n, kh, 1]), |ix| {
             f.left[(ix[1] * kh + ix[2], ix[0])]
         });

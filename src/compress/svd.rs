@@ -1,9 +1,11 @@
 //! Weight SVD (DESIGN.md §3): a Conv (m, n, kh, kw) becomes a Conv (r, n, kh, kw) with the
 //! original strides, pads and dilations, then a 1×1 Conv (m, r); a Gemm or a MatMul with a
 //! constant 2-D right operand becomes a MatMul [K, r] then the original op with a [r, out]
-//! weight. The weight matrix [out, n·kh·kw] (or [out, K]) is factored by truncated SVD.
+//! weight. The weight matrix [out, n·kh·kw] (or [out, K]) is factored by truncated SVD,
+//! weighted by the gain of a BatchNormalization that follows (see `bn_scale`).
 
-use super::factor::factorize;
+use super::bn_scale::bn_output_gains;
+use super::factor::factorize_weighted;
 use super::rank::SplitCost;
 use super::split::{self, Half, Split, Splitter};
 use super::{CompressOutcome, Eligibility, LayerCompressor, LayerRatios, Method};
@@ -125,11 +127,15 @@ impl Splitter for WeightSvd {
         })?;
         let node = &model.graph().node[layer.node];
         let what = format!("{}: layer '{}'", model.source(), layer.name);
+        // Rows are output channels: weighted by the BN gain that follows, if one does.
+        let gains = bn_output_gains(model, layer);
+        let factorize =
+            |m: &Array2<f32>| factorize_weighted(m, gains.as_deref(), None, rank, &what);
         match plan {
             Shape::Conv { out, k } => {
                 let m = Array2::from_shape_vec((*out, *k), w.iter().copied().collect())
                     .map_err(|e| Error::runtime(format!("{what}: {e}")))?;
-                let f = factorize(&m, rank, &what)?;
+                let f = factorize(&m)?;
                 let mut first_shape = layer.weight_shape.clone();
                 first_shape[0] = rank;
                 let spatial = layer.weight_shape.len() - 2;
@@ -157,7 +163,7 @@ impl Splitter for WeightSvd {
             }
             &Shape::Dense { out, k, transposed } => {
                 let m = dense(k, out, transposed).weight_matrix(w)?;
-                let f = factorize(&m, rank, &what)?;
+                let f = factorize(&m)?;
                 // First: x·Rᵀ, a MatMul with the [K, r] weight.
                 let first = f.right.t().as_standard_layout().into_owned().into_dyn();
                 // Second: the original op and orientation with an [out, r] matrix.

@@ -42,7 +42,12 @@ ROWS = {
     "cle": "CLE (BN folded, Relu6 → Relu), tf_enhanced",
     "cle_bc": "CLE + bias correction, tf_enhanced",
     "adaround": "AdaRound, {it} iterations, BN folded",
+    "ssvd": "spatial SVD to {c} MACs, greedy, no fine-tuning (FP32)",
+    "ssvd_reconstruct": "spatial SVD to {c} MACs, greedy, then layer-wise reconstruction (FP32)",
 }
+# The spatial SVD rows: compression, not quantization (aimet-torch; see aimet_torch_ssvd.py).
+SSVD_ROWS = ("ssvd", "ssvd_reconstruct")
+SSVD_TARGET = 0.5
 
 
 def log(msg):
@@ -99,6 +104,10 @@ class Qsteer:
         elif row == "adaround":
             args = ["fix", m, "--chain", "fold-bn,adaround,quantsim", *grid,
                     "--iterations", str(iterations)]
+        elif row in SSVD_ROWS:
+            args = ["compress", m, "--method", "ssvd", "--target", str(SSVD_TARGET)]
+            if row == "ssvd_reconstruct":
+                args.append("--reconstruct")
         else:
             raise ValueError(row)
         doc, seconds = self.run(args, f"{tag}-{row}")
@@ -108,6 +117,11 @@ class Qsteer:
         if "folded.onnx" in shown:
             command = f"qsteer fold-bn {os.path.relpath(m, ROOT)} --out folded.onnx && {command}"
         result = {"accuracy": doc["accuracy"], "seconds": round(seconds, 2), "command": command}
+        if row in SSVD_ROWS:
+            # The compression's own time (the dictionary is cached per workspace: fresh here).
+            result.update(fix_seconds=round(doc["seconds"], 2), mac_ratio=doc["mac_ratio"],
+                          ratios=doc["ratios"], evaluations=doc["evaluations"],
+                          before_reconstruction=doc.get("before_reconstruction"))
         for step in doc.get("steps", []):
             if step.get("step", "").startswith("adaround") and "seconds" in step:
                 result["fix_seconds"] = round(step["seconds"], 2)
@@ -200,6 +214,8 @@ class Aimet:
         from aimet_onnx.batch_norm_fold import fold_all_batch_norms_to_weight
         from aimet_onnx.cross_layer_equalization import equalize_model
 
+        if row in SSVD_ROWS:
+            return None
         model = onnx.load(str(model_path))
         scheme, per_channel, note = "tf_enhanced", False, None
         if row == "tf_enhanced":
@@ -238,6 +254,37 @@ class Aimet:
         if note:
             result["note"] = note
         return result
+
+
+class AimetTorch:
+    """aimet-torch's spatial SVD (greedy, no fine-tuning) on the model converted with
+    onnx2torch, run by aimet_torch_ssvd.py in its own venv (venv-torch.sh)."""
+
+    def __init__(self, work):
+        self.work = Path(work)
+        self.python = None
+
+    def row(self, row, model_path, tag, _iterations):
+        if row != "ssvd":
+            return None  # aimet-torch's spatial SVD has no layer-wise reconstruction
+        if self.python is None:
+            here = Path(__file__).resolve().parent
+            self.python = subprocess.run([str(here / "venv-torch.sh")], check=True,
+                                         capture_output=True, text=True).stdout.strip()
+        script = Path(__file__).resolve().parent / "aimet_torch_ssvd.py"
+        work = self.work / f"aimet-torch-{tag}-{row}"
+        cmd = [self.python, str(script), str(model_path), "--data", str(DATA),
+               "--target", str(SSVD_TARGET), "--work", str(work)]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"aimet_torch_ssvd.py exited {p.returncode}: {p.stderr.strip()[-800:]}")
+        doc = json.loads(p.stdout)
+        (self.work / f"aimet-torch-{tag}-{row}.json").write_text(p.stdout)
+        return {"accuracy": doc["accuracy"], "fix_seconds": doc["seconds"],
+                "mac_ratio": doc["mac_ratio"], "version": doc["version"],
+                "ratios": {l["layer"].replace("/", "."): float(l["chosen"])
+                           for l in doc["layers"] if l["chosen"] is not None},
+                "layers": doc["layers"]}
 
 
 # ---------------------------------------------------------------- ONNX Runtime
@@ -314,6 +361,8 @@ def cell(r):
     if "error" in r:
         return "error"
     s = pct(r.get("accuracy"))
+    if r.get("mac_ratio") is not None:
+        s += f" at {r['mac_ratio']:.3f} MACs"
     if r.get("fix_seconds") is not None:
         s += f" ({r['fix_seconds']:.1f} s)"
     return s
@@ -321,7 +370,8 @@ def cell(r):
 
 def markdown(report):
     models = report["models"]
-    head = "| setting (W4A8, 400 evaluation samples) |"
+    quant = any(row["row"] not in SSVD_ROWS for row in report["rows"])
+    head = f"| setting ({'W4A8' if quant else 'FP32'}, {report['evaluation_samples']} evaluation samples) |"
     rule = "| --- |"
     for m in models:
         head += f" AIMET {m} | ORT {m} | qsteer {m} |"
@@ -331,39 +381,58 @@ def markdown(report):
         line = f"| {row['setting']} |"
         for m in models:
             r = row["results"][m]
-            line += f" {cell(r.get('aimet'))} | {cell(r.get('ort'))} | {cell(r.get('qsteer'))} |"
+            aimet = r.get("aimet") or r.get("aimet_torch")
+            line += f" {cell(aimet)} | {cell(r.get('ort'))} | {cell(r.get('qsteer'))} |"
         lines.append(line)
     return "\n".join(lines) + "\n"
 
 
-BEGIN = "<!-- peers table: generated by tests/peers/peers.py, do not edit -->"
-END = "<!-- end of peers table -->"
+def markers(name):
+    """The lines around a generated table (`name` is "peers table" for the main one)."""
+    return (f"<!-- {name}: generated by tests/peers/peers.py, do not edit -->",
+            f"<!-- end of {name} -->")
+
+
+BEGIN, END = markers("peers table")
 
 
 def generated_block(report):
     v = report["versions"]
+    if all(row["row"] in SSVD_ROWS for row in report["rows"]):
+        return (
+            f"{markdown(report)}\n"
+            f"Measured {report['date']} by `tests/peers/run.sh` (aimet-torch "
+            f"{v.get('aimet_torch', '?')} on the model converted with onnx2torch, qsteer "
+            f"`{report.get('qsteer_build', '?')}`); FP32, greedy to {SSVD_TARGET} MACs over "
+            f"candidates k/10, dictionary and score on the {report['evaluation_samples']} "
+            "evaluation samples. Times in brackets are the whole compression (dictionary, "
+            "selection, split; reconstruction where the row has it).\n"
+        )
     return (
         f"{markdown(report)}\n"
         f"Measured {report['date']} by `tests/peers/run.sh` (aimet-onnx {v.get('aimet_onnx', '?')}, "
         f"onnxruntime {v.get('onnxruntime', '?')}, torch {v.get('torch', '?')}, "
         f"qsteer `{report.get('qsteer_build', '?')}`); W{report['w_bits']}A{report['a_bits']}, "
         f"{report['calibration_samples']} calibration and {report['evaluation_samples']} "
-        "evaluation samples. Times in brackets are the AdaRound step alone.\n"
+        "evaluation samples. Times in brackets are the AdaRound step alone, and for the spatial "
+        "SVD rows the whole compression (dictionary, selection, split); their AIMET column is "
+        f"aimet-torch {v.get('aimet_torch', '?')} (the model converted with onnx2torch).\n"
     )
 
 
-def write_table(path, report):
+def write_table(path, report, marker="peers table"):
     """The table into `path`: between the markers when the file has them, else the whole file.
     Written to a temporary file and renamed, so a failed run leaves the old file."""
     path = Path(path)
+    begin, end = markers(marker)
     block = generated_block(report)
     text = block
     if path.exists():
         old = path.read_text()
-        if BEGIN in old and END in old:
-            head, rest = old.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
-            text = f"{head}{BEGIN}\n{block}{END}{tail}"
+        if begin in old and end in old:
+            head, rest = old.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            text = f"{head}{begin}\n{block}{end}{tail}"
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -376,11 +445,13 @@ def main():
     ap.add_argument("--models", default="mbv2,resnet")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--iterations", type=int, default=200, help="AdaRound iterations per layer")
-    ap.add_argument("--tools", default="aimet,ort,qsteer")
+    ap.add_argument("--tools", default="aimet,aimet_torch,ort,qsteer")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--table-out", help="also write the markdown table to this file; a file "
                     f"holding the lines {BEGIN!r} and {END!r} gets only the text between them "
                     "replaced (e.g. sample-models/README.md)")
+    ap.add_argument("--table-marker", default="peers table",
+                    help="the name in the markers --table-out replaces between (another table)")
     ap.add_argument("--keep", help="keep models, encodings and workspaces in this directory")
     args = ap.parse_args()
     # AIMET logs to stdout: keep the real stdout for the report, send the rest to stderr.
@@ -390,7 +461,7 @@ def main():
     if args.from_json:
         report = json.loads(Path(args.from_json).read_text())
         if args.table_out:
-            write_table(args.table_out, report)
+            write_table(args.table_out, report, args.table_marker)
         print(json.dumps(report, indent=1) if args.json else markdown(report), end="", file=report_out)
         report_out.flush()
         return 0
@@ -401,10 +472,10 @@ def main():
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     bad = [m for m in models if m not in MODELS] + [r for r in rows if r not in ROWS] + \
-        [t for t in tools if t not in ("aimet", "ort", "qsteer")]
+        [t for t in tools if t not in ("aimet", "aimet_torch", "ort", "qsteer")]
     if bad:
         log(f"peers: unknown model, row or tool: {', '.join(bad)} "
-            f"(models {', '.join(MODELS)}; rows {', '.join(ROWS)}; tools aimet, ort, qsteer)")
+            f"(models {', '.join(MODELS)}; rows {', '.join(ROWS)}; tools aimet, aimet_torch, ort, qsteer)")
         return 2
     binary = args.qsteer
     if "qsteer" in tools and shutil.which(binary) is None and not os.access(binary, os.X_OK):
@@ -417,6 +488,8 @@ def main():
     runners = {}
     if "aimet" in tools:
         runners["aimet"] = Aimet(work, calib, evaluation)
+    if "aimet_torch" in tools:
+        runners["aimet_torch"] = AimetTorch(work)
     if "ort" in tools:
         runners["ort"] = OrtMinmax(work, calib, evaluation)
     if "qsteer" in tools:
@@ -442,7 +515,8 @@ def main():
     }
     failed = False
     for row in rows:
-        entry = {"row": row, "setting": ROWS[row].format(it=args.iterations), "results": {}}
+        entry = {"row": row, "setting": ROWS[row].format(it=args.iterations, c=SSVD_TARGET),
+                 "results": {}}
         for m in models:
             path = SAMPLES / MODELS[m]
             entry["results"][m] = {}
@@ -457,9 +531,12 @@ def main():
                 if r is not None:
                     entry["results"][m][name] = r
         report["rows"].append(entry)
+        for r in entry["results"].values():
+            if r.get("aimet_torch", {}).get("version"):
+                versions["aimet_torch"] = r["aimet_torch"]["version"]
     table = markdown(report)
     if args.table_out:
-        write_table(args.table_out, report)
+        write_table(args.table_out, report, args.table_marker)
     if args.json:
         print(json.dumps(report, indent=1), file=report_out)
     else:
