@@ -14,6 +14,7 @@ use crate::{Error, Result};
 
 pub mod external;
 pub mod fidelity;
+pub mod state_outputs;
 
 pub use fidelity::{
     output_fidelity, output_kind, MetricChoice, MetricSpec, OutputKind, OutputScore,
@@ -270,6 +271,9 @@ pub struct Scoring {
     pub data: PathBuf,
     /// Dataset index per evaluated sample; empty: 0..N.
     pub indices: Vec<usize>,
+    /// Outputs holding a state, scored as dense values whatever their shape
+    /// ([`state_outputs::state_outputs`]).
+    pub states: std::collections::BTreeSet<String>,
 }
 
 /// Labels against a model's first output when it is `[N, C]` class scores (the only
@@ -333,7 +337,10 @@ pub fn score_all(
         let per: Vec<OutputScore> = outputs
             .iter()
             .zip(reference)
-            .map(|((name, o), (_, r))| output_fidelity(name, o.view(), r.view(), choice))
+            .map(|((name, o), (_, r))| {
+                let state = scoring.states.contains(name);
+                fidelity::output_fidelity_of(name, o.view(), r.view(), choice, state)
+            })
             .collect::<Result<_>>()?;
         let min = |f: &dyn Fn(&OutputScore) -> Option<f64>| {
             per.iter()
@@ -548,9 +555,48 @@ mod tests {
             metric: MetricSpec::external(r#"echo "{{\"score\": $(wc -c < {indices})}}""#),
             data: dir.path().to_path_buf(),
             indices: vec![4, 9],
+            ..Scoring::default()
         };
         let score = score_all(&outputs, None, None, &scoring, &CancelToken::new()).unwrap();
         assert_eq!(score.metric_value, Some(expected));
+    }
+
+    /// A state output shaped `[N, 1, C]` (an LSTM's `Y_h`, batch first) is scored by
+    /// cosine, not by which hidden unit is largest; the same array as a sequence of class
+    /// scores is scored per position.
+    #[test]
+    fn a_state_output_is_scored_by_cosine_not_by_argmax() {
+        let reference =
+            ArrayD::from_shape_vec(IxDyn(&[2, 1, 3]), vec![0.50, 0.49, -0.2, 0.1, 0.3, 0.29])
+                .unwrap();
+        // Every value within 0.02 of the reference; the largest unit flips in both samples.
+        let out =
+            ArrayD::from_shape_vec(IxDyn(&[2, 1, 3]), vec![0.49, 0.50, -0.2, 0.1, 0.29, 0.30])
+                .unwrap();
+        let outputs = vec![("hn".to_string(), out)];
+        let reference = vec![("hn".to_string(), reference)];
+        let score = |states: &[&str]| {
+            let scoring = Scoring {
+                states: states.iter().map(|s| s.to_string()).collect(),
+                ..Scoring::default()
+            };
+            score_all(
+                &outputs,
+                None,
+                Some(&reference),
+                &scoring,
+                &CancelToken::new(),
+            )
+            .unwrap()
+        };
+        let as_sequence = score(&[]);
+        assert_eq!(as_sequence.metric.as_deref(), Some("per_position"));
+        assert_eq!(as_sequence.metric_value, Some(0.0));
+        let as_state = score(&["hn"]);
+        assert_eq!(as_state.metric.as_deref(), Some("cosine"));
+        let cosine = as_state.metric_value.unwrap();
+        assert!(cosine > 0.99, "{cosine}");
+        assert_eq!(as_state.outputs[0].agreement, None);
     }
 
     #[test]

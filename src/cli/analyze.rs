@@ -124,6 +124,21 @@ fn render(path: &std::path::Path, a: &Analysis) -> String {
     }
     out.push_str(&scores.render());
     out.push('\n');
+    // Each candidate float op set, measured: the advice names the flag.
+    for t in &a.float_ops.trials {
+        out.push_str(&format!(
+            "with --fp32-ops {}: W+A {:.4} ({:+.4})\n",
+            t.ops.join(","),
+            t.metric_value,
+            t.gain
+        ));
+    }
+    if let Some(advice) = &a.float_ops.advice {
+        out.push_str(&format!("advice: {advice}\n"));
+    }
+    if !a.float_ops.trials.is_empty() {
+        out.push('\n');
+    }
     let sweep = a.sweep.as_ref();
     let mut header = vec![
         "layer",

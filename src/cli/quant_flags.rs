@@ -4,6 +4,7 @@
 use clap::Args;
 use qsteer::quant::qdq::QuantMode;
 use qsteer::quant::simulate::{LayerOverride, QuantsimSettings};
+use qsteer::quant::weight_scheme::WeightScheme;
 use qsteer::quant::{QuantSpec, Scheme};
 use qsteer::runtime::RunOptions;
 use qsteer::{Error, Result};
@@ -26,12 +27,13 @@ pub struct QuantFlags {
 }
 
 /// The ids of the [`GridFlags`] arguments: what an encodings file settles instead.
-pub const GRID_ARGS: [&str; 11] = [
+pub const GRID_ARGS: [&str; 12] = [
     "w_bits",
     "a_bits",
     "per_channel",
     "symmetric",
     "scheme",
+    "weight_scheme",
     "mode",
     "fp32_layers",
     "layer_w_bits",
@@ -58,6 +60,11 @@ pub struct GridFlags {
     /// Calibration scheme: minmax, tf_enhanced, percentile[:P], mse
     #[arg(long, default_value = "tf_enhanced", value_parser = parse_scheme)]
     pub scheme: Scheme,
+    /// The weights' calibration scheme: auto (minmax for 8-bit and wider per-tensor grids,
+    /// tf_enhanced otherwise: measured), minmax, tf_enhanced, percentile[:P], mse, or same
+    /// (the activations' --scheme, as AIMET's one quant_scheme does)
+    #[arg(long, value_name = "auto|same|SCHEME", default_value = "auto", value_parser = parse_weight_scheme)]
+    pub weight_scheme: WeightScheme,
     /// What to quantize: wa (weights and activations), w, a
     #[arg(long, default_value = "wa", value_parser = parse_mode)]
     pub mode: QuantMode,
@@ -98,6 +105,10 @@ fn parse_mixed_range(s: &str) -> std::result::Result<MixedRange, String> {
         .filter(|f| f.is_finite() && *f >= 1.0)
         .map(|f| MixedRange(Some(f)))
         .ok_or_else(|| format!("'{s}': expected a factor of at least 1 (e.g. 16) or off"))
+}
+
+fn parse_weight_scheme(s: &str) -> std::result::Result<WeightScheme, String> {
+    s.parse::<WeightScheme>().map_err(|e| e.to_string())
 }
 
 fn parse_scheme(s: &str) -> std::result::Result<Scheme, String> {
@@ -178,6 +189,7 @@ impl GridFlags {
             per_channel: self.per_channel,
             symmetric: self.symmetric,
             scheme: self.scheme,
+            weight_scheme: self.weight_scheme,
             mode: self.mode,
             overrides,
             fp32_ops: self.fp32_ops.iter().map(|o| o.trim().to_string()).collect(),

@@ -77,10 +77,11 @@ impl ModelScorer {
         parent: &Model,
         data: Dataset,
         options: RunOptions,
-        scoring: Scoring,
+        mut scoring: Scoring,
         cancel: &CancelToken,
     ) -> Result<ModelScorer> {
         scoring.metric.validate()?;
+        scoring.states = crate::metrics::state_outputs::state_outputs(parent);
         check_fits(parent, &data)?;
         // Every candidate is scored on these samples: decode them once when they are small.
         let data = data.cached_up_to(crate::data::MULTI_PASS_CACHE)?;

@@ -121,6 +121,7 @@ pub fn scoring_for(
         metric: metric.clone(),
         data: path.to_path_buf(),
         indices: sample_indices(selected.split.as_ref(), subset, selected.data.len()),
+        states: Default::default(),
     }
 }
 
@@ -237,7 +238,8 @@ pub fn evaluate(
 ) -> Result<EvalReport> {
     req.metric.validate()?;
     let selected = select_samples(&req.data, req.subset, req.calibration_size, req.seed)?;
-    let scoring = scoring_for(&req.data, &selected, req.subset, &req.metric);
+    let mut scoring = scoring_for(&req.data, &selected, req.subset, &req.metric);
+    scoring.states = crate::metrics::state_outputs::state_outputs(model);
     let data = selected.data;
     check_fits(model, &data)?;
     let shapes = sample_shapes(model, &data)?;

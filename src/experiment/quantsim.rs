@@ -10,6 +10,7 @@ use crate::quant::import::quantsim_from_file;
 use crate::quant::simulate::{
     encodings_json, quantsim, QuantsimOutcome, QuantsimRequest, QuantsimSettings,
 };
+use crate::quant::weight_scheme::WeightScheme;
 use crate::{Error, Result};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -176,6 +177,18 @@ pub fn settings_label(s: &QuantsimSettings) -> String {
         parts.push("symmetric".into());
     }
     parts.push(s.scheme.to_string());
+    // A weight scheme the user chose, where it differs (`auto`, the default, and `same`
+    // are in the recipe step; the label stays short).
+    if let (WeightScheme::Fixed(weights), true) = (s.weight_scheme, mode.weights()) {
+        if weights != s.scheme {
+            let last = parts.len() - 1;
+            if mode.activations() {
+                parts.push(format!("(weights {weights})"));
+            } else {
+                parts[last] = weights.to_string();
+            }
+        }
+    }
     if !s.fp32_ops.is_empty() && mode.activations() {
         parts.push(format!("float {}", s.fp32_ops.join(",")));
     }
@@ -240,6 +253,24 @@ mod tests {
             mode,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_chosen_weight_scheme_is_in_the_label() {
+        use crate::quant::weight_scheme::WeightScheme;
+        let chosen = QuantsimSettings {
+            weight_scheme: WeightScheme::Fixed(Scheme::Minmax),
+            ..QuantsimSettings::default()
+        };
+        assert_eq!(
+            settings_label(&chosen),
+            "W8A8 per-tensor tf_enhanced (weights minmax)"
+        );
+        let weights_only = QuantsimSettings {
+            mode: QuantMode::WeightsOnly,
+            ..chosen
+        };
+        assert_eq!(settings_label(&weights_only), "W8 per-tensor minmax");
     }
 
     #[test]

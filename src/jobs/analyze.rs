@@ -113,5 +113,8 @@ pub fn summary_line(a: &Analysis) -> String {
     if let Some((l, d)) = worst {
         line.push_str(&format!("; noisiest alone: {} {d:.1} dB", l.layer));
     }
+    if let Some(advice) = &a.float_ops.advice {
+        line.push_str(&format!("; float ops: {advice}"));
+    }
     line
 }

@@ -184,13 +184,21 @@ fn recompute_weights(
                     w.weight, w.layer
                 ))
             };
-            let encodings =
-                match w.axis {
-                    Some(axis) => per_channel_encodings(array.view(), axis, spec, settings.scheme)
-                        .map_err(context)?,
-                    None => vec![per_tensor_encoding(array.view(), spec, settings.scheme)
-                        .map_err(context)?],
-                };
+            let encodings = match w.axis {
+                Some(axis) => per_channel_encodings(
+                    array.view(),
+                    axis,
+                    spec,
+                    settings.weight_scheme_for(spec),
+                )
+                .map_err(context)?,
+                None => {
+                    vec![
+                        per_tensor_encoding(array.view(), spec, settings.weight_scheme_for(spec))
+                            .map_err(context)?,
+                    ]
+                }
+            };
             Ok(WeightEncodings {
                 encodings,
                 ..w.clone()

@@ -10,6 +10,8 @@
 //!   agreement of the maps thresholded at 0.5 (the fraction of elements on the same side);
 //!   otherwise the mean per-sample cosine similarity (over all N values when a sample is
 //!   one value).
+//! - an output holding a state (an LSTM's `Y_h`/`Y_c`, an output shaped like a graph input:
+//!   [`super::state_outputs`]): the mean per-sample cosine, whatever its shape.
 //!
 //! SQNR (dB over all elements) and the cosine similarity are reported for every output. With
 //! several outputs each is scored on its own and the score is the **minimum** over them (a
@@ -141,6 +143,9 @@ pub enum OutputKind {
     Sequence,
     /// Everything else.
     Dense,
+    /// A recurrent or fed-back state, whatever its shape (never from [`output_kind`]: the
+    /// graph tells, [`super::state_outputs`]): cosine.
+    State,
 }
 
 /// The `auto` reading of an output of `shape` (N first).
@@ -242,6 +247,18 @@ pub fn output_fidelity(
     reference: ArrayViewD<f32>,
     choice: MetricChoice,
 ) -> Result<OutputScore> {
+    output_fidelity_of(name, out, reference, choice, false)
+}
+
+/// [`output_fidelity`] of an output that may hold a state (`state`: the `auto` rule reads
+/// it by cosine whatever its shape; see [`super::state_outputs`]).
+pub fn output_fidelity_of(
+    name: &str,
+    out: ArrayViewD<f32>,
+    reference: ArrayViewD<f32>,
+    choice: MetricChoice,
+    state: bool,
+) -> Result<OutputScore> {
     if out.shape() != reference.shape() {
         return Err(Error::runtime(format!(
             "output '{name}': shape {:?}, the reference's is {:?}",
@@ -258,7 +275,11 @@ pub fn output_fidelity(
     let shape = out.shape().to_vec();
     let sqnr = clamp_db(sqnr_db(reference.view(), out.view()));
     let cos = cosine(out.view(), reference.view());
-    let kind = output_kind(&shape);
+    let kind = if state {
+        OutputKind::State
+    } else {
+        output_kind(&shape)
+    };
     let flat_top1 = || -> Result<f64> {
         let n = shape[0];
         let c = out.len() / n;
@@ -288,7 +309,7 @@ pub fn output_fidelity(
         OutputKind::Classes => ("agreement", Some(flat_top1()?)),
         OutputKind::Sequence => ("per_position", Some(per_position()?)),
         OutputKind::Dense if threshold == 0.5 => ("map_agreement", Some(map())),
-        OutputKind::Dense => ("cosine", None),
+        OutputKind::Dense | OutputKind::State => ("cosine", None),
     };
     let (metric, value, agreement) = match choice {
         MetricChoice::Auto | MetricChoice::External => {

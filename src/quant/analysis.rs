@@ -18,6 +18,7 @@ use ndarray::{ArrayD, ArrayViewD, Axis};
 use serde::{Deserialize, Serialize};
 
 use super::calibration::RangeSpread;
+use super::float_op_advice::{self, FloatOpAdvice, TrialInput};
 use super::probe::build_probe;
 use super::qdq::{QuantMode, SimModel};
 use super::simulate::{prepare, simulate, Prepared, QuantsimRequest, QuantsimSettings};
@@ -59,6 +60,10 @@ pub struct Analysis {
     /// for its worst channel (one SQNR for the model can hide a destroyed channel group).
     #[serde(default)]
     pub outputs: Vec<OutputAnalysis>,
+    /// The op types kept in float that buy back most of the W+A score, measured
+    /// ([`super::float_op_advice`]), and the `--fp32-ops` flag to pass.
+    #[serde(default)]
+    pub float_ops: FloatOpAdvice,
 }
 
 /// A range spread above this (widest channel or Concat input range over the median or
@@ -193,12 +198,13 @@ pub fn analyze(
         req.calibration_size,
         req.seed,
     )?;
-    let scoring = crate::experiment::evaluate::scoring_for(
+    let mut scoring = crate::experiment::evaluate::scoring_for(
         &req.data,
         &selected,
         Subset::Evaluation,
         &req.metric,
     );
+    scoring.states = crate::metrics::state_outputs::state_outputs(model);
     let data = selected.data;
     check_fits(model, &data)?;
     let shapes = sample_shapes(model, &data)?;
@@ -280,6 +286,27 @@ pub fn analyze(
         weights_and_activations: score(3)?,
     };
 
+    let float_ops = float_op_advice::measure(
+        &TrialInput {
+            model,
+            prepared: &prepared,
+            settings: &with_mode(QuantMode::WeightsAndActivations),
+            data: &data,
+            shapes: &shapes,
+            fp32: &outs[0],
+            baseline: scores.weights_and_activations.value().unwrap_or(f64::NAN),
+            metric: scores
+                .weights_and_activations
+                .metric_name()
+                .unwrap_or("score"),
+            scoring: &scoring,
+            options: crate::runtime::RunOptions {
+                batch_size: batch,
+                threads: req.options.threads,
+            },
+        },
+        cancel,
+    )?;
     let layers = prepared
         .layers
         .iter()
@@ -334,6 +361,7 @@ pub fn analyze(
             calibration_seconds: prepared.calibration_seconds,
             seconds: start.elapsed().as_secs_f64(),
             sweep,
+            float_ops,
         },
         prepared,
     ))

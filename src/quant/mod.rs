@@ -11,6 +11,8 @@
 //!   per-layer weight quantizers; [`fused_groups`]: the op chains a runtime computes as one
 //!   op (a layer's constant affine, a decomposed LayerNorm), with no quantizer inside;
 //!   [`mixed_range`]: no quantizer on an output Concat joining very different ranges.
+//! - [`weight_scheme`]: the weights' own calibration scheme (`--weight-scheme`).
+//! - [`float_op_advice`]: the diagnosis's measured `--fp32-ops` advice.
 //! - [`calibration`]: one streaming pass of the FP32 model filling a histogram per point.
 //! - [`qdq`]: the simulated model: weights fake-quantized in place, QDQ (or equivalent float
 //!   ops) after each activation point; modes W+A, weights-only, activations-only.
@@ -27,6 +29,7 @@ pub mod contrib_qdq;
 pub mod encoding;
 pub mod encodings_file;
 pub mod export;
+pub mod float_op_advice;
 pub mod float_ops;
 pub mod fused_groups;
 pub mod histogram;
@@ -38,6 +41,7 @@ pub mod probe;
 pub mod qdq;
 pub mod simulate;
 pub mod sweep;
+pub mod weight_scheme;
 
 pub use calibrate::{calibrate, expected_sq_error, Scheme};
 pub use encoding::{Encoding, QuantSpec};

@@ -12,6 +12,7 @@ use super::points::{
     WeightQuantizer,
 };
 use super::qdq::{build_quantsim_with, ActivationOps, QuantMode, SimModel, WeightConfig};
+use super::weight_scheme::WeightScheme;
 use super::{Encoding, Histogram, QuantSpec, Scheme};
 use crate::cancel::CancelToken;
 use crate::experiment::evaluate::{
@@ -34,6 +35,13 @@ pub struct QuantsimSettings {
     pub per_channel: bool,
     pub symmetric: bool,
     pub scheme: Scheme,
+    /// The weights' own scheme ([`super::weight_scheme`]); `same` (the activations'
+    /// `scheme`) in records made before this field, as they meant.
+    #[serde(
+        default = "WeightScheme::same",
+        skip_serializing_if = "WeightScheme::is_same"
+    )]
+    pub weight_scheme: WeightScheme,
     pub mode: QuantMode,
     /// Per-layer exceptions (leave FP32, other bitwidths).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -51,7 +59,9 @@ fn default_mixed_range() -> Option<f64> {
     Some(DEFAULT_FACTOR)
 }
 
-/// AIMET's defaults: W8A8 asymmetric per tensor, `tf_enhanced`, weights and activations.
+/// AIMET's defaults (W8A8 asymmetric per tensor, `tf_enhanced`, weights and activations),
+/// but the weights calibrated by [`WeightScheme::Auto`] (measured; see
+/// [`super::weight_scheme`]).
 impl Default for QuantsimSettings {
     fn default() -> Self {
         QuantsimSettings {
@@ -60,6 +70,7 @@ impl Default for QuantsimSettings {
             per_channel: false,
             symmetric: false,
             scheme: Scheme::TfEnhanced,
+            weight_scheme: WeightScheme::Auto,
             mode: QuantMode::WeightsAndActivations,
             overrides: Vec::new(),
             fp32_ops: Vec::new(),
@@ -99,6 +110,9 @@ impl QuantsimSettings {
                 .unwrap_or_default(),
             self.mode
         );
+        if !self.weight_scheme.is_same() {
+            step.push_str(&format!(",weight_scheme:{}", self.weight_scheme));
+        }
         let skipped: Vec<&str> = self
             .overrides
             .iter()
@@ -149,7 +163,17 @@ impl QuantsimSettings {
                 )));
             }
         }
+        self.weight_scheme
+            .validate()
+            .map_err(|e| Error::input(format!("weight scheme: {e}")))?;
         self.scheme.validate()
+    }
+
+    /// The scheme a weight on the grid `spec` is calibrated with
+    /// ([`WeightScheme::resolve`]).
+    pub fn weight_scheme_for(&self, spec: QuantSpec) -> Scheme {
+        self.weight_scheme
+            .resolve(self.scheme, spec.bitwidth(), self.per_channel)
     }
 
     /// Whether an override keeps the node or value called `name` FP32 (a `skip` override,
@@ -516,7 +540,7 @@ pub fn simulate(
         if let Some(spec) = settings.weight_spec_of(&q.layer, &q.weight)? {
             let config = WeightConfig {
                 spec,
-                scheme: settings.scheme,
+                scheme: settings.weight_scheme_for(spec),
                 per_channel: settings.per_channel,
             };
             weights.push((q.clone(), config));
@@ -842,6 +866,67 @@ pub(crate) mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("is not a layer"), "{err}");
+    }
+
+    /// Weights on their own scheme, activations on theirs; `None` (every older settings
+    /// record) is the activations' scheme for both, as before.
+    #[test]
+    fn weights_and_activations_are_calibrated_by_their_own_schemes() {
+        use crate::quant::per_channel::per_tensor_encoding;
+        let model = sample_model("mbv2_digits.onnx");
+        let base = request(QuantsimSettings::default());
+        let prepared = prepare(&model, &base, true, &CancelToken::new(), &|_, _, _| {}).unwrap();
+        let spec = QuantSpec::new(8, false).unwrap();
+        let encoding_of = |i: usize, scheme: Scheme| {
+            let w = model.weight(&prepared.weights[i].weight).unwrap();
+            per_tensor_encoding(w.view(), spec, scheme).unwrap()
+        };
+        // A weight the two schemes grid differently.
+        let i = (0..prepared.weights.len())
+            .find(|&i| encoding_of(i, Scheme::Minmax) != encoding_of(i, Scheme::TfEnhanced))
+            .expect("a weight tf_enhanced clips");
+        let weight_encoding = |scheme: Scheme| encoding_of(i, scheme);
+        let name = prepared.weights[i].weight.clone();
+        let of = |sim: &SimModel| {
+            sim.weights
+                .iter()
+                .find(|w| w.weight == name)
+                .unwrap()
+                .encodings
+                .clone()
+        };
+        let (value, histogram) = prepared.histograms.iter().next().unwrap();
+        let split = QuantsimSettings {
+            scheme: Scheme::TfEnhanced,
+            weight_scheme: WeightScheme::Fixed(Scheme::Minmax),
+            ..QuantsimSettings::default()
+        };
+        let sim = simulate(&model, &prepared, &split).unwrap();
+        assert_eq!(of(&sim), [weight_encoding(Scheme::Minmax)]);
+        assert_eq!(
+            sim.activations[value],
+            calibrate(histogram, Scheme::TfEnhanced, spec).unwrap()
+        );
+        assert!(
+            split.step().contains(",weight_scheme:minmax"),
+            "{}",
+            split.step()
+        );
+        // An older record has no weight scheme: both on `scheme`.
+        let mut json = serde_json::to_value(&split).unwrap();
+        json.as_object_mut().unwrap().remove("weight_scheme");
+        let older: QuantsimSettings = serde_json::from_value(json).unwrap();
+        assert_eq!(older.weight_scheme, WeightScheme::Same);
+        let sim = simulate(&model, &prepared, &older).unwrap();
+        assert_eq!(of(&sim), [weight_encoding(Scheme::TfEnhanced)]);
+        assert!(!older.step().contains("weight_scheme"));
+        // The default (auto): minmax weights at W8 per tensor, tf_enhanced activations.
+        let sim = simulate(&model, &prepared, &QuantsimSettings::default()).unwrap();
+        assert_eq!(of(&sim), [weight_encoding(Scheme::Minmax)]);
+        assert_eq!(
+            sim.activations[value],
+            calibrate(histogram, Scheme::TfEnhanced, spec).unwrap()
+        );
     }
 
     #[test]

@@ -81,12 +81,13 @@ pub fn sensitivity_sweep(
             .iter()
             .position(|l| l.name == q.layer)
             .and_then(|i| input.prepared.layer_outputs[i].clone());
+        let spec = input
+            .settings
+            .weight_spec_of(&q.layer, &q.weight)?
+            .ok_or_else(|| Error::runtime(format!("layer '{}' is not quantized", q.layer)))?;
         let config = WeightConfig {
-            spec: input
-                .settings
-                .weight_spec_of(&q.layer, &q.weight)?
-                .ok_or_else(|| Error::runtime(format!("layer '{}' is not quantized", q.layer)))?,
-            scheme: input.settings.scheme,
+            spec,
+            scheme: input.settings.weight_scheme_for(spec),
             per_channel: input.settings.per_channel,
         };
         // Only this layer: its weights and output quantizer.

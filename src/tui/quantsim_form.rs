@@ -9,6 +9,7 @@ use super::update::Effect;
 use qsteer::jobs::JobKind;
 use qsteer::quant::qdq::QuantMode;
 use qsteer::quant::simulate::{LayerOverride, QuantsimSettings};
+use qsteer::quant::weight_scheme::WeightScheme;
 use qsteer::quant::Scheme;
 use std::path::Path;
 
@@ -20,6 +21,19 @@ pub const SCHEMES: [(&str, Scheme); 4] = [
     ("mse", Scheme::Mse),
 ];
 
+/// The weight schemes offered: auto (measured), the schemes, then the activations'.
+pub const WEIGHT_SCHEMES: [(&str, WeightScheme); 6] = [
+    ("auto", WeightScheme::Auto),
+    ("minmax", WeightScheme::Fixed(Scheme::Minmax)),
+    ("tf_enhanced", WeightScheme::Fixed(Scheme::TfEnhanced)),
+    (
+        "percentile 99.99",
+        WeightScheme::Fixed(Scheme::Percentile(99.99)),
+    ),
+    ("mse", WeightScheme::Fixed(Scheme::Mse)),
+    ("same as activations", WeightScheme::Same),
+];
+
 pub const MODES: [(&str, QuantMode); 3] = [
     ("W+A", QuantMode::WeightsAndActivations),
     ("weights only", QuantMode::WeightsOnly),
@@ -28,7 +42,7 @@ pub const MODES: [(&str, QuantMode); 3] = [
 
 /// Op types the form offers to compute in float (`--fp32-ops`), where the model has them:
 /// a power spectrum and its Log/Sqrt, exponentials, recurrent cells.
-pub const FLOAT_OP_CANDIDATES: [&str; 7] = ["Pow", "Sqrt", "Log", "Exp", "LSTM", "GRU", "RNN"];
+pub const FLOAT_OP_CANDIDATES: [&str; 8] = qsteer::quant::float_op_advice::CANDIDATES;
 
 const BITS: (usize, usize) = (2, 16);
 /// The split's calibration size everywhere else in the app and the CLI.
@@ -42,6 +56,7 @@ pub enum Field {
     PerChannel,
     Symmetric,
     Scheme,
+    WeightScheme,
     Mode,
     FloatOps,
     MixedRange,
@@ -49,12 +64,13 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 10] = [
         Field::WBits,
         Field::ABits,
         Field::PerChannel,
         Field::Symmetric,
         Field::Scheme,
+        Field::WeightScheme,
         Field::Mode,
         Field::FloatOps,
         Field::Calibration,
@@ -68,6 +84,7 @@ impl Field {
             Field::PerChannel => "per-channel",
             Field::Symmetric => "symmetric",
             Field::Scheme => "scheme",
+            Field::WeightScheme => "w scheme",
             Field::Mode => "mode",
             Field::FloatOps => "float ops",
             Field::MixedRange => "mixed range",
@@ -86,6 +103,8 @@ pub struct QuantsimForm {
     pub symmetric: bool,
     /// Index into [`SCHEMES`].
     pub scheme: usize,
+    /// Index into [`WEIGHT_SCHEMES`].
+    pub weight_scheme: usize,
     /// Index into [`MODES`].
     pub mode: usize,
     /// The mixed-range Concat rule at its default factor (off: quantize every Concat).
@@ -114,6 +133,10 @@ impl QuantsimForm {
             per_channel: d.per_channel,
             symmetric: d.symmetric,
             scheme: SCHEMES.iter().position(|s| s.1 == d.scheme).unwrap_or(0),
+            weight_scheme: WEIGHT_SCHEMES
+                .iter()
+                .position(|s| s.1 == d.weight_scheme)
+                .unwrap_or(0),
             mode: MODES.iter().position(|m| m.1 == d.mode).unwrap_or(0),
             mixed_range: d.mixed_range_factor.is_some(),
             calibration_size,
@@ -137,6 +160,7 @@ impl QuantsimForm {
             per_channel: self.per_channel,
             symmetric: self.symmetric,
             scheme: SCHEMES[self.scheme].1,
+            weight_scheme: WEIGHT_SCHEMES[self.weight_scheme].1,
             mode,
             overrides: self
                 .keep_fp32
@@ -190,11 +214,12 @@ impl QuantsimForm {
             Field::PerChannel => yes_no(self.per_channel),
             Field::Symmetric => yes_no(self.symmetric),
             Field::Scheme => SCHEMES[self.scheme].0.to_string(),
+            Field::WeightScheme => WEIGHT_SCHEMES[self.weight_scheme].0.to_string(),
             Field::Mode => MODES[self.mode].0.to_string(),
             Field::FloatOps => match self.float_op_choices.get(self.float_ops) {
                 Some(ops) if !ops.is_empty() => ops.join(","),
                 _ if self.float_op_choices.len() < 2 => {
-                    "none (no Pow/Sqrt/Log/Exp/LSTM/GRU/RNN)".into()
+                    "none (no Pow/Sqrt/Log/Exp/LSTM… here)".into()
                 }
                 _ => "none".into(),
             },
@@ -233,6 +258,9 @@ impl form::Editable for QuantsimForm {
             Field::PerChannel => self.per_channel = !self.per_channel,
             Field::Symmetric => self.symmetric = !self.symmetric,
             Field::Scheme => self.scheme = cycle(self.scheme, SCHEMES.len()),
+            Field::WeightScheme => {
+                self.weight_scheme = cycle(self.weight_scheme, WEIGHT_SCHEMES.len())
+            }
             Field::Mode => self.mode = cycle(self.mode, MODES.len()),
             Field::FloatOps => {
                 self.float_ops = cycle(self.float_ops, self.float_op_choices.len().max(1))

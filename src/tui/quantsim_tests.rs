@@ -92,6 +92,30 @@ fn the_form_offers_the_models_float_op_types_and_the_settings_carry_them() {
 }
 
 #[test]
+fn the_weight_scheme_field_sets_the_weights_own_scheme() {
+    use super::form::Editable;
+    use super::quantsim_form::Field;
+    use qsteer::quant::weight_scheme::WeightScheme;
+    let mut form = QuantsimForm::new(0, 200);
+    form.field = Field::ALL
+        .iter()
+        .position(|f| *f == Field::WeightScheme)
+        .unwrap();
+    assert_eq!(form.value_text(Field::WeightScheme), "auto");
+    assert_eq!(form.settings().weight_scheme, WeightScheme::Auto);
+    form.change(1);
+    assert_eq!(
+        form.settings().weight_scheme,
+        WeightScheme::Fixed(Scheme::Minmax)
+    );
+    assert!(form.settings().step().contains("weight_scheme:minmax"));
+    form.change(-2);
+    assert_eq!(form.value_text(Field::WeightScheme), "same as activations");
+    assert_eq!(form.settings().weight_scheme, WeightScheme::Same);
+    assert!(!form.settings().step().contains("weight_scheme"));
+}
+
+#[test]
 fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
     let (mut app, _d) = sample_app();
     app.focus = Pane::Graph;
@@ -106,12 +130,18 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
     update(&mut app, Action::Right);
     update(&mut app, Action::Down); // scheme: tf_enhanced → percentile
     update(&mut app, Action::Right);
+    update(&mut app, Action::Down); // weight scheme: auto ← same as activations
+    update(&mut app, Action::Left);
+    assert_eq!(
+        form(&app).value_text(super::quantsim_form::Field::WeightScheme),
+        "same as activations"
+    );
     update(&mut app, Action::Down); // mode: W+A ← activations only
     update(&mut app, Action::Left);
     update(&mut app, Action::Down); // float ops: the digits CNN has none to offer
     assert_eq!(
         form(&app).value_text(super::quantsim_form::Field::FloatOps),
-        "none (no Pow/Sqrt/Log/Exp/LSTM/GRU/RNN)"
+        "none (no Pow/Sqrt/Log/Exp/LSTM… here)"
     );
     update(&mut app, Action::Down); // calibration: the first digit replaces 200
     for c in ['5', '0'] {
@@ -128,6 +158,7 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
                 per_channel: true,
                 symmetric: true,
                 scheme: Scheme::Percentile(99.99),
+                weight_scheme: qsteer::quant::weight_scheme::WeightScheme::Same,
                 mode: QuantMode::ActivationsOnly,
                 ..Default::default()
             },

@@ -111,3 +111,56 @@ fn bad_quantsim_settings_are_input_errors() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
     }
 }
+
+/// `--weight-scheme` calibrates the weights apart from the activations: recorded in the
+/// settings and the step, the weights' grids those of the chosen scheme, the activations'
+/// unchanged; `same` is the activations' scheme (AIMET's one `quant_scheme`).
+/// (On main, `--weight-scheme` does not exist: exit 2.)
+#[test]
+fn the_weight_scheme_is_its_own_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let grids = |doc: &Value| -> (Value, Value) {
+        let text = std::fs::read_to_string(doc["encodings"].as_str().unwrap()).unwrap();
+        let enc: Value = serde_json::from_str(&text).unwrap();
+        (
+            enc["param_encodings"].clone(),
+            enc["activation_encodings"].clone(),
+        )
+    };
+    let minmax = quantsim(dir.path(), &ws, &["--weight-scheme", "minmax"]);
+    let same = quantsim(dir.path(), &ws, &["--weight-scheme", "same"]);
+    let default = quantsim(dir.path(), &ws, &[]);
+    assert_eq!(minmax["settings"]["weight_scheme"], "minmax");
+    assert_eq!(minmax["settings"]["scheme"], "tf_enhanced");
+    assert!(minmax["step"]
+        .as_str()
+        .unwrap()
+        .contains("weight_scheme:minmax"));
+    assert!(
+        same["settings"].get("weight_scheme").is_none(),
+        "{}",
+        same["settings"]
+    );
+    assert!(!same["step"].as_str().unwrap().contains("weight_scheme"));
+    // The default, auto: minmax for these 8-bit per-tensor weights.
+    assert_eq!(default["settings"]["weight_scheme"], "auto");
+    assert_eq!(grids(&default).0, grids(&minmax).0);
+    let (w_minmax, a_minmax) = grids(&minmax);
+    let (w_same, a_same) = grids(&same);
+    assert_eq!(a_minmax, a_same, "the activations keep --scheme");
+    assert_ne!(w_minmax, w_same, "the weights follow --weight-scheme");
+    let out = run(
+        dir.path(),
+        &[
+            "quantsim",
+            sample_model("mbv2_digits").to_str().unwrap(),
+            "--data",
+            digits().to_str().unwrap(),
+            "--weight-scheme",
+            "bogus",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bogus"), "{}", stderr(&out));
+}

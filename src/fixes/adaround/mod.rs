@@ -309,11 +309,15 @@ fn plan_layers(
         let (axis, encodings) = match q.axis.filter(|_| settings.per_channel) {
             Some(axis) => (
                 Some(axis),
-                per_channel_encodings(w.view(), axis, spec, settings.scheme).map_err(context)?,
+                per_channel_encodings(w.view(), axis, spec, settings.weight_scheme_for(spec))
+                    .map_err(context)?,
             ),
             None => (
                 None,
-                vec![per_tensor_encoding(w.view(), spec, settings.scheme).map_err(context)?],
+                vec![
+                    per_tensor_encoding(w.view(), spec, settings.weight_scheme_for(spec))
+                        .map_err(context)?,
+                ],
             ),
         };
         let op = LinearOp::of(model, layer).and_then(|op| {

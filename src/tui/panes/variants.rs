@@ -76,11 +76,21 @@ pub fn step_text(v: &Variant) -> String {
     if s.symmetric {
         parts.push("sym".into());
     }
-    parts.push(match s.scheme {
-        Scheme::Minmax => "minmax".into(),
+    let short = |scheme: Scheme| match scheme {
+        Scheme::Minmax => "minmax".to_string(),
         Scheme::TfEnhanced => "tf_enh".into(),
         Scheme::Percentile(p) => format!("p{p}"),
         Scheme::Mse => "mse".into(),
+    };
+    // A weight scheme the user chose (not `auto` or `same`), where it differs.
+    let chosen = match s.weight_scheme {
+        qsteer::quant::weight_scheme::WeightScheme::Fixed(w) if s.mode.weights() => Some(w),
+        _ => None,
+    };
+    parts.push(match (chosen, s.mode.activations()) {
+        (Some(w), true) if w != s.scheme => format!("{}/w {}", short(s.scheme), short(w)),
+        (Some(w), false) => short(w),
+        _ => short(s.scheme),
     });
     if !s.overrides.is_empty() {
         parts.push(format!("+{}", s.overrides.len()));
