@@ -9,7 +9,8 @@
 //! - [`per_channel`]: weight encodings per output channel (or per tensor) and their fake-quant.
 //! - [`points`]: where quantizers sit: activation points (groups, pass-through ops) and
 //!   per-layer weight quantizers; [`fused_groups`]: the op chains a runtime computes as one
-//!   op (a layer's constant affine, a decomposed LayerNorm), with no quantizer inside;
+//!   op (a layer's constant affine, a decomposed LayerNorm, a written-out HardSwish /
+//!   HardSigmoid / SiLU: [`written_activation`]), with no quantizer inside;
 //!   [`mixed_range`]: no quantizer on an output Concat joining very different ranges.
 //! - [`calibration`]: one streaming pass of the FP32 model filling a histogram per point.
 //! - [`qdq`]: the simulated model: weights fake-quantized in place, QDQ (or equivalent float
@@ -38,6 +39,7 @@ pub mod probe;
 pub mod qdq;
 pub mod simulate;
 pub mod sweep;
+pub mod written_activation;
 
 pub use calibrate::{calibrate, expected_sq_error, Scheme};
 pub use encoding::{Encoding, QuantSpec};
