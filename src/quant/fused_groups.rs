@@ -314,7 +314,7 @@ fn layer_norm(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::model::builder::{attr_ints, ProtoBuilder};
     use crate::model::Model;
     use crate::quant::points::activation_points;

@@ -164,7 +164,7 @@ pub(crate) fn is_activation(op: &str) -> bool {
 
 /// The only reader of a value that is not a graph output (`None` for a graph output or a value
 /// read by several nodes or none): the chain links of a group.
-fn single_consumer_in(model: &Model) -> impl Fn(&str) -> Option<usize> + '_ {
+pub(crate) fn single_consumer_in(model: &Model) -> impl Fn(&str) -> Option<usize> + '_ {
     let outputs: HashSet<String> = model.output_names().into_iter().collect();
     move |value: &str| match model.index().consumers(value) {
         [(node, _)] if !outputs.contains(value) => Some(*node),
