@@ -13,10 +13,32 @@
 //!   output only. Eight-bit grids on the variance, its square root and the centred values in
 //!   between are noise no runtime has.
 //!
-//! [`fused_members`] gives the nodes of such chains that are not the chain's last op.
+//! - **a written-out activation** ([`super::written_activation`]): HardSwish, HardSigmoid and
+//!   SiLU spelled with elementwise ops, as exporters write them at opsets without the op
+//!   (HardSwish is opset 14) or by choice — paddle2onnx's `Add(3) → Clip(0,6) → Mul(x) →
+//!   Div(6)`, PyTorch's `x * relu6(x + 3) / 6` in either association, `Mul(x, HardSigmoid(x))`,
+//!   SiLU's `Mul(x, Sigmoid(x))`. The op that computes the value the activation reads (a Conv,
+//!   its unfolded BatchNormalization, a bias Add) joins the group when the activation is all
+//!   that reads it. The rewriters runtimes apply before quantizing turn these into one op:
+//!   onnxscript's `fuse_hardswish` rules (which ONNX Runtime's exporter-side optimizer uses:
+//!   `Div(Clip(Add(x)))` → HardSigmoid, `Mul(HardSigmoid(x), x)` → HardSwish), then ONNX
+//!   Runtime's `ConvActivationFusion` folds HardSigmoid / Sigmoid into a `FusedConv`; Qualcomm's
+//!   runtimes and TFLite have a HardSwish kernel whose output is the only one quantized; AIMET
+//!   quantizes the output of a `nn.Hardswish` / `nn.SiLU` module only (the module these exports
+//!   come from), and its config's `supergroups` (Conv + Relu, Conv + Clip, …) put no quantizer
+//!   between a layer and its activation;
+//! - **an unfolded BatchNormalization after Conv / ConvTranspose / Gemm** (the grouping in
+//!   [`super::points`]; here it only matters that a written-out activation after it takes the
+//!   BN, and the BN takes its layer): ONNX Runtime's `ConvBNFusion` and AIMET's batch-norm
+//!   folding fold it into the layer's weights, so no runtime stores the layer's output before
+//!   the BN.
+//!
+//! [`fused_members`] gives the nodes of such chains that are not the chain's last op;
+//! [`fused_chain_ends`] maps each of them to the chain's last op.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use super::written_activation::{written_activations, WrittenActivation};
 use crate::model::graph::Producer;
 use crate::model::Model;
 
@@ -29,24 +51,91 @@ pub fn fused_members(
     model: &Model,
     single_consumer: &dyn Fn(&str) -> Option<usize>,
 ) -> HashSet<usize> {
-    let mut inside = HashSet::new();
+    fused_chain_ends(model, single_consumer)
+        .into_keys()
+        .collect()
+}
+
+/// Each node inside a fused chain (not its last op), with the chain's last op: where the
+/// quantizer that stands for its output sits.
+pub fn fused_chain_ends(
+    model: &Model,
+    single_consumer: &dyn Fn(&str) -> Option<usize>,
+) -> HashMap<usize, usize> {
+    let mut ends = HashMap::new();
+    let mut add = |members: &[usize]| {
+        if let Some((&last, rest)) = members.split_last() {
+            for &m in rest {
+                ends.insert(m, last);
+            }
+        }
+    };
     let graph = model.graph();
     for &i in model.index().order() {
         let op = graph.node[i].op_type.as_str();
         if LAYER_HEADS.contains(&op) {
-            let members = affine_tail(model, i, single_consumer);
-            if let Some((_, rest)) = members.split_last() {
-                inside.extend(rest.iter().copied());
-            }
+            add(&affine_tail(model, i, single_consumer));
         } else if op == "Div" {
             if let Some(members) = layer_norm(model, i, single_consumer) {
-                if let Some((_, rest)) = members.split_last() {
-                    inside.extend(rest.iter().copied());
-                }
+                add(&members);
             }
         }
     }
-    inside
+    // Written-out activations, then the op each one reads from when nothing else reads it.
+    let activations = written_activations(model, single_consumer);
+    let activation_ends: HashSet<usize> = activations.iter().map(|a| a.end()).collect();
+    for a in &activations {
+        let mut members = Vec::with_capacity(a.members.len() + 1);
+        if let Some(head) = reading_head(model, a, &activation_ends) {
+            members.push(head);
+        }
+        members.extend(&a.members);
+        add(&members);
+    }
+    // A head absorbed above may have been the last op of an affine tail or of a Conv → BN:
+    // point its members at the activation's end too.
+    let resolved: Vec<(usize, usize)> = ends
+        .iter()
+        .map(|(&m, &e)| {
+            let mut end = e;
+            for _ in 0..4 {
+                match ends.get(&end) {
+                    Some(&next) if next != end => end = next,
+                    _ => break,
+                }
+            }
+            (m, end)
+        })
+        .collect();
+    ends.extend(resolved);
+    ends
+}
+
+/// The node computing the value `activation` reads, when the activation's members are all that
+/// read it and a runtime fuses an activation into it: a layer, a BatchNormalization, or any
+/// other computing op (as Add + Relu is one group). Not a pass-through op (its output carries no
+/// quantizer anyway), not an activation, not another written-out activation's end.
+fn reading_head(
+    model: &Model,
+    activation: &WrittenActivation,
+    activation_ends: &HashSet<usize>,
+) -> Option<usize> {
+    let graph = model.graph();
+    let x = activation.input.as_str();
+    let Producer::Node { node, slot: 0 } = model.index().producer(x)? else {
+        return None;
+    };
+    let op = graph.node[node].op_type.as_str();
+    if model.output_names().iter().any(|o| o == x)
+        || crate::quant::points::passes_through(model, &graph.node[node])
+        || crate::quant::points::is_activation(op)
+        || activation_ends.contains(&node)
+    {
+        return None;
+    }
+    let readers = model.index().consumers(x);
+    let all_inside = readers.iter().all(|(n, _)| activation.members.contains(n));
+    all_inside.then_some(node)
 }
 
 /// The head and the constant `Mul`/`Add` nodes that follow it (at most one of each, in any
@@ -116,7 +205,7 @@ fn per_channel_constant(model: &Model, value: &str, axis_from_right: usize) -> b
 }
 
 /// The constant array behind `value` (initializer or Constant node), seen through Identity.
-fn constant<'a>(model: &'a Model, value: &str) -> Option<&'a ndarray::ArrayD<f32>> {
+pub(crate) fn constant<'a>(model: &'a Model, value: &str) -> Option<&'a ndarray::ArrayD<f32>> {
     let mut current = value.to_string();
     for _ in 0..8 {
         if let Some(w) = model.weight(&current) {
@@ -225,7 +314,7 @@ fn layer_norm(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::model::builder::{attr_ints, ProtoBuilder};
     use crate::model::Model;
     use crate::quant::points::activation_points;
@@ -327,6 +416,122 @@ mod tests {
         assert_eq!(
             outputs,
             vec![Some("r".to_string()), Some("conv2.out".to_string())]
+        );
+    }
+
+    /// x → Conv → BatchNormalization → HardSwish written out (paddle2onnx's Add 3 → Clip 0..6 →
+    /// Mul x → Div 6) → Conv → SiLU (`Mul(Sigmoid(c), c)`) → Conv → HardSigmoid written out
+    /// gating the Conv's input (an SE block) → y.
+    pub(crate) fn written_activations() -> Model {
+        let mut b = ProtoBuilder::new(13);
+        b.input("x", &[2, 5, 5])
+            .initializer("w", &filled(&[3, 2, 3, 3], 1.0))
+            .initializer("bn.scale", &filled(&[3], 2.0).mapv(|v| 1.0 + v.abs()))
+            .initializer("bn.bias", &filled(&[3], 3.0))
+            .initializer("bn.mean", &filled(&[3], 4.0))
+            .initializer("bn.var", &filled(&[3], 5.0).mapv(|v| 0.5 + v.abs()))
+            .initializer("three", &arr0(3.0f32).into_dyn())
+            .initializer("zero", &arr0(0.0f32).into_dyn())
+            .initializer("six", &arr0(6.0f32).into_dyn())
+            .initializer("sixth", &arr0(1.0f32 / 6.0).into_dyn())
+            .initializer("w2", &filled(&[3, 3, 1, 1], 6.0))
+            .initializer("w3", &filled(&[3, 3, 1, 1], 7.0))
+            .node("Conv", "conv", &["x", "w"], &["conv.out"], vec![])
+            .node(
+                "BatchNormalization",
+                "bn",
+                &["conv.out", "bn.scale", "bn.bias", "bn.mean", "bn.var"],
+                &["bn.out"],
+                vec![],
+            )
+            .node("Add", "hs.add", &["bn.out", "three"], &["hs.shift"], vec![])
+            .node(
+                "Clip",
+                "hs.clip",
+                &["hs.shift", "zero", "six"],
+                &["hs.relu6"],
+                vec![],
+            )
+            .node(
+                "Mul",
+                "hs.mul",
+                &["bn.out", "hs.relu6"],
+                &["hs.prod"],
+                vec![],
+            )
+            .node("Div", "hs.div", &["hs.prod", "six"], &["hs.out"], vec![])
+            .node("Conv", "conv2", &["hs.out", "w2"], &["conv2.out"], vec![])
+            .node(
+                "Sigmoid",
+                "silu.sig",
+                &["conv2.out"],
+                &["silu.gate"],
+                vec![],
+            )
+            .node(
+                "Mul",
+                "silu.mul",
+                &["silu.gate", "conv2.out"],
+                &["silu.out"],
+                vec![],
+            )
+            .node("Conv", "conv3", &["silu.out", "w3"], &["conv3.out"], vec![])
+            .node(
+                "Add",
+                "se.add",
+                &["conv3.out", "three"],
+                &["se.shift"],
+                vec![],
+            )
+            .node(
+                "Clip",
+                "se.clip",
+                &["se.shift", "zero", "six"],
+                &["se.r"],
+                vec![],
+            )
+            .node("Mul", "se.scale", &["se.r", "sixth"], &["se.gate"], vec![])
+            .node("Mul", "se.mul", &["silu.out", "se.gate"], &["y"], vec![])
+            .output("y");
+        b.model("written_activations").unwrap()
+    }
+
+    #[test]
+    fn a_written_out_activation_and_the_layer_before_it_carry_one_quantizer() {
+        let model = written_activations();
+        // Conv → BN → HardSwish: one point after the Div; Conv → SiLU: one after the Mul;
+        // Conv → HardSigmoid: one after its scaling Mul; the SE gate's Mul is its own op.
+        assert_eq!(
+            point_values(&model),
+            vec!["x", "hs.out", "silu.out", "se.gate", "y"]
+        );
+        let shapes = model.shapes(None).unwrap();
+        let layers = model.layers(&shapes).unwrap();
+        let points = activation_points(&model).unwrap();
+        let outputs = crate::quant::points::layer_output_points(&model, &layers, &points);
+        assert_eq!(
+            outputs,
+            vec![
+                Some("hs.out".to_string()),
+                Some("silu.out".to_string()),
+                Some("se.gate".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_layer_whose_output_is_read_beside_its_activation_keeps_its_quantizer() {
+        // The BN's output also feeds a graph output: it is stored, so it keeps its point; the
+        // HardSwish's inner ops still carry none.
+        let mut proto = written_activations().proto().clone();
+        let graph = proto.graph.as_mut().unwrap();
+        graph.output.push(graph.output[0].clone());
+        graph.output[1].name = "bn.out".into();
+        let model = Model::from_proto(proto, "bn_output").unwrap();
+        let points = point_values(&model);
+        assert_eq!(
+            points,
+            vec!["x", "bn.out", "hs.out", "silu.out", "se.gate", "y"]
         );
     }
 

@@ -9,7 +9,8 @@
 //! - [`per_channel`]: weight encodings per output channel (or per tensor) and their fake-quant.
 //! - [`points`]: where quantizers sit: activation points (groups, pass-through ops) and
 //!   per-layer weight quantizers; [`fused_groups`]: the op chains a runtime computes as one
-//!   op (a layer's constant affine, a decomposed LayerNorm), with no quantizer inside;
+//!   op (a layer's constant affine, a decomposed LayerNorm, a written-out HardSwish /
+//!   HardSigmoid / SiLU: [`written_activation`]), with no quantizer inside;
 //!   [`mixed_range`]: no quantizer on an output Concat joining very different ranges.
 //! - [`weight_scheme`]: the weights' own calibration scheme (`--weight-scheme`).
 //! - [`float_op_advice`]: the diagnosis's measured `--fp32-ops` advice.
@@ -42,6 +43,7 @@ pub mod qdq;
 pub mod simulate;
 pub mod sweep;
 pub mod weight_scheme;
+pub mod written_activation;
 
 pub use calibrate::{calibrate, expected_sq_error, Scheme};
 pub use encoding::{Encoding, QuantSpec};

@@ -25,8 +25,10 @@
 //!     HardSwish, HardSigmoid); any other head (Add, Mul, Concat, pooling, …) may be followed
 //!     by one activation (Add + Relu). The point goes after the last op of the group;
 //!   - **members of a chain a runtime fuses** ([`super::fused_groups`]): a layer's constant
-//!     `Mul`/`Add` (scale, bias) and the ops of a decomposed LayerNormalization. The point
-//!     goes after the chain's last op (and its activation, if one follows).
+//!     `Mul`/`Add` (scale, bias), the ops of a decomposed LayerNormalization, and a
+//!     HardSwish / HardSigmoid / SiLU written out with Add/Clip/Mul/Div/Sigmoid together with
+//!     the op it reads from (Conv, its BatchNormalization, a bias Add) when only the activation
+//!     reads it. The point goes after the chain's last op (and its activation, if one follows).
 //!
 //! So Conv/Gemm/MatMul/Add/Mul/Concat/AveragePool/GlobalAveragePool and every other
 //! computing op (Sigmoid, Softmax, Resize, a standalone Clip or BatchNormalization …) get a
@@ -42,7 +44,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 use tract_onnx::pb::tensor_proto::DataType;
 
-use super::fused_groups::fused_members;
+use super::fused_groups::{fused_chain_ends, fused_members};
 use super::per_channel::WeightLayout;
 use crate::model::graph::Producer;
 use crate::model::{attrs, Layer, LayerKind, Model};
@@ -155,6 +157,21 @@ const ACTIVATIONS: &[&str] = &[
     "HardSigmoid",
 ];
 
+/// Whether `op` is an activation a runtime fuses into the op before it.
+pub(crate) fn is_activation(op: &str) -> bool {
+    ACTIVATIONS.contains(&op)
+}
+
+/// The only reader of a value that is not a graph output (`None` for a graph output or a value
+/// read by several nodes or none): the chain links of a group.
+pub(crate) fn single_consumer_in(model: &Model) -> impl Fn(&str) -> Option<usize> + '_ {
+    let outputs: HashSet<String> = model.output_names().into_iter().collect();
+    move |value: &str| match model.index().consumers(value) {
+        [(node, _)] if !outputs.contains(value) => Some(*node),
+        _ => None,
+    }
+}
+
 /// The activation quantizer points of `model`, in topological order of their producers (graph
 /// inputs first). See the module docs for the rules.
 pub fn activation_points(model: &Model) -> Result<Vec<QuantPoint>> {
@@ -226,15 +243,11 @@ pub fn activation_points(model: &Model) -> Result<Vec<QuantPoint>> {
     }
 
     let outputs: HashSet<String> = model.output_names().into_iter().collect();
-    let single_consumer = |value: &str| -> Option<usize> {
-        match index.consumers(value) {
-            [(node, _)] if !outputs.contains(value) => Some(*node),
-            _ => None,
-        }
-    };
+    let single_consumer = single_consumer_in(model);
 
     // Group members that are not the group's last op: first the chains a runtime fuses
-    // (a constant affine after a layer, a decomposed LayerNorm), then head + activation.
+    // (a constant affine after a layer, a decomposed LayerNorm, a written-out activation and
+    // the op it reads from), then head + activation.
     let mut inside: HashSet<usize> = fused_members(model, &single_consumer);
     for &i in index.order() {
         let node = &graph.node[i];
@@ -368,15 +381,22 @@ pub fn layer_output_points(
     let graph = model.graph();
     let index = model.index();
     let is_point: HashSet<&str> = points.iter().map(|p| p.value.as_str()).collect();
+    let chain_ends = fused_chain_ends(model, &single_consumer_in(model));
     layers
         .iter()
         .map(|layer| {
             let mut value = graph.node[layer.node].output.first()?.clone();
             // Head, then at most a BatchNormalization, a constant Mul and Add (a fused
-            // affine) and an activation.
+            // affine) and an activation; or a fused chain, to its last op.
             for _ in 0..5 {
                 if is_point.contains(value.as_str()) {
                     return Some(value);
+                }
+                if let Some(Producer::Node { node, slot: 0 }) = index.producer(&value) {
+                    if let Some(&end) = chain_ends.get(&node) {
+                        value = graph.node[end].output.first()?.clone();
+                        continue;
+                    }
                 }
                 let [(next, _)] = index.consumers(&value) else {
                     return None;

@@ -512,6 +512,17 @@ fn downstream_point<'a>(
     value: &str,
 ) -> Option<&'a QuantPoint> {
     let mut current = value.to_string();
+    // A member of a fused chain (a Conv and its BN before a written-out HardSwish): its
+    // quantizer is the one after the chain's last op.
+    let chain_ends = crate::quant::fused_groups::fused_chain_ends(
+        model,
+        &crate::quant::points::single_consumer_in(model),
+    );
+    if let Some(crate::model::graph::Producer::Node { node, .. }) = model.index().producer(value) {
+        if let Some(&end) = chain_ends.get(&node) {
+            current = model.graph().node[end].output.first()?.clone();
+        }
+    }
     for _ in 0..3 {
         if let Some(p) = points.iter().find(|p| p.value == current) {
             return Some(p);
@@ -695,6 +706,14 @@ pub fn encodings_json(sim: &SimModel) -> Result<Value> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn keeping_a_member_of_a_written_activation_fp32_names_the_groups_quantizer() {
+        let model = crate::quant::fused_groups::tests::written_activations();
+        let points = activation_points(&model).unwrap();
+        let err = super::fp32_target(&model, &points, &[], "bn").unwrap_err();
+        assert!(err.contains("'hs.out'"), "{err}");
+    }
+
     use super::*;
     use crate::quant::points::tests::sample_model;
     use std::path::Path;
