@@ -2,8 +2,9 @@
 //! score it on the evaluation samples. Shared by the CLI (and, next, the app) so both make
 //! the same variant with the same numbers.
 
+use super::batch_pdf::BatchPdf;
 use super::calibrate::calibrate;
-use super::calibration::{collect_statistics, CalibrationOptions, ChannelStats};
+use super::calibration::{collect_calibration, CalibrationOptions, ChannelStats};
 use super::encodings_file::{encodings_document, EncodingsVersion};
 use super::float_ops::float_op_points;
 use super::mixed_range::{kept_fp32, output_concats, KeptFp32, MixedConcat, DEFAULT_FACTOR};
@@ -252,6 +253,8 @@ pub struct Prepared {
     pub layer_outputs: Vec<Option<String>>,
     /// Activation histograms by value; empty when prepared without calibration.
     pub histograms: BTreeMap<String, Histogram>,
+    /// AIMET's per-batch activation densities by value, which `tf_enhanced` uses.
+    pub pdfs: BTreeMap<String, BatchPdf>,
     /// Per activation point, the label of the node producing it (absent for graph inputs).
     pub point_nodes: BTreeMap<String, String>,
     /// Per-channel ranges of the activation points (from the calibration pass).
@@ -303,17 +306,18 @@ pub fn prepare(
         .filter_map(|p| Some((p.value.clone(), node_label(model.graph(), p.node?))))
         .collect();
     let start = Instant::now();
-    let (histograms, mut channel_stats) = if calibrate {
+    let (histograms, mut channel_stats, pdfs) = if calibrate {
         let options = CalibrationOptions {
             // The request's batch: tract runs these small models fastest one sample a call.
             run: req.options,
             ..CalibrationOptions::default()
         };
-        collect_statistics(model, &points, &calibration, options, cancel, &|d, t| {
+        let s = collect_calibration(model, &points, &calibration, options, cancel, &|d, t| {
             progress("calibration", d, t)
-        })?
+        })?;
+        (s.histograms, s.channel_stats, s.pdfs)
     } else {
-        (BTreeMap::new(), BTreeMap::new())
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new())
     };
     fill_concat_inputs(model, &shapes, &points, &mut channel_stats);
     let output_concats = output_concats(model, &points, &histograms);
@@ -323,6 +327,7 @@ pub fn prepare(
         weights,
         layer_outputs,
         histograms,
+        pdfs,
         point_nodes,
         channel_stats,
         output_concats,
@@ -572,11 +577,31 @@ pub(crate) fn activation_encodings_for(
         let Some(spec) = settings.activation_spec(owner.get(value.as_str()).copied())? else {
             continue;
         };
-        let e = calibrate(histogram, settings.scheme, spec)
+        let e = activation_encoding(histogram, prepared.pdfs.get(value), settings.scheme, spec)
             .map_err(|e| Error::input(format!("activation '{value}': {e}")))?;
         encodings.insert(value.clone(), e);
     }
     Ok(encodings)
+}
+
+/// One activation's encoding: `tf_enhanced` from AIMET's per-batch density when there is
+/// one (so the grid is AIMET's on the same batches), every other scheme (and an activation
+/// without a density) from the streaming histogram, which also reports non-finite values.
+fn activation_encoding(
+    histogram: &Histogram,
+    pdf: Option<&BatchPdf>,
+    scheme: Scheme,
+    spec: QuantSpec,
+) -> Result<Encoding> {
+    match pdf {
+        Some(pdf) if scheme == Scheme::TfEnhanced && histogram.non_finite() == 0 => {
+            match pdf.tf_enhanced(spec) {
+                Some(e) => Ok(e),
+                None => calibrate(histogram, scheme, spec),
+            }
+        }
+        _ => calibrate(histogram, scheme, spec),
+    }
 }
 
 /// Calibrate, simulate and evaluate. `progress(stage, done, total)`.
