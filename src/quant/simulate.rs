@@ -712,6 +712,65 @@ pub(crate) mod tests {
         }
     }
 
+    /// AIMET's `tf_enhanced` activation grids on the BN-folded mbv2 whose weights are already
+    /// on their 4-bit `tf_enhanced` grids (AIMET's, bit for bit): AIMET collects activation
+    /// statistics on the model with its weights quantized, in batches of 32. aimet-onnx 2.42.0,
+    /// `QuantizationSimModel(quant_scheme="tf_enhanced")`, `compute_encodings` on the 200
+    /// calibration samples in batches of 32, `sim.export` (tests/peers, row
+    /// `tf_enhanced_folded`). The exact streaming histogram gave another grid for each.
+    #[test]
+    fn tf_enhanced_activations_are_aimets_on_the_weight_quantized_model() {
+        let folded = crate::fixes::bn_fold::fold_batchnorms(&sample_model("mbv2_digits.onnx"))
+            .unwrap()
+            .model;
+        let cancel = CancelToken::new();
+        let weights = QuantsimSettings {
+            w_bits: 4,
+            mode: QuantMode::WeightsOnly,
+            ..Default::default()
+        };
+        let prepared = prepare(
+            &folded,
+            &request(weights.clone()),
+            false,
+            &cancel,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let quantized = simulate(&folded, &prepared, &weights).unwrap().model;
+        let activations = QuantsimSettings {
+            mode: QuantMode::ActivationsOnly,
+            ..Default::default()
+        };
+        let prepared = prepare(
+            &quantized,
+            &request(activations.clone()),
+            true,
+            &cancel,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let encodings = activation_encodings_for(&prepared, &activations).unwrap();
+        for (name, aimet_scale, aimet_offset) in [
+            ("stem.relu6.out", 0.019364820793271065, 0),
+            ("block1.dw.relu6.out", 0.0235294122248888, 0),
+            ("block1.add.out", 0.04652147740125656, -93),
+            ("block3.add.out", 0.054799649864435196, -127),
+            ("block4.expand.relu6.out", 0.019996197894215584, 0),
+            ("block5.add.out", 0.04583398625254631, -124),
+            ("pool.out", 0.016519242897629738, 0),
+            ("logits", 0.08328182250261307, -123),
+        ] {
+            let e = encodings[name];
+            assert_eq!(e.offset, aimet_offset, "{name}: {e:?}");
+            assert!(
+                (e.scale as f64 - aimet_scale).abs() <= 1e-6 * aimet_scale,
+                "{name}: {} vs AIMET {aimet_scale}",
+                e.scale
+            );
+        }
+    }
+
     #[test]
     fn overrides_skip_a_layer_and_change_bitwidths() {
         let model = sample_model("mbv2_digits.onnx");
