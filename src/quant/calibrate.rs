@@ -132,7 +132,8 @@ pub fn calibrate(h: &Histogram, scheme: Scheme, spec: QuantSpec) -> Result<Encod
         Scheme::TfEnhanced => {
             // Bin widths are powers of two: start / width is the exact bin index.
             let (start, width, counts) = h.regular_bins();
-            tf_enhanced(start / width, width, counts, spec)
+            let weights: Vec<f64> = counts.iter().map(|&c| c as f64).collect();
+            tf_enhanced(start / width, width, &weights, None, spec)
         }
         Scheme::Mse => mse(&h.occupied().collect::<Vec<_>>(), min, max, spec),
     })
@@ -147,13 +148,31 @@ pub fn expected_sq_error(h: &Histogram, e: &Encoding) -> f64 {
     noise(&h.occupied().collect::<Vec<_>>(), e, 1.0) / h.count() as f64
 }
 
-/// AIMET's histogram for a tensor seen whole (a weight): its window is 3× the data span,
-/// centred on it, in this many bins, so the data covers about a third of them.
-const TF_ENHANCED_WEIGHT_BINS: usize = 1536;
+/// AIMET's histogram for a tensor seen whole (a weight), and for an activation's first
+/// batch: its window is 3× the data span, centred on it, in this many bins, so the data
+/// covers about a third of them.
+pub const TF_ENHANCED_BINS: usize = 1536;
+
+/// AIMET's `tf_enhanced` histogram window for data spanning `[min, max]` (finite, min < max):
+/// 3× the span around its centre (computed in f32, as its C++ does), [`TF_ENHANCED_BINS`]
+/// bins on the multiples of the bin width. Returns `(first, width)`: bin `i` holds
+/// `[(first + i)·width, (first + i + 1)·width)`.
+pub fn tf_enhanced_window(min: f32, max: f32) -> (f64, f64) {
+    let center = (max + min) / 2.0;
+    let (lo, hi) = (center - 3.0 * (center - min), center + 3.0 * (max - center));
+    let width = (hi as f64 - lo as f64) / TF_ENHANCED_BINS as f64;
+    ((lo as f64 / width).floor(), width)
+}
+
+/// The bin of `x` in a [`tf_enhanced_window`], `None` outside it (AIMET drops such values).
+#[inline]
+pub fn tf_enhanced_bin(x: f32, first: f64, width: f64) -> Option<usize> {
+    let k = (x as f64 / width).floor() - first;
+    (k >= 0.0 && k < TF_ENHANCED_BINS as f64).then_some(k as usize)
+}
 
 /// `tf_enhanced` for a tensor whose values are all at hand (a weight, or one channel of it),
-/// on the histogram AIMET builds for it: a window of 3× the span around its centre (computed
-/// in f32), 1536 bins of width `window / 1536` on the multiples of that width (floor binning).
+/// on the histogram AIMET builds for it ([`tf_enhanced_window`], floor binning).
 /// A constant tensor gets its min-max grid. Non-finite values are an input error.
 pub fn tf_enhanced_values(values: &[f32], spec: QuantSpec) -> Result<Encoding> {
     let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
@@ -167,30 +186,39 @@ pub fn tf_enhanced_values(values: &[f32], spec: QuantSpec) -> Result<Encoding> {
     if values.is_empty() || min == max {
         return Ok(spec.encoding(min.min(0.0), max.max(0.0)));
     }
-    // AIMET's window, in f32 as its C++ computes it: 3× the span around the centre, its bins
-    // on the multiples of the bin width.
-    let center = (max + min) / 2.0;
-    let (lo, hi) = (center - 3.0 * (center - min), center + 3.0 * (max - center));
-    let width = (hi as f64 - lo as f64) / TF_ENHANCED_WEIGHT_BINS as f64;
-    let first = (lo as f64 / width).floor();
-    let mut counts = vec![0u64; TF_ENHANCED_WEIGHT_BINS];
+    let (first, width) = tf_enhanced_window(min, max);
+    let mut counts = vec![0.0f64; TF_ENHANCED_BINS];
     for &x in values {
-        let k = (x as f64 / width).floor() - first;
-        if k >= 0.0 && k < TF_ENHANCED_WEIGHT_BINS as f64 {
-            counts[k as usize] += 1;
+        if let Some(k) = tf_enhanced_bin(x, first, width) {
+            counts[k] += 1.0;
         }
     }
-    Ok(tf_enhanced(first, width, &counts, spec))
+    Ok(tf_enhanced(first, width, &counts, None, spec))
 }
 
-/// AIMET's `tf_enhanced` search on a regular histogram (`counts[i]` values in
+/// `tf_enhanced` on an AIMET activation density ([`super::batch_pdf::BatchPdf`]): bin `i`
+/// holds `density[i]` on `[(first + i)·width, (first + i + 1)·width)`. As AIMET, a grid end
+/// outside the window counts as the window's edge bin.
+pub fn tf_enhanced_density(first: f64, width: f64, density: &[f64], spec: QuantSpec) -> Encoding {
+    tf_enhanced(first, width, density, Some(density.len()), spec)
+}
+
+/// AIMET's `tf_enhanced` search on a regular histogram (`weights[i]`, a count or a density, on
 /// `[(first + i)·width, (first + i + 1)·width)`). The range is that of the occupied bins' left
-/// edges (widened to contain 0); every value counts at its bin's midpoint.
-fn tf_enhanced(first: f64, width: f64, counts: &[u64], spec: QuantSpec) -> Encoding {
-    let occupied: Vec<(usize, u64)> = counts
+/// edges (widened to contain 0); every value counts at its bin's midpoint. `clamp_bins`: the
+/// grid ends' bin indices are clamped to `0..bins` as AIMET does on its fixed window (the
+/// streaming histogram's power-of-two window passes `None`: its index extends past the window).
+fn tf_enhanced(
+    first: f64,
+    width: f64,
+    weights: &[f64],
+    clamp_bins: Option<usize>,
+    spec: QuantSpec,
+) -> Encoding {
+    let occupied: Vec<(usize, f64)> = weights
         .iter()
         .enumerate()
-        .filter(|(_, &c)| c > 0)
+        .filter(|(_, &c)| c > 0.0)
         .map(|(i, &c)| (i, c))
         .collect();
     let (Some(&(low_bin, _)), Some(&(high_bin, _))) = (occupied.first(), occupied.last()) else {
@@ -218,7 +246,9 @@ fn tf_enhanced(first: f64, width: f64, counts: &[u64], spec: QuantSpec) -> Encod
     } else {
         asymmetric_candidates(lo as f32, hi as f32, spec, &mut candidates);
     }
-    argmin(candidates, |e| binned_noise(start, step, &occupied, e))
+    argmin(candidates, |e| {
+        binned_noise(start, step, &occupied, clamp_bins, e)
+    })
 }
 
 /// AIMET's asymmetric `tf_enhanced` candidates for the range `[lo, hi]`: the range snapped
@@ -274,7 +304,13 @@ fn asymmetric_candidates(lo: f32, hi: f32, spec: QuantSpec, out: &mut Vec<Encodi
 /// midpoint: bins below the one holding the grid's first value (above the one holding its
 /// last) saturate, at the squared distance between the two midpoints, weighted by
 /// [`TF_ENHANCED_GAMMA`]; the others cost their rounding error.
-fn binned_noise(start: f64, width: f64, occupied: &[(usize, u64)], e: &Encoding) -> f64 {
+fn binned_noise(
+    start: f64,
+    width: f64,
+    occupied: &[(usize, f64)],
+    clamp_bins: Option<usize>,
+    e: &Encoding,
+) -> f64 {
     // The grid's ends, the window start and the midpoints in f32 as AIMET computes them: grid
     // ends land on bin edges (the range is made of them), where the bin a grid end falls in
     // depends on that rounding.
@@ -287,12 +323,16 @@ fn binned_noise(start: f64, width: f64, occupied: &[(usize, u64)], e: &Encoding)
     let index = |x: f32| ((x - start32) as f64 / width).floor();
     let mid_f64 = |i: f64| start32 as f64 + i * width + width / 2.0;
     let mid = |i: f64| mid_f64(i) as f32 as f64;
-    let (lo_bin, hi_bin) = (index(grid_lo), index(grid_hi));
+    let clamp = |i: f64| match clamp_bins {
+        Some(bins) => i.clamp(0.0, bins as f64 - 1.0),
+        None => i,
+    };
+    let (lo_bin, hi_bin) = (clamp(index(grid_lo)), clamp(index(grid_hi)));
     let (lo_mid, hi_mid) = (mid(lo_bin), mid(hi_bin));
     let offset = e.offset as f32;
     let (mut saturation, mut rounding) = (0.0, 0.0);
-    for &(i, count) in occupied {
-        let (i, c) = (i as f64, count as f64);
+    for &(i, c) in occupied {
+        let i = i as f64;
         if i < lo_bin {
             saturation += c * (mid_f64(i) - lo_mid).powi(2);
         } else if i >= hi_bin {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use super::batch_pdf::{aimet_batch_of, BatchPdf, PdfWindow, AIMET_BATCH};
 use super::calibrate::{calibrate, Scheme};
 use super::encoding::{Encoding, QuantSpec};
 use super::histogram::{Histogram, DEFAULT_BINS};
@@ -18,7 +19,7 @@ use crate::experiment::evaluate::{check_fits, sample_shapes};
 use crate::model::{attrs, Model};
 use crate::runtime::{run_together_fold, CompiledModel, RunOptions};
 use crate::{Error, Result};
-use ndarray::ArrayViewD;
+use ndarray::{ArrayD, ArrayViewD, Axis, Slice};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CalibrationOptions {
@@ -275,6 +276,35 @@ pub fn collect_statistics(
     cancel: &CancelToken,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<(BTreeMap<String, Histogram>, BTreeMap<String, ChannelStats>)> {
+    collect_calibration(model, points, data, options, cancel, progress)
+        .map(|s| (s.histograms, s.channel_stats))
+}
+
+/// What one calibration pass measures, per activation point (keyed by value name).
+#[derive(Debug, Clone, Default)]
+pub struct CalibrationStatistics {
+    pub histograms: BTreeMap<String, Histogram>,
+    pub channel_stats: BTreeMap<String, ChannelStats>,
+    /// AIMET's per-batch density ([`BatchPdf`]), which `tf_enhanced` activations are
+    /// calibrated from; absent for a point whose first batches were all zero.
+    pub pdfs: BTreeMap<String, BatchPdf>,
+}
+
+/// How many AIMET batches the window search looks at before giving up on a point that is
+/// still all zero (its `tf_enhanced` grid then comes from the streaming histogram).
+const WINDOW_SEARCH_BATCHES: usize = 4;
+
+/// [`collect_statistics`] and, in the same pass, each point's [`BatchPdf`]. The windows come
+/// first, from a run of the first [`AIMET_BATCH`] samples (a further one for a point that
+/// was all zero there).
+pub fn collect_calibration(
+    model: &Model,
+    points: &[QuantPoint],
+    data: &Dataset,
+    options: CalibrationOptions,
+    cancel: &CancelToken,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<CalibrationStatistics> {
     if data.is_empty() {
         return Err(Error::input("the calibration set has no samples"));
     }
@@ -284,6 +314,7 @@ pub fn collect_statistics(
     let mut histograms: BTreeMap<String, Histogram> = BTreeMap::new();
     let mut stats: BTreeMap<String, ChannelStats> = BTreeMap::new();
     let mut concat_axes: BTreeMap<String, i64> = BTreeMap::new();
+    let mut pdfs: BTreeMap<String, BatchPdf> = BTreeMap::new();
     let mut captured: Vec<String> = Vec::new();
     for p in points {
         if histograms.contains_key(&p.value) {
@@ -305,6 +336,9 @@ pub fn collect_statistics(
             let mut s = ChannelStats::default();
             s.add(values.view(), None, true);
             stats.insert(p.value.clone(), s);
+            if let Some(pdf) = input_pdf(&values) {
+                pdfs.insert(p.value.clone(), pdf);
+            }
         } else {
             captured.push(p.value.clone());
         }
@@ -313,7 +347,11 @@ pub fn collect_statistics(
     cancel.check()?;
     if captured.is_empty() {
         progress(data.len(), data.len());
-        return Ok((histograms, stats));
+        return Ok(CalibrationStatistics {
+            histograms,
+            channel_stats: stats,
+            pdfs,
+        });
     }
     let compiled = CompiledModel::compile(
         model,
@@ -334,8 +372,12 @@ pub fn collect_statistics(
                 .ok_or_else(|| Error::runtime(format!("value '{name}' was not captured")))
         })
         .collect::<Result<_>>()?;
-    // Each worker bins its own batches (histograms and ranges are exact under merging), so
-    // the statistics run in parallel with each other and with the model.
+    let windows = first_batch_windows(&compiled, &slots, data)?;
+    cancel.check()?;
+    let n = data.len();
+    // Each worker bins its own batches (histograms and ranges are exact under merging; the
+    // densities keep a batch's parts apart until it is whole), so the statistics run in
+    // parallel with each other and with the model.
     let (parts, _) = run_together_fold(
         &[&compiled],
         data,
@@ -347,9 +389,13 @@ pub fn collect_statistics(
                 .iter()
                 .map(|(_, name)| (name.clone(), Histogram::new(bins)))
                 .collect();
-            (h, BTreeMap::<String, ChannelStats>::new())
+            let d: BTreeMap<String, BatchPdf> = windows
+                .iter()
+                .map(|(name, w)| (name.clone(), BatchPdf::new(*w)))
+                .collect();
+            (h, BTreeMap::<String, ChannelStats>::new(), d)
         },
-        &|(part_h, part_s), _, mut outputs| {
+        &|(part_h, part_s, part_d), from, mut outputs| {
             let outputs = outputs.pop().unwrap_or_default();
             for (k, name) in &slots {
                 let out = outputs
@@ -357,6 +403,9 @@ pub fn collect_statistics(
                     .ok_or_else(|| Error::runtime(format!("no output for '{name}'")))?;
                 if let Some(h) = part_h.get_mut(name) {
                     h.add_array(out);
+                }
+                if let Some(pdf) = part_d.get_mut(name) {
+                    add_batch_rows(pdf, out, from, n);
                 }
                 let first = !part_s.contains_key(name);
                 part_s.entry(name.clone()).or_default().add(
@@ -368,10 +417,18 @@ pub fn collect_statistics(
             Ok(())
         },
     )?;
-    for (part_h, part_s) in parts {
+    for (part_h, part_s, part_d) in parts {
         for (name, h) in part_h {
             if let Some(total) = histograms.get_mut(&name) {
                 total.merge(&h);
+            }
+        }
+        for (name, d) in part_d {
+            match pdfs.get_mut(&name) {
+                Some(total) => total.merge(&d),
+                None => {
+                    pdfs.insert(name, d);
+                }
             }
         }
         for (name, s) in part_s {
@@ -383,7 +440,103 @@ pub fn collect_statistics(
             }
         }
     }
-    Ok((histograms, stats))
+    Ok(CalibrationStatistics {
+        histograms,
+        channel_stats: stats,
+        pdfs,
+    })
+}
+
+/// Each captured value's AIMET window (see [`super::batch_pdf`]): from the first AIMET batch
+/// in which it is not all zero, among the first [`WINDOW_SEARCH_BATCHES`].
+fn first_batch_windows(
+    compiled: &CompiledModel,
+    slots: &[(usize, String)],
+    data: &Dataset,
+) -> Result<BTreeMap<String, PdfWindow>> {
+    let (n, batch) = (data.len(), compiled.batch());
+    let mut windows = BTreeMap::new();
+    for b in 0..WINDOW_SEARCH_BATCHES {
+        let (start, end) = (b * AIMET_BATCH, ((b + 1) * AIMET_BATCH).min(n));
+        if start >= n || windows.len() == slots.len() {
+            break;
+        }
+        let mut ranges: BTreeMap<&str, (f32, f32)> = BTreeMap::new();
+        let mut from = start;
+        while from < end {
+            let to = (from + batch).min(end);
+            let outputs = compiled.run_slice(data, from, to, batch)?;
+            for (k, name) in slots {
+                if windows.contains_key(name) {
+                    continue;
+                }
+                let Some(out) = outputs.get(*k) else { continue };
+                let out = out.as_standard_layout();
+                let (lo, hi) = min_max(out.as_slice().unwrap_or_default());
+                let r = ranges
+                    .entry(name.as_str())
+                    .or_insert((f32::INFINITY, f32::NEG_INFINITY));
+                *r = (r.0.min(lo), r.1.max(hi));
+            }
+            from = to;
+        }
+        for (name, (lo, hi)) in ranges {
+            if let Some(w) = PdfWindow::from_range(lo, hi, b) {
+                windows.insert(name.to_string(), w);
+            }
+        }
+    }
+    Ok(windows)
+}
+
+/// Adds the values of samples `from..from + k` (`out`, batch axis 0) to `pdf`, each part to
+/// its AIMET batch. A value without the batch axis counts as one part of `from`'s batch.
+fn add_batch_rows(pdf: &mut BatchPdf, out: &ArrayD<f32>, from: usize, n: usize) {
+    let rows = out.shape().first().copied().unwrap_or(0);
+    let to = (from + rows).min(n);
+    if out.ndim() == 0 || rows == 0 || from + rows > n {
+        let (batch, expected) = aimet_batch_of(from.min(n.saturating_sub(1)), n);
+        let values = out.as_standard_layout();
+        pdf.add(batch, expected, 1, values.as_slice().unwrap_or_default());
+        return;
+    }
+    let mut s = from;
+    while s < to {
+        let (batch, expected) = aimet_batch_of(s, n);
+        let end = ((batch + 1) * AIMET_BATCH).min(to);
+        let part = out.slice_axis(Axis(0), Slice::from(s - from..end - from));
+        let part = part.as_standard_layout();
+        pdf.add(
+            batch,
+            expected,
+            end - s,
+            part.as_slice().unwrap_or_default(),
+        );
+        s = end;
+    }
+}
+
+/// The density of a graph input's calibration values (`[N, …]`, read whole).
+fn input_pdf(values: &ArrayD<f32>) -> Option<BatchPdf> {
+    let n = values.shape().first().copied().unwrap_or(0);
+    if values.ndim() == 0 || n == 0 {
+        return None;
+    }
+    let rows = |b: usize| {
+        let (start, end) = (b * AIMET_BATCH, ((b + 1) * AIMET_BATCH).min(n));
+        values.slice_axis(Axis(0), Slice::from(start..end))
+    };
+    let window = (0..WINDOW_SEARCH_BATCHES)
+        .take_while(|b| b * AIMET_BATCH < n)
+        .find_map(|b| {
+            let part = rows(b);
+            let part = part.as_standard_layout();
+            let (lo, hi) = min_max(part.as_slice().unwrap_or_default());
+            PdfWindow::from_range(lo, hi, b)
+        })?;
+    let mut pdf = BatchPdf::new(window);
+    add_batch_rows(&mut pdf, values, 0, n);
+    Some(pdf)
 }
 
 /// An encoding per histogram. NaN or infinite activations are an input error naming the value.

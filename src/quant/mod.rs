@@ -5,7 +5,8 @@
 //! - [`encoding`]: one grid (scale, offset, bitwidth) and fake-quant, with ONNX's rounding.
 //! - [`aimet`]: the per-encoding pieces of AIMET's encodings JSON (0.6.1 and 1.0.0).
 //! - [`histogram`]: the streaming, mergeable histogram activations are calibrated from.
-//! - [`calibrate`](mod@calibrate): encodings from a histogram: `minmax`, `tf_enhanced`, `percentile`, `mse`.
+//! - [`calibrate`](mod@calibrate): encodings from a histogram: `minmax`, `tf_enhanced`, `percentile`, `mse`;
+//!   [`batch_pdf`]: AIMET's per-batch activation density, which `tf_enhanced` activations use.
 //! - [`per_channel`]: weight encodings per output channel (or per tensor) and their fake-quant.
 //! - [`points`]: where quantizers sit: activation points (groups, pass-through ops) and
 //!   per-layer weight quantizers; [`fused_groups`]: the op chains a runtime computes as one
@@ -24,6 +25,7 @@
 
 pub mod aimet;
 pub mod analysis;
+pub mod batch_pdf;
 pub mod calibrate;
 pub mod calibration;
 pub mod contrib_qdq;

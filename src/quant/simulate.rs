@@ -2,8 +2,9 @@
 //! score it on the evaluation samples. Shared by the CLI (and, next, the app) so both make
 //! the same variant with the same numbers.
 
+use super::batch_pdf::BatchPdf;
 use super::calibrate::calibrate;
-use super::calibration::{collect_statistics, CalibrationOptions, ChannelStats};
+use super::calibration::{collect_calibration, CalibrationOptions, ChannelStats};
 use super::encodings_file::{encodings_document, EncodingsVersion};
 use super::float_ops::float_op_points;
 use super::mixed_range::{kept_fp32, output_concats, KeptFp32, MixedConcat, DEFAULT_FACTOR};
@@ -276,6 +277,8 @@ pub struct Prepared {
     pub layer_outputs: Vec<Option<String>>,
     /// Activation histograms by value; empty when prepared without calibration.
     pub histograms: BTreeMap<String, Histogram>,
+    /// AIMET's per-batch activation densities by value, which `tf_enhanced` uses.
+    pub pdfs: BTreeMap<String, BatchPdf>,
     /// Per activation point, the label of the node producing it (absent for graph inputs).
     pub point_nodes: BTreeMap<String, String>,
     /// Per-channel ranges of the activation points (from the calibration pass).
@@ -327,17 +330,18 @@ pub fn prepare(
         .filter_map(|p| Some((p.value.clone(), node_label(model.graph(), p.node?))))
         .collect();
     let start = Instant::now();
-    let (histograms, mut channel_stats) = if calibrate {
+    let (histograms, mut channel_stats, pdfs) = if calibrate {
         let options = CalibrationOptions {
             // The request's batch: tract runs these small models fastest one sample a call.
             run: req.options,
             ..CalibrationOptions::default()
         };
-        collect_statistics(model, &points, &calibration, options, cancel, &|d, t| {
+        let s = collect_calibration(model, &points, &calibration, options, cancel, &|d, t| {
             progress("calibration", d, t)
-        })?
+        })?;
+        (s.histograms, s.channel_stats, s.pdfs)
     } else {
-        (BTreeMap::new(), BTreeMap::new())
+        (BTreeMap::new(), BTreeMap::new(), BTreeMap::new())
     };
     fill_concat_inputs(model, &shapes, &points, &mut channel_stats);
     let output_concats = output_concats(model, &points, &histograms);
@@ -347,6 +351,7 @@ pub fn prepare(
         weights,
         layer_outputs,
         histograms,
+        pdfs,
         point_nodes,
         channel_stats,
         output_concats,
@@ -607,11 +612,31 @@ pub(crate) fn activation_encodings_for(
         let Some(spec) = settings.activation_spec(owner.get(value.as_str()).copied())? else {
             continue;
         };
-        let e = calibrate(histogram, settings.scheme, spec)
+        let e = activation_encoding(histogram, prepared.pdfs.get(value), settings.scheme, spec)
             .map_err(|e| Error::input(format!("activation '{value}': {e}")))?;
         encodings.insert(value.clone(), e);
     }
     Ok(encodings)
+}
+
+/// One activation's encoding: `tf_enhanced` from AIMET's per-batch density when there is
+/// one (so the grid is AIMET's on the same batches), every other scheme (and an activation
+/// without a density) from the streaming histogram, which also reports non-finite values.
+fn activation_encoding(
+    histogram: &Histogram,
+    pdf: Option<&BatchPdf>,
+    scheme: Scheme,
+    spec: QuantSpec,
+) -> Result<Encoding> {
+    match pdf {
+        Some(pdf) if scheme == Scheme::TfEnhanced && histogram.non_finite() == 0 => {
+            match pdf.tf_enhanced(spec) {
+                Some(e) => Ok(e),
+                None => calibrate(histogram, scheme, spec),
+            }
+        }
+        _ => calibrate(histogram, scheme, spec),
+    }
 }
 
 /// Calibrate, simulate and evaluate. `progress(stage, done, total)`.
@@ -727,6 +752,65 @@ pub(crate) mod tests {
             settings,
             options: RunOptions::default(),
             metric: Default::default(),
+        }
+    }
+
+    /// AIMET's `tf_enhanced` activation grids on the BN-folded mbv2 whose weights are already
+    /// on their 4-bit `tf_enhanced` grids (AIMET's, bit for bit): AIMET collects activation
+    /// statistics on the model with its weights quantized, in batches of 32. aimet-onnx 2.42.0,
+    /// `QuantizationSimModel(quant_scheme="tf_enhanced")`, `compute_encodings` on the 200
+    /// calibration samples in batches of 32, `sim.export` (tests/peers, row
+    /// `tf_enhanced_folded`). The exact streaming histogram gave another grid for each.
+    #[test]
+    fn tf_enhanced_activations_are_aimets_on_the_weight_quantized_model() {
+        let folded = crate::fixes::bn_fold::fold_batchnorms(&sample_model("mbv2_digits.onnx"))
+            .unwrap()
+            .model;
+        let cancel = CancelToken::new();
+        let weights = QuantsimSettings {
+            w_bits: 4,
+            mode: QuantMode::WeightsOnly,
+            ..Default::default()
+        };
+        let prepared = prepare(
+            &folded,
+            &request(weights.clone()),
+            false,
+            &cancel,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let quantized = simulate(&folded, &prepared, &weights).unwrap().model;
+        let activations = QuantsimSettings {
+            mode: QuantMode::ActivationsOnly,
+            ..Default::default()
+        };
+        let prepared = prepare(
+            &quantized,
+            &request(activations.clone()),
+            true,
+            &cancel,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let encodings = activation_encodings_for(&prepared, &activations).unwrap();
+        for (name, aimet_scale, aimet_offset) in [
+            ("stem.relu6.out", 0.019364820793271065, 0),
+            ("block1.dw.relu6.out", 0.0235294122248888, 0),
+            ("block1.add.out", 0.04652147740125656, -93),
+            ("block3.add.out", 0.054799649864435196, -127),
+            ("block4.expand.relu6.out", 0.019996197894215584, 0),
+            ("block5.add.out", 0.04583398625254631, -124),
+            ("pool.out", 0.016519242897629738, 0),
+            ("logits", 0.08328182250261307, -123),
+        ] {
+            let e = encodings[name];
+            assert_eq!(e.offset, aimet_offset, "{name}: {e:?}");
+            assert!(
+                (e.scale as f64 - aimet_scale).abs() <= 1e-6 * aimet_scale,
+                "{name}: {} vs AIMET {aimet_scale}",
+                e.scale
+            );
         }
     }
 
