@@ -1008,7 +1008,13 @@ pub(crate) mod tests {
         assert_eq!(of(&sim), [weight_encoding(Scheme::Minmax)]);
         assert_eq!(
             sim.activations[value],
-            calibrate(histogram, Scheme::TfEnhanced, spec).unwrap()
+            activation_encoding(
+                histogram,
+                prepared.pdfs.get(value),
+                Scheme::TfEnhanced,
+                spec
+            )
+            .unwrap()
         );
         assert!(
             split.step().contains(",weight_scheme:minmax"),
@@ -1028,7 +1034,13 @@ pub(crate) mod tests {
         assert_eq!(of(&sim), [weight_encoding(Scheme::Minmax)]);
         assert_eq!(
             sim.activations[value],
-            calibrate(histogram, Scheme::TfEnhanced, spec).unwrap()
+            activation_encoding(
+                histogram,
+                prepared.pdfs.get(value),
+                Scheme::TfEnhanced,
+                spec
+            )
+            .unwrap()
         );
     }
 
