@@ -41,8 +41,7 @@ pub(crate) fn document(
     model: &std::path::Path,
     ws: &SharedWorkspace,
 ) -> Result<serde_json::Value> {
-    let rounded = qsteer::jobs::summary_variant(&summary, "rounded_variant")
-        .ok_or_else(|| Error::runtime("the job reported no rounded variant"))?;
+    let rounded = super::reported_variant(&summary, "rounded_variant")?;
     let mut doc = with_model(summary, model);
     doc["output"] = json!(variant_path(ws, rounded)?.display().to_string());
     let encodings = doc["encodings"].as_str().map(str::to_string);
@@ -77,8 +76,7 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
         metric: args.quant.metric.resolve(&ws)?,
     };
     let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
-    let rounded = qsteer::jobs::summary_variant(&summary, "rounded_variant")
-        .ok_or_else(|| Error::runtime("the job reported no rounded variant"))?;
+    let rounded = super::reported_variant(&summary, "rounded_variant")?;
     let rounded_path = variant_path(&ws, rounded)?;
     let mut encodings_out = summary["encodings"].as_str().map(PathBuf::from);
     if let Some(out) = &args.out {

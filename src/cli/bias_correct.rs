@@ -41,8 +41,7 @@ pub(crate) fn document(
     model: &std::path::Path,
     ws: &SharedWorkspace,
 ) -> Result<serde_json::Value> {
-    let corrected = qsteer::jobs::summary_variant(&summary, "corrected_variant")
-        .ok_or_else(|| Error::runtime("the job reported no corrected variant"))?;
+    let corrected = super::reported_variant(&summary, "corrected_variant")?;
     let mut doc = with_model(summary, model);
     doc["output"] = json!(variant_path(ws, corrected)?.display().to_string());
     doc["workspace"] = json!(lock(ws).dir().display().to_string());
@@ -75,8 +74,7 @@ pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
         metric: args.quant.metric.resolve(&ws)?,
     };
     let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
-    let corrected = qsteer::jobs::summary_variant(&summary, "corrected_variant")
-        .ok_or_else(|| Error::runtime("the job reported no corrected variant"))?;
+    let corrected = super::reported_variant(&summary, "corrected_variant")?;
     let corrected_path = variant_path(&ws, corrected)?;
     if let Some(out) = &args.out {
         Model::load(&corrected_path)?.save(out)?;

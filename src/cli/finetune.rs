@@ -259,8 +259,7 @@ fn qat_start(
         metric: None,
     };
     let summary = run_job(target.workspace.clone(), kind, common)?;
-    let id = qsteer::jobs::summary_variant(&summary, "variant")
-        .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
+    let id = super::reported_variant(&summary, "variant")?;
     eprintln!(
         "quantsim before QAT: variant {id}, {}",
         summary["result"].as_str().unwrap_or("")

@@ -46,8 +46,7 @@ pub(crate) fn document(
     model: &std::path::Path,
     ws: &SharedWorkspace,
 ) -> Result<serde_json::Value> {
-    let id = qsteer::jobs::summary_variant(&summary, "variant")
-        .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
+    let id = super::reported_variant(&summary, "variant")?;
     let mut doc = with_model(summary, model);
     doc["output"] = serde_json::Value::Null;
     doc["variant_model"] = json!(variant_path(ws, id)?.display().to_string());
@@ -83,8 +82,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         metric: args.quant.metric.resolve(&ws)?,
     };
     let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
-    let id = qsteer::jobs::summary_variant(&summary, "variant")
-        .ok_or_else(|| Error::runtime("the quantsim job reported no variant"))?;
+    let id = super::reported_variant(&summary, "variant")?;
     let (sim_path, encodings_path) = {
         let ws = ws
             .lock()
