@@ -144,6 +144,10 @@ fn record(
         None => req.settings.step(),
     };
     let id = ws.add_variant(parent, &step, &outcome.sim.model)?;
+    // The file holds float weights and fake-quant ops; the size users compare is the
+    // integer model's: the parent's with the quantized weights at their bitwidth.
+    let parent_bytes = ws.variant(parent).map_or(0, |v| v.size_bytes);
+    ws.set_size(id, outcome.sim.deployed_bytes(parent_bytes))?;
     ws.set_encodings(id, &encodings)?;
     // Imported encodings have no settings to rerun or analyze with; frozen ones were made
     // for the request's.

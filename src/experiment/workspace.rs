@@ -548,6 +548,14 @@ impl Workspace {
         })
     }
 
+    /// Record a variant's size in bytes (a quantized one's as its runtime stores it).
+    pub fn set_size(&mut self, id: u32, bytes: u64) -> Result<()> {
+        self.update(|ws| {
+            ws.variant_mut(id)?.size_bytes = bytes;
+            Ok(())
+        })
+    }
+
     /// Record a variant's measured latency (replacing an older one).
     pub fn set_latency(&mut self, id: u32, latency: Latency) -> Result<()> {
         self.update(|ws| {

@@ -175,6 +175,27 @@ pub struct SimModel {
     pub activations: BTreeMap<String, Encoding>,
 }
 
+impl SimModel {
+    /// Bytes of the model as an integer runtime stores it, from its float model's
+    /// `float_bytes`: each quantized weight at its bitwidth (packed: 4-bit weights take half
+    /// a byte) with one scale and zero point per encoding, instead of float32. (The
+    /// simulation's own file is larger than the float model: it adds the fake-quant ops.)
+    pub fn deployed_bytes(&self, float_bytes: u64) -> u64 {
+        let (mut float, mut packed) = (0u64, 0u64);
+        for w in &self.weights {
+            let Some((_, weight)) = self.model.weights().find(|(name, _)| **name == w.weight)
+            else {
+                continue;
+            };
+            let elements = weight.array.len() as u64;
+            let bits = w.encodings.first().map_or(32, |e| e.bitwidth) as u64;
+            float += elements * 4;
+            packed += (elements * bits).div_ceil(8) + 8 * w.encodings.len() as u64;
+        }
+        float_bytes.saturating_sub(float) + packed
+    }
+}
+
 /// Build the simulated model. `weights` are the layers' weight quantizers
 /// ([`super::points::weight_quantizers`]); `activations` maps each activation point's value to
 /// its encoding (from calibration or a file) and is ignored in weights-only mode.

@@ -22,6 +22,8 @@ pub enum Action {
     /// Space: toggle (select a row in a dialog, collapse in the graph).
     Toggle,
     Help,
+    /// The status line's messages, whole, newest last.
+    Messages,
     /// Jobs pane: the selected job full screen (settings, whole error and log).
     OpenJob,
     Palette,

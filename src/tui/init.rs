@@ -240,6 +240,7 @@ pub fn open_at(
         noise_view: true,
         heat: None,
         heat_view: false,
+        messages: Vec::new(),
         popup_scroll: 0,
         popup_scroll_max: std::cell::Cell::new(0),
         compression: None,

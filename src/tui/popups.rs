@@ -33,6 +33,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
     let area = f.area();
     match popup {
         Popup::Help => help(f, app, area),
+        Popup::Messages => messages(f, app, area),
         Popup::Job(id) => super::job_view::draw(f, app, area, *id),
         Popup::Palette { query, cursor } => palette(f, app, area, query, *cursor),
         Popup::Filter => {
@@ -76,6 +77,38 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
             f.render_widget(Paragraph::new(lines).block(boxed(app, "quit")), r);
         }
     }
+}
+
+/// The status line's messages, whole: wrapped, newest last, scrolled like a job's view.
+fn messages(f: &mut Frame, app: &App, area: Rect) {
+    let t = &app.theme;
+    f.render_widget(Clear, area);
+    let width = usize::from(area.width.saturating_sub(2));
+    let mut lines: Vec<Line> = Vec::new();
+    for m in &app.messages {
+        for (k, part) in wrap_words(m, width.saturating_sub(2))
+            .into_iter()
+            .enumerate()
+        {
+            let lead = if k == 0 { "• " } else { "  " };
+            lines.push(Line::from(Span::styled(format!("{lead}{part}"), t.text())));
+        }
+    }
+    if lines.is_empty() {
+        lines.push(Line::from(Span::styled("no messages yet", t.dim())));
+    }
+    let visible = usize::from(area.height.saturating_sub(2));
+    let max = lines.len().saturating_sub(visible);
+    app.popup_scroll_max.set(max);
+    let top = app.popup_scroll.min(max);
+    let title = format!(
+        "messages {}–{} of {} (↓↑ PgDn PgUp scroll, m or Esc closes)",
+        top + 1,
+        (top + visible).min(lines.len()),
+        lines.len()
+    );
+    let shown: Vec<Line> = lines.into_iter().skip(top).take(visible).collect();
+    f.render_widget(Paragraph::new(shown).block(boxed(app, &title)), area);
 }
 
 fn help(f: &mut Frame, app: &App, area: Rect) {
@@ -128,7 +161,7 @@ fn help(f: &mut Frame, app: &App, area: Rect) {
 
 /// `text` in lines of at most `width` characters, broken between words (a word longer
 /// than the width is cut across lines).
-pub(super) fn wrap_words(text: &str, width: usize) -> Vec<String> {
+pub(crate) fn wrap_words(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let mut lines = Vec::new();
     let mut line = String::new();

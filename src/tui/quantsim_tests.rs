@@ -64,7 +64,9 @@ fn quantsim_child(id: u32, settings: &QuantsimSettings, accuracy: f64) -> Varian
     );
     v.quantsim = Some(settings.clone());
     v.results.push(result(accuracy));
-    v.size_bytes = 180_000;
+    // As a quantsim job records them: the parent's MACs, the integer model's size.
+    v.macs = Some(1_280_000);
+    v.size_bytes = 36_000 * u64::from(settings.w_bits) / 8 + 10_000;
     v
 }
 
@@ -314,7 +316,7 @@ fn snapshots_of_the_dialog_marks_and_quantsim_variants() {
         assert!(base.contains(part), "{part} missing: {base}\n{screen}");
     }
     let w4 = row("└ 2 ");
-    for part in ["98.00%", "0.50", "180.0kB", "★B"] {
+    for part in ["98.00%", "0.50", "28.0kB", "★B"] {
         assert!(w4.contains(part), "{part} missing: {w4}\n{screen}");
     }
     assert!(screen.contains("Variants · score MACs size"), "{screen}");

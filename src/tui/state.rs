@@ -198,6 +198,8 @@ pub enum Popup {
     FineTune(super::finetune_form::FineTuneForm),
     Slurm(super::slurm_form::SlurmForm),
     ConfirmQuit,
+    /// The status line's history, whole (`m`).
+    Messages,
 }
 
 impl Popup {
@@ -214,6 +216,7 @@ impl Popup {
             | Popup::FineTune(_)
             | Popup::Slurm(_) => true,
             Popup::Help
+            | Popup::Messages
             | Popup::Job(_)
             | Popup::Palette { .. }
             | Popup::Filter
@@ -271,6 +274,9 @@ pub struct App {
     pub heat: Option<super::heat::HeatGrid>,
     /// The layers pane shows the heat table (when there is one).
     pub heat_view: bool,
+    /// Every status line message so far, oldest first (the footer cuts long ones; `m`
+    /// shows them whole).
+    pub messages: Vec<String>,
     /// First line shown by the scrolling popups (help, a job's full view).
     pub popup_scroll: usize,
     /// The last such popup drawn could scroll this far: the bound for `popup_scroll`, known

@@ -460,3 +460,41 @@ fn a_failed_jobs_whole_error_and_log_open_full_screen_at_80x24() {
     press(&mut app, K::Char('v'));
     assert!(app.popups.is_empty());
 }
+
+/// At 80×24 nothing runs off the edge: the header keeps `? help` at its end whatever the
+/// step label, the footer cuts a long message with an ellipsis, and `m` (typed as a user
+/// types it) shows the message whole.
+#[test]
+fn a_long_message_is_cut_in_the_footer_and_whole_under_m_at_80x24() {
+    use crossterm::event::KeyCode as K;
+    let (mut app, _d) = sample_app();
+    let long = "cannot read the calibration folder sample-models/missing/calibration: \
+                no such file or directory (os error 2); choose another split";
+    // As a dialog's validation sets it; the next update keeps it for the messages view.
+    app.status = long.to_string();
+    update(&mut app, Action::Char('z'));
+    let screen = render(&app, 80, 24);
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines[0].ends_with("? help"), "header: {}", lines[0]);
+    let footer = lines[23];
+    assert!(
+        footer.contains("cannot read") && footer.ends_with('…'),
+        "{footer}"
+    );
+    assert!(footer.chars().count() <= 80);
+
+    press(&mut app, K::Char('m'));
+    let screen = render(&app, 80, 24);
+    let joined: String = screen
+        .lines()
+        .map(|l| l.trim_matches(|c| c == '│' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let joined = joined.replace("• ", "");
+    assert!(
+        joined.contains("(os error 2); choose another split"),
+        "{screen}"
+    );
+    press(&mut app, K::Char('m'));
+    assert!(app.popups.is_empty(), "m closes the messages view");
+}

@@ -52,6 +52,25 @@ const PAGE: usize = 10;
 const LOG_LINES_KEPT: usize = 500;
 
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    let effects = apply(app, action);
+    remember_status(app);
+    effects
+}
+
+/// Messages kept for the messages view: enough for a long session, not unbounded.
+const MESSAGES_KEPT: usize = 500;
+
+/// Keep the status line's message, when it is new, for the messages view.
+fn remember_status(app: &mut App) {
+    if !app.status.is_empty() && app.messages.last() != Some(&app.status) {
+        app.messages.push(app.status.clone());
+        if app.messages.len() > MESSAGES_KEPT {
+            app.messages.remove(0);
+        }
+    }
+}
+
+fn apply(app: &mut App, action: Action) -> Vec<Effect> {
     if let Action::Job(ev) = action {
         return job_event(app, ev);
     }
@@ -100,6 +119,11 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Help => {
             app.popup_scroll = 0;
             app.popups.push(Popup::Help);
+        }
+        Action::Messages => {
+            // Opened at the end, where the newest message is.
+            app.popup_scroll = usize::MAX;
+            app.popups.push(Popup::Messages);
         }
         Action::OpenJob | Action::Confirm if pane == Pane::Jobs => {
             if let Some(id) = app.selected_job().map(|j| j.id) {
@@ -357,9 +381,10 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
         return vec![];
     }
     match top {
-        Popup::Help | Popup::Job(_) => {
+        Popup::Help | Popup::Job(_) | Popup::Messages => {
             let closes = match top {
                 Popup::Help => Action::Help,
+                Popup::Messages => Action::Messages,
                 _ => Action::OpenJob,
             };
             if matches!(action, Action::Confirm | Action::Quit) || action == closes {

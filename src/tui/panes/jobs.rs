@@ -40,10 +40,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let width = list_area.width as usize;
     let mut lines: Vec<Line> = Vec::new();
     if app.jobs.is_empty() {
-        lines.push(Line::from(Span::styled(
-            "no jobs yet — e evaluates, s runs quantsim",
-            t.dim(),
-        )));
+        // Wrapped: the hint is for a newcomer, and the pane is narrow at 80 columns.
+        let hint = "no jobs yet — e evaluates, s runs quantsim, r the SSVD→CP sweep";
+        for part in crate::tui::popups::wrap_words(hint, list_area.width as usize) {
+            lines.push(Line::from(Span::styled(part, t.dim())));
+        }
     }
     for (i, j) in app
         .jobs

@@ -1,4 +1,4 @@
-use super::{bar, frame, human, scroll_offset};
+use super::{bar, fit_middle, frame, human, scroll_offset};
 use crate::tui::state::{App, Pane};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -62,48 +62,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     // Narrow terminals drop the share bar so the layer name keeps its room.
     let bar_w = if table_area.width >= 100 { 8 } else { 0 };
     let wide = table_area.width >= 66;
-    let rows: Vec<Row> = order
-        .iter()
-        .enumerate()
-        .skip(top)
-        .take(visible)
-        .map(|(pos, &i)| {
-            let l = &app.layers[i];
-            let kernel = if l.kernel.is_empty() {
-                "-".to_string()
-            } else {
-                l.kernel
-                    .iter()
-                    .map(|k| k.to_string())
-                    .collect::<Vec<_>>()
-                    .join("×")
-            };
-            let share = l.macs.map_or(0.0, |m| m as f64 / total);
-            let mut name = match app.layer_choices.marker(&l.name) {
-                Some(m) => format!("{} {m}", l.name),
-                None => l.name.clone(),
-            };
-            if app.keep_fp32.contains(&l.name) {
-                name.push_str(" [fp32]");
-            }
-            let mut cells = vec![name, l.kind.label().to_string()];
-            if wide {
-                cells.push(kernel);
-            }
-            cells.push(format!("{}→{}", l.in_channels, l.out_channels));
-            if wide {
-                cells.push(human(l.params));
-            }
-            cells.push(l.macs.map(human).unwrap_or_else(|| "?".into()));
-            cells.push(format!("{:>5.1}% {}", share * 100.0, bar(share, bar_w)));
-            let row = Row::new(cells);
-            if pos == cursor && app.focus == Pane::Layers {
-                row.style(t.selected())
-            } else {
-                row.style(t.text())
-            }
-        })
-        .collect();
     let (header, widths) = if wide {
         (
             vec!["layer", "op", "kernel", "ch", "params", "MACs", "share"],
@@ -129,6 +87,63 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             ],
         )
     };
+    // The name column is what the others leave (ratatui puts one space between columns);
+    // a longer name is cut in its middle with an ellipsis instead of losing its end.
+    let others: u16 = widths
+        .iter()
+        .skip(1)
+        .map(|c| match c {
+            Constraint::Length(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    let name_w = (table_area.width as usize)
+        .saturating_sub(others as usize + widths.len() - 1)
+        .max(6);
+    let rows: Vec<Row> = order
+        .iter()
+        .enumerate()
+        .skip(top)
+        .take(visible)
+        .map(|(pos, &i)| {
+            let l = &app.layers[i];
+            let kernel = if l.kernel.is_empty() {
+                "-".to_string()
+            } else {
+                l.kernel
+                    .iter()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join("×")
+            };
+            let share = l.macs.map_or(0.0, |m| m as f64 / total);
+            let mut suffix = match app.layer_choices.marker(&l.name) {
+                Some(m) => format!(" {m}"),
+                None => String::new(),
+            };
+            if app.keep_fp32.contains(&l.name) {
+                suffix.push_str(" [fp32]");
+            }
+            let name_room = name_w.saturating_sub(suffix.chars().count()).max(6);
+            let name = format!("{}{suffix}", fit_middle(&l.name, name_room));
+            let mut cells = vec![name, l.kind.label().to_string()];
+            if wide {
+                cells.push(kernel);
+            }
+            cells.push(format!("{}→{}", l.in_channels, l.out_channels));
+            if wide {
+                cells.push(human(l.params));
+            }
+            cells.push(l.macs.map(human).unwrap_or_else(|| "?".into()));
+            cells.push(format!("{:>5.1}% {}", share * 100.0, bar(share, bar_w)));
+            let row = Row::new(cells);
+            if pos == cursor && app.focus == Pane::Layers {
+                row.style(t.selected())
+            } else {
+                row.style(t.text())
+            }
+        })
+        .collect();
     let header = Row::new(header).style(t.header());
     f.render_widget(Table::new(rows, widths).header(header), table_area);
     if detail_h > 0 {

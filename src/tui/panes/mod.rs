@@ -39,6 +39,34 @@ pub fn scroll_offset(cursor: usize, height: usize) -> usize {
 
 pub use qsteer::units::human;
 
+/// `text` cut to `width` characters, with an ellipsis at the end when cut.
+pub fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// `name` cut to `width` characters by an ellipsis in the middle: layer names share their
+/// beginnings (`layer2.…`) and differ at both ends, so both stay readable.
+pub fn fit_middle(name: &str, width: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= width {
+        return name.to_string();
+    }
+    if width < 5 {
+        return fit(name, width);
+    }
+    let tail = (width - 1) / 2;
+    let head = width - 1 - tail;
+    let mut cut: String = chars[..head].iter().collect();
+    cut.push('…');
+    cut.extend(&chars[chars.len() - tail..]);
+    cut
+}
+
 /// A bar of `width` cells filled to `fraction`, with eighth-block resolution.
 pub fn bar(fraction: f64, width: usize) -> String {
     const EIGHTHS: [char; 9] = [' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
@@ -51,4 +79,18 @@ pub fn bar(fraction: f64, width: usize) -> String {
         s.push_str(&" ".repeat(width - full - 1));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cut_with_an_ellipsis_and_keep_both_ends() {
+        assert_eq!(fit("layer2.downsample.conv", 10), "layer2.do…");
+        assert_eq!(fit_middle("layer2.downsample.conv", 12), "layer2….conv");
+        assert_eq!(fit_middle("layer2.downsample.conv", 12).chars().count(), 12);
+        assert_eq!(fit_middle("conv1", 12), "conv1");
+        assert_eq!(fit_middle("abcdefgh", 4), "abc…");
+    }
 }

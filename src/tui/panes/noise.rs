@@ -3,7 +3,7 @@
 //! (isolated), the weights' and activations' shares, and the per-channel weight range
 //! ratio — from the current variant's stored analysis.
 
-use super::bar;
+use super::{bar, fit_middle};
 use crate::tui::state::{App, Pane};
 use qsteer::quant::analysis::{Analysis, LayerAnalysis, WIDE_RANGE_RATIO};
 use ratatui::layout::{Constraint, Rect};
@@ -77,13 +77,57 @@ fn sqnr_style(app: &App, v: Option<f64>) -> Style {
     }
 }
 
+/// The noise table's columns by width: the layer name and its SQNR always; then what
+/// tells weights from activations (W only, A only) before the isolated SQNR, the ranges
+/// and the op; the share bar narrows first.
+#[derive(Clone, Copy, PartialEq)]
+enum Tier {
+    /// layer, op, W, SQNR + bar, iso, W only, A only, rng, act
+    Wide,
+    /// layer, SQNR + short bar, iso, W only, A only, rng, act
+    Medium,
+    /// layer, SQNR + short bar, W only, A only
+    Narrow,
+}
+
+impl Tier {
+    fn for_width(width: u16) -> Tier {
+        if width >= 76 {
+            Tier::Wide
+        } else if width >= 60 {
+            Tier::Medium
+        } else {
+            Tier::Narrow
+        }
+    }
+}
+
 pub fn draw_table(f: &mut Frame, area: Rect, app: &App, order: &[usize], top: usize) {
     let t = &app.theme;
     let cursor = app.cursor[Pane::Layers.index()];
     let visible = area.height.saturating_sub(1) as usize;
-    let wide = area.width >= 96;
-    let medium = area.width >= 60;
-    let bar_w = if wide { 8 } else { 5 };
+    let tier = Tier::for_width(area.width);
+    let bar_w = if tier == Tier::Wide { 8 } else { 5 };
+    let sqnr_w = 7 + bar_w as u16;
+    let (header, widths): (Vec<&str>, Vec<u16>) = match tier {
+        Tier::Wide => (
+            vec![
+                "layer", "op", "W", "SQNR dB", "iso", "W only", "A only", "rng", "act",
+            ],
+            vec![0, 6, 4, sqnr_w, 5, 6, 6, 5, 5],
+        ),
+        Tier::Medium => (
+            vec!["layer", "SQNR dB", "iso", "W only", "A only", "rng", "act"],
+            vec![0, sqnr_w, 5, 6, 6, 5, 5],
+        ),
+        Tier::Narrow => (
+            vec!["layer", "SQNR dB", "W only", "A only"],
+            vec![0, sqnr_w, 6, 6],
+        ),
+    };
+    // The name takes what the other columns leave (one space between columns).
+    let fixed: usize = widths.iter().map(|w| *w as usize).sum::<usize>() + widths.len() - 1;
+    let name_w = (area.width as usize).saturating_sub(fixed).max(8);
     let rows: Vec<Row> = order
         .iter()
         .enumerate()
@@ -95,8 +139,8 @@ pub fn draw_table(f: &mut Frame, area: Rect, app: &App, order: &[usize], top: us
             let sqnr = r.and_then(|r| r.sqnr_db);
             let iso = r.and_then(|r| r.sqnr_isolated_db);
             let fill = sqnr.map_or(0.0, |d| d / FULL_BAR_DB);
-            let mut cells = vec![Cell::from(l.name.clone())];
-            if medium {
+            let mut cells = vec![Cell::from(fit_middle(&l.name, name_w))];
+            if tier == Tier::Wide {
                 cells.push(Cell::from(l.kind.label()));
                 cells.push(Cell::from(
                     r.and_then(|r| r.weight_bits)
@@ -108,16 +152,24 @@ pub fn draw_table(f: &mut Frame, area: Rect, app: &App, order: &[usize], top: us
                 Span::styled(format!("{:>6} ", db(sqnr)), sqnr_style(app, sqnr)),
                 Span::styled(bar(fill, bar_w), t.fg(t.bar)),
             ])));
-            cells.push(Cell::from(Span::styled(db(iso), sqnr_style(app, iso))));
-            if wide {
-                cells.push(Cell::from(db(r.and_then(|r| r.sqnr_weights_db))));
-                cells.push(Cell::from(db(r.and_then(|r| r.sqnr_activations_db))));
+            if tier != Tier::Narrow {
+                cells.push(Cell::from(Span::styled(db(iso), sqnr_style(app, iso))));
             }
-            cells.push(Cell::from(
-                r.map(|r| format!("{:.1}", r.weights.max_median_ratio))
-                    .unwrap_or_else(|| "-".into()),
-            ));
-            if medium {
+            let w_only = r.and_then(|r| r.sqnr_weights_db);
+            let a_only = r.and_then(|r| r.sqnr_activations_db);
+            cells.push(Cell::from(Span::styled(
+                db(w_only),
+                sqnr_style(app, w_only),
+            )));
+            cells.push(Cell::from(Span::styled(
+                db(a_only),
+                sqnr_style(app, a_only),
+            )));
+            if tier != Tier::Narrow {
+                cells.push(Cell::from(
+                    r.map(|r| format!("{:.1}", r.weights.max_median_ratio))
+                        .unwrap_or_else(|| "-".into()),
+                ));
                 let act = r
                     .and_then(|r| r.activation.as_ref())
                     .and_then(|a| a.act_rng);
@@ -139,48 +191,16 @@ pub fn draw_table(f: &mut Frame, area: Rect, app: &App, order: &[usize], top: us
             }
         })
         .collect();
-    let sqnr_w = 7 + bar_w as u16;
-    let (header, widths) = if wide {
-        (
-            vec![
-                "layer", "op", "W", "SQNR dB", "iso", "W only", "A only", "rng", "act",
-            ],
-            vec![
-                Constraint::Min(12),
-                Constraint::Length(6),
-                Constraint::Length(4),
-                Constraint::Length(sqnr_w),
-                Constraint::Length(5),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(5),
-                Constraint::Length(5),
-            ],
-        )
-    } else if medium {
-        (
-            vec!["layer", "op", "W", "SQNR dB", "iso", "rng", "act"],
-            vec![
-                Constraint::Min(10),
-                Constraint::Length(6),
-                Constraint::Length(4),
-                Constraint::Length(sqnr_w),
-                Constraint::Length(5),
-                Constraint::Length(5),
-                Constraint::Length(5),
-            ],
-        )
-    } else {
-        (
-            vec!["layer", "SQNR dB", "iso", "rng"],
-            vec![
-                Constraint::Min(8),
-                Constraint::Length(sqnr_w),
-                Constraint::Length(5),
-                Constraint::Length(5),
-            ],
-        )
-    };
+    let widths: Vec<Constraint> = widths
+        .iter()
+        .map(|&w| {
+            if w == 0 {
+                Constraint::Min(8)
+            } else {
+                Constraint::Length(w)
+            }
+        })
+        .collect();
     let header = Row::new(header).style(t.header());
     f.render_widget(Table::new(rows, widths).header(header), area);
 }

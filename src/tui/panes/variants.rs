@@ -1,4 +1,4 @@
-use super::{frame, human, scroll_offset};
+use super::{fit, frame, human, scroll_offset};
 use crate::tui::state::{App, Pane};
 use qsteer::experiment::quantsim::bits_label;
 use qsteer::experiment::Variant;
@@ -96,16 +96,6 @@ pub fn step_text(v: &Variant) -> String {
         parts.push(format!("+{}", s.overrides.len()));
     }
     parts.join(" ")
-}
-
-/// `text` cut to `width` characters, with an ellipsis when cut.
-fn fit(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 /// Below this inner width the rows drop their labels (the title names the columns) and the
