@@ -57,16 +57,12 @@ fn quantsim_variants_and_their_scores() {
     let variants = index["variants"].as_array().unwrap();
     assert_eq!(variants.len(), 4);
     assert_eq!(variants[1]["parent"], 0);
-    // Sizes are the integer model's: 8-bit weights about a quarter of the float file,
-    // 4-bit ones about half of that (the simulation file itself is larger than its parent).
+    // Sizes are the integer model's, not the simulation file's (which is larger than its
+    // parent): on this small model (137 kB, a third of it graph and BN parameters) 8-bit
+    // weights give 62 kB, 4-bit ones about 12 kB less.
     let size = |i: usize| variants[i]["size_bytes"].as_f64().unwrap();
-    assert!(
-        size(1) < 0.4 * size(0),
-        "W8 {} vs FP32 {}",
-        size(1),
-        size(0)
-    );
-    assert!(size(2) < 0.7 * size(1), "W4 {} vs W8 {}", size(2), size(1));
+    assert!(size(1) < 0.6 * size(0), "W8 {} vs FP32 {}", size(1), size(0));
+    assert!(size(2) < 0.9 * size(1), "W4 {} vs W8 {}", size(2), size(1));
     assert!(variants[1]["step"]
         .as_str()
         .unwrap()
