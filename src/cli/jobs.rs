@@ -8,9 +8,10 @@ use super::{event_printer, print_json, variant_workspace, Common, Progress};
 use clap::Args;
 use qsteer::experiment::DetachedJobEntry;
 use qsteer::jobs::{
-    detached_liveness, detached_state, follow_detached, load_history, JobId, Liveness,
+    cancel_detached, detached_liveness, detached_state, follow_detached, load_history, JobId,
+    Liveness,
 };
-use qsteer::Result;
+use qsteer::{Error, Result};
 use serde_json::{json, Value};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,10 @@ pub struct JobsArgs {
     /// Follow the detached jobs not seen to end until they end (and journal their end)
     #[arg(long)]
     pub follow: bool,
+    /// Cancel the detached job with this id (SIGTERM to its process group: it stops at its
+    /// next checkpoint and records itself cancelled), then follow it to its end
+    #[arg(long, value_name = "ID")]
+    pub cancel: Option<u64>,
     /// The model whose default workspace it is (--workspace DIR names it directly)
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -29,11 +34,30 @@ pub struct JobsArgs {
 pub fn run(args: JobsArgs, common: &Common) -> Result<()> {
     let (dir, ws) = variant_workspace(args.model.as_ref(), common)?;
     let mut followed = vec![];
-    if args.follow {
+    if let Some(id) = args.cancel {
+        let entry = (ws.file().detached_jobs.iter())
+            .rev()
+            .find(|e| e.job == id)
+            .ok_or_else(|| {
+                Error::input(format!(
+                    "{}: job {id} is not a detached job of this workspace (qsteer jobs lists them)",
+                    dir.display()
+                ))
+            })?;
+        if !cancel_detached(&dir, entry) {
+            return Err(Error::input(format!(
+                "job {id} is not running (its state: {})",
+                detached_state(&dir, entry)
+            )));
+        }
+    }
+    if args.follow || args.cancel.is_some() {
         let history = load_history(&dir)?;
         let open: Vec<(JobId, DetachedJobEntry)> = (ws.file().detached_jobs.iter())
             .filter(|e| history.interrupted().any(|r| r.id.0 == e.job))
             .filter(|e| detached_liveness(&dir, e) != Liveness::Gone)
+            // --cancel alone follows the job it cancelled.
+            .filter(|e| args.follow || args.cancel == Some(e.job))
             .map(|e| (JobId(e.job), e.clone()))
             .collect();
         let ws = Arc::new(Mutex::new(ws.clone()));

@@ -35,8 +35,8 @@ mod sweep_slurm;
 pub use chain::{check_chain, ChainStep, StepInputs};
 pub use compress::fill_greedy_share;
 pub use detached::{
-    current_state as detached_state, liveness as detached_liveness, DetachedOutcome, DetachedStart,
-    Liveness,
+    cancel as cancel_detached, current_state as detached_state, liveness as detached_liveness,
+    DetachedOutcome, DetachedStart, Liveness,
 };
 pub use event::JobEvent;
 pub use exec::{follow_detached, run_job_blocking, start_detached, HeadlessJob};

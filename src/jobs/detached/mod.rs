@@ -287,6 +287,16 @@ pub fn liveness(ws_dir: &Path, entry: &DetachedJobEntry) -> Liveness {
     }
 }
 
+/// Ask a running detached job to stop (SIGTERM to its process group): it ends at its next
+/// checkpoint and writes `cancelled` as its outcome. False if its process is not running.
+pub fn cancel(ws_dir: &Path, entry: &DetachedJobEntry) -> bool {
+    if liveness(ws_dir, entry) != Liveness::Running {
+        return false;
+    }
+    process::signal_group(entry.pid, libc::SIGTERM);
+    true
+}
+
 /// The job's state for a listing: its recorded end, else `running`, the state its outcome
 /// file names (not yet recorded by a follower), or `interrupted`.
 pub fn current_state(ws_dir: &Path, entry: &DetachedJobEntry) -> String {
@@ -353,3 +363,6 @@ fn claim_files(ws_dir: &Path, id: JobId) -> Result<Files> {
         dir.display()
     )))
 }
+
+#[cfg(test)]
+mod tests;
