@@ -61,7 +61,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
             let queued = (app.jobs.iter())
                 .filter(|j| j.status == super::state::JobStatus::Queued)
                 .count();
-            let r = centered(area, 66, 7 + u16::from(on_slurm > 0));
+            let r = centered(area, 66, 6 + u16::from(on_slurm > 0));
             f.render_widget(Clear, r);
             let mut lines = vec![Line::from(format!(
                 "{} job(s) still running{}.",
