@@ -20,7 +20,7 @@ fn adaround_args(data: &Path, ws: &Path) -> Vec<String> {
         "--workspace",
         &ws.display().to_string(),
         "--iterations",
-        "400",
+        "100",
         "--threads",
         "1",
         "--json",
@@ -59,7 +59,7 @@ fn outcome_file(ws: &Path, job: &Value) -> PathBuf {
 #[test]
 fn a_detached_job_outlives_its_killed_starter_and_a_follower_records_it() {
     let dir = tempfile::tempdir().unwrap();
-    let data = small_digits(dir.path(), 24);
+    let data = small_digits(dir.path(), 16);
     let ws = dir.path().join("ws");
     let mut starter = qsteer(dir.path())
         .args(adaround_args(&data, &ws))
@@ -116,7 +116,7 @@ fn a_detached_job_outlives_its_killed_starter_and_a_follower_records_it() {
 #[test]
 fn detach_returns_at_once_and_cancel_stops_the_job_recorded_as_cancelled() {
     let dir = tempfile::tempdir().unwrap();
-    let data = small_digits(dir.path(), 24);
+    let data = small_digits(dir.path(), 16);
     let ws = dir.path().join("ws");
     let mut args = adaround_args(&data, &ws);
     args.push("--detach".into());

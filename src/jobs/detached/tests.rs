@@ -147,3 +147,62 @@ fn a_dead_process_or_a_reused_pid_is_interrupted_a_live_one_is_followed_again() 
     let _ = other.wait();
     let _ = live.wait();
 }
+
+/// A cancel while following: SIGTERM reaches the job's whole process group; a process that
+/// then ends without writing an outcome still counts as cancelled, not lost.
+#[test]
+fn a_cancel_signals_the_group_and_the_job_ends_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = workspace(dir.path());
+    let out = dir.path().join("job.out");
+    // A shell with a child of its own: the signal must reach both (the group).
+    let child = process::spawn_session(
+        Path::new("sh"),
+        &["-c".to_string(), "sleep 30 & wait".to_string()],
+        &out,
+    )
+    .unwrap();
+    let me = process::identity(child.id()).unwrap();
+    let entry = DetachedJobEntry {
+        job: 1,
+        label: "test".into(),
+        stem: "job-1".into(),
+        pid: me.pid,
+        start_time: me.start_time,
+        boot_id: me.boot_id.clone(),
+        submitted: 0,
+        state: "running".into(),
+    };
+    lock(&ws).record_detached_job(entry.clone()).unwrap();
+    let kind = JobKind::FoldBn { variant: 0 };
+    let journal = Journal::disabled(dir.path());
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let ctx = JobCtx::new(JobId(1), &kind, &cancel, &journal, &|_| {});
+    let result = watch_and_record(&ctx, &ws, dir.path(), entry, Some(child));
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    assert!(!process::is_alive(&me));
+    assert_eq!(recorded_state(&ws, 1), "cancelled");
+    // The shell's own child went with the group: nothing of that session still runs
+    // (zombies waiting for a reaper do not count).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("pgrep")
+            .args(["-s", &me.pid.to_string()])
+            .output()
+            .unwrap();
+        let live: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|&p| process::identity(p).is_some())
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running in the job's session: {live:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
