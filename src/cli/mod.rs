@@ -15,6 +15,7 @@ mod fix_chain;
 mod fixes;
 mod input_shape;
 mod inspect;
+mod jobs;
 mod latency;
 mod metric_flags;
 mod outputs;
@@ -81,6 +82,10 @@ pub struct Common {
     /// journals it
     #[arg(long, global = true, hide = true)]
     pub no_journal: bool,
+    /// Job commands: start the job as a detached process (it outlives this command), print
+    /// its job id and return at once; follow it with `qsteer jobs --follow`
+    #[arg(long, global = true)]
+    pub detach: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,6 +119,9 @@ pub enum Command {
     Latency(latency::LatencyArgs),
     /// The workspace's Slurm jobs; --follow follows those not seen to end (after a restart)
     SlurmJobs(slurm_jobs::SlurmJobsArgs),
+    /// The workspace's jobs (journal), with detached ones whichever process started them;
+    /// --follow follows the running detached jobs to their end
+    Jobs(jobs::JobsArgs),
     /// Fine-tune with backpropagation on the CPU (built-in trainer; a new variant)
     Finetune(finetune::FinetuneArgs),
     /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
@@ -153,6 +161,22 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let runs_no_job = matches!(
+        cli.command,
+        None | Some(
+            Command::Inspect(_)
+                | Command::SlurmJobs(_)
+                | Command::Jobs(_)
+                | Command::RunJob(_)
+                | Command::Workspace(_)
+        )
+    );
+    if cli.common.detach && runs_no_job {
+        return Err(Error::input(
+            "--detach starts a job command's job detached (e.g. qsteer quantsim --detach); \
+             this command runs no job",
+        ));
+    }
     match cli.command {
         Some(Command::Inspect(args)) => inspect::run(args, &cli.common),
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
@@ -165,6 +189,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Sweep(args)) => sweep::run(args, &cli.common),
         Some(Command::Latency(args)) => latency::run(args, &cli.common),
         Some(Command::SlurmJobs(args)) => slurm_jobs::run(args, &cli.common),
+        Some(Command::Jobs(args)) => jobs::run(args, &cli.common),
         Some(Command::Finetune(args)) => finetune::run(args, &cli.common),
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
@@ -290,13 +315,30 @@ pub(crate) fn run_job(
     job: impl Into<qsteer::jobs::HeadlessJob>,
     common: &Common,
 ) -> Result<serde_json::Value> {
-    use qsteer::jobs::JobEvent;
-    use std::io::{IsTerminal, Write};
+    use std::io::IsTerminal;
     let mode = common.progress;
     let show = mode == Progress::Auto && std::io::stderr().is_terminal();
     let mut job = job.into();
     job.journal = !common.no_journal;
-    let summary = qsteer::jobs::run_job_blocking(ws, job, move |ev| {
+    if common.detach {
+        return detach_and_exit(ws, job, common);
+    }
+    let summary = qsteer::jobs::run_job_blocking(ws, job, event_printer(mode, show));
+    if show {
+        eprintln!();
+    }
+    summary
+}
+
+/// How a headless front end shows a job's events on stderr: every event as a JSON line
+/// (`jsonl`), or a progress counter on a terminal (`show`) and the notes and warnings.
+pub(crate) fn event_printer(
+    mode: Progress,
+    show: bool,
+) -> impl FnMut(qsteer::jobs::JobEvent) + Send {
+    use qsteer::jobs::JobEvent;
+    use std::io::Write;
+    move |ev| {
         if mode == Progress::Jsonl {
             if let Ok(line) = serde_json::to_string(&ev) {
                 // One write per line: the reader follows a file other writers share.
@@ -319,11 +361,52 @@ pub(crate) fn run_job(
             }
             _ => {}
         }
-    });
-    if show {
-        eprintln!();
     }
-    summary
+}
+
+/// `--detach`: start the job as a detached process, print its id (and where to look), and
+/// end this process with success — the command's own document belongs to the job's end,
+/// which `qsteer jobs --follow` reports. Exits here rather than returning, so no command
+/// goes on to print a document for a job that has not run yet.
+fn detach_and_exit(
+    ws: SharedWorkspace,
+    job: qsteer::jobs::HeadlessJob,
+    common: &Common,
+) -> Result<serde_json::Value> {
+    use std::io::Write;
+    match job.executor {
+        qsteer::jobs::Executor::Local | qsteer::jobs::Executor::Detached => {}
+        _ => {
+            return Err(Error::input(
+                "--detach runs the job on this machine; --executor slurm jobs go on without \
+                 it (qsteer slurm-jobs)",
+            ))
+        }
+    }
+    let dir = lock(&ws).dir().to_path_buf();
+    let started = qsteer::jobs::start_detached(ws, job.kind, |_| {})?;
+    let e = &started.entry;
+    if common.json {
+        print_json(&serde_json::json!({
+            "job": e.job,
+            "detached": true,
+            "pid": e.pid,
+            "label": e.label,
+            "output": started.output.display().to_string(),
+            "workspace": dir.display().to_string(),
+        }))?;
+    } else {
+        println!(
+            "job #{} ({}) runs detached as pid {}; follow it with: qsteer jobs --follow \
+             --workspace {}",
+            e.job,
+            e.label,
+            e.pid,
+            dir.display()
+        );
+    }
+    let _ = std::io::stdout().flush();
+    std::process::exit(0)
 }
 
 /// A job's summary with the `model` key: the model file the command started from.
