@@ -279,7 +279,9 @@ pub(crate) fn open_model(
         .transpose()
         .map_err(Error::input)?
         .unwrap_or_default();
-    let (model, done) = fixed_inputs::specialise_with(model, &given, data, &recorded)?;
+    let pinned = input_shape::from_flags(&model, &common.input_shape)?;
+    let (model, done) =
+        fixed_inputs::specialise_with(model, &given, data, &recorded, pinned.as_deref())?;
     for s in &done {
         eprintln!("note: {}", s.message());
     }

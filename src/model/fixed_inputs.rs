@@ -76,6 +76,7 @@ pub fn specialise_with(
     given: &InputValues,
     data: Option<&Path>,
     recorded: &InputValues,
+    pinned: Option<&[Vec<usize>]>,
 ) -> Result<(Model, Vec<Specialisation>)> {
     let ifs = specialise::value_ifs(model.graph());
     if ifs.is_empty() {
@@ -97,16 +98,36 @@ pub fn specialise_with(
         .flat_map(|i| i.inputs.iter().cloned())
         .filter(|i| !values.contains_key(i))
         .collect();
-    if let (Some(dir), false) = (data, wanted.is_empty()) {
-        values.extend(from_dataset(&names, &wanted, dir)?);
+    let mut data_shapes = None;
+    if let Some(dir) = data {
+        let dataset = crate::data::load_dataset(dir)?;
+        values.extend(from_dataset(&names, &wanted, &dataset)?);
+        data_shapes = Some(crate::experiment::evaluate::sample_shapes(
+            &model, &dataset,
+        )?);
     }
     for (k, v) in recorded {
         values.entry(k.clone()).or_insert_with(|| v.clone());
     }
-    let (model, done) = specialise::specialise(model, &values)?;
+    let (model, mut done) = specialise::specialise(model, &values)?;
     if done.is_empty() {
         return Ok((model, done));
     }
+    if let Some(shapes) = pinned.map(|p| p.to_vec()).or(data_shapes) {
+        let (folded, more) = specialise::fold_shape_ifs(model, &shapes, &values)?;
+        done.extend(more);
+        return finish(folded, values, done, &src);
+    }
+    finish(model, values, done, &src)
+}
+
+/// Record the values the specialisations used in the model's metadata ([`VALUES_KEY`]).
+fn finish(
+    model: Model,
+    values: InputValues,
+    done: Vec<Specialisation>,
+    src: &str,
+) -> Result<(Model, Vec<Specialisation>)> {
     let used: InputValues = values
         .into_iter()
         .filter(|(k, _)| {
@@ -122,13 +143,16 @@ pub fn specialise_with(
             key: VALUES_KEY.into(),
             value: format_values(&used),
         });
-    Ok((Model::from_proto(proto, &src)?, done))
+    Ok((Model::from_proto(proto, src)?, done))
 }
 
 /// The one value each of `wanted` takes in every sample of the dataset at `dir`; an input
 /// whose samples differ is an error naming two of its values and the flag.
-fn from_dataset(names: &[String], wanted: &[String], dir: &Path) -> Result<InputValues> {
-    let dataset = crate::data::load_dataset(dir)?;
+fn from_dataset(
+    names: &[String],
+    wanted: &[String],
+    dataset: &crate::data::Dataset,
+) -> Result<InputValues> {
     let order = dataset.model_order(names)?;
     let mut values = BTreeMap::new();
     for name in wanted {

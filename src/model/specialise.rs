@@ -117,6 +117,12 @@ pub fn specialise(model: Model, values: &InputValues) -> Result<(Model, Vec<Spec
             return Err(missing_value_error(&source, &target, &missing));
         }
         let cond = evaluate_condition(&proto, &target, values, &source)?;
+        let cond = cond.ok_or_else(|| {
+            Error::input(format!(
+                "{source}: the condition of If '{}' could not be evaluated",
+                target.node
+            ))
+        })?;
         let on = target
             .inputs
             .iter()
@@ -202,6 +208,16 @@ struct Cone {
 
 /// The cone of `value`, or `None` when it reads a shape or holds a subgraph (left to tract).
 fn cone(graph: &GraphProto, producers: &HashMap<&str, usize>, value: &str) -> Option<Cone> {
+    cone_through(graph, producers, value, false)
+}
+
+/// [`cone`]; with `shapes`, also through `Shape` / `Size` nodes (what they read joins it).
+fn cone_through(
+    graph: &GraphProto,
+    producers: &HashMap<&str, usize>,
+    value: &str,
+    shapes: bool,
+) -> Option<Cone> {
     let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let graph_inputs: HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
     let mut nodes = HashSet::new();
@@ -220,7 +236,7 @@ fn cone(graph: &GraphProto, producers: &HashMap<&str, usize>, value: &str) -> Op
                 .attribute
                 .iter()
                 .any(|a| a.g.is_some() || !a.graphs.is_empty());
-            if matches!(node.op_type.as_str(), "Shape" | "Size") || subgraph {
+            if (!shapes && matches!(node.op_type.as_str(), "Shape" | "Size")) || subgraph {
                 return None;
             }
             stack.extend(node.input.iter().cloned());
@@ -241,11 +257,24 @@ fn evaluate_condition(
     target: &ValueIf,
     values: &InputValues,
     source: &str,
-) -> Result<bool> {
+) -> Result<Option<bool>> {
     let graph = proto.graph.as_ref().expect("graph checked at load");
     let cond = graph.node[target.index].input[0].clone();
     let producers = producers(graph);
     let cone = cone(graph, &producers, &cond).expect("value_ifs checked the cone");
+    run_condition(proto, target, &cone, values, source)
+}
+
+/// Run the cone `cone` of If `target`'s condition, its inputs fed `values` (full shapes).
+fn run_condition(
+    proto: &ModelProto,
+    target: &ValueIf,
+    cone: &Cone,
+    values: &InputValues,
+    source: &str,
+) -> Result<Option<bool>> {
+    let graph = proto.graph.as_ref().expect("graph checked at load");
+    let cond = graph.node[target.index].input[0].clone();
     let mut sub = GraphProto {
         name: "condition".into(),
         node: cone.nodes.iter().map(|&i| graph.node[i].clone()).collect(),
@@ -259,7 +288,9 @@ fn evaluate_condition(
         .cloned()
         .collect();
     let mut feeds = TVec::new();
-    for name in &target.inputs {
+    let mut inputs: Vec<&String> = cone.inputs.iter().collect();
+    inputs.sort();
+    for name in inputs {
         let declared = graph.input.iter().find(|i| &i.name == name);
         let elem = declared
             .and_then(|i| match i.r#type.as_ref()?.value.as_ref()? {
@@ -293,7 +324,10 @@ fn evaluate_condition(
             .and_then(|m| m.into_runnable())
             .and_then(|p| p.run(feeds))
             .map_err(|e| Error::input(format!("{what} could not be evaluated: {e}")))
-    })?;
+    });
+    let Ok(out) = out else {
+        return Ok(None);
+    };
     let t = out[0]
         .cast_to::<bool>()
         .map_err(|e| Error::input(format!("{what} is not a boolean: {e}")))?;
@@ -306,7 +340,117 @@ fn evaluate_condition(
             view.len()
         )));
     }
-    Ok(view.iter().next().copied().unwrap_or(false))
+    Ok(view.iter().next().copied())
+}
+
+/// After a value specialisation, the inlined branch's own `If`s on shapes (Silero's
+/// `If(Shape(x)[-1] == 1)` → Squeeze, else Identity): tract analyses and types both
+/// branches, and their outputs differ in rank, so each graph-level `If` whose condition
+/// reads shapes (and fixed values) is folded at the data's per-sample shapes. It is folded
+/// only when the condition is the same at batch 1 and batch 2 (a shape test on the batch
+/// would change with the batch size). `sample_shapes` are in the model's input order.
+pub fn fold_shape_ifs(
+    model: Model,
+    sample_shapes: &[Vec<usize>],
+    values: &InputValues,
+) -> Result<(Model, Vec<Specialisation>)> {
+    let source = model.source().to_string();
+    let names = model.input_names();
+    let declared: Vec<Option<Vec<Option<usize>>>> = model
+        .inputs()
+        .iter()
+        .map(|i| super::shapes::declared_dims(i))
+        .collect();
+    let mut proto = model.into_proto();
+    let mut done = Vec::new();
+    let mut skipped: HashSet<String> = HashSet::new();
+    loop {
+        let graph = proto.graph.as_ref().expect("graph checked at load");
+        let producers = producers(graph);
+        let mut next = None;
+        for (index, node) in graph.node.iter().enumerate() {
+            let label = graph::node_label(graph, index);
+            if node.op_type != "If" || skipped.contains(&label) {
+                continue;
+            }
+            let Some(cone) = cone_through(graph, &producers, &node.input[0], true) else {
+                skipped.insert(label);
+                continue;
+            };
+            next = Some((index, label, cone));
+            break;
+        }
+        let Some((index, label, cone)) = next else {
+            break;
+        };
+        let target = ValueIf {
+            index,
+            node: label.clone(),
+            inputs: cone.inputs.iter().cloned().collect(),
+        };
+        let mut at = Vec::new();
+        for batch in [1usize, 2] {
+            let mut feeds = InputValues::new();
+            for name in &cone.inputs {
+                let k = names.iter().position(|n| n == name);
+                let full = k
+                    .and_then(|k| full_shape(declared[k].as_deref(), sample_shapes.get(k)?, batch));
+                let value = match (values.get(name), full) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(shape)) => ArrayD::zeros(ndarray::IxDyn(&shape)),
+                    (None, None) => break,
+                };
+                feeds.insert(name.clone(), value);
+            }
+            if feeds.len() != cone.inputs.len() {
+                break;
+            }
+            at.push(run_condition(&proto, &target, &cone, &feeds, &source)?);
+        }
+        let cond = match at.as_slice() {
+            [Some(a), Some(b)] if a == b => *a,
+            _ => {
+                skipped.insert(label);
+                continue;
+            }
+        };
+        let graph = proto.graph.as_mut().expect("graph checked at load");
+        let branch = if cond { "then" } else { "else" };
+        inline_branch(graph, index, &format!("{branch}_branch"), &source)?;
+        done.push(Specialisation {
+            node: label,
+            on: vec!["the data's shapes".into()],
+            branch: branch.into(),
+        });
+    }
+    if !done.is_empty() {
+        remove_dead(proto.graph.as_mut().expect("graph checked at load"));
+    }
+    Ok((Model::from_proto(proto, &source)?, done))
+}
+
+/// An input's full shape at `batch`: the samples go on axis 0, or on the open axis of a
+/// state written `[layers, batch, …]`; a scalar input stays a scalar.
+fn full_shape(
+    declared: Option<&[Option<usize>]>,
+    sample: &[usize],
+    batch: usize,
+) -> Option<Vec<usize>> {
+    let declared = declared?;
+    if declared.is_empty() {
+        return Some(Vec::new());
+    }
+    if declared.len() != sample.len() + 1 {
+        return None;
+    }
+    let axis = if declared[0].is_none() {
+        0
+    } else {
+        declared.iter().position(|d| d.is_none())?
+    };
+    let mut full = sample.to_vec();
+    full.insert(axis, batch);
+    Some(full)
 }
 
 fn typed_tensor(v: &ArrayD<f64>, elem: i32) -> Option<Tensor> {

@@ -25,6 +25,7 @@ fn specialised_model(
     data: &Option<PathBuf>,
     workspace: &Option<PathBuf>,
     given: &qsteer::model::specialise::InputValues,
+    pinned: Option<&[Vec<usize>]>,
 ) -> Result<(Model, Vec<String>)> {
     use qsteer::model::fixed_inputs;
     let model = Model::load(model_path)?;
@@ -37,7 +38,8 @@ fn specialised_model(
         .transpose()
         .map_err(qsteer::Error::input)?
         .unwrap_or_default();
-    let (model, done) = fixed_inputs::specialise_with(model, given, data.as_deref(), &recorded)?;
+    let (model, done) =
+        fixed_inputs::specialise_with(model, given, data.as_deref(), &recorded, pinned)?;
     Ok((model, done.iter().map(|s| s.message()).collect()))
 }
 
@@ -145,7 +147,13 @@ pub fn open_at(
     input_shapes: Option<Vec<Vec<usize>>>,
     input_values: &qsteer::model::specialise::InputValues,
 ) -> Result<Opened> {
-    let (model, specialised) = specialised_model(model_path, &data, &workspace, input_values)?;
+    let (model, specialised) = specialised_model(
+        model_path,
+        &data,
+        &workspace,
+        input_values,
+        input_shapes.as_deref(),
+    )?;
     let data_shapes = match &data {
         Some(d) => {
             let s = select_samples(d, Subset::Evaluation, 200, 0)?;
