@@ -67,6 +67,12 @@ pub struct Common {
     #[arg(long = "input-shape", global = true, value_name = "NAME=DIMS",
           value_parser = input_shape::parse_input_shape)]
     pub input_shape: Vec<input_shape::InputShape>,
+    /// The value of an input that is the same on every call, e.g. sr=16000: an `If` on it is
+    /// folded and its branch inlined (default: the one value every sample of --data holds,
+    /// else the value the workspace recorded)
+    #[arg(long = "input-value", global = true, value_name = "NAME=VALUE",
+          value_parser = qsteer::model::fixed_inputs::parse_input_value)]
+    pub input_value: Vec<(String, ndarray::ArrayD<f64>)>,
     /// Workspace directory (default: one per model under the user data directory,
     /// e.g. ~/.local/share/qsteer/workspaces/NAME-HASH)
     #[arg(long, global = true)]
@@ -201,13 +207,14 @@ fn run(cli: Cli) -> Result<()> {
             let input_shapes = if cli.common.input_shape.is_empty() {
                 None
             } else {
-                let m = qsteer::model::Model::load(&model)?;
+                let m = open_model(&model, &cli.common, data.as_deref())?;
                 input_shape::from_flags(&m, &cli.common.input_shape)?
             };
             qsteer::tui::run(qsteer::tui::AppOptions {
                 model,
                 data,
                 input_shapes,
+                input_values: cli.common.input_value.iter().cloned().collect(),
                 workspace: cli.common.workspace.clone(),
                 theme: cli.theme.clone(),
                 max_jobs: cli.jobs.max(1),
@@ -254,7 +261,7 @@ pub(crate) fn variant_workspace(
         Some(d) => d.clone(),
         None => {
             let (path, _) = resolve_model(model, None)?;
-            let model = qsteer::model::Model::load(&path)?;
+            let model = open_model(&path, common, common.data.as_deref())?;
             qsteer::experiment::default_workspace_dir(&model_name(&path), &model.content_hash())?
         }
     };
@@ -276,6 +283,36 @@ pub(crate) fn model_name(path: &std::path::Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
+/// Load the user's model as every command opens it: specialised on the inputs whose value
+/// is fixed (`--input-value`, else the one value the samples of `data` hold, else the value
+/// the `--workspace` recorded) where an `If` branches on them; says so once on stderr.
+pub(crate) fn open_model(
+    path: &std::path::Path,
+    common: &Common,
+    data: Option<&std::path::Path>,
+) -> Result<qsteer::model::Model> {
+    use qsteer::model::fixed_inputs;
+    let model = qsteer::model::Model::load(path)?;
+    let given = common.input_value.iter().cloned().collect();
+    let recorded = common
+        .workspace
+        .as_ref()
+        .filter(|d| d.join("workspace.json").is_file())
+        .and_then(|d| qsteer::experiment::Workspace::open(d).ok())
+        .and_then(|ws| ws.settings().input_values.clone())
+        .map(|text| fixed_inputs::parse_values(&text))
+        .transpose()
+        .map_err(Error::input)?
+        .unwrap_or_default();
+    let pinned = input_shape::from_flags(&model, &common.input_shape)?;
+    let (model, done) =
+        fixed_inputs::specialise_with(model, &given, data, &recorded, pinned.as_deref())?;
+    for s in &done {
+        eprintln!("note: {}", s.message());
+    }
+    Ok(model)
+}
+
 /// The model's workspace (`--workspace`, or its default one), opened or created, shared the
 /// way jobs take it.
 pub(crate) fn open_workspace(
@@ -291,7 +328,10 @@ pub(crate) fn open_workspace(
         Some(d) => d.clone(),
         None => qsteer::experiment::default_workspace_dir(&name, &model.content_hash())?,
     };
-    let ws = qsteer::experiment::Workspace::open_or_create(&dir, model, &name)?;
+    let mut ws = qsteer::experiment::Workspace::open_or_create(&dir, model, &name)?;
+    if let Some(values) = qsteer::model::fixed_inputs::recorded_in(model) {
+        ws.set_input_values(Some(values))?;
+    }
     workspace::note_unlisted(&ws);
     Ok((dir, std::sync::Arc::new(std::sync::Mutex::new(ws))))
 }
@@ -482,7 +522,7 @@ pub(crate) fn resolve_target(
             variant: id,
         });
     }
-    let model = qsteer::model::Model::load(&path)?;
+    let model = open_model(&path, common, data.as_deref())?;
     let (_, workspace) = open_workspace(&path, &model, common)?;
     Ok(Target {
         model: path,

@@ -49,6 +49,10 @@ pub struct Settings {
     /// data (export, encodings import) analyse the model at them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_shapes: Option<Vec<Vec<usize>>>,
+    /// The fixed input values the base model was specialised on (`sr=16000`, see
+    /// `model::fixed_inputs`): commands given this workspace reuse them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_values: Option<String>,
     /// The metric jobs score with when they are not given one (`--save-metric`, the app's
     /// evaluation dialog); none: `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +75,7 @@ impl Default for Settings {
             trainer: None,
             slurm: SlurmSettings::default(),
             input_shapes: None,
+            input_values: None,
             metric: None,
             train_data: None,
         }
@@ -469,6 +474,18 @@ impl Workspace {
         }
         self.update(|ws| {
             ws.file.settings.input_shapes = Some(shapes.to_vec());
+            Ok(())
+        })
+    }
+
+    /// Remember the input values the base model was specialised on; writes only when they
+    /// changed.
+    pub fn set_input_values(&mut self, values: Option<String>) -> Result<()> {
+        if self.file.settings.input_values == values {
+            return Ok(());
+        }
+        self.update(|ws| {
+            ws.file.settings.input_values = values;
             Ok(())
         })
     }

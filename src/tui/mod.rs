@@ -78,6 +78,8 @@ pub struct AppOptions {
     pub max_jobs: usize,
     /// Per-sample input shapes (`--input-shape`) for a model that leaves sizes open.
     pub input_shapes: Option<Vec<Vec<usize>>>,
+    /// Fixed input values (`--input-value`) an `If` of the model branches on.
+    pub input_values: qsteer::model::specialise::InputValues,
 }
 
 pub fn run(opts: AppOptions) -> Result<()> {
@@ -94,6 +96,7 @@ pub fn run(opts: AppOptions) -> Result<()> {
         opts.workspace.clone(),
         theme,
         opts.input_shapes.clone(),
+        &opts.input_values,
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
