@@ -90,7 +90,7 @@ impl Field {
             Field::Mode => "mode",
             Field::FloatOps => "float ops",
             Field::MixedRange => "mixed range",
-            Field::A16Flagged => "wide-range act",
+            Field::A16Flagged => "wide range",
             Field::Calibration => "calibration",
         }
     }
