@@ -27,7 +27,7 @@ pub struct QuantFlags {
 }
 
 /// The ids of the [`GridFlags`] arguments: what an encodings file settles instead.
-pub const GRID_ARGS: [&str; 12] = [
+pub const GRID_ARGS: [&str; 13] = [
     "w_bits",
     "a_bits",
     "per_channel",
@@ -40,6 +40,7 @@ pub const GRID_ARGS: [&str; 12] = [
     "layer_a_bits",
     "fp32_ops",
     "mixed_range",
+    "a16_flagged",
 ];
 
 /// The quantsim settings alone (bitwidths, granularity, scheme, mode, per-layer overrides).
@@ -89,6 +90,10 @@ pub struct GridFlags {
     /// encodings. `off` quantizes it like any Concat
     #[arg(long, value_name = "FACTOR|off", default_value = "16", value_parser = parse_mixed_range)]
     pub mixed_range: MixedRange,
+    /// 16-bit activations on the tensors `analyze` flags as wide-range (channels or Concat
+    /// inputs whose ranges differ more than 16 times); exported as com.microsoft Q/DQ
+    #[arg(long = "a16-flagged")]
+    pub a16_flagged: bool,
 }
 
 /// `--mixed-range`: a factor of at least 1, or off.
@@ -194,6 +199,7 @@ impl GridFlags {
             overrides,
             fp32_ops: self.fp32_ops.iter().map(|o| o.trim().to_string()).collect(),
             mixed_range_factor: self.mixed_range.0,
+            a16_flagged: self.a16_flagged,
         })
     }
 

@@ -2,6 +2,7 @@
 //! score it on the evaluation samples. Shared by the CLI (and, next, the app) so both make
 //! the same variant with the same numbers.
 
+use super::analysis::WIDE_RANGE_RATIO;
 use super::batch_pdf::BatchPdf;
 use super::calibrate::calibrate;
 use super::calibration::{collect_calibration, CalibrationOptions, ChannelStats};
@@ -54,6 +55,11 @@ pub struct QuantsimSettings {
     /// The mixed-range Concat rule's factor ([`super::mixed_range`]); `None`: off.
     #[serde(default = "default_mixed_range")]
     pub mixed_range_factor: Option<f64>,
+    /// 16-bit activations on the tensors the diagnosis flags as wide-range (channels or
+    /// Concat inputs whose ranges differ more than [`WIDE_RANGE_RATIO`] times); `false` in
+    /// records made before this field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub a16_flagged: bool,
 }
 
 fn default_mixed_range() -> Option<f64> {
@@ -76,6 +82,7 @@ impl Default for QuantsimSettings {
             overrides: Vec::new(),
             fp32_ops: Vec::new(),
             mixed_range_factor: default_mixed_range(),
+            a16_flagged: false,
         }
     }
 }
@@ -146,6 +153,9 @@ impl QuantsimSettings {
             None => step.push_str(",mixed_range:off"),
             Some(f) if f != DEFAULT_FACTOR => step.push_str(&format!(",mixed_range:{f}")),
             Some(_) => {}
+        }
+        if self.a16_flagged {
+            step.push_str(",a16:flagged");
         }
         step.push('}');
         step
@@ -609,14 +619,27 @@ pub(crate) fn activation_encodings_for(
         {
             continue;
         }
-        let Some(spec) = settings.activation_spec(owner.get(value.as_str()).copied())? else {
+        let Some(mut spec) = settings.activation_spec(owner.get(value.as_str()).copied())? else {
             continue;
         };
+        if settings.a16_flagged && spec.bitwidth() < 16 && wide_range(prepared, value) {
+            spec = QuantSpec::new(16, settings.symmetric)?;
+        }
         let e = activation_encoding(histogram, prepared.pdfs.get(value), settings.scheme, spec)
             .map_err(|e| Error::input(format!("activation '{value}': {e}")))?;
         encodings.insert(value.clone(), e);
     }
     Ok(encodings)
+}
+
+/// Whether the diagnosis flags `value` as wide-range: its channels (or a Concat's inputs)
+/// span ranges more than [`WIDE_RANGE_RATIO`] times apart.
+fn wide_range(prepared: &Prepared, value: &str) -> bool {
+    prepared
+        .channel_stats
+        .get(value)
+        .and_then(|s| s.spread())
+        .is_some_and(|s| s.ratio > WIDE_RANGE_RATIO)
 }
 
 /// One activation's encoding: `tf_enhanced` from AIMET's per-batch density when there is

@@ -60,11 +60,12 @@ pub enum Field {
     Mode,
     FloatOps,
     MixedRange,
+    A16Flagged,
     Calibration,
 }
 
 impl Field {
-    pub const ALL: [Field; 10] = [
+    pub const ALL: [Field; 11] = [
         Field::WBits,
         Field::ABits,
         Field::PerChannel,
@@ -75,6 +76,7 @@ impl Field {
         Field::FloatOps,
         Field::Calibration,
         Field::MixedRange,
+        Field::A16Flagged,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +90,7 @@ impl Field {
             Field::Mode => "mode",
             Field::FloatOps => "float ops",
             Field::MixedRange => "mixed range",
+            Field::A16Flagged => "wide range",
             Field::Calibration => "calibration",
         }
     }
@@ -109,6 +112,8 @@ pub struct QuantsimForm {
     pub mode: usize,
     /// The mixed-range Concat rule at its default factor (off: quantize every Concat).
     pub mixed_range: bool,
+    /// 16-bit activations on the wide-range tensors the diagnosis flags.
+    pub a16_flagged: bool,
     pub calibration_size: usize,
     /// Index into [`Field::ALL`].
     pub field: usize,
@@ -139,6 +144,7 @@ impl QuantsimForm {
                 .unwrap_or(0),
             mode: MODES.iter().position(|m| m.1 == d.mode).unwrap_or(0),
             mixed_range: d.mixed_range_factor.is_some(),
+            a16_flagged: d.a16_flagged,
             calibration_size,
             field: 0,
             fresh: true,
@@ -179,6 +185,7 @@ impl QuantsimForm {
             mixed_range_factor: self
                 .mixed_range
                 .then_some(qsteer::quant::mixed_range::DEFAULT_FACTOR),
+            a16_flagged: self.a16_flagged,
         }
     }
 
@@ -229,6 +236,7 @@ impl QuantsimForm {
                 "quantize"
             }
             .to_string(),
+            Field::A16Flagged => if self.a16_flagged { "16 bit" } else { "A bits" }.to_string(),
             Field::Calibration => format!("{} samples", self.calibration_size),
         }
     }
@@ -266,6 +274,7 @@ impl form::Editable for QuantsimForm {
                 self.float_ops = cycle(self.float_ops, self.float_op_choices.len().max(1))
             }
             Field::MixedRange => self.mixed_range = !self.mixed_range,
+            Field::A16Flagged => self.a16_flagged = !self.a16_flagged,
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }
