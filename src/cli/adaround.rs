@@ -62,7 +62,7 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
     }
     let settings = args.quant.settings()?;
     let options = args.quant.run_options()?;
-    let model = Model::load(&path)?;
+    let model = super::open_model(&path, common, Some(&data))?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
     let executor = args.executor.resolve(&mut lock(&ws))?;
     let kind = JobKind::AdaRound {

@@ -9,7 +9,6 @@ use super::{lock, open_workspace, print_json, resolve_model, run_job, Common, Sh
 use clap::Args;
 use qsteer::jobs::{HeadlessJob, JobKind};
 use qsteer::metrics::Score;
-use qsteer::model::Model;
 use qsteer::quant::analysis::Analysis;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -58,7 +57,7 @@ pub fn run(args: AnalyzeArgs, common: &Common) -> Result<()> {
     let data = data.ok_or_else(|| Error::input("analyze needs a dataset: --data DIR"))?;
     let settings = args.quant.settings()?;
     let options = args.quant.run_options()?;
-    let model = Model::load(&path)?;
+    let model = super::open_model(&path, common, Some(&data))?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
     let executor = args.executor.resolve(&mut lock(&ws))?;
     let kind = JobKind::Analyze {

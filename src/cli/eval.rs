@@ -66,7 +66,7 @@ pub fn run(args: EvalArgs, common: &Common) -> Result<()> {
             "--batch-size and --threads must be at least 1",
         ));
     }
-    let model = Model::load(&path)?;
+    let model = super::open_model(&path, common, Some(&data))?;
     let mut options = RunOptions {
         batch_size: args.batch_size,
         ..RunOptions::default()

@@ -11,14 +11,18 @@ use std::path::PathBuf;
 pub enum ExecutorArg {
     /// In this process
     Local,
+    /// As a process of its own that outlives this command (this command follows it;
+    /// Ctrl-C or a hangup stops only the following)
+    Detached,
     /// As a Slurm batch job on a node (this command waits for it)
     Slurm,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ExecutorFlags {
-    /// Where the job runs: local, or slurm (sbatch; the workspace and data must be on a
-    /// filesystem the nodes share)
+    /// Where the job runs: local, detached (a process of its own that outlives this
+    /// command), or slurm (sbatch; the workspace and data must be on a filesystem the nodes
+    /// share)
     #[arg(long, value_enum, default_value_t = ExecutorArg::Local)]
     pub executor: ExecutorArg,
     /// Slurm partition
@@ -99,11 +103,14 @@ impl ExecutorFlags {
                 }
                 Ok(Executor::Slurm(settings.or(defaults)))
             }
-            ExecutorArg::Local if settings != SlurmSettings::default() => Err(Error::input(
-                "--partition, --time, --cpus, --mem, --gres, --account, --slurm-arg, \
+            ExecutorArg::Local | ExecutorArg::Detached if settings != SlurmSettings::default() => {
+                Err(Error::input(
+                    "--partition, --time, --cpus, --mem, --gres, --account, --slurm-arg, \
                  --slurm-binary, --array-tasks and --array-throttle need --executor slurm",
-            )),
+                ))
+            }
             ExecutorArg::Local => Ok(Executor::Local),
+            ExecutorArg::Detached => Ok(Executor::Detached),
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn run(args: ExportArgs, common: &Common) -> Result<()> {
     super::outputs::check_output("--out", &args.out, super::outputs::Output::Dir)?;
     let source = match variant_id(&args.target) {
         Some(id) => variant_source(id, &args, common)?,
-        None => model_source(&args)?,
+        None => model_source(&args, common)?,
     };
     let data_shapes = match &common.data {
         Some(d) => Some(super::inspect::data_sample_shapes(&source.model, d)?),
@@ -112,7 +112,7 @@ fn variant_source(id: u32, args: &ExportArgs, common: &Common) -> Result<Source>
     })
 }
 
-fn model_source(args: &ExportArgs) -> Result<Source> {
+fn model_source(args: &ExportArgs, common: &Common) -> Result<Source> {
     let path = PathBuf::from(&args.target);
     let encodings = args.encodings.clone().ok_or_else(|| {
         Error::input(format!(
@@ -121,7 +121,7 @@ fn model_source(args: &ExportArgs) -> Result<Source> {
         ))
     })?;
     Ok(Source {
-        model: Model::load(&path)?,
+        model: super::open_model(&path, common, common.data.as_deref())?,
         encodings,
         name: model_name(&path),
         variant: None,

@@ -7,7 +7,6 @@ use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model
 use clap::Args;
 use qsteer::fixes::bias_correction::BcMode;
 use qsteer::jobs::{check_chain, ChainStep, HeadlessJob, JobKind};
-use qsteer::model::Model;
 use qsteer::{Error, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -92,7 +91,7 @@ pub fn run(args: FixArgs, common: &Common) -> Result<()> {
     }
     let settings = args.quant.settings()?;
     let options = args.quant.run_options()?;
-    let model = Model::load(&path)?;
+    let model = super::open_model(&path, common, data.as_deref())?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
     let executor = args.executor.resolve(&mut lock(&ws))?;
     let kind = JobKind::FixChain {

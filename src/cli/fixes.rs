@@ -9,7 +9,6 @@ use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model
 use clap::Args;
 use qsteer::fsutil::write_atomic;
 use qsteer::jobs::{HeadlessJob, JobKind};
-use qsteer::model::Model;
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -277,7 +276,7 @@ fn run_fix(
         super::outputs::check_output("--out", out, super::outputs::Output::File)?;
     }
     let (path, data) = resolve_model(model, common.data.as_ref())?;
-    let loaded = Model::load(&path)?;
+    let loaded = super::open_model(&path, common, data.as_deref())?;
     let (_, ws) = open_workspace(&path, &loaded, common)?;
     let executor = executor.resolve(&mut lock(&ws))?;
     let data = data.map(|d| std::path::absolute(&d).unwrap_or(d));

@@ -72,11 +72,15 @@ pub fn from_flags(model: &Model, given: &[InputShape]) -> Result<Option<Vec<Vec<
         })?;
         shapes[i] = Some(g.dims.clone());
     }
+    let inputs = model.inputs();
     shapes
         .into_iter()
         .zip(&names)
-        .map(|(s, name)| {
-            s.ok_or_else(|| {
+        .zip(inputs)
+        .map(|((s, name), input)| {
+            // a scalar input (a sample rate) has no per-sample dims to give
+            let scalar = qsteer::model::shapes::is_scalar_input(input).then(Vec::new);
+            s.or(scalar).ok_or_else(|| {
                 Error::input(format!(
                     "--input-shape: no shape for input '{name}' of {src}; give one per input"
                 ))

@@ -43,7 +43,7 @@ pub fn inspect_model(
     data: Option<&std::path::Path>,
     common: &Common,
 ) -> Result<Inspection> {
-    let model = Model::load(path)?;
+    let model = super::open_model(path, common, data)?;
     let data_shapes = match data {
         Some(d) => Some(data_sample_shapes(&model, d)?),
         None => None,

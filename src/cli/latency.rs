@@ -48,7 +48,7 @@ pub fn run(args: LatencyArgs, common: &Common) -> Result<()> {
         }
         None => {
             let path = PathBuf::from(&args.target);
-            let model = Model::load(&path)?;
+            let model = super::open_model(&path, common, common.data.as_deref())?;
             let (dir, ws) = open_workspace(&path, &model, common)?;
             let ws = ws
                 .lock()

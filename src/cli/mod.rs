@@ -15,6 +15,7 @@ mod fix_chain;
 mod fixes;
 mod input_shape;
 mod inspect;
+mod jobs;
 mod latency;
 mod metric_flags;
 mod outputs;
@@ -66,6 +67,12 @@ pub struct Common {
     #[arg(long = "input-shape", global = true, value_name = "NAME=DIMS",
           value_parser = input_shape::parse_input_shape)]
     pub input_shape: Vec<input_shape::InputShape>,
+    /// The value of an input that is the same on every call, e.g. sr=16000: an `If` on it is
+    /// folded and its branch inlined (default: the one value every sample of --data holds,
+    /// else the value the workspace recorded)
+    #[arg(long = "input-value", global = true, value_name = "NAME=VALUE",
+          value_parser = qsteer::model::fixed_inputs::parse_input_value)]
+    pub input_value: Vec<(String, ndarray::ArrayD<f64>)>,
     /// Workspace directory (default: one per model under the user data directory,
     /// e.g. ~/.local/share/qsteer/workspaces/NAME-HASH)
     #[arg(long, global = true)]
@@ -81,6 +88,10 @@ pub struct Common {
     /// journals it
     #[arg(long, global = true, hide = true)]
     pub no_journal: bool,
+    /// Job commands: start the job as a detached process (it outlives this command), print
+    /// its job id and return at once; follow it with `qsteer jobs --follow`
+    #[arg(long, global = true)]
+    pub detach: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,6 +125,9 @@ pub enum Command {
     Latency(latency::LatencyArgs),
     /// The workspace's Slurm jobs; --follow follows those not seen to end (after a restart)
     SlurmJobs(slurm_jobs::SlurmJobsArgs),
+    /// The workspace's jobs (journal), with detached ones whichever process started them;
+    /// --follow follows the running detached jobs to their end
+    Jobs(jobs::JobsArgs),
     /// Fine-tune with backpropagation on the CPU (built-in trainer; a new variant)
     Finetune(finetune::FinetuneArgs),
     /// Fold BatchNormalizations into the Conv/Gemm before them (a new variant)
@@ -153,6 +167,22 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let runs_no_job = matches!(
+        cli.command,
+        None | Some(
+            Command::Inspect(_)
+                | Command::SlurmJobs(_)
+                | Command::Jobs(_)
+                | Command::RunJob(_)
+                | Command::Workspace(_)
+        )
+    );
+    if cli.common.detach && runs_no_job {
+        return Err(Error::input(
+            "--detach starts a job command's job detached (e.g. qsteer quantsim --detach); \
+             this command runs no job",
+        ));
+    }
     match cli.command {
         Some(Command::Inspect(args)) => inspect::run(args, &cli.common),
         Some(Command::Eval(args)) => eval::run(args, &cli.common),
@@ -165,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Sweep(args)) => sweep::run(args, &cli.common),
         Some(Command::Latency(args)) => latency::run(args, &cli.common),
         Some(Command::SlurmJobs(args)) => slurm_jobs::run(args, &cli.common),
+        Some(Command::Jobs(args)) => jobs::run(args, &cli.common),
         Some(Command::Finetune(args)) => finetune::run(args, &cli.common),
         Some(Command::FoldBn(args)) => fixes::run_fold_bn(args, &cli.common),
         Some(Command::Cle(args)) => fixes::run_cle(args, &cli.common),
@@ -176,13 +207,14 @@ fn run(cli: Cli) -> Result<()> {
             let input_shapes = if cli.common.input_shape.is_empty() {
                 None
             } else {
-                let m = qsteer::model::Model::load(&model)?;
+                let m = open_model(&model, &cli.common, data.as_deref())?;
                 input_shape::from_flags(&m, &cli.common.input_shape)?
             };
             qsteer::tui::run(qsteer::tui::AppOptions {
                 model,
                 data,
                 input_shapes,
+                input_values: cli.common.input_value.iter().cloned().collect(),
                 workspace: cli.common.workspace.clone(),
                 theme: cli.theme.clone(),
                 max_jobs: cli.jobs.max(1),
@@ -229,7 +261,7 @@ pub(crate) fn variant_workspace(
         Some(d) => d.clone(),
         None => {
             let (path, _) = resolve_model(model, None)?;
-            let model = qsteer::model::Model::load(&path)?;
+            let model = open_model(&path, common, common.data.as_deref())?;
             qsteer::experiment::default_workspace_dir(&model_name(&path), &model.content_hash())?
         }
     };
@@ -251,6 +283,36 @@ pub(crate) fn model_name(path: &std::path::Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
+/// Load the user's model as every command opens it: specialised on the inputs whose value
+/// is fixed (`--input-value`, else the one value the samples of `data` hold, else the value
+/// the `--workspace` recorded) where an `If` branches on them; says so once on stderr.
+pub(crate) fn open_model(
+    path: &std::path::Path,
+    common: &Common,
+    data: Option<&std::path::Path>,
+) -> Result<qsteer::model::Model> {
+    use qsteer::model::fixed_inputs;
+    let model = qsteer::model::Model::load(path)?;
+    let given = common.input_value.iter().cloned().collect();
+    let recorded = common
+        .workspace
+        .as_ref()
+        .filter(|d| d.join("workspace.json").is_file())
+        .and_then(|d| qsteer::experiment::Workspace::open(d).ok())
+        .and_then(|ws| ws.settings().input_values.clone())
+        .map(|text| fixed_inputs::parse_values(&text))
+        .transpose()
+        .map_err(Error::input)?
+        .unwrap_or_default();
+    let pinned = input_shape::from_flags(&model, &common.input_shape)?;
+    let (model, done) =
+        fixed_inputs::specialise_with(model, &given, data, &recorded, pinned.as_deref())?;
+    for s in &done {
+        eprintln!("note: {}", s.message());
+    }
+    Ok(model)
+}
+
 /// The model's workspace (`--workspace`, or its default one), opened or created, shared the
 /// way jobs take it.
 pub(crate) fn open_workspace(
@@ -266,7 +328,10 @@ pub(crate) fn open_workspace(
         Some(d) => d.clone(),
         None => qsteer::experiment::default_workspace_dir(&name, &model.content_hash())?,
     };
-    let ws = qsteer::experiment::Workspace::open_or_create(&dir, model, &name)?;
+    let mut ws = qsteer::experiment::Workspace::open_or_create(&dir, model, &name)?;
+    if let Some(values) = qsteer::model::fixed_inputs::recorded_in(model) {
+        ws.set_input_values(Some(values))?;
+    }
     workspace::note_unlisted(&ws);
     Ok((dir, std::sync::Arc::new(std::sync::Mutex::new(ws))))
 }
@@ -290,13 +355,30 @@ pub(crate) fn run_job(
     job: impl Into<qsteer::jobs::HeadlessJob>,
     common: &Common,
 ) -> Result<serde_json::Value> {
-    use qsteer::jobs::JobEvent;
-    use std::io::{IsTerminal, Write};
+    use std::io::IsTerminal;
     let mode = common.progress;
     let show = mode == Progress::Auto && std::io::stderr().is_terminal();
     let mut job = job.into();
     job.journal = !common.no_journal;
-    let summary = qsteer::jobs::run_job_blocking(ws, job, move |ev| {
+    if common.detach {
+        return detach_and_exit(ws, job, common);
+    }
+    let summary = qsteer::jobs::run_job_blocking(ws, job, event_printer(mode, show));
+    if show {
+        eprintln!();
+    }
+    summary
+}
+
+/// How a headless front end shows a job's events on stderr: every event as a JSON line
+/// (`jsonl`), or a progress counter on a terminal (`show`) and the notes and warnings.
+pub(crate) fn event_printer(
+    mode: Progress,
+    show: bool,
+) -> impl FnMut(qsteer::jobs::JobEvent) + Send {
+    use qsteer::jobs::JobEvent;
+    use std::io::Write;
+    move |ev| {
         if mode == Progress::Jsonl {
             if let Ok(line) = serde_json::to_string(&ev) {
                 // One write per line: the reader follows a file other writers share.
@@ -319,11 +401,52 @@ pub(crate) fn run_job(
             }
             _ => {}
         }
-    });
-    if show {
-        eprintln!();
     }
-    summary
+}
+
+/// `--detach`: start the job as a detached process, print its id (and where to look), and
+/// end this process with success — the command's own document belongs to the job's end,
+/// which `qsteer jobs --follow` reports. Exits here rather than returning, so no command
+/// goes on to print a document for a job that has not run yet.
+fn detach_and_exit(
+    ws: SharedWorkspace,
+    job: qsteer::jobs::HeadlessJob,
+    common: &Common,
+) -> Result<serde_json::Value> {
+    use std::io::Write;
+    match job.executor {
+        qsteer::jobs::Executor::Local | qsteer::jobs::Executor::Detached => {}
+        _ => {
+            return Err(Error::input(
+                "--detach runs the job on this machine; --executor slurm jobs go on without \
+                 it (qsteer slurm-jobs)",
+            ))
+        }
+    }
+    let dir = lock(&ws).dir().to_path_buf();
+    let started = qsteer::jobs::start_detached(ws, job.kind, |_| {})?;
+    let e = &started.entry;
+    if common.json {
+        print_json(&serde_json::json!({
+            "job": e.job,
+            "detached": true,
+            "pid": e.pid,
+            "label": e.label,
+            "output": started.output.display().to_string(),
+            "workspace": dir.display().to_string(),
+        }))?;
+    } else {
+        println!(
+            "job #{} ({}) runs detached as pid {}; follow it with: qsteer jobs --follow \
+             --workspace {}",
+            e.job,
+            e.label,
+            e.pid,
+            dir.display()
+        );
+    }
+    let _ = std::io::stdout().flush();
+    std::process::exit(0)
 }
 
 /// A job's summary with the `model` key: the model file the command started from.
@@ -399,7 +522,7 @@ pub(crate) fn resolve_target(
             variant: id,
         });
     }
-    let model = qsteer::model::Model::load(&path)?;
+    let model = open_model(&path, common, data.as_deref())?;
     let (_, workspace) = open_workspace(&path, &model, common)?;
     Ok(Target {
         model: path,

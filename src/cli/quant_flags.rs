@@ -3,7 +3,7 @@
 
 use clap::Args;
 use qsteer::quant::qdq::QuantMode;
-use qsteer::quant::simulate::{LayerOverride, QuantsimSettings};
+use qsteer::quant::simulate::{CalibrateOn, LayerOverride, QuantsimSettings};
 use qsteer::quant::weight_scheme::WeightScheme;
 use qsteer::quant::{QuantSpec, Scheme};
 use qsteer::runtime::RunOptions;
@@ -27,7 +27,7 @@ pub struct QuantFlags {
 }
 
 /// The ids of the [`GridFlags`] arguments: what an encodings file settles instead.
-pub const GRID_ARGS: [&str; 12] = [
+pub const GRID_ARGS: [&str; 14] = [
     "w_bits",
     "a_bits",
     "per_channel",
@@ -40,6 +40,8 @@ pub const GRID_ARGS: [&str; 12] = [
     "layer_a_bits",
     "fp32_ops",
     "mixed_range",
+    "a16_flagged",
+    "calibrate_on",
 ];
 
 /// The quantsim settings alone (bitwidths, granularity, scheme, mode, per-layer overrides).
@@ -89,6 +91,19 @@ pub struct GridFlags {
     /// encodings. `off` quantizes it like any Concat
     #[arg(long, value_name = "FACTOR|off", default_value = "16", value_parser = parse_mixed_range)]
     pub mixed_range: MixedRange,
+    /// 16-bit activations on the tensors `analyze` flags as wide-range (channels or Concat
+    /// inputs whose ranges differ more than 16 times); exported as com.microsoft Q/DQ
+    #[arg(long = "a16-flagged")]
+    pub a16_flagged: bool,
+    /// The model activations are calibrated on: fp32 (the FP32 model) or quantized-weights
+    /// (AIMET's order: a pass with the weights already quantized, once per weight setting).
+    /// Runs that quantize only activations calibrate on FP32 either way
+    #[arg(long, value_name = "fp32|quantized-weights", default_value = "fp32", value_parser = parse_calibrate_on)]
+    pub calibrate_on: CalibrateOn,
+}
+
+fn parse_calibrate_on(s: &str) -> std::result::Result<CalibrateOn, String> {
+    s.parse::<CalibrateOn>().map_err(|e| e.to_string())
 }
 
 /// `--mixed-range`: a factor of at least 1, or off.
@@ -194,6 +209,8 @@ impl GridFlags {
             overrides,
             fp32_ops: self.fp32_ops.iter().map(|o| o.trim().to_string()).collect(),
             mixed_range_factor: self.mixed_range.0,
+            a16_flagged: self.a16_flagged,
+            calibrate_on: self.calibrate_on,
         })
     }
 

@@ -67,7 +67,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
     let data = data.ok_or_else(|| Error::input("quantsim needs a dataset: --data DIR"))?;
     let settings = args.quant.settings()?;
     let options = args.quant.run_options()?;
-    let model = Model::load(&path)?;
+    let model = super::open_model(&path, common, Some(&data))?;
     let (dir, ws) = open_workspace(&path, &model, common)?;
     let executor = args.executor.resolve(&mut lock(&ws))?;
     let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());

@@ -8,11 +8,13 @@ use super::{
     run_job, with_model, Common, SharedWorkspace,
 };
 use clap::Args;
+use qsteer::cancel::CancelToken;
 use qsteer::experiment::Workspace;
-use qsteer::jobs::{JobKind, JobRequest};
+use qsteer::jobs::{DetachedOutcome, HeadlessJob, JobId, JobKind, JobRequest};
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Args)]
@@ -27,9 +29,67 @@ pub struct RunJobArgs {
     /// Only fill share I of N of a greedy compress job's dictionary (a Slurm array task)
     #[arg(long, hide = true, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Run under this job id (a detached job runs under its starter's)
+    #[arg(long, hide = true, value_name = "ID")]
+    pub job_id: Option<u64>,
+    /// Write how the job ended (finished with its summary, failed, cancelled) to FILE
+    /// instead of printing a document, and let SIGTERM cancel the job: what a detached job
+    /// runs with
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub outcome: Option<PathBuf>,
 }
 
 pub fn run(args: RunJobArgs, common: &Common) -> Result<()> {
+    let Some(outcome_file) = args.outcome.clone() else {
+        return run_request(args, common, CancelToken::new());
+    };
+    let cancel = CancelToken::new();
+    cancel_on_sigterm(&cancel);
+    let mut summary = None;
+    let result = run_request_for(args, common, cancel, &mut summary);
+    let outcome = DetachedOutcome::of(&result.map(|()| summary.unwrap_or_default()));
+    if let Err(e) = outcome.save(&outcome_file) {
+        eprintln!("qsteer: error: the job's outcome was not written: {e}");
+    }
+    match outcome {
+        DetachedOutcome::Finished { .. } => Ok(()),
+        other => other.into_error(),
+    }
+}
+
+/// SIGTERM (a cancel from whoever follows the detached job) cancels the job, which then
+/// ends at its next checkpoint as a cancelled job: its checkpoints kept, its outcome written.
+fn cancel_on_sigterm(cancel: &CancelToken) {
+    static TERMINATED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_sigterm(_: libc::c_int) {
+        TERMINATED.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
+    }
+    let cancel = cancel.clone();
+    std::thread::spawn(move || loop {
+        if TERMINATED.load(Ordering::SeqCst) {
+            cancel.cancel();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
+}
+
+fn run_request(args: RunJobArgs, common: &Common, cancel: CancelToken) -> Result<()> {
+    run_request_for(args, common, cancel, &mut None)
+}
+
+/// Run the request; with an outcome file the summary is kept in `summary` rather than
+/// printed.
+fn run_request_for(
+    args: RunJobArgs,
+    common: &Common,
+    cancel: CancelToken,
+    summary_out: &mut Option<Value>,
+) -> Result<()> {
     let request = JobRequest::load(&args.file)?;
     let ws = open(&args.file, &request.workspace)?;
     if let Some(shard) = &args.shard {
@@ -66,7 +126,16 @@ pub fn run(args: RunJobArgs, common: &Common) -> Result<()> {
         }
         (None, None) => PathBuf::new(),
     };
-    let summary = run_job(ws.clone(), request.job.clone(), common)?;
+    let job = HeadlessJob {
+        id: args.job_id.map(JobId),
+        cancel,
+        ..request.job.clone().into()
+    };
+    let summary = run_job(ws.clone(), job, common)?;
+    if args.outcome.is_some() {
+        *summary_out = Some(summary);
+        return Ok(());
+    }
     if args.summary {
         return print_json(&summary);
     }

@@ -8,7 +8,6 @@ use super::table::{text, Table};
 use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::{Args, ValueEnum};
 use qsteer::jobs::{HeadlessJob, JobKind, SweepStage};
-use qsteer::model::Model;
 use qsteer::units::human;
 use qsteer::{Error, Result};
 use serde_json::Value;
@@ -61,7 +60,7 @@ pub struct SweepArgs {
 pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
     let (path, data) = resolve_model(args.model.as_ref(), common.data.as_ref())?;
     let data = data.ok_or_else(|| Error::input("sweep needs a dataset: --data DIR"))?;
-    let model = Model::load(&path)?;
+    let model = super::open_model(&path, common, Some(&data))?;
     let (_, ws) = open_workspace(&path, &model, common)?;
     let executor = args.executor.resolve(&mut lock(&ws))?;
     let stage = match (args.ssvd_picks.is_empty(), args.stage) {

@@ -4,7 +4,6 @@
 use super::{model_name, print_json, Common};
 use clap::{Args, Subcommand};
 use qsteer::experiment::{default_workspace_dir, repair, RepairReport};
-use qsteer::model::Model;
 use qsteer::{Error, Result};
 use std::path::PathBuf;
 
@@ -36,7 +35,10 @@ pub fn run(args: WorkspaceArgs, common: &Common) -> Result<()> {
 
 fn run_repair(args: RepairArgs, common: &Common) -> Result<()> {
     let model = match &args.model {
-        Some(path) => Some((Model::load(path)?, model_name(path))),
+        Some(path) => Some((
+            super::open_model(path, common, common.data.as_deref())?,
+            model_name(path),
+        )),
         None => None,
     };
     let dir = match (&common.workspace, &model) {

@@ -229,6 +229,19 @@ pub(crate) fn as_rows(out: &ArrayD<f32>, name: &str) -> Result<ndarray::Array2<f
         .map_err(|e| Error::runtime(format!("output '{name}': {e}")))
 }
 
+/// A reference file opened as `model` was: specialised on the input values `model` records
+/// (the user's file behind a specialised base variant still holds the `If`).
+fn specialised_like(reference: Model, model: &Model, shapes: &[Vec<usize>]) -> Result<Model> {
+    use crate::model::fixed_inputs;
+    let Some(text) = fixed_inputs::recorded_in(model) else {
+        return Ok(reference);
+    };
+    let values = fixed_inputs::parse_values(&text).map_err(Error::input)?;
+    let (reference, _) =
+        fixed_inputs::specialise_with(reference, &values, None, &values, Some(shapes))?;
+    Ok(reference)
+}
+
 /// Run and score. `progress(done, total)` is called from worker threads.
 pub fn evaluate(
     req: &EvalRequest,
@@ -259,7 +272,7 @@ pub fn evaluate(
         .collect();
     let reference_outputs = match &req.reference {
         Some(path) => {
-            let reference = Model::load(path)?;
+            let reference = specialised_like(Model::load(path)?, model, &shapes)?;
             check_fits(&reference, &data)?;
             let rc = CompiledModel::compile(&reference, &shapes, req.options.batch_size, &[])?;
             let rr = rc.run_dataset(&data, req.options, cancel, &|_, _| {})?;

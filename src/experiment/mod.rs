@@ -11,6 +11,6 @@ mod workspace;
 pub use predictions::{load_predictions, save_predictions, Predictions};
 pub use variant::{EvalRecord, Variant};
 pub use workspace::{
-    default_workspace_dir, load_model_as, now, qsteer_data_dir, repair, Adopted, RepairReport,
-    SlurmJobEntry, Workspace, WorkspaceFile, FORMAT_VERSION,
+    default_workspace_dir, load_model_as, now, qsteer_data_dir, repair, Adopted, DetachedJobEntry,
+    RepairReport, SlurmJobEntry, Workspace, WorkspaceFile, FORMAT_VERSION,
 };

@@ -49,6 +49,10 @@ pub struct Settings {
     /// data (export, encodings import) analyse the model at them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_shapes: Option<Vec<Vec<usize>>>,
+    /// The fixed input values the base model was specialised on (`sr=16000`, see
+    /// `model::fixed_inputs`): commands given this workspace reuse them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_values: Option<String>,
     /// The metric jobs score with when they are not given one (`--save-metric`, the app's
     /// evaluation dialog); none: `auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +75,7 @@ impl Default for Settings {
             trainer: None,
             slurm: SlurmSettings::default(),
             input_shapes: None,
+            input_values: None,
             metric: None,
             train_data: None,
         }
@@ -95,6 +100,34 @@ pub struct WorkspaceFile {
     /// Jobs sent to Slurm from this workspace, so a restarted app can find them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slurm_jobs: Vec<SlurmJobEntry>,
+    /// Local jobs run as detached processes (`qsteer run-job` in its own session), so a
+    /// restarted app or `qsteer jobs --follow` can follow them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detached_jobs: Vec<DetachedJobEntry>,
+}
+
+/// A job run as a detached local process: which qsteer job, the process that runs it, and
+/// its files under `detached/`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DetachedJobEntry {
+    /// The qsteer job id in this workspace's journal.
+    pub job: u64,
+    /// What it does, for listings (the job's label).
+    #[serde(default)]
+    pub label: String,
+    /// File stem under `detached/`: `<stem>.request.json`, `<stem>.out`, `<stem>.outcome.json`.
+    pub stem: String,
+    /// The process (and process group: it leads its own session).
+    pub pid: u32,
+    /// Its start time in clock ticks after boot (`/proc/<pid>/stat` field 22) and the boot it
+    /// belongs to: together with the pid they tell the job's process from a later one that
+    /// reuses the pid.
+    pub start_time: u64,
+    #[serde(default)]
+    pub boot_id: String,
+    pub submitted: u64,
+    /// `running`, then `finished`, `failed`, `cancelled` or `interrupted` once seen to end.
+    pub state: String,
 }
 
 /// A job the Slurm executor submitted: which qsteer job, its Slurm id, and its files
@@ -305,6 +338,7 @@ impl Workspace {
             settings: Settings::default(),
             variants: vec![base],
             slurm_jobs: Vec::new(),
+            detached_jobs: Vec::new(),
         };
         let ws = Workspace {
             dir: dir.to_path_buf(),
@@ -440,6 +474,18 @@ impl Workspace {
         }
         self.update(|ws| {
             ws.file.settings.input_shapes = Some(shapes.to_vec());
+            Ok(())
+        })
+    }
+
+    /// Remember the input values the base model was specialised on; writes only when they
+    /// changed.
+    pub fn set_input_values(&mut self, values: Option<String>) -> Result<()> {
+        if self.file.settings.input_values == values {
+            return Ok(());
+        }
+        self.update(|ws| {
+            ws.file.settings.input_values = values;
             Ok(())
         })
     }
@@ -722,6 +768,18 @@ impl Workspace {
         })
     }
 
+    /// Record a detached job (or its new state, if it is known already).
+    pub fn record_detached_job(&mut self, entry: DetachedJobEntry) -> Result<()> {
+        self.update(|ws| {
+            let jobs = &mut ws.file.detached_jobs;
+            match jobs.iter_mut().find(|j| j.stem == entry.stem) {
+                Some(j) => *j = entry,
+                None => jobs.push(entry),
+            }
+            Ok(())
+        })
+    }
+
     /// Append one JSON line to `logs/jobs.jsonl` (the job history).
     pub fn log_job(&self, entry: &serde_json::Value) -> Result<()> {
         let path = self.dir.join("logs").join("jobs.jsonl");
@@ -986,6 +1044,7 @@ fn fresh_index(dir: &Path, model: Option<(&Model, &str)>) -> Result<WorkspaceFil
         settings: Settings::default(),
         variants: vec![base],
         slurm_jobs: Vec::new(),
+        detached_jobs: Vec::new(),
     })
 }
 

@@ -7,8 +7,8 @@ use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
 use super::{
-    adaround, analyze, bias_correct, chain, compress, evaluate, export, external_finetune,
-    finetune, fixes, lock, qat, quantsim, slurm, sweep,
+    adaround, analyze, bias_correct, chain, compress, detached, evaluate, export,
+    external_finetune, finetune, fixes, lock, qat, quantsim, slurm, sweep,
 };
 use crate::cancel::CancelToken;
 use crate::experiment::Workspace;
@@ -168,9 +168,13 @@ pub(crate) fn execute(
         ctx.transition(Logged::Cancelled, None, None);
         return Err(Error::Cancelled);
     }
-    ctx.transition(Logged::Started, None, None);
+    // A detached job says it started once its process is recorded.
+    if *executor != Executor::Detached {
+        ctx.transition(Logged::Started, None, None);
+    }
     let result = catch_unwind(AssertUnwindSafe(|| match executor {
         Executor::Local => run_body(workspace, ctx),
+        Executor::Detached => detached::run(ctx, workspace),
         // A sweep stays here and sends its candidates to Slurm.
         Executor::Slurm(settings) if matches!(ctx.kind, JobKind::Sweep { .. }) => {
             sweep::run_on_slurm(ctx, workspace, settings)
@@ -183,6 +187,30 @@ pub(crate) fn execute(
             panic_text(&panic)
         )))
     });
+    conclude(ctx, result)
+}
+
+/// Follow a detached job an earlier process started (journalled as `ctx.id`, started and
+/// not ended) to its end, and journal that end as [`execute`] would have.
+pub(crate) fn reattach(
+    workspace: &Mutex<Workspace>,
+    ctx: &JobCtx,
+    entry: crate::experiment::DetachedJobEntry,
+) -> Result<serde_json::Value> {
+    // The journal says it started already; the front end hears it again.
+    (ctx.sink)(JobEvent::Started { id: ctx.id });
+    let result = catch_unwind(AssertUnwindSafe(|| detached::follow(ctx, workspace, entry)))
+        .unwrap_or_else(|panic| {
+            Err(Error::runtime(format!(
+                "following the job panicked: {}",
+                panic_text(&panic)
+            )))
+        });
+    conclude(ctx, result)
+}
+
+/// Journal and announce how the job ended.
+fn conclude(ctx: &JobCtx, result: Result<serde_json::Value>) -> Result<serde_json::Value> {
     match &result {
         Ok(summary) => ctx.transition(Logged::Finished, Some(summary.clone()), None),
         Err(Error::Cancelled) => ctx.transition(Logged::Cancelled, None, None),
@@ -227,6 +255,9 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 #[derive(Debug, Clone)]
 pub struct HeadlessJob {
     pub kind: JobKind,
+    /// The journal id to run under; default: the next free one. A detached job's process
+    /// runs under its starter's id (its trainer directory, its log lines).
+    pub id: Option<JobId>,
     pub executor: Executor,
     pub journal: bool,
     pub cancel: CancelToken,
@@ -245,6 +276,7 @@ impl From<JobKind> for HeadlessJob {
     fn from(kind: JobKind) -> HeadlessJob {
         HeadlessJob {
             kind,
+            id: None,
             executor: Executor::Local,
             journal: true,
             cancel: CancelToken::new(),
@@ -263,7 +295,10 @@ pub fn run_job_blocking(
 ) -> Result<serde_json::Value> {
     let job = job.into();
     let dir = lock(&workspace).dir().to_path_buf();
-    let id = load_history(&dir)?.next_id;
+    let id = match job.id {
+        Some(id) => id,
+        None => load_history(&dir)?.next_id,
+    };
     let journal = if job.journal {
         Journal::new(&dir)
     } else {
@@ -275,4 +310,57 @@ pub fn run_job_blocking(
     let ctx = JobCtx::new(id, &job.kind, &job.cancel, &journal, &sink);
     ctx.transition(Logged::Queued, None, None);
     execute(&workspace, &ctx, &job.executor)
+}
+
+/// Start a job as a detached process and return once it is recorded and journalled as
+/// started, without following it (`--detach`): a restarted app or `qsteer jobs --follow`
+/// follows it and records its end.
+pub fn start_detached(
+    workspace: Arc<Mutex<Workspace>>,
+    kind: JobKind,
+    on_event: impl FnMut(JobEvent) + Send,
+) -> Result<detached::DetachedStart> {
+    let dir = lock(&workspace).dir().to_path_buf();
+    let id = load_history(&dir)?.next_id;
+    let journal = Journal::new(&dir);
+    let on_event = Mutex::new(on_event);
+    let sink = |ev: JobEvent| (lock(&on_event))(ev);
+    let cancel = CancelToken::new();
+    let ctx = JobCtx::new(id, &kind, &cancel, &journal, &sink);
+    ctx.transition(Logged::Queued, None, None);
+    match detached::start(&ctx, &workspace) {
+        // Not waited for: it is nobody's child once this process exits.
+        Ok((started, _child)) => Ok(started),
+        Err(e) => {
+            ctx.transition(Logged::Failed, None, Some(e.to_string()));
+            Err(e)
+        }
+    }
+}
+
+/// Follow a detached job of the workspace that an earlier process started (journalled as
+/// `id`, not seen to end) to its end, journalling the end as its starter would have: what
+/// `qsteer jobs --follow` does for each one. An error if the job is not such a job.
+pub fn follow_detached(
+    workspace: Arc<Mutex<Workspace>>,
+    id: JobId,
+    on_event: impl FnMut(JobEvent) + Send,
+) -> Result<serde_json::Value> {
+    let dir = lock(&workspace).dir().to_path_buf();
+    let history = load_history(&dir)?;
+    let record = (history.interrupted())
+        .find(|r| r.id == id)
+        .ok_or_else(|| Error::input(format!("job {id}: not a job that has not ended")))?
+        .clone();
+    let entry = (lock(&workspace).file().detached_jobs.iter())
+        .rev()
+        .find(|e| e.job == id.0)
+        .cloned()
+        .ok_or_else(|| Error::input(format!("job {id}: not a detached job")))?;
+    let journal = Journal::new(&dir);
+    let on_event = Mutex::new(on_event);
+    let sink = |ev: JobEvent| (lock(&on_event))(ev);
+    let cancel = CancelToken::new();
+    let ctx = JobCtx::new(id, &record.kind, &cancel, &journal, &sink);
+    reattach(&workspace, &ctx, entry)
 }

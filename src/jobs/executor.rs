@@ -1,4 +1,5 @@
-//! Where a job runs: in this process (`local`, the default) or as a Slurm batch job that
+//! Where a job runs: in this process (`local`, the default), as a detached process of its
+//! own on this machine that outlives its starter (`detached`), or as a Slurm batch job that
 //! runs qsteer's own headless command for it on a node (`slurm`, DESIGN.md §8).
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,8 @@ use std::path::PathBuf;
 pub enum Executor {
     #[default]
     Local,
+    /// `qsteer run-job` in a session of its own on this machine (see `jobs/detached`).
+    Detached,
     Slurm(SlurmSettings),
 }
 
@@ -18,6 +21,7 @@ impl Executor {
     pub fn name(&self) -> &'static str {
         match self {
             Executor::Local => "local",
+            Executor::Detached => "detached",
             Executor::Slurm(_) => "slurm",
         }
     }

@@ -10,6 +10,7 @@ mod bias_correct;
 mod chain;
 mod child;
 mod compress;
+mod detached;
 mod evaluate;
 mod event;
 mod exec;
@@ -33,14 +34,18 @@ mod sweep_slurm;
 
 pub use chain::{check_chain, ChainStep, StepInputs};
 pub use compress::fill_greedy_share;
+pub use detached::{
+    cancel as cancel_detached, current_state as detached_state, liveness as detached_liveness,
+    DetachedOutcome, DetachedStart, Liveness,
+};
 pub use event::JobEvent;
-pub use exec::{run_job_blocking, HeadlessJob};
+pub use exec::{follow_detached, run_job_blocking, start_detached, HeadlessJob};
 pub use executor::{Executor, SlurmSettings};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
 pub use request::{JobRequest, REQUEST_VERSION};
-pub use runner::JobRunner;
+pub use runner::{JobRunner, LocalJobs};
 pub use slurm::{
     client_installed as slurm_client_installed, partitions as slurm_partitions,
     unfinished as unfinished_slurm_jobs,

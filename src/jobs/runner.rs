@@ -1,15 +1,16 @@
-//! The job queue on tokio. Jobs run on blocking threads so the UI task never waits on
-//! one; heavy jobs (those that use every core) run at most `heavy_limit` at a time, in
-//! submission order.
+//! The job queue on tokio. Jobs run (or are followed) on blocking threads so the UI task
+//! never waits on one; heavy jobs (those that use every core) run at most `heavy_limit` at a
+//! time, in submission order. Local jobs run in this process or, with
+//! [`LocalJobs::Detached`] (the app's choice), as detached processes that outlive it.
 
-use super::exec::{execute, JobCtx};
+use super::exec::{execute, reattach, JobCtx};
 use super::executor::Executor;
 use super::history::{load_history, JobRecord, JobState};
 use super::journal::{Journal, Logged};
 use super::kind::{JobId, JobKind};
 use super::{lock, JobEvent};
 use crate::cancel::CancelToken;
-use crate::experiment::Workspace;
+use crate::experiment::{DetachedJobEntry, Workspace};
 use crate::Result;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,21 @@ struct Inner {
     handle: Handle,
     state: Mutex<State>,
     interrupted: Vec<JobRecord>,
+    /// Detached jobs an earlier process started that still run (or ended unrecorded),
+    /// until [`JobRunner::reattach_detached`] follows them.
+    detached_left: Mutex<Vec<(JobRecord, DetachedJobEntry)>>,
+}
+
+/// Where this runner runs a job queued for the local machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalJobs {
+    /// On a worker thread of this process: the job ends with the process. The default,
+    /// for tests and library use.
+    #[default]
+    InProcess,
+    /// As a detached `qsteer run-job` process of this binary (the app's choice): the job
+    /// outlives this process, which only follows it.
+    Detached,
 }
 
 #[derive(Clone)]
@@ -38,19 +54,22 @@ struct Entry {
     kind: JobKind,
     executor: Executor,
     cancel: CancelToken,
+    /// A detached job an earlier process started, followed rather than run.
+    follow: Option<DetachedJobEntry>,
 }
 
 struct State {
     next_id: u64,
     heavy_limit: usize,
+    local_jobs: LocalJobs,
     queue: VecDeque<Entry>,
     running: Vec<Entry>,
 }
 
 impl Entry {
-    /// Heavy here: a job that uses this machine's cores.
+    /// Heavy here: a job that uses this machine's cores (in this process or detached).
     fn is_heavy(&self) -> bool {
-        self.kind.is_heavy() && self.executor == Executor::Local
+        self.kind.is_heavy() && !matches!(self.executor, Executor::Slurm(_))
     }
 }
 
@@ -76,10 +95,25 @@ impl JobRunner {
         let history = load_history(&dir)?;
         let journal = Journal::new(&dir);
         let mut interrupted = Vec::new();
+        // A detached job outlives its starter: one whose process still runs (or that
+        // wrote its outcome) is followed again, not interrupted.
+        let (follow, gone) = super::detached::to_reattach(&lock(&workspace), &history.unended);
+        for mut entry in gone {
+            entry.state = "interrupted".into();
+            // The record only says what the journal says too; a failure loses nothing.
+            let _ = lock(&workspace).record_detached_job(entry);
+        }
+        let followed = |id: JobId| follow.iter().any(|e| e.job == id.0);
+        let detached_left = (history.jobs.iter())
+            .filter_map(|r| {
+                let e = follow.iter().find(|e| e.job == r.id.0)?;
+                Some((r.clone(), e.clone()))
+            })
+            .collect();
         for rec in history
             .jobs
             .iter()
-            .filter(|r| history.unended.contains(&r.id))
+            .filter(|r| history.unended.contains(&r.id) && !followed(r.id))
         {
             let cancel = CancelToken::new();
             // No events: the front end asks `interrupted()` once it is up.
@@ -99,10 +133,12 @@ impl JobRunner {
                 state: Mutex::new(State {
                     next_id: history.next_id.0,
                     heavy_limit: heavy_limit.max(1),
+                    local_jobs: LocalJobs::default(),
                     queue: VecDeque::new(),
                     running: Vec::new(),
                 }),
                 interrupted,
+                detached_left: Mutex::new(detached_left),
             }),
         })
     }
@@ -117,6 +153,40 @@ impl JobRunner {
         lock(&self.inner.state).heavy_limit
     }
 
+    /// Where jobs queued for this machine run from now on (see [`LocalJobs`]).
+    pub fn set_local_jobs(&self, local: LocalJobs) {
+        lock(&self.inner.state).local_jobs = local;
+    }
+
+    /// Follow again the detached jobs an earlier process started that still run (or ended
+    /// while nobody followed them), under their own ids: each is `Started` again and ends
+    /// as its process ended. Returns them; a second call finds none.
+    pub fn reattach_detached(&self) -> Vec<JobRecord> {
+        let left = std::mem::take(&mut *lock(&self.inner.detached_left));
+        for (rec, entry) in &left {
+            let entry = Entry {
+                id: rec.id,
+                kind: rec.kind.clone(),
+                executor: Executor::Detached,
+                cancel: CancelToken::new(),
+                follow: Some(entry.clone()),
+            };
+            // Already running: it takes a slot at once, whatever the limit.
+            lock(&self.inner.state).running.push(entry.clone());
+            spawn_worker(&self.inner, entry);
+        }
+        left.into_iter().map(|(rec, _)| rec).collect()
+    }
+
+    /// Jobs asked to stop that have not ended yet.
+    pub fn cancelling(&self) -> usize {
+        let st = lock(&self.inner.state);
+        st.running
+            .iter()
+            .filter(|e| e.cancel.is_cancelled())
+            .count()
+    }
+
     /// Queue a job; it starts as soon as a slot is free. Does not wait for the job.
     pub fn submit(&self, kind: JobKind) -> JobId {
         self.submit_on(kind, Executor::Local)
@@ -125,16 +195,21 @@ impl JobRunner {
     /// Queue a job to run on `executor`. A Slurm job uses no local cores, so it starts at
     /// once; Slurm queues it.
     pub fn submit_on(&self, kind: JobKind, executor: Executor) -> JobId {
-        let id = {
+        let (id, local_jobs) = {
             let mut st = lock(&self.inner.state);
             st.next_id += 1;
-            JobId(st.next_id - 1)
+            (JobId(st.next_id - 1), st.local_jobs)
         };
+        // A Slurm job's follower is this process's own work, whatever the setting.
+        let detach = local_jobs == LocalJobs::Detached
+            && executor == Executor::Local
+            && !matches!(kind, JobKind::SlurmFollow { .. });
         let entry = Entry {
             id,
             kind,
-            executor,
+            executor: if detach { Executor::Detached } else { executor },
             cancel: CancelToken::new(),
+            follow: None,
         };
         // Announce before the job is visible to `pump`, so `Queued` precedes `Started`.
         self.ctx(&entry, &|ev| self.inner.send(ev))
@@ -241,26 +316,34 @@ fn pump(inner: &Arc<Inner>) {
             break;
         };
         st.running.push(entry.clone());
-        let worker = inner.clone();
-        inner.handle.spawn_blocking(move || {
-            let id = entry.id;
-            // The slot is freed as the terminal event goes out, under the state lock: a
-            // front end that hears `Finished` no longer sees the job running, and the
-            // next job's `Started` cannot overtake it.
-            let sink = |ev: JobEvent| {
-                if ev.is_terminal() {
-                    let mut st = lock(&worker.state);
-                    st.running.retain(|e| e.id != id);
-                    worker.send(ev);
-                } else {
-                    worker.send(ev);
-                }
-            };
-            let ctx = JobCtx::new(id, &entry.kind, &entry.cancel, &worker.journal, &sink);
-            // The outcome has been journalled and sent as an event.
-            let _ = execute(&worker.workspace, &ctx, &entry.executor);
-            lock(&worker.state).running.retain(|e| e.id != id);
-            pump(&worker);
-        });
+        spawn_worker(inner, entry);
     }
+}
+
+/// Run (or follow) one job that holds a slot on a blocking thread.
+fn spawn_worker(inner: &Arc<Inner>, entry: Entry) {
+    let worker = inner.clone();
+    inner.handle.spawn_blocking(move || {
+        let id = entry.id;
+        // The slot is freed as the terminal event goes out, under the state lock: a
+        // front end that hears `Finished` no longer sees the job running, and the
+        // next job's `Started` cannot overtake it.
+        let sink = |ev: JobEvent| {
+            if ev.is_terminal() {
+                let mut st = lock(&worker.state);
+                st.running.retain(|e| e.id != id);
+                worker.send(ev);
+            } else {
+                worker.send(ev);
+            }
+        };
+        let ctx = JobCtx::new(id, &entry.kind, &entry.cancel, &worker.journal, &sink);
+        // The outcome has been journalled and sent as an event.
+        let _ = match &entry.follow {
+            Some(detached) => reattach(&worker.workspace, &ctx, detached.clone()),
+            None => execute(&worker.workspace, &ctx, &entry.executor),
+        };
+        lock(&worker.state).running.retain(|e| e.id != id);
+        pump(&worker);
+    });
 }

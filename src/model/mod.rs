@@ -5,6 +5,7 @@
 pub mod attrs;
 pub mod builder;
 pub mod external_data;
+pub mod fixed_inputs;
 pub mod fixtures;
 pub mod graph;
 pub mod layers;
@@ -12,6 +13,7 @@ pub mod opset;
 pub mod prequantized;
 pub mod save;
 pub mod shapes;
+pub mod specialise;
 pub mod tensor;
 pub mod validate;
 

@@ -865,10 +865,70 @@ mod tests {
     }
 
     #[test]
+    fn a16_flagged_puts_the_flagged_tensor_alone_on_16_bits_and_repairs_its_channels() {
+        // The mixed-range rule off, so the boxes-and-scores Concat is quantized and flagged.
+        let eight = QuantsimSettings {
+            mixed_range_factor: None,
+            ..QuantsimSettings::default()
+        };
+        let model = yolo_like();
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = crate::quant::test_data::Rng::new(7);
+        let x = ndarray::Array3::from_shape_fn((64, 4, 16), |_| rng.normal()).into_dyn();
+        crate::data::write_npy_f32(&dir.path().join("inputs.npy"), &x).unwrap();
+        let run = |settings| {
+            let req = QuantsimRequest {
+                data: dir.path().to_path_buf(),
+                calibration_size: 32,
+                seed: 0,
+                settings,
+                options: RunOptions::default(),
+                metric: Default::default(),
+            };
+            analyze(
+                &model,
+                &req,
+                &AnalyzeOptions::default(),
+                &CancelToken::new(),
+                &|_, _, _| {},
+            )
+            .unwrap()
+            .0
+        };
+        let bits = |a: &Analysis, v: &str| {
+            let row = a.activations.iter().find(|x| x.value == v).unwrap();
+            row.encoding.as_ref().map(|e| e.bitwidth)
+        };
+        let a = run(eight.clone());
+        let b = run(QuantsimSettings {
+            a16_flagged: true,
+            ..eight
+        });
+        assert_eq!(bits(&a, "det"), Some(8));
+        assert_eq!(bits(&b, "det"), Some(16));
+        for v in ["x", "boxes", "scores"] {
+            assert_eq!(bits(&b, v), Some(8), "{v} is not flagged");
+        }
+        let worst = |a: &Analysis| a.outputs[0].worst_channel_sqnr_db.unwrap();
+        assert!(
+            worst(&a) < 10.0 && worst(&b) > 30.0,
+            "{} → {}",
+            worst(&a),
+            worst(&b)
+        );
+        assert!(
+            b.settings.step().contains(",a16:flagged"),
+            "{}",
+            b.settings.step()
+        );
+    }
+
+    #[test]
     fn a_concat_of_boxes_and_scores_is_flagged_and_keeping_it_fp32_repairs_the_scores() {
         // The mixed-range rule off: the Concat is quantized as a runtime would by default.
         let rule_off = QuantsimSettings {
             mixed_range_factor: None,
+            a16_flagged: false,
             ..QuantsimSettings::default()
         };
         use crate::quant::simulate::LayerOverride;

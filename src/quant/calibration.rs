@@ -311,6 +311,8 @@ pub fn collect_calibration(
     check_fits(model, data)?;
     let bins = options.bins.max(2);
     let input_names: Vec<String> = model.inputs().iter().map(|i| i.name.clone()).collect();
+    // the dataset's input feeding each model input (named files list in their own order)
+    let data_order = data.model_order(&input_names)?;
     let mut histograms: BTreeMap<String, Histogram> = BTreeMap::new();
     let mut stats: BTreeMap<String, ChannelStats> = BTreeMap::new();
     let mut concat_axes: BTreeMap<String, i64> = BTreeMap::new();
@@ -327,7 +329,8 @@ pub fn collect_calibration(
         }
         let mut h = Histogram::new(bins);
         if let Some(k) = input_names.iter().position(|n| *n == p.value) {
-            let input = data.inputs.get(k).ok_or_else(|| {
+            let input = data_order.get(k).and_then(|&d| data.inputs.get(d));
+            let input = input.ok_or_else(|| {
                 Error::input(format!("the dataset has no values for input '{}'", p.value))
             })?;
             // The calibration subset (bounded by calibration_size), read once.

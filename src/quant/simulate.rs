@@ -2,9 +2,12 @@
 //! score it on the evaluation samples. Shared by the CLI (and, next, the app) so both make
 //! the same variant with the same numbers.
 
+use super::analysis::WIDE_RANGE_RATIO;
 use super::batch_pdf::BatchPdf;
 use super::calibrate::calibrate;
-use super::calibration::{collect_calibration, CalibrationOptions, ChannelStats};
+use super::calibration::{
+    collect_calibration, CalibrationOptions, CalibrationStatistics, ChannelStats,
+};
 use super::encodings_file::{encodings_document, EncodingsVersion};
 use super::float_ops::float_op_points;
 use super::mixed_range::{kept_fp32, output_concats, KeptFp32, MixedConcat, DEFAULT_FACTOR};
@@ -16,6 +19,7 @@ use super::qdq::{build_quantsim_with, ActivationOps, QuantMode, SimModel, Weight
 use super::weight_scheme::WeightScheme;
 use super::{Encoding, Histogram, QuantSpec, Scheme};
 use crate::cancel::CancelToken;
+use crate::data::Dataset;
 use crate::experiment::evaluate::{
     check_fits, evaluate, sample_shapes, select_samples, EvalReport, EvalRequest, Subset,
 };
@@ -26,7 +30,10 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +61,55 @@ pub struct QuantsimSettings {
     /// The mixed-range Concat rule's factor ([`super::mixed_range`]); `None`: off.
     #[serde(default = "default_mixed_range")]
     pub mixed_range_factor: Option<f64>,
+    /// 16-bit activations on the tensors the diagnosis flags as wide-range (channels or
+    /// Concat inputs whose ranges differ more than [`WIDE_RANGE_RATIO`] times); `false` in
+    /// records made before this field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub a16_flagged: bool,
+    /// Which model the activation statistics come from ([`CalibrateOn`]); `fp32` (the
+    /// default) in records made before this field, as they meant.
+    #[serde(default)]
+    pub calibrate_on: CalibrateOn,
+}
+
+/// The model the activation encodings are calibrated on. AIMET computes them in a forward
+/// pass of its QuantSim with the weight quantizers active, so each activation's grid fits
+/// the values the quantized model produces; calibrating on the FP32 model fits values the
+/// simulation never sees. Activations-only runs keep FP32 weights and so calibrate on FP32.
+/// FP32 stays the default: on the two sample models at W4A8 the quantized-weights order
+/// scored the same in total over the 14 cells of the peers table (5374 of 5600 samples either way,
+/// sample-models/README.md) at twice the calibration time, so it is the AIMET-exact option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrateOn {
+    /// The FP32 model.
+    #[default]
+    Fp32,
+    /// The model with its weights already quantized (one pass per weight setting).
+    QuantizedWeights,
+}
+
+impl fmt::Display for CalibrateOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CalibrateOn::QuantizedWeights => "quantized_weights",
+            CalibrateOn::Fp32 => "fp32",
+        })
+    }
+}
+
+impl FromStr for CalibrateOn {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "quantized_weights" | "quantized" | "qw" => Ok(CalibrateOn::QuantizedWeights),
+            "fp32" | "float" => Ok(CalibrateOn::Fp32),
+            _ => Err(Error::input(format!(
+                "unknown calibration model '{s}' (expected quantized-weights or fp32)"
+            ))),
+        }
+    }
 }
 
 fn default_mixed_range() -> Option<f64> {
@@ -76,6 +132,8 @@ impl Default for QuantsimSettings {
             overrides: Vec::new(),
             fp32_ops: Vec::new(),
             mixed_range_factor: default_mixed_range(),
+            a16_flagged: false,
+            calibrate_on: CalibrateOn::Fp32,
         }
     }
 }
@@ -146,6 +204,16 @@ impl QuantsimSettings {
             None => step.push_str(",mixed_range:off"),
             Some(f) if f != DEFAULT_FACTOR => step.push_str(&format!(",mixed_range:{f}")),
             Some(_) => {}
+        }
+        if self.a16_flagged {
+            step.push_str(",a16:flagged");
+        }
+        // Only the departure from the default is written, where it applies: older steps read
+        // the same.
+        if self.calibrate_on == CalibrateOn::QuantizedWeights
+            && self.mode == QuantMode::WeightsAndActivations
+        {
+            step.push_str(",calibrate_on:quantized_weights");
         }
         step.push('}');
         step
@@ -290,9 +358,101 @@ pub struct Prepared {
     /// The request's float op types, and the points they remove ([`float_op_points`]).
     pub fp32_ops: Vec<String>,
     pub fp32_op_points: BTreeSet<String>,
+    /// The calibration samples and run options (absent when prepared without calibration),
+    /// for the passes over weight-quantized models.
+    calibration: Option<CalibrationSource>,
+    /// Activation statistics of the model with its weights quantized, by weight setting
+    /// ([`weights_key`]): one pass per setting, shared by sweeps and analyses.
+    quantized_weight_stats: Mutex<BTreeMap<String, QuantizedWeightStats>>,
+}
+
+struct CalibrationSource {
+    data: Dataset,
+    options: CalibrationOptions,
+    cancel: CancelToken,
+}
+
+#[derive(Clone)]
+struct QuantizedWeightStats {
+    stats: Arc<CalibrationStatistics>,
+    seconds: f64,
+}
+
+/// What the weight-quantized model depends on: each quantized weight and its grid, scheme
+/// and granularity (bitwidths, per-channel, weight scheme and FP32 overrides all end here).
+fn weights_key(weights: &[(WeightQuantizer, WeightConfig)]) -> String {
+    weights
+        .iter()
+        .map(|(q, c)| format!("{}={:?}", q.weight, c))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 impl Prepared {
+    /// The activation statistics `settings` calibrate from: the FP32 pass's, or (weights and
+    /// activations quantized, [`CalibrateOn::QuantizedWeights`]) those of `model` with
+    /// `weights` applied, computed once per weight setting. `None`: the FP32 ones.
+    fn statistics_for(
+        &self,
+        model: &Model,
+        weights: &[(WeightQuantizer, WeightConfig)],
+        settings: &QuantsimSettings,
+    ) -> Result<Option<Arc<CalibrationStatistics>>> {
+        if settings.calibrate_on == CalibrateOn::Fp32
+            || settings.mode != QuantMode::WeightsAndActivations
+            || weights.is_empty()
+        {
+            return Ok(None);
+        }
+        let Some(source) = &self.calibration else {
+            return Ok(None); // no calibration at all: the caller reports it
+        };
+        let key = weights_key(weights);
+        let mut cache = self
+            .quantized_weight_stats
+            .lock()
+            .map_err(|_| Error::runtime("calibration cache poisoned by a failed pass"))?;
+        if let Some(s) = cache.get(&key) {
+            return Ok(Some(s.stats.clone()));
+        }
+        let start = Instant::now();
+        let quantized = build_quantsim_with(
+            model,
+            weights,
+            &BTreeMap::new(),
+            QuantMode::WeightsOnly,
+            ActivationOps::Auto,
+        )?
+        .model;
+        let stats = Arc::new(collect_calibration(
+            &quantized,
+            &self.points,
+            &source.data,
+            source.options,
+            &source.cancel,
+            &|_, _| {},
+        )?);
+        let seconds = start.elapsed().as_secs_f64();
+        cache.insert(
+            key,
+            QuantizedWeightStats {
+                stats: stats.clone(),
+                seconds,
+            },
+        );
+        Ok(Some(stats))
+    }
+
+    /// Seconds spent calibrating: the FP32 pass and every weight-quantized pass so far.
+    pub fn calibration_seconds_total(&self) -> f64 {
+        let extra: f64 = self
+            .quantized_weight_stats
+            .lock()
+            .map(|c| c.values().map(|s| s.seconds).sum())
+            .unwrap_or(0.0);
+        self.calibration_seconds + extra
+    }
+
     /// The quantizers the mixed-range rule removes under `settings`.
     pub fn kept_fp32(&self, settings: &QuantsimSettings) -> Vec<KeptFp32> {
         if !settings.mode.activations() {
@@ -330,12 +490,12 @@ pub fn prepare(
         .filter_map(|p| Some((p.value.clone(), node_label(model.graph(), p.node?))))
         .collect();
     let start = Instant::now();
+    let options = CalibrationOptions {
+        // The request's batch: tract runs these small models fastest one sample a call.
+        run: req.options,
+        ..CalibrationOptions::default()
+    };
     let (histograms, mut channel_stats, pdfs) = if calibrate {
-        let options = CalibrationOptions {
-            // The request's batch: tract runs these small models fastest one sample a call.
-            run: req.options,
-            ..CalibrationOptions::default()
-        };
         let s = collect_calibration(model, &points, &calibration, options, cancel, &|d, t| {
             progress("calibration", d, t)
         })?;
@@ -343,6 +503,11 @@ pub fn prepare(
     } else {
         (BTreeMap::new(), BTreeMap::new(), BTreeMap::new())
     };
+    let calibration = calibrate.then(|| CalibrationSource {
+        data: calibration,
+        options,
+        cancel: cancel.clone(),
+    });
     fill_concat_inputs(model, &shapes, &points, &mut channel_stats);
     let output_concats = output_concats(model, &points, &histograms);
     Ok(Prepared {
@@ -358,6 +523,8 @@ pub fn prepare(
         calibration_seconds: start.elapsed().as_secs_f64(),
         fp32_ops: req.settings.fp32_ops.clone(),
         fp32_op_points,
+        calibration,
+        quantized_weight_stats: Mutex::new(BTreeMap::new()),
     })
 }
 
@@ -546,11 +713,29 @@ pub fn simulate(
     prepared: &Prepared,
     settings: &QuantsimSettings,
 ) -> Result<SimModel> {
+    let weights = weight_configs(prepared, settings)?;
     let activations = if settings.mode.activations() {
-        activation_encodings_for(prepared, settings)?
+        match prepared.statistics_for(model, &weights, settings)? {
+            Some(s) => activation_encodings_from(prepared, &s.histograms, &s.pdfs, settings)?,
+            None => activation_encodings_for(prepared, settings)?,
+        }
     } else {
         BTreeMap::new()
     };
+    build_quantsim_with(
+        model,
+        &weights,
+        &activations,
+        settings.mode,
+        ActivationOps::Auto,
+    )
+}
+
+/// Each quantized weight with its grid, scheme and granularity under `settings`.
+fn weight_configs(
+    prepared: &Prepared,
+    settings: &QuantsimSettings,
+) -> Result<Vec<(WeightQuantizer, WeightConfig)>> {
     let mut weights = Vec::new();
     for q in &prepared.weights {
         if let Some(spec) = settings.weight_spec_of(&q.layer, &q.weight)? {
@@ -562,22 +747,28 @@ pub fn simulate(
             weights.push((q.clone(), config));
         }
     }
-    build_quantsim_with(
-        model,
-        &weights,
-        &activations,
-        settings.mode,
-        ActivationOps::Auto,
-    )
+    Ok(weights)
 }
 
 /// An encoding per calibrated activation point, with the bitwidth of the layer owning it;
 /// points of layers left FP32 are dropped.
+/// From the FP32 calibration pass (a model whose weights are already on their grid, as
+/// AdaRound's rounded one, needs no other).
 pub(crate) fn activation_encodings_for(
     prepared: &Prepared,
     settings: &QuantsimSettings,
 ) -> Result<BTreeMap<String, Encoding>> {
-    if prepared.histograms.is_empty() && !prepared.points.is_empty() {
+    activation_encodings_from(prepared, &prepared.histograms, &prepared.pdfs, settings)
+}
+
+/// [`activation_encodings_for`] from the given statistics (keyed as `prepared`'s points).
+fn activation_encodings_from(
+    prepared: &Prepared,
+    histograms: &BTreeMap<String, Histogram>,
+    pdfs: &BTreeMap<String, BatchPdf>,
+    settings: &QuantsimSettings,
+) -> Result<BTreeMap<String, Encoding>> {
+    if histograms.is_empty() && !prepared.points.is_empty() {
         return Err(Error::runtime(
             "activation quantizers need the calibration pass (prepared without it)",
         ));
@@ -600,7 +791,7 @@ pub(crate) fn activation_encodings_for(
         .map(|k| k.value)
         .collect();
     let mut encodings = BTreeMap::new();
-    for (value, histogram) in &prepared.histograms {
+    for (value, histogram) in histograms {
         let node = prepared.point_nodes.get(value);
         if settings.keeps_fp32(value)
             || node.is_some_and(|n| settings.keeps_fp32(n))
@@ -609,14 +800,27 @@ pub(crate) fn activation_encodings_for(
         {
             continue;
         }
-        let Some(spec) = settings.activation_spec(owner.get(value.as_str()).copied())? else {
+        let Some(mut spec) = settings.activation_spec(owner.get(value.as_str()).copied())? else {
             continue;
         };
-        let e = activation_encoding(histogram, prepared.pdfs.get(value), settings.scheme, spec)
+        if settings.a16_flagged && spec.bitwidth() < 16 && wide_range(prepared, value) {
+            spec = QuantSpec::new(16, settings.symmetric)?;
+        }
+        let e = activation_encoding(histogram, pdfs.get(value), settings.scheme, spec)
             .map_err(|e| Error::input(format!("activation '{value}': {e}")))?;
         encodings.insert(value.clone(), e);
     }
     Ok(encodings)
+}
+
+/// Whether the diagnosis flags `value` as wide-range: its channels (or a Concat's inputs)
+/// span ranges more than [`WIDE_RANGE_RATIO`] times apart.
+fn wide_range(prepared: &Prepared, value: &str) -> bool {
+    prepared
+        .channel_stats
+        .get(value)
+        .and_then(|s| s.spread())
+        .is_some_and(|s| s.ratio > WIDE_RANGE_RATIO)
 }
 
 /// One activation's encoding: `tf_enhanced` from AIMET's per-batch density when there is
@@ -662,7 +866,7 @@ pub fn quantsim(
         fp32_op_points: prepared.fp32_op_points.iter().cloned().collect(),
         sim,
         report,
-        calibration_seconds: prepared.calibration_seconds,
+        calibration_seconds: prepared.calibration_seconds_total(),
     })
 }
 
@@ -1042,6 +1246,162 @@ pub(crate) mod tests {
             )
             .unwrap()
         );
+    }
+
+    /// AIMET's order (#17): each activation encoding is calibrated on the model with its
+    /// weights already fake-quantized. `simulate` gives exactly the encodings of an FP32
+    /// calibration of that weight-quantized model, and not those of the FP32 model's.
+    #[test]
+    fn activations_are_calibrated_with_the_weights_quantized() {
+        let model = sample_model("resnet_digits.onnx");
+        let cancel = CancelToken::new();
+        let settings = QuantsimSettings {
+            w_bits: 4,
+            calibrate_on: CalibrateOn::QuantizedWeights,
+            ..Default::default()
+        };
+        let prepared = prepare(
+            &model,
+            &request(settings.clone()),
+            true,
+            &cancel,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let sim = simulate(&model, &prepared, &settings).unwrap();
+        // By hand: the weights alone quantized, then an FP32 calibration of that model.
+        let weights_only = QuantsimSettings {
+            mode: QuantMode::WeightsOnly,
+            ..settings.clone()
+        };
+        let quantized = simulate(&model, &prepared, &weights_only).unwrap().model;
+        let activations_only = QuantsimSettings {
+            mode: QuantMode::ActivationsOnly,
+            ..settings.clone()
+        };
+        let on_quantized = prepare(
+            &quantized,
+            &request(activations_only.clone()),
+            true,
+            &cancel,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let by_hand = activation_encodings_for(&on_quantized, &activations_only).unwrap();
+        assert_eq!(sim.activations, by_hand);
+        // The first layer's output: the quantized weights moved its grid.
+        let first = prepared.layer_outputs[0].clone().unwrap();
+        let fp32 = QuantsimSettings {
+            calibrate_on: CalibrateOn::Fp32,
+            ..settings.clone()
+        };
+        let on_fp32 = simulate(&model, &prepared, &fp32).unwrap();
+        assert_ne!(
+            sim.activations[&first], on_fp32.activations[&first],
+            "{first}"
+        );
+        assert_eq!(
+            on_fp32.activations,
+            activation_encodings_for(&prepared, &fp32).unwrap()
+        );
+        assert!(!fp32.step().contains("calibrate_on"), "{}", fp32.step());
+        assert!(
+            settings
+                .step()
+                .ends_with(",calibrate_on:quantized_weights}"),
+            "{}",
+            settings.step()
+        );
+    }
+
+    /// One weight-quantized pass per weight setting: other activation settings reuse it, a
+    /// new weight setting (bits, granularity, an FP32 layer) gets its own; activations-only
+    /// runs calibrate on FP32.
+    #[test]
+    fn the_weight_quantized_statistics_are_kept_per_weight_setting() {
+        let model = sample_model("resnet_digits.onnx");
+        let base = QuantsimSettings {
+            w_bits: 4,
+            calibrate_on: CalibrateOn::QuantizedWeights,
+            ..Default::default()
+        };
+        let prepared = prepare(
+            &model,
+            &request(base.clone()),
+            true,
+            &CancelToken::new(),
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let passes = || prepared.quantized_weight_stats.lock().unwrap().len();
+        let a = simulate(&model, &prepared, &base).unwrap();
+        assert_eq!(passes(), 1);
+        let minmax = QuantsimSettings {
+            scheme: Scheme::Minmax,
+            weight_scheme: WeightScheme::Fixed(Scheme::TfEnhanced),
+            a_bits: 6,
+            ..base.clone()
+        };
+        simulate(&model, &prepared, &minmax).unwrap();
+        assert_eq!(passes(), 1, "same weights, same pass");
+        let again = simulate(&model, &prepared, &base).unwrap();
+        assert_eq!(a.activations, again.activations);
+        let first = prepared.layers[0].name.clone();
+        for other in [
+            QuantsimSettings {
+                w_bits: 8,
+                ..base.clone()
+            },
+            QuantsimSettings {
+                per_channel: true,
+                ..base.clone()
+            },
+            QuantsimSettings {
+                overrides: vec![LayerOverride {
+                    layer: first,
+                    skip: true,
+                    ..Default::default()
+                }],
+                ..base.clone()
+            },
+        ] {
+            let before = passes();
+            simulate(&model, &prepared, &other).unwrap();
+            assert_eq!(passes(), before + 1, "{}", other.step());
+        }
+        let activations_only = QuantsimSettings {
+            mode: QuantMode::ActivationsOnly,
+            ..base.clone()
+        };
+        let before = passes();
+        let sim = simulate(&model, &prepared, &activations_only).unwrap();
+        assert_eq!(passes(), before);
+        assert_eq!(
+            sim.activations,
+            activation_encodings_for(&prepared, &activations_only).unwrap()
+        );
+    }
+
+    /// Settings recorded before the option meant FP32 calibration, the default, and their
+    /// step reads as before.
+    #[test]
+    fn older_settings_records_calibrate_on_fp32() {
+        let settings = QuantsimSettings {
+            calibrate_on: CalibrateOn::QuantizedWeights,
+            ..Default::default()
+        };
+        let mut json = serde_json::to_value(&settings).unwrap();
+        assert_eq!(json["calibrate_on"], "quantized_weights");
+        json.as_object_mut().unwrap().remove("calibrate_on");
+        let older: QuantsimSettings = serde_json::from_value(json).unwrap();
+        assert_eq!(older.calibrate_on, CalibrateOn::Fp32);
+        assert_eq!(older.step(), QuantsimSettings::default().step());
+        assert_eq!("fp32".parse::<CalibrateOn>().unwrap(), CalibrateOn::Fp32);
+        assert_eq!(
+            "quantized-weights".parse::<CalibrateOn>().unwrap(),
+            CalibrateOn::QuantizedWeights
+        );
+        assert!("weights".parse::<CalibrateOn>().is_err());
     }
 
     #[test]

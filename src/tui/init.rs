@@ -17,6 +17,32 @@ pub struct Opened {
     pub workspace: Workspace,
 }
 
+/// The user's model specialised on its fixed input values as the commands open it (see
+/// `model::fixed_inputs`): the given ones, the data's, the workspace's record. Returns what
+/// was specialised, for the status line.
+fn specialised_model(
+    model_path: &Path,
+    data: &Option<PathBuf>,
+    workspace: &Option<PathBuf>,
+    given: &qsteer::model::specialise::InputValues,
+    pinned: Option<&[Vec<usize>]>,
+) -> Result<(Model, Vec<String>)> {
+    use qsteer::model::fixed_inputs;
+    let model = Model::load(model_path)?;
+    let recorded = workspace
+        .as_ref()
+        .filter(|d| d.join("workspace.json").is_file())
+        .and_then(|d| Workspace::open(d).ok())
+        .and_then(|ws| ws.settings().input_values.clone())
+        .map(|text| fixed_inputs::parse_values(&text))
+        .transpose()
+        .map_err(qsteer::Error::input)?
+        .unwrap_or_default();
+    let (model, done) =
+        fixed_inputs::specialise_with(model, given, data.as_deref(), &recorded, pinned)?;
+    Ok((model, done.iter().map(|s| s.message()).collect()))
+}
+
 /// Per output channel, max − min of the layer's weights.
 pub fn channel_ranges(model: &Model, layer: &Layer) -> Vec<f32> {
     let Some(w) = model.weight(&layer.weight) else {
@@ -101,7 +127,14 @@ pub fn open(
     workspace: Option<PathBuf>,
     theme: Theme,
 ) -> Result<Opened> {
-    open_at(model_path, data, workspace, theme, None)
+    open_at(
+        model_path,
+        data,
+        workspace,
+        theme,
+        None,
+        &Default::default(),
+    )
 }
 
 /// [`open`] with per-sample input shapes (`--input-shape`) for a model that leaves sizes
@@ -112,8 +145,15 @@ pub fn open_at(
     workspace: Option<PathBuf>,
     theme: Theme,
     input_shapes: Option<Vec<Vec<usize>>>,
+    input_values: &qsteer::model::specialise::InputValues,
 ) -> Result<Opened> {
-    let model = Model::load(model_path)?;
+    let (model, specialised) = specialised_model(
+        model_path,
+        &data,
+        &workspace,
+        input_values,
+        input_shapes.as_deref(),
+    )?;
     let data_shapes = match &data {
         Some(d) => {
             let s = select_samples(d, Subset::Evaluation, 200, 0)?;
@@ -131,6 +171,9 @@ pub fn open_at(
         None => default_workspace_dir(&model_name, &model.content_hash())?,
     };
     let mut ws = Workspace::open_or_create(&dir, &model, &model_name)?;
+    if let Some(values) = qsteer::model::fixed_inputs::recorded_in(&model) {
+        ws.set_input_values(Some(values))?;
+    }
     if let Some(shapes) = &data_shapes {
         ws.set_input_shapes(shapes)?;
     }
@@ -191,6 +234,9 @@ pub fn open_at(
         .interrupted()
         .map(|r| format!("#{} {}", r.id, r.kind.label()))
         .collect();
+    if !specialised.is_empty() {
+        status = specialised.join("; ");
+    }
     if let Some(p) = marks_problem {
         status = p;
     }

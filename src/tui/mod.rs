@@ -53,7 +53,7 @@ mod tests;
 use action::Action;
 use crossterm::event::{Event, EventStream, KeyEventKind, MouseEventKind};
 use futures::StreamExt;
-use qsteer::jobs::{JobEvent, JobRunner};
+use qsteer::jobs::{JobEvent, JobRunner, LocalJobs};
 use qsteer::{Error, Result};
 use state::{App, Pane, Popup};
 use std::path::PathBuf;
@@ -66,6 +66,8 @@ pub use theme::Theme;
 
 /// Frame budget: at most this many draws per second.
 const FPS: u64 = 30;
+/// How long quitting with "cancel them" waits for the jobs to record their end.
+const CANCEL_WAIT: Duration = Duration::from_secs(15);
 
 pub struct AppOptions {
     pub model: PathBuf,
@@ -76,6 +78,8 @@ pub struct AppOptions {
     pub max_jobs: usize,
     /// Per-sample input shapes (`--input-shape`) for a model that leaves sizes open.
     pub input_shapes: Option<Vec<Vec<usize>>>,
+    /// Fixed input values (`--input-value`) an `If` of the model branches on.
+    pub input_values: qsteer::model::specialise::InputValues,
 }
 
 pub fn run(opts: AppOptions) -> Result<()> {
@@ -92,6 +96,7 @@ pub fn run(opts: AppOptions) -> Result<()> {
         opts.workspace.clone(),
         theme,
         opts.input_shapes.clone(),
+        &opts.input_values,
     )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -128,7 +133,7 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
                 K::Char('d') if in_quantsim => Some(Action::Char('d')),
                 // …and its analyze keys (A: with the sensitivity sweep).
                 K::Char(c @ ('a' | 'A')) if in_quantsim => Some(Action::Char(c)),
-                K::Char(c @ ('y' | 'n'))
+                K::Char(c @ ('y' | 'n' | 'l' | 'c' | 's'))
                     if matches!(app.popups.last(), Some(Popup::ConfirmQuit)) =>
                 {
                     Some(Action::Char(c))
@@ -160,6 +165,27 @@ async fn event_loop(
         max_jobs,
         job_tx,
     )?;
+    // Local jobs run as detached `qsteer run-job` processes: they outlive the app (`q`,
+    // a hangup over SSH), and a restarted app follows them again.
+    runner.set_local_jobs(LocalJobs::Detached);
+    let reattached = runner.reattach_detached();
+    if !reattached.is_empty() {
+        let ids: Vec<String> = reattached
+            .iter()
+            .map(|r| format!("#{} {}", r.id, r.kind.label()))
+            .collect();
+        let mut status = format!(
+            "following again the job(s) still running since the app last stopped: {}",
+            ids.join(", ")
+        );
+        let lost: Vec<String> = (runner.interrupted().iter())
+            .map(|r| format!("#{}", r.id))
+            .collect();
+        if !lost.is_empty() {
+            status.push_str(&format!("; interrupted: {}", lost.join(", ")));
+        }
+        app.status = status;
+    }
     let (compare_tx, mut compare_rx) = mpsc::unbounded_channel::<compare::CompareData>();
     let (view_tx, mut view_rx) = mpsc::unbounded_channel::<Result<init::ModelView>>();
     let (analysis_tx, mut analysis_rx) = mpsc::unbounded_channel();
@@ -261,6 +287,12 @@ async fn event_loop(
             break;
         }
     }
+    // Quitting with "cancel them": give the jobs a moment to stop and record it (a
+    // detached job writes its own end; its follower here journals it).
+    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+    while runner.cancelling() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
@@ -329,6 +361,7 @@ fn apply(
             Effect::Cancel(id) => {
                 runner.cancel(id);
             }
+            Effect::CancelAll => runner.cancel_all(),
             Effect::ReloadWorkspace => {
                 if let Ok(ws) = workspace.lock() {
                     app.variants = ws.variants().to_vec();

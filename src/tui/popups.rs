@@ -52,28 +52,41 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
         Popup::FineTune(form) => super::finetune_popup::form(f, app, area, form),
         Popup::Slurm(form) => super::slurm_form::draw(f, app, area, form),
         Popup::ConfirmQuit => {
-            // Slurm jobs outlive the app: say so, they are not lost.
+            // Running jobs outlive the app (detached processes, Slurm jobs): say so, they
+            // are not lost; queued ones have not started and do not.
             let on_slurm = app
                 .jobs
                 .iter()
                 .filter(|j| j.is_active() && !j.slurm.0.is_empty())
                 .count();
-            let r = if on_slurm > 0 {
-                centered(area, 64, 5)
-            } else {
-                centered(area, 52, 4)
-            };
+            let queued = (app.jobs.iter())
+                .filter(|j| j.status == super::state::JobStatus::Queued)
+                .count();
+            let r = centered(area, 66, 6 + u16::from(on_slurm > 0));
             f.render_widget(Clear, r);
             let mut lines = vec![Line::from(format!(
-                "{} job(s) still running. Quit anyway? (y / n)",
-                app.active_jobs()
+                "{} job(s) still running{}.",
+                app.active_jobs() - queued,
+                match queued {
+                    0 => String::new(),
+                    n => format!(", {n} queued (not started: they do not run)"),
+                }
             ))];
+            lines.push(Line::from(Span::styled(
+                "Enter/l  leave them running and quit: they go on, the app",
+                app.theme.dim(),
+            )));
+            lines.push(Line::from(Span::styled(
+                "         follows them on restart (qsteer jobs --follow)",
+                app.theme.dim(),
+            )));
             if on_slurm > 0 {
                 lines.push(Line::from(Span::styled(
-                    format!("{on_slurm} run on Slurm: they go on, and are followed on restart"),
+                    format!("         ({on_slurm} of them on Slurm)"),
                     app.theme.dim(),
                 )));
             }
+            lines.push(Line::from("c  cancel them and quit     Esc/s  stay"));
             f.render_widget(Paragraph::new(lines).block(boxed(app, "quit")), r);
         }
     }

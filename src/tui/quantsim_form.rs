@@ -8,7 +8,7 @@ use super::state::{App, Pane, Popup};
 use super::update::Effect;
 use qsteer::jobs::JobKind;
 use qsteer::quant::qdq::QuantMode;
-use qsteer::quant::simulate::{LayerOverride, QuantsimSettings};
+use qsteer::quant::simulate::{CalibrateOn, LayerOverride, QuantsimSettings};
 use qsteer::quant::weight_scheme::WeightScheme;
 use qsteer::quant::Scheme;
 use std::path::Path;
@@ -32,6 +32,12 @@ pub const WEIGHT_SCHEMES: [(&str, WeightScheme); 6] = [
     ),
     ("mse", WeightScheme::Fixed(Scheme::Mse)),
     ("same as activations", WeightScheme::Same),
+];
+
+/// The models activations are calibrated on: FP32, AIMET's (weights already quantized).
+pub const CALIBRATE_ON: [(&str, CalibrateOn); 2] = [
+    ("FP32 model", CalibrateOn::Fp32),
+    ("quantized weights", CalibrateOn::QuantizedWeights),
 ];
 
 pub const MODES: [(&str, QuantMode); 3] = [
@@ -58,13 +64,15 @@ pub enum Field {
     Scheme,
     WeightScheme,
     Mode,
+    CalibrateOn,
     FloatOps,
     MixedRange,
+    A16Flagged,
     Calibration,
 }
 
 impl Field {
-    pub const ALL: [Field; 10] = [
+    pub const ALL: [Field; 11] = [
         Field::WBits,
         Field::ABits,
         Field::PerChannel,
@@ -72,9 +80,11 @@ impl Field {
         Field::Scheme,
         Field::WeightScheme,
         Field::Mode,
+        Field::CalibrateOn,
         Field::FloatOps,
         Field::Calibration,
         Field::MixedRange,
+        Field::A16Flagged,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,8 +96,10 @@ impl Field {
             Field::Scheme => "scheme",
             Field::WeightScheme => "w scheme",
             Field::Mode => "mode",
+            Field::CalibrateOn => "calibrate on",
             Field::FloatOps => "float ops",
             Field::MixedRange => "mixed range",
+            Field::A16Flagged => "wide range",
             Field::Calibration => "calibration",
         }
     }
@@ -107,8 +119,12 @@ pub struct QuantsimForm {
     pub weight_scheme: usize,
     /// Index into [`MODES`].
     pub mode: usize,
+    /// Index into [`CALIBRATE_ON`].
+    pub calibrate_on: usize,
     /// The mixed-range Concat rule at its default factor (off: quantize every Concat).
     pub mixed_range: bool,
+    /// 16-bit activations on the wide-range tensors the diagnosis flags.
+    pub a16_flagged: bool,
     pub calibration_size: usize,
     /// Index into [`Field::ALL`].
     pub field: usize,
@@ -138,7 +154,12 @@ impl QuantsimForm {
                 .position(|s| s.1 == d.weight_scheme)
                 .unwrap_or(0),
             mode: MODES.iter().position(|m| m.1 == d.mode).unwrap_or(0),
+            calibrate_on: CALIBRATE_ON
+                .iter()
+                .position(|c| c.1 == d.calibrate_on)
+                .unwrap_or(0),
             mixed_range: d.mixed_range_factor.is_some(),
+            a16_flagged: d.a16_flagged,
             calibration_size,
             field: 0,
             fresh: true,
@@ -179,6 +200,8 @@ impl QuantsimForm {
             mixed_range_factor: self
                 .mixed_range
                 .then_some(qsteer::quant::mixed_range::DEFAULT_FACTOR),
+            a16_flagged: self.a16_flagged,
+            calibrate_on: CALIBRATE_ON[self.calibrate_on].1,
         }
     }
 
@@ -216,6 +239,7 @@ impl QuantsimForm {
             Field::Scheme => SCHEMES[self.scheme].0.to_string(),
             Field::WeightScheme => WEIGHT_SCHEMES[self.weight_scheme].0.to_string(),
             Field::Mode => MODES[self.mode].0.to_string(),
+            Field::CalibrateOn => CALIBRATE_ON[self.calibrate_on].0.to_string(),
             Field::FloatOps => match self.float_op_choices.get(self.float_ops) {
                 Some(ops) if !ops.is_empty() => ops.join(","),
                 _ if self.float_op_choices.len() < 2 => {
@@ -229,6 +253,7 @@ impl QuantsimForm {
                 "quantize"
             }
             .to_string(),
+            Field::A16Flagged => if self.a16_flagged { "16 bit" } else { "A bits" }.to_string(),
             Field::Calibration => format!("{} samples", self.calibration_size),
         }
     }
@@ -262,10 +287,12 @@ impl form::Editable for QuantsimForm {
                 self.weight_scheme = cycle(self.weight_scheme, WEIGHT_SCHEMES.len())
             }
             Field::Mode => self.mode = cycle(self.mode, MODES.len()),
+            Field::CalibrateOn => self.calibrate_on = cycle(self.calibrate_on, CALIBRATE_ON.len()),
             Field::FloatOps => {
                 self.float_ops = cycle(self.float_ops, self.float_op_choices.len().max(1))
             }
             Field::MixedRange => self.mixed_range = !self.mixed_range,
+            Field::A16Flagged => self.a16_flagged = !self.a16_flagged,
             Field::Calibration => {
                 self.calibration_size = form::step_calibration(self.calibration_size, delta)
             }

@@ -118,6 +118,27 @@ fn the_weight_scheme_field_sets_the_weights_own_scheme() {
 }
 
 #[test]
+fn the_calibrate_on_field_chooses_the_model_activations_are_calibrated_on() {
+    use super::form::Editable;
+    use super::quantsim_form::Field;
+    use qsteer::quant::simulate::CalibrateOn;
+    let mut form = QuantsimForm::new(0, 200);
+    form.field = Field::ALL
+        .iter()
+        .position(|f| *f == Field::CalibrateOn)
+        .unwrap();
+    assert_eq!(form.value_text(Field::CalibrateOn), "FP32 model");
+    assert_eq!(form.settings().calibrate_on, CalibrateOn::Fp32);
+    form.change(1);
+    assert_eq!(form.value_text(Field::CalibrateOn), "quantized weights");
+    assert_eq!(form.settings().calibrate_on, CalibrateOn::QuantizedWeights);
+    assert!(form
+        .settings()
+        .step()
+        .contains("calibrate_on:quantized_weights"));
+}
+
+#[test]
 fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
     let (mut app, _d) = sample_app();
     app.focus = Pane::Graph;

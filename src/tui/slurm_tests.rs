@@ -169,9 +169,7 @@ fn the_jobs_pane_shows_the_slurm_id_state_node_and_queue_time() {
     );
     // Quitting says the Slurm job goes on.
     update(&mut app, Action::Quit);
-    assert!(
-        render(&app, 120, 40).contains("1 run on Slurm: they go on, and are followed on restart")
-    );
+    assert!(render(&app, 120, 40).contains("(1 of them on Slurm)"));
 }
 
 #[test]

@@ -265,6 +265,51 @@ fn quit_asks_while_jobs_run() {
     assert!(app.should_quit);
 }
 
+/// The quit prompt through the terminal's keys: Enter or l leaves the jobs running (they
+/// are detached processes) and quits, c cancels them and quits, Esc or s stays.
+#[test]
+fn the_quit_prompt_leaves_cancels_or_stays() {
+    use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+    let key = |c| Event::Key(KeyEvent::new(c, KeyModifiers::NONE));
+    let press = |app: &mut App, c| {
+        let action = super::to_action(app, key(c)).expect("the key means something here");
+        update(app, action)
+    };
+    let running = |app: &mut App| {
+        update(
+            app,
+            Action::Job(JobEvent::Queued {
+                id: JobId(7),
+                kind: eval_kind(0),
+            }),
+        );
+        update(app, Action::Job(JobEvent::Started { id: JobId(7) }));
+    };
+    for (keys, quits, cancels) in [
+        (vec![KeyCode::Enter], true, false),
+        (vec![KeyCode::Char('l')], true, false),
+        (vec![KeyCode::Char('c')], true, true),
+        (vec![KeyCode::Esc], false, false),
+        (vec![KeyCode::Char('s')], false, false),
+    ] {
+        let (mut app, _d) = sample_app();
+        running(&mut app);
+        press(&mut app, KeyCode::Char('q'));
+        assert_eq!(app.popups.last(), Some(&Popup::ConfirmQuit));
+        let screen = render(&app, 120, 40);
+        assert!(screen.contains("1 job(s) still running."), "{screen}");
+        assert!(screen.contains("leave them running and quit"), "{screen}");
+        assert!(screen.contains("c  cancel them and quit"), "{screen}");
+        let mut effects = vec![];
+        for k in keys {
+            effects = press(&mut app, k);
+        }
+        assert_eq!(app.should_quit, quits, "{effects:?}");
+        assert_eq!(effects.contains(&Effect::CancelAll), cancels, "{effects:?}");
+        assert_eq!(app.popups.is_empty(), !quits);
+    }
+}
+
 #[test]
 fn marks_swap_and_palette_runs_actions() {
     let (mut app, _d) = sample_app();

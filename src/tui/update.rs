@@ -28,6 +28,8 @@ pub enum Effect {
     /// Store the workspace's default metric (`None`: `auto`).
     SaveMetric(Option<qsteer::metrics::MetricSpec>),
     Cancel(JobId),
+    /// Cancel every queued and running job (quitting with "cancel them").
+    CancelAll,
     /// A job changed the workspace: re-read variants and results.
     ReloadWorkspace,
     /// A and B changed: recompute the comparison.
@@ -394,15 +396,21 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
             }
             vec![]
         }
-        Popup::ConfirmQuit => {
-            match action {
-                Action::Char('y') | Action::Confirm => app.should_quit = true,
-                _ => {
-                    app.popups.pop();
-                }
+        // Leave them running (the default), cancel them, or stay.
+        Popup::ConfirmQuit => match action {
+            Action::Char('y' | 'l') | Action::Confirm => {
+                app.should_quit = true;
+                vec![]
             }
-            vec![]
-        }
+            Action::Char('c') => {
+                app.should_quit = true;
+                vec![Effect::CancelAll]
+            }
+            _ => {
+                app.popups.pop();
+                vec![]
+            }
+        },
         Popup::Filter => {
             match action {
                 Action::Char(c) => app.layer_filter.push(c),

@@ -3,6 +3,7 @@
 //! open the compare view, and quit. Polls the screen with a generous deadline: it checks
 //! that things happen, not how fast.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -170,4 +171,61 @@ fn quantsim_from_the_dialog_adds_a_variant_in_a_real_terminal() {
     assert_eq!(child["parent"], 0, "{ws}");
     assert!(child["encodings_file"].is_string(), "{ws}");
     assert!(dir.path().join("ws/variants/1.encodings.json").exists());
+}
+
+/// Jobs outlive the terminal: a quantsim started in the app runs as a detached process, so
+/// killing the tmux session (the app gets SIGHUP) leaves it running; the app started again
+/// follows it (or finds it finished) under its own id, and its variant is in the tree.
+#[test]
+fn a_job_outlives_the_killed_terminal_and_the_next_app_shows_its_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(first) = start(dir.path(), "detach-a") else {
+        return;
+    };
+    wait_for(&first, "Layers · MACs", Duration::from_secs(60));
+    keys(&first, &["s"]);
+    wait_for(&first, "Quantsim", Duration::from_secs(10));
+    keys(&first, &["Enter"]);
+    // The app records the job's process before it shows the job started.
+    let ws = dir.path().join("ws");
+    let start_wait = Instant::now();
+    let job = loop {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ws.join("workspace.json")).unwrap())
+                .unwrap_or_default();
+        if let Some(j) = index["detached_jobs"].get(0) {
+            break j.clone();
+        }
+        assert!(start_wait.elapsed() < Duration::from_secs(60), "no job");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let outcome = ws
+        .join("detached")
+        .join(format!("{}.outcome.json", job["stem"].as_str().unwrap()));
+    let was_running = !outcome.exists();
+    drop(first); // tmux kill-session: the app goes with its terminal
+    let pid = job["pid"].as_u64().unwrap();
+    eprintln!("the job was running when the terminal went: {was_running}");
+    if was_running {
+        // The job's process did not go with the terminal.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists() || outcome.exists(),
+            "the job died with the terminal"
+        );
+    }
+    let Some(second) = start(dir.path(), "detach-b") else {
+        return;
+    };
+    wait_for(&second, "✓ #1 quantsim v0", Duration::from_secs(180));
+    let tree = wait_for(&second, "W8A8 pt tf_enh", Duration::from_secs(10));
+    quit(&second);
+    let shown = percent(&recorded_accuracy(dir.path(), 1));
+    assert!(tree.contains(&shown), "the job's variant {shown}:\n{tree}");
+    let journal = std::fs::read_to_string(ws.join("logs/jobs.jsonl")).unwrap();
+    assert!(
+        !journal.contains("\"interrupted\""),
+        "the job was never interrupted:\n{journal}"
+    );
+    assert!(journal.contains("\"finished\""), "{journal}");
 }

@@ -11,6 +11,7 @@ mod bias_correct_cli;
 mod cli;
 mod compress_cli;
 mod corruption;
+mod detached;
 mod e2e_tmux;
 mod export_cli;
 mod external_trainer;

@@ -7,7 +7,11 @@ Both tools get the same model file, the same 200 calibration samples and are sco
 activations), asymmetric, per tensor unless the row says per channel. See README.md.
 
     python peers.py --qsteer QSTEER_BIN [--models mbv2,resnet] [--rows ROW,...] [--json]
-                    [--table-out FILE] [--iterations 200] [--keep DIR]
+                    [--table-out FILE] [--iterations 200] [--keep DIR] [--tools aimet,ort,...]
+    python peers.py --from-json REPORT.json [MORE.json ...] [--table-out FILE] [--json]
+
+Tools can run apart (e.g. AIMET's slow AdaRound in the background while qsteer builds) and
+their --json reports be merged into one table by --from-json with several files.
 
 Exit code: 0 done, 1 a tool failed on a row (the table shows "error"), 2 bad arguments.
 """
@@ -48,6 +52,9 @@ ROWS = {
 # The spatial SVD rows: compression, not quantization (aimet-torch; see aimet_torch_ssvd.py).
 SSVD_ROWS = ("ssvd", "ssvd_reconstruct")
 SSVD_TARGET = 0.5
+# The `qsteer_qw` tool: qsteer with activations calibrated on the weight-quantized model.
+QW_FLAGS = ("--calibrate-on", "quantized-weights")
+TOOLS = ("aimet", "aimet_torch", "ort", "qsteer", "qsteer_qw")
 
 
 def log(msg):
@@ -64,9 +71,15 @@ def load_split(name):
 
 
 class Qsteer:
-    def __init__(self, binary, work):
+    """qsteer's defaults; `extra` flags go on every command (tool `qsteer_qw`: activations
+    calibrated with the weights already quantized, AIMET's order)."""
+
+    def __init__(self, binary, work, extra=(), name="qsteer"):
         self.binary = binary
         self.work = Path(work)
+        self.build = qsteer_build(binary)
+        self.extra = list(extra)
+        self.name = name
 
     def run(self, args, tag):
         ws = self.work / f"ws-{tag}"
@@ -97,8 +110,10 @@ class Qsteer:
             args = ["quantsim", str(self.fold(model, tag)), *grid, "--per-channel"]
         elif row == "minmax":
             # BN folded: ONNX Runtime's pre-processing folds it, so every tool gets the same
-            # weights to quantize.
-            args = ["quantsim", str(self.fold(model, tag)), *grid, "--scheme", "minmax"]
+            # weights to quantize; minmax weights too, as AIMET's one quant_scheme and ORT's
+            # MinMax do (qsteer's default weight scheme at 4 bit is tf_enhanced).
+            args = ["quantsim", str(self.fold(model, tag)), *grid, "--scheme", "minmax",
+                    "--weight-scheme", "same"]
         elif row == "cle":
             args = ["fix", m, "--chain", "fold-bn,cle,quantsim", "--relu6-to-relu", *grid]
         elif row == "cle_bc":
@@ -112,18 +127,23 @@ class Qsteer:
                 args.append("--reconstruct")
         else:
             raise ValueError(row)
-        doc, seconds = self.run(args, f"{tag}-{row}")
+        if row not in SSVD_ROWS:
+            args += self.extra
+        doc, seconds = self.run(args, f"{tag}-{row}{'-' + self.name if self.extra else ''}")
         shown = [os.path.relpath(a, ROOT) if a == m else ("folded.onnx" if a.endswith("-folded.onnx") else a)
                  for a in args]
         command = " ".join(["qsteer", *shown, "--data", "sample-models/digits", "--json"])
         if "folded.onnx" in shown:
             command = f"qsteer fold-bn {os.path.relpath(m, ROOT)} --out folded.onnx && {command}"
-        result = {"accuracy": doc["accuracy"], "seconds": round(seconds, 2), "command": command}
+        result = {"accuracy": doc["accuracy"], "seconds": round(seconds, 2), "command": command,
+                  "build": self.build}
         if row in SSVD_ROWS:
             # The compression's own time (the dictionary is cached per workspace: fresh here).
             result.update(fix_seconds=round(doc["seconds"], 2), mac_ratio=doc["mac_ratio"],
                           ratios=doc["ratios"], evaluations=doc["evaluations"],
                           before_reconstruction=doc.get("before_reconstruction"))
+        if self.extra:
+            result["flags"] = " ".join(self.extra)
         for step in doc.get("steps", []):
             if step.get("step", "").startswith("adaround") and "seconds" in step:
                 result["fix_seconds"] = round(step["seconds"], 2)
@@ -368,7 +388,7 @@ def cell(r):
     if r.get("mac_ratio") is not None:
         s += f" at {r['mac_ratio']:.3f} MACs"
     if r.get("fix_seconds") is not None:
-        s += f" ({r['fix_seconds']:.1f} s)"
+        s += f" ({r['fix_seconds']:.1f} s{', ' + r['build'] if r.get('build') else ''})"
     if r.get("symmetric_int4_weights_accuracy") is not None:
         s += f" (symmetric int4 weights: {pct(r['symmetric_int4_weights_accuracy'])})"
     return s
@@ -377,11 +397,15 @@ def cell(r):
 def markdown(report):
     models = report["models"]
     quant = any(row["row"] not in SSVD_ROWS for row in report["rows"])
+    qw = any("qsteer_qw" in r for row in report["rows"] for r in row["results"].values())
     head = f"| setting ({'W4A8' if quant else 'FP32'}, {report['evaluation_samples']} evaluation samples) |"
     rule = "| --- |"
     for m in models:
         head += f" AIMET {m} | ORT {m} | qsteer {m} |"
         rule += " ---: | ---: | ---: |"
+        if qw:
+            head += f" qsteer {m}, `--calibrate-on quantized-weights` |"
+            rule += " ---: |"
     lines = [head, rule]
     for row in report["rows"]:
         line = f"| {row['setting']} |"
@@ -389,8 +413,51 @@ def markdown(report):
             r = row["results"][m]
             aimet = r.get("aimet") or r.get("aimet_torch")
             line += f" {cell(aimet)} | {cell(r.get('ort'))} | {cell(r.get('qsteer'))} |"
+            if qw:
+                line += f" {cell(r.get('qsteer_qw'))} |"
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+NOTES = Path(__file__).resolve().parent / "notes.json"
+
+
+def trailing(report):
+    """(row, model, qsteer, best peer, peer's tool) wherever qsteer scores below the best
+    peer's accuracy."""
+    out = []
+    for row in report["rows"]:
+        for m in report["models"]:
+            r = row["results"].get(m, {})
+            q = (r.get("qsteer") or {}).get("accuracy")
+            peers = [(v.get("accuracy"), tool) for tool, v in r.items()
+                     if not tool.startswith("qsteer") and v and v.get("accuracy") is not None]
+            if q is None or not peers:
+                continue
+            best, tool = max(peers)
+            if q < best - 1e-9:
+                out.append((row, m, q, best, tool))
+    return out
+
+
+def trailing_notes(report):
+    """The list under the table: each cell where qsteer trails, by how many samples, and the
+    measured reason from notes.json (`{"row": {"model": "why"}}`) where one is recorded."""
+    lines = []
+    notes = json.loads(NOTES.read_text()) if NOTES.exists() else {}
+    n = report["evaluation_samples"]
+    for row, m, q, best, tool in trailing(report):
+        behind = round((best - q) * n)
+        why = notes.get(row["row"], {}).get(m, "No measured cause recorded yet.")
+        qw = (row["results"][m].get("qsteer_qw") or {}).get("accuracy")
+        if qw is not None:
+            why += f" (`--calibrate-on quantized-weights`: {pct(qw)}.)"
+        name = {"aimet": "AIMET", "aimet_torch": "aimet-torch", "ort": "ORT"}.get(tool, tool)
+        lines.append(f"- {row['setting']}, {m}: qsteer {pct(q)} against {name} {pct(best)} "
+                     f"({behind} sample{'s' if behind != 1 else ''} of {n}). {why}")
+    if not lines:
+        return "qsteer scores at or above the best peer in every cell.\n"
+    return "Where qsteer trails:\n\n" + "\n".join(lines) + "\n"
 
 
 def markers(name):
@@ -400,6 +467,46 @@ def markers(name):
 
 
 BEGIN, END = markers("peers table")
+
+
+def merge_reports(reports):
+    """One report from several runs of the same rows' settings (e.g. `--tools aimet,ort` and
+    `--tools qsteer`): per row and model, every tool's cell; a tool measured twice keeps the
+    later report's. Reports with other grids or samples are refused (ValueError)."""
+    same = ("w_bits", "a_bits", "calibration_samples", "evaluation_samples", "adaround_iterations")
+    merged = copy.deepcopy(reports[0])
+    for r in merged["rows"]:
+        for tools in r["results"].values():
+            if "qsteer" in tools and merged.get("qsteer_build"):
+                tools["qsteer"].setdefault("build", merged["qsteer_build"])
+    dates = {merged["date"]}
+    for other in reports[1:]:
+        differ = [k for k in same if other.get(k) != merged.get(k)]
+        if differ:
+            raise ValueError(f"the reports differ in {', '.join(differ)}: not one comparison")
+        merged["models"] += [m for m in other["models"] if m not in merged["models"]]
+        merged["versions"].update(other.get("versions", {}))
+        if other.get("qsteer_build"):
+            builds = {merged.get("qsteer_build"), other["qsteer_build"]} - {None}
+            merged["qsteer_build"] = "/".join(sorted(builds))
+        dates.add(other["date"])
+        rows = {r["row"]: r for r in merged["rows"]}
+        for r in other["rows"]:
+            if r["row"] not in rows:
+                rows[r["row"]] = copy.deepcopy(r)
+                merged["rows"].append(rows[r["row"]])
+                continue
+            for m, tools in r["results"].items():
+                for tool, result in tools.items():
+                    result = dict(result)
+                    if tool.startswith("qsteer") and other.get("qsteer_build"):
+                        result.setdefault("build", other["qsteer_build"])
+                    rows[r["row"]]["results"].setdefault(m, {})[tool] = result
+    order = list(ROWS)
+    merged["rows"].sort(key=lambda r: order.index(r["row"]) if r["row"] in order else len(order))
+    merged["date"] = " and ".join(sorted(dates))
+    merged["merged_from"] = len(reports)
+    return merged
 
 
 def generated_block(report):
@@ -416,13 +523,17 @@ def generated_block(report):
         )
     return (
         f"{markdown(report)}\n"
+        f"{trailing_notes(report)}\n"
         f"Measured {report['date']} by `tests/peers/run.sh` (aimet-onnx {v.get('aimet_onnx', '?')}, "
         f"onnxruntime {v.get('onnxruntime', '?')}, torch {v.get('torch', '?')}, "
         f"qsteer `{report.get('qsteer_build', '?')}`); W{report['w_bits']}A{report['a_bits']}, "
         f"{report['calibration_samples']} calibration and {report['evaluation_samples']} "
-        "evaluation samples. Times in brackets are the AdaRound step alone, and for the spatial "
-        "SVD rows the whole compression (dictionary, selection, split); their AIMET column is "
-        f"aimet-torch {v.get('aimet_torch', '?')} (the model converted with onnx2torch).\n"
+        "evaluation samples. Times in brackets are the AdaRound step alone (with qsteer's build)"
+        + ("" if not any(row["row"] in SSVD_ROWS for row in report["rows"]) else
+           ", and for the spatial SVD rows the whole compression (dictionary, selection, split); "
+           f"their AIMET column is aimet-torch {v.get('aimet_torch', '?')} (the model converted "
+           "with onnx2torch)")
+        + ".\n"
     )
 
 
@@ -447,11 +558,13 @@ def write_table(path, report, marker="peers table"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qsteer", help="the qsteer binary (needed unless --from-json)")
-    ap.add_argument("--from-json", help="render a report an earlier --json run saved; run nothing")
+    ap.add_argument("--from-json", nargs="+", metavar="REPORT",
+                    help="render the reports earlier --json runs saved, merged into one table "
+                    "(e.g. the AIMET/ORT run and the qsteer run); run nothing")
     ap.add_argument("--models", default="mbv2,resnet")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--iterations", type=int, default=200, help="AdaRound iterations per layer")
-    ap.add_argument("--tools", default="aimet,aimet_torch,ort,qsteer")
+    ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--table-out", help="also write the markdown table to this file; a file "
                     f"holding the lines {BEGIN!r} and {END!r} gets only the text between them "
@@ -465,26 +578,31 @@ def main():
     os.dup2(2, 1)
 
     if args.from_json:
-        report = json.loads(Path(args.from_json).read_text())
+        try:
+            report = merge_reports([json.loads(Path(f).read_text()) for f in args.from_json])
+        except (OSError, ValueError) as e:
+            log(f"peers: --from-json: {e}")
+            return 2
         if args.table_out:
             write_table(args.table_out, report, args.table_marker)
         print(json.dumps(report, indent=1) if args.json else markdown(report), end="", file=report_out)
         report_out.flush()
         return 0
-    if not args.qsteer and "qsteer" in args.tools:
+    if not args.qsteer and any(t.startswith("qsteer") for t in args.tools.split(",")):
         log("peers: --qsteer QSTEER_BIN is required")
         return 2
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     bad = [m for m in models if m not in MODELS] + [r for r in rows if r not in ROWS] + \
-        [t for t in tools if t not in ("aimet", "aimet_torch", "ort", "qsteer")]
+        [t for t in tools if t not in TOOLS]
     if bad:
         log(f"peers: unknown model, row or tool: {', '.join(bad)} "
-            f"(models {', '.join(MODELS)}; rows {', '.join(ROWS)}; tools aimet, aimet_torch, ort, qsteer)")
+            f"(models {', '.join(MODELS)}; rows {', '.join(ROWS)}; tools {', '.join(TOOLS)})")
         return 2
     binary = args.qsteer
-    if "qsteer" in tools and shutil.which(binary) is None and not os.access(binary, os.X_OK):
+    if any(t.startswith("qsteer") for t in tools) and shutil.which(binary) is None \
+            and not os.access(binary, os.X_OK):
         log(f"peers: qsteer binary {binary} not found or not executable")
         return 2
 
@@ -500,6 +618,8 @@ def main():
         runners["ort"] = OrtMinmax(work, calib, evaluation)
     if "qsteer" in tools:
         runners["qsteer"] = Qsteer(binary, work)
+    if "qsteer_qw" in tools:
+        runners["qsteer_qw"] = Qsteer(binary, work, QW_FLAGS, "qsteer_qw")
 
     versions = {"python": sys.version.split()[0]}
     for pkg in ("aimet_onnx", "onnxruntime", "onnx", "torch", "numpy"):
@@ -516,7 +636,7 @@ def main():
         "adaround_iterations": args.iterations,
         "versions": versions,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "qsteer_build": qsteer_build(binary) if "qsteer" in tools else None,
+        "qsteer_build": qsteer_build(binary) if any(t.startswith("qsteer") for t in tools) else None,
         "rows": [],
     }
     failed = False

@@ -139,6 +139,20 @@ def load_feeds(entry, data_dir):
     return {n: np.load(os.path.join(data_dir, f"inputs.{n}.npy")) for n in names}
 
 
+def sample_feed(v, k, shape):
+    """Sample k of a stored input for ONNX Runtime: a scalar input gets its value as a 0-d
+    array; a recurrent state written [layers, batch, ...] (axis 0 fixed above 1, another axis
+    open, as Silero VAD's `state`) gets the sample on its open axis; others on axis 0."""
+    if len(shape) == 0:
+        return np.asarray(v[k])
+    x = v[k:k + 1]
+    if isinstance(shape[0], int) and shape[0] > 1 and x.ndim == len(shape):
+        for ax, d in enumerate(shape):
+            if not isinstance(d, int):
+                return np.ascontiguousarray(np.moveaxis(x, 0, ax))
+    return x
+
+
 def run_ort(model, feeds, optimize):
     """The model's first output for every sample, one sample per call (as qsteer evaluates by
     default), concatenated on axis 0. One call per sample also keeps graphs that mix samples
@@ -150,10 +164,10 @@ def run_ort(model, feeds, optimize):
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     out_name = sess.get_outputs()[0].name
     n = len(next(iter(feeds.values())))
-    scalar = {i.name for i in sess.get_inputs() if len(i.shape) == 0}
+    shapes = {i.name: i.shape for i in sess.get_inputs()}
     outs = []
     for k in range(n):
-        f = {name: (v[k] if name in scalar else v[k:k + 1]) for name, v in feeds.items()}
+        f = {name: sample_feed(v, k, shapes[name]) for name, v in feeds.items()}
         outs.append(np.asarray(sess.run([out_name], f)[0], dtype=np.float32))
     return np.concatenate([o.reshape(1) if o.ndim == 0 else o for o in outs], axis=0)
 
@@ -166,10 +180,10 @@ def write_reference(model, feeds, refdir):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     n = len(next(iter(feeds.values())))
-    scalar = {i.name for i in sess.get_inputs() if len(i.shape) == 0}
+    shapes = {i.name: i.shape for i in sess.get_inputs()}
     per_sample = []
     for k in range(n):
-        f = {name: (v[k] if name in scalar else v[k:k + 1]) for name, v in feeds.items()}
+        f = {name: sample_feed(v, k, shapes[name]) for name, v in feeds.items()}
         per_sample.append(sess.run(None, f))
     os.makedirs(refdir, exist_ok=True)
     for j in range(len(per_sample[0])):

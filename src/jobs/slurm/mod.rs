@@ -8,7 +8,7 @@
 mod ctl;
 
 pub use ctl::{client_installed, partitions};
-mod output;
+pub(crate) mod output;
 mod script;
 
 use super::exec::JobCtx;
