@@ -72,7 +72,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 11] = [
+    pub const ALL: [Field; 12] = [
         Field::WBits,
         Field::ABits,
         Field::PerChannel,
