@@ -96,7 +96,7 @@ impl Field {
             Field::Scheme => "scheme",
             Field::WeightScheme => "w scheme",
             Field::Mode => "mode",
-            Field::CalibrateOn => "calibrate on",
+            Field::CalibrateOn => "calib. on",
             Field::FloatOps => "float ops",
             Field::MixedRange => "mixed range",
             Field::A16Flagged => "wide range",

@@ -161,6 +161,7 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
     );
     update(&mut app, Action::Down); // mode: W+A ← activations only
     update(&mut app, Action::Left);
+    update(&mut app, Action::Down); // calibrate on: the FP32 model (left as it is)
     update(&mut app, Action::Down); // float ops: the digits CNN has none to offer
     assert_eq!(
         form(&app).value_text(super::quantsim_form::Field::FloatOps),

@@ -61,7 +61,12 @@ fn quantsim_variants_and_their_scores() {
     // parent): on this small model (137 kB, a third of it graph and BN parameters) 8-bit
     // weights give 62 kB, 4-bit ones about 12 kB less.
     let size = |i: usize| variants[i]["size_bytes"].as_f64().unwrap();
-    assert!(size(1) < 0.6 * size(0), "W8 {} vs FP32 {}", size(1), size(0));
+    assert!(
+        size(1) < 0.6 * size(0),
+        "W8 {} vs FP32 {}",
+        size(1),
+        size(0)
+    );
     assert!(size(2) < 0.9 * size(1), "W4 {} vs W8 {}", size(2), size(1));
     assert!(variants[1]["step"]
         .as_str()
