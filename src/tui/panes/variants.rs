@@ -98,6 +98,28 @@ pub fn step_text(v: &Variant) -> String {
     parts.join(" ")
 }
 
+/// The tree drawing in front of row `i` of a pre-order listing with these `depths`: `├ ` for
+/// a child with siblings below it, `└ ` for the last, and `│ ` where an ancestor's later
+/// siblings continue the line.
+fn tree_prefix(depths: &[usize], i: usize) -> String {
+    // Whether a row at `depth` follows row `i` before the listing climbs above `depth`.
+    let continues = |depth: usize| {
+        depths[i + 1..]
+            .iter()
+            .take_while(|&&d| d >= depth)
+            .any(|&d| d == depth)
+    };
+    let depth = depths[i];
+    let mut prefix = String::new();
+    for level in 1..depth {
+        prefix.push_str(if continues(level) { "│ " } else { "  " });
+    }
+    if depth > 0 {
+        prefix.push_str(if continues(depth) { "├ " } else { "└ " });
+    }
+    prefix
+}
+
 /// Below this inner width the rows drop their labels (the title names the columns) and the
 /// score change and latency, keeping score, MAC ratio, size and the marks.
 const WIDE: u16 = 64;
@@ -112,18 +134,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let base_macs = app.variant(0).and_then(|v| v.macs);
     let cursor = app.cursor[Pane::Variants.index()];
     let top = scroll_offset(cursor, inner.height as usize);
-    let lines: Vec<Line> = app
-        .variant_tree()
+    let tree = app.variant_tree();
+    let depths: Vec<usize> = tree.iter().map(|(d, _)| *d).collect();
+    let lines: Vec<Line> = tree
         .into_iter()
         .enumerate()
         .skip(top)
         .take(inner.height as usize)
-        .map(|(i, (depth, v))| {
-            let indent = if depth == 0 {
-                String::new()
-            } else {
-                format!("{}└ ", "  ".repeat(depth - 1))
-            };
+        .map(|(i, (_, v))| {
+            let indent = tree_prefix(&depths, i);
             let ratio = match (v.macs, base_macs) {
                 (Some(m), Some(b)) if b > 0 => format!("{:.2}", m as f64 / b as f64),
                 _ => "-".into(),
@@ -181,4 +200,19 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::tree_prefix;
+
+    #[test]
+    fn siblings_are_joined_and_the_last_child_closes_its_branch() {
+        // 0 ┬ 1 ┬ 2
+        //   │   └ 3
+        //   └ 4
+        let depths = [0, 1, 2, 2, 1];
+        let prefixes: Vec<String> = (0..depths.len()).map(|i| tree_prefix(&depths, i)).collect();
+        assert_eq!(prefixes, ["", "├ ", "│ ├ ", "│ └ ", "└ "]);
+    }
 }
