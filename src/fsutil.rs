@@ -47,6 +47,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// An exclusive `flock` on `path` (created if missing), held while the returned file stays
 /// open; the kernel releases it if the process dies.
+/// Claim a file name `<base>[-n]<suffix>` in `dir` by creating the file exclusively, so two
+/// processes that chose the same `base` (e.g. a job id) never share files; returns the stem
+/// (`<base>` or `<base>-<n>`).
+pub fn claim_unique_stem(dir: &Path, base: &str, suffix: &str) -> Result<String> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for n in 0..1000 {
+        let stem = match n {
+            0 => base.to_string(),
+            n => format!("{base}-{n}"),
+        };
+        let path = dir.join(format!("{stem}{suffix}"));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => return Ok(stem),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    Err(Error::runtime(format!(
+        "{}: no free file name for {base}",
+        dir.display()
+    )))
+}
+
 pub fn lock_exclusive(path: &Path) -> Result<File> {
     let f = fs::OpenOptions::new()
         .create(true)

@@ -3,13 +3,13 @@
 //! keys, so nothing the jobs pane cuts to one line is out of reach.
 
 use super::panes::jobs::clock;
-use super::popups::{boxed, wrap_words};
+use super::popups::{scrolled, wrap_words};
 use super::state::{App, JobStatus, JobView};
 use qsteer::jobs::JobId;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph};
+use ratatui::widgets::Clear;
 use ratatui::Frame;
 
 pub fn draw(f: &mut Frame, app: &App, area: Rect, id: JobId) {
@@ -19,18 +19,14 @@ pub fn draw(f: &mut Frame, app: &App, area: Rect, id: JobId) {
         Some(job) => lines(app, job, width),
         None => vec![Line::from(format!("job #{id} is no longer listed"))],
     };
-    let visible = usize::from(area.height.saturating_sub(2));
-    let max = lines.len().saturating_sub(visible);
-    app.popup_scroll_max.set(max);
-    let top = app.popup_scroll.min(max);
-    let title = format!(
-        "job #{id} · lines {}–{} of {} (↓↑ PgDn PgUp Home End scroll, Esc closes)",
-        top + 1,
-        (top + visible).min(lines.len()),
-        lines.len()
+    scrolled(
+        f,
+        app,
+        area,
+        &format!("job #{id} · lines"),
+        "↓↑ PgDn PgUp Home End scroll, Esc closes",
+        lines,
     );
-    let shown: Vec<Line> = lines.into_iter().skip(top).take(visible).collect();
-    f.render_widget(Paragraph::new(shown).block(boxed(app, &title)), area);
 }
 
 /// The view's lines at `width` columns: every text wrapped, none cut.

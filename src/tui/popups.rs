@@ -110,12 +110,32 @@ fn messages(f: &mut Frame, app: &App, area: Rect) {
     if lines.is_empty() {
         lines.push(Line::from(Span::styled("no messages yet", t.dim())));
     }
+    scrolled(
+        f,
+        app,
+        area,
+        "messages",
+        "↓↑ PgDn PgUp scroll, m or Esc closes",
+        lines,
+    );
+}
+
+/// A full-area popup of `lines` from `app.popup_scroll` on, as far as the area shows; its
+/// title names `what`, the lines shown and `keys`. Sets the scroll bound for the keys.
+pub(super) fn scrolled(
+    f: &mut Frame,
+    app: &App,
+    area: Rect,
+    what: &str,
+    keys: &str,
+    lines: Vec<Line>,
+) {
     let visible = usize::from(area.height.saturating_sub(2));
     let max = lines.len().saturating_sub(visible);
     app.popup_scroll_max.set(max);
     let top = app.popup_scroll.min(max);
     let title = format!(
-        "messages {}–{} of {} (↓↑ PgDn PgUp scroll, m or Esc closes)",
+        "{what} {}–{} of {} ({keys})",
         top + 1,
         (top + visible).min(lines.len()),
         lines.len()

@@ -17,11 +17,11 @@ use super::kind::{JobId, JobKind};
 use super::lock;
 use super::slurm::output::Follower;
 use crate::experiment::{now, DetachedJobEntry, Workspace};
+use crate::fsutil::claim_unique_stem;
 use crate::jobs::JobRequest;
 use crate::{Error, Result};
 use process::Identity;
 use serde_json::Value;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::Mutex;
@@ -341,27 +341,8 @@ pub(crate) fn to_reattach(
 /// so two processes that gave their jobs the same id never share files.
 fn claim_files(ws_dir: &Path, id: JobId) -> Result<Files> {
     let dir = ws_dir.join("detached");
-    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    for n in 0..1000 {
-        let stem = match n {
-            0 => format!("job-{id}"),
-            n => format!("job-{id}-{n}"),
-        };
-        let path = dir.join(format!("{stem}.request.json"));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(_) => return Ok(Files { dir, stem }),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-    }
-    Err(Error::runtime(format!(
-        "{}: no free job file name",
-        dir.display()
-    )))
+    let stem = claim_unique_stem(&dir, &format!("job-{id}"), ".request.json")?;
+    Ok(Files { dir, stem })
 }
 
 #[cfg(test)]

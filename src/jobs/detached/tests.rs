@@ -8,6 +8,7 @@ use crate::experiment::Workspace;
 use crate::jobs::journal::Journal;
 use crate::jobs::{load_history, JobEvent, JobRunner, JobState};
 use crate::model::Model;
+use std::fs;
 use std::sync::Arc;
 
 fn workspace(dir: &Path) -> Arc<Mutex<Workspace>> {

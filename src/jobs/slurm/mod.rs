@@ -14,7 +14,7 @@ mod script;
 use super::exec::JobCtx;
 use super::lock;
 use crate::experiment::{now, SlurmJobEntry, Workspace};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{claim_unique_stem, write_atomic};
 use crate::jobs::{summary_variant, JobKind, JobRequest, SlurmSettings};
 use crate::{Error, Result};
 use serde_json::{json, Value};
@@ -562,27 +562,8 @@ fn finish(files: &Files, id: &str, w: Watched) -> Result<Value> {
 /// that gave their jobs the same id never share files.
 fn claim_files(ws_dir: &Path, ctx: &JobCtx) -> Result<Files> {
     let dir = ws_dir.join("slurm");
-    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    for n in 0..1000 {
-        let stem = match n {
-            0 => format!("job-{}", ctx.id),
-            n => format!("job-{}-{n}", ctx.id),
-        };
-        let path = dir.join(format!("{stem}.sh"));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(_) => return Ok(Files { dir, stem }),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-    }
-    Err(Error::runtime(format!(
-        "{}: no free job file name",
-        dir.display()
-    )))
+    let stem = claim_unique_stem(&dir, &format!("job-{}", ctx.id), ".sh")?;
+    Ok(Files { dir, stem })
 }
 
 /// The workspace's record of a job this job just submitted.
