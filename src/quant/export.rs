@@ -8,7 +8,9 @@
 //!   values in their own range (4 bit signed: −8..=7); 9 to 16 bits use `int16`/`uint16` with
 //!   the `com.microsoft` `DequantizeLinear`, which ONNX Runtime runs without opset 21.
 //!   `DequantizeLinear` of the stored integers gives exactly the fake-quantized weights.
-//!   Biases stay FP32.
+//! - **biases** of layers with a quantized input and weight are int32 on the grid
+//!   `s_input · s_weight` with their `DequantizeLinear`, as an integer runtime stores them
+//!   and as the simulation rounds them ([`super::bias`]); other biases stay FP32.
 //! - **activations** get the simulation's quantizers ([`super::qdq`]): a
 //!   `QuantizeLinear → DequantizeLinear` pair (`uint8`) at 8 bit; at 16 bit the same pair from
 //!   the `com.microsoft` domain with `uint16` ([`super::contrib_qdq`]); other bitwidths
@@ -29,6 +31,7 @@ use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
+use super::bias::{bias_grids, write_int32_bias};
 use super::contrib_qdq::{contrib_activation_bits, use_contrib_qdq, CONTRIB_DOMAIN};
 use super::encoding::Encoding;
 use super::encodings_file::{encodings_document, EncodingsVersion};
@@ -94,6 +97,11 @@ pub fn export_qdq(
             contrib_tensors.push(w.weight.clone());
         }
         replace_weight(graph, &mut names, w, stored)?;
+    }
+    for grid in bias_grids(model, weights, activations) {
+        if let Some(bias) = model.weight(&grid.bias) {
+            write_int32_bias(graph, &mut names, &grid, bias)?;
+        }
     }
     if !contrib_tensors.is_empty()
         && !proto
@@ -260,8 +268,7 @@ impl StoredWeight {
 }
 
 /// Swap the float weight for `DequantizeLinear(integers, scale, zero point)` writing the
-/// same value name. An initializer's DQ goes first in the node list; a `Constant` node is
-/// replaced in place, so every consumer still comes after its producer.
+/// same value name ([`put_in_place_of`]).
 fn replace_weight(
     graph: &mut tract_onnx::pb::GraphProto,
     names: &mut Names,
@@ -310,24 +317,35 @@ fn replace_weight(
             ..Default::default()
         });
     }
-    if let Some(i) = graph.initializer.iter().position(|t| &t.name == value) {
+    put_in_place_of(graph, value, dq, "weight")
+}
+
+/// Make `dq` the producer of the float constant `value`: an initializer's DQ goes first in
+/// the node list, a `Constant` node is replaced in place, so every consumer still comes after
+/// its producer. `what` names the value in the error ("weight", "bias").
+pub(super) fn put_in_place_of(
+    graph: &mut tract_onnx::pb::GraphProto,
+    value: &str,
+    dq: NodeProto,
+    what: &str,
+) -> Result<()> {
+    if let Some(i) = graph.initializer.iter().position(|t| t.name == value) {
         graph.initializer.remove(i);
         // Old exporters list initializers as graph inputs too.
-        graph.input.retain(|v| &v.name != value);
+        graph.input.retain(|v| v.name != value);
         graph.node.insert(0, dq);
         return Ok(());
     }
-    let constant = graph
-        .node
-        .iter()
-        .position(|n| n.op_type == "Constant" && n.output.first() == Some(value));
+    let constant = graph.node.iter().position(|n| {
+        n.op_type == "Constant" && n.output.first().map(String::as_str) == Some(value)
+    });
     match constant {
         Some(i) => {
             graph.node[i] = dq;
             Ok(())
         }
         None => Err(Error::input(format!(
-            "weight '{value}' is neither an initializer nor a Constant node's output"
+            "{what} '{value}' is neither an initializer nor a Constant node's output"
         ))),
     }
 }
@@ -371,7 +389,7 @@ pub fn write_export(
 mod tests {
     use super::*;
     use crate::model::attrs;
-    use crate::quant::import::tests::{calibrated_sim, outputs};
+    use crate::quant::import::tests::{calibrated_sim, calibrated_sim_of, outputs};
     use ndarray::{arr1, arr2};
     use tract_onnx::pb::{
         tensor_shape_proto::{dimension, Dimension},
@@ -608,6 +626,78 @@ mod tests {
                 .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             assert_eq!(diff, 0.0, "W{w_bits} per_channel {per_channel}");
         }
+    }
+
+    #[test]
+    fn bias_of_a_quantized_layer_is_int32_on_the_input_times_weight_grid() {
+        let model = gemm_model();
+        let w = WeightEncodings {
+            layer: "fc".into(),
+            weight: "W".into(),
+            axis: Some(0),
+            encodings: vec![enc(8, true, 0.01, -128), enc(8, true, 0.02, -128)],
+        };
+        let acts = BTreeMap::from([("x".to_string(), enc(8, false, 0.3, -10))]);
+        let export = export_qdq(&model, std::slice::from_ref(&w), &acts).unwrap();
+        let p = &export.proto;
+        let dq = dq_of(p, "b");
+        assert_eq!(attrs::int(dq, "axis"), Some(0));
+        let q = initializer(p, &dq.input[0]);
+        assert_eq!(q.data_type, DataType::Int32 as i32);
+        let stored: Vec<i32> = q
+            .raw_data
+            .chunks(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        // 0.5 / (0.3 · 0.01) = 166.7 → 167; -0.5 / (0.3 · 0.02) = -83.3 → -83.
+        assert_eq!(stored, vec![167, -83]);
+        let scale = crate::model::tensor::to_array_f32(initializer(p, &dq.input[1]), "scale")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            scale.as_slice().unwrap(),
+            &[0.3f32 * 0.01f32, 0.3f32 * 0.02f32]
+        );
+        // No float bias is left for a runtime to round its own way.
+        assert!(!p
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .any(|t| t.name == "b"));
+        // A 4-bit input stays float ops, so the bias stays float, as ONNX Runtime leaves it.
+        let acts4 = BTreeMap::from([("x".to_string(), enc(4, false, 0.3, -3))]);
+        let export = export_qdq(&model, std::slice::from_ref(&w), &acts4).unwrap();
+        assert!(initializer(&export.proto, "b").data_type == DataType::Float as i32);
+    }
+
+    #[test]
+    fn simulated_biases_are_on_the_grid_the_export_stores() {
+        // Folded, so the convs carry biases (the unfolded sample's convs have none).
+        let unfolded = crate::quant::points::tests::sample_model("resnet_digits.onnx");
+        let folded = crate::fixes::bn_fold::fold_batchnorms(&unfolded)
+            .unwrap()
+            .model;
+        let (model, sim) = calibrated_sim_of(folded, 8, true);
+        let grids = crate::quant::bias::bias_grids(&model, &sim.weights, &sim.activations);
+        assert!(
+            !grids.is_empty(),
+            "resnet_digits has biased layers with quantized inputs"
+        );
+        let mut moved = 0;
+        for grid in &grids {
+            let float = model.weight(&grid.bias).unwrap();
+            let simulated = sim.model.weight(&grid.bias).unwrap();
+            assert_eq!(simulated, &grid.dequantize(float), "{}", grid.bias);
+            moved += usize::from(simulated != float);
+        }
+        assert!(moved > 0, "rounding to the grid changes some bias");
+        // The export's int32 biases give back exactly the simulation's.
+        let export = export_qdq(&model, &sim.weights, &sim.activations).unwrap();
+        let exported = Model::from_bytes(&export.proto.encode_to_vec(), "export").unwrap();
+        let (expected, got) = (outputs(&sim.model, 64), outputs(&exported, 64));
+        assert_eq!(expected, got);
     }
 
     #[test]

@@ -244,7 +244,11 @@ pub(crate) mod tests {
 
     /// A calibrated sim of a sample model: W`w_bits` per channel or per tensor, A8.
     pub fn calibrated_sim(name: &str, w_bits: u8, per_channel: bool) -> (Model, SimModel) {
-        let model = sample_model(name);
+        calibrated_sim_of(sample_model(name), w_bits, per_channel)
+    }
+
+    /// [`calibrated_sim`] of a given model (e.g. a sample with its BNs folded).
+    pub fn calibrated_sim_of(model: Model, w_bits: u8, per_channel: bool) -> (Model, SimModel) {
         let points = activation_points(&model).unwrap();
         let layers = model.layers(&model.shapes(None).unwrap()).unwrap();
         let weights = weight_quantizers(&model, &layers).unwrap();

@@ -26,6 +26,7 @@
 pub mod aimet;
 pub mod analysis;
 pub mod batch_pdf;
+pub(crate) mod bias;
 pub mod calibrate;
 pub mod calibration;
 pub mod contrib_qdq;

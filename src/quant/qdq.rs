@@ -247,6 +247,12 @@ pub fn build_quantsim_with(
             activations,
         });
     }
+    for grid in super::bias::bias_grids(&sim, &weight_encodings, &activations) {
+        if let Some(bias) = sim.weight(&grid.bias) {
+            let on_grid = grid.dequantize(bias);
+            sim.set_weight(&grid.bias, on_grid)?;
+        }
+    }
     let mut proto = sim.proto().clone();
     insert_activation_quantizers(&sim, &mut proto, &activations, activation_ops)?;
     let model = Model::from_proto(proto, &format!("{} (quantsim)", model.source()))?;
