@@ -857,6 +857,74 @@ mod tests {
         );
     }
 
+    /// `x` [N, 4, 8] → MatMul → Mul(scale) → Add(bias) → a HardSwish written out as
+    /// paddle2onnx writes it (Add 3 → Clip 0..6 → Mul x → Div 6) → MatMul → `y`: the first
+    /// layer's group is a DAG of seven nodes (the Mul reads the Clip and the Add(bias)).
+    fn affine_hardswish_layers() -> Model {
+        use crate::model::builder::ProtoBuilder;
+        use ndarray::{arr0, Array2};
+        let mut rng = crate::quant::test_data::Rng::new(3);
+        let w1 = Array2::from_shape_fn((8, 8), |_| rng.normal()).into_dyn();
+        let w2 = Array2::from_shape_fn((8, 8), |_| rng.normal()).into_dyn();
+        let mut b = ProtoBuilder::new(13);
+        b.input("x", &[4, 8])
+            .initializer("w1", &w1)
+            .initializer("w2", &w2)
+            .initializer("scale", &arr0(1.5f32).into_dyn())
+            .initializer("bias", &arr0(0.25f32).into_dyn())
+            .initializer("three", &arr0(3.0f32).into_dyn())
+            .initializer("zero", &arr0(0.0f32).into_dyn())
+            .initializer("six", &arr0(6.0f32).into_dyn())
+            .node("MatMul", "mm1", &["x", "w1"], &["h"], vec![])
+            .node("Mul", "scale1", &["h", "scale"], &["hs"], vec![])
+            .node("Add", "bias1", &["hs", "bias"], &["hb"], vec![])
+            .node("Add", "plus3", &["hb", "three"], &["s"], vec![])
+            .node("Clip", "relu6", &["s", "zero", "six"], &["r"], vec![])
+            .node("Mul", "times_x", &["hb", "r"], &["p"], vec![])
+            .node("Div", "by6", &["p", "six"], &["a"], vec![])
+            .node("MatMul", "mm2", &["a", "w2"], &["y"], vec![])
+            .output("y");
+        b.model("affine_hardswish").unwrap()
+    }
+
+    #[test]
+    fn a_layers_isolated_copy_spans_its_whole_group_up_to_a_written_out_hardswish() {
+        let model = affine_hardswish_layers();
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = crate::quant::test_data::Rng::new(7);
+        let x = ndarray::Array3::from_shape_fn((64, 4, 8), |_| rng.normal()).into_dyn();
+        crate::data::write_npy_f32(&dir.path().join("inputs.npy"), &x).unwrap();
+        let req = QuantsimRequest {
+            data: dir.path().to_path_buf(),
+            calibration_size: 32,
+            seed: 0,
+            settings: QuantsimSettings::default(),
+            options: RunOptions::default(),
+            metric: Default::default(),
+        };
+        let (a, _) = analyze(
+            &model,
+            &req,
+            &AnalyzeOptions::default(),
+            &CancelToken::new(),
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let first = &a.layers[0];
+        assert_eq!(first.output.as_deref(), Some("a"), "{first:?}");
+        // Nothing before the first layer has weights: its weights-only noise alone is the
+        // cumulative weights-only noise, when the copy computes what the group computes
+        // (a copy stopping at the Add(bias) was ~0 dB here against the HardSwish's output).
+        let (cumulative, isolated) = (
+            first.sqnr_weights_db.unwrap(),
+            first.sqnr_isolated_weights_db.unwrap(),
+        );
+        assert!(
+            isolated > 25.0 && (cumulative - isolated).abs() < 0.01,
+            "cumulative {cumulative} dB, isolated {isolated} dB"
+        );
+    }
+
     /// A detector head's last Concat (boxes and sigmoid scores) as the graph output.
     fn yolo_like() -> Model {
         let mut b = crate::model::fixtures::boxes_and_scores_head();

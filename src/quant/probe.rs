@@ -11,7 +11,7 @@
 //! FP32 passes), where quantizing one layer at a time would cost a pass per layer.
 //! Fake-quant in the copies uses the float-op form (any bitwidth; the same math as QDQ).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tract_onnx::pb::NodeProto;
 
@@ -53,7 +53,10 @@ pub fn build_probe(model: &Model, prepared: &Prepared, sim: &SimModel) -> Result
             values.push(None);
             continue;
         };
-        let members = group_members(model, layer.node, output);
+        let Some(members) = group_members(model, layer.node, output) else {
+            values.push(None);
+            continue;
+        };
         let head = &model.graph().node[layer.node];
         let weight_slot = weight_slot(model, head, &layer.weight).ok_or_else(|| {
             Error::runtime(format!(
@@ -156,19 +159,61 @@ pub fn build_probe(model: &Model, prepared: &Prepared, sim: &SimModel) -> Result
     Ok(Probe { model, values })
 }
 
-/// The nodes from the layer's head to the node producing `output` (its group).
-fn group_members(model: &Model, head: usize, output: &str) -> Vec<usize> {
+/// The most nodes a layer's group spans: head, BatchNormalization, a constant affine and a
+/// written-out HardSwish (`Add 3 → Clip → Mul x → Div 6`) are nine.
+const MAX_GROUP_NODES: usize = 16;
+
+/// The nodes of the layer's group, from the head to the node producing `output`, in graph
+/// order: every node on a path between them. A group is a DAG, not a chain (a written-out
+/// HardSwish's `Mul` reads both the `Clip` and the value before the `Add 3`). `None` when
+/// `output` is not reached within [`MAX_GROUP_NODES`] nodes: no isolated copy then, rather
+/// than a copy of part of the group compared against the whole group's output.
+fn group_members(model: &Model, head: usize, output: &str) -> Option<Vec<usize>> {
     let graph = model.graph();
-    let mut members = vec![head];
-    let mut value = graph.node[head].output.first().cloned().unwrap_or_default();
-    while value != output && members.len() < 3 {
-        let Some(&(next, _)) = model.index().consumers(&value).first() else {
-            break;
-        };
-        members.push(next);
-        value = graph.node[next].output.first().cloned().unwrap_or_default();
+    let produces = |n: usize| graph.node[n].output.iter().any(|o| o == output);
+    if produces(head) {
+        return Some(vec![head]);
     }
-    members
+    // Forward from the head, bounded: the candidates.
+    let mut reached = vec![head];
+    let mut k = 0;
+    while k < reached.len() && reached.len() <= MAX_GROUP_NODES {
+        let n = reached[k];
+        k += 1;
+        if produces(n) {
+            continue;
+        }
+        for value in &graph.node[n].output {
+            for &(consumer, _) in model.index().consumers(value) {
+                if !reached.contains(&consumer) {
+                    reached.push(consumer);
+                }
+            }
+        }
+    }
+    let end = *reached.iter().find(|&&n| produces(n))?;
+    // Backward from the end within the candidates: the nodes on a path head → end.
+    let mut members = vec![end];
+    let mut k = 0;
+    while k < members.len() {
+        let n = members[k];
+        k += 1;
+        if n == head {
+            continue;
+        }
+        for input in &graph.node[n].input {
+            if let Some(Producer::Node { node, .. }) = model.index().producer(input) {
+                if reached.contains(&node) && !members.contains(&node) {
+                    members.push(node);
+                }
+            }
+        }
+    }
+    if !members.contains(&head) {
+        return None;
+    }
+    members.sort_unstable();
+    Some(members)
 }
 
 /// The input slot of `node` holding `weight`, directly or through Identity nodes.
@@ -196,8 +241,9 @@ fn weight_slot(model: &Model, node: &NodeProto, weight: &str) -> Option<usize> {
     })
 }
 
-/// Copies of the group's nodes with the head's data and weight inputs replaced and fresh
-/// output names; returns the nodes and the copy's output value.
+/// Copies of the group's nodes (in graph order, head first) with the head's data and
+/// weight inputs replaced and fresh output names, every member reading the copies of the
+/// members it reads; returns the nodes and the copy's output value (the last member's).
 fn copy_group(
     model: &Model,
     members: &[usize],
@@ -208,25 +254,70 @@ fn copy_group(
 ) -> (Vec<NodeProto>, String) {
     let graph = model.graph();
     let mut nodes = Vec::with_capacity(members.len());
-    let mut previous: Option<(String, String)> = None;
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    let mut out = String::new();
     for (k, &m) in members.iter().enumerate() {
         let mut node = graph.node[m].clone();
         node.name = names.fresh(&format!("{label}_{}", node.op_type.to_ascii_lowercase()));
         if k == 0 {
             node.input[data.0] = data.1.to_string();
             node.input[weight.0] = weight.1.to_string();
-        } else if let Some((from, to)) = &previous {
-            for input in node.input.iter_mut().filter(|i| *i == from) {
-                *input = to.clone();
+        } else {
+            for input in node.input.iter_mut() {
+                if let Some(to) = renamed.get(input.as_str()) {
+                    *input = to.clone();
+                }
             }
         }
         let original = node.output.first().cloned().unwrap_or_default();
-        let renamed = names.fresh(&format!("{label}_{k}"));
+        out = names.fresh(&format!("{label}_{k}"));
         // Extra outputs (BatchNormalization's training outputs) are dropped.
-        node.output = vec![renamed.clone()];
-        previous = Some((original, renamed));
+        node.output = vec![out.clone()];
+        renamed.insert(original, out.clone());
         nodes.push(node);
     }
-    let out = previous.map(|(_, to)| to).unwrap_or_default();
     (nodes, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::builder::ProtoBuilder;
+    use ndarray::{arr0, Array2};
+
+    #[test]
+    fn a_group_is_every_node_between_the_head_and_the_output_in_graph_order() {
+        // Conv-less stand-in: MatMul → Mul → Add → Add 3 → Clip → Mul(x) → Div 6 → Relu.
+        let mut b = ProtoBuilder::new(13);
+        b.input("x", &[2, 4])
+            .initializer("w", &Array2::<f32>::eye(4).into_dyn())
+            .initializer("k", &arr0(2.0f32).into_dyn())
+            .initializer("three", &arr0(3.0f32).into_dyn())
+            .initializer("zero", &arr0(0.0f32).into_dyn())
+            .initializer("six", &arr0(6.0f32).into_dyn())
+            .node("MatMul", "mm", &["x", "w"], &["h"], vec![])
+            .node("Mul", "scale", &["h", "k"], &["hs"], vec![])
+            .node("Add", "bias", &["hs", "k"], &["hb"], vec![])
+            .node("Add", "plus3", &["hb", "three"], &["s"], vec![])
+            .node("Clip", "clip", &["s", "zero", "six"], &["r"], vec![])
+            .node("Mul", "times_x", &["hb", "r"], &["p"], vec![])
+            .node("Div", "by6", &["p", "six"], &["a"], vec![])
+            .node("Relu", "after", &["a"], &["y"], vec![])
+            .output("y");
+        let model = b.model("group").unwrap();
+        let names = |m: Option<Vec<usize>>| {
+            m.map(|m| {
+                m.iter()
+                    .map(|&n| model.graph().node[n].name.clone())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            names(group_members(&model, 0, "a")).unwrap(),
+            ["mm", "scale", "bias", "plus3", "clip", "times_x", "by6"]
+        );
+        assert_eq!(names(group_members(&model, 0, "h")).unwrap(), ["mm"]);
+        // A value the head does not reach: no group, so no isolated copy.
+        assert_eq!(names(group_members(&model, 1, "h")), None);
+    }
 }
