@@ -8,7 +8,7 @@ use qsteer::compress::ModelCost;
 use qsteer::experiment::evaluate::{sample_shapes, select_samples, Subset};
 use qsteer::model::Model;
 use qsteer::runtime::latency::declared_sample_shapes;
-use qsteer::runtime::{measure_latency, LatencyOptions};
+use qsteer::runtime::{measure_latency, profile_ops, LatencyOptions, OpProfile};
 use qsteer::units::human;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -29,6 +29,13 @@ pub struct LatencyArgs {
     /// Timed runs (stops early after 5 s)
     #[arg(long, default_value_t = 30)]
     pub runs: usize,
+    /// Also time each node of the plan once per run (10 runs, one caller) and print the op
+    /// kinds and nodes that take the time: why a model is slow
+    #[arg(long)]
+    pub profile: bool,
+    /// With --profile: how many nodes to list
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
     /// For a variant id: the model whose default workspace holds it (default: the embedded
     /// sample; --workspace DIR names the workspace directly)
     #[arg(long)]
@@ -79,8 +86,20 @@ pub fn run(args: LatencyArgs, common: &Common) -> Result<()> {
     let latency = measure_latency(&model, &shapes, &opts, &CancelToken::new())?;
     let macs = ModelCost::measure(&model, Some(&shapes))?.macs_total;
     ws.set_latency(id, latency.clone())?;
+    let profile = if args.profile {
+        Some(profile_ops(
+            &model,
+            &shapes,
+            args.batch,
+            PROFILE_RUNS,
+            args.top,
+            &CancelToken::new(),
+        )?)
+    } else {
+        None
+    };
     if common.json {
-        return print_json(&json!({
+        let mut doc = json!({
             "median_ms": latency.median_ms,
             "p90_ms": latency.p90_ms,
             "runs": latency.runs,
@@ -91,7 +110,11 @@ pub fn run(args: LatencyArgs, common: &Common) -> Result<()> {
             "model": model_path.display().to_string(),
             "workspace": dir.display().to_string(),
             "seconds": started.elapsed().as_secs_f64(),
-        }));
+        });
+        if let Some(p) = &profile {
+            doc["profile"] = serde_json::to_value(p).map_err(|e| Error::runtime(e.to_string()))?;
+        }
+        return print_json(&doc);
     }
     println!(
         "{}  v{id}: median {:.3} ms, p90 {:.3} ms over {} runs (batch {}, {} caller(s)); {} MACs \
@@ -105,5 +128,41 @@ pub fn run(args: LatencyArgs, common: &Common) -> Result<()> {
         human(macs)
     );
     println!("recorded on variant {id} in workspace {}", dir.display());
+    if let Some(p) = &profile {
+        print_profile(p);
+    }
     Ok(())
+}
+
+/// Runs of the per-node profile (after one warm-up run).
+const PROFILE_RUNS: usize = 10;
+
+fn print_profile(p: &OpProfile) {
+    println!(
+        "profile: {:.3} ms per call in the plan's nodes (batch {}, mean of {} runs, one caller)",
+        p.total_ms, p.batch, p.runs
+    );
+    println!("  by op kind:");
+    for op in &p.by_op {
+        if op.share < 0.005 {
+            break;
+        }
+        println!(
+            "    {:>5.1} %  {:>9.3} ms  {:>4} × {}",
+            op.share * 100.0,
+            op.ms,
+            op.nodes,
+            op.name
+        );
+    }
+    println!("  slowest nodes:");
+    for n in &p.by_node {
+        println!(
+            "    {:>5.1} %  {:>9.3} ms  {} ({})",
+            n.share * 100.0,
+            n.ms,
+            n.name,
+            n.op
+        );
+    }
 }

@@ -7,6 +7,7 @@ pub mod builder;
 pub mod external_data;
 pub mod fixed_inputs;
 pub mod fixtures;
+pub mod fused_fake_quant;
 pub mod graph;
 pub mod layers;
 pub mod opset;

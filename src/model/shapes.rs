@@ -3,7 +3,7 @@
 //! dims are pinned to a dataset's sample shape when one is given (symbolic H/W often
 //! defeat shape analysis at Resize or Concat).
 
-use super::Model;
+use super::{fused_fake_quant, Model};
 use crate::guard::guarded;
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -451,9 +451,14 @@ fn inference_model(
     model: &Model,
     specs: &[InputSpec],
     ignore_value_info: bool,
+    keep: &[String],
 ) -> TractResult<InferenceModel> {
-    let onnx = tract_onnx::onnx().with_ignore_value_info(ignore_value_info);
-    let parsed = onnx.parse(model.proto(), None)?;
+    let mut onnx = tract_onnx::onnx().with_ignore_value_info(ignore_value_info);
+    onnx.op_register
+        .insert(fused_fake_quant::OP_TYPE, fused_fake_quant::build);
+    // A simulated model's fake-quant chains, one op each (bit-identical, one pass).
+    let fused = fused_fake_quant::fuse(model.proto(), keep);
+    let parsed = onnx.parse(fused.as_ref().unwrap_or(model.proto()), None)?;
     if !parsed.unresolved_inputs.is_empty() {
         return Err(TractError::msg(format!(
             "unresolved inputs {:?}",
@@ -495,7 +500,7 @@ pub fn typed_model(
     let src = model.source().to_string();
     let typed = guarded(&src, || {
         let attempt = |specs: &[InputSpec], ignore: bool| -> TractResult<TypedModel> {
-            let mut m = inference_model(model, specs, ignore)?;
+            let mut m = inference_model(model, specs, ignore, outputs.unwrap_or_default())?;
             if let Some(names) = outputs {
                 m.select_outputs_by_name(names)?;
             }

@@ -58,6 +58,18 @@ impl CompiledModel {
         batch: usize,
         capture: &[String],
     ) -> Result<CompiledModel> {
+        Self::compile_with(model, sample_shapes, batch, capture, true)
+    }
+
+    /// [`compile`](Self::compile), optionally without qsteer's rewrites of tract's plan
+    /// (`plan_rewrites`): the benchmarks' "before".
+    pub fn compile_with(
+        model: &Model,
+        sample_shapes: &[Vec<usize>],
+        batch: usize,
+        capture: &[String],
+        rewrite_plan: bool,
+    ) -> Result<CompiledModel> {
         let mut output_names = model.output_names();
         for c in capture {
             if !output_names.contains(c) {
@@ -84,6 +96,13 @@ impl CompiledModel {
             typed
                 .model
                 .into_optimized()
+                .and_then(|m| {
+                    if rewrite_plan {
+                        super::plan_rewrites::rewrite(m)
+                    } else {
+                        Ok(m)
+                    }
+                })
                 .and_then(|m| m.into_runnable())
                 .map_err(|e| Error::runtime(format!("{src}: compiling failed: {}", chain(&e))))
         })?;
@@ -96,6 +115,16 @@ impl CompiledModel {
             batch: typed.fixed_batch.unwrap_or(batch.max(1)),
             fallback: typed.fallback,
         })
+    }
+
+    /// tract's op names of the plan's nodes, in plan order (what the profile groups by).
+    pub fn plan_op_names(&self) -> Vec<String> {
+        let model = self.plan.model();
+        self.plan
+            .order_without_consts()
+            .iter()
+            .map(|&id| model.node(id).op().name().to_string())
+            .collect()
     }
 
     pub fn output_names(&self) -> &[String] {
@@ -120,6 +149,42 @@ impl CompiledModel {
     /// sample), float32, cast to the input's type (see `feed`). Outputs are float32 (other
     /// types are converted) in `output_names()` order.
     pub fn run(&self, inputs: &[ArrayViewD<f32>]) -> Result<Vec<ArrayD<f32>>> {
+        let values = self.input_values(inputs)?;
+        let outputs = guarded(&self.source, || {
+            self.plan.run(values).map_err(|e| {
+                Error::runtime(format!("{}: inference failed: {}", self.source, chain(&e)))
+            })
+        })?;
+        self.float_outputs(outputs)
+    }
+
+    /// Run one batch as [`run`](Self::run) does, timing each node of the plan:
+    /// `on_node(node, seconds)` for every node evaluated, in plan order.
+    pub fn run_timed(
+        &self,
+        inputs: &[ArrayViewD<f32>],
+        on_node: &mut dyn FnMut(&TypedNode, f64),
+    ) -> Result<Vec<ArrayD<f32>>> {
+        let values = self.input_values(inputs)?;
+        let outputs = guarded(&self.source, || {
+            self.plan
+                .spawn()
+                .and_then(|mut state| {
+                    state.run_plan_with_eval(values, |ctx, op_state, node, inputs| {
+                        let started = std::time::Instant::now();
+                        let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                        on_node(node, started.elapsed().as_secs_f64());
+                        out
+                    })
+                })
+                .map_err(|e| {
+                    Error::runtime(format!("{}: inference failed: {}", self.source, chain(&e)))
+                })
+        })?;
+        self.float_outputs(outputs)
+    }
+
+    fn input_values(&self, inputs: &[ArrayViewD<f32>]) -> Result<TVec<TValue>> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::input(format!(
                 "{}: {} input(s) given, the model takes {}",
@@ -128,17 +193,14 @@ impl CompiledModel {
                 self.inputs.len()
             )));
         }
-        let values: TVec<TValue> = self
-            .inputs
+        self.inputs
             .iter()
             .zip(inputs)
             .map(|(spec, a)| super::feed::input_value(spec, a, &self.source))
-            .collect::<Result<_>>()?;
-        let outputs = guarded(&self.source, || {
-            self.plan.run(values).map_err(|e| {
-                Error::runtime(format!("{}: inference failed: {}", self.source, chain(&e)))
-            })
-        })?;
+            .collect()
+    }
+
+    fn float_outputs(&self, outputs: TVec<TValue>) -> Result<Vec<ArrayD<f32>>> {
         outputs
             .into_iter()
             .zip(&self.output_names)

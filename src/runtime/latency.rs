@@ -70,17 +70,7 @@ pub fn measure_latency(
     let threads = opts.threads.max(1);
     let compiled = CompiledModel::compile(model, sample_shapes, batch, &[])?;
     let batch = compiled.batch();
-    let inputs: Vec<ArrayD<f32>> = sample_shapes
-        .iter()
-        .zip(compiled.inputs())
-        .enumerate()
-        .map(|(k, (s, spec))| match spec.elem {
-            InputType::Float32 => pattern_input(batch, s, k),
-            // ids and masks: 0 and 1 are valid for any; a scalar input gets one value
-            _ if spec.shape.is_empty() => ArrayD::from_elem(IxDyn(&[batch]), 1.0),
-            _ => pattern_input(batch, s, k).mapv(|v| f32::from(v > 0.0)),
-        })
-        .collect();
+    let inputs = pattern_inputs(&compiled, sample_shapes);
     let views: Vec<ArrayViewD<f32>> = inputs.iter().map(|a| a.view()).collect();
     for _ in 0..opts.warmup {
         cancel.check()?;
@@ -136,6 +126,25 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Deterministic inputs for one call of `compiled` (its batch of `sample_shapes`).
+pub(super) fn pattern_inputs(
+    compiled: &CompiledModel,
+    sample_shapes: &[Vec<usize>],
+) -> Vec<ArrayD<f32>> {
+    let batch = compiled.batch();
+    sample_shapes
+        .iter()
+        .zip(compiled.inputs())
+        .enumerate()
+        .map(|(k, (s, spec))| match spec.elem {
+            InputType::Float32 => pattern_input(batch, s, k),
+            // ids and masks: 0 and 1 are valid for any; a scalar input gets one value
+            _ if spec.shape.is_empty() => ArrayD::from_elem(IxDyn(&[batch]), 1.0),
+            _ => pattern_input(batch, s, k).mapv(|v| f32::from(v > 0.0)),
+        })
+        .collect()
 }
 
 /// Values in [-1, 1) that vary along the tensor and never all vanish, so no kernel takes a

@@ -7,7 +7,10 @@ mod compiled;
 mod dataset_run;
 mod feed;
 pub mod latency;
+mod plan_rewrites;
+pub mod profile;
 
 pub use compiled::{CompiledModel, MAX_VALUE_ELEMENTS};
 pub use dataset_run::{run_together, run_together_fold, RunOptions, RunOutput};
 pub use latency::{measure_latency, Latency, LatencyOptions};
+pub use profile::{profile_compiled, profile_ops, OpProfile, OpTime};

@@ -274,3 +274,39 @@ fn finetune_trains_a_child_variant_tract_loads_and_rejects_bad_input() {
         "{head}"
     );
 }
+
+/// `latency --profile`: the per-op profile in the JSON document (op kinds summing to the
+/// whole, the slowest nodes) and in the text, next to the unchanged latency keys.
+#[test]
+fn latency_profile_names_the_ops_that_take_the_time() {
+    let s = setup();
+    let args = [
+        "latency",
+        s.model.as_str(),
+        "--workspace",
+        &s.workspace,
+        "--runs",
+        "3",
+        "--profile",
+        "--top",
+        "4",
+    ];
+    let mut with_json = args.to_vec();
+    with_json.push("--json");
+    let doc = json_ok(&s.root, &with_json);
+    assert!(doc["median_ms"].as_f64().unwrap() > 0.0);
+    let p = &doc["profile"];
+    assert_eq!(p["runs"], 10);
+    let by_op = p["by_op"].as_array().unwrap();
+    let share: f64 = by_op.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "{share}");
+    assert_eq!(by_op[0]["name"], "OptMatMul", "{by_op:?}");
+    assert_eq!(p["by_node"].as_array().unwrap().len(), 4);
+    let out = run(&s.root, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("by op kind:") && text.contains("OptMatMul"),
+        "{text}"
+    );
+}
