@@ -61,6 +61,9 @@ pub enum Action {
     FineTuneDialog,
     /// Reopen the pending sweep decision.
     SweepDecision,
+    /// The scatter view: score against cost of the variants, the Pareto front marked
+    /// (closes it when open).
+    Plot,
     /// Export the selected quantized variant (QDQ ONNX + encodings).
     Export,
     Quit,

@@ -194,6 +194,14 @@ pub fn bindings() -> Vec<Binding> {
         ),
         b(K::Char('='), "=", A::Compare, "compare A and B", G, true),
         b(
+            K::Char('p'),
+            "p",
+            A::Plot,
+            "plot: score vs MACs/size/latency, Pareto front, A/B, sweep candidates",
+            G,
+            false,
+        ),
+        b(
             K::Char('w'),
             "w",
             A::SwapAB,

@@ -20,6 +20,8 @@ mod popups;
 mod quant_marks;
 mod quantsim_form;
 mod run_on;
+mod scatter;
+mod scatter_view;
 mod slurm_form;
 mod slurm_view;
 pub mod state;
@@ -43,6 +45,8 @@ mod heat_tests;
 mod noise_tests;
 #[cfg(test)]
 mod quantsim_tests;
+#[cfg(test)]
+mod scatter_tests;
 #[cfg(test)]
 mod slurm_tests;
 #[cfg(test)]

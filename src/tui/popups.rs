@@ -34,6 +34,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
     match popup {
         Popup::Help => help(f, app, area),
         Popup::Messages => messages(f, app, area),
+        Popup::Scatter(axis) => super::scatter_view::draw(f, app, area, *axis),
         Popup::Job(id) => super::job_view::draw(f, app, area, *id),
         Popup::Palette { query, cursor } => palette(f, app, area, query, *cursor),
         Popup::Filter => {

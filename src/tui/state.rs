@@ -200,6 +200,8 @@ pub enum Popup {
     ConfirmQuit,
     /// The status line's history, whole (`m`).
     Messages,
+    /// The variants' scores against a cost, with the Pareto front (`p`).
+    Scatter(super::scatter::XAxis),
 }
 
 impl Popup {
@@ -217,6 +219,7 @@ impl Popup {
             | Popup::Slurm(_) => true,
             Popup::Help
             | Popup::Messages
+            | Popup::Scatter(_)
             | Popup::Job(_)
             | Popup::Palette { .. }
             | Popup::Filter

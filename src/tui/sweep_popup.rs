@@ -150,12 +150,12 @@ pub fn decision(f: &mut Frame, app: &App, area: Rect, d: &SweepDecision) {
         ));
         lines.push(field_line(t, d.field == 3, "run on", d.run_on.text()));
         lines.push(Line::from(Span::styled(
-            "Space pick  t train the picked  Tab settings  Enter prune them  Esc later (d)",
+            "Space pick  t train  Tab settings  Enter prune them  p plot  Esc later (d)",
             t.dim(),
         )));
     } else {
         lines.push(Line::from(Span::styled(
-            "Space pick  t train it  Enter take it (tag picked, A/B vs base)  Esc later (d)",
+            "Space pick  t train  Enter take it (tag, A/B vs base)  p plot  Esc later (d)",
             t.dim(),
         )));
     }

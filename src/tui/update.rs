@@ -122,6 +122,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             app.popup_scroll = 0;
             app.popups.push(Popup::Help);
         }
+        Action::Plot => app.popups.push(Popup::Scatter(super::scatter::XAxis::Macs)),
         Action::Messages => {
             // Opened at the end, where the newest message is.
             app.popup_scroll = usize::MAX;
@@ -382,7 +383,25 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
         app.popups.pop();
         return vec![];
     }
+    // The plot opens over a sweep decision, to see its candidates among the variants.
+    if action == Action::Plot && matches!(top, Popup::SweepDecision(_)) {
+        app.popups.push(Popup::Scatter(super::scatter::XAxis::Macs));
+        return vec![];
+    }
     match top {
+        Popup::Scatter(axis) => {
+            match action {
+                Action::FocusNext | Action::Toggle | Action::Right => {
+                    app.popups.pop();
+                    app.popups.push(Popup::Scatter(axis.next()));
+                }
+                Action::Plot | Action::Confirm | Action::Quit => {
+                    app.popups.pop();
+                }
+                _ => {}
+            }
+            vec![]
+        }
         Popup::Help | Popup::Job(_) | Popup::Messages => {
             let closes = match top {
                 Popup::Help => Action::Help,
