@@ -148,7 +148,7 @@ pub fn bindings() -> Vec<Binding> {
             K::Char('x'),
             "x",
             A::Export,
-            "export QDQ model + encodings",
+            "export QDQ model + encodings (asks where)…",
             Scope::Pane(Pane::Variants),
             false,
         ),

@@ -5,6 +5,8 @@
 pub mod action;
 mod compare;
 mod compress_form;
+mod dialog_memory;
+mod export_prompt;
 mod finetune_form;
 mod finetune_popup;
 mod fix_form;
@@ -35,6 +37,8 @@ pub mod update;
 
 #[cfg(test)]
 mod compress_tests;
+#[cfg(test)]
+mod dialog_memory_tests;
 #[cfg(test)]
 mod finetune_tests;
 #[cfg(test)]
@@ -352,6 +356,18 @@ fn apply(
                     }
                 });
             }
+            Effect::RememberDialog { dialog, values } => {
+                let ws = workspace.clone();
+                let tx = senders.actions.clone();
+                tokio::task::spawn_blocking(move || {
+                    let Ok(mut w) = ws.lock() else { return };
+                    if let Err(e) = w.set_dialog(dialog, values) {
+                        let _ = tx.send(Action::Notice(format!(
+                            "the {dialog} dialog's values not saved: {e}"
+                        )));
+                    }
+                });
+            }
             Effect::SaveMetric(metric) => {
                 let ws = workspace.clone();
                 let tx = senders.actions.clone();
@@ -373,6 +389,7 @@ fn apply(
                     app.train_data = ws.settings().train_data.clone();
                     app.metric = ws.settings().metric.clone().unwrap_or_default();
                 }
+                sweep_decision::follow_trained(app);
             }
             Effect::LoadVariant(id) => {
                 let path = workspace

@@ -35,6 +35,7 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
         Popup::Help => help(f, app, area),
         Popup::Messages => messages(f, app, area),
         Popup::Scatter(axis) => super::scatter_view::draw(f, app, area, *axis),
+        Popup::Export(p) => super::export_prompt::draw(f, app, area, p),
         Popup::Job(id) => super::job_view::draw(f, app, area, *id),
         Popup::Palette { query, cursor } => palette(f, app, area, query, *cursor),
         Popup::Filter => {

@@ -194,7 +194,7 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
         }]
     );
     assert!(app.popups.is_empty());
-    assert_eq!(app.focus, Pane::Jobs);
+    assert_eq!(app.focus, Pane::Graph, "the focus stays where it was");
 }
 
 #[test]

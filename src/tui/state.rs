@@ -202,6 +202,8 @@ pub enum Popup {
     Messages,
     /// The variants' scores against a cost, with the Pareto front (`p`).
     Scatter(super::scatter::XAxis),
+    /// Where `x` exports the selected variant to, asked first.
+    Export(super::export_prompt::ExportPrompt),
 }
 
 impl Popup {
@@ -220,6 +222,7 @@ impl Popup {
             Popup::Help
             | Popup::Messages
             | Popup::Scatter(_)
+            | Popup::Export(_)
             | Popup::Job(_)
             | Popup::Palette { .. }
             | Popup::Filter
@@ -229,7 +232,10 @@ impl Popup {
 
     /// Whether printable keys are typed into the popup's text field.
     pub fn takes_text(&self) -> bool {
-        matches!(self, Popup::Palette { .. } | Popup::Filter)
+        matches!(
+            self,
+            Popup::Palette { .. } | Popup::Filter | Popup::Export(_)
+        )
     }
 }
 
@@ -302,6 +308,13 @@ pub struct App {
     pub metric: qsteer::metrics::MetricSpec,
     /// Whether jobs can go to Slurm, its partitions and the workspace's Slurm settings.
     pub slurm: super::run_on::SlurmSetup,
+    /// The workspace's directory (its `exports/` is the export prompt's first default).
+    pub workspace_dir: PathBuf,
+    /// The model's name in the workspace, which exported files are named after.
+    pub export_name: String,
+    /// What each dialog last launched with (the workspace's `settings.dialogs`), which it
+    /// opens with.
+    pub dialogs: std::collections::BTreeMap<String, serde_json::Value>,
     /// The last sweep decision offered and not yet taken (`d` reopens it).
     pub pending_decision: Option<super::sweep_decision::SweepDecision>,
 }

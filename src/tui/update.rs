@@ -25,6 +25,11 @@ pub enum Effect {
     SubmitOn(JobKind, qsteer::jobs::Executor),
     /// Store the Slurm settings in the workspace.
     SaveSlurm(qsteer::jobs::SlurmSettings),
+    /// Store what a dialog launched with, for it to open with next time.
+    RememberDialog {
+        dialog: &'static str,
+        values: serde_json::Value,
+    },
     /// Store the workspace's default metric (`None`: `auto`).
     SaveMetric(Option<qsteer::metrics::MetricSpec>),
     Cancel(JobId),
@@ -188,22 +193,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             }
             app.analysis = analysis.map(|a| (id, *a));
         }
-        Action::Export => {
-            let Some(v) = app.selected_variant().and_then(|id| app.variant(id)) else {
-                return vec![];
-            };
-            let (id, quantized) = (v.id, v.encodings_file.is_some());
-            if !quantized {
-                app.status = format!("variant {id} is not quantized: nothing to export");
-                return vec![];
-            }
-            app.status = format!("exporting variant {id} to the workspace's exports/ directory");
-            return vec![Effect::Submit(JobKind::Export {
-                variant: id,
-                out: None,
-                version: Default::default(),
-            })];
-        }
+        Action::Export => super::export_prompt::open(app),
         Action::MarkA | Action::MarkB => {
             if let Some(id) = app.selected_variant() {
                 let a = action == Action::MarkA;
@@ -528,6 +518,13 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
             }
             effects
         }
+        Popup::Export(mut p) => {
+            let effects = super::export_prompt::action(app, &mut p, action);
+            if let Some(Popup::Export(slot)) = app.popups.last_mut() {
+                *slot = p;
+            }
+            effects
+        }
         Popup::Fix(mut form) => {
             let effects = fix_form::action(app, &mut form, action);
             if let Some(Popup::Fix(slot)) = app.popups.last_mut() {
@@ -606,7 +603,6 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
                 return vec![];
             };
             app.popups.pop();
-            app.focus = Pane::Jobs;
             app.status = format!("{} evaluation job(s) queued", picked.len());
             let subset = [Subset::Evaluation, Subset::Calibration, Subset::All][d.subset];
             let metric = Decision::metrics(app)
