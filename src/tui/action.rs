@@ -87,6 +87,8 @@ pub enum Action {
         Option<Box<qsteer::compress::record::CompressionRecord>>,
         Option<super::heat::HeatGrid>,
     ),
+    /// The smallest MAC ratio a method reaches on a variant was measured (or why not).
+    Reach(super::reach::ReachKey, Result<f64, String>),
     Resize,
     /// A line for the footer from work done off the UI thread.
     Notice(String),

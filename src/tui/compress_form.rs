@@ -226,7 +226,12 @@ pub fn blocker(app: &App, form: &CompressForm) -> Option<String> {
     if form.manual && app.layer_choices.pinned().is_empty() {
         return Some("manual ratios: pin layers first (layers pane, + and −)".into());
     }
-    form.problem()
+    form.problem().or_else(|| {
+        let key = (form.variant, form.method(), form.candidates);
+        (!form.manual)
+            .then(|| super::reach::refusal(app, key, "target", form.target()))
+            .flatten()
+    })
 }
 
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.

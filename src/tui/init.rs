@@ -292,6 +292,7 @@ pub fn open_at(
         compression: None,
         pending_decision: None,
         dialogs: ws.settings().dialogs.clone(),
+        reaches: Default::default(),
         workspace_dir: ws.dir().to_path_buf(),
         export_name: ws.file().model_name.clone(),
         trainer_command: ws.settings().trainer.clone(),

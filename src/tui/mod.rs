@@ -21,6 +21,7 @@ mod panes;
 mod popups;
 mod quant_marks;
 mod quantsim_form;
+mod reach;
 mod run_on;
 mod scatter;
 mod scatter_view;
@@ -49,6 +50,8 @@ mod heat_tests;
 mod noise_tests;
 #[cfg(test)]
 mod quantsim_tests;
+#[cfg(test)]
+mod reach_tests;
 #[cfg(test)]
 mod scatter_tests;
 #[cfg(test)]
@@ -367,6 +370,14 @@ fn apply(
                         )));
                     }
                 });
+            }
+            Effect::ProbeReach(key) => {
+                let (data, pinned) = (app.data_path.clone(), app.pinned.clone());
+                let Some(data) = data else { continue };
+                read_off_thread(workspace, &senders.actions, move |w| {
+                    let found = reach::measure(w, key, data, pinned).map_err(|e| e.to_string());
+                    Action::Reach(key, found)
+                })
             }
             Effect::SaveMetric(metric) => {
                 let ws = workspace.clone();

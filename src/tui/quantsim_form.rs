@@ -173,6 +173,12 @@ impl QuantsimForm {
         Field::ALL[self.field.min(Field::ALL.len() - 1)]
     }
 
+    /// Whether the mode quantizes weights: without, "calib. on" has no effect and the
+    /// cursor steps over it.
+    pub fn weights_quantized(&self) -> bool {
+        MODES[self.mode.min(MODES.len() - 1)].1.weights()
+    }
+
     /// The settings of the form, in `mode`.
     pub fn settings_in(&self, mode: QuantMode) -> QuantsimSettings {
         QuantsimSettings {
@@ -239,6 +245,9 @@ impl QuantsimForm {
             Field::Scheme => SCHEMES[self.scheme].0.to_string(),
             Field::WeightScheme => WEIGHT_SCHEMES[self.weight_scheme].0.to_string(),
             Field::Mode => MODES[self.mode].0.to_string(),
+            Field::CalibrateOn if !self.weights_quantized() => {
+                "– (no weights quantized)".to_string()
+            }
             Field::CalibrateOn => CALIBRATE_ON[self.calibrate_on].0.to_string(),
             Field::FloatOps => match self.float_op_choices.get(self.float_ops) {
                 Some(ops) if !ops.is_empty() => ops.join(","),
@@ -445,8 +454,17 @@ pub fn analyze_job(
 
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
 pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Effect> {
+    let moves = matches!(
+        action,
+        Action::Up | Action::Down | Action::FocusNext | Action::FocusPrev
+    );
+    if form::edit(form, &action) {
+        if moves && form.field() == Field::CalibrateOn && !form.weights_quantized() {
+            form::edit(form, &action);
+        }
+        return vec![];
+    }
     match action {
-        _ if form::edit(form, &action) => {}
         Action::Char(c @ ('a' | 'A')) => {
             return match analyze_job(app, form, c == 'A') {
                 Ok(job) => {

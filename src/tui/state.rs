@@ -312,6 +312,8 @@ pub struct App {
     pub workspace_dir: PathBuf,
     /// The model's name in the workspace, which exported files are named after.
     pub export_name: String,
+    /// The smallest MAC ratio each (variant, method, N) reaches, as the dialogs asked.
+    pub reaches: super::reach::Reaches,
     /// What each dialog last launched with (the workspace's `settings.dialogs`), which it
     /// opens with.
     pub dialogs: std::collections::BTreeMap<String, serde_json::Value>,

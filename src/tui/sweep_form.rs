@@ -246,7 +246,14 @@ pub fn blocker(app: &App, form: &SweepForm) -> Option<String> {
     if let Some(b) = form::fp32_data_blocker(app, form.variant, "sweep") {
         return Some(b);
     }
-    form.problem()
+    form.problem().or_else(|| {
+        let key = (
+            form.variant,
+            qsteer::compress::Method::SpatialSvd,
+            form.candidates,
+        );
+        (form.cssvd().into_iter()).find_map(|c| super::reach::refusal(app, key, "Cssvd", c))
+    })
 }
 
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.

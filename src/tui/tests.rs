@@ -575,3 +575,30 @@ fn starting_a_job_keeps_the_focus_and_the_focused_title_is_marked() {
     press(&mut app, K::Char('4'));
     assert!(render(&app, 80, 24).contains("»4 Jobs"));
 }
+
+/// A finished job's log ends in a readable line (its top-level figures), not raw JSON.
+#[test]
+fn a_finished_jobs_log_line_is_readable() {
+    let (mut app, _d) = sample_app();
+    let id = JobId(3);
+    update(
+        &mut app,
+        Action::Job(JobEvent::Queued {
+            id,
+            kind: eval_kind(0),
+        }),
+    );
+    update(&mut app, Action::Job(JobEvent::Started { id }));
+    let summary = serde_json::json!({
+        "accuracy": 0.991234567, "samples": 400, "variant": 0, "per_class": [1, 2],
+        "split": {"seed": 0}
+    });
+    update(&mut app, Action::Job(JobEvent::Finished { id, summary }));
+    let last = app.jobs[0].log.last().cloned().unwrap_or_default();
+    assert_eq!(last, "finished: accuracy 0.9912 · samples 400 · variant 0");
+    app.focus = Pane::Jobs;
+    update(&mut app, Action::OpenJob);
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("accuracy 0.9912 · samples 400"), "{screen}");
+    assert!(!screen.contains("\"accuracy\""), "{screen}");
+}

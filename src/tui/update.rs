@@ -30,6 +30,9 @@ pub enum Effect {
         dialog: &'static str,
         values: serde_json::Value,
     },
+    /// Measure the smallest MAC ratio a method reaches on a variant (the compress and
+    /// sweep dialogs show it).
+    ProbeReach(super::reach::ReachKey),
     /// Store the workspace's default metric (`None`: `auto`).
     SaveMetric(Option<qsteer::metrics::MetricSpec>),
     Cancel(JobId),
@@ -59,8 +62,9 @@ const PAGE: usize = 10;
 const LOG_LINES_KEPT: usize = 500;
 
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
-    let effects = apply(app, action);
+    let mut effects = apply(app, action);
     remember_status(app);
+    effects.extend(super::reach::wanted(app));
     effects
 }
 
@@ -88,6 +92,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             | Action::Compression(..)
             | Action::Analysis(..)
             | Action::SlurmPartitions(_)
+            | Action::Reach(..)
     );
     if let Some(top) = app.popups.last().cloned().filter(|_| !arrived) {
         return popup_action(app, top, action);
@@ -183,6 +188,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             }
         }
         Action::Notice(line) => app.status = line,
+        Action::Reach(key, found) => app.reaches.set(key, found),
         Action::ExcludeLayer | Action::PinLayer(_) => choose_layer(app, &action),
         Action::KeepFp32 => toggle_keep_fp32(app),
         Action::Analysis(id, analysis) => {
@@ -639,6 +645,41 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
     vec![]
 }
 
+/// A job's result as one readable line for its log: the top-level numbers, words and flags
+/// as `name value` (`accuracy 0.99 · samples 400`), numbers rounded; nested parts (tables,
+/// reports) are left to the panes that show them.
+fn readable(summary: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let Value::Object(fields) = summary else {
+        return summary.to_string();
+    };
+    let parts: Vec<String> = fields
+        .iter()
+        .filter_map(|(name, v)| {
+            let text = match v {
+                Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                    (Some(u), _, _) => u.to_string(),
+                    (_, Some(i), _) => i.to_string(),
+                    (_, _, Some(f)) => format!("{f:.4}")
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_string(),
+                    _ => return None,
+                },
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some(format!("{} {text}", name.replace('_', " ")))
+        })
+        .collect();
+    if parts.is_empty() {
+        "done".into()
+    } else {
+        parts.join(" · ")
+    }
+}
+
 fn job_mut(app: &mut App, id: JobId) -> Option<&mut JobView> {
     app.jobs.iter_mut().find(|j| j.id == id)
 }
@@ -730,7 +771,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                         app.status = format!("job {id} finished: {result}");
                     }
                     None => {
-                        j.log.push(format!("finished: {summary}"));
+                        j.log.push(format!("finished: {}", readable(&summary)));
                         app.status = format!("job {id} finished");
                     }
                 }
