@@ -23,6 +23,7 @@ use crate::quant::simulate::QuantsimSettings;
 use crate::runtime::Latency;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,11 @@ pub struct Settings {
     /// app offers it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_data: Option<PathBuf>,
+    /// The values each app dialog last launched with (`quantsim`, `sweep`, …), which it
+    /// opens with next time. Opaque here: the app reads the fields it knows and ignores the
+    /// rest, so values written by another version never stop a dialog opening.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dialogs: BTreeMap<String, serde_json::Value>,
 }
 
 fn is_default(s: &SlurmSettings) -> bool {
@@ -78,6 +84,7 @@ impl Default for Settings {
             input_values: None,
             metric: None,
             train_data: None,
+            dialogs: BTreeMap::new(),
         }
     }
 }
@@ -517,6 +524,18 @@ impl Workspace {
         }
         self.update(|ws| {
             ws.file.settings.train_data = dir;
+            Ok(())
+        })
+    }
+
+    /// Remember the values a dialog launched with (see `Settings::dialogs`); writes only
+    /// when they changed.
+    pub fn set_dialog(&mut self, dialog: &str, values: serde_json::Value) -> Result<()> {
+        if self.file.settings.dialogs.get(dialog) == Some(&values) {
+            return Ok(());
+        }
+        self.update(|ws| {
+            ws.file.settings.dialogs.insert(dialog.to_string(), values);
             Ok(())
         })
     }
@@ -1072,6 +1091,8 @@ mod tests {
             serde_json::from_str(r#"{"calibration_size": 100, "split_seed": 7}"#).unwrap();
         assert_eq!(old.trainer, None);
         assert_eq!(old.calibration_size, 100);
+        // …nor the dialogs' remembered values.
+        assert!(old.dialogs.is_empty());
         let with = Settings {
             trainer: Some("train {input} {output}".into()),
             ..old

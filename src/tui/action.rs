@@ -61,6 +61,9 @@ pub enum Action {
     FineTuneDialog,
     /// Reopen the pending sweep decision.
     SweepDecision,
+    /// The scatter view: score against cost of the variants, the Pareto front marked
+    /// (closes it when open).
+    Plot,
     /// Export the selected quantized variant (QDQ ONNX + encodings).
     Export,
     Quit,
@@ -84,6 +87,8 @@ pub enum Action {
         Option<Box<qsteer::compress::record::CompressionRecord>>,
         Option<super::heat::HeatGrid>,
     ),
+    /// The smallest MAC ratio a method reaches on a variant was measured (or why not).
+    Reach(super::reach::ReachKey, Result<f64, String>),
     Resize,
     /// A line for the footer from work done off the UI thread.
     Notice(String),

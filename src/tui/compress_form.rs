@@ -210,6 +210,9 @@ impl CompressForm {
 pub fn open(app: &mut App) {
     let variant = form::dialog_variant(app);
     let mut form = CompressForm::new(variant);
+    if let Some(saved) = super::dialog_memory::saved(app, super::dialog_memory::COMPRESS) {
+        form.recall(&saved.clone());
+    }
     form.run_on = RunOn::from_app(app);
     app.popups.push(Popup::Compress(form));
 }
@@ -223,7 +226,12 @@ pub fn blocker(app: &App, form: &CompressForm) -> Option<String> {
     if form.manual && app.layer_choices.pinned().is_empty() {
         return Some("manual ratios: pin layers first (layers pane, + and −)".into());
     }
-    form.problem()
+    form.problem().or_else(|| {
+        let key = (form.variant, form.method(), form.candidates);
+        (!form.manual)
+            .then(|| super::reach::refusal(app, key, "target", form.target()))
+            .flatten()
+    })
 }
 
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
@@ -239,9 +247,53 @@ pub fn action(app: &mut App, form: &mut CompressForm, action: Action) -> Vec<Eff
                 form.variant
             );
             let job = form.job(&data, app.cores, &app.layer_choices);
-            return run_on::submit(app, &form.run_on, vec![job]);
+            let mut effects = run_on::submit(app, &form.run_on, vec![job]);
+            let values = form.remembered();
+            effects.push(super::dialog_memory::remember(
+                app,
+                super::dialog_memory::COMPRESS,
+                values,
+            ));
+            return effects;
         }
         _ => {}
     }
     vec![]
+}
+
+/// The values the dialog opens with next time (see `dialog_memory`); manual mode is not
+/// remembered (it needs the layers pinned at the time).
+impl CompressForm {
+    pub fn remembered(&self) -> serde_json::Value {
+        serde_json::json!({
+            "method": self.method,
+            "target_pct": self.target_pct,
+            "candidates": self.candidates,
+            "reconstruct": self.reconstruct,
+            "selection": SELECTIONS.get(self.selection).copied().unwrap_or(""),
+            "calibration_size": self.calibration_size,
+        })
+    }
+
+    pub fn recall(&mut self, saved: &serde_json::Value) {
+        use super::dialog_memory::{take, take_named, within};
+        take(saved, "method", &mut self.method, |m| {
+            *m < Method::ALL.len()
+        });
+        take(saved, "target_pct", &mut self.target_pct, within(TARGET));
+        take(
+            saved,
+            "candidates",
+            &mut self.candidates,
+            within(CANDIDATES),
+        );
+        take(saved, "reconstruct", &mut self.reconstruct, |_| true);
+        take_named(saved, "selection", &mut self.selection, SELECTIONS);
+        take(
+            saved,
+            "calibration_size",
+            &mut self.calibration_size,
+            within(form::CALIBRATION),
+        );
+    }
 }

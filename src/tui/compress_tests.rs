@@ -59,7 +59,7 @@ fn c_opens_the_dialog_with_the_cli_defaults_and_enter_queues_the_job() {
         }]
     );
     assert!(app.popups.is_empty());
-    assert_eq!(app.focus, Pane::Jobs);
+    assert_eq!(app.focus, Pane::Graph, "the focus stays where it was");
 }
 
 #[test]

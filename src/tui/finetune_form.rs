@@ -434,6 +434,9 @@ pub fn open_on(app: &mut App, variants: Vec<u32>) {
         .iter()
         .any(|&v| app.variant(v).is_some_and(|v| v.encodings_file.is_some()));
     let mut form = FineTuneForm::new(variants, quantized, app.trainer_command.clone());
+    if let Some(saved) = super::dialog_memory::saved(app, super::dialog_memory::FINETUNE) {
+        form.recall(&saved.clone());
+    }
     form.train_sets = train_sets(app.train_data.as_deref(), app.data_path.as_deref());
     // A training set when there is one: the calibration part is the fallback.
     form.train_set = usize::from(form.train_sets.len() > 1);
@@ -516,9 +519,76 @@ pub fn action(app: &mut App, form: &mut FineTuneForm, action: Action) -> Vec<Eff
             );
             let jobs = form.jobs(&data, app.cores);
             let run_on = form.run_on.clone();
-            return run_on::submit(app, &run_on, jobs);
+            let mut effects = run_on::submit(app, &run_on, jobs);
+            let values = form.remembered();
+            effects.push(super::dialog_memory::remember(
+                app,
+                super::dialog_memory::FINETUNE,
+                values,
+            ));
+            return effects;
         }
         _ => {}
     }
     vec![]
+}
+
+/// The values the dialog opens with next time (see `dialog_memory`): the training settings,
+/// not the trainer, the training set or the layers, which depend on the variants.
+impl FineTuneForm {
+    const SCHEDULES: [ScheduleChoice; 3] = [
+        ScheduleChoice::Cosine,
+        ScheduleChoice::Constant,
+        ScheduleChoice::Step,
+    ];
+
+    pub fn remembered(&self) -> serde_json::Value {
+        let schedule = Self::SCHEDULES.iter().position(|s| *s == self.schedule);
+        serde_json::json!({
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "schedule": schedule,
+            "adam": self.adam,
+            "batch_size": self.batch_size,
+            "weight_decay": self.weight_decay,
+            "train_last": self.train_last,
+            "distill": self.distill,
+            "patience": self.patience,
+            "calibration_size": self.calibration_size,
+            "augment": self.augment,
+        })
+    }
+
+    pub fn recall(&mut self, saved: &serde_json::Value) {
+        use super::dialog_memory::{take, within};
+        take(saved, "epochs", &mut self.epochs, within(EPOCHS));
+        take(saved, "lr", &mut self.lr, |i| *i < LRS.len());
+        let mut schedule = usize::MAX;
+        take(saved, "schedule", &mut schedule, |i| {
+            *i < Self::SCHEDULES.len()
+        });
+        if let Some(s) = Self::SCHEDULES.get(schedule) {
+            self.schedule = *s;
+        }
+        take(saved, "adam", &mut self.adam, |_| true);
+        take(saved, "batch_size", &mut self.batch_size, within(BATCH));
+        take(saved, "weight_decay", &mut self.weight_decay, |i| {
+            *i < WEIGHT_DECAYS.len()
+        });
+        take(
+            saved,
+            "train_last",
+            &mut self.train_last,
+            within((0, TRAIN_LAST_MAX)),
+        );
+        take(saved, "distill", &mut self.distill, |_| true);
+        take(saved, "patience", &mut self.patience, within(PATIENCE));
+        take(
+            saved,
+            "calibration_size",
+            &mut self.calibration_size,
+            within(super::form::CALIBRATION),
+        );
+        take(saved, "augment", &mut self.augment, |i| *i < AUGMENTS.len());
+    }
 }

@@ -73,7 +73,7 @@ fn t_opens_the_form_with_the_cli_defaults_and_enter_queues_those_settings() {
     };
     assert_eq!(settings, &want);
     assert!(app.popups.is_empty());
-    assert_eq!(app.focus, Pane::Jobs);
+    assert_eq!(app.focus, Pane::Layers, "the focus stays where it was");
 }
 
 /// The training-set field offers the workspace's saved set, the `training/` folder beside

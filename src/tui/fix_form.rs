@@ -266,7 +266,6 @@ pub fn action(app: &mut App, form: &mut FixForm, action: Action) -> Vec<Effect> 
         Action::Confirm => match job(app, form) {
             Ok(kind) => {
                 app.popups.pop();
-                app.focus = Pane::Jobs;
                 app.status = format!(
                     "{} queued on variant {}; each result appears in the variants tree",
                     kind.label(),

@@ -101,7 +101,7 @@ fn space_picks_a_chain_and_enter_runs_it_as_one_job_on_the_fp32_parent() {
             ChainStep::Quantsim,
         ]
     );
-    assert_eq!(app.focus, Pane::Jobs);
+    assert_eq!(app.focus, Pane::Variants, "the focus stays where it was");
     assert!(
         app.status.starts_with("fix chain v0: fold BN"),
         "{}",

@@ -64,7 +64,6 @@ pub fn launch(app: &mut super::state::App, blocker: Option<String>) -> Option<st
     }
     let data = app.data_path.clone()?;
     app.popups.pop();
-    app.focus = super::state::Pane::Jobs;
     Some(data)
 }
 

@@ -148,7 +148,7 @@ pub fn bindings() -> Vec<Binding> {
             K::Char('x'),
             "x",
             A::Export,
-            "export QDQ model + encodings",
+            "export QDQ model + encodings (asks where)…",
             Scope::Pane(Pane::Variants),
             false,
         ),
@@ -193,6 +193,14 @@ pub fn bindings() -> Vec<Binding> {
             false,
         ),
         b(K::Char('='), "=", A::Compare, "compare A and B", G, true),
+        b(
+            K::Char('p'),
+            "p",
+            A::Plot,
+            "plot: score vs MACs/size/latency, Pareto front, A/B, sweep candidates",
+            G,
+            false,
+        ),
         b(
             K::Char('w'),
             "w",

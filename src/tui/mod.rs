@@ -5,6 +5,8 @@
 pub mod action;
 mod compare;
 mod compress_form;
+mod dialog_memory;
+mod export_prompt;
 mod finetune_form;
 mod finetune_popup;
 mod fix_form;
@@ -19,7 +21,10 @@ mod panes;
 mod popups;
 mod quant_marks;
 mod quantsim_form;
+mod reach;
 mod run_on;
+mod scatter;
+mod scatter_view;
 mod slurm_form;
 mod slurm_view;
 pub mod state;
@@ -34,6 +39,8 @@ pub mod update;
 #[cfg(test)]
 mod compress_tests;
 #[cfg(test)]
+mod dialog_memory_tests;
+#[cfg(test)]
 mod finetune_tests;
 #[cfg(test)]
 mod fix_tests;
@@ -43,6 +50,10 @@ mod heat_tests;
 mod noise_tests;
 #[cfg(test)]
 mod quantsim_tests;
+#[cfg(test)]
+mod reach_tests;
+#[cfg(test)]
+mod scatter_tests;
 #[cfg(test)]
 mod slurm_tests;
 #[cfg(test)]
@@ -348,6 +359,26 @@ fn apply(
                     }
                 });
             }
+            Effect::RememberDialog { dialog, values } => {
+                let ws = workspace.clone();
+                let tx = senders.actions.clone();
+                tokio::task::spawn_blocking(move || {
+                    let Ok(mut w) = ws.lock() else { return };
+                    if let Err(e) = w.set_dialog(dialog, values) {
+                        let _ = tx.send(Action::Notice(format!(
+                            "the {dialog} dialog's values not saved: {e}"
+                        )));
+                    }
+                });
+            }
+            Effect::ProbeReach(key) => {
+                let (data, pinned) = (app.data_path.clone(), app.pinned.clone());
+                let Some(data) = data else { continue };
+                read_off_thread(workspace, &senders.actions, move |w| {
+                    let found = reach::measure(w, key, data, pinned).map_err(|e| e.to_string());
+                    Action::Reach(key, found)
+                })
+            }
             Effect::SaveMetric(metric) => {
                 let ws = workspace.clone();
                 let tx = senders.actions.clone();
@@ -369,6 +400,7 @@ fn apply(
                     app.train_data = ws.settings().train_data.clone();
                     app.metric = ws.settings().metric.clone().unwrap_or_default();
                 }
+                sweep_decision::follow_trained(app);
             }
             Effect::LoadVariant(id) => {
                 let path = workspace

@@ -2,7 +2,7 @@
 //! analyze keys of the quantsim dialog, and the analysis reaching the app from disk.
 
 use super::action::Action;
-use super::state::{LayerSort, Pane};
+use super::state::{LayerSort, Pane, Popup};
 use super::tests::{render, sample_app};
 use super::update::{update, Effect};
 use qsteer::cancel::CancelToken;
@@ -173,18 +173,50 @@ fn x_exports_a_quantized_variant_and_refuses_an_fp32_one() {
     child.encodings_file = Some("v/1.encodings.json".into());
     app.variants.push(child);
     update(&mut app, Action::Bottom);
-    let effects = update(&mut app, Action::Export);
-    assert!(
-        matches!(
-            effects.as_slice(),
-            [Effect::Submit(JobKind::Export {
-                variant: 1,
-                out: None,
-                ..
-            })]
-        ),
-        "{effects:?}"
-    );
+    // x asks where first: the workspace's exports/ shown, editable.
+    assert!(update(&mut app, Action::Export).is_empty());
+    for (w, h) in [(80, 24), (120, 40)] {
+        let screen = render(&app, w, h);
+        assert!(screen.contains("export variant 1"), "{screen}");
+        assert!(
+            screen.contains("writes mbv2_digits_v1.qdq.onnx"),
+            "{screen}"
+        );
+        assert!(screen.contains("exports▏"), "{screen}");
+    }
+    // Typed keys edit it (q, x and digits are text here), through the terminal's translation.
+    use crossterm::event::KeyCode as K;
+    for _ in 0.."exports".len() {
+        super::tests::press(&mut app, K::Backspace);
+    }
+    for c in "q-x1".chars() {
+        super::tests::press(&mut app, K::Char(c));
+    }
+    let dir = app.workspace_dir.join("q-x1");
+    let Some(Popup::Export(p)) = app.popups.last() else {
+        panic!("no export prompt")
+    };
+    assert_eq!(p.dir, dir.display().to_string());
+    let effects = update(&mut app, Action::Confirm);
+    let [Effect::Submit(JobKind::Export {
+        variant: 1,
+        out: Some(out),
+        ..
+    }), Effect::RememberDialog {
+        dialog: "export", ..
+    }] = effects.as_slice()
+    else {
+        panic!("no export job: {effects:?}")
+    };
+    assert_eq!(out, &dir);
+    let file = dir.join("mbv2_digits_v1.qdq.onnx").display().to_string();
+    assert!(app.status.contains(&file), "{}", app.status);
+    // The next export starts in the directory used last.
+    update(&mut app, Action::Export);
+    let Some(Popup::Export(p)) = app.popups.last() else {
+        panic!("no export prompt")
+    };
+    assert_eq!(p.dir, dir.display().to_string());
 }
 
 #[test]

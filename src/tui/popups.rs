@@ -34,6 +34,8 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
     match popup {
         Popup::Help => help(f, app, area),
         Popup::Messages => messages(f, app, area),
+        Popup::Scatter(axis) => super::scatter_view::draw(f, app, area, *axis),
+        Popup::Export(p) => super::export_prompt::draw(f, app, area, p),
         Popup::Job(id) => super::job_view::draw(f, app, area, *id),
         Popup::Palette { query, cursor } => palette(f, app, area, query, *cursor),
         Popup::Filter => {
@@ -407,11 +409,19 @@ pub(super) fn data_line<'a>(app: &App) -> Line<'a> {
 fn compress(f: &mut Frame, app: &App, area: Rect, form: &CompressForm) {
     use super::compress_form::{blocker, Field};
     let t = &app.theme;
-    let r = centered(area, 64, Field::ALL.len() as u16 + 9);
+    let r = centered(area, 64, Field::ALL.len() as u16 + 10);
     f.render_widget(Clear, r);
     let mut lines = vec![on_variant(app, form.variant), Line::from("")];
     let fields = Field::ALL.map(|f| (f.name(), form.value_text(f)));
     lines.extend(form_fields(app, form.field, &fields));
+    let key = (form.variant, form.method(), form.candidates);
+    lines.push(match super::reach::line(app, key, &[form.target()]) {
+        Some((text, ok)) => Line::from(Span::styled(text, t.fg(if ok { t.dim } else { t.bad }))),
+        None => Line::from(Span::styled(
+            "reachable MAC ratio: measured by the job (cp needs the data)",
+            t.dim(),
+        )),
+    });
     lines.push(Line::from(Span::styled(
         format!(
             "layers: {} (layers pane: X skip, + − pin)",

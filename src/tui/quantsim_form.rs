@@ -173,6 +173,12 @@ impl QuantsimForm {
         Field::ALL[self.field.min(Field::ALL.len() - 1)]
     }
 
+    /// Whether the mode quantizes weights: without, "calib. on" has no effect and the
+    /// cursor steps over it.
+    pub fn weights_quantized(&self) -> bool {
+        MODES[self.mode.min(MODES.len() - 1)].1.weights()
+    }
+
     /// The settings of the form, in `mode`.
     pub fn settings_in(&self, mode: QuantMode) -> QuantsimSettings {
         QuantsimSettings {
@@ -239,6 +245,9 @@ impl QuantsimForm {
             Field::Scheme => SCHEMES[self.scheme].0.to_string(),
             Field::WeightScheme => WEIGHT_SCHEMES[self.weight_scheme].0.to_string(),
             Field::Mode => MODES[self.mode].0.to_string(),
+            Field::CalibrateOn if !self.weights_quantized() => {
+                "– (no weights quantized)".to_string()
+            }
             Field::CalibrateOn => CALIBRATE_ON[self.calibrate_on].0.to_string(),
             Field::FloatOps => match self.float_op_choices.get(self.float_ops) {
                 Some(ops) if !ops.is_empty() => ops.join(","),
@@ -362,6 +371,9 @@ pub fn open(app: &mut App) {
         _ => app.current,
     };
     let mut form = QuantsimForm::new(variant, CALIBRATION_DEFAULT);
+    if let Some(saved) = super::dialog_memory::saved(app, super::dialog_memory::QUANTSIM) {
+        form.recall(&saved.clone());
+    }
     form.keep_fp32 = app.keep_fp32.iter().cloned().collect();
     form.offer_float_ops(app.graph.iter().map(|row| row.op.as_str()));
     app.popups.push(Popup::Quantsim(form));
@@ -442,13 +454,21 @@ pub fn analyze_job(
 
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
 pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Effect> {
+    let moves = matches!(
+        action,
+        Action::Up | Action::Down | Action::FocusNext | Action::FocusPrev
+    );
+    if form::edit(form, &action) {
+        if moves && form.field() == Field::CalibrateOn && !form.weights_quantized() {
+            form::edit(form, &action);
+        }
+        return vec![];
+    }
     match action {
-        _ if form::edit(form, &action) => {}
         Action::Char(c @ ('a' | 'A')) => {
             return match analyze_job(app, form, c == 'A') {
                 Ok(job) => {
                     app.popups.pop();
-                    app.focus = Pane::Jobs;
                     app.status = format!(
                         "analysis of variant {} queued; the layers pane shows it when done (n toggles)",
                         form.variant
@@ -475,15 +495,72 @@ pub fn action(app: &mut App, form: &mut QuantsimForm, action: Action) -> Vec<Eff
                 form.diagnosis(&data, app.cores, fp32_known(app, form, &data))
             };
             app.popups.pop();
-            app.focus = Pane::Jobs;
             app.status = format!(
                 "{} job(s) queued on variant {}; new variants appear when they finish",
                 jobs.len(),
                 form.variant
             );
-            return jobs.into_iter().map(Effect::Submit).collect();
+            let mut effects: Vec<Effect> = jobs.into_iter().map(Effect::Submit).collect();
+            let values = form.remembered();
+            effects.push(super::dialog_memory::remember(
+                app,
+                super::dialog_memory::QUANTSIM,
+                values,
+            ));
+            return effects;
         }
         _ => {}
     }
     vec![]
+}
+
+/// The values the dialog opens with next time (see `dialog_memory`): the settings, not the
+/// variant or the nodes kept FP32, which belong to the moment.
+impl QuantsimForm {
+    pub fn remembered(&self) -> serde_json::Value {
+        let name = |table: &[&'static str], i: usize| table.get(i).copied().unwrap_or("");
+        serde_json::json!({
+            "w_bits": self.w_bits,
+            "a_bits": self.a_bits,
+            "per_channel": self.per_channel,
+            "symmetric": self.symmetric,
+            "scheme": name(&SCHEMES.map(|s| s.0), self.scheme),
+            "weight_scheme": name(&WEIGHT_SCHEMES.map(|s| s.0), self.weight_scheme),
+            "mode": name(&MODES.map(|s| s.0), self.mode),
+            "calibrate_on": name(&CALIBRATE_ON.map(|s| s.0), self.calibrate_on),
+            "mixed_range": self.mixed_range,
+            "a16_flagged": self.a16_flagged,
+            "calibration_size": self.calibration_size,
+        })
+    }
+
+    pub fn recall(&mut self, saved: &serde_json::Value) {
+        use super::dialog_memory::{take, take_named, within};
+        take(saved, "w_bits", &mut self.w_bits, within(BITS));
+        take(saved, "a_bits", &mut self.a_bits, within(BITS));
+        take(saved, "per_channel", &mut self.per_channel, |_| true);
+        take(saved, "symmetric", &mut self.symmetric, |_| true);
+        take_named(saved, "scheme", &mut self.scheme, SCHEMES.map(|s| s.0));
+        take_named(
+            saved,
+            "weight_scheme",
+            &mut self.weight_scheme,
+            WEIGHT_SCHEMES.map(|s| s.0),
+        );
+        take_named(saved, "mode", &mut self.mode, MODES.map(|s| s.0));
+        take_named(
+            saved,
+            "calibrate_on",
+            &mut self.calibrate_on,
+            CALIBRATE_ON.map(|s| s.0),
+        );
+        take(saved, "mixed_range", &mut self.mixed_range, |_| true);
+        take(saved, "a16_flagged", &mut self.a16_flagged, |_| true);
+        take(
+            saved,
+            "calibration_size",
+            &mut self.calibration_size,
+            within(form::CALIBRATION),
+        );
+    }
 }

@@ -161,7 +161,7 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
     );
     update(&mut app, Action::Down); // mode: W+A ← activations only
     update(&mut app, Action::Left);
-    update(&mut app, Action::Down); // calibrate on: the FP32 model (left as it is)
+    // Activations only: "calib. on" has no effect and is stepped over.
     update(&mut app, Action::Down); // float ops: the digits CNN has none to offer
     assert_eq!(
         form(&app).value_text(super::quantsim_form::Field::FloatOps),
@@ -194,7 +194,7 @@ fn s_opens_the_dialog_with_aimets_defaults_and_enter_launches_the_form() {
         }]
     );
     assert!(app.popups.is_empty());
-    assert_eq!(app.focus, Pane::Jobs);
+    assert_eq!(app.focus, Pane::Graph, "the focus stays where it was");
 }
 
 #[test]
@@ -424,4 +424,29 @@ fn f_keeps_a_graph_node_fp32_and_the_dialog_sends_it() {
     app.focus = Pane::Graph;
     update(&mut app, Action::KeepFp32);
     assert!(app.keep_fp32.is_empty());
+}
+
+/// In activations-only mode "calib. on" has no effect: it says so and the cursor steps
+/// over it.
+#[test]
+fn activations_only_steps_over_calibrate_on() {
+    use super::quantsim_form::Field;
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::QuantsimDialog);
+    for _ in 0..6 {
+        update(&mut app, Action::Down); // to the mode
+    }
+    assert_eq!(form(&app).field(), Field::Mode);
+    update(&mut app, Action::Right);
+    update(&mut app, Action::Right); // activations only
+    assert!(!form(&app).weights_quantized());
+    assert!(render(&app, 80, 24).contains("calib. on   ◂ – (no weights quantized) ▸"));
+    update(&mut app, Action::Down);
+    assert_eq!(form(&app).field(), Field::FloatOps);
+    update(&mut app, Action::Up);
+    assert_eq!(form(&app).field(), Field::Mode);
+    // With weights quantized it is a field like the others.
+    update(&mut app, Action::Right); // W+A
+    update(&mut app, Action::Down);
+    assert_eq!(form(&app).field(), Field::CalibrateOn);
 }

@@ -40,7 +40,8 @@ fn run_on_slurm_sends_the_job_with_the_settings_and_the_next_dialog_starts_there
     );
     assert!(render(&app, 120, 40).contains("of the MACs on Slurm"));
     let effects = update(&mut app, Action::Confirm);
-    let [Effect::SubmitOn(JobKind::Compress { .. }, Executor::Slurm(s))] = effects.as_slice()
+    let [Effect::SubmitOn(JobKind::Compress { .. }, Executor::Slurm(s)), Effect::RememberDialog { .. }] =
+        effects.as_slice()
     else {
         panic!("not one compress job on Slurm: {effects:?}");
     };
@@ -57,7 +58,10 @@ fn run_on_slurm_sends_the_job_with_the_settings_and_the_next_dialog_starts_there
     assert!(
         matches!(
             effects.as_slice(),
-            [Effect::Submit(JobKind::FineTune { .. })]
+            [
+                Effect::Submit(JobKind::FineTune { .. }),
+                Effect::RememberDialog { .. }
+            ]
         ),
         "{effects:?}"
     );
@@ -72,7 +76,13 @@ fn without_a_slurm_client_jobs_stay_here_and_s_says_why() {
     assert!(render(&app, 120, 40).contains("this machine (no Slurm client here)"));
     let effects = update(&mut app, Action::Confirm);
     assert!(
-        matches!(effects.as_slice(), [Effect::Submit(JobKind::Sweep { .. })]),
+        matches!(
+            effects.as_slice(),
+            [
+                Effect::Submit(JobKind::Sweep { .. }),
+                Effect::RememberDialog { .. }
+            ]
+        ),
         "{effects:?}"
     );
     update(&mut app, Action::SlurmDialog);

@@ -200,6 +200,10 @@ pub enum Popup {
     ConfirmQuit,
     /// The status line's history, whole (`m`).
     Messages,
+    /// The variants' scores against a cost, with the Pareto front (`p`).
+    Scatter(super::scatter::XAxis),
+    /// Where `x` exports the selected variant to, asked first.
+    Export(super::export_prompt::ExportPrompt),
 }
 
 impl Popup {
@@ -217,6 +221,8 @@ impl Popup {
             | Popup::Slurm(_) => true,
             Popup::Help
             | Popup::Messages
+            | Popup::Scatter(_)
+            | Popup::Export(_)
             | Popup::Job(_)
             | Popup::Palette { .. }
             | Popup::Filter
@@ -226,7 +232,10 @@ impl Popup {
 
     /// Whether printable keys are typed into the popup's text field.
     pub fn takes_text(&self) -> bool {
-        matches!(self, Popup::Palette { .. } | Popup::Filter)
+        matches!(
+            self,
+            Popup::Palette { .. } | Popup::Filter | Popup::Export(_)
+        )
     }
 }
 
@@ -299,6 +308,15 @@ pub struct App {
     pub metric: qsteer::metrics::MetricSpec,
     /// Whether jobs can go to Slurm, its partitions and the workspace's Slurm settings.
     pub slurm: super::run_on::SlurmSetup,
+    /// The workspace's directory (its `exports/` is the export prompt's first default).
+    pub workspace_dir: PathBuf,
+    /// The model's name in the workspace, which exported files are named after.
+    pub export_name: String,
+    /// The smallest MAC ratio each (variant, method, N) reaches, as the dialogs asked.
+    pub reaches: super::reach::Reaches,
+    /// What each dialog last launched with (the workspace's `settings.dialogs`), which it
+    /// opens with.
+    pub dialogs: std::collections::BTreeMap<String, serde_json::Value>,
     /// The last sweep decision offered and not yet taken (`d` reopens it).
     pub pending_decision: Option<super::sweep_decision::SweepDecision>,
 }

@@ -197,25 +197,86 @@ pub fn job_ended(app: &mut App, id: JobId, summary: Option<&serde_json::Value>) 
             return;
         };
         let (_, candidate) = d.training.remove(at);
-        let Some((variant, after)) = trained.clone() else {
-            return;
-        };
-        let base = score_pct(&d.report.base_score);
-        let by_labels = d.report.metric == "accuracy";
-        let rows = match d.step {
-            Step::Ssvd => &mut d.report.ssvd,
-            Step::Cp => &mut d.report.cp,
-        };
-        if let Some(row) = rows.iter_mut().find(|r| r.variant == candidate) {
-            row.variant = variant;
-            // Agreement is measured against the trained model's parent, not the base.
-            if let (true, Some(b), Some(a)) = (by_labels, base, score_pct(&after)) {
-                row.drop_points = b - a;
-            }
-            row.score_before = row.score_after.clone().unwrap_or(row.score_before.clone());
-            row.score_after = Some(after);
+        if let Some((variant, after)) = trained.clone() {
+            put_trained(d, candidate, variant, after);
         }
     });
+}
+
+/// Row `candidate` becomes its trained child `variant`, scored `after`.
+fn put_trained(d: &mut SweepDecision, candidate: u32, variant: u32, after: Score) {
+    let base = score_pct(&d.report.base_score);
+    let by_labels = d.report.metric == "accuracy";
+    let rows = match d.step {
+        Step::Ssvd => &mut d.report.ssvd,
+        Step::Cp => &mut d.report.cp,
+    };
+    if let Some(row) = rows.iter_mut().find(|r| r.variant == candidate) {
+        row.variant = variant;
+        // Agreement is measured against the trained model's parent, not the base.
+        if let (true, Some(b), Some(a)) = (by_labels, base, score_pct(&after)) {
+            row.drop_points = b - a;
+        }
+        row.score_before = row.score_after.clone().unwrap_or(row.score_before.clone());
+        row.score_after = Some(after);
+    }
+}
+
+/// Whether a recipe step trained its parent (built-in fine-tuning, QAT, the user's trainer).
+fn is_training_step(step: &str) -> bool {
+    ["finetune{", "qat{", "external{"]
+        .iter()
+        .any(|s| step.starts_with(s))
+}
+
+/// The newest scored variant trained from `id` (followed down: a trained child trained
+/// again), from the workspace's records.
+fn trained_descendant(app: &App, id: u32) -> Option<(u32, Score)> {
+    let mut found = None;
+    let mut at = id;
+    while let Some(child) = (app.variants.iter().rev())
+        .find(|v| v.parent == Some(at) && is_training_step(&v.step) && !v.results.is_empty())
+    {
+        let score = child.results.last().map(|r| r.score.clone())?;
+        found = Some((child.id, score));
+        at = child.id;
+    }
+    found
+}
+
+/// The decision offers a candidate's trained child, not the untrained candidate, however
+/// the training ran (from the decision, the variants pane, or a job that outlived the app):
+/// rows whose variant has a trained descendant in the workspace become it.
+pub fn follow_trained(app: &mut App) {
+    let ids: Vec<u32> = (app.pending_decision.iter())
+        .chain(app.popups.iter().filter_map(|p| match p {
+            Popup::SweepDecision(d) => Some(d.as_ref()),
+            _ => None,
+        }))
+        .flat_map(|d| d.rows().iter().map(|r| r.variant))
+        .collect();
+    let trained: Vec<(u32, u32, Score)> = ids
+        .into_iter()
+        .filter_map(|id| trained_descendant(app, id).map(|(v, s)| (id, v, s)))
+        .collect();
+    if trained.is_empty() {
+        return;
+    }
+    let apply = |d: &mut SweepDecision| {
+        for (candidate, variant, after) in &trained {
+            if !d.is_training(*candidate) {
+                put_trained(d, *candidate, *variant, after.clone());
+            }
+        }
+    };
+    if let Some(d) = app.pending_decision.as_mut() {
+        apply(d);
+    }
+    for p in &mut app.popups {
+        if let Popup::SweepDecision(d) = p {
+            apply(d);
+        }
+    }
 }
 
 /// A score in points of its metric (percent; dB for SQNR).
@@ -228,6 +289,12 @@ pub fn score_pct(s: &Score) -> Option<f64> {
 pub fn offer(app: &mut App, mut d: SweepDecision) {
     // Step 2 starts where the last dialog sent its jobs (normally the sweep itself).
     d.run_on = super::run_on::RunOn::from_app(app);
+    // A candidate trained already (say, before a restart) is offered as its trained child.
+    for row in d.rows().to_vec() {
+        if let Some((variant, after)) = trained_descendant(app, row.variant) {
+            put_trained(&mut d, row.variant, variant, after);
+        }
+    }
     let what = match d.step {
         Step::Ssvd => "decision 1",
         Step::Cp => "decision 2",
@@ -247,7 +314,8 @@ pub fn reopen(app: &mut App) {
         Some(mut d) => {
             // The settings may have been edited (`S`) since; the choice stays.
             d.run_on.settings = app.slurm.settings.clone();
-            app.popups.push(Popup::SweepDecision(Box::new(d)))
+            app.popups.push(Popup::SweepDecision(Box::new(d)));
+            follow_trained(app);
         }
         None => app.status = "no sweep decision pending: start a sweep with r".into(),
     }
@@ -328,7 +396,6 @@ fn confirm(app: &mut App, d: &mut SweepDecision) -> Vec<Effect> {
             };
             app.popups.pop();
             app.pending_decision = None;
-            app.focus = Pane::Jobs;
             let run_on = d.run_on.clone();
             app.status = format!(
                 "sweep step 2 queued on {}: channel pruning of the picked candidates",

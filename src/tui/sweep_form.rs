@@ -234,6 +234,9 @@ impl SweepForm {
 pub fn open(app: &mut App) {
     let variant = form::dialog_variant(app);
     let mut form = SweepForm::new(variant);
+    if let Some(saved) = super::dialog_memory::saved(app, super::dialog_memory::SWEEP) {
+        form.recall(&saved.clone());
+    }
     form.run_on = RunOn::from_app(app);
     app.popups.push(Popup::Sweep(form));
 }
@@ -243,7 +246,14 @@ pub fn blocker(app: &App, form: &SweepForm) -> Option<String> {
     if let Some(b) = form::fp32_data_blocker(app, form.variant, "sweep") {
         return Some(b);
     }
-    form.problem()
+    form.problem().or_else(|| {
+        let key = (
+            form.variant,
+            qsteer::compress::Method::SpatialSvd,
+            form.candidates,
+        );
+        (form.cssvd().into_iter()).find_map(|c| super::reach::refusal(app, key, "Cssvd", c))
+    })
 }
 
 /// A key in the open dialog. The form is the top popup's copy; the caller stores it back.
@@ -273,9 +283,58 @@ pub fn action(app: &mut App, form: &mut SweepForm, action: Action) -> Vec<Effect
                     .join(", ")
             );
             let job = form.job(&data, app.cores);
-            return run_on::submit(app, &form.run_on, vec![job]);
+            let mut effects = run_on::submit(app, &form.run_on, vec![job]);
+            let values = form.remembered();
+            effects.push(super::dialog_memory::remember(
+                app,
+                super::dialog_memory::SWEEP,
+                values,
+            ));
+            return effects;
         }
         _ => {}
     }
     vec![]
+}
+
+/// The values the dialog opens with next time (see `dialog_memory`).
+impl SweepForm {
+    pub fn remembered(&self) -> serde_json::Value {
+        serde_json::json!({
+            "target_pct": self.target_pct,
+            "cssvd_pct": self.cssvd_pct,
+            "cssvd_edited": self.cssvd_edited,
+            "max_drop": self.max_drop,
+            "reconstruct": self.reconstruct,
+            "candidates": self.candidates,
+            "calibration_size": self.calibration_size,
+        })
+    }
+
+    pub fn recall(&mut self, saved: &serde_json::Value) {
+        use super::dialog_memory::{take, within};
+        take(saved, "target_pct", &mut self.target_pct, within(TARGET));
+        take(saved, "cssvd_edited", &mut self.cssvd_edited, |_| true);
+        if self.cssvd_edited {
+            take(saved, "cssvd_pct", &mut self.cssvd_pct, |c: &[usize; 3]| {
+                c.iter().all(within(CSSVD))
+            });
+        } else {
+            self.follow_target();
+        }
+        take(saved, "max_drop", &mut self.max_drop, within(DROP));
+        take(saved, "reconstruct", &mut self.reconstruct, |_| true);
+        take(
+            saved,
+            "candidates",
+            &mut self.candidates,
+            within(CANDIDATES),
+        );
+        take(
+            saved,
+            "calibration_size",
+            &mut self.calibration_size,
+            within(form::CALIBRATION),
+        );
+    }
 }

@@ -7,6 +7,7 @@ use super::state::App;
 use super::sweep_decision::{score_pct, Step, SweepDecision};
 use super::sweep_form::{blocker, Field, SweepForm};
 use qsteer::compress::sweep::SweepRow;
+use qsteer::compress::Method;
 use qsteer::units::human;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -15,7 +16,7 @@ use ratatui::Frame;
 
 pub fn form(f: &mut Frame, app: &App, area: Rect, form: &SweepForm) {
     let t = &app.theme;
-    let r = centered(area, 66, Field::ALL.len() as u16 + 9);
+    let r = centered(area, 66, Field::ALL.len() as u16 + 10);
     f.render_widget(Clear, r);
     let mut lines = vec![on_variant(app, form.variant), Line::from("")];
     let fields = Field::ALL.map(|f| (f.name(), form.value_text(f)));
@@ -24,6 +25,13 @@ pub fn form(f: &mut Frame, app: &App, area: Rect, form: &SweepForm) {
         .map(|(n, v)| (n.as_str(), v.clone()))
         .collect();
     lines.extend(form_fields(app, form.field, &fields));
+    let key = (form.variant, Method::SpatialSvd, form.candidates);
+    if let Some((text, ok)) = super::reach::line(app, key, &form.cssvd()) {
+        lines.push(Line::from(Span::styled(
+            text,
+            t.fg(if ok { t.dim } else { t.bad }),
+        )));
+    }
     lines.push(enter_line(app, blocker(app, form), || {
         format!(
             "Enter runs spatial SVD at {} candidates{}; CP follows your pick",
@@ -150,12 +158,12 @@ pub fn decision(f: &mut Frame, app: &App, area: Rect, d: &SweepDecision) {
         ));
         lines.push(field_line(t, d.field == 3, "run on", d.run_on.text()));
         lines.push(Line::from(Span::styled(
-            "Space pick  t train the picked  Tab settings  Enter prune them  Esc later (d)",
+            "Space pick  t train  Tab settings  Enter prune them  p plot  Esc later (d)",
             t.dim(),
         )));
     } else {
         lines.push(Line::from(Span::styled(
-            "Space pick  t train it  Enter take it (tag picked, A/B vs base)  Esc later (d)",
+            "Space pick  t train  Enter take it (tag, A/B vs base)  p plot  Esc later (d)",
             t.dim(),
         )));
     }

@@ -165,7 +165,7 @@ fn evaluate_dialog_submits_one_job_per_picked_variant() {
         other => panic!("{other:?}"),
     }
     assert!(app.popups.is_empty());
-    assert_eq!(app.focus, Pane::Jobs);
+    assert_eq!(app.focus, Pane::Layers, "the focus stays where it was");
 }
 
 /// The dialog's metric field: a changed metric is saved as the workspace's default and
@@ -542,4 +542,63 @@ fn a_long_message_is_cut_in_the_footer_and_whole_under_m_at_80x24() {
     );
     press(&mut app, K::Char('m'));
     assert!(app.popups.is_empty(), "m closes the messages view");
+}
+
+/// A job started from a dialog leaves the focus where it was (the jobs pane is one key
+/// away), and the focused pane's title is marked, not only coloured.
+#[test]
+fn starting_a_job_keeps_the_focus_and_the_focused_title_is_marked() {
+    use crossterm::event::KeyCode as K;
+    let (mut app, _d) = sample_app();
+    app.focus = Pane::Variants;
+    press(&mut app, K::Char('e'));
+    assert!(matches!(app.popups.last(), Some(Popup::Decision(_))));
+    let effects = update(&mut app, Action::Confirm);
+    let Some(Effect::Submit(kind)) = effects.last().cloned() else {
+        panic!("no job: {effects:?}")
+    };
+    update(
+        &mut app,
+        Action::Job(JobEvent::Queued { id: JobId(1), kind }),
+    );
+    update(&mut app, Action::Job(JobEvent::Started { id: JobId(1) }));
+    assert_eq!(app.focus, Pane::Variants);
+    for (w, h) in [(80, 24), (120, 40)] {
+        let screen = render(&app, w, h);
+        assert!(screen.contains("»3 Variants"), "{screen}");
+        assert_eq!(
+            screen.matches(super::panes::FOCUS_MARK).count(),
+            1,
+            "{screen}"
+        );
+    }
+    press(&mut app, K::Char('4'));
+    assert!(render(&app, 80, 24).contains("»4 Jobs"));
+}
+
+/// A finished job's log ends in a readable line (its top-level figures), not raw JSON.
+#[test]
+fn a_finished_jobs_log_line_is_readable() {
+    let (mut app, _d) = sample_app();
+    let id = JobId(3);
+    update(
+        &mut app,
+        Action::Job(JobEvent::Queued {
+            id,
+            kind: eval_kind(0),
+        }),
+    );
+    update(&mut app, Action::Job(JobEvent::Started { id }));
+    let summary = serde_json::json!({
+        "accuracy": 0.991234567, "samples": 400, "variant": 0, "per_class": [1, 2],
+        "split": {"seed": 0}
+    });
+    update(&mut app, Action::Job(JobEvent::Finished { id, summary }));
+    let last = app.jobs[0].log.last().cloned().unwrap_or_default();
+    assert_eq!(last, "finished: accuracy 0.9912 · samples 400 · variant 0");
+    app.focus = Pane::Jobs;
+    update(&mut app, Action::OpenJob);
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("accuracy 0.9912 · samples 400"), "{screen}");
+    assert!(!screen.contains("\"accuracy\""), "{screen}");
 }

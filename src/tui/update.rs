@@ -25,6 +25,14 @@ pub enum Effect {
     SubmitOn(JobKind, qsteer::jobs::Executor),
     /// Store the Slurm settings in the workspace.
     SaveSlurm(qsteer::jobs::SlurmSettings),
+    /// Store what a dialog launched with, for it to open with next time.
+    RememberDialog {
+        dialog: &'static str,
+        values: serde_json::Value,
+    },
+    /// Measure the smallest MAC ratio a method reaches on a variant (the compress and
+    /// sweep dialogs show it).
+    ProbeReach(super::reach::ReachKey),
     /// Store the workspace's default metric (`None`: `auto`).
     SaveMetric(Option<qsteer::metrics::MetricSpec>),
     Cancel(JobId),
@@ -54,8 +62,9 @@ const PAGE: usize = 10;
 const LOG_LINES_KEPT: usize = 500;
 
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
-    let effects = apply(app, action);
+    let mut effects = apply(app, action);
     remember_status(app);
+    effects.extend(super::reach::wanted(app));
     effects
 }
 
@@ -83,6 +92,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             | Action::Compression(..)
             | Action::Analysis(..)
             | Action::SlurmPartitions(_)
+            | Action::Reach(..)
     );
     if let Some(top) = app.popups.last().cloned().filter(|_| !arrived) {
         return popup_action(app, top, action);
@@ -122,6 +132,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             app.popup_scroll = 0;
             app.popups.push(Popup::Help);
         }
+        Action::Plot => app.popups.push(Popup::Scatter(super::scatter::XAxis::Macs)),
         Action::Messages => {
             // Opened at the end, where the newest message is.
             app.popup_scroll = usize::MAX;
@@ -177,6 +188,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             }
         }
         Action::Notice(line) => app.status = line,
+        Action::Reach(key, found) => app.reaches.set(key, found),
         Action::ExcludeLayer | Action::PinLayer(_) => choose_layer(app, &action),
         Action::KeepFp32 => toggle_keep_fp32(app),
         Action::Analysis(id, analysis) => {
@@ -187,22 +199,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             }
             app.analysis = analysis.map(|a| (id, *a));
         }
-        Action::Export => {
-            let Some(v) = app.selected_variant().and_then(|id| app.variant(id)) else {
-                return vec![];
-            };
-            let (id, quantized) = (v.id, v.encodings_file.is_some());
-            if !quantized {
-                app.status = format!("variant {id} is not quantized: nothing to export");
-                return vec![];
-            }
-            app.status = format!("exporting variant {id} to the workspace's exports/ directory");
-            return vec![Effect::Submit(JobKind::Export {
-                variant: id,
-                out: None,
-                version: Default::default(),
-            })];
-        }
+        Action::Export => super::export_prompt::open(app),
         Action::MarkA | Action::MarkB => {
             if let Some(id) = app.selected_variant() {
                 let a = action == Action::MarkA;
@@ -382,7 +379,25 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
         app.popups.pop();
         return vec![];
     }
+    // The plot opens over a sweep decision, to see its candidates among the variants.
+    if action == Action::Plot && matches!(top, Popup::SweepDecision(_)) {
+        app.popups.push(Popup::Scatter(super::scatter::XAxis::Macs));
+        return vec![];
+    }
     match top {
+        Popup::Scatter(axis) => {
+            match action {
+                Action::FocusNext | Action::Toggle | Action::Right => {
+                    app.popups.pop();
+                    app.popups.push(Popup::Scatter(axis.next()));
+                }
+                Action::Plot | Action::Confirm | Action::Quit => {
+                    app.popups.pop();
+                }
+                _ => {}
+            }
+            vec![]
+        }
         Popup::Help | Popup::Job(_) | Popup::Messages => {
             let closes = match top {
                 Popup::Help => Action::Help,
@@ -509,6 +524,13 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
             }
             effects
         }
+        Popup::Export(mut p) => {
+            let effects = super::export_prompt::action(app, &mut p, action);
+            if let Some(Popup::Export(slot)) = app.popups.last_mut() {
+                *slot = p;
+            }
+            effects
+        }
         Popup::Fix(mut form) => {
             let effects = fix_form::action(app, &mut form, action);
             if let Some(Popup::Fix(slot)) = app.popups.last_mut() {
@@ -587,7 +609,6 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
                 return vec![];
             };
             app.popups.pop();
-            app.focus = Pane::Jobs;
             app.status = format!("{} evaluation job(s) queued", picked.len());
             let subset = [Subset::Evaluation, Subset::Calibration, Subset::All][d.subset];
             let metric = Decision::metrics(app)
@@ -622,6 +643,41 @@ fn decision_action(app: &mut App, d: &mut Decision, action: Action) -> Vec<Effec
         _ => {}
     }
     vec![]
+}
+
+/// A job's result as one readable line for its log: the top-level numbers, words and flags
+/// as `name value` (`accuracy 0.99 · samples 400`), numbers rounded; nested parts (tables,
+/// reports) are left to the panes that show them.
+fn readable(summary: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let Value::Object(fields) = summary else {
+        return summary.to_string();
+    };
+    let parts: Vec<String> = fields
+        .iter()
+        .filter_map(|(name, v)| {
+            let text = match v {
+                Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                    (Some(u), _, _) => u.to_string(),
+                    (_, Some(i), _) => i.to_string(),
+                    (_, _, Some(f)) => format!("{f:.4}")
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_string(),
+                    _ => return None,
+                },
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some(format!("{} {text}", name.replace('_', " ")))
+        })
+        .collect();
+    if parts.is_empty() {
+        "done".into()
+    } else {
+        parts.join(" · ")
+    }
 }
 
 fn job_mut(app: &mut App, id: JobId) -> Option<&mut JobView> {
@@ -715,7 +771,7 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                         app.status = format!("job {id} finished: {result}");
                     }
                     None => {
-                        j.log.push(format!("finished: {summary}"));
+                        j.log.push(format!("finished: {}", readable(&summary)));
                         app.status = format!("job {id} finished");
                     }
                 }

@@ -122,6 +122,24 @@ pub struct GreedySelection {
     pub entries: Vec<Entry>,
 }
 
+/// The smallest MAC ratio (to `model`) a greedy search over `n` candidates can reach: every
+/// layer it may search at the smallest ratio 1/n, the pinned ones at theirs. One apply, no
+/// scoring, so dialogs can say up front whether a target is reachable.
+pub fn reachable_mac_ratio(
+    compressor: &dyn LayerCompressor,
+    model: &Model,
+    n: usize,
+    pin: &LayerRatios,
+    exclude: &[String],
+    cancel: &CancelToken,
+) -> Result<f64> {
+    let smallest = candidates(n)?[0];
+    let plan = plan(compressor, model, pin, exclude)?;
+    let mut extreme = plan.pinned.clone();
+    extreme.extend(plan.searched.iter().map(|l| (l.clone(), smallest)));
+    Ok(compressor.apply(model, &extreme, cancel)?.mac_ratio())
+}
+
 /// Select per-layer ratios for `req.target` and compress. Cancellable between evaluations.
 pub fn select_greedy(
     req: &GreedyRequest,

@@ -468,3 +468,21 @@ fn the_changed_part_scores_channel_pruning_as_the_whole_model() {
     let pruner = ChannelPruner::new(calibration, ChannelSelection::Magnitude);
     assert_changed_part_scores_as_whole(&model, &pruner, &scorer, 0.6, 4);
 }
+
+/// The reachable ratio the dialogs show is the one the greedy refuses a lower target by.
+#[test]
+fn the_reachable_ratio_is_the_greedys_floor() {
+    let (model, double, scorer) = setup();
+    let cancel = CancelToken::new();
+    let reach = reachable_mac_ratio(&double, &model, 10, &NO_PINS, &[], &cancel).unwrap();
+    assert!(reach > 0.0 && reach < 1.0, "{reach}");
+    // Fewer candidates: a larger smallest ratio, a higher floor.
+    let coarse = reachable_mac_ratio(&double, &model, 2, &NO_PINS, &[], &cancel).unwrap();
+    assert!(coarse > reach, "{coarse} vs {reach}");
+    let cache = tempfile::tempdir().unwrap();
+    let below = request(&model, &double, &scorer, reach - 0.05, 10, cache.path());
+    let err = select_greedy(&below, &cancel, &|_| {})
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains(&format!("{reach:.3}")), "{err}");
+}

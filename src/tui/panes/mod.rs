@@ -15,10 +15,15 @@ use super::state::{App, Pane};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders};
 
-/// The pane's frame: title with its number key, highlighted when focused.
+/// The focused pane's title starts with this mark instead of a space: the focus shows
+/// without colour too (mono theme, colour-blind users), at no cost in width.
+pub const FOCUS_MARK: char = '»';
+
+/// The pane's frame: title with its number key, highlighted and marked when focused.
 pub fn frame<'a>(app: &App, pane: Pane, extra: String) -> Block<'a> {
     let focused = app.focus == pane;
-    let title = format!(" {} {}{} ", pane.index() + 1, pane.title(), extra);
+    let lead = if focused { FOCUS_MARK } else { ' ' };
+    let title = format!("{lead}{} {}{} ", pane.index() + 1, pane.title(), extra);
     Block::default()
         .borders(Borders::ALL)
         .border_style(app.theme.border(focused))
