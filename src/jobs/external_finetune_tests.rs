@@ -98,7 +98,7 @@ fn cancel_kills_the_trainer_and_what_it_started() {
 }
 
 fn run(ws: &Arc<Mutex<Workspace>>, kind: JobKind) -> crate::Result<serde_json::Value> {
-    run_job_blocking(ws.clone(), kind, |_| {})
+    run_job_blocking(ws.clone(), kind, |_| {}).map(|o| o.to_json())
 }
 
 #[test]

@@ -23,6 +23,7 @@ mod history;
 mod journal;
 mod kind;
 mod latency;
+mod outcome;
 mod qat;
 mod quantsim;
 mod request;
@@ -44,6 +45,9 @@ pub use executor::{Executor, SlurmSettings};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
+pub use outcome::{
+    CleOutcome, EvaluateOutcome, FoldBnOutcome, JobOutcome, QuantsimOutcome, ScoreFields, SlurmRun,
+};
 pub use request::{JobRequest, REQUEST_VERSION};
 pub use runner::{JobRunner, LocalJobs};
 pub use slurm::{
@@ -90,7 +94,7 @@ fn run_job_blocking_with(
     kind: JobKind,
     cancel: &crate::cancel::CancelToken,
     on_event: impl FnMut(JobEvent) + Send,
-) -> crate::Result<serde_json::Value> {
+) -> crate::Result<JobOutcome> {
     let job = HeadlessJob {
         cancel: cancel.clone(),
         ..kind.into()
@@ -104,6 +108,8 @@ pub(crate) mod compress_tests;
 mod external_finetune_tests;
 #[cfg(test)]
 mod metric_tests;
+#[cfg(test)]
+mod outcome_tests;
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]

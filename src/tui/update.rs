@@ -13,6 +13,7 @@ use super::state::{App, Decision, JobStatus, JobView, LayerSort, Pane, Popup, SU
 use super::sweep_decision;
 use super::sweep_form;
 use qsteer::experiment::evaluate::Subset;
+use qsteer::jobs::JobOutcome;
 use qsteer::jobs::{JobEvent, JobId, JobKind};
 use std::time::Instant;
 
@@ -709,7 +710,11 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 j.elapsed = Some(j.seconds());
                 j.done = j.total;
                 // A job that states its result in a line (quantsim) is shown by it.
-                match summary["result"].as_str() {
+                // Read by the job's kind; a summary that does not parse still shows.
+                let outcome = (j.kind.as_ref())
+                    .and_then(|k| JobOutcome::from_summary(k, summary.clone()).ok())
+                    .unwrap_or_else(|| JobOutcome::Untyped(summary.clone()));
+                match outcome.result_line() {
                     Some(result) => {
                         j.log.push(format!("finished: {result}"));
                         app.status = format!("job {id} finished: {result}");
