@@ -76,7 +76,7 @@ impl<'a> JobCtx<'a> {
     }
 
     /// A piece of the result for the live view (not journalled: the finished summary is).
-    pub(crate) fn partial(&self, result: serde_json::Value) {
+    pub(crate) fn partial(&self, result: super::event::Partial) {
         (self.sink)(JobEvent::Partial {
             id: self.id,
             result,

@@ -39,7 +39,7 @@ pub use detached::{
     cancel as cancel_detached, current_state as detached_state, liveness as detached_liveness,
     DetachedOutcome, DetachedStart, Liveness,
 };
-pub use event::JobEvent;
+pub use event::{DictionaryPlan, JobEvent, Partial, SlurmState, TrainEpoch, TrainStep};
 pub use exec::{follow_detached, run_job_blocking, start_detached, HeadlessJob};
 pub use executor::{Executor, SlurmSettings};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};

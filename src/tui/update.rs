@@ -13,8 +13,8 @@ use super::state::{App, Decision, JobStatus, JobView, LayerSort, Pane, Popup, SU
 use super::sweep_decision;
 use super::sweep_form;
 use qsteer::experiment::evaluate::Subset;
-use qsteer::jobs::JobOutcome;
 use qsteer::jobs::{JobEvent, JobId, JobKind};
+use qsteer::jobs::{JobOutcome, Partial};
 use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -677,29 +677,32 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 }
             }
         }
-        JobEvent::Partial { id, result } if result.get("slurm").is_some() => {
-            if let Some(j) = job_mut(app, id) {
-                j.slurm.take(&result);
-            }
-        }
-        // A compress job's dictionary: the plan starts a grid (shown at once), entries fill it.
-        JobEvent::Partial { id, result }
-            if result.get("train_step").is_some() || result.get("train_epoch").is_some() =>
-        {
-            if let Some(j) = job_mut(app, id) {
-                j.curve.get_or_insert_with(Default::default).take(&result);
-            }
-        }
-        JobEvent::Partial { id, result } => match super::heat::HeatGrid::from_plan(id, &result) {
-            Some(grid) => {
-                app.heat = Some(grid);
-                app.heat_view = true;
-            }
-            None => {
-                if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
-                    g.fill(&result);
+        JobEvent::Partial { id, result } => match &result {
+            Partial::Slurm { slurm } => {
+                if let Some(j) = job_mut(app, id) {
+                    j.slurm.take(slurm);
                 }
             }
+            Partial::TrainStep { .. } | Partial::TrainEpoch { .. } => {
+                if let Some(j) = job_mut(app, id) {
+                    j.curve.get_or_insert_with(Default::default).take(&result);
+                }
+            }
+            // A compress job's dictionary: the plan starts a grid (shown at once), entries
+            // fill it.
+            Partial::DictionaryPlan { dictionary } => {
+                app.heat = Some(super::heat::HeatGrid::from_plan(id, dictionary));
+                app.heat_view = true;
+            }
+            Partial::DictionaryEntry {
+                dictionary_entry, ..
+            } => {
+                if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
+                    g.fill(dictionary_entry);
+                }
+            }
+            // The sweep's rows are in its report, which the app reads at the end.
+            Partial::SweepRow { .. } => {}
         },
         JobEvent::Finished { id, summary } => {
             if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
