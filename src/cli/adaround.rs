@@ -75,7 +75,7 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
+    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?.to_json();
     let rounded = super::reported_variant(&summary, "rounded_variant")?;
     let rounded_path = variant_path(&ws, rounded)?;
     let mut encodings_out = summary["encodings"].as_str().map(PathBuf::from);

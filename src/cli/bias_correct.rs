@@ -73,7 +73,7 @@ pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
+    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?.to_json();
     let corrected = super::reported_variant(&summary, "corrected_variant")?;
     let corrected_path = variant_path(&ws, corrected)?;
     if let Some(out) = &args.out {

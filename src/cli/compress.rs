@@ -141,7 +141,8 @@ pub fn run(args: CompressArgs, common: &Common) -> Result<()> {
         target.workspace.clone(),
         HeadlessJob::on(kind, executor),
         common,
-    )?;
+    )?
+    .to_json();
     finish_child_job(
         summary,
         args.out.as_ref(),

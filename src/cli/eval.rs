@@ -7,7 +7,7 @@ use clap::Args;
 use qsteer::cancel::CancelToken;
 use qsteer::data::write_npy_f32;
 use qsteer::experiment::evaluate::{evaluate, EvalRequest, Subset};
-use qsteer::jobs::{HeadlessJob, JobKind};
+use qsteer::jobs::{EvaluateOutcome, HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::runtime::RunOptions;
 use qsteer::{Error, Result};
@@ -123,8 +123,9 @@ fn evaluate_as_job(
         save_outputs: args.save_outputs.as_deref().map(abs),
         metric: args.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?;
-    Ok(with_model(summary, path))
+    let outcome: EvaluateOutcome =
+        run_job(ws, HeadlessJob::on(kind, executor), common)?.try_into()?;
+    Ok(with_model(serde_json::json!(outcome), path))
 }
 
 /// `--no-workspace`: the same evaluation, nothing recorded.

@@ -213,7 +213,8 @@ pub fn run(args: FinetuneArgs, common: &Common) -> Result<()> {
         target.workspace.clone(),
         HeadlessJob::on(kind, executor),
         common,
-    )?;
+    )?
+    .to_json();
     if external {
         summary["trainer_saved"] = serde_json::json!(args.external.save_trainer);
     }
@@ -258,13 +259,13 @@ fn qat_start(
         encodings,
         metric: None,
     };
-    let summary = run_job(target.workspace.clone(), kind, common)?;
-    let id = super::reported_variant(&summary, "variant")?;
+    let sim: qsteer::jobs::QuantsimOutcome =
+        run_job(target.workspace.clone(), kind, common)?.try_into()?;
     eprintln!(
-        "quantsim before QAT: variant {id}, {}",
-        summary["result"].as_str().unwrap_or("")
+        "quantsim before QAT: variant {}, {}",
+        sim.variant, sim.result
     );
-    Ok(id)
+    Ok(sim.variant)
 }
 
 fn print_table(s: &Value) {

@@ -104,7 +104,7 @@ pub fn run(args: FixArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?;
+    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?.to_json();
     if common.json {
         return print_json(&document(summary, &path, &dir));
     }

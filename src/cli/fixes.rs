@@ -8,7 +8,7 @@ use super::table::Table;
 use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::Args;
 use qsteer::fsutil::write_atomic;
-use qsteer::jobs::{HeadlessJob, JobKind};
+use qsteer::jobs::{CleOutcome, EvaluateOutcome, FoldBnOutcome, HeadlessJob, JobKind, JobOutcome};
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -57,28 +57,18 @@ pub fn run_fold_bn(args: FoldBnArgs, common: &Common) -> Result<()> {
     if common.json {
         return print_json(&done.document());
     }
-    let s = &done.summary;
-    let folded = s["folded"].as_array().cloned().unwrap_or_default();
+    let s: FoldBnOutcome = done.outcome.clone().try_into()?;
     println!(
         "{}  fold_bn: {} BatchNormalization(s) folded",
         done.model.display(),
-        folded.len()
+        s.folded.len()
     );
-    for f in &folded {
-        let added = if f["bias_added"] == true {
-            " (bias added)"
-        } else {
-            ""
-        };
-        println!(
-            "  {} → {} {}{added}",
-            text(&f["bn"]),
-            text(&f["op"]),
-            text(&f["layer"])
-        );
+    for f in &s.folded {
+        let added = if f.bias_added { " (bias added)" } else { "" };
+        println!("  {} → {} {}{added}", f.bn, f.op, f.layer);
     }
-    for k in s["skipped"].as_array().into_iter().flatten() {
-        println!("  left: {}: {}", text(&k["bn"]), text(&k["reason"]));
+    for k in &s.skipped {
+        println!("  left: {}: {}", k.bn, k.reason);
     }
     done.print_footer();
     Ok(())
@@ -102,166 +92,149 @@ pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
     if common.json {
         return print_json(&done.document());
     }
-    let s = &done.summary;
-    println!("{}  {}", done.model.display(), text(&s["step"]));
-    if let Some(f) = s["folded"].as_array() {
+    let s: CleOutcome = done.outcome.clone().try_into()?;
+    println!("{}  {}", done.model.display(), s.step);
+    if let Some(f) = &s.folded {
         println!("BN folded first: {} BatchNormalization(s)", f.len());
     }
-    let sets = s["sets"].as_array().cloned().unwrap_or_default();
     println!(
         "{} set(s) equalized, {} iteration(s){}",
-        sets.len(),
-        s["iterations"],
-        if s["converged"] == true {
-            ""
-        } else {
-            " (not converged)"
-        }
+        s.sets.len(),
+        s.iterations,
+        if s.converged { "" } else { " (not converged)" }
     );
-    for set in &sets {
-        let layers: Vec<String> = set["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(text)
-            .collect();
-        println!("  {}", layers.join(" → "));
+    for set in &s.sets {
+        println!("  {}", set.layers.join(" → "));
     }
-    let stopped_by_clip = s["ends"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| text(&e["reason"]).contains("needs relu6_to_relu"))
+    let stopped_by_clip = (s.ends.iter())
+        .filter(|e| e.reason.contains("needs relu6_to_relu"))
         .count();
-    if sets.is_empty() && stopped_by_clip > 0 {
+    if s.sets.is_empty() && stopped_by_clip > 0 {
         println!(
             "note: Relu6 (Clip 0..6) stops every chain ({stopped_by_clip} of them), so CLE changed \
              nothing: `--relu6-to-relu` equalizes through them (it changes the function)"
         );
     }
-    for c in s["converted"].as_array().into_iter().flatten() {
-        println!(
-            "  {} '{}' → Relu (changes the function)",
-            text(&c["was"]),
-            text(&c["node"])
-        );
+    for c in &s.converted {
+        println!("  {} '{}' → Relu (changes the function)", c.was, c.node);
     }
     let mut t = Table::new(
         &["layer", "op", "ch", "range max/med before", "after"],
         &[false, false, true, true, true],
     );
-    for l in s["layers"].as_array().into_iter().flatten() {
-        let ratio = |v: &Value| v.as_f64().map_or("-".into(), |r| format!("{r:.1}"));
+    // A ratio JSON could not hold (no channel range) shows as "-", as it always has.
+    let ratio = |r: f64| {
+        if r.is_finite() {
+            format!("{r:.1}")
+        } else {
+            "-".into()
+        }
+    };
+    for l in &s.layers {
         t.row(vec![
-            text(&l["layer"]),
-            text(&l["op"]),
-            l["channels"].to_string(),
-            ratio(&l["ratio_before"]),
-            ratio(&l["ratio_after"]),
+            l.layer.clone(),
+            l.op.clone(),
+            l.channels.to_string(),
+            ratio(l.ratio_before),
+            ratio(l.ratio_after),
         ]);
     }
     print!("{}", t.render());
-    if let Some(h) = s["hba"].as_object() {
-        let n = |k: &str| h.get(k).and_then(|v| v.as_array()).map_or(0, |a| a.len());
-        let checked = match h.get("checked_on").and_then(Value::as_u64) {
+    if let Some(h) = &s.hba {
+        let checked = match h.checked_on {
             Some(k) => format!(" (limited to what {k} calibration samples allow)"),
-            None if n("absorbed") > 0 => " (from BN statistics: may change outputs)".into(),
+            None if !h.absorbed.is_empty() => " (from BN statistics: may change outputs)".into(),
             None => String::new(),
         };
         println!(
             "high-bias absorption: {} pair(s) absorbed, {} skipped{checked}",
-            n("absorbed"),
-            n("skipped")
+            h.absorbed.len(),
+            h.skipped.len()
         );
-        for a in h
-            .get("absorbed")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let reduced = a["reduced"].as_u64().unwrap_or(0);
-            let lowered = if reduced > 0 {
-                format!(", {reduced} lowered by the data")
+        for a in &h.absorbed {
+            let lowered = if a.reduced > 0 {
+                format!(", {} lowered by the data", a.reduced)
             } else {
                 String::new()
             };
             println!(
                 "  {} → {}: {} channel(s), max {:.4}{lowered}",
-                text(&a["layer"]),
-                text(&a["into"]),
-                a["channels"],
-                a["max"].as_f64().unwrap_or(0.0)
+                a.layer, a.into, a.channels, a.max
             );
         }
     }
-    if let Some(c) = s["fp32_change"].as_object() {
+    if let Some(c) = &s.fp32_change {
         println!(
             "FP32 outputs vs the parent on {} evaluation samples: max |Δ| {:.3e}, SQNR {:.1} dB",
-            c.get("samples").cloned().unwrap_or(Value::Null),
-            c.get("max_abs").and_then(Value::as_f64).unwrap_or(0.0),
-            c.get("sqnr_db").and_then(Value::as_f64).unwrap_or(0.0)
+            c.samples, c.max_abs, c.sqnr_db
         );
     }
     done.print_footer();
     Ok(())
 }
 
-fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
-}
-
-/// What a fix command did: the job's summary, where the model went, and its score.
+/// What a fix command did: the job's outcome, where the model went, and its score.
 struct Done {
     model: PathBuf,
-    summary: Value,
+    outcome: JobOutcome,
+    /// The child variant and its model file in the workspace.
+    variant: u32,
+    workspace: String,
     output: String,
-    evaluation: Option<Value>,
+    evaluation: Option<EvaluateOutcome>,
 }
 
 impl Done {
     /// The `--json` document: the job's summary with `model`, `output` (the `--out` file
     /// if given, else the workspace's) and, with a dataset, `accuracy` and `samples`.
     fn document(&self) -> Value {
-        let mut doc = document(self.summary.clone(), &self.model);
+        let mut doc = with_model(self.outcome.to_json(), &self.model);
         doc["output"] = json!(self.output);
         if let Some(e) = &self.evaluation {
-            for key in ["accuracy", "top5_accuracy", "samples", "dataset"] {
-                doc[key] = e[key].clone();
-            }
+            doc["accuracy"] = json!(e.accuracy);
+            doc["top5_accuracy"] = json!(e.top5_accuracy);
+            doc["samples"] = json!(e.samples);
+            doc["dataset"] = json!(e.dataset);
         }
         doc
     }
 
     fn print_footer(&self) {
-        if let Some(a) = self
-            .evaluation
-            .as_ref()
-            .and_then(|e| e["accuracy"].as_f64())
-        {
-            println!(
-                "accuracy   top-1 {:.2}% on {} evaluation samples",
-                100.0 * a,
-                self.evaluation
-                    .as_ref()
-                    .map_or(Value::Null, |e| e["samples"].clone())
-            );
+        if let Some(e) = &self.evaluation {
+            if let Some(a) = e.accuracy {
+                println!(
+                    "accuracy   top-1 {:.2}% on {} evaluation samples",
+                    100.0 * a,
+                    e.samples
+                );
+            }
         }
         println!(
             "variant {} in workspace {}; model {}",
-            self.summary["variant"],
-            text(&self.summary["workspace"]),
-            self.output
+            self.variant, self.workspace, self.output
         );
+    }
+}
+
+/// The child variant, its workspace and model file of a fold-BN or CLE outcome.
+fn child_of(outcome: &JobOutcome) -> Result<(u32, String, String)> {
+    match outcome {
+        JobOutcome::FoldBn(o) => Ok((o.variant, o.workspace.clone(), o.output.clone())),
+        JobOutcome::Cle(o) => Ok((o.variant, o.workspace.clone(), o.output.clone())),
+        other => Err(Error::runtime(format!(
+            "expected the outcome of a fold-bn or cle job, got {}",
+            other.to_json()
+        ))),
     }
 }
 
 /// The `--json` document of a fold-BN or CLE job started from `model` without `--out` or
 /// a score: the summary with the model and the new variant's file as `output`.
-pub(crate) fn document(summary: Value, model: &Path) -> Value {
-    let output = summary["output"].clone();
-    let mut doc = with_model(summary, model);
-    doc["output"] = json!(text(&output));
-    doc
+pub(crate) fn document(outcome: &JobOutcome, model: &Path) -> Result<Value> {
+    let (_, _, output) = child_of(outcome)?;
+    let mut doc = with_model(outcome.to_json(), model);
+    doc["output"] = json!(output);
+    Ok(doc)
 }
 
 /// Run the fix job `kind(0)` on the model's workspace, write `--out`, score with `--data`.
@@ -281,28 +254,27 @@ fn run_fix(
     let executor = executor.resolve(&mut lock(&ws))?;
     let data = data.map(|d| std::path::absolute(&d).unwrap_or(d));
     let job = HeadlessJob::on(kind(0, data.clone()), executor.clone());
-    let summary = run_job(ws.clone(), job, common)?;
-    let variant = summary["variant"]
-        .as_u64()
-        .ok_or_else(|| Error::runtime("the job reported no variant"))? as u32;
-    let child = PathBuf::from(text(&summary["output"]));
+    let outcome = run_job(ws.clone(), job, common)?;
+    let (variant, workspace, child) = child_of(&outcome)?;
     let output = match out {
         Some(file) => {
-            copy_model(&child, file)?;
+            copy_model(Path::new(&child), file)?;
             file.display().to_string()
         }
-        None => child.display().to_string(),
+        None => child,
     };
     let evaluation = match data {
         Some(d) => {
             let job = HeadlessJob::on(JobKind::evaluate(variant, d), executor);
-            Some(run_job(ws, job, common)?)
+            Some(run_job(ws, job, common)?.try_into()?)
         }
         None => None,
     };
     Ok(Done {
         model: path,
-        summary,
+        outcome,
+        variant,
+        workspace,
         output,
         evaluation,
     })

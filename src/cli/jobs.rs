@@ -68,7 +68,7 @@ pub fn run(args: JobsArgs, common: &Common) -> Result<()> {
             }
             let outcome =
                 match follow_detached(ws.clone(), id, event_printer(common.progress, show)) {
-                    Ok(summary) => json!({"job": id, "result": summary}),
+                    Ok(outcome) => json!({"job": id, "result": outcome.to_json()}),
                     Err(e) => json!({"job": id, "error": e.to_string()}),
                 };
             if show {

@@ -349,12 +349,12 @@ pub(crate) fn lock(
 /// Run one job headless and wait for it — the one way every command (and `run-job`) runs
 /// its job, on whichever executor the job names: its progress on stderr when that is a
 /// terminal (every event as a JSON line with `--progress jsonl`), its notes and warnings
-/// always; returns the job's summary.
+/// always; returns the job's outcome.
 pub(crate) fn run_job(
     ws: SharedWorkspace,
     job: impl Into<qsteer::jobs::HeadlessJob>,
     common: &Common,
-) -> Result<serde_json::Value> {
+) -> Result<qsteer::jobs::JobOutcome> {
     use std::io::IsTerminal;
     let mode = common.progress;
     let show = mode == Progress::Auto && std::io::stderr().is_terminal();
@@ -412,7 +412,7 @@ fn detach_and_exit(
     ws: SharedWorkspace,
     job: qsteer::jobs::HeadlessJob,
     common: &Common,
-) -> Result<serde_json::Value> {
+) -> Result<qsteer::jobs::JobOutcome> {
     use std::io::Write;
     match job.executor {
         qsteer::jobs::Executor::Local | qsteer::jobs::Executor::Detached => {}

@@ -10,7 +10,7 @@ use super::{
     Common, SharedWorkspace,
 };
 use clap::Args;
-use qsteer::jobs::{HeadlessJob, JobKind};
+use qsteer::jobs::{HeadlessJob, JobKind, QuantsimOutcome};
 use qsteer::model::Model;
 use qsteer::quant::export::write_export;
 use qsteer::quant::import::load_model_encodings;
@@ -42,12 +42,12 @@ pub struct QuantsimArgs {
 /// The `--json` document of a quantsim job started from `model`: the summary with the model,
 /// the simulated variant's file, and no `--out` copy or export (the command adds those).
 pub(crate) fn document(
-    summary: serde_json::Value,
+    outcome: &QuantsimOutcome,
     model: &std::path::Path,
     ws: &SharedWorkspace,
 ) -> Result<serde_json::Value> {
-    let id = super::reported_variant(&summary, "variant")?;
-    let mut doc = with_model(summary, model);
+    let id = outcome.variant;
+    let mut doc = with_model(json!(outcome), model);
     doc["output"] = serde_json::Value::Null;
     doc["variant_model"] = json!(variant_path(ws, id)?.display().to_string());
     doc["export"] = serde_json::Value::Null;
@@ -81,8 +81,9 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         encodings: args.encodings.as_deref().map(abs),
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?;
-    let id = super::reported_variant(&summary, "variant")?;
+    let outcome: QuantsimOutcome =
+        run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?.try_into()?;
+    let id = outcome.variant;
     let (sim_path, encodings_path) = {
         let ws = ws
             .lock()
@@ -116,7 +117,7 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         _ => None,
     };
     if common.json {
-        let mut doc = document(summary, &path, &ws)?;
+        let mut doc = document(&outcome, &path, &ws)?;
         doc["output"] = json!(args.out.as_ref().map(|p| p.display().to_string()));
         doc["export"] = json!(export);
         return print_json(&doc);
@@ -124,38 +125,29 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
     println!(
         "{}  {}",
         path.display(),
-        summary["step"].as_str().unwrap_or("")
+        outcome.step.as_deref().unwrap_or("")
     );
-    if let Some(result) = summary["result"].as_str() {
-        println!("{result}");
-    }
-    super::eval::print_fidelity(&summary, false);
+    println!("{}", outcome.result);
+    super::eval::print_fidelity(&json!(outcome), false);
     println!(
         "{} activation quantizers, {} in {:.2} s",
-        summary["activation_points"],
+        outcome.activation_points,
         if args.encodings.is_some() {
             "read from the file"
         } else {
             "calibrated"
         },
-        summary["calibration_seconds"].as_f64().unwrap_or(0.0)
+        outcome.calibration_seconds
     );
-    if let Some(kept) = summary["fp32_op_points"]
-        .as_array()
-        .filter(|k| !k.is_empty())
-    {
+    if !outcome.fp32_op_points.is_empty() {
         println!(
             "{} of them left float by --fp32-ops {}",
-            kept.len(),
+            outcome.fp32_op_points.len(),
             settings.fp32_ops.join(",")
         );
     }
-    for k in summary["kept_fp32"].as_array().into_iter().flatten() {
-        println!(
-            "kept FP32: {} ({})",
-            k["node"].as_str().unwrap_or(""),
-            k["reason"].as_str().unwrap_or("")
-        );
+    for k in &outcome.kept_fp32 {
+        println!("kept FP32: {} ({})", k.node, k.reason);
     }
     println!("variant {id} in workspace {}", dir.display());
     if let Some(report) = &export {

@@ -10,7 +10,7 @@ use super::{
 use clap::Args;
 use qsteer::cancel::CancelToken;
 use qsteer::experiment::Workspace;
-use qsteer::jobs::{DetachedOutcome, HeadlessJob, JobId, JobKind, JobRequest};
+use qsteer::jobs::{DetachedOutcome, HeadlessJob, JobId, JobKind, JobOutcome, JobRequest};
 use qsteer::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -131,15 +131,15 @@ fn run_request_for(
         cancel,
         ..request.job.clone().into()
     };
-    let summary = run_job(ws.clone(), job, common)?;
+    let outcome = run_job(ws.clone(), job, common)?;
     if args.outcome.is_some() {
-        *summary_out = Some(summary);
+        *summary_out = Some(outcome.to_json());
         return Ok(());
     }
     if args.summary {
-        return print_json(&summary);
+        return print_json(&outcome.to_json());
     }
-    print_json(&document(&request.job, summary, &model, &ws)?)
+    print_json(&document(&request.job, outcome, &model, &ws)?)
 }
 
 /// The request's workspace; one that is not there is the file's fault.
@@ -156,7 +156,13 @@ fn open(file: &Path, dir: &Path) -> Result<SharedWorkspace> {
 
 /// The `--json` document the job's own command prints for `summary`, started from `model`,
 /// without the command-only copies (`--out`, `--export`).
-fn document(kind: &JobKind, summary: Value, model: &Path, ws: &SharedWorkspace) -> Result<Value> {
+fn document(
+    kind: &JobKind,
+    outcome: JobOutcome,
+    model: &Path,
+    ws: &SharedWorkspace,
+) -> Result<Value> {
+    let summary = outcome.to_json();
     Ok(match kind {
         JobKind::Evaluate { .. }
         | JobKind::Compress { .. }
@@ -168,11 +174,11 @@ fn document(kind: &JobKind, summary: Value, model: &Path, ws: &SharedWorkspace) 
             doc["trainer_saved"] = json!(false);
             doc
         }
-        JobKind::Quantsim { .. } => quantsim::document(summary, model, ws)?,
+        JobKind::Quantsim { .. } => quantsim::document(&outcome.try_into()?, model, ws)?,
         JobKind::Analyze { variant, data, .. } => analyze::document(ws, *variant, model, data)?,
         JobKind::BiasCorrect { .. } => bias_correct::document(summary, model, ws)?,
         JobKind::AdaRound { .. } => adaround::document(summary, model, ws)?,
-        JobKind::FoldBn { .. } | JobKind::Cle { .. } => fixes::document(summary, model),
+        JobKind::FoldBn { .. } | JobKind::Cle { .. } => fixes::document(&outcome, model)?,
         JobKind::FixChain { .. } => {
             let dir = lock(ws).dir().to_path_buf();
             fix_chain::document(summary, model, &dir)

@@ -33,7 +33,7 @@ pub fn run(args: SlurmJobsArgs, common: &Common) -> Result<()> {
             };
             let slurm_id = slurm_id.clone();
             let outcome = match run_job(ws.clone(), kind, common) {
-                Ok(summary) => json!({"slurm_id": slurm_id, "result": summary}),
+                Ok(outcome) => json!({"slurm_id": slurm_id, "result": outcome.to_json()}),
                 Err(e) => json!({"slurm_id": slurm_id, "error": e.to_string()}),
             };
             followed.push(outcome);

@@ -85,7 +85,7 @@ pub fn run(args: SweepArgs, common: &Common) -> Result<()> {
         threads: args.split.threads,
         metric: args.split.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?;
+    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?.to_json();
     let summary = with_model(summary, &path);
     if common.json {
         return print_json(&summary);

@@ -298,8 +298,8 @@ fn run_step(ctx: &JobCtx, workspace: &Mutex<Workspace>, step: &ChainStep) -> Res
             .ok_or_else(|| Error::runtime(format!("the step reported no '{key}'")))
     };
     let (summary, encodings) = match step {
-        ChainStep::FoldBn => (fixes::run_fold_bn(ctx, workspace)?, None),
-        ChainStep::Cle { .. } => (fixes::run_cle(ctx, workspace)?, None),
+        ChainStep::FoldBn => (json!(fixes::run_fold_bn(ctx, workspace)?), None),
+        ChainStep::Cle { .. } => (json!(fixes::run_cle(ctx, workspace)?), None),
         ChainStep::BiasCorrect { .. } => (bias_correct::correct(ctx, workspace)?, None),
         ChainStep::AdaRound { .. } => {
             let s = adaround::round(ctx, workspace)?;
@@ -309,7 +309,7 @@ fn run_step(ctx: &JobCtx, workspace: &Mutex<Workspace>, step: &ChainStep) -> Res
         ChainStep::Quantsim => {
             // With AdaRound's frozen encodings the quantsim reads a file made for the chain's
             // settings: they are recorded with the variant.
-            (quantsim::run_frozen(ctx, workspace)?, None)
+            (json!(quantsim::run_frozen(ctx, workspace)?), None)
         }
     };
     Ok(StepOutcome {

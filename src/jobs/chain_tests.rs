@@ -32,7 +32,7 @@ fn run(
 ) -> (crate::Result<serde_json::Value>, Vec<JobEvent>) {
     let mut events = Vec::new();
     let result = run_job_blocking(ws.clone(), kind, |e| events.push(e));
-    (result, events)
+    (result.map(|o| o.to_json()), events)
 }
 
 fn variant_of(summary: &serde_json::Value, key: &str) -> u32 {

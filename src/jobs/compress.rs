@@ -4,6 +4,7 @@
 //! a log line and a `Partial` event, so the app can draw the dictionary while it fills.
 
 use super::child::{record_child, Measured};
+use super::event::{DictionaryPlan, Partial};
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::latency::{known_or_measured, measure_variant};
@@ -367,14 +368,14 @@ fn greedy(ctx: &JobCtx, req: &GreedyRequest) -> Result<Selected> {
             layers,
             candidates,
             baseline,
-        } => ctx.partial(json!({
-            "dictionary": {
-                "layers": layers,
-                "candidates": candidates,
-                "metric": metric,
-                "baseline": baseline,
-            }
-        })),
+        } => ctx.partial(Partial::DictionaryPlan {
+            dictionary: DictionaryPlan {
+                layers: layers.to_vec(),
+                candidates: candidates.to_vec(),
+                metric: metric.to_string(),
+                baseline,
+            },
+        }),
         GreedyEvent::Progress { done, total, what } => ctx.progress(done, total, what),
         GreedyEvent::Entry {
             entry, computed, ..
@@ -387,7 +388,10 @@ fn greedy(ctx: &JobCtx, req: &GreedyRequest) -> Result<Selected> {
                 entry.macs_after,
                 if computed { "" } else { " (cached)" }
             ));
-            ctx.partial(json!({ "dictionary_entry": entry, "computed": computed }));
+            ctx.partial(Partial::DictionaryEntry {
+                dictionary_entry: entry.clone(),
+                computed,
+            });
         }
     })?;
     let d = &sel.dictionary;

@@ -109,11 +109,12 @@ fn run(ws: &Mutex<Workspace>, kind: &JobKind) -> (Result<serde_json::Value>, Vec
     run_body(ws, kind, &|ctx, ws| run_with(ctx, ws, &double))
 }
 
-fn partials(events: &[JobEvent]) -> Vec<&serde_json::Value> {
+/// The partials in their wire form.
+fn partials(events: &[JobEvent]) -> Vec<serde_json::Value> {
     events
         .iter()
         .filter_map(|e| match e {
-            JobEvent::Partial { result, .. } => Some(result),
+            JobEvent::Partial { result, .. } => Some(serde_json::to_value(result).unwrap()),
             _ => None,
         })
         .collect()

@@ -4,15 +4,17 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use super::outcome::{ScoreFields, SlurmRun};
+use crate::data::SplitInfo;
 use crate::experiment::evaluate::{evaluate, EvalReport, EvalRequest};
 use crate::experiment::{save_predictions, Predictions, Workspace};
 use crate::metrics::argmax_rows;
 use crate::runtime::RunOptions;
 use crate::{Error, Result};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<EvaluateOutcome> {
     let JobKind::Evaluate {
         variant,
         data,
@@ -126,30 +128,64 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     }
     ctx.log(result_line(&report));
     let s = &report.score;
-    let mut doc = json!({
-        "variant": variant,
-        "accuracy": s.accuracy,
-        "top5_accuracy": s.top5_accuracy,
-        "agreement": s.agreement,
-        "sqnr_db": s.sqnr_db,
-        "samples": report.samples,
-        "seconds": report.seconds,
-        "samples_per_second": report.samples_per_second,
-        "reference": reference,
-        "reference_model": reference_model.as_ref().map(|p| p.display().to_string()),
-        "model": model_path.display().to_string(),
-        "dataset": data.display().to_string(),
-        "subset": subset.name(),
-        "split": report.split,
-        "batch_size": options.batch_size,
-        "threads": options.threads,
-        "macs": report.macs,
-        "params": report.params,
-        "workspace": ws_dir.display().to_string(),
-        "output": save_outputs.as_ref().map(|p| p.display().to_string()),
-    });
-    s.add_json_fields(&mut doc);
-    Ok(doc)
+    Ok(EvaluateOutcome {
+        variant: *variant,
+        accuracy: s.accuracy,
+        top5_accuracy: s.top5_accuracy,
+        samples: report.samples,
+        seconds: report.seconds,
+        samples_per_second: report.samples_per_second,
+        reference: *reference,
+        reference_model: reference_model.as_ref().map(|p| p.display().to_string()),
+        model: model_path.display().to_string(),
+        dataset: data.display().to_string(),
+        subset: subset.name().to_string(),
+        split: report.split,
+        batch_size: options.batch_size,
+        threads: options.threads,
+        macs: report.macs,
+        params: report.params,
+        workspace: ws_dir.display().to_string(),
+        output: save_outputs.as_ref().map(|p| p.display().to_string()),
+        score: s.into(),
+        slurm: None,
+    })
+}
+
+/// What an evaluate job reports (`qsteer eval --json` adds nothing to it).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvaluateOutcome {
+    /// The variant scored.
+    pub variant: u32,
+    pub accuracy: Option<f64>,
+    pub top5_accuracy: Option<f64>,
+    pub samples: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    /// The reference variant fidelity was scored against.
+    pub reference: Option<u32>,
+    /// The reference model file (`--reference FILE`).
+    pub reference_model: Option<String>,
+    /// The scored model file.
+    pub model: String,
+    pub dataset: String,
+    /// `evaluation`, `calibration` or `all`.
+    pub subset: String,
+    pub split: Option<SplitInfo>,
+    pub batch_size: usize,
+    pub threads: usize,
+    /// MACs per sample (None if a dim stayed symbolic).
+    pub macs: Option<u64>,
+    pub params: u64,
+    pub workspace: String,
+    /// The `.npy` file of the first output per sample, if asked for.
+    pub output: Option<String>,
+    #[serde(flatten)]
+    pub score: ScoreFields,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
 }
 
 /// Cache the top-1 predictions for the A/B comparison.

@@ -2,6 +2,8 @@
 //! flooding it.
 
 use super::kind::{JobId, JobKind};
+use crate::compress::greedy::dictionary::Entry;
+use crate::compress::sweep::report::SweepRow;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,7 +34,7 @@ pub enum JobEvent {
     /// dictionary), for a front end that draws the result while it fills.
     Partial {
         id: JobId,
-        result: serde_json::Value,
+        result: Partial,
     },
     Finished {
         id: JobId,
@@ -45,6 +47,88 @@ pub enum JobEvent {
     Cancelled {
         id: JobId,
     },
+}
+
+/// What a running job shows before it ends. On the wire (JSON lines of detached and Slurm
+/// jobs, `--progress jsonl`) each is an object named by its one distinctive key, as before
+/// the type existed: `{"slurm": …}`, `{"train_step": …}`, `{"dictionary_entry": …,
+/// "computed": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Partial {
+    /// The Slurm job's id, state, node and queue time (the jobs pane).
+    Slurm { slurm: SlurmState },
+    /// One optimizer step of a fine-tuning job (the loss curve).
+    TrainStep { train_step: TrainStep },
+    /// One epoch of the built-in trainer: its mean loss and score.
+    TrainEpoch { train_epoch: TrainEpoch },
+    /// The compress job's greedy dictionary is about to fill: its grid.
+    DictionaryPlan { dictionary: DictionaryPlan },
+    /// One cell of that grid; `computed` is false for one read from the cache.
+    DictionaryEntry {
+        dictionary_entry: Entry,
+        computed: bool,
+    },
+    /// One candidate of the SSVD→CP sweep, at `stage` (`ssvd` or `cp`); boxed, as events
+    /// queue in channels.
+    SweepRow {
+        sweep_row: Box<SweepRow>,
+        stage: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SlurmState {
+    pub job_id: String,
+    pub state: String,
+    /// Empty until the job has a node (and in the first partials, which name none).
+    pub node: String,
+    /// Slurm's reason for the state (e.g. `Priority`), if it gives one.
+    pub reason: String,
+    /// Set once the job has left the queue.
+    pub queued_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TrainStep {
+    pub epoch: u64,
+    /// The step within the epoch, from 1.
+    pub step: u64,
+    /// Steps per epoch, when the trainer says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
+    /// `None` when it was not a number (a diverged run's NaN travels as `null`).
+    pub loss: Option<f64>,
+    /// An external trainer's metric value at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TrainEpoch {
+    pub epoch: usize,
+    /// `None` when not a number (JSON has no NaN).
+    pub loss: Option<f64>,
+    pub score: Option<f64>,
+    /// The metric `score` is in.
+    #[serde(default)]
+    pub metric: String,
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DictionaryPlan {
+    pub layers: Vec<String>,
+    /// The candidate ratios k/N.
+    pub candidates: Vec<f64>,
+    #[serde(default)]
+    pub metric: String,
+    /// The uncompressed model's score.
+    pub baseline: f64,
 }
 
 impl JobEvent {

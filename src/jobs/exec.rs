@@ -6,6 +6,7 @@ use super::executor::Executor;
 use super::history::load_history;
 use super::journal::{journal_line, Journal, Logged};
 use super::kind::{JobId, JobKind};
+use super::outcome::JobOutcome;
 use super::{
     adaround, analyze, bias_correct, chain, compress, detached, evaluate, export,
     external_finetune, finetune, fixes, lock, qat, quantsim, slurm, sweep,
@@ -75,7 +76,7 @@ impl<'a> JobCtx<'a> {
     }
 
     /// A piece of the result for the live view (not journalled: the finished summary is).
-    pub(crate) fn partial(&self, result: serde_json::Value) {
+    pub(crate) fn partial(&self, result: super::event::Partial) {
         (self.sink)(JobEvent::Partial {
             id: self.id,
             result,
@@ -163,7 +164,7 @@ pub(crate) fn execute(
     workspace: &Mutex<Workspace>,
     ctx: &JobCtx,
     executor: &Executor,
-) -> Result<serde_json::Value> {
+) -> Result<JobOutcome> {
     if ctx.cancel.is_cancelled() {
         ctx.transition(Logged::Cancelled, None, None);
         return Err(Error::Cancelled);
@@ -172,14 +173,18 @@ pub(crate) fn execute(
     if *executor != Executor::Detached {
         ctx.transition(Logged::Started, None, None);
     }
+    // Another process's summary is read by the job's kind.
+    let read = |summary: Result<serde_json::Value>| {
+        summary.and_then(|s| JobOutcome::from_summary(ctx.kind, s))
+    };
     let result = catch_unwind(AssertUnwindSafe(|| match executor {
         Executor::Local => run_body(workspace, ctx),
-        Executor::Detached => detached::run(ctx, workspace),
+        Executor::Detached => read(detached::run(ctx, workspace)),
         // A sweep stays here and sends its candidates to Slurm.
         Executor::Slurm(settings) if matches!(ctx.kind, JobKind::Sweep { .. }) => {
-            sweep::run_on_slurm(ctx, workspace, settings)
+            sweep::run_on_slurm(ctx, workspace, settings).map(JobOutcome::Untyped)
         }
-        Executor::Slurm(settings) => slurm::run(ctx, workspace, settings),
+        Executor::Slurm(settings) => read(slurm::run(ctx, workspace, settings)),
     }))
     .unwrap_or_else(|panic| {
         Err(Error::runtime(format!(
@@ -196,23 +201,25 @@ pub(crate) fn reattach(
     workspace: &Mutex<Workspace>,
     ctx: &JobCtx,
     entry: crate::experiment::DetachedJobEntry,
-) -> Result<serde_json::Value> {
+) -> Result<JobOutcome> {
     // The journal says it started already; the front end hears it again.
     (ctx.sink)(JobEvent::Started { id: ctx.id });
-    let result = catch_unwind(AssertUnwindSafe(|| detached::follow(ctx, workspace, entry)))
-        .unwrap_or_else(|panic| {
-            Err(Error::runtime(format!(
-                "following the job panicked: {}",
-                panic_text(&panic)
-            )))
-        });
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        detached::follow(ctx, workspace, entry).and_then(|s| JobOutcome::from_summary(ctx.kind, s))
+    }))
+    .unwrap_or_else(|panic| {
+        Err(Error::runtime(format!(
+            "following the job panicked: {}",
+            panic_text(&panic)
+        )))
+    });
     conclude(ctx, result)
 }
 
 /// Journal and announce how the job ended.
-fn conclude(ctx: &JobCtx, result: Result<serde_json::Value>) -> Result<serde_json::Value> {
+fn conclude(ctx: &JobCtx, result: Result<JobOutcome>) -> Result<JobOutcome> {
     match &result {
-        Ok(summary) => ctx.transition(Logged::Finished, Some(summary.clone()), None),
+        Ok(outcome) => ctx.transition(Logged::Finished, Some(outcome.to_json()), None),
         Err(Error::Cancelled) => ctx.transition(Logged::Cancelled, None, None),
         Err(e) => ctx.transition(Logged::Failed, None, Some(e.to_string())),
     }
@@ -220,24 +227,25 @@ fn conclude(ctx: &JobCtx, result: Result<serde_json::Value>) -> Result<serde_jso
 }
 
 /// The job's own work, in this process.
-fn run_body(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<serde_json::Value> {
-    match ctx.kind {
-        JobKind::Evaluate { .. } => evaluate::run(ctx, workspace),
-        JobKind::Quantsim { .. } => quantsim::run(ctx, workspace),
-        JobKind::Analyze { .. } => analyze::run(ctx, workspace),
-        JobKind::Export { .. } => export::run(ctx, workspace),
-        JobKind::BiasCorrect { .. } => bias_correct::run(ctx, workspace),
-        JobKind::AdaRound { .. } => adaround::run(ctx, workspace),
-        JobKind::FoldBn { .. } => fixes::run_fold_bn(ctx, workspace),
-        JobKind::Cle { .. } => fixes::run_cle(ctx, workspace),
-        JobKind::Compress { .. } => compress::run(ctx, workspace),
-        JobKind::FineTune { .. } => finetune::run(ctx, workspace),
-        JobKind::ExternalFineTune { .. } => external_finetune::run(ctx, workspace),
-        JobKind::Qat { .. } => qat::run(ctx, workspace),
-        JobKind::FixChain { .. } => chain::run(ctx, workspace),
-        JobKind::Sweep { .. } => sweep::run(ctx, workspace),
-        JobKind::SlurmFollow { .. } => slurm::follow(ctx, workspace),
-    }
+fn run_body(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<JobOutcome> {
+    use JobOutcome::Untyped;
+    Ok(match ctx.kind {
+        JobKind::Evaluate { .. } => JobOutcome::Evaluate(evaluate::run(ctx, workspace)?),
+        JobKind::Quantsim { .. } => JobOutcome::Quantsim(quantsim::run(ctx, workspace)?),
+        JobKind::FoldBn { .. } => JobOutcome::FoldBn(fixes::run_fold_bn(ctx, workspace)?),
+        JobKind::Cle { .. } => JobOutcome::Cle(fixes::run_cle(ctx, workspace)?),
+        JobKind::Analyze { .. } => Untyped(analyze::run(ctx, workspace)?),
+        JobKind::Export { .. } => Untyped(export::run(ctx, workspace)?),
+        JobKind::BiasCorrect { .. } => Untyped(bias_correct::run(ctx, workspace)?),
+        JobKind::AdaRound { .. } => Untyped(adaround::run(ctx, workspace)?),
+        JobKind::Compress { .. } => Untyped(compress::run(ctx, workspace)?),
+        JobKind::FineTune { .. } => Untyped(finetune::run(ctx, workspace)?),
+        JobKind::ExternalFineTune { .. } => Untyped(external_finetune::run(ctx, workspace)?),
+        JobKind::Qat { .. } => Untyped(qat::run(ctx, workspace)?),
+        JobKind::FixChain { .. } => Untyped(chain::run(ctx, workspace)?),
+        JobKind::Sweep { .. } => Untyped(sweep::run(ctx, workspace)?),
+        JobKind::SlurmFollow { .. } => Untyped(slurm::follow(ctx, workspace)?),
+    })
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -286,13 +294,13 @@ impl From<JobKind> for HeadlessJob {
 
 /// Run one job on the current thread, headless: the same journal, logs and results as a
 /// job run by [`super::JobRunner`] — the one way every headless front end (the CLI's
-/// commands, `qsteer run-job`) runs a job. Returns the job's summary; a failed job is its
+/// commands, `qsteer run-job`) runs a job. Returns the job's outcome; a failed job is its
 /// error (so the CLI can pick the exit code), a cancelled one `Error::Cancelled`.
 pub fn run_job_blocking(
     workspace: Arc<Mutex<Workspace>>,
     job: impl Into<HeadlessJob>,
     on_event: impl FnMut(JobEvent) + Send,
-) -> Result<serde_json::Value> {
+) -> Result<JobOutcome> {
     let job = job.into();
     let dir = lock(&workspace).dir().to_path_buf();
     let id = match job.id {
@@ -345,7 +353,7 @@ pub fn follow_detached(
     workspace: Arc<Mutex<Workspace>>,
     id: JobId,
     on_event: impl FnMut(JobEvent) + Send,
-) -> Result<serde_json::Value> {
+) -> Result<JobOutcome> {
     let dir = lock(&workspace).dir().to_path_buf();
     let history = load_history(&dir)?;
     let record = (history.interrupted())

@@ -423,16 +423,16 @@ impl ProgressWatch {
         }
         if let Some(loss) = p.loss {
             self.last_loss = Some(loss);
-            let mut step = json!({"epoch": self.epoch, "step": self.step_in_epoch, "loss": loss});
-            if let Some(steps) = self.steps {
-                step["steps"] = json!(steps);
-            }
-            for (key, value) in [("metric", p.metric), ("lr", p.lr)] {
-                if let Some(v) = value {
-                    step[key] = json!(v);
-                }
-            }
-            ctx.partial(json!({ "train_step": step }));
+            ctx.partial(super::event::Partial::TrainStep {
+                train_step: super::event::TrainStep {
+                    epoch: self.epoch,
+                    step: self.step_in_epoch,
+                    steps: self.steps,
+                    loss: Some(loss),
+                    metric: p.metric,
+                    lr: p.lr,
+                },
+            });
         }
         // An epoch's loss and metric are its latest ones, wherever they were reported.
         let seen = self.per_epoch.entry(self.epoch).or_default();

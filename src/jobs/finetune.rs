@@ -6,6 +6,7 @@
 //! runs the same loop ([`train`]) with fake-quant.
 
 use super::child::{record_child, Measured};
+use super::event::{Partial, TrainEpoch, TrainStep};
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
@@ -293,14 +294,31 @@ pub(crate) fn train<'a>(
         } => {
             let done = (epoch - 1) * steps + step;
             ctx.progress(done, total_steps, "training");
-            ctx.partial(json!({"train_step": {"epoch": epoch, "step": step, "steps": steps, "loss": loss, "lr": lr}}));
+            ctx.partial(Partial::TrainStep {
+                train_step: TrainStep {
+                    epoch: epoch as u64,
+                    step: step as u64,
+                    steps: Some(steps as u64),
+                    loss: Some(loss),
+                    metric: None,
+                    lr: Some(lr),
+                },
+            });
         }
         Event::Epoch(r) => {
             ctx.log(format!(
                 "epoch {}: loss {:.4}, {metric} {:.4} ({:.1} s)",
                 r.epoch, r.loss, r.score, r.seconds
             ));
-            ctx.partial(json!({"train_epoch": {"epoch": r.epoch, "loss": r.loss, "score": r.score, "metric": metric, "seconds": r.seconds}}));
+            ctx.partial(Partial::TrainEpoch {
+                train_epoch: TrainEpoch {
+                    epoch: r.epoch,
+                    loss: Some(r.loss),
+                    score: Some(r.score),
+                    metric: metric.to_string(),
+                    seconds: r.seconds,
+                },
+            });
         }
         Event::Resumed { epochs_done } => ctx.log(format!(
             "resuming from the checkpoint after epoch {epochs_done}"

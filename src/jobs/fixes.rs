@@ -5,17 +5,21 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use super::outcome::SlurmRun;
 use crate::cancel::CancelToken;
 use crate::data::Dataset;
 use crate::experiment::evaluate::{check_fits, sample_shapes, select_samples, Subset};
 use crate::experiment::quantsim::float_variant_path;
 use crate::experiment::Workspace;
-use crate::fixes::{equalize_checked, fold_batchnorms, BnStats, CleOptions, CleReport, HbaSamples};
+use crate::fixes::bn_fold::{FoldedBn, SkippedBn};
+use crate::fixes::cle::{ChainEnd, CleSet, ConvertedActivation};
+use crate::fixes::HbaReport;
+use crate::fixes::{equalize_checked, fold_batchnorms, BnStats, CleOptions, HbaSamples};
 use crate::metrics::clamp_db;
 use crate::model::Model;
 use crate::runtime::{run_together, CompiledModel, RunOptions};
 use crate::{Error, Result};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -69,7 +73,7 @@ fn record(
     Ok((id, path))
 }
 
-pub(crate) fn run_fold_bn(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn run_fold_bn(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<FoldBnOutcome> {
     let JobKind::FoldBn { variant } = ctx.kind else {
         return Err(Error::runtime(
             "the fold-bn job was handed another kind of job",
@@ -90,16 +94,36 @@ pub(crate) fn run_fold_bn(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<
         out.report.folded.len(),
         out.report.skipped.len()
     ));
-    Ok(json!({
-        "variant": id,
-        "parent": variant,
-        "step": "fold_bn",
-        "output": path.display().to_string(),
-        "folded": out.report.folded,
-        "skipped": out.report.skipped,
-        "seconds": seconds,
-        "workspace": lock(workspace).dir().display().to_string(),
-    }))
+    Ok(FoldBnOutcome {
+        variant: id,
+        parent: *variant,
+        step: "fold_bn".into(),
+        output: path.display().to_string(),
+        folded: out.report.folded,
+        skipped: out.report.skipped,
+        seconds,
+        workspace: lock(workspace).dir().display().to_string(),
+        slurm: None,
+    })
+}
+
+/// What a fold-bn job reports (the core of `qsteer fold-bn --json`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FoldBnOutcome {
+    /// The folded (child) variant.
+    pub variant: u32,
+    pub parent: u32,
+    pub step: String,
+    /// The child's model file.
+    pub output: String,
+    pub folded: Vec<FoldedBn>,
+    pub skipped: Vec<SkippedBn>,
+    pub seconds: f64,
+    pub workspace: String,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
 }
 
 /// `cle{relu6_to_relu:…,hba:…}` (and `hba_padded:true` when set).
@@ -115,7 +139,7 @@ fn cle_step(o: &CleOptions) -> String {
     )
 }
 
-pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<CleOutcome> {
     let JobKind::Cle {
         variant,
         relu6_to_relu,
@@ -181,7 +205,7 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
             let c = output_change(&model, &out.model, &eval, run, ctx.cancel)?;
             ctx.log(format!(
                 "FP32 outputs vs v{variant} on {} evaluation samples: max |Δ| {:.3e}, SQNR {:.1} dB",
-                c["samples"], c["max_abs"].as_f64().unwrap_or(0.0), c["sqnr_db"].as_f64().unwrap_or(0.0)
+                c.samples, c.max_abs, c.sqnr_db
             ));
             Some(c)
         }
@@ -208,15 +232,86 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
         r.iterations,
         if r.converged { "" } else { " (not converged)" }
     ));
-    let mut summary = cle_summary(r);
-    summary["variant"] = json!(id);
-    summary["parent"] = json!(variant);
-    summary["step"] = json!(step);
-    summary["output"] = json!(path.display().to_string());
-    summary["seconds"] = json!(seconds);
-    summary["fp32_change"] = json!(fp32_change);
-    summary["workspace"] = json!(lock(workspace).dir().display().to_string());
-    Ok(summary)
+    Ok(CleOutcome {
+        variant: id,
+        parent: *variant,
+        step,
+        output: path.display().to_string(),
+        seconds,
+        fp32_change,
+        workspace: lock(workspace).dir().display().to_string(),
+        folded: r.folded.as_ref().map(|f| f.folded.clone()),
+        sets: r.sets.clone(),
+        converted: r.converted.clone(),
+        iterations: r.iterations,
+        converged: r.converged,
+        layers: r.layers.iter().map(CleLayer::from).collect(),
+        hba: r.hba.clone(),
+        ends: r.ends.clone(),
+        slurm: None,
+    })
+}
+
+/// What a cle job reports (the core of `qsteer cle --json`): the report without the
+/// per-channel lists (they belong to the app's chart, not the job journal).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CleOutcome {
+    /// The equalized (child) variant.
+    pub variant: u32,
+    pub parent: u32,
+    /// The recipe step, e.g. `cle{relu6_to_relu:false,hba:true}`.
+    pub step: String,
+    pub output: String,
+    pub seconds: f64,
+    /// How far the FP32 outputs moved, on the evaluation samples (with a dataset).
+    pub fp32_change: Option<OutputChange>,
+    pub workspace: String,
+    /// The BatchNormalizations folded first.
+    pub folded: Option<Vec<FoldedBn>>,
+    pub sets: Vec<CleSet>,
+    pub converted: Vec<ConvertedActivation>,
+    pub iterations: usize,
+    pub converged: bool,
+    pub layers: Vec<CleLayer>,
+    pub hba: Option<HbaReport>,
+    pub ends: Vec<ChainEnd>,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+/// Per equalized layer: the max/median range ratio of its output channels before and after.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CleLayer {
+    pub layer: String,
+    pub op: String,
+    pub channels: usize,
+    pub ratio_before: f64,
+    pub ratio_after: f64,
+}
+
+impl From<&crate::fixes::cle::LayerRanges> for CleLayer {
+    fn from(l: &crate::fixes::cle::LayerRanges) -> CleLayer {
+        CleLayer {
+            layer: l.layer.clone(),
+            op: l.op.clone(),
+            channels: l.after.channels.len(),
+            ratio_before: l.before.max_median_ratio,
+            ratio_after: l.after.max_median_ratio,
+        }
+    }
+}
+
+/// How far a fix moved the FP32 outputs, over every output element.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutputChange {
+    pub samples: usize,
+    pub max_abs: f32,
+    /// SQNR of the fixed outputs against the original ones, capped for JSON.
+    pub sqnr_db: f64,
 }
 
 /// How far `after`'s outputs are from `before`'s on `data`, over every output element:
@@ -227,7 +322,7 @@ fn output_change(
     data: &Dataset,
     options: RunOptions,
     cancel: &CancelToken,
-) -> Result<serde_json::Value> {
+) -> Result<OutputChange> {
     let shapes = sample_shapes(before, data)?;
     let a = CompiledModel::compile(before, &shapes, options.batch_size, &[])?;
     let b = CompiledModel::compile(after, &shapes, options.batch_size, &[])?;
@@ -255,37 +350,9 @@ fn output_change(
     } else {
         10.0 * (signal / noise).log10()
     };
-    Ok(json!({
-        "samples": data.len(),
-        "max_abs": max_abs,
-        "sqnr_db": clamp_db(sqnr),
-    }))
-}
-
-/// The report without the per-channel lists (they belong to the app's chart, not the job
-/// journal): per layer the max/median range ratio before and after.
-fn cle_summary(r: &CleReport) -> serde_json::Value {
-    let layers: Vec<serde_json::Value> = r
-        .layers
-        .iter()
-        .map(|l| {
-            json!({
-                "layer": l.layer,
-                "op": l.op,
-                "channels": l.after.channels.len(),
-                "ratio_before": l.before.max_median_ratio,
-                "ratio_after": l.after.max_median_ratio,
-            })
-        })
-        .collect();
-    json!({
-        "folded": r.folded.as_ref().map(|f| &f.folded),
-        "sets": r.sets,
-        "converted": r.converted,
-        "iterations": r.iterations,
-        "converged": r.converged,
-        "layers": layers,
-        "hba": r.hba,
-        "ends": r.ends,
+    Ok(OutputChange {
+        samples: data.len(),
+        max_abs,
+        sqnr_db: clamp_db(sqnr),
     })
 }

@@ -81,7 +81,13 @@ fn an_external_metric_drives_the_greedy_selection() {
     let entries: Vec<f64> = events
         .iter()
         .filter_map(|e| match e {
-            JobEvent::Partial { result, .. } => result["dictionary_entry"]["score"].as_f64(),
+            JobEvent::Partial {
+                result:
+                    crate::jobs::Partial::DictionaryEntry {
+                        dictionary_entry, ..
+                    },
+                ..
+            } => Some(dictionary_entry.score),
             _ => None,
         })
         .collect();

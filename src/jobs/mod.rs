@@ -23,6 +23,7 @@ mod history;
 mod journal;
 mod kind;
 mod latency;
+mod outcome;
 mod qat;
 mod quantsim;
 mod request;
@@ -38,12 +39,15 @@ pub use detached::{
     cancel as cancel_detached, current_state as detached_state, liveness as detached_liveness,
     DetachedOutcome, DetachedStart, Liveness,
 };
-pub use event::JobEvent;
+pub use event::{DictionaryPlan, JobEvent, Partial, SlurmState, TrainEpoch, TrainStep};
 pub use exec::{follow_detached, run_job_blocking, start_detached, HeadlessJob};
 pub use executor::{Executor, SlurmSettings};
 pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord, JobState};
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
+pub use outcome::{
+    CleOutcome, EvaluateOutcome, FoldBnOutcome, JobOutcome, QuantsimOutcome, ScoreFields, SlurmRun,
+};
 pub use request::{JobRequest, REQUEST_VERSION};
 pub use runner::{JobRunner, LocalJobs};
 pub use slurm::{
@@ -90,7 +94,7 @@ fn run_job_blocking_with(
     kind: JobKind,
     cancel: &crate::cancel::CancelToken,
     on_event: impl FnMut(JobEvent) + Send,
-) -> crate::Result<serde_json::Value> {
+) -> crate::Result<JobOutcome> {
     let job = HeadlessJob {
         cancel: cancel.clone(),
         ..kind.into()
@@ -104,6 +108,8 @@ pub(crate) mod compress_tests;
 mod external_finetune_tests;
 #[cfg(test)]
 mod metric_tests;
+#[cfg(test)]
+mod outcome_tests;
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]

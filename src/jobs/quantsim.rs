@@ -6,26 +6,30 @@ use super::evaluate::save_top1;
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use super::outcome::{ScoreFields, SlurmRun};
+use crate::data::SplitInfo;
 use crate::experiment::quantsim::{
     quantsim_child, quantsim_child_frozen, result_line, settings_label,
 };
 use crate::experiment::Workspace;
+use crate::quant::mixed_range::KeptFp32;
 use crate::quant::simulate::QuantsimRequest;
+use crate::quant::simulate::QuantsimSettings;
 use crate::{Error, Result};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<QuantsimOutcome> {
     run_with(ctx, workspace, false)
 }
 
 /// The quantsim job of a fix chain: encodings from a file are AdaRound's, frozen for the
 /// chain's settings, which are recorded with the variant.
-pub(crate) fn run_frozen(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn run_frozen(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<QuantsimOutcome> {
     run_with(ctx, workspace, true)
 }
 
-fn run_with(ctx: &JobCtx, workspace: &Mutex<Workspace>, frozen: bool) -> Result<serde_json::Value> {
+fn run_with(ctx: &JobCtx, workspace: &Mutex<Workspace>, frozen: bool) -> Result<QuantsimOutcome> {
     let JobKind::Quantsim {
         variant,
         data,
@@ -105,40 +109,90 @@ fn run_with(ctx: &JobCtx, workspace: &Mutex<Workspace>, frozen: bool) -> Result<
         )
     };
     let s = &r.score;
-    let mut doc = json!({
-        "variant": child.variant,
-        "parent": child.parent,
-        "result": line,
-        "step": lock(workspace).variant(child.variant).map(|v| v.step.clone()),
-        "settings": settings,
-        "accuracy": s.accuracy,
-        "top5_accuracy": s.top5_accuracy,
-        "parent_accuracy": child.parent_score.as_ref().and_then(|p| p.accuracy),
-        "samples": r.samples,
-        "seconds": r.seconds,
-        "samples_per_second": r.samples_per_second,
-        "activation_points": o.activation_points,
-        "fp32_op_points": o.fp32_op_points,
-        // Quantizers a rule of ours removed (the mixed-range Concat), with the reason.
-        "kept_fp32": o.kept_fp32,
-        "calibration_seconds": o.calibration_seconds,
+    Ok(QuantsimOutcome {
+        variant: child.variant,
+        parent: child.parent,
+        result: line,
+        step: lock(workspace)
+            .variant(child.variant)
+            .map(|v| v.step.clone()),
+        settings: settings.clone(),
+        accuracy: s.accuracy,
+        top5_accuracy: s.top5_accuracy,
+        parent_accuracy: child.parent_score.as_ref().and_then(|p| p.accuracy),
+        parent_metric_value: child.parent_score.as_ref().and_then(|p| p.value()),
+        samples: r.samples,
+        seconds: r.seconds,
+        samples_per_second: r.samples_per_second,
+        activation_points: o.activation_points,
+        fp32_op_points: o.fp32_op_points.clone(),
+        kept_fp32: o.kept_fp32.clone(),
+        calibration_seconds: o.calibration_seconds,
         // The samples calibration used (the split caps the request at half the data).
-        "calibration_size": r.split.as_ref().map_or(*calibration_size, |s| s.calibration),
-        "calibration_requested": calibration_size,
-        "seed": seed,
-        "threads": options.threads,
-        "split": r.split,
-        "dataset": data.display().to_string(),
-        "output": output.map(|p| p.display().to_string()),
-        "encodings": encodings.map(|p| p.display().to_string()),
-        "workspace": ws_dir.display().to_string(),
-        "notes": notes,
-    });
-    s.add_json_fields(&mut doc);
-    if let Some(p) = &child.parent_score {
-        doc["parent_metric_value"] = json!(p.value());
-    }
-    Ok(doc)
+        calibration_size: r
+            .split
+            .as_ref()
+            .map_or(*calibration_size, |s| s.calibration),
+        calibration_requested: *calibration_size,
+        seed: *seed,
+        threads: options.threads,
+        split: r.split.clone(),
+        dataset: data.display().to_string(),
+        output: output.map(|p| p.display().to_string()),
+        encodings: encodings.map(|p| p.display().to_string()),
+        workspace: ws_dir.display().to_string(),
+        notes,
+        score: s.into(),
+        slurm: None,
+    })
+}
+
+/// What a quantsim job reports: the simulated variant and its score (the core of
+/// `qsteer quantsim --json`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QuantsimOutcome {
+    /// The simulated (child) variant.
+    pub variant: u32,
+    pub parent: u32,
+    /// The result line, e.g. `W8A8 per-tensor tf_enhanced: 97.50 % (FP32 98.00 %)`.
+    pub result: String,
+    /// The recipe step recorded with the variant.
+    pub step: Option<String>,
+    pub settings: QuantsimSettings,
+    pub accuracy: Option<f64>,
+    pub top5_accuracy: Option<f64>,
+    pub parent_accuracy: Option<f64>,
+    /// The parent's metric value, when the parent was scored on the same data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_metric_value: Option<f64>,
+    pub samples: usize,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+    pub activation_points: usize,
+    /// The activation points `--fp32-ops` left unquantized.
+    pub fp32_op_points: Vec<String>,
+    /// Quantizers a rule of ours removed (the mixed-range Concat), with the reason.
+    pub kept_fp32: Vec<KeptFp32>,
+    pub calibration_seconds: f64,
+    /// The samples calibration used (the split caps the request at half the data).
+    pub calibration_size: usize,
+    pub calibration_requested: usize,
+    pub seed: u64,
+    pub threads: usize,
+    pub split: Option<SplitInfo>,
+    pub dataset: String,
+    /// The simulated variant's model file.
+    pub output: Option<String>,
+    /// Its encodings file (AIMET JSON).
+    pub encodings: Option<String>,
+    pub workspace: String,
+    pub notes: Vec<String>,
+    #[serde(flatten)]
+    pub score: ScoreFields,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
 }
 
 /// Quantsim, like AIMET's, does not fold a BatchNormalization into the layer before it:

@@ -542,8 +542,10 @@ impl Sweep<'_> {
                 ""
             }
         ));
-        self.ctx
-            .partial(json!({ "sweep_row": row, "stage": stage }));
+        self.ctx.partial(super::event::Partial::SweepRow {
+            sweep_row: Box::new(row.clone()),
+            stage: stage.to_string(),
+        });
         Ok(())
     }
 }

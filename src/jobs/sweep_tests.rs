@@ -40,9 +40,10 @@ fn rows(events: &[JobEvent]) -> Vec<serde_json::Value> {
     events
         .iter()
         .filter_map(|e| match e {
-            JobEvent::Partial { result, .. } if result.get("sweep_row").is_some() => {
-                Some(result.clone())
-            }
+            JobEvent::Partial {
+                result: result @ crate::jobs::Partial::SweepRow { .. },
+                ..
+            } => Some(serde_json::to_value(result).unwrap()),
             _ => None,
         })
         .collect()
@@ -167,7 +168,15 @@ fn sweep_makes_candidates_picks_by_the_rule_and_resumes() {
 
     // Cancelled after its first new candidate: that one is kept, and a rerun reuses it.
     let fresh = sweep(&data, &[0.55, 0.7], SweepStage::Ssvd);
-    let first_row = |e: &JobEvent| matches!(e, JobEvent::Partial { result, .. } if result.get("sweep_row").is_some());
+    let first_row = |e: &JobEvent| {
+        matches!(
+            e,
+            JobEvent::Partial {
+                result: crate::jobs::Partial::SweepRow { .. },
+                ..
+            }
+        )
+    };
     let (cancelled, events) = run_body_until(&ws, &fresh, &run, &first_row);
     assert!(matches!(cancelled, Err(Error::Cancelled)), "{cancelled:?}");
     assert_eq!(rows(&events).len(), 1);

@@ -375,7 +375,7 @@ fn ids_continue_across_restarts_and_the_headless_path_writes_the_same_records() 
     // Headless, on a freshly opened workspace: id 2, same events and records.
     let ws = open_workspace(dir.path());
     let mut events = Vec::new();
-    let summary = run_job_blocking(ws.clone(), eval(0, None), |e| events.push(e)).unwrap();
+    let outcome = run_job_blocking(ws.clone(), eval(0, None), |e| events.push(e)).unwrap();
     let states: Vec<&JobEvent> = events
         .iter()
         .filter(|e| !matches!(e, JobEvent::Log { .. } | JobEvent::Progress { .. }))
@@ -386,13 +386,14 @@ fn ids_continue_across_restarts_and_the_headless_path_writes_the_same_records() 
         *states[2],
         JobEvent::Finished {
             id: JobId(2),
-            summary: summary.clone()
+            summary: outcome.to_json()
         }
     );
     assert!(events
         .iter()
         .any(|e| matches!(e, JobEvent::Progress { .. })));
-    assert_eq!(summary["samples"], 400);
+    let outcome: crate::jobs::EvaluateOutcome = outcome.try_into().unwrap();
+    assert_eq!(outcome.samples, 400);
     assert_eq!(ws.lock().unwrap().variant(0).unwrap().results.len(), 1);
     assert_eq!(
         journal_states(dir.path(), JobId(2)),
@@ -718,14 +719,20 @@ fn analyze_job_stores_the_diagnosis_on_the_variant_and_refuses_a_quantized_one()
 fn export_job_writes_the_qdq_model_and_encodings_of_a_quantsim_variant() {
     let dir = tempfile::tempdir().unwrap();
     let ws = open_workspace(dir.path());
-    let summary = run_job_blocking(ws.clone(), quantsim(0, Default::default()), |_| {}).unwrap();
-    let id = summary["variant"].as_u64().unwrap() as u32;
+    let sim: crate::jobs::QuantsimOutcome =
+        run_job_blocking(ws.clone(), quantsim(0, Default::default()), |_| {})
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let id = sim.variant;
     let export = JobKind::Export {
         variant: id,
         out: None,
         version: crate::quant::encodings_file::EncodingsVersion::Legacy,
     };
-    let summary = run_job_blocking(ws.clone(), export, |_| {}).unwrap();
+    let summary = run_job_blocking(ws.clone(), export, |_| {})
+        .unwrap()
+        .to_json();
     let output = std::path::PathBuf::from(summary["output"].as_str().unwrap());
     assert!(output.starts_with(dir.path().join("exports")), "{output:?}");
     let qdq = Model::load_any(&output).unwrap();

@@ -240,10 +240,12 @@ fn training_partials_draw_the_loss_curve_and_epoch_scores() {
         let epoch = 1 + (step - 1) / 7;
         let result = json!({"train_step": {"epoch": epoch, "step": 1 + (step - 1) % 7,
             "steps": 7, "loss": 2.0 / f64::from(step), "lr": 1e-3}});
+        let result = serde_json::from_value(result).unwrap();
         update(&mut app, Action::Job(JobEvent::Partial { id, result }));
         if step % 7 == 0 {
             let result = json!({"train_epoch": {"epoch": epoch, "loss": 0.5,
                 "score": 0.97 + 0.01 * f64::from(epoch), "metric": "accuracy", "seconds": 1.0}});
+            let result = serde_json::from_value(result).unwrap();
             update(&mut app, Action::Job(JobEvent::Partial { id, result }));
         }
     }

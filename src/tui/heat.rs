@@ -2,8 +2,9 @@
 //! filled from the job's `Partial` events as entries are computed or reused, so the layers
 //! pane can draw it while the job runs.
 
+use qsteer::compress::greedy::dictionary::Entry;
 use qsteer::compress::record::CompressionRecord;
-use qsteer::jobs::JobId;
+use qsteer::jobs::{DictionaryPlan, JobId};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,19 +25,20 @@ pub struct HeatGrid {
 
 impl HeatGrid {
     /// An empty grid from the job's plan event (`{"dictionary": {layers, candidates, …}}`).
-    pub fn from_plan(job: JobId, result: &Value) -> Option<HeatGrid> {
-        let d = result.get("dictionary")?;
-        let layers: Vec<String> = serde_json::from_value(d.get("layers")?.clone()).ok()?;
-        let ratios: Vec<f64> = serde_json::from_value(d.get("candidates")?.clone()).ok()?;
-        Some(HeatGrid {
+    pub fn from_plan(job: JobId, d: &DictionaryPlan) -> HeatGrid {
+        let (layers, ratios) = (d.layers.clone(), d.candidates.clone());
+        HeatGrid {
             job: Some(job),
-            metric: d["metric"].as_str().unwrap_or("score").to_string(),
-            baseline: d["baseline"].as_f64()?,
+            metric: match d.metric.as_str() {
+                "" => "score".to_string(),
+                m => m.to_string(),
+            },
+            baseline: d.baseline,
             scores: vec![vec![None; ratios.len()]; layers.len()],
             chosen: vec![None; layers.len()],
             layers,
             ratios,
-        })
+        }
     }
 
     /// The grid of a compressed variant: the dictionary cache file its record names
@@ -71,25 +73,25 @@ impl HeatGrid {
             ratios,
         };
         for e in entries {
-            g.fill(&serde_json::json!({ "dictionary_entry": e }));
+            if let (Some(layer), Some(ratio), Some(score)) = (
+                e["layer"].as_str(),
+                e["ratio"].as_f64(),
+                e["score"].as_f64(),
+            ) {
+                g.fill_cell(layer, ratio, score);
+            }
         }
         g.choose(&serde_json::to_value(&record.ratios).ok()?);
         Some(g)
     }
 
-    /// Fill one cell from an entry event (`{"dictionary_entry": {layer, ratio, score, …}}`);
-    /// false when the event is not an entry of this grid.
-    pub fn fill(&mut self, result: &Value) -> bool {
-        let Some(e) = result.get("dictionary_entry") else {
-            return false;
-        };
-        let (Some(layer), Some(ratio), Some(score)) = (
-            e["layer"].as_str(),
-            e["ratio"].as_f64(),
-            e["score"].as_f64(),
-        ) else {
-            return false;
-        };
+    /// Fill one cell from a dictionary entry (the compress job's `DictionaryEntry` partial);
+    /// false when the entry is not in this grid.
+    pub fn fill(&mut self, e: &Entry) -> bool {
+        self.fill_cell(&e.layer, e.ratio, e.score)
+    }
+
+    fn fill_cell(&mut self, layer: &str, ratio: f64, score: f64) -> bool {
         match (self.layer_index(layer), self.ratio_index(ratio)) {
             (Some(l), Some(r)) => {
                 self.scores[l][r] = Some(score);

@@ -59,7 +59,7 @@ fn partials(events: &[JobEvent]) -> Vec<serde_json::Value> {
     events
         .iter()
         .filter_map(|e| match e {
-            JobEvent::Partial { result, .. } => Some(result.clone()),
+            JobEvent::Partial { result, .. } => Some(serde_json::to_value(result).unwrap()),
             _ => None,
         })
         .collect()
@@ -69,7 +69,7 @@ fn partials(events: &[JobEvent]) -> Vec<serde_json::Value> {
 fn partial(events: &[JobEvent], result: &serde_json::Value) -> JobEvent {
     JobEvent::Partial {
         id: events[0].id(),
-        result: result.clone(),
+        result: serde_json::from_value(result.clone()).unwrap(),
     }
 }
 

@@ -159,7 +159,13 @@ fn the_jobs_pane_shows_the_slurm_id_state_node_and_queue_time() {
     };
     update(&mut app, Action::Job(JobEvent::Queued { id, kind }));
     update(&mut app, Action::Job(JobEvent::Started { id }));
-    let partial = |v| Action::Job(JobEvent::Partial { id, result: v });
+    // Built from the wire form the executor writes.
+    let partial = |v| {
+        Action::Job(JobEvent::Partial {
+            id,
+            result: serde_json::from_value(v).unwrap(),
+        })
+    };
     update(
         &mut app,
         partial(json!({"slurm": {"job_id": "41", "state": "PENDING", "reason": "Priority"}})),

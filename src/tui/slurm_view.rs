@@ -19,27 +19,22 @@ pub struct SlurmState {
 pub struct SlurmJobs(pub BTreeMap<String, SlurmState>);
 
 impl SlurmJobs {
-    /// Take a partial; false when it is not a Slurm one.
-    pub fn take(&mut self, partial: &Value) -> bool {
-        let Some(s) = partial.get("slurm") else {
-            return false;
-        };
-        let Some(id) = s["job_id"].as_str() else {
-            return false;
-        };
-        let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
-        let entry = self.0.entry(id.to_string()).or_default();
-        entry.state = text("state");
-        entry.node = text("node");
-        entry.reason = text("reason");
-        entry.queued_seconds = s["queued_seconds"].as_f64().or(entry.queued_seconds);
-        true
+    /// Take what the executor reported of one batch job.
+    pub fn take(&mut self, s: &qsteer::jobs::SlurmState) {
+        let entry = self.0.entry(s.job_id.clone()).or_default();
+        entry.state = s.state.clone();
+        entry.node = s.node.clone();
+        entry.reason = s.reason.clone();
+        entry.queued_seconds = s.queued_seconds.or(entry.queued_seconds);
     }
 
-    /// A finished job's summary: its `slurm` object (one batch job), if any.
+    /// A finished job's summary: its `slurm` record (one batch job), if any.
     pub fn from_summary(summary: &Value) -> SlurmJobs {
         let mut jobs = SlurmJobs::default();
-        jobs.take(summary);
+        let record = summary.get("slurm").cloned();
+        if let Some(s) = record.and_then(|r| serde_json::from_value(r).ok()) {
+            jobs.take(&s);
+        }
         jobs
     }
 
@@ -81,23 +76,33 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The state as the executor's partial carries it (its wire form).
+    fn slurm(v: Value) -> qsteer::jobs::SlurmState {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn one_job_shows_id_state_node_and_queue_time_many_show_counts() {
         let mut jobs = SlurmJobs::default();
-        assert!(!jobs.take(&json!({"train_step": {}})));
         assert_eq!(jobs.summary(), None);
-        assert!(jobs.take(&json!({"slurm": {"job_id": "41", "state": "PENDING"}})));
+        jobs.take(&slurm(json!({"job_id": "41", "state": "PENDING"})));
         assert_eq!(jobs.summary().unwrap(), "slurm 41 PENDING");
-        jobs.take(
-            &json!({"slurm": {"job_id": "41", "state": "RUNNING", "node": "n3",
-            "reason": "None", "queued_seconds": 65.0}}),
-        );
+        jobs.take(&slurm(
+            json!({"job_id": "41", "state": "RUNNING", "node": "n3",
+            "reason": "None", "queued_seconds": 65.0}),
+        ));
         assert_eq!(
             jobs.summary().unwrap(),
             "slurm 41 RUNNING on n3, queued 1:05"
         );
-        jobs.take(&json!({"slurm": {"job_id": "42", "state": "PENDING", "reason": "Resources"}}));
-        jobs.take(&json!({"slurm": {"job_id": "43", "state": "PENDING"}}));
+        jobs.take(&slurm(
+            json!({"job_id": "42", "state": "PENDING", "reason": "Resources"}),
+        ));
+        jobs.take(&slurm(json!({"job_id": "43", "state": "PENDING"})));
+        // A finished job's summary names its one batch job under `slurm`.
+        let done = SlurmJobs::from_summary(&json!({"variant": 1, "slurm": {"job_id": "44",
+            "state": "COMPLETED", "node": "n1", "exit_code": "0:0"}}));
+        assert_eq!(done.summary().unwrap(), "slurm 44 COMPLETED on n1");
         assert_eq!(jobs.summary().unwrap(), "slurm ×3: 2 PENDING, 1 RUNNING");
     }
 }

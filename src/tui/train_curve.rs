@@ -1,6 +1,7 @@
 //! A training job's loss curve and per-epoch scores, filled from its `train_step` and
 //! `train_epoch` partial results as they arrive (the jobs pane draws it live).
 
+use qsteer::jobs::Partial;
 use serde_json::Value;
 
 /// The points kept per curve: older steps are thinned (every other one dropped) past this,
@@ -28,13 +29,14 @@ pub struct EpochPoint {
 
 impl TrainCurve {
     /// Take a partial result; false when it is not a training event.
-    pub fn take(&mut self, partial: &Value) -> bool {
-        if let Some(s) = partial.get("train_step") {
-            let (Some(step), Some(loss)) = (s["step"].as_u64(), s["loss"].as_f64()) else {
+    pub fn take(&mut self, partial: &Partial) -> bool {
+        if let Partial::TrainStep { train_step: s } = partial {
+            let Some(loss) = s.loss else {
                 return false;
             };
-            let epoch = s["epoch"].as_u64().unwrap_or(1).max(1) as usize;
-            if let Some(n) = s["steps"].as_u64().filter(|&n| n > 0) {
+            let step = s.step;
+            let epoch = s.epoch.max(1) as usize;
+            if let Some(n) = s.steps.filter(|&n| n > 0) {
                 self.steps_per_epoch = n as usize;
             }
             let x = match self.steps_per_epoch {
@@ -49,19 +51,16 @@ impl TrainCurve {
             }
             return true;
         }
-        if let Some(e) = partial.get("train_epoch") {
-            let Some(epoch) = e["epoch"].as_u64() else {
-                return false;
-            };
-            let epoch = epoch as usize;
-            if let Some(m) = e["metric"].as_str() {
-                self.metric = m.to_string();
+        if let Partial::TrainEpoch { train_epoch: e } = partial {
+            let epoch = e.epoch;
+            if !e.metric.is_empty() {
+                self.metric = e.metric.clone();
             }
             self.epochs.retain(|p| p.epoch != epoch);
             self.epochs.push(EpochPoint {
                 epoch,
-                loss: e["loss"].as_f64().unwrap_or(f64::NAN),
-                score: e["score"].as_f64(),
+                loss: e.loss.unwrap_or(f64::NAN),
+                score: e.score.filter(|s| s.is_finite()),
             });
             return true;
         }
@@ -146,8 +145,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn step(epoch: u64, step: u64, steps: u64, loss: f64) -> Value {
-        json!({"train_step": {"epoch": epoch, "step": step, "steps": steps, "loss": loss, "lr": 1e-3}})
+    /// A partial from its wire form.
+    fn p(v: Value) -> Partial {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn step(epoch: u64, step: u64, steps: u64, loss: f64) -> Partial {
+        p(
+            json!({"train_step": {"epoch": epoch, "step": step, "steps": steps, "loss": loss, "lr": 1e-3}}),
+        )
     }
 
     #[test]
@@ -158,13 +164,15 @@ mod tests {
         assert!(c.take(&step(2, 1, 4, 0.5)));
         assert_eq!(c.steps, vec![(1.0, 2.0), (4.0, 1.0), (5.0, 0.5)]);
         assert_eq!(c.loss_bounds(), [0.5, 2.0]);
-        assert!(c.take(
-            &json!({"train_epoch": {"epoch": 1, "loss": 1.2, "score": 0.98, "metric": "accuracy"}})
-        ));
-        assert!(c.take(&json!({"train_epoch": {"epoch": 2, "loss": 0.6, "score": 0.97}})));
+        assert!(c.take(&p(
+            json!({"train_epoch": {"epoch": 1, "loss": 1.2, "score": 0.98, "metric": "accuracy"}})
+        )));
+        assert!(c.take(&p(
+            json!({"train_epoch": {"epoch": 2, "loss": 0.6, "score": 0.97}})
+        )));
         assert_eq!(c.metric, "accuracy");
         assert_eq!(c.epochs_text(5), "e1 98.00%↑ · e2 97.00%");
-        assert!(!c.take(&json!({"sweep_row": {}})));
+        assert!(!c.take(&p(json!({"slurm": {"job_id": "1", "state": "RUNNING"}}))));
     }
 
     #[test]
@@ -198,8 +206,12 @@ mod tests {
     #[test]
     fn steps_without_a_count_are_numbered_in_arrival_order() {
         let mut c = TrainCurve::default();
-        c.take(&json!({"train_step": {"epoch": 1, "step": 10, "loss": 0.3}}));
-        c.take(&json!({"train_step": {"epoch": 1, "step": 20, "loss": 0.2}}));
+        c.take(&p(
+            json!({"train_step": {"epoch": 1, "step": 10, "loss": 0.3}}),
+        ));
+        c.take(&p(
+            json!({"train_step": {"epoch": 1, "step": 20, "loss": 0.2}}),
+        ));
         assert_eq!(c.steps, vec![(1.0, 0.3), (2.0, 0.2)]);
         assert_eq!(c.step_bounds(), [1.0, 2.0]);
     }

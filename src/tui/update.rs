@@ -14,6 +14,7 @@ use super::sweep_decision;
 use super::sweep_form;
 use qsteer::experiment::evaluate::Subset;
 use qsteer::jobs::{JobEvent, JobId, JobKind};
+use qsteer::jobs::{JobOutcome, Partial};
 use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -732,29 +733,32 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 }
             }
         }
-        JobEvent::Partial { id, result } if result.get("slurm").is_some() => {
-            if let Some(j) = job_mut(app, id) {
-                j.slurm.take(&result);
-            }
-        }
-        // A compress job's dictionary: the plan starts a grid (shown at once), entries fill it.
-        JobEvent::Partial { id, result }
-            if result.get("train_step").is_some() || result.get("train_epoch").is_some() =>
-        {
-            if let Some(j) = job_mut(app, id) {
-                j.curve.get_or_insert_with(Default::default).take(&result);
-            }
-        }
-        JobEvent::Partial { id, result } => match super::heat::HeatGrid::from_plan(id, &result) {
-            Some(grid) => {
-                app.heat = Some(grid);
-                app.heat_view = true;
-            }
-            None => {
-                if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
-                    g.fill(&result);
+        JobEvent::Partial { id, result } => match &result {
+            Partial::Slurm { slurm } => {
+                if let Some(j) = job_mut(app, id) {
+                    j.slurm.take(slurm);
                 }
             }
+            Partial::TrainStep { .. } | Partial::TrainEpoch { .. } => {
+                if let Some(j) = job_mut(app, id) {
+                    j.curve.get_or_insert_with(Default::default).take(&result);
+                }
+            }
+            // A compress job's dictionary: the plan starts a grid (shown at once), entries
+            // fill it.
+            Partial::DictionaryPlan { dictionary } => {
+                app.heat = Some(super::heat::HeatGrid::from_plan(id, dictionary));
+                app.heat_view = true;
+            }
+            Partial::DictionaryEntry {
+                dictionary_entry, ..
+            } => {
+                if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
+                    g.fill(dictionary_entry);
+                }
+            }
+            // The sweep's rows are in its report, which the app reads at the end.
+            Partial::SweepRow { .. } => {}
         },
         JobEvent::Finished { id, summary } => {
             if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
@@ -765,7 +769,11 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
                 j.elapsed = Some(j.seconds());
                 j.done = j.total;
                 // A job that states its result in a line (quantsim) is shown by it.
-                match summary["result"].as_str() {
+                // Read by the job's kind; a summary that does not parse still shows.
+                let outcome = (j.kind.as_ref())
+                    .and_then(|k| JobOutcome::from_summary(k, summary.clone()).ok())
+                    .unwrap_or_else(|| JobOutcome::Untyped(summary.clone()));
+                match outcome.result_line() {
                     Some(result) => {
                         j.log.push(format!("finished: {result}"));
                         app.status = format!("job {id} finished: {result}");

@@ -19,6 +19,7 @@ mod finetune_cli;
 mod fixes_cli;
 mod fuzz;
 mod images;
+mod json_keys;
 mod metrics_cli;
 mod mixed_range_cli;
 mod model_inputs;

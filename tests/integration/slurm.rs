@@ -709,14 +709,19 @@ fn an_export_job_runs_through_slurm_and_writes_what_a_local_one_writes() {
     let ws = Workspace::open_or_create(&ws_dir, &model, "resnet_digits").unwrap();
     let ws = Arc::new(Mutex::new(ws));
     let quantsim = JobKind::quantsim(0, data, Default::default()).with_threads_at_most(Some(1));
-    let sim = run_job_blocking(ws.clone(), quantsim, |_| {}).unwrap();
+    let sim: qsteer::jobs::QuantsimOutcome = run_job_blocking(ws.clone(), quantsim, |_| {})
+        .unwrap()
+        .try_into()
+        .unwrap();
     let export = |out: &Path, executor: Executor| {
         let kind = JobKind::Export {
-            variant: sim["variant"].as_u64().unwrap() as u32,
+            variant: sim.variant,
             out: Some(out.to_path_buf()),
             version: Default::default(),
         };
-        run_job_blocking(ws.clone(), HeadlessJob::on(kind, executor), |_| {}).unwrap()
+        run_job_blocking(ws.clone(), HeadlessJob::on(kind, executor), |_| {})
+            .unwrap()
+            .to_json()
     };
     let (here, there) = (dir.path().join("here"), dir.path().join("there"));
     let local = export(&here, Executor::Local);

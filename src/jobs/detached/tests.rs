@@ -118,7 +118,13 @@ fn a_dead_process_or_a_reused_pid_is_interrupted_a_live_one_is_followed_again() 
         [3]
     );
     // The job's process writes its outcome and ends: the follower journals it.
-    let summary = serde_json::json!({"variant": 0, "result": "done elsewhere"});
+    // A whole fold-bn summary: it is read back by the job's kind, as the journal keeps it.
+    let summary = serde_json::to_value(crate::jobs::FoldBnOutcome {
+        step: "fold_bn".into(),
+        output: "done elsewhere".into(),
+        ..Default::default()
+    })
+    .unwrap();
     DetachedOutcome::Finished {
         summary: summary.clone(),
     }

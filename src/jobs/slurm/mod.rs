@@ -15,6 +15,7 @@ use super::exec::JobCtx;
 use super::lock;
 use crate::experiment::{now, SlurmJobEntry, Workspace};
 use crate::fsutil::{claim_unique_stem, write_atomic};
+use crate::jobs::event::{Partial, SlurmState};
 use crate::jobs::{summary_variant, JobKind, JobRequest, SlurmSettings};
 use crate::{Error, Result};
 use serde_json::{json, Value};
@@ -80,7 +81,13 @@ pub(crate) fn run(
     // this process) can count on a rerun finding the job in the workspace.
     let mut entry = pending_entry(ctx, &slurm_id, &files.stem, Some(ctx.kind.clone()));
     record(ctx, workspace, &entry);
-    ctx.partial(json!({"slurm": {"job_id": slurm_id, "state": "PENDING"}}));
+    ctx.partial(Partial::Slurm {
+        slurm: SlurmState {
+            job_id: slurm_id.clone(),
+            state: "PENDING".into(),
+            ..Default::default()
+        },
+    });
     ctx.log(format!(
         "slurm: submitted job {slurm_id} ({}); output {}",
         script.display(),
@@ -191,7 +198,13 @@ fn fill_on_array(
             "PENDING"
         };
         if state != shown {
-            ctx.partial(json!({"slurm": {"job_id": id, "state": state}}));
+            ctx.partial(Partial::Slurm {
+                slurm: SlurmState {
+                    job_id: id.to_string(),
+                    state: state.to_string(),
+                    ..Default::default()
+                },
+            });
             shown = state.to_string();
         }
         let done = (array.tasks as usize).saturating_sub(left.len());
@@ -418,13 +431,15 @@ fn watch(
                 queued_seconds = Some(s.elapsed().as_secs_f64());
             }
             // For the app's jobs pane: the Slurm id, state, node and queue time.
-            ctx.partial(json!({"slurm": {
-                "job_id": id,
-                "state": info.state,
-                "node": info.node,
-                "reason": info.reason,
-                "queued_seconds": queued_seconds,
-            }}));
+            ctx.partial(Partial::Slurm {
+                slurm: SlurmState {
+                    job_id: id.to_string(),
+                    state: info.state.clone(),
+                    node: info.node.clone(),
+                    reason: info.reason.clone(),
+                    queued_seconds,
+                },
+            });
         }
         last = info;
         if last.is_ended() {
