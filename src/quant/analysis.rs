@@ -932,6 +932,32 @@ mod tests {
         b.model("yolo-like").unwrap()
     }
 
+    /// `analyze` of the yolo-like head on 64 random samples (32 calibrating) under `settings`.
+    fn analyze_yolo_like(settings: QuantsimSettings) -> Analysis {
+        let model = yolo_like();
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = crate::quant::test_data::Rng::new(7);
+        let x = ndarray::Array3::from_shape_fn((64, 4, 16), |_| rng.normal()).into_dyn();
+        crate::data::write_npy_f32(&dir.path().join("inputs.npy"), &x).unwrap();
+        let req = QuantsimRequest {
+            data: dir.path().to_path_buf(),
+            calibration_size: 32,
+            seed: 0,
+            settings,
+            options: RunOptions::default(),
+            metric: Default::default(),
+        };
+        analyze(
+            &model,
+            &req,
+            &AnalyzeOptions::default(),
+            &CancelToken::new(),
+            &|_, _, _| {},
+        )
+        .unwrap()
+        .0
+    }
+
     #[test]
     fn a16_flagged_puts_the_flagged_tensor_alone_on_16_bits_and_repairs_its_channels() {
         // The mixed-range rule off, so the boxes-and-scores Concat is quantized and flagged.
@@ -939,30 +965,7 @@ mod tests {
             mixed_range_factor: None,
             ..QuantsimSettings::default()
         };
-        let model = yolo_like();
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = crate::quant::test_data::Rng::new(7);
-        let x = ndarray::Array3::from_shape_fn((64, 4, 16), |_| rng.normal()).into_dyn();
-        crate::data::write_npy_f32(&dir.path().join("inputs.npy"), &x).unwrap();
-        let run = |settings| {
-            let req = QuantsimRequest {
-                data: dir.path().to_path_buf(),
-                calibration_size: 32,
-                seed: 0,
-                settings,
-                options: RunOptions::default(),
-                metric: Default::default(),
-            };
-            analyze(
-                &model,
-                &req,
-                &AnalyzeOptions::default(),
-                &CancelToken::new(),
-                &|_, _, _| {},
-            )
-            .unwrap()
-            .0
-        };
+        let run = analyze_yolo_like;
         let bits = |a: &Analysis, v: &str| {
             let row = a.activations.iter().find(|x| x.value == v).unwrap();
             row.encoding.as_ref().map(|e| e.bitwidth)
@@ -1000,31 +1003,7 @@ mod tests {
             ..QuantsimSettings::default()
         };
         use crate::quant::simulate::LayerOverride;
-        let model = yolo_like();
-        let dir = tempfile::tempdir().unwrap();
-        let mut rng = crate::quant::test_data::Rng::new(7);
-        let x = ndarray::Array3::from_shape_fn((64, 4, 16), |_| rng.normal()).into_dyn();
-        crate::data::write_npy_f32(&dir.path().join("inputs.npy"), &x).unwrap();
-        let run = |settings| {
-            let req = QuantsimRequest {
-                data: dir.path().to_path_buf(),
-                calibration_size: 32,
-                seed: 0,
-                settings,
-                options: RunOptions::default(),
-                metric: Default::default(),
-            };
-            let cancel = CancelToken::new();
-            analyze(
-                &model,
-                &req,
-                &AnalyzeOptions::default(),
-                &cancel,
-                &|_, _, _| {},
-            )
-            .unwrap()
-            .0
-        };
+        let run = analyze_yolo_like;
         let a = run(rule_off.clone());
         let row = |a: &Analysis, v: &str| a.activations.iter().find(|x| x.value == v).cloned();
         let det = row(&a, "det").unwrap();
