@@ -27,6 +27,7 @@ mod split_flags;
 mod suggest;
 mod sweep;
 mod table;
+mod variants;
 mod workspace;
 
 #[cfg(test)]
@@ -141,6 +142,8 @@ pub enum Command {
     RunJob(run_job::RunJobArgs),
     /// Look after a workspace: `repair` rebuilds its index from the variant files
     Workspace(workspace::WorkspaceArgs),
+    /// Rename, note, tag, untag or delete a variant
+    Variants(variants::VariantsArgs),
 }
 
 /// Parse arguments and run; returns the process exit code.
@@ -175,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
                 | Command::Jobs(_)
                 | Command::RunJob(_)
                 | Command::Workspace(_)
+                | Command::Variants(_)
         )
     );
     if cli.common.detach && runs_no_job {
@@ -202,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Fix(args)) => fix_chain::run(args, &cli.common),
         Some(Command::RunJob(args)) => run_job::run(args, &cli.common),
         Some(Command::Workspace(args)) => workspace::run(args, &cli.common),
+        Some(Command::Variants(args)) => variants::run(args, &cli.common),
         None => {
             let (model, data) = resolve_model(cli.model.as_ref(), cli.common.data.as_ref())?;
             let input_shapes = if cli.common.input_shape.is_empty() {

@@ -6,11 +6,12 @@ pub mod export;
 mod predictions;
 pub mod quantsim;
 mod variant;
+mod variant_edit;
 mod workspace;
 
 pub use predictions::{load_predictions, save_predictions, Predictions};
 pub use variant::{EvalRecord, Variant};
 pub use workspace::{
     default_workspace_dir, load_model_as, now, qsteer_data_dir, repair, Adopted, DetachedJobEntry,
-    RepairReport, SlurmJobEntry, Workspace, WorkspaceFile, FORMAT_VERSION,
+    RepairReport, SlurmJobEntry, ViewMarks, Workspace, WorkspaceFile, FORMAT_VERSION,
 };

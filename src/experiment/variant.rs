@@ -39,6 +39,10 @@ pub struct Variant {
     /// The latest measured latency (`qsteer latency`, compress and sweep jobs).
     #[serde(default)]
     pub latency: Option<crate::runtime::Latency>,
+    /// A name the user gave it (`qsteer variants rename`, `R` in the app), shown instead of
+    /// its step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default)]
     pub notes: String,
     #[serde(default)]
@@ -93,6 +97,7 @@ impl Variant {
             params: None,
             size_bytes,
             latency: None,
+            name: None,
             notes: String::new(),
             tags: vec![],
             results: vec![],

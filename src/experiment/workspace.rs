@@ -67,6 +67,27 @@ pub struct Settings {
     /// rest, so values written by another version never stop a dialog opening.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dialogs: BTreeMap<String, serde_json::Value>,
+    /// The app's current variant and A/B marks, which it opens with next time.
+    #[serde(default, skip_serializing_if = "ViewMarks::is_empty")]
+    pub view: ViewMarks,
+}
+
+/// Which variant the app shows and which two it compares (`settings.view`). Ids that no
+/// longer name a variant are ignored when read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ViewMarks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b: Option<u32>,
+}
+
+impl ViewMarks {
+    fn is_empty(&self) -> bool {
+        *self == ViewMarks::default()
+    }
 }
 
 fn is_default(s: &SlurmSettings) -> bool {
@@ -85,6 +106,7 @@ impl Default for Settings {
             metric: None,
             train_data: None,
             dialogs: BTreeMap::new(),
+            view: ViewMarks::default(),
         }
     }
 }
@@ -222,7 +244,7 @@ fn parse_index(bytes: &[u8]) -> std::result::Result<WorkspaceFile, BadIndex> {
 
 /// The variant id a file in `variants/` belongs to: `<id>.onnx`, `<id>.<kind>.json`, …
 /// (temp files of an interrupted write start with a dot and belong to none).
-fn file_variant_id(name: &str) -> Option<u32> {
+pub(super) fn file_variant_id(name: &str) -> Option<u32> {
     let (id, rest) = name.split_once('.')?;
     if rest.is_empty() || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -231,7 +253,7 @@ fn file_variant_id(name: &str) -> Option<u32> {
 }
 
 /// The names of the files in `dir/variants` (none if it is missing).
-fn variant_file_names(dir: &Path) -> Result<Vec<String>> {
+pub(super) fn variant_file_names(dir: &Path) -> Result<Vec<String>> {
     let variants = dir.join("variants");
     let entries = match fs::read_dir(&variants) {
         Ok(e) => e,
@@ -376,7 +398,10 @@ impl Workspace {
     /// One read-modify-write of the index under the workspace lock: the index is re-read,
     /// `change` applied to it, and the result written before the lock is released. A
     /// failed change writes nothing.
-    fn update<R>(&mut self, change: impl FnOnce(&mut Workspace) -> Result<R>) -> Result<R> {
+    pub(super) fn update<R>(
+        &mut self,
+        change: impl FnOnce(&mut Workspace) -> Result<R>,
+    ) -> Result<R> {
         if self.txn.is_some() {
             // Inside a transaction: it holds the lock and writes the index at its end.
             return change(self);
@@ -540,6 +565,53 @@ impl Workspace {
         })
     }
 
+    /// Take variant `id` out of the index and the view marks (the caller checked it may go).
+    pub(super) fn remove_from_index(&mut self, id: u32) {
+        self.file.variants.retain(|v| v.id != id);
+        let view = &mut self.file.settings.view;
+        for slot in [&mut view.current, &mut view.a, &mut view.b] {
+            if *slot == Some(id) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Remember the app's current variant; writes only when it changed.
+    pub fn set_current(&mut self, id: u32) -> Result<()> {
+        if self.file.settings.view.current == Some(id) {
+            return Ok(());
+        }
+        self.update(|ws| {
+            ws.variant_mut(id)?;
+            ws.file.settings.view.current = Some(id);
+            Ok(())
+        })
+    }
+
+    /// Remember the app's A and B marks; writes only when they changed.
+    pub fn set_marks(&mut self, a: Option<u32>, b: Option<u32>) -> Result<()> {
+        let view = &self.file.settings.view;
+        if (view.a, view.b) == (a, b) {
+            return Ok(());
+        }
+        self.update(|ws| {
+            ws.file.settings.view.a = a;
+            ws.file.settings.view.b = b;
+            Ok(())
+        })
+    }
+
+    /// The stored view marks, each kept only while it names a variant.
+    pub fn view_marks(&self) -> ViewMarks {
+        let known = |id: Option<u32>| id.filter(|&i| self.variant(i).is_some());
+        let v = &self.file.settings.view;
+        ViewMarks {
+            current: known(v.current),
+            a: known(v.a),
+            b: known(v.b),
+        }
+    }
+
     pub fn set_trainer(&mut self, template: Option<String>) -> Result<()> {
         self.update(|ws| {
             ws.file.settings.trainer = template;
@@ -555,7 +627,7 @@ impl Workspace {
         self.file.variants.iter().find(|v| v.id == id)
     }
 
-    fn variant_mut(&mut self, id: u32) -> Result<&mut Variant> {
+    pub(super) fn variant_mut(&mut self, id: u32) -> Result<&mut Variant> {
         let dir = self.dir.display().to_string();
         self.file
             .variants
@@ -1099,6 +1171,38 @@ mod tests {
         };
         let back: Settings = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
         assert_eq!(back, with);
+    }
+
+    /// The app's current variant and A/B marks survive a reopen; settings written before
+    /// they existed load without them; a mark naming a variant that is gone reads as none.
+    #[test]
+    fn view_marks_persist_and_older_settings_load() {
+        let old: Settings =
+            serde_json::from_str(r#"{"calibration_size": 100, "split_seed": 7}"#).unwrap();
+        assert_eq!(old.view, ViewMarks::default());
+        let dir = tempfile::tempdir().unwrap();
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-models/mbv2_digits.onnx");
+        let model = Model::load(&sample).unwrap();
+        let mut ws = Workspace::open_or_create(dir.path(), &model, "mbv2_digits").unwrap();
+        let child = ws.add_variant(0, "copy", &model).unwrap();
+        ws.set_current(child).unwrap();
+        ws.set_marks(Some(child), Some(0)).unwrap();
+        assert!(ws.set_current(99).is_err(), "no variant 99");
+        let again = Workspace::open(dir.path()).unwrap();
+        let want = ViewMarks {
+            current: Some(child),
+            a: Some(child),
+            b: Some(0),
+        };
+        assert_eq!(again.view_marks(), want);
+        let text = fs::read_to_string(dir.path().join(INDEX)).unwrap();
+        assert!(text.contains("\"view\""), "{text}");
+        // A stored id that names no variant (an index edited by hand) is dropped on read.
+        let mut edited: WorkspaceFile = serde_json::from_str(&text).unwrap();
+        edited.settings.view.a = Some(42);
+        write_json_atomic(&dir.path().join(INDEX), &edited).unwrap();
+        let read = Workspace::open(dir.path()).unwrap().view_marks();
+        assert_eq!((read.current, read.a, read.b), (Some(child), None, Some(0)));
     }
 
     use crate::metrics::Score;

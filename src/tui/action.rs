@@ -66,6 +66,11 @@ pub enum Action {
     Plot,
     /// Export the selected quantized variant (QDQ ONNX + encodings).
     Export,
+    /// Variants pane: name, note, tag or delete the selected variant.
+    RenameVariant,
+    NoteVariant,
+    TagVariant,
+    DeleteVariant,
     Quit,
     /// Typed text in an input field (filter, palette query, dialog number).
     Char(char),

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct Opened {
     pub app: App,
     pub workspace: Workspace,
+    /// The variant to show once the app runs: the one current when it last stopped.
+    pub resume: Option<u32>,
 }
 
 /// The user's model specialised on its fixed input values as the commands open it (see
@@ -254,6 +256,7 @@ pub fn open_at(
             None
         }
     };
+    let marks = ws.view_marks();
     let app = App {
         model_name,
         data_path: data,
@@ -269,8 +272,8 @@ pub fn open_at(
         pinned,
         variants: ws.variants().to_vec(),
         current: 0,
-        mark_a: None,
-        mark_b: None,
+        mark_a: marks.a,
+        mark_b: marks.b,
         jobs,
         focus: Pane::Layers,
         cursor: [0; 5],
@@ -306,5 +309,9 @@ pub fn open_at(
         layer_choices: Default::default(),
         keep_fp32: Default::default(),
     };
-    Ok(Opened { app, workspace: ws })
+    Ok(Opened {
+        app,
+        workspace: ws,
+        resume: marks.current.filter(|&id| id != 0),
+    })
 }

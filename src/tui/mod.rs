@@ -35,6 +35,7 @@ pub mod theme;
 mod train_curve;
 pub mod ui;
 pub mod update;
+mod variant_edit;
 
 #[cfg(test)]
 mod compress_tests;
@@ -60,6 +61,10 @@ mod slurm_tests;
 mod sweep_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod variant_edit_tests;
+#[cfg(test)]
+mod view_marks_tests;
 
 use action::Action;
 use crossterm::event::{Event, EventStream, KeyEventKind, MouseEventKind};
@@ -145,7 +150,10 @@ fn to_action(app: &App, ev: Event) -> Option<Action> {
                 // …and its analyze keys (A: with the sensitivity sweep).
                 K::Char(c @ ('a' | 'A')) if in_quantsim => Some(Action::Char(c)),
                 K::Char(c @ ('y' | 'n' | 'l' | 'c' | 's'))
-                    if matches!(app.popups.last(), Some(Popup::ConfirmQuit)) =>
+                    if matches!(
+                        app.popups.last(),
+                        Some(Popup::ConfirmQuit | Popup::ConfirmDelete(_))
+                    ) =>
                 {
                     Some(Action::Char(c))
                 }
@@ -230,6 +238,21 @@ async fn event_loop(
             let found = qsteer::jobs::slurm_partitions().map_err(|e| e.to_string());
             let _ = tx.send(Action::SlurmPartitions(found));
         });
+    }
+    // The variant the app showed when it last stopped (its A/B marks are already set).
+    if let Some(id) = opened.resume {
+        apply(
+            &mut app,
+            vec![
+                Effect::LoadVariant(id),
+                Effect::LoadAnalysis(id),
+                Effect::LoadCompression(id),
+                Effect::RefreshCompare,
+            ],
+            &runner,
+            &workspace,
+            &senders,
+        );
     }
     let mut input = EventStream::new();
     let mut frame = tokio::time::interval(Duration::from_millis(1000 / FPS));
@@ -316,6 +339,34 @@ struct Senders {
     view: mpsc::UnboundedSender<Result<init::ModelView>>,
 }
 
+/// After a delete: marks on a variant that is gone are dropped (the workspace dropped its
+/// stored ones) and the cursor stays in the tree.
+fn after_delete(app: &mut App) {
+    let known = |id: Option<u32>, app: &App| id.filter(|&i| app.variant(i).is_some());
+    app.mark_a = known(app.mark_a, app);
+    app.mark_b = known(app.mark_b, app);
+    let rows = app.variant_tree().len();
+    let c = &mut app.cursor[Pane::Variants.index()];
+    *c = (*c).min(rows.saturating_sub(1));
+}
+
+/// Write to the workspace on a blocking thread; a failure is a notice naming `what`.
+fn save_off_thread(
+    workspace: &Arc<Mutex<qsteer::experiment::Workspace>>,
+    tx: &mpsc::UnboundedSender<Action>,
+    what: &'static str,
+    save: impl FnOnce(&mut qsteer::experiment::Workspace) -> Result<()> + Send + 'static,
+) {
+    let ws = workspace.clone();
+    let tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let Ok(mut w) = ws.lock() else { return };
+        if let Err(e) = save(&mut w) {
+            let _ = tx.send(Action::Notice(format!("{what} not saved: {e}")));
+        }
+    });
+}
+
 /// Read from a copy of the workspace index on a blocking thread, so a job recording a
 /// result never waits on the read, and send what `read` makes.
 fn read_off_thread<T: Send + 'static>(
@@ -358,6 +409,41 @@ fn apply(
                         let _ = tx.send(Action::Notice(format!("Slurm settings not saved: {e}")));
                     }
                 });
+            }
+            Effect::EditVariant(edit) => {
+                // One small index write (and a delete's few files): done here, so the tree
+                // shows the change with the key's redraw.
+                let Ok(mut ws) = workspace.lock() else {
+                    continue;
+                };
+                app.status = match variant_edit::perform(&mut ws, &edit) {
+                    Ok(done) => done,
+                    Err(e) => format!("not done: {e}"),
+                };
+                app.variants = ws.variants().to_vec();
+                let deleted = matches!(edit, variant_edit::VariantEdit::Delete(_));
+                if deleted {
+                    drop(ws);
+                    after_delete(app);
+                    if app.variant(app.current).is_none() {
+                        let base = vec![
+                            Effect::LoadVariant(0),
+                            Effect::LoadAnalysis(0),
+                            Effect::LoadCompression(0),
+                        ];
+                        apply(app, base, runner, workspace, senders);
+                    }
+                }
+            }
+            Effect::SaveCurrent(id) => {
+                save_off_thread(workspace, &senders.actions, "current variant", move |w| {
+                    w.set_current(id)
+                })
+            }
+            Effect::SaveMarks { a, b } => {
+                save_off_thread(workspace, &senders.actions, "A/B marks", move |w| {
+                    w.set_marks(a, b)
+                })
             }
             Effect::RememberDialog { dialog, values } => {
                 let ws = workspace.clone();

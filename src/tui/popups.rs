@@ -36,6 +36,8 @@ pub fn draw(f: &mut Frame, app: &App, popup: &Popup) {
         Popup::Messages => messages(f, app, area),
         Popup::Scatter(axis) => super::scatter_view::draw(f, app, area, *axis),
         Popup::Export(p) => super::export_prompt::draw(f, app, area, p),
+        Popup::EditVariant(p) => super::variant_edit::draw_prompt(f, app, area, p),
+        Popup::ConfirmDelete(id) => super::variant_edit::draw_confirm(f, app, area, *id),
         Popup::Job(id) => super::job_view::draw(f, app, area, *id),
         Popup::Palette { query, cursor } => palette(f, app, area, query, *cursor),
         Popup::Filter => {

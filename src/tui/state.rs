@@ -204,6 +204,10 @@ pub enum Popup {
     Scatter(super::scatter::XAxis),
     /// Where `x` exports the selected variant to, asked first.
     Export(super::export_prompt::ExportPrompt),
+    /// A variant's name, note or a tag, typed (`R`, `N`, `T` in the variants pane).
+    EditVariant(super::variant_edit::EditPrompt),
+    /// `D`: delete this variant and its files?
+    ConfirmDelete(u32),
 }
 
 impl Popup {
@@ -223,6 +227,8 @@ impl Popup {
             | Popup::Messages
             | Popup::Scatter(_)
             | Popup::Export(_)
+            | Popup::EditVariant(_)
+            | Popup::ConfirmDelete(_)
             | Popup::Job(_)
             | Popup::Palette { .. }
             | Popup::Filter
@@ -234,7 +240,7 @@ impl Popup {
     pub fn takes_text(&self) -> bool {
         matches!(
             self,
-            Popup::Palette { .. } | Popup::Filter | Popup::Export(_)
+            Popup::Palette { .. } | Popup::Filter | Popup::Export(_) | Popup::EditVariant(_)
         )
     }
 }

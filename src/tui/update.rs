@@ -50,6 +50,15 @@ pub enum Effect {
     /// Read a variant's compression record and its cached dictionary (the layers pane's
     /// compression and heat tables).
     LoadCompression(u32),
+    /// Rename, note, tag or delete a variant in the workspace.
+    EditVariant(super::variant_edit::VariantEdit),
+    /// Store the variant the app shows, for it to open on next time.
+    SaveCurrent(u32),
+    /// Store the A and B marks, for the next start.
+    SaveMarks {
+        a: Option<u32>,
+        b: Option<u32>,
+    },
     /// Give a variant a user tag and take it off others (the `picked` candidate of a
     /// sweep's last decision, over the rule's pick).
     TagVariant {
@@ -63,10 +72,31 @@ const PAGE: usize = 10;
 const LOG_LINES_KEPT: usize = 500;
 
 pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    let marks = (app.mark_a, app.mark_b);
     let mut effects = apply(app, action);
+    effects.extend(view_to_save(app, marks, &effects));
     remember_status(app);
     effects.extend(super::reach::wanted(app));
     effects
+}
+
+/// What of the view a restart should find again: the marks when they changed, the
+/// variant asked to be current.
+fn view_to_save(app: &App, marks: (Option<u32>, Option<u32>), effects: &[Effect]) -> Vec<Effect> {
+    let mut out: Vec<Effect> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::LoadVariant(id) => Some(Effect::SaveCurrent(*id)),
+            _ => None,
+        })
+        .collect();
+    if (app.mark_a, app.mark_b) != marks {
+        out.push(Effect::SaveMarks {
+            a: app.mark_a,
+            b: app.mark_b,
+        });
+    }
+    out
 }
 
 /// Messages kept for the messages view: enough for a long session, not unbounded.
@@ -201,6 +231,10 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
             app.analysis = analysis.map(|a| (id, *a));
         }
         Action::Export => super::export_prompt::open(app),
+        Action::RenameVariant => super::variant_edit::open(app, super::variant_edit::Field::Name),
+        Action::NoteVariant => super::variant_edit::open(app, super::variant_edit::Field::Note),
+        Action::TagVariant => super::variant_edit::open(app, super::variant_edit::Field::Tag),
+        Action::DeleteVariant => super::variant_edit::ask_delete(app),
         Action::MarkA | Action::MarkB => {
             if let Some(id) = app.selected_variant() {
                 let a = action == Action::MarkA;
@@ -254,7 +288,7 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
         Action::SlurmDialog => super::slurm_form::open(app),
         Action::SlurmPartitions(found) => match found {
             Ok(p) => app.slurm.partitions = p,
-            Err(e) => app.status = format!("Slurm partitions unknown (sinfo: {e})"),
+            Err(e) => app.status = slurm_unusable(&e),
         },
         Action::Quit => {
             if app.active_jobs() > 0 {
@@ -266,6 +300,23 @@ fn apply(app: &mut App, action: Action) -> Vec<Effect> {
         _ => {}
     }
     vec![]
+}
+
+/// The one short line a failed `sinfo` at start-up leaves (Slurm's client installed but not
+/// set up is common on workstations): sinfo's last, fatal line, not its whole report.
+pub(super) fn slurm_unusable(error: &str) -> String {
+    const KEPT: usize = 56;
+    let last = error.lines().rev().map(str::trim).find(|l| !l.is_empty());
+    let mut reason = last.unwrap_or("sinfo failed");
+    for prefix in ["sinfo -h -o %P:", "sinfo:", "fatal:", "error:"] {
+        reason = reason.strip_prefix(prefix).unwrap_or(reason).trim_start();
+    }
+    let reason: String = if reason.chars().count() > KEPT {
+        reason.chars().take(KEPT - 1).chain(['…']).collect()
+    } else {
+        reason.to_string()
+    };
+    format!("Slurm unusable: {reason}")
 }
 
 /// `F`: keep the selected graph node or layer FP32 in the next quantsim, or quantize it again.
@@ -411,6 +462,14 @@ fn popup_action(app: &mut App, top: Popup, action: Action) -> Vec<Effect> {
                 scroll(app, &action);
             }
             vec![]
+        }
+        Popup::ConfirmDelete(id) => super::variant_edit::confirm_delete(app, id, action),
+        Popup::EditVariant(mut p) => {
+            let effects = super::variant_edit::action(app, &mut p, action);
+            if let Some(Popup::EditVariant(open)) = app.popups.last_mut() {
+                *open = p;
+            }
+            effects
         }
         // Leave them running (the default), cancel them, or stay.
         Popup::ConfirmQuit => match action {

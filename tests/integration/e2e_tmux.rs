@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Session {
+pub(crate) struct Session {
     name: String,
 }
 
@@ -24,18 +24,18 @@ fn tmux(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn screen(s: &Session) -> String {
+pub(crate) fn screen(s: &Session) -> String {
     tmux(&["capture-pane", "-p", "-t", &s.name])
 }
 
-fn keys(s: &Session, k: &[&str]) {
+pub(crate) fn keys(s: &Session, k: &[&str]) {
     let mut args = vec!["send-keys", "-t", &s.name];
     args.extend_from_slice(k);
     tmux(&args);
     std::thread::sleep(Duration::from_millis(150));
 }
 
-fn wait_for(s: &Session, what: &str, deadline: Duration) -> String {
+pub(crate) fn wait_for(s: &Session, what: &str, deadline: Duration) -> String {
     let start = Instant::now();
     loop {
         let text = screen(s);
@@ -53,29 +53,25 @@ fn wait_for(s: &Session, what: &str, deadline: Duration) -> String {
 /// The app on the embedded sample in a 120×36 tmux session, with its workspace in `dir`;
 /// None when tmux is missing.
 fn start(dir: &std::path::Path, tag: &str) -> Option<Session> {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("tmux is not installed; .ci/run installs it");
-        return None;
-    }
     let bin = env!("CARGO_BIN_EXE_qsteer");
-    let name = format!("qsteer-e2e-{tag}-{}", std::process::id());
     let cmd = format!(
         "QSTEER_DATA_DIR={} {bin} --workspace {} ; sleep 30",
         dir.join("data").display(),
         dir.join("ws").display()
     );
+    start_cmd(tag, 120, 36, &cmd)
+}
+
+/// A tmux session of `width`×`height` running `cmd`; None when tmux is missing.
+pub(crate) fn start_cmd(tag: &str, width: u16, height: u16, cmd: &str) -> Option<Session> {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("tmux is not installed; .ci/run installs it");
+        return None;
+    }
+    let name = format!("qsteer-e2e-{tag}-{}", std::process::id());
+    let (w, h) = (width.to_string(), height.to_string());
     let status = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &name,
-            "-x",
-            "120",
-            "-y",
-            "36",
-            &cmd,
-        ])
+        .args(["new-session", "-d", "-s", &name, "-x", &w, "-y", &h, cmd])
         .status()
         .expect("tmux starts");
     assert!(status.success());
@@ -83,7 +79,7 @@ fn start(dir: &std::path::Path, tag: &str) -> Option<Session> {
 }
 
 /// Quit with `q` and wait until the shell's `sleep` is what the pane runs.
-fn quit(s: &Session) {
+pub(crate) fn quit(s: &Session) {
     keys(s, &["q"]);
     let start = Instant::now();
     loop {

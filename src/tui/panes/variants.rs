@@ -66,6 +66,9 @@ pub fn delta_text(app: &App, v: &Variant) -> Option<String> {
 /// `W4 pc sym minmax`), any other as written.
 pub fn step_text(v: &Variant) -> String {
     use qsteer::quant::Scheme;
+    if let Some(name) = &v.name {
+        return name.clone();
+    }
     let Some(s) = &v.quantsim else {
         return v.step.clone();
     };
