@@ -176,7 +176,7 @@ fn document(
         }
         JobKind::Quantsim { .. } => quantsim::document(&outcome.try_into()?, model, ws)?,
         JobKind::Analyze { variant, data, .. } => analyze::document(ws, *variant, model, data)?,
-        JobKind::BiasCorrect { .. } => bias_correct::document(summary, model, ws)?,
+        JobKind::BiasCorrect { .. } => bias_correct::document(&outcome.try_into()?, model, ws)?,
         JobKind::AdaRound { .. } => adaround::document(summary, model, ws)?,
         JobKind::FoldBn { .. } | JobKind::Cle { .. } => fixes::document(&outcome, model)?,
         JobKind::FixChain { .. } => {

@@ -300,7 +300,7 @@ fn run_step(ctx: &JobCtx, workspace: &Mutex<Workspace>, step: &ChainStep) -> Res
     let (summary, encodings) = match step {
         ChainStep::FoldBn => (json!(fixes::run_fold_bn(ctx, workspace)?), None),
         ChainStep::Cle { .. } => (json!(fixes::run_cle(ctx, workspace)?), None),
-        ChainStep::BiasCorrect { .. } => (bias_correct::correct(ctx, workspace)?, None),
+        ChainStep::BiasCorrect { .. } => (json!(bias_correct::correct(ctx, workspace)?), None),
         ChainStep::AdaRound { .. } => {
             let s = adaround::round(ctx, workspace)?;
             let file = s["encodings"].as_str().map(PathBuf::from);

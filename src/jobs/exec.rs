@@ -236,7 +236,7 @@ fn run_body(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<JobOutcome> {
         JobKind::Cle { .. } => JobOutcome::Cle(fixes::run_cle(ctx, workspace)?),
         JobKind::Analyze { .. } => Untyped(analyze::run(ctx, workspace)?),
         JobKind::Export { .. } => Untyped(export::run(ctx, workspace)?),
-        JobKind::BiasCorrect { .. } => Untyped(bias_correct::run(ctx, workspace)?),
+        JobKind::BiasCorrect { .. } => JobOutcome::BiasCorrect(bias_correct::run(ctx, workspace)?),
         JobKind::AdaRound { .. } => Untyped(adaround::run(ctx, workspace)?),
         JobKind::Compress { .. } => Untyped(compress::run(ctx, workspace)?),
         JobKind::FineTune { .. } => Untyped(finetune::run(ctx, workspace)?),

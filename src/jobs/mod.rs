@@ -46,7 +46,8 @@ pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
 pub use outcome::{
-    CleOutcome, EvaluateOutcome, FoldBnOutcome, JobOutcome, QuantsimOutcome, ScoreFields, SlurmRun,
+    BiasCorrectOutcome, CleOutcome, EvaluateOutcome, FoldBnOutcome, JobOutcome, QuantsimOutcome,
+    ScoreFields, SlurmRun,
 };
 pub use request::{JobRequest, REQUEST_VERSION};
 pub use runner::{JobRunner, LocalJobs};

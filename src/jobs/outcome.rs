@@ -10,6 +10,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::bias_correct::BiasCorrectOutcome;
 pub use super::evaluate::EvaluateOutcome;
 pub use super::fixes::{CleOutcome, FoldBnOutcome};
 pub use super::quantsim::QuantsimOutcome;
@@ -23,6 +24,7 @@ pub enum JobOutcome {
     Quantsim(QuantsimOutcome),
     FoldBn(FoldBnOutcome),
     Cle(CleOutcome),
+    BiasCorrect(BiasCorrectOutcome),
     /// A kind whose outcome is not typed yet: its summary as JSON.
     Untyped(Value),
 }
@@ -40,6 +42,7 @@ impl JobOutcome {
             JobKind::Quantsim { .. } => JobOutcome::Quantsim(parse(kind, summary)?),
             JobKind::FoldBn { .. } => JobOutcome::FoldBn(parse(kind, summary)?),
             JobKind::Cle { .. } => JobOutcome::Cle(parse(kind, summary)?),
+            JobKind::BiasCorrect { .. } => JobOutcome::BiasCorrect(parse(kind, summary)?),
             _ => JobOutcome::Untyped(summary),
         })
     }
@@ -52,6 +55,7 @@ impl JobOutcome {
             JobOutcome::Quantsim(o) => serde_json::to_value(o),
             JobOutcome::FoldBn(o) => serde_json::to_value(o),
             JobOutcome::Cle(o) => serde_json::to_value(o),
+            JobOutcome::BiasCorrect(o) => serde_json::to_value(o),
             JobOutcome::Untyped(v) => return v.clone(),
         };
         // Plain structs of numbers, strings and lists: serializing them cannot fail.
@@ -62,6 +66,7 @@ impl JobOutcome {
     pub fn result_line(&self) -> Option<String> {
         match self {
             JobOutcome::Quantsim(o) => Some(o.result.clone()),
+            JobOutcome::BiasCorrect(o) => Some(o.result.clone()),
             JobOutcome::Evaluate(_) | JobOutcome::FoldBn(_) | JobOutcome::Cle(_) => None,
             JobOutcome::Untyped(v) => v["result"].as_str().map(str::to_string),
         }
@@ -90,6 +95,7 @@ outcome_of!(Evaluate, EvaluateOutcome, "evaluate");
 outcome_of!(Quantsim, QuantsimOutcome, "quantsim");
 outcome_of!(FoldBn, FoldBnOutcome, "fold-bn");
 outcome_of!(Cle, CleOutcome, "cle");
+outcome_of!(BiasCorrect, BiasCorrectOutcome, "bias-correction");
 
 impl TryFrom<JobOutcome> for Value {
     type Error = Error;

@@ -50,6 +50,7 @@ fn every_job_command_keeps_its_json_keys() {
         ("quantsim", &["quantsim"]),
         ("fold_bn", &["fold-bn"]),
         ("cle", &["cle"]),
+        ("bias_correct", &["bias-correct"]),
     ];
     let mut failures = vec![];
     for (name, args) in table {
