@@ -11,7 +11,7 @@ use super::{
     SharedWorkspace,
 };
 use clap::Args;
-use qsteer::jobs::{HeadlessJob, JobKind};
+use qsteer::jobs::{AdaroundOutcome, HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -37,15 +37,13 @@ pub struct AdaroundArgs {
 /// model, the rounded variant's file as `output` (the command's `--out` replaces it and the
 /// encodings) and the workspace.
 pub(crate) fn document(
-    summary: serde_json::Value,
+    outcome: &AdaroundOutcome,
     model: &std::path::Path,
     ws: &SharedWorkspace,
 ) -> Result<serde_json::Value> {
-    let rounded = super::reported_variant(&summary, "rounded_variant")?;
-    let mut doc = with_model(summary, model);
-    doc["output"] = json!(variant_path(ws, rounded)?.display().to_string());
-    let encodings = doc["encodings"].as_str().map(str::to_string);
-    doc["encodings"] = json!(encodings);
+    let mut doc = with_model(json!(outcome), model);
+    let rounded = variant_path(ws, outcome.rounded_variant)?;
+    doc["output"] = json!(rounded.display().to_string());
     doc["workspace"] = json!(lock(ws).dir().display().to_string());
     Ok(doc)
 }
@@ -75,44 +73,40 @@ pub fn run(args: AdaroundArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?.to_json();
-    let rounded = super::reported_variant(&summary, "rounded_variant")?;
+    let outcome: AdaroundOutcome =
+        run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?.try_into()?;
+    let rounded = outcome.rounded_variant;
     let rounded_path = variant_path(&ws, rounded)?;
-    let mut encodings_out = summary["encodings"].as_str().map(PathBuf::from);
+    let mut encodings_out = PathBuf::from(&outcome.encodings);
     if let Some(out) = &args.out {
         Model::load(&rounded_path)?.save(out)?;
         let file = encodings_file(out);
-        if let Some(src) = &encodings_out {
-            let bytes = std::fs::read(src).map_err(|e| Error::io(src, e))?;
-            qsteer::fsutil::write_atomic(&file, &bytes)?;
-        }
-        encodings_out = Some(file);
+        let bytes = std::fs::read(&encodings_out).map_err(|e| Error::io(&encodings_out, e))?;
+        qsteer::fsutil::write_atomic(&file, &bytes)?;
+        encodings_out = file;
     }
     let output = args.out.clone().unwrap_or(rounded_path);
     if common.json {
-        let mut doc = document(summary, &path, &ws)?;
+        let mut doc = document(&outcome, &path, &ws)?;
         doc["output"] = json!(output.display().to_string());
-        doc["encodings"] = json!(encodings_out.map(|p| p.display().to_string()));
+        doc["encodings"] = json!(encodings_out.display().to_string());
         return print_json(&doc);
     }
-    println!("{}", summary["result"].as_str().unwrap_or(""));
-    for l in summary["layers"].as_array().into_iter().flatten() {
-        let mse = |k: &str| {
-            l[k].as_f64()
-                .map_or("-".to_string(), |v| format!("{v:.3e}"))
-        };
+    println!("{}", outcome.result);
+    let mse = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3e}"));
+    for l in &outcome.layers {
         println!(
             "  {:<28} {:<12} MSE {} → {}",
-            l["layer"].as_str().unwrap_or(""),
-            l["how"].as_str().unwrap_or(""),
-            mse("mse_nearest"),
-            mse("mse_adaround"),
+            l.layer,
+            l.how,
+            mse(l.mse_nearest),
+            mse(l.mse_adaround),
         );
     }
     println!(
         "rounded model: variant {rounded} ({}); its quantsim: variant {} in workspace {}",
         output.display(),
-        summary["variant"],
+        outcome.variant,
         dir.display()
     );
     Ok(())

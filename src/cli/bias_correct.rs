@@ -10,7 +10,7 @@ use super::{
 };
 use clap::Args;
 use qsteer::fixes::bias_correction::BcMode;
-use qsteer::jobs::{HeadlessJob, JobKind};
+use qsteer::jobs::{BiasCorrectOutcome, HeadlessJob, JobKind};
 use qsteer::model::Model;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -37,13 +37,13 @@ pub struct BiasCorrectArgs {
 /// the model, the corrected variant's file as `output` (the command's `--out` replaces it)
 /// and the workspace.
 pub(crate) fn document(
-    summary: serde_json::Value,
+    outcome: &BiasCorrectOutcome,
     model: &std::path::Path,
     ws: &SharedWorkspace,
 ) -> Result<serde_json::Value> {
-    let corrected = super::reported_variant(&summary, "corrected_variant")?;
-    let mut doc = with_model(summary, model);
-    doc["output"] = json!(variant_path(ws, corrected)?.display().to_string());
+    let mut doc = with_model(json!(outcome), model);
+    let corrected = variant_path(ws, outcome.corrected_variant)?;
+    doc["output"] = json!(corrected.display().to_string());
     doc["workspace"] = json!(lock(ws).dir().display().to_string());
     Ok(doc)
 }
@@ -73,31 +73,27 @@ pub fn run(args: BiasCorrectArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?.to_json();
-    let corrected = super::reported_variant(&summary, "corrected_variant")?;
+    let outcome: BiasCorrectOutcome =
+        run_job(ws.clone(), HeadlessJob::on(kind, executor), common)?.try_into()?;
+    let corrected = outcome.corrected_variant;
     let corrected_path = variant_path(&ws, corrected)?;
     if let Some(out) = &args.out {
         Model::load(&corrected_path)?.save(out)?;
     }
     let output = args.out.clone().unwrap_or(corrected_path);
     if common.json {
-        let mut doc = document(summary, &path, &ws)?;
+        let mut doc = document(&outcome, &path, &ws)?;
         doc["output"] = json!(output.display().to_string());
         return print_json(&doc);
     }
-    println!("{}", summary["result"].as_str().unwrap_or(""));
-    for l in summary["layers"].as_array().into_iter().flatten() {
-        println!(
-            "  {:<28} {:<12} max |Δb| {:.4}",
-            l["layer"].as_str().unwrap_or(""),
-            l["how"].as_str().unwrap_or(""),
-            l["max_abs"].as_f64().unwrap_or(0.0)
-        );
+    println!("{}", outcome.result);
+    for l in &outcome.layers {
+        println!("  {:<28} {:<12} max |Δb| {:.4}", l.layer, l.how, l.max_abs);
     }
     println!(
         "corrected model: variant {corrected} ({}); its quantsim: variant {} in workspace {}",
         output.display(),
-        summary["variant"],
+        outcome.variant,
         dir.display()
     );
     Ok(())

@@ -6,7 +6,7 @@ use super::quant_flags::QuantFlags;
 use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::Args;
 use qsteer::fixes::bias_correction::BcMode;
-use qsteer::jobs::{check_chain, ChainStep, HeadlessJob, JobKind};
+use qsteer::jobs::{check_chain, ChainStep, FixChainOutcome, HeadlessJob, JobKind};
 use qsteer::{Error, Result};
 use serde_json::json;
 use std::path::PathBuf;
@@ -36,11 +36,11 @@ pub struct FixArgs {
 /// The `--json` document of a fix chain started from `model`: the summary with the model
 /// and the workspace.
 pub(crate) fn document(
-    summary: serde_json::Value,
+    outcome: &FixChainOutcome,
     model: &std::path::Path,
     workspace: &std::path::Path,
 ) -> serde_json::Value {
-    let mut doc = with_model(summary, model);
+    let mut doc = with_model(json!(outcome), model);
     doc["workspace"] = json!(workspace.display().to_string());
     doc
 }
@@ -104,27 +104,21 @@ pub fn run(args: FixArgs, common: &Common) -> Result<()> {
         threads: options.threads,
         metric: args.quant.metric.resolve(&ws)?,
     };
-    let summary = run_job(ws, HeadlessJob::on(kind, executor), common)?.to_json();
+    let outcome: FixChainOutcome =
+        run_job(ws, HeadlessJob::on(kind, executor), common)?.try_into()?;
     if common.json {
-        return print_json(&document(summary, &path, &dir));
+        return print_json(&document(&outcome, &path, &dir));
     }
-    for (i, s) in summary["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let score = s["accuracy"]
-            .as_f64()
-            .map_or(String::new(), |a| format!("  {:.2} %", 100.0 * a));
+    for (i, s) in outcome.steps.iter().enumerate() {
+        let score = (s.accuracy()).map_or(String::new(), |a| format!("  {:.2} %", 100.0 * a));
         println!(
             "step {}: {:<28} → variant {}{score}",
             i + 1,
-            s["step_name"].as_str().unwrap_or(""),
-            s["variant"]
+            s.step_name,
+            s.variant
         );
     }
-    if let Some(line) = summary["result"].as_str() {
+    if let Some(line) = &outcome.score.result {
         println!("{line}");
     }
     println!("workspace {}", dir.display());

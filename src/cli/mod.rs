@@ -468,12 +468,6 @@ pub(crate) fn with_model(
     summary
 }
 
-/// The id of the variant a job's summary reports under `key` (`variant`, `rounded_variant`, …).
-pub(crate) fn reported_variant(summary: &serde_json::Value, key: &str) -> Result<u32> {
-    qsteer::jobs::summary_variant(summary, key)
-        .ok_or_else(|| Error::runtime(format!("the job reported no {}", key.replace('_', " "))))
-}
-
 /// The model file of variant `id` as recorded in the workspace.
 pub(crate) fn variant_path(ws: &SharedWorkspace, id: u32) -> Result<PathBuf> {
     let ws = lock(ws);

@@ -176,12 +176,12 @@ fn document(
         }
         JobKind::Quantsim { .. } => quantsim::document(&outcome.try_into()?, model, ws)?,
         JobKind::Analyze { variant, data, .. } => analyze::document(ws, *variant, model, data)?,
-        JobKind::BiasCorrect { .. } => bias_correct::document(summary, model, ws)?,
-        JobKind::AdaRound { .. } => adaround::document(summary, model, ws)?,
+        JobKind::BiasCorrect { .. } => bias_correct::document(&outcome.try_into()?, model, ws)?,
+        JobKind::AdaRound { .. } => adaround::document(&outcome.try_into()?, model, ws)?,
         JobKind::FoldBn { .. } | JobKind::Cle { .. } => fixes::document(&outcome, model)?,
         JobKind::FixChain { .. } => {
             let dir = lock(ws).dir().to_path_buf();
-            fix_chain::document(summary, model, &dir)
+            fix_chain::document(&outcome.try_into()?, model, &dir)
         }
         // No command of their own runs these jobs: the summary is the document.
         JobKind::Export { .. } | JobKind::SlurmFollow { .. } => summary,

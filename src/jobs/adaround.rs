@@ -10,13 +10,65 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use super::outcome::{ScoreFields, SlurmRun};
 use crate::experiment::quantsim::{float_variant_path, quantsim_child_frozen, settings_label};
 use crate::experiment::Workspace;
-use crate::fixes::adaround::{adaround, frozen_encodings, AdaroundOptions};
-use crate::quant::simulate::QuantsimRequest;
+use crate::fixes::adaround::{adaround, frozen_encodings, AdaroundOptions, LayerRound};
+use crate::quant::simulate::{QuantsimRequest, QuantsimSettings};
 use crate::{Error, Result};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
+
+/// What the rounding alone reports (a fix chain's AdaRound step): the rounded FP32 variant
+/// and its frozen encodings file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoundedOutcome {
+    pub variant: u32,
+    pub parent: u32,
+    pub step: String,
+    pub settings: QuantsimSettings,
+    /// Optimisation steps per layer.
+    pub iterations: usize,
+    /// The frozen encodings file (AdaRound's parameter encodings, activations calibrated
+    /// on the rounded model).
+    pub encodings: String,
+    pub layers: Vec<LayerRound>,
+    pub loaded_layers: usize,
+    pub calibration_samples: usize,
+    /// The rounding's time.
+    pub seconds: f64,
+}
+
+/// What an AdaRound job reports (the core of `qsteer adaround --json`): the rounding
+/// (`rounded_variant`) and its quantsim with the frozen encodings (`variant`), scored.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdaroundOutcome {
+    /// The quantsim of the rounded model (grandchild).
+    pub variant: u32,
+    /// The rounded FP32 model (child).
+    pub rounded_variant: u32,
+    pub parent: u32,
+    pub step: String,
+    /// The result line, scored against the parent.
+    pub result: String,
+    pub settings: QuantsimSettings,
+    pub iterations: usize,
+    pub encodings: String,
+    pub layers: Vec<LayerRound>,
+    pub loaded_layers: usize,
+    pub calibration_samples: usize,
+    pub seconds: f64,
+    pub accuracy: Option<f64>,
+    /// What the score was computed on (the rounding's count is `calibration_samples`).
+    pub samples: usize,
+    #[serde(flatten)]
+    pub score: ScoreFields,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
 
 /// The job's variant, iterations and checked quantsim request.
 fn inputs(kind: &JobKind) -> Result<(u32, Option<usize>, QuantsimRequest)> {
@@ -39,18 +91,14 @@ fn inputs(kind: &JobKind) -> Result<(u32, Option<usize>, QuantsimRequest)> {
     Ok((*variant, *iterations, req))
 }
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<AdaroundOutcome> {
     let rounded = round(ctx, workspace)?;
     let (variant, _, mut req) = inputs(ctx.kind)?;
     req.metric = super::job_metric(workspace, ctx.kind)?;
     let settings = &req.settings;
-    let (Some(rounded_id), Some(encodings_file)) = (
-        crate::jobs::summary_variant(&rounded, "variant"),
-        rounded["encodings"].as_str().map(std::path::PathBuf::from),
-    ) else {
-        return Err(Error::runtime("AdaRound recorded no variant or encodings"));
-    };
-    let n = &rounded["iterations"];
+    let rounded_id = rounded.variant;
+    let encodings_file = std::path::PathBuf::from(&rounded.encodings);
+    let n = rounded.iterations;
     ctx.log(format!(
         "rounded model → variant {rounded_id}; simulating it with the frozen encodings"
     ));
@@ -72,22 +120,31 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         settings,
         &format!("AdaRound ({n} it.)"),
     );
-    let mut summary = rounded;
-    summary["rounded_variant"] = json!(rounded_id);
-    summary["variant"] = json!(child.variant);
-    summary["result"] = json!(line);
-    summary["accuracy"] = json!(child.outcome.report.score.accuracy);
-    summary["agreement"] = json!(child.outcome.report.score.agreement);
-    // `samples` is what the score was computed on; the rounding's own count is kept apart.
-    summary["samples"] = json!(child.outcome.report.samples);
-    child.outcome.report.score.add_json_fields(&mut summary);
-    Ok(summary)
+    let score = &child.outcome.report.score;
+    Ok(AdaroundOutcome {
+        variant: child.variant,
+        rounded_variant: rounded_id,
+        parent: rounded.parent,
+        step: rounded.step,
+        result: line,
+        settings: rounded.settings,
+        iterations: rounded.iterations,
+        encodings: rounded.encodings,
+        layers: rounded.layers,
+        loaded_layers: rounded.loaded_layers,
+        calibration_samples: rounded.calibration_samples,
+        seconds: rounded.seconds,
+        accuracy: score.accuracy,
+        samples: child.outcome.report.samples,
+        score: score.into(),
+        slurm: None,
+    })
 }
 
 /// The rounding alone: the rounded FP32 model as a child variant (`variant` in the
 /// summary) and its frozen encodings (`encodings`), without the quantsim. The fix chain
 /// runs this as its AdaRound step.
-pub(crate) fn round(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn round(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<RoundedOutcome> {
     let (variant, iterations, req) = inputs(ctx.kind)?;
     let settings = &req.settings;
     let (path, checkpoints) = {
@@ -135,16 +192,16 @@ pub(crate) fn round(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_
         let rel = ws.write_variant_file(id, "adaround.encodings", &doc)?;
         Ok((id, ws.dir().join(rel)))
     })?;
-    Ok(json!({
-        "variant": rounded_id,
-        "parent": variant,
-        "step": step,
-        "settings": settings,
-        "iterations": n,
-        "encodings": encodings_file.display().to_string(),
-        "layers": outcome.report.layers,
-        "loaded_layers": outcome.report.loaded,
-        "calibration_samples": outcome.report.samples,
-        "seconds": outcome.report.seconds,
-    }))
+    Ok(RoundedOutcome {
+        variant: rounded_id,
+        parent: variant,
+        step,
+        settings: settings.clone(),
+        iterations: n,
+        encodings: encodings_file.display().to_string(),
+        layers: outcome.report.layers,
+        loaded_layers: outcome.report.loaded,
+        calibration_samples: outcome.report.samples,
+        seconds: outcome.report.seconds,
+    })
 }

@@ -5,15 +5,37 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use super::outcome::SlurmRun;
 use crate::experiment::quantsim::{float_variant_path, settings_label};
 use crate::experiment::Workspace;
 use crate::quant::analysis::{analyze, Analysis, AnalyzeOptions};
 use crate::quant::simulate::QuantsimRequest;
 use crate::{Error, Result};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+/// What an analyze job reports: where the analysis went and its one line. The analysis
+/// itself is stored on the variant (`qsteer analyze --json` prints that).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnalyzeOutcome {
+    pub variant: u32,
+    pub result: String,
+    pub step: String,
+    pub samples: usize,
+    pub data_passes: usize,
+    pub seconds: f64,
+    /// Whether the sensitivity sweep ran.
+    pub sweep: bool,
+    /// The metric of the scores (none without a score).
+    pub metric: Option<String>,
+    pub workspace: String,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<AnalyzeOutcome> {
     let JobKind::Analyze {
         variant,
         data,
@@ -63,17 +85,19 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     lock(workspace).set_analysis(*variant, &analysis)?;
     let line = summary_line(&analysis);
     ctx.log(format!("{line} → stored on variant {variant}"));
-    Ok(json!({
-        "variant": variant,
-        "result": line,
-        "step": analysis.step,
-        "samples": analysis.samples,
-        "data_passes": analysis.data_passes,
-        "seconds": analysis.seconds,
-        "sweep": sweep,
-        "metric": analysis.scores.weights_and_activations.metric_name(),
-        "workspace": ws_dir.display().to_string(),
-    }))
+    let metric = analysis.scores.weights_and_activations.metric_name();
+    Ok(AnalyzeOutcome {
+        variant: *variant,
+        result: line,
+        step: analysis.step,
+        samples: analysis.samples,
+        data_passes: analysis.data_passes,
+        seconds: analysis.seconds,
+        sweep: *sweep,
+        metric: metric.map(str::to_string),
+        workspace: ws_dir.display().to_string(),
+        slurm: None,
+    })
 }
 
 /// The FP32 model an analysis of `variant` runs on: its own, or for a quantsim variant its

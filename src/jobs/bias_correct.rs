@@ -5,12 +5,13 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use super::outcome::{ScoreFields, SlurmRun};
 use crate::experiment::quantsim::{float_variant_path, quantsim_child, settings_label};
 use crate::experiment::Workspace;
-use crate::fixes::bias_correction::{bias_correct, BcMode};
-use crate::quant::simulate::QuantsimRequest;
+use crate::fixes::bias_correction::{bias_correct, BcMode, LayerCorrection};
+use crate::quant::simulate::{QuantsimRequest, QuantsimSettings};
 use crate::{Error, Result};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
 /// The job's variant, mode and checked quantsim request.
@@ -34,13 +35,12 @@ fn inputs(kind: &JobKind) -> Result<(u32, BcMode, QuantsimRequest)> {
     Ok((*variant, *mode, req))
 }
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<BiasCorrectOutcome> {
     let corrected = correct(ctx, workspace)?;
     let (variant, mode, mut req) = inputs(ctx.kind)?;
     req.metric = super::job_metric(workspace, ctx.kind)?;
     let settings = &req.settings;
-    let corrected_id = crate::jobs::summary_variant(&corrected, "variant")
-        .ok_or_else(|| Error::runtime("bias correction recorded no variant"))?;
+    let corrected_id = corrected.variant;
     ctx.log(format!(
         "corrected model → variant {corrected_id}; simulating it"
     ));
@@ -60,27 +60,68 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         settings,
         &format!("bias correction ({mode})"),
     );
-    let mut doc = json!({
-        "variant": child.variant,
-        "corrected_variant": corrected_id,
-        "parent": variant,
-        "result": line,
-        "mode": mode,
-        "settings": settings,
-        "accuracy": child.outcome.report.score.accuracy,
-        "agreement": child.outcome.report.score.agreement,
-        "layers": corrected["layers"],
-        "simulated_passes": corrected["simulated_passes"],
-        "calibration_samples": corrected["calibration_samples"],
-        "samples": child.outcome.report.samples,
-    });
-    child.outcome.report.score.add_json_fields(&mut doc);
-    Ok(doc)
+    let score = &child.outcome.report.score;
+    Ok(BiasCorrectOutcome {
+        variant: child.variant,
+        corrected_variant: corrected_id,
+        parent: variant,
+        result: line,
+        mode,
+        settings: settings.clone(),
+        accuracy: score.accuracy,
+        layers: corrected.layers,
+        simulated_passes: corrected.simulated_passes,
+        calibration_samples: corrected.calibration_samples,
+        samples: child.outcome.report.samples,
+        score: score.into(),
+        slurm: None,
+    })
+}
+
+/// What a bias-correction job reports (the core of `qsteer bias-correct --json`): the
+/// corrected FP32 variant and its quantsim (`variant`) with the score.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BiasCorrectOutcome {
+    /// The quantsim of the corrected model (grandchild).
+    pub variant: u32,
+    /// The corrected FP32 model (child).
+    pub corrected_variant: u32,
+    pub parent: u32,
+    /// The result line, scored against the parent.
+    pub result: String,
+    pub mode: BcMode,
+    pub settings: QuantsimSettings,
+    pub accuracy: Option<f64>,
+    pub layers: Vec<LayerCorrection>,
+    pub simulated_passes: usize,
+    pub calibration_samples: usize,
+    pub samples: usize,
+    #[serde(flatten)]
+    pub score: ScoreFields,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+/// What the correction alone reports (a fix chain's bias-correction step): the corrected
+/// FP32 variant.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CorrectedOutcome {
+    pub variant: u32,
+    pub parent: u32,
+    pub step: String,
+    pub mode: BcMode,
+    pub settings: QuantsimSettings,
+    pub layers: Vec<LayerCorrection>,
+    pub simulated_passes: usize,
+    pub calibration_samples: usize,
 }
 
 /// The correction alone: the corrected FP32 model as a child variant (`variant` in the
 /// summary), without its quantsim. The fix chain runs this as its bias-correction step.
-pub(crate) fn correct(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+pub(crate) fn correct(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<CorrectedOutcome> {
     let (variant, mode, req) = inputs(ctx.kind)?;
     let settings = &req.settings;
     let (path, bn_stats) = {
@@ -116,14 +157,14 @@ pub(crate) fn correct(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serd
         }
         Ok(id)
     })?;
-    Ok(json!({
-        "variant": corrected_id,
-        "parent": variant,
-        "step": step,
-        "mode": mode,
-        "settings": settings,
-        "layers": report.layers,
-        "simulated_passes": report.simulated_passes,
-        "calibration_samples": report.samples,
-    }))
+    Ok(CorrectedOutcome {
+        variant: corrected_id,
+        parent: variant,
+        step,
+        mode,
+        settings: settings.clone(),
+        layers: report.layers,
+        simulated_passes: report.simulated_passes,
+        calibration_samples: report.samples,
+    })
 }

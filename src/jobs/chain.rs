@@ -8,13 +8,14 @@
 
 use super::exec::JobCtx;
 use super::kind::JobKind;
+use super::outcome::SlurmRun;
 use super::{adaround, bias_correct, fixes, lock, quantsim};
 use crate::experiment::Workspace;
 use crate::fixes::bias_correction::BcMode;
 use crate::quant::simulate::QuantsimSettings;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -195,10 +196,61 @@ struct StepOutcome {
     variant: u32,
     /// AdaRound's frozen weight encodings, for the quantsim step after it.
     encodings: Option<PathBuf>,
-    summary: serde_json::Value,
+    /// The score, when the step scored (the quantsim step).
+    score: ChainScore,
+    summary: Value,
 }
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_json::Value> {
+/// What a fix-chain job reports (the core of `qsteer fix --json`): the last step's variant,
+/// each step's outcome, and the last step's score.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FixChainOutcome {
+    /// The last step's variant.
+    pub variant: u32,
+    /// The variant the chain started from.
+    pub parent: u32,
+    pub steps: Vec<ChainStepOutcome>,
+    pub settings: QuantsimSettings,
+    #[serde(flatten)]
+    pub score: ChainScore,
+    pub workspace: String,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+/// The score keys of a chain: its last step's, null when that step did not score.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChainScore {
+    pub accuracy: Option<f64>,
+    pub agreement: Option<f64>,
+    pub sqnr_db: Option<f64>,
+    pub metric: Option<String>,
+    pub metric_value: Option<f64>,
+    pub result: Option<String>,
+}
+
+/// One finished step of a chain: its name and variant, and the rest of its kind's outcome
+/// (the steps are of different kinds; each is that kind's outcome written out).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChainStepOutcome {
+    pub step_name: String,
+    pub variant: u32,
+    #[serde(flatten)]
+    pub outcome: serde_json::Map<String, Value>,
+}
+
+impl ChainStepOutcome {
+    /// The step's accuracy, when it scored with labels.
+    pub fn accuracy(&self) -> Option<f64> {
+        self.outcome.get("accuracy").and_then(Value::as_f64)
+    }
+}
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<FixChainOutcome> {
     let JobKind::FixChain {
         variant,
         steps,
@@ -237,7 +289,8 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
     let n = steps.len();
     let mut parent = *variant;
     let mut encodings: Option<PathBuf> = None;
-    let mut done: Vec<serde_json::Value> = Vec::new();
+    let mut done: Vec<ChainStepOutcome> = Vec::new();
+    let mut score = ChainScore::default();
     for (i, step) in steps.iter().enumerate() {
         ctx.cancel.check()?;
         let label = format!("step {}/{n}: {}", i + 1, step.name());
@@ -252,34 +305,33 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<serde_js
         ctx.log(format!("{label} → variant {}", outcome.variant));
         parent = outcome.variant;
         encodings = outcome.encodings;
-        let mut entry = outcome.summary;
-        entry["step_name"] = json!(step.name());
-        done.push(entry);
+        score = outcome.score;
+        let mut rest = match outcome.summary {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        rest.remove("variant");
+        done.push(ChainStepOutcome {
+            step_name: step.name().to_string(),
+            variant: outcome.variant,
+            outcome: rest,
+        });
     }
     ctx.progress(n, n, "chain done");
-    let last = done.last().cloned().unwrap_or_default();
-    Ok(json!({
-        "variant": parent,
-        "parent": variant,
-        "steps": done,
-        "settings": settings,
-        "accuracy": last.get("accuracy"),
-        "agreement": last.get("agreement"),
-        "sqnr_db": last.get("sqnr_db"),
-        "metric": last.get("metric"),
-        "metric_value": last.get("metric_value"),
-        "result": last.get("result"),
-        "workspace": lock(workspace).dir().display().to_string(),
-    }))
+    Ok(FixChainOutcome {
+        variant: parent,
+        parent: *variant,
+        steps: done,
+        settings: settings.clone(),
+        score,
+        workspace: lock(workspace).dir().display().to_string(),
+        slurm: None,
+    })
 }
 
 /// The failed step named, with the variants the chain made before it (they stay).
-fn failed_step(e: Error, label: &str, done: &[serde_json::Value]) -> Error {
-    let kept: Vec<String> = done
-        .iter()
-        .filter_map(|s| s["variant"].as_u64())
-        .map(|v| format!("v{v}"))
-        .collect();
+fn failed_step(e: Error, label: &str, done: &[ChainStepOutcome]) -> Error {
+    let kept: Vec<String> = done.iter().map(|s| format!("v{}", s.variant)).collect();
     let kept = if kept.is_empty() {
         String::new()
     } else {
@@ -293,29 +345,48 @@ fn failed_step(e: Error, label: &str, done: &[serde_json::Value]) -> Error {
 }
 
 fn run_step(ctx: &JobCtx, workspace: &Mutex<Workspace>, step: &ChainStep) -> Result<StepOutcome> {
-    let id = |summary: &serde_json::Value, key: &str| {
-        crate::jobs::summary_variant(summary, key)
-            .ok_or_else(|| Error::runtime(format!("the step reported no '{key}'")))
-    };
-    let (summary, encodings) = match step {
-        ChainStep::FoldBn => (json!(fixes::run_fold_bn(ctx, workspace)?), None),
-        ChainStep::Cle { .. } => (json!(fixes::run_cle(ctx, workspace)?), None),
-        ChainStep::BiasCorrect { .. } => (bias_correct::correct(ctx, workspace)?, None),
+    // Each step's typed outcome: its variant, and its summary as the chain reports it.
+    fn done<T: serde::Serialize>(variant: u32, o: &T, encodings: Option<PathBuf>) -> StepOutcome {
+        StepOutcome {
+            variant,
+            encodings,
+            score: ChainScore::default(),
+            summary: json!(o),
+        }
+    }
+    Ok(match step {
+        ChainStep::FoldBn => {
+            let o = fixes::run_fold_bn(ctx, workspace)?;
+            done(o.variant, &o, None)
+        }
+        ChainStep::Cle { .. } => {
+            let o = fixes::run_cle(ctx, workspace)?;
+            done(o.variant, &o, None)
+        }
+        ChainStep::BiasCorrect { .. } => {
+            let o = bias_correct::correct(ctx, workspace)?;
+            done(o.variant, &o, None)
+        }
         ChainStep::AdaRound { .. } => {
-            let s = adaround::round(ctx, workspace)?;
-            let file = s["encodings"].as_str().map(PathBuf::from);
-            (s, file)
+            let o = adaround::round(ctx, workspace)?;
+            done(o.variant, &o, Some(PathBuf::from(&o.encodings)))
         }
         ChainStep::Quantsim => {
             // With AdaRound's frozen encodings the quantsim reads a file made for the chain's
             // settings: they are recorded with the variant.
-            (json!(quantsim::run_frozen(ctx, workspace)?), None)
+            let o = quantsim::run_frozen(ctx, workspace)?;
+            StepOutcome {
+                score: ChainScore {
+                    accuracy: o.accuracy,
+                    agreement: o.score.agreement,
+                    sqnr_db: o.score.sqnr_db,
+                    metric: o.score.metric.clone(),
+                    metric_value: o.score.metric_value,
+                    result: Some(o.result.clone()),
+                },
+                ..done(o.variant, &o, None)
+            }
         }
-    };
-    Ok(StepOutcome {
-        variant: id(&summary, "variant")?,
-        encodings,
-        summary,
     })
 }
 

@@ -9,22 +9,25 @@ use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::latency::{known_or_measured, measure_variant};
 use super::lock;
+use super::outcome::SlurmRun;
 use crate::compress::build::{build_compressor, reconstruct_outcome, CompressorSpec};
 use crate::compress::greedy::dictionary::Shard;
 use crate::compress::greedy::{
     candidates as candidate_ratios, check_target, fill_share, select_greedy, select_manual,
-    GreedyEvent, GreedyRequest,
+    DictionaryReport, GreedyEvent, GreedyRequest,
 };
 use crate::compress::record::CompressionRecord;
 use crate::compress::scorer::ModelScorer;
-use crate::compress::{ChangeDetail, LayerCompressor, LayerRatios};
+use crate::compress::{ChangeDetail, LayerCompressor, LayerRatios, Skipped};
 use crate::experiment::evaluate::{sample_shapes, select_samples, Subset};
 use crate::experiment::quantsim::float_variant_path;
 use crate::experiment::Workspace;
-use crate::metrics::Score;
+use crate::metrics::{OutputScore, Score};
 use crate::model::Model;
+use crate::runtime::latency::Latency;
 use crate::runtime::RunOptions;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -33,7 +36,7 @@ use std::time::Instant;
 /// double.
 pub(crate) type Factory<'a> = &'a dyn Fn(&CompressorSpec) -> Result<Box<dyn LayerCompressor>>;
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<CompressionOutcome> {
     run_with(ctx, workspace, &build_compressor)
 }
 
@@ -41,15 +44,96 @@ pub(crate) fn run_with(
     ctx: &JobCtx,
     workspace: &Mutex<Workspace>,
     factory: Factory,
-) -> Result<Value> {
-    compress_one(ctx, workspace, factory).map(|c| c.summary)
+) -> Result<CompressionOutcome> {
+    compress_one(ctx, workspace, factory).map(|c| c.outcome)
 }
 
 /// One compressed child variant (its record, size and latency are in the workspace).
 pub(crate) struct Compressed {
     pub id: u32,
     /// The compress job's result.
-    pub summary: Value,
+    pub outcome: CompressionOutcome,
+}
+
+/// What a compress job reports (the core of `qsteer compress --json`): the child variant,
+/// the selection, the final score (after reconstruction when it ran) and the latencies.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompressionOutcome {
+    pub variant: u32,
+    pub parent: u32,
+    pub step: String,
+    /// The child's model file.
+    pub output: Option<String>,
+    /// The layer-wise reconstruction's report (null when it did not run).
+    pub reconstruction: Value,
+    pub seconds: f64,
+    pub workspace: String,
+    pub dataset: String,
+    pub latency: Option<Latency>,
+    pub latency_ms: f64,
+    pub parent_latency_ms: f64,
+    pub latency_ratio: f64,
+    /// `wsvd`, `ssvd` or `cp`.
+    pub method: String,
+    pub target: Option<f64>,
+    pub mac_ratio: f64,
+    pub predicted_mac_ratio: Option<f64>,
+    pub macs: u64,
+    pub macs_total: u64,
+    pub macs_before: u64,
+    pub params_total: u64,
+    /// The number the selection compared.
+    pub metric: String,
+    pub accuracy: Option<f64>,
+    pub top5_accuracy: Option<f64>,
+    pub agreement: Option<f64>,
+    pub sqnr_db: Option<f64>,
+    pub cosine: Option<f64>,
+    pub metric_value: Option<f64>,
+    pub parent_metric_value: Option<f64>,
+    /// Per output (null when the score has none).
+    pub outputs: Option<Vec<OutputScore>>,
+    pub external: Option<serde_json::Map<String, Value>>,
+    pub samples: usize,
+    /// The score before reconstruction, when it ran.
+    pub before_reconstruction: Option<Score>,
+    pub parent_accuracy: Option<f64>,
+    pub threshold: Option<f64>,
+    pub relaxed: Vec<String>,
+    pub ratios: LayerRatios,
+    pub pinned: LayerRatios,
+    pub excluded: Vec<String>,
+    pub layers: Vec<CompressedLayer>,
+    pub skipped: Vec<Skipped>,
+    pub dictionary: Option<DictionaryReport>,
+    /// Dictionary entries computed by this run.
+    pub evaluations: usize,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+/// One changed layer of a compress outcome: rank for the SVD methods, channels for pruning.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CompressedLayer {
+    pub layer: String,
+    pub ratio: f64,
+    pub macs_before: u64,
+    pub macs_after: u64,
+    pub params_before: u64,
+    pub params_after: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_channels: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_channels: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub winnowed: Option<Vec<String>>,
 }
 
 /// What the selection made, in either mode.
@@ -221,20 +305,20 @@ pub(crate) fn compress_one(
         "latency {:.3} ms (parent {:.3} ms), median of {} runs, batch {}, {} caller(s)",
         latency.median_ms, parent_latency.median_ms, latency.runs, latency.batch, latency.threads
     ));
-    let mut summary = summary(&record, &ratios, params);
-    summary["variant"] = json!(id);
-    summary["parent"] = json!(variant);
-    summary["step"] = json!(step);
-    summary["output"] = json!(output.map(|p| p.display().to_string()));
-    summary["reconstruction"] = reconstruction;
-    summary["seconds"] = json!(started.elapsed().as_secs_f64());
-    summary["workspace"] = json!(ws_dir.display().to_string());
-    summary["dataset"] = json!(data.display().to_string());
-    summary["latency"] = json!(latency);
-    summary["latency_ms"] = json!(latency.median_ms);
-    summary["parent_latency_ms"] = json!(parent_latency.median_ms);
-    summary["latency_ratio"] = json!(latency.median_ms / parent_latency.median_ms.max(1e-9));
-    Ok(Compressed { id, summary })
+    let mut outcome = outcome_of(&record, &ratios, params);
+    outcome.variant = id;
+    outcome.parent = *variant;
+    outcome.step = step;
+    outcome.output = output.map(|p| p.display().to_string());
+    outcome.reconstruction = reconstruction;
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome.workspace = ws_dir.display().to_string();
+    outcome.dataset = data.display().to_string();
+    outcome.latency_ms = latency.median_ms;
+    outcome.parent_latency_ms = parent_latency.median_ms;
+    outcome.latency_ratio = latency.median_ms / parent_latency.median_ms.max(1e-9);
+    outcome.latency = Some(latency);
+    Ok(Compressed { id, outcome })
 }
 
 /// What a compress job works with: the parent model and its workspace, the compressor,
@@ -497,68 +581,69 @@ fn score_text(s: &Score, parent: &Score) -> String {
 }
 
 /// The job's summary: scores, costs, the per-layer table and the dictionary's use.
-fn summary(r: &CompressionRecord, ratios: &LayerRatios, params: u64) -> Value {
+/// The outcome's selection and score part, from the workspace's record of the child.
+fn outcome_of(r: &CompressionRecord, ratios: &LayerRatios, params: u64) -> CompressionOutcome {
     let final_score = r.reconstructed_score.as_ref().unwrap_or(&r.score);
-    let layers: Vec<Value> = r
-        .changes
-        .iter()
+    let layers = (r.changes.iter())
         .map(|c| {
-            let mut l = json!({
-                "layer": c.layer,
-                "ratio": c.ratio,
-                "macs_before": c.macs_before,
-                "macs_after": c.macs_after,
-                "params_before": c.params_before,
-                "params_after": c.params_after,
-            });
+            let mut l = CompressedLayer {
+                layer: c.layer.clone(),
+                ratio: c.ratio,
+                macs_before: c.macs_before,
+                macs_after: c.macs_after,
+                params_before: c.params_before,
+                params_after: c.params_after,
+                ..CompressedLayer::default()
+            };
             match &c.detail {
                 ChangeDetail::Rank { rank, full_rank } => {
-                    l["rank"] = json!(rank);
-                    l["full_rank"] = json!(full_rank);
+                    l.rank = Some(*rank);
+                    l.full_rank = Some(*full_rank);
                 }
                 ChangeDetail::Channels {
                     kept,
                     total,
                     winnowed,
                 } => {
-                    l["kept_channels"] = json!(kept.len());
-                    l["total_channels"] = json!(total);
-                    l["winnowed"] = json!(winnowed);
+                    l.kept_channels = Some(kept.len());
+                    l.total_channels = Some(*total);
+                    l.winnowed = Some(winnowed.clone());
                 }
             }
             l
         })
         .collect();
-    json!({
-        "method": r.method.short(),
-        "target": r.target,
-        "mac_ratio": r.mac_ratio,
-        "predicted_mac_ratio": r.predicted_mac_ratio,
-        "macs": r.macs_after,
-        "macs_total": r.macs_after,
-        "macs_before": r.macs_before,
-        "params_total": params,
-        "metric": r.metric.name(),
-        "accuracy": final_score.accuracy,
-        "top5_accuracy": final_score.top5_accuracy,
-        "agreement": final_score.agreement,
-        "sqnr_db": final_score.sqnr_db,
-        "cosine": final_score.cosine,
-        "metric_value": final_score.value(),
-        "parent_metric_value": r.parent_score.value(),
-        "outputs": (!final_score.outputs.is_empty()).then_some(&final_score.outputs),
-        "external": final_score.external,
-        "samples": final_score.samples,
-        "before_reconstruction": r.reconstructed_score.as_ref().map(|_| &r.score),
-        "parent_accuracy": r.parent_score.accuracy,
-        "threshold": r.threshold,
-        "relaxed": r.relaxed,
-        "ratios": ratios,
-        "pinned": r.pinned,
-        "excluded": r.excluded,
-        "layers": layers,
-        "skipped": r.skipped,
-        "dictionary": r.dictionary,
-        "evaluations": r.dictionary.as_ref().map_or(0, |d| d.computed),
-    })
+    CompressionOutcome {
+        method: r.method.short().to_string(),
+        target: r.target,
+        mac_ratio: r.mac_ratio,
+        predicted_mac_ratio: r.predicted_mac_ratio,
+        macs: r.macs_after,
+        macs_total: r.macs_after,
+        macs_before: r.macs_before,
+        params_total: params,
+        metric: r.metric.name().to_string(),
+        accuracy: final_score.accuracy,
+        top5_accuracy: final_score.top5_accuracy,
+        agreement: final_score.agreement,
+        sqnr_db: final_score.sqnr_db,
+        cosine: final_score.cosine,
+        metric_value: final_score.value(),
+        parent_metric_value: r.parent_score.value(),
+        outputs: (!final_score.outputs.is_empty()).then(|| final_score.outputs.clone()),
+        external: final_score.external.clone(),
+        samples: final_score.samples,
+        before_reconstruction: r.reconstructed_score.as_ref().map(|_| r.score.clone()),
+        parent_accuracy: r.parent_score.accuracy,
+        threshold: r.threshold,
+        relaxed: r.relaxed.clone(),
+        ratios: ratios.clone(),
+        pinned: r.pinned.clone(),
+        excluded: r.excluded.clone(),
+        layers,
+        skipped: r.skipped.clone(),
+        dictionary: r.dictionary.clone(),
+        evaluations: r.dictionary.as_ref().map_or(0, |d| d.computed),
+        ..CompressionOutcome::default()
+    }
 }

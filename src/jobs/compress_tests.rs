@@ -106,7 +106,9 @@ pub(crate) fn run_body_until(
 
 /// Run the compress job body with the double.
 fn run(ws: &Mutex<Workspace>, kind: &JobKind) -> (Result<serde_json::Value>, Vec<JobEvent>) {
-    run_body(ws, kind, &|ctx, ws| run_with(ctx, ws, &double))
+    run_body(ws, kind, &|ctx, ws| {
+        run_with(ctx, ws, &double).map(|o| serde_json::json!(o))
+    })
 }
 
 /// The partials in their wire form.

@@ -182,7 +182,7 @@ pub(crate) fn execute(
         Executor::Detached => read(detached::run(ctx, workspace)),
         // A sweep stays here and sends its candidates to Slurm.
         Executor::Slurm(settings) if matches!(ctx.kind, JobKind::Sweep { .. }) => {
-            sweep::run_on_slurm(ctx, workspace, settings).map(JobOutcome::Untyped)
+            sweep::run_on_slurm(ctx, workspace, settings).map(JobOutcome::Sweep)
         }
         Executor::Slurm(settings) => read(slurm::run(ctx, workspace, settings)),
     }))
@@ -234,16 +234,18 @@ fn run_body(workspace: &Mutex<Workspace>, ctx: &JobCtx) -> Result<JobOutcome> {
         JobKind::Quantsim { .. } => JobOutcome::Quantsim(quantsim::run(ctx, workspace)?),
         JobKind::FoldBn { .. } => JobOutcome::FoldBn(fixes::run_fold_bn(ctx, workspace)?),
         JobKind::Cle { .. } => JobOutcome::Cle(fixes::run_cle(ctx, workspace)?),
-        JobKind::Analyze { .. } => Untyped(analyze::run(ctx, workspace)?),
+        JobKind::Analyze { .. } => JobOutcome::Analyze(analyze::run(ctx, workspace)?),
         JobKind::Export { .. } => Untyped(export::run(ctx, workspace)?),
-        JobKind::BiasCorrect { .. } => Untyped(bias_correct::run(ctx, workspace)?),
-        JobKind::AdaRound { .. } => Untyped(adaround::run(ctx, workspace)?),
-        JobKind::Compress { .. } => Untyped(compress::run(ctx, workspace)?),
-        JobKind::FineTune { .. } => Untyped(finetune::run(ctx, workspace)?),
-        JobKind::ExternalFineTune { .. } => Untyped(external_finetune::run(ctx, workspace)?),
-        JobKind::Qat { .. } => Untyped(qat::run(ctx, workspace)?),
-        JobKind::FixChain { .. } => Untyped(chain::run(ctx, workspace)?),
-        JobKind::Sweep { .. } => Untyped(sweep::run(ctx, workspace)?),
+        JobKind::BiasCorrect { .. } => JobOutcome::BiasCorrect(bias_correct::run(ctx, workspace)?),
+        JobKind::AdaRound { .. } => JobOutcome::AdaRound(adaround::run(ctx, workspace)?),
+        JobKind::Compress { .. } => JobOutcome::Compress(compress::run(ctx, workspace)?),
+        JobKind::FineTune { .. } => JobOutcome::FineTune(finetune::run(ctx, workspace)?),
+        JobKind::ExternalFineTune { .. } => {
+            JobOutcome::ExternalFineTune(external_finetune::run(ctx, workspace)?)
+        }
+        JobKind::Qat { .. } => JobOutcome::Qat(qat::run(ctx, workspace)?),
+        JobKind::FixChain { .. } => JobOutcome::FixChain(chain::run(ctx, workspace)?),
+        JobKind::Sweep { .. } => JobOutcome::Sweep(sweep::run(ctx, workspace)?),
         JobKind::SlurmFollow { .. } => Untyped(slurm::follow(ctx, workspace)?),
     })
 }

@@ -13,11 +13,13 @@
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use super::outcome::SlurmRun;
 use crate::compress::scorer::ModelScorer;
 use crate::experiment::evaluate::{select_samples, Subset};
 use crate::experiment::export::{export_source, export_variant};
 use crate::experiment::quantsim::quantsim_child;
 use crate::experiment::{now, EvalRecord, Workspace};
+use crate::metrics::Score;
 use crate::model::Model;
 use crate::quant::encodings_file::EncodingsVersion;
 use crate::quant::simulate::QuantsimRequest;
@@ -27,7 +29,7 @@ use crate::train::external::{
     parse_line, run_trainer, Line, Template, TemplateValues, TrainerLine, TrainerRun,
 };
 use crate::{Error, Result};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -52,7 +54,57 @@ struct Source {
     quantized: bool,
 }
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+/// What an external-trainer fine-tune job reports (the core of `qsteer finetune --trainer
+/// --json`): the trained variant (requantized when the source was quantized) and its score.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExternalFineTuneOutcome {
+    /// The trained variant (the requantized one for a quantized source).
+    pub variant: u32,
+    pub parent: u32,
+    /// The trained FP32 model.
+    pub float_variant: u32,
+    pub step: String,
+    pub output: Option<String>,
+    pub metric: String,
+    pub score_before: f64,
+    pub score_after: f64,
+    pub before: Score,
+    pub after: Score,
+    pub accuracy: Option<f64>,
+    pub agreement: Option<f64>,
+    /// The last loss the trainer printed.
+    pub loss: Option<f64>,
+    pub epochs: Vec<ExternalEpoch>,
+    pub epochs_seen: usize,
+    pub progress_lines: usize,
+    pub samples: usize,
+    /// Whether the source was a quantized variant.
+    pub quantized: bool,
+    /// The encodings the requantized variant uses.
+    pub encodings: Option<String>,
+    pub lr: f64,
+    pub epochs_requested: usize,
+    pub seconds: f64,
+    /// The trainer command template.
+    pub command: String,
+    pub workspace: String,
+    pub dataset: String,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+/// One epoch as the external trainer reported it: its latest loss and metric.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExternalEpoch {
+    pub epoch: u64,
+    pub loss: Option<f64>,
+    pub metric: Option<f64>,
+}
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<ExternalFineTuneOutcome> {
     let JobKind::ExternalFineTune {
         variant,
         data,
@@ -182,33 +234,34 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
     ));
     // Nothing in the work directory is needed any more; a failed run keeps it to look at.
     let _ = std::fs::remove_dir_all(&workdir);
-    Ok(json!({
-        "variant": id,
-        "parent": variant,
-        "float_variant": float_child,
-        "step": step,
-        "output": output_path,
-        "metric": metric,
-        "score_before": scorer.value(&before),
-        "score_after": scorer.value(&after),
-        "before": before,
-        "after": after,
-        "accuracy": after.accuracy,
-        "agreement": after.agreement,
-        "loss": watch.last_loss,
-        "epochs": watch.epochs_json(),
-        "epochs_seen": watch.per_epoch.len(),
-        "progress_lines": watch.lines,
-        "samples": after.samples,
-        "quantized": source.quantized,
-        "encodings": encodings_used,
-        "lr": lr,
-        "epochs_requested": epochs,
-        "seconds": started.elapsed().as_secs_f64(),
-        "command": command,
-        "workspace": ws.dir().display().to_string(),
-        "dataset": data.display().to_string(),
-    }))
+    Ok(ExternalFineTuneOutcome {
+        variant: id,
+        parent: *variant,
+        float_variant: float_child,
+        step,
+        output: output_path,
+        metric: metric.to_string(),
+        score_before: scorer.value(&before),
+        score_after: scorer.value(&after),
+        accuracy: after.accuracy,
+        agreement: after.agreement,
+        samples: after.samples,
+        before,
+        after,
+        loss: watch.last_loss,
+        epochs: watch.epochs(),
+        epochs_seen: watch.per_epoch.len(),
+        progress_lines: watch.lines,
+        quantized: source.quantized,
+        encodings: encodings_used,
+        lr: *lr,
+        epochs_requested: *epochs,
+        seconds: started.elapsed().as_secs_f64(),
+        command: command.clone(),
+        workspace: ws.dir().display().to_string(),
+        dataset: data.display().to_string(),
+        slurm: None,
+    })
 }
 
 /// Put the variant's model (or a quantized variant's QDQ export and encodings) in `workdir`.
@@ -440,12 +493,13 @@ impl ProgressWatch {
         seen.1 = p.metric.or(seen.1);
     }
 
-    fn epochs_json(&self) -> Value {
-        Value::Array(
-            self.per_epoch
-                .iter()
-                .map(|(epoch, (loss, metric))| json!({"epoch": epoch, "loss": loss, "metric": metric}))
-                .collect(),
-        )
+    fn epochs(&self) -> Vec<ExternalEpoch> {
+        (self.per_epoch.iter())
+            .map(|(&epoch, &(loss, metric))| ExternalEpoch {
+                epoch,
+                loss,
+                metric,
+            })
+            .collect()
     }
 }

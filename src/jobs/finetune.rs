@@ -10,6 +10,7 @@ use super::event::{Partial, TrainEpoch, TrainStep};
 use super::exec::JobCtx;
 use super::kind::JobKind;
 use super::lock;
+use super::outcome::SlurmRun;
 use crate::compress::scorer::ModelScorer;
 use crate::data::SplitInfo;
 use crate::experiment::evaluate::{as_rows, sample_shapes, select_samples, Subset};
@@ -20,15 +21,65 @@ use crate::model::Model;
 use crate::quant::import::{sim_from_encodings, ModelEncodings};
 use crate::runtime::{CompiledModel, RunOptions};
 use crate::train::augment::image_layout;
+use crate::train::checkpoint::EpochRecord;
 use crate::train::{fine_tune, Event, FineTuneRun, FineTuneSettings, Loss, Outcome};
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+/// The result fields fine-tune and QAT share (flattened into both outcomes).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainedFields {
+    /// The metric the run is scored on.
+    pub metric: String,
+    pub score_before: f64,
+    pub score_after: f64,
+    pub before: Score,
+    pub after: Score,
+    pub accuracy: Option<f64>,
+    pub agreement: Option<f64>,
+    /// The last epoch's mean loss.
+    pub loss: Option<f64>,
+    pub epochs: Vec<EpochRecord>,
+    pub best_epoch: Option<usize>,
+    pub stopped_early: bool,
+    pub steps_per_epoch: usize,
+    pub trained_params: usize,
+    pub train_samples: usize,
+    /// Which samples trained, selected the returned weights and scored them.
+    pub samples_used: Value,
+    pub notes: Vec<String>,
+    pub samples: usize,
+    pub settings: FineTuneSettings,
+    pub workspace: String,
+    pub dataset: String,
+}
+
+/// What a fine-tune job reports (the core of `qsteer finetune --json`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FineTuneOutcome {
+    #[serde(flatten)]
+    pub trained: TrainedFields,
+    /// The trained model (child).
+    pub variant: u32,
+    pub parent: u32,
+    pub step: String,
+    /// The trained model's file.
+    pub output: Option<String>,
+    pub params_total: u64,
+    pub seconds: f64,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<FineTuneOutcome> {
     let (variant, data, settings, threads) = training_inputs(ctx.kind)?;
     let started = Instant::now();
     let path = float_variant_path(&lock(workspace), variant, "fine-tuning")?;
@@ -59,14 +110,16 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         )?
     };
     t.finish(ctx, &step, &after, recorded.id, "");
-    let mut summary = t.summary(request.settings, data, &after);
-    summary["variant"] = json!(recorded.id);
-    summary["parent"] = json!(variant);
-    summary["step"] = json!(step);
-    summary["output"] = json!(recorded.output.map(|p| p.display().to_string()));
-    summary["params_total"] = json!(recorded.params);
-    summary["seconds"] = json!(started.elapsed().as_secs_f64());
-    Ok(summary)
+    Ok(FineTuneOutcome {
+        trained: t.fields(request.settings, data, &after),
+        variant: recorded.id,
+        parent: variant,
+        step,
+        output: recorded.output.map(|p| p.display().to_string()),
+        params_total: recorded.params,
+        seconds: started.elapsed().as_secs_f64(),
+        slurm: None,
+    })
 }
 
 /// The variant, data, settings and threads of a fine-tune or QAT job.
@@ -157,30 +210,30 @@ impl Trained<'_> {
     }
 
     /// The result fields fine-tune and QAT share.
-    pub fn summary(&self, settings: &FineTuneSettings, data: &Path, after: &Score) -> Value {
+    pub fn fields(&self, settings: &FineTuneSettings, data: &Path, after: &Score) -> TrainedFields {
         let o = &self.outcome;
-        json!({
-            "metric": self.metric,
-            "score_before": self.scorer.value(&self.before),
-            "score_after": self.scorer.value(after),
-            "before": self.before,
-            "after": after,
-            "accuracy": after.accuracy,
-            "agreement": after.agreement,
-            "loss": o.history.last().map(|r| r.loss),
-            "epochs": o.history,
-            "best_epoch": o.best_epoch,
-            "stopped_early": o.stopped_early,
-            "steps_per_epoch": o.steps_per_epoch,
-            "trained_params": o.params,
-            "train_samples": self.train_samples,
-            "samples_used": self.samples_used,
-            "notes": self.notes,
-            "samples": after.samples,
-            "settings": settings,
-            "workspace": self.workspace_dir.display().to_string(),
-            "dataset": data.display().to_string(),
-        })
+        TrainedFields {
+            metric: self.metric.clone(),
+            score_before: self.scorer.value(&self.before),
+            score_after: self.scorer.value(after),
+            before: self.before.clone(),
+            after: after.clone(),
+            accuracy: after.accuracy,
+            agreement: after.agreement,
+            loss: o.history.last().map(|r| r.loss),
+            epochs: o.history.clone(),
+            best_epoch: o.best_epoch,
+            stopped_early: o.stopped_early,
+            steps_per_epoch: o.steps_per_epoch,
+            trained_params: o.params,
+            train_samples: self.train_samples,
+            samples_used: self.samples_used.clone(),
+            notes: self.notes.clone(),
+            samples: after.samples,
+            settings: settings.clone(),
+            workspace: self.workspace_dir.display().to_string(),
+            dataset: data.display().to_string(),
+        }
     }
 }
 

@@ -63,7 +63,9 @@ fn an_external_metric_drives_the_greedy_selection() {
     if let JobKind::Compress { metric, .. } = &mut kind {
         *metric = Some(MetricSpec::external(&command));
     }
-    let (summary, events) = run_body(&ws, &kind, &|ctx, ws| run_with(ctx, ws, &double));
+    let (summary, events) = run_body(&ws, &kind, &|ctx, ws| {
+        run_with(ctx, ws, &double).map(|o| serde_json::json!(o))
+    });
     let s = summary.unwrap();
     assert_eq!(s["metric"], "external");
     assert_eq!(s["parent_metric_value"], 1.0);
@@ -101,7 +103,7 @@ fn an_external_metric_drives_the_greedy_selection() {
 
     // The same selection by accuracy is another dictionary (another key), not these scores.
     let (by_accuracy, _) = run_body(&ws, &compress(&data, Some(0.7), None), &|ctx, ws| {
-        run_with(ctx, ws, &double)
+        run_with(ctx, ws, &double).map(|o| serde_json::json!(o))
     });
     let by_accuracy = by_accuracy.unwrap();
     assert_eq!(by_accuracy["metric"], "accuracy");
@@ -120,7 +122,10 @@ fn a_failing_metric_command_fails_the_job_naming_it() {
         if let JobKind::Compress { metric, .. } = &mut kind {
             *metric = Some(MetricSpec::external(command));
         }
-        run_body(&ws, &kind, &|ctx, ws| run_with(ctx, ws, &double)).0
+        run_body(&ws, &kind, &|ctx, ws| {
+            run_with(ctx, ws, &double).map(|o| serde_json::json!(o))
+        })
+        .0
     };
     let e = with("echo 'cannot read the outputs' >&2; exit 5").unwrap_err();
     assert!(matches!(e, Error::Runtime(_)), "{e:?}");

@@ -46,7 +46,10 @@ pub use history::{job_history, load_history, read_job_log, JobHistory, JobRecord
 pub use journal::{job_log_path, jobs_journal_path};
 pub use kind::{JobId, JobKind, SweepStage};
 pub use outcome::{
-    CleOutcome, EvaluateOutcome, FoldBnOutcome, JobOutcome, QuantsimOutcome, ScoreFields, SlurmRun,
+    AdaroundOutcome, AnalyzeOutcome, BiasCorrectOutcome, ChainScore, ChainStepOutcome, CleOutcome,
+    CompressedLayer, CompressionOutcome, EvaluateOutcome, ExternalEpoch, ExternalFineTuneOutcome,
+    FineTuneOutcome, FixChainOutcome, FoldBnOutcome, JobOutcome, QatOutcome, QuantsimOutcome,
+    RoundedOutcome, ScoreFields, SlurmRun, SweepOutcome, TrainedFields,
 };
 pub use request::{JobRequest, REQUEST_VERSION};
 pub use runner::{JobRunner, LocalJobs};

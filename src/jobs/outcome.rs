@@ -10,9 +10,18 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::adaround::{AdaroundOutcome, RoundedOutcome};
+pub use super::analyze::AnalyzeOutcome;
+pub use super::bias_correct::BiasCorrectOutcome;
+pub use super::chain::{ChainScore, ChainStepOutcome, FixChainOutcome};
+pub use super::compress::{CompressedLayer, CompressionOutcome};
 pub use super::evaluate::EvaluateOutcome;
+pub use super::external_finetune::{ExternalEpoch, ExternalFineTuneOutcome};
+pub use super::finetune::{FineTuneOutcome, TrainedFields};
 pub use super::fixes::{CleOutcome, FoldBnOutcome};
+pub use super::qat::QatOutcome;
 pub use super::quantsim::QuantsimOutcome;
+pub use super::sweep::SweepOutcome;
 
 /// One finished job's result.
 // One value per finished job, never kept in bulk: boxing would buy nothing.
@@ -23,6 +32,15 @@ pub enum JobOutcome {
     Quantsim(QuantsimOutcome),
     FoldBn(FoldBnOutcome),
     Cle(CleOutcome),
+    BiasCorrect(BiasCorrectOutcome),
+    Analyze(AnalyzeOutcome),
+    AdaRound(AdaroundOutcome),
+    FineTune(FineTuneOutcome),
+    Qat(QatOutcome),
+    ExternalFineTune(ExternalFineTuneOutcome),
+    Compress(CompressionOutcome),
+    Sweep(SweepOutcome),
+    FixChain(FixChainOutcome),
     /// A kind whose outcome is not typed yet: its summary as JSON.
     Untyped(Value),
 }
@@ -40,6 +58,15 @@ impl JobOutcome {
             JobKind::Quantsim { .. } => JobOutcome::Quantsim(parse(kind, summary)?),
             JobKind::FoldBn { .. } => JobOutcome::FoldBn(parse(kind, summary)?),
             JobKind::Cle { .. } => JobOutcome::Cle(parse(kind, summary)?),
+            JobKind::BiasCorrect { .. } => JobOutcome::BiasCorrect(parse(kind, summary)?),
+            JobKind::Analyze { .. } => JobOutcome::Analyze(parse(kind, summary)?),
+            JobKind::AdaRound { .. } => JobOutcome::AdaRound(parse(kind, summary)?),
+            JobKind::FineTune { .. } => JobOutcome::FineTune(parse(kind, summary)?),
+            JobKind::Qat { .. } => JobOutcome::Qat(parse(kind, summary)?),
+            JobKind::ExternalFineTune { .. } => JobOutcome::ExternalFineTune(parse(kind, summary)?),
+            JobKind::Compress { .. } => JobOutcome::Compress(parse(kind, summary)?),
+            JobKind::Sweep { .. } => JobOutcome::Sweep(parse(kind, summary)?),
+            JobKind::FixChain { .. } => JobOutcome::FixChain(parse(kind, summary)?),
             _ => JobOutcome::Untyped(summary),
         })
     }
@@ -52,6 +79,15 @@ impl JobOutcome {
             JobOutcome::Quantsim(o) => serde_json::to_value(o),
             JobOutcome::FoldBn(o) => serde_json::to_value(o),
             JobOutcome::Cle(o) => serde_json::to_value(o),
+            JobOutcome::BiasCorrect(o) => serde_json::to_value(o),
+            JobOutcome::Analyze(o) => serde_json::to_value(o),
+            JobOutcome::AdaRound(o) => serde_json::to_value(o),
+            JobOutcome::FineTune(o) => serde_json::to_value(o),
+            JobOutcome::Qat(o) => serde_json::to_value(o),
+            JobOutcome::ExternalFineTune(o) => serde_json::to_value(o),
+            JobOutcome::Compress(o) => serde_json::to_value(o),
+            JobOutcome::Sweep(o) => serde_json::to_value(o),
+            JobOutcome::FixChain(o) => serde_json::to_value(o),
             JobOutcome::Untyped(v) => return v.clone(),
         };
         // Plain structs of numbers, strings and lists: serializing them cannot fail.
@@ -62,10 +98,27 @@ impl JobOutcome {
     pub fn result_line(&self) -> Option<String> {
         match self {
             JobOutcome::Quantsim(o) => Some(o.result.clone()),
-            JobOutcome::Evaluate(_) | JobOutcome::FoldBn(_) | JobOutcome::Cle(_) => None,
+            JobOutcome::BiasCorrect(o) => Some(o.result.clone()),
+            // Kinds whose older summaries may lack the line: none rather than empty.
+            JobOutcome::Analyze(o) => nonempty(&o.result),
+            JobOutcome::AdaRound(o) => nonempty(&o.result),
+            JobOutcome::Sweep(o) => nonempty(&o.result),
+            JobOutcome::FixChain(o) => o.score.result.clone(),
+            JobOutcome::Evaluate(_)
+            | JobOutcome::FoldBn(_)
+            | JobOutcome::Cle(_)
+            | JobOutcome::FineTune(_)
+            | JobOutcome::Qat(_)
+            | JobOutcome::ExternalFineTune(_)
+            | JobOutcome::Compress(_) => None,
             JobOutcome::Untyped(v) => v["result"].as_str().map(str::to_string),
         }
     }
+}
+
+/// `line` unless it is empty.
+fn nonempty(line: &str) -> Option<String> {
+    (!line.is_empty()).then(|| line.to_string())
 }
 
 /// The outcome of a `what` job, or an error naming the kind it was instead (a front end
@@ -90,6 +143,19 @@ outcome_of!(Evaluate, EvaluateOutcome, "evaluate");
 outcome_of!(Quantsim, QuantsimOutcome, "quantsim");
 outcome_of!(FoldBn, FoldBnOutcome, "fold-bn");
 outcome_of!(Cle, CleOutcome, "cle");
+outcome_of!(BiasCorrect, BiasCorrectOutcome, "bias-correction");
+outcome_of!(Analyze, AnalyzeOutcome, "analyze");
+outcome_of!(AdaRound, AdaroundOutcome, "AdaRound");
+outcome_of!(FineTune, FineTuneOutcome, "fine-tune");
+outcome_of!(Qat, QatOutcome, "QAT");
+outcome_of!(
+    ExternalFineTune,
+    ExternalFineTuneOutcome,
+    "external fine-tune"
+);
+outcome_of!(Compress, CompressionOutcome, "compress");
+outcome_of!(Sweep, SweepOutcome, "sweep");
+outcome_of!(FixChain, FixChainOutcome, "fix-chain");
 
 impl TryFrom<JobOutcome> for Value {
     type Error = Error;

@@ -11,8 +11,9 @@
 
 use super::child::record_child;
 use super::exec::JobCtx;
-use super::finetune::{train, training_inputs, TrainRequest};
+use super::finetune::{train, training_inputs, TrainRequest, TrainedFields};
 use super::lock;
+use super::outcome::SlurmRun;
 use crate::experiment::quantsim::{float_variant_path, quantsim_child, quantsim_child_frozen};
 use crate::experiment::Workspace;
 use crate::model::Model;
@@ -23,7 +24,7 @@ use crate::quant::qdq::WeightEncodings;
 use crate::quant::simulate::{QuantsimRequest, QuantsimSettings};
 use crate::train::FineTuneSettings;
 use crate::{Error, Result};
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -65,7 +66,37 @@ pub(crate) fn step_name(variant: u32, s: &FineTuneSettings) -> String {
     format!("qat{{from:{variant},epochs:{},lr:{}}}", s.epochs, s.lr)
 }
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+/// What a QAT job reports (the core of `qsteer finetune --qat --json`): the trained FP32
+/// weights (`trained_variant`) and their quantsim (`variant`), started from
+/// `quantsim_variant`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QatOutcome {
+    #[serde(flatten)]
+    pub trained: TrainedFields,
+    /// The new quantsim variant (child of the trained weights).
+    pub variant: u32,
+    pub parent: u32,
+    pub trained_variant: u32,
+    pub quantsim_variant: u32,
+    pub step: String,
+    /// The new quantsim variant's file.
+    pub output: Option<String>,
+    pub encodings: String,
+    /// The starting variant's quantsim settings (none for imported encodings).
+    pub quantsim: Option<QuantsimSettings>,
+    /// `recomputed` from the trained weights, or `kept` as trained.
+    pub weight_encodings: String,
+    /// The returned weights' epoch score, as training scored it.
+    pub score_frozen_encodings: Option<f64>,
+    pub eval_seconds: f64,
+    pub seconds: f64,
+    /// Set when the job ran on a Slurm node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<QatOutcome> {
     let (variant, data, settings, threads) = training_inputs(ctx.kind)?;
     let started = Instant::now();
     let from = start(&lock(workspace), variant)?;
@@ -145,20 +176,22 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
         .find(|r| Some(r.epoch) == o.best_epoch && settings.early_stop_patience > 0)
         .or(o.history.last())
         .map(|r| r.score);
-    let mut summary = t.summary(settings, data, &after);
-    summary["variant"] = json!(child.variant);
-    summary["parent"] = json!(trained);
-    summary["trained_variant"] = json!(trained);
-    summary["quantsim_variant"] = json!(variant);
-    summary["step"] = json!(step);
-    summary["output"] = json!(output.map(|p| p.display().to_string()));
-    summary["encodings"] = json!(file.display().to_string());
-    summary["quantsim"] = json!(from.settings);
-    summary["weight_encodings"] = json!(how);
-    summary["score_frozen_encodings"] = json!(frozen_score);
-    summary["eval_seconds"] = json!(eval_seconds);
-    summary["seconds"] = json!(started.elapsed().as_secs_f64());
-    Ok(summary)
+    Ok(QatOutcome {
+        trained: t.fields(settings, data, &after),
+        variant: child.variant,
+        parent: trained,
+        trained_variant: trained,
+        quantsim_variant: variant,
+        step,
+        output: output.map(|p| p.display().to_string()),
+        encodings: file.display().to_string(),
+        quantsim: from.settings,
+        weight_encodings: how.to_string(),
+        score_frozen_encodings: frozen_score,
+        eval_seconds,
+        seconds: started.elapsed().as_secs_f64(),
+        slurm: None,
+    })
 }
 
 /// Weight encodings of the trained weights with `settings` (scheme, bitwidth per layer,

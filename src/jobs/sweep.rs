@@ -9,6 +9,7 @@ use super::exec::JobCtx;
 use super::kind::{JobKind, SweepStage};
 use super::latency::known_or_measured;
 use super::lock;
+use super::outcome::SlurmRun;
 use super::sweep_rows::{candidate_row, compressed_ancestor, Base};
 use super::{sweep_slurm, SlurmSettings};
 use crate::compress::build::build_compressor;
@@ -25,12 +26,44 @@ use crate::experiment::quantsim::float_variant_path;
 use crate::experiment::Workspace;
 use crate::runtime::RunOptions;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<Value> {
+/// What an SSVD→CP sweep job reports (the core of `qsteer sweep --json`): its report (the
+/// candidates, advice and pick) and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepOutcome {
+    #[serde(flatten)]
+    pub report: SweepReport,
+    /// The picked variant, once the sweep made its pick.
+    #[serde(default)]
+    pub variant: Option<u32>,
+    /// The picked variant's file.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// The stage it ran (`ssvd` or `full`).
+    #[serde(default)]
+    pub stage: String,
+    #[serde(default)]
+    pub report_file: String,
+    #[serde(default)]
+    pub seconds: f64,
+    #[serde(default)]
+    pub workspace: String,
+    #[serde(default)]
+    pub result: String,
+    /// Which samples selected, scored and refit the candidates.
+    #[serde(default)]
+    pub samples_used: Value,
+    /// Set when the job ran on a Slurm node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmRun>,
+}
+
+pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<SweepOutcome> {
     run_with(ctx, workspace, &build_compressor, None)
 }
 
@@ -40,7 +73,7 @@ pub(crate) fn run_on_slurm(
     ctx: &JobCtx,
     workspace: &Mutex<Workspace>,
     settings: &SlurmSettings,
-) -> Result<Value> {
+) -> Result<SweepOutcome> {
     run_with(ctx, workspace, &build_compressor, Some(settings))
 }
 
@@ -198,7 +231,7 @@ pub(crate) fn run_with(
     workspace: &Mutex<Workspace>,
     factory: Factory,
     slurm: Option<&SlurmSettings>,
-) -> Result<Value> {
+) -> Result<SweepOutcome> {
     let plan = plan(ctx.kind)?;
     let started = Instant::now();
     let (model_path, ws_dir) = {
@@ -551,7 +584,12 @@ impl Sweep<'_> {
 }
 
 /// Tag the pick, save the report, and build the job's result.
-fn finish(sweep: &Sweep, outcome: Outcome, started: Instant, ws_dir: &Path) -> Result<Value> {
+fn finish(
+    sweep: &Sweep,
+    outcome: Outcome,
+    started: Instant,
+    ws_dir: &Path,
+) -> Result<SweepOutcome> {
     let mut file = sweep.report.clone();
     file.advice = outcome.advice.clone();
     file.pick = outcome.pick.clone();
@@ -574,17 +612,18 @@ fn finish(sweep: &Sweep, outcome: Outcome, started: Instant, ws_dir: &Path) -> R
         pick: outcome.pick,
         ..file
     };
-    let mut result =
-        serde_json::to_value(&report).map_err(|e| Error::runtime(format!("sweep report: {e}")))?;
-    result["variant"] = json!(report.pick.as_ref().map(|p| p.variant));
-    result["output"] = json!(output.map(|p| p.display().to_string()));
-    result["stage"] = json!(sweep.plan.stage.name());
-    result["report_file"] = json!(sweep.path.display().to_string());
-    result["seconds"] = json!(started.elapsed().as_secs_f64());
-    result["workspace"] = json!(ws_dir.display().to_string());
-    result["result"] = json!(result_line(&report));
-    result["samples_used"] = samples_used(sweep);
-    Ok(result)
+    Ok(SweepOutcome {
+        variant: report.pick.as_ref().map(|p| p.variant),
+        output: output.map(|p| p.display().to_string()),
+        stage: sweep.plan.stage.name().to_string(),
+        report_file: sweep.path.display().to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+        workspace: ws_dir.display().to_string(),
+        result: result_line(&report),
+        samples_used: samples_used(sweep),
+        report,
+        slurm: None,
+    })
 }
 
 /// Which samples selected, scored and refit the candidates (DESIGN.md §2: every result

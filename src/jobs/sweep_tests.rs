@@ -3,7 +3,12 @@
 //! steps', the pick by the rule, and a rerun that makes nothing new.
 
 use super::compress_tests::{run_body, run_body_until, small_digits};
-use super::sweep::run;
+use super::sweep::run as run_sweep;
+
+/// The sweep body with its outcome as JSON (the tests read it as a summary).
+fn run(ctx: &super::exec::JobCtx, ws: &std::sync::Mutex<Workspace>) -> Result<serde_json::Value> {
+    run_sweep(ctx, ws).map(|o| serde_json::json!(o))
+}
 use super::*;
 use crate::compress::sweep::{SweepReport, SweepRow};
 use crate::compress::Method;
@@ -202,7 +207,11 @@ fn sweep_makes_candidates_picks_by_the_rule_and_resumes() {
         settings,
         threads: 1,
     };
-    let tuned = run_body(&ws, &tune, &super::finetune::run).0.unwrap()["variant"]
+    let tuned = run_body(&ws, &tune, &|c, w| {
+        super::finetune::run(c, w).map(|o| serde_json::json!(o))
+    })
+    .0
+    .unwrap()["variant"]
         .as_u64()
         .unwrap() as u32;
     let (three, _) = run_job(

@@ -4,6 +4,7 @@
 
 use qsteer::compress::greedy::dictionary::Entry;
 use qsteer::compress::record::CompressionRecord;
+use qsteer::compress::LayerRatios;
 use qsteer::jobs::{DictionaryPlan, JobId};
 use serde_json::Value;
 
@@ -81,7 +82,7 @@ impl HeatGrid {
                 g.fill_cell(layer, ratio, score);
             }
         }
-        g.choose(&serde_json::to_value(&record.ratios).ok()?);
+        g.choose(&record.ratios);
         Some(g)
     }
 
@@ -102,15 +103,9 @@ impl HeatGrid {
     }
 
     /// Mark the chosen ratios from the job's summary (`"ratios": {layer: ratio}`).
-    pub fn choose(&mut self, ratios: &Value) {
-        let Some(map) = ratios.as_object() else {
-            return;
-        };
-        for (layer, r) in map {
-            if let (Some(l), Some(r)) = (
-                self.layer_index(layer),
-                r.as_f64().and_then(|r| self.ratio_index(r)),
-            ) {
+    pub fn choose(&mut self, ratios: &LayerRatios) {
+        for (layer, &r) in ratios {
+            if let (Some(l), Some(r)) = (self.layer_index(layer), self.ratio_index(r)) {
                 self.chosen[l] = Some(r);
             }
         }

@@ -7,7 +7,7 @@ use super::state::{App, JobStatus, JobView, LayerSort, Pane};
 use super::theme::Theme;
 use qsteer::experiment::evaluate::{sample_shapes, select_samples, Subset};
 use qsteer::experiment::{default_workspace_dir, Workspace};
-use qsteer::jobs::{load_history, read_job_log, JobState};
+use qsteer::jobs::{load_history, read_job_log, JobOutcome, JobState};
 use qsteer::model::{Layer, Model};
 use qsteer::Result;
 use std::path::{Path, PathBuf};
@@ -220,10 +220,9 @@ pub fn open_at(
                 elapsed: r.seconds,
                 log: read_job_log(&dir, r.id).unwrap_or_default(),
                 kind: Some(r.kind.clone()),
-                curve: r
-                    .summary
-                    .as_ref()
-                    .and_then(super::train_curve::TrainCurve::from_summary),
+                curve: (r.summary.as_ref())
+                    .and_then(|s| JobOutcome::from_summary(&r.kind, s.clone()).ok())
+                    .and_then(|o| super::train_curve::TrainCurve::from_outcome(&o)),
                 slurm: r
                     .summary
                     .as_ref()

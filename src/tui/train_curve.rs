@@ -1,12 +1,22 @@
 //! A training job's loss curve and per-epoch scores, filled from its `train_step` and
 //! `train_epoch` partial results as they arrive (the jobs pane draws it live).
 
-use qsteer::jobs::Partial;
-use serde_json::Value;
+use qsteer::jobs::{JobOutcome, Partial, TrainedFields};
 
 /// The points kept per curve: older steps are thinned (every other one dropped) past this,
 /// so a long run stays cheap to draw and its whole shape stays visible.
 const MAX_POINTS: usize = 2048;
+
+/// (epoch, loss, score) of a finished run's epochs.
+type EpochPoints = Vec<(usize, Option<f64>, Option<f64>)>;
+
+/// Steps per epoch, metric and epochs of a built-in training run.
+fn curve_of(t: &TrainedFields) -> (usize, &str, EpochPoints) {
+    let epochs = (t.epochs.iter())
+        .map(|e| (e.epoch, Some(e.loss), Some(e.score)))
+        .collect();
+    (t.steps_per_epoch.max(1), &t.metric, epochs)
+}
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TrainCurve {
@@ -67,25 +77,31 @@ impl TrainCurve {
         false
     }
 
-    /// A finished training job's curve from its result (a job from an earlier session):
-    /// the per-epoch mean losses and scores, placed at each epoch's last step.
-    pub fn from_summary(summary: &Value) -> Option<TrainCurve> {
-        let epochs = summary.get("epochs")?.as_array()?;
-        let per_epoch = summary["steps_per_epoch"].as_u64().unwrap_or(1).max(1) as usize;
+    /// A finished training job's curve from its outcome (a job from an earlier session):
+    /// the per-epoch mean losses and scores, placed at each epoch's last step. The external
+    /// trainer reports no steps per epoch and no score per epoch.
+    pub fn from_outcome(outcome: &JobOutcome) -> Option<TrainCurve> {
+        let (per_epoch, metric, epochs): (usize, &str, EpochPoints) = match outcome {
+            JobOutcome::FineTune(o) => curve_of(&o.trained),
+            JobOutcome::Qat(o) => curve_of(&o.trained),
+            JobOutcome::ExternalFineTune(o) => (
+                1,
+                &o.metric,
+                (o.epochs.iter())
+                    .map(|e| (e.epoch as usize, e.loss, None))
+                    .collect(),
+            ),
+            _ => return None,
+        };
         let mut curve = TrainCurve {
             steps_per_epoch: per_epoch,
-            metric: summary["metric"].as_str().unwrap_or_default().to_string(),
+            metric: metric.to_string(),
             ..TrainCurve::default()
         };
-        for e in epochs {
-            let epoch = e["epoch"].as_u64()? as usize;
-            let loss = e["loss"].as_f64()?;
+        for (epoch, loss, score) in epochs {
+            let loss = loss?;
             curve.steps.push(((epoch * per_epoch) as f64, loss));
-            curve.epochs.push(EpochPoint {
-                epoch,
-                loss,
-                score: e["score"].as_f64(),
-            });
+            curve.epochs.push(EpochPoint { epoch, loss, score });
         }
         (!curve.epochs.is_empty()).then_some(curve)
     }
@@ -143,7 +159,7 @@ impl TrainCurve {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// A partial from its wire form.
     fn p(v: Value) -> Partial {
@@ -197,10 +213,20 @@ mod tests {
         let summary = json!({"metric": "accuracy", "steps_per_epoch": 7, "epochs": [
             {"epoch": 1, "loss": 0.8, "score": 0.98, "seconds": 1.0},
             {"epoch": 2, "loss": 0.4, "score": 0.99, "seconds": 1.0}]});
-        let c = TrainCurve::from_summary(&summary).unwrap();
+        let outcome = JobOutcome::FineTune(serde_json::from_value(summary).unwrap());
+        let c = TrainCurve::from_outcome(&outcome).unwrap();
         assert_eq!(c.steps, vec![(7.0, 0.8), (14.0, 0.4)]);
         assert_eq!(c.epochs_text(3), "e1 98.00%↑ · e2 99.00%↑");
-        assert_eq!(TrainCurve::from_summary(&json!({"variant": 3})), None);
+        let untrained =
+            JobOutcome::FineTune(serde_json::from_value(json!({"variant": 3})).unwrap());
+        assert_eq!(TrainCurve::from_outcome(&untrained), None);
+        // The external trainer's epochs: no score, one step each.
+        let external =
+            json!({"metric": "accuracy", "epochs": [{"epoch": 1, "loss": 0.5, "metric": null}]});
+        let outcome = JobOutcome::ExternalFineTune(serde_json::from_value(external).unwrap());
+        let c = TrainCurve::from_outcome(&outcome).unwrap();
+        assert_eq!(c.steps, vec![(1.0, 0.5)]);
+        assert_eq!(c.epochs[0].score, None);
     }
 
     #[test]

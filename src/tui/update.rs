@@ -13,8 +13,8 @@ use super::state::{App, Decision, JobStatus, JobView, LayerSort, Pane, Popup, SU
 use super::sweep_decision;
 use super::sweep_form;
 use qsteer::experiment::evaluate::Subset;
+use qsteer::jobs::{CompressionOutcome, JobOutcome, Partial};
 use qsteer::jobs::{JobEvent, JobId, JobKind};
-use qsteer::jobs::{JobOutcome, Partial};
 use std::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -821,7 +821,10 @@ fn job_event(app: &mut App, ev: JobEvent) -> Vec<Effect> {
         },
         JobEvent::Finished { id, summary } => {
             if let Some(g) = app.heat.as_mut().filter(|g| g.job == Some(id)) {
-                g.choose(&summary["ratios"]);
+                // The grid follows a compress job: its summary is a compress outcome.
+                if let Ok(o) = serde_json::from_value::<CompressionOutcome>(summary.clone()) {
+                    g.choose(&o.ratios);
+                }
             }
             if let Some(j) = job_mut(app, id) {
                 j.status = JobStatus::Finished;

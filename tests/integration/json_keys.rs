@@ -43,6 +43,8 @@ fn every_job_command_keeps_its_json_keys() {
     let d = dir.path();
     let data = small_digits(d, 16).display().to_string();
     let model = sample_model("resnet_digits").display().to_string();
+    let trainer = root().join("examples/trainers/copy-trainer.sh");
+    let trainer = format!("sh {} {{input}} {{output}} {{epochs}} 3", trainer.display());
     // (list name, arguments after the model); one workspace, as a user's session would.
     let table: &[(&str, &[&str])] = &[
         ("eval", &["eval"]),
@@ -50,6 +52,55 @@ fn every_job_command_keeps_its_json_keys() {
         ("quantsim", &["quantsim"]),
         ("fold_bn", &["fold-bn"]),
         ("cle", &["cle"]),
+        ("bias_correct", &["bias-correct"]),
+        ("analyze", &["analyze"]),
+        ("adaround", &["adaround", "--iterations", "20"]),
+        (
+            "compress",
+            &["compress", "--method", "ssvd", "--target", "0.5"],
+        ),
+        (
+            "finetune",
+            &[
+                "finetune",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--threads",
+                "1",
+            ],
+        ),
+        (
+            "qat",
+            &[
+                "finetune",
+                "--qat",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--threads",
+                "1",
+            ],
+        ),
+        (
+            "sweep",
+            &[
+                "sweep",
+                "--target",
+                "0.5",
+                "--cssvd",
+                "0.7",
+                "--candidates",
+                "4",
+            ],
+        ),
+        ("fix_chain", &["fix", "--chain", "fold-bn,cle,bc,quantsim"]),
+        (
+            "external_finetune",
+            &["finetune", "--trainer", &trainer, "--epochs", "1"],
+        ),
     ];
     let mut failures = vec![];
     for (name, args) in table {
