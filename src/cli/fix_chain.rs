@@ -6,6 +6,7 @@ use super::quant_flags::QuantFlags;
 use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::Args;
 use qsteer::fixes::bias_correction::BcMode;
+use qsteer::fixes::CleScaling;
 use qsteer::jobs::{check_chain, ChainStep, FixChainOutcome, HeadlessJob, JobKind};
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -21,6 +22,9 @@ pub struct FixArgs {
     /// CLE turns Clip(0, 6) inside chains into Relu (changes the function)
     #[arg(long)]
     pub relu6_to_relu: bool,
+    /// CLE scales each set of a chain `once` (AIMET's) or until the scales `settle`
+    #[arg(long, default_value = "once", value_parser = super::fixes::parse_scaling)]
+    pub cle_scaling: CleScaling,
     /// Bias correction: empirical, analytical or hybrid
     #[arg(long, default_value = "hybrid", value_parser = parse_mode)]
     pub bc_mode: BcMode,
@@ -65,6 +69,7 @@ impl FixArgs {
             .map(|s| match s {
                 ChainStep::Cle { .. } => ChainStep::Cle {
                     relu6_to_relu: self.relu6_to_relu,
+                    scaling: self.cle_scaling,
                 },
                 ChainStep::BiasCorrect { .. } => ChainStep::BiasCorrect { mode: self.bc_mode },
                 ChainStep::AdaRound { .. } => ChainStep::AdaRound {

@@ -7,6 +7,7 @@ use super::executor_flags::ExecutorFlags;
 use super::table::Table;
 use super::{lock, open_workspace, print_json, resolve_model, run_job, with_model, Common};
 use clap::Args;
+use qsteer::fixes::CleScaling;
 use qsteer::fsutil::write_atomic;
 use qsteer::jobs::{CleOutcome, EvaluateOutcome, FoldBnOutcome, HeadlessJob, JobKind, JobOutcome};
 use qsteer::{Error, Result};
@@ -39,11 +40,19 @@ pub struct CleArgs {
     /// their border outputs then differ)
     #[arg(long, conflicts_with = "no_hba")]
     pub hba_padded: bool,
+    /// `once`: each set of a chain scaled once, in order (AIMET's); `settle`: again until
+    /// no scale moves (every set balanced, shared layers too)
+    #[arg(long, default_value = "once", value_parser = parse_scaling)]
+    pub scaling: CleScaling,
     /// Also write the equalized model to this ONNX file
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub executor: ExecutorFlags,
+}
+
+pub(crate) fn parse_scaling(s: &str) -> std::result::Result<CleScaling, String> {
+    s.parse::<CleScaling>().map_err(|e| e.to_string())
 }
 
 pub fn run_fold_bn(args: FoldBnArgs, common: &Common) -> Result<()> {
@@ -76,6 +85,7 @@ pub fn run_fold_bn(args: FoldBnArgs, common: &Common) -> Result<()> {
 
 pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
     let (relu6_to_relu, hba, hba_padded) = (args.relu6_to_relu, !args.no_hba, args.hba_padded);
+    let scaling = args.scaling;
     let done = run_fix(
         args.model.as_ref(),
         args.out.as_ref(),
@@ -86,6 +96,7 @@ pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
             relu6_to_relu,
             hba,
             hba_padded,
+            scaling,
             data,
         },
     )?;
@@ -97,12 +108,7 @@ pub fn run_cle(args: CleArgs, common: &Common) -> Result<()> {
     if let Some(f) = &s.folded {
         println!("BN folded first: {} BatchNormalization(s)", f.len());
     }
-    println!(
-        "{} set(s) equalized, {} iteration(s){}",
-        s.sets.len(),
-        s.iterations,
-        if s.converged { "" } else { " (not converged)" }
-    );
+    println!("{} set(s) equalized {}", s.sets.len(), s.passes());
     for set in &s.sets {
         println!("  {}", set.layers.join(" → "));
     }

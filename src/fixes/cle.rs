@@ -10,8 +10,10 @@
 //! previous one's output (through at most one such activation) as its only reader; a
 //! sequence is cut into pairs, and into a triple where a depthwise conv sits between two
 //! layers (Conv→DWConv→Conv), scaled with the cube-root form so all three end with
-//! ∛(r1·r2·r3). Sets share layers (the end of one is the start of the next), so the sets
-//! are equalized again until no scale moves more than the tolerance.
+//! ∛(r1·r2·r3). Sets share layers (the end of one is the start of the next): AIMET's
+//! `scale_model` passes over the sets once, in chain order, so a set's shared layer is left
+//! as the next set scaled it ([`CleScaling::Once`]); [`CleScaling::Settle`] equalizes the sets
+//! again until no scale moves more than the tolerance.
 //!
 //! Relu6 (Clip(0, 6)) is not homogeneous: a chain through it is equalized only with the
 //! user's consent, by turning that Clip into a Relu (which changes the function; every
@@ -35,6 +37,53 @@ use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
+/// How often the sets of a chain are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CleScaling {
+    /// Each set once, in chain order (AIMET's `scale_model`).
+    #[default]
+    Once,
+    /// Again and again until no scale moves more than the tolerance: every set balanced,
+    /// shared layers included.
+    Settle,
+}
+
+impl CleScaling {
+    /// What a request or report without the field meant: before the option existed CLE
+    /// always iterated until the scales settled.
+    pub fn unrecorded() -> CleScaling {
+        CleScaling::Settle
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleScaling::Once => "once",
+            CleScaling::Settle => "settle",
+        }
+    }
+}
+
+impl std::fmt::Display for CleScaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CleScaling {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "once" => Ok(CleScaling::Once),
+            "settle" => Ok(CleScaling::Settle),
+            other => Err(Error::input(format!(
+                "unknown CLE scaling '{other}' (expected once or settle)"
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CleOptions {
     /// Turn Clip(0, m) activations inside chains into Relu so the chain can be equalized.
@@ -43,6 +92,8 @@ pub struct CleOptions {
     pub hba: bool,
     /// Absorb also into layers that zero-pad their input, as AIMET does (see `hba`).
     pub hba_padded: bool,
+    pub scaling: CleScaling,
+    /// Passes at most with [`CleScaling::Settle`].
     pub max_iterations: usize,
     /// Stop when no scale of an iteration differs from 1 by more than this.
     pub tolerance: f32,
@@ -54,6 +105,7 @@ impl Default for CleOptions {
             relu6_to_relu: false,
             hba: true,
             hba_padded: false,
+            scaling: CleScaling::default(),
             max_iterations: 100,
             tolerance: 1e-4,
         }
@@ -99,7 +151,10 @@ pub struct CleReport {
     pub sets: Vec<CleSet>,
     pub ends: Vec<ChainEnd>,
     pub converted: Vec<ConvertedActivation>,
+    #[serde(default = "CleScaling::unrecorded")]
+    pub scaling: CleScaling,
     pub iterations: usize,
+    /// The last pass moved no scale more than the tolerance.
     pub converged: bool,
     /// Largest |s − 1| of the last iteration.
     pub last_change: f32,
@@ -331,8 +386,12 @@ fn equalize_chains(
     options: &CleOptions,
     cancel: &CancelToken,
 ) -> Result<()> {
+    let passes = match options.scaling {
+        CleScaling::Once => 1,
+        CleScaling::Settle => options.max_iterations.max(1),
+    };
     let run = |sets: &[Vec<&Member>], work: &mut Work| -> Result<()> {
-        while !work.converged && work.iterations < options.max_iterations.max(1) {
+        while !work.converged && work.iterations < passes {
             cancel.check()?;
             work.iterations += 1;
             work.last_change = sets.iter().map(|s| work.equalize(s)).fold(0.0, f32::max);
@@ -616,6 +675,7 @@ pub fn equalize_checked(
             sets: set_reports,
             ends: plan.ends,
             converted,
+            scaling: options.scaling,
             iterations,
             converged,
             last_change,

@@ -26,6 +26,6 @@ pub use bn_fold::{fold_batchnorms, FoldOutcome, FoldReport};
 pub use bn_stats::{BnStats, ChannelStats};
 pub use cle::{
     convert_to_relu, equalize, equalize_checked, reach, CleOptions, CleOutcome, CleReach,
-    CleReport, HbaSamples,
+    CleReport, CleScaling, HbaSamples,
 };
 pub use hba::{absorb_high_bias, pre_activation_minimums, HbaLink, HbaReport};

@@ -317,6 +317,7 @@ fn cle_equalizes_a_three_layer_chain_and_its_successor() {
     let model = chain_net("Relu");
     let options = CleOptions {
         hba: false,
+        scaling: CleScaling::Settle,
         ..Default::default()
     };
     let out = cle(&model, &options);
@@ -407,6 +408,7 @@ fn cle_iterations_converge_on_shared_layers_and_match_the_plain_form() {
     let model = bottleneck_net();
     let options = CleOptions {
         hba: false,
+        scaling: CleScaling::Settle,
         ..Default::default()
     };
     let out = cle(&model, &options);
@@ -729,4 +731,97 @@ fn high_bias_absorption_checked_on_samples_keeps_their_outputs() {
         "checked HBA changed the outputs on its samples by {d}"
     );
     eprintln!("statistical HBA: max |Δ| {moved:.3}; checked on the samples: {d:.1e} ({a:?})");
+}
+
+/// Three 1×1 convs a → Relu → b → Relu → c on one input channel, weights picked so one pass
+/// by hand stays in small numbers (see `cle_once_is_one_pass_over_the_sets_by_hand`).
+fn three_pair_net() -> Model {
+    let arr =
+        |shape: &[usize], v: &[f32]| ArrayD::from_shape_vec(IxDyn(shape), v.to_vec()).unwrap();
+    let mut b = ProtoBuilder::new(13);
+    b.input("x", &[1, 2, 2])
+        .initializer("a.w", &arr(&[2, 1, 1, 1], &[4.0, 1.0]))
+        .initializer("a.b", &arr(&[2], &[4.0, 1.0]))
+        .node("Conv", "a", &["x", "a.w", "a.b"], &["a"], vec![])
+        .node("Relu", "ra", &["a"], &["ra"], vec![])
+        .initializer("b.w", &arr(&[2, 2, 1, 1], &[1.0, 4.0, 1.0, 16.0]))
+        .initializer("b.b", &arr(&[2], &[2.0, 2.0]))
+        .node("Conv", "b", &["ra", "b.w", "b.b"], &["b"], vec![])
+        .node("Relu", "rb", &["b"], &["rb"], vec![])
+        .initializer("c.w", &arr(&[1, 2, 1, 1], &[8.0, 1.0]))
+        .node("Conv", "c", &["rb", "c.w"], &["y"], vec![])
+        .output("y");
+    b.model("three_pair").unwrap()
+}
+
+#[test]
+fn cle_once_is_one_pass_over_the_sets_by_hand() {
+    let model = three_pair_net();
+    let once = CleOptions {
+        hba: false,
+        scaling: CleScaling::Once,
+        ..Default::default()
+    };
+    let out = cle(&model, &once);
+    let r = &out.report;
+    assert_eq!(set_layers(r), [["a", "b"], ["b", "c"]]);
+    assert_eq!((r.scaling, r.iterations), (CleScaling::Once, 1));
+    // Set (a, b): r_a = (4, 1), b's input ranges (1, 16) → s = (√(4/1), √(1/16)) = (2, 1/4):
+    // a = (4, 1)/s = (2, 4), bias (4, 1)/s = (2, 4); b's columns ·s → [[2, 1], [2, 4]].
+    // Set (b, c): b's output ranges (2, 4), c's input ranges (8, 1) → s = (1/2, 2):
+    // b's rows /s → [[4, 2], [1, 2]], bias (2, 2)/s = (4, 1); c's columns ·s → [4, 2].
+    let want = [
+        ("a.w", vec![2.0, 4.0]),
+        ("a.b", vec![2.0, 4.0]),
+        ("b.w", vec![4.0, 2.0, 1.0, 2.0]),
+        ("b.b", vec![4.0, 1.0]),
+        ("c.w", vec![4.0, 2.0]),
+    ];
+    for (name, w) in want {
+        let got: Vec<f32> = out.model.weight(name).unwrap().iter().copied().collect();
+        for (g, e) in got.iter().zip(&w) {
+            assert!((g - e).abs() < 1e-6, "{name}: {got:?}, by hand {w:?}");
+        }
+    }
+    // The first pair is left as the second set scaled b: a's ranges (2, 4) against b's
+    // input ranges (4, 2). Settling balances it too, so the two options differ here.
+    assert_eq!(ranges_in(&out.model, "b.w"), [4.0, 2.0]);
+    let settle = cle(
+        &model,
+        &CleOptions {
+            scaling: CleScaling::Settle,
+            ..once.clone()
+        },
+    );
+    assert!(settle.report.iterations > 1, "{:?}", settle.report);
+    for (x, y) in ranges_out(&settle.model, "a.w")
+        .iter()
+        .zip(ranges_in(&settle.model, "b.w"))
+    {
+        assert!((x / y - 1.0).abs() < 1e-3, "settled: {x} vs {y}");
+    }
+    let x = Rng::new(9).array(&[3, 1, 2, 2], 2.0);
+    assert_same_function(&model, &out.model, &x, "one pass");
+    assert_same_function(&model, &settle.model, &x, "settled");
+}
+
+#[test]
+fn cle_once_matches_the_plain_form_after_one_iteration() {
+    let model = bottleneck_net();
+    let options = CleOptions {
+        hba: false,
+        scaling: CleScaling::Once,
+        ..Default::default()
+    };
+    let out = cle(&model, &options);
+    assert_eq!(out.report.iterations, 1);
+    let reference = reference_cle(&model, &[["a", "b"], ["b", "c"]], 1);
+    for (name, want) in ["a.w", "b.w", "c.w"].iter().zip(&reference) {
+        let got = out.model.weight(name).unwrap();
+        let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let diff = (got - want).iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        assert!(diff <= 1e-6 * scale, "{name}: off by {diff}");
+    }
+    let x = Rng::new(43).array(&[4, 4, 6, 6], 1.0);
+    assert_same_function(&model, &out.model, &x, "bottleneck, one pass");
 }

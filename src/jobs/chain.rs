@@ -12,6 +12,7 @@ use super::outcome::SlurmRun;
 use super::{adaround, bias_correct, fixes, lock, quantsim};
 use crate::experiment::Workspace;
 use crate::fixes::bias_correction::BcMode;
+use crate::fixes::CleScaling;
 use crate::quant::simulate::QuantsimSettings;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub enum ChainStep {
     Cle {
         #[serde(default)]
         relu6_to_relu: bool,
+        /// A step written before the option meant `settle`.
+        #[serde(default = "CleScaling::unrecorded")]
+        scaling: CleScaling,
     },
     BiasCorrect {
         #[serde(default)]
@@ -62,11 +66,22 @@ impl ChainStep {
         match self {
             ChainStep::FoldBn => "fold BN".into(),
             ChainStep::Cle {
-                relu6_to_relu: false,
-            } => "CLE".into(),
-            ChainStep::Cle {
-                relu6_to_relu: true,
-            } => "CLE (Relu6 → Relu)".into(),
+                relu6_to_relu,
+                scaling,
+            } => {
+                let mut name = String::from("CLE");
+                let mut notes = Vec::new();
+                if *relu6_to_relu {
+                    notes.push("Relu6 → Relu".to_string());
+                }
+                if *scaling != CleScaling::default() {
+                    notes.push(format!("scaling {scaling}"));
+                }
+                if !notes.is_empty() {
+                    name.push_str(&format!(" ({})", notes.join(", ")));
+                }
+                name
+            }
             ChainStep::BiasCorrect { mode } => format!("bias correction ({mode})"),
             ChainStep::AdaRound { iterations: None } => "AdaRound".into(),
             ChainStep::AdaRound {
@@ -101,11 +116,15 @@ impl ChainStep {
         let metric = inputs.metric.clone();
         match self {
             ChainStep::FoldBn => JobKind::FoldBn { variant },
-            ChainStep::Cle { relu6_to_relu } => JobKind::Cle {
+            ChainStep::Cle {
+                relu6_to_relu,
+                scaling,
+            } => JobKind::Cle {
                 variant,
                 relu6_to_relu: *relu6_to_relu,
                 hba: true,
                 hba_padded: false,
+                scaling: *scaling,
                 // HBA limited to what the data allows, when the chain has data.
                 data: Some(data).filter(|d| !d.as_os_str().is_empty()),
             },
@@ -144,7 +163,7 @@ impl ChainStep {
 }
 
 /// `fold-bn`, `cle`, `bc` (or `bias-correct`), `adaround`, `quantsim`; the options
-/// (Relu6 → Relu, BC mode, iterations) are set by the caller.
+/// (Relu6 → Relu, CLE scaling, BC mode, iterations) are set by the caller.
 impl FromStr for ChainStep {
     type Err = Error;
 
@@ -153,6 +172,7 @@ impl FromStr for ChainStep {
             "fold-bn" | "fold" => Ok(ChainStep::FoldBn),
             "cle" => Ok(ChainStep::Cle {
                 relu6_to_relu: false,
+                scaling: CleScaling::default(),
             }),
             "bc" | "bias-correct" => Ok(ChainStep::BiasCorrect {
                 mode: BcMode::default(),

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::fixes::bias_correction::BcMode;
+use crate::fixes::CleScaling;
 use crate::quant::simulate::QuantsimSettings;
 
 fn w4a8() -> QuantsimSettings {
@@ -47,6 +48,7 @@ fn a_w4a8_chain_makes_one_variant_per_step_and_scores_like_the_steps_one_by_one(
         ChainStep::FoldBn,
         ChainStep::Cle {
             relu6_to_relu: true,
+            scaling: CleScaling::default(),
         },
         ChainStep::BiasCorrect {
             mode: BcMode::Hybrid,
@@ -121,6 +123,7 @@ fn a_w4a8_chain_makes_one_variant_per_step_and_scores_like_the_steps_one_by_one(
             relu6_to_relu: true,
             hba: true,
             hba_padded: false,
+            scaling: CleScaling::default(),
             data: Some(sample("digits")),
         },
     );
@@ -227,6 +230,7 @@ fn cancelling_between_steps_stops_the_chain_and_keeps_the_first_step() {
         ChainStep::FoldBn,
         ChainStep::Cle {
             relu6_to_relu: false,
+            scaling: CleScaling::default(),
         },
     ];
     let on_event = {

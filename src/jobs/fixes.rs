@@ -14,7 +14,9 @@ use crate::experiment::Workspace;
 use crate::fixes::bn_fold::{FoldedBn, SkippedBn};
 use crate::fixes::cle::{ChainEnd, CleSet, ConvertedActivation};
 use crate::fixes::HbaReport;
-use crate::fixes::{equalize_checked, fold_batchnorms, BnStats, CleOptions, HbaSamples};
+use crate::fixes::{
+    equalize_checked, fold_batchnorms, BnStats, CleOptions, CleScaling, HbaSamples,
+};
 use crate::metrics::clamp_db;
 use crate::model::Model;
 use crate::runtime::{run_together, CompiledModel, RunOptions};
@@ -126,15 +128,20 @@ pub struct FoldBnOutcome {
     pub slurm: Option<SlurmRun>,
 }
 
-/// `cle{relu6_to_relu:…,hba:…}` (and `hba_padded:true` when set).
+/// `cle{relu6_to_relu:…,hba:…}` (and `hba_padded:true`, `scaling:settle` when set).
 fn cle_step(o: &CleOptions) -> String {
     let padded = if o.hba && o.hba_padded {
         ",hba_padded:true"
     } else {
         ""
     };
+    let scaling = if o.scaling == CleScaling::default() {
+        String::new()
+    } else {
+        format!(",scaling:{}", o.scaling)
+    };
     format!(
-        "cle{{relu6_to_relu:{},hba:{}{padded}}}",
+        "cle{{relu6_to_relu:{},hba:{}{padded}{scaling}}}",
         o.relu6_to_relu, o.hba
     )
 }
@@ -145,6 +152,7 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<CleO
         relu6_to_relu,
         hba,
         hba_padded,
+        scaling,
         data,
     } = ctx.kind
     else {
@@ -154,6 +162,7 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<CleO
         relu6_to_relu: *relu6_to_relu,
         hba: *hba,
         hba_padded: *hba_padded,
+        scaling: *scaling,
         ..CleOptions::default()
     };
     let (model, stats) = load_parent(workspace, *variant, "CLE")?;
@@ -227,10 +236,9 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<CleO
     let (id, path) = record_child(workspace, *variant, &step, &out.model, &out.stats)?;
     let seconds = started.elapsed().as_secs_f64();
     ctx.log(format!(
-        "{} set(s) equalized in {} iteration(s){} → variant {id}",
+        "{} set(s) equalized {} → variant {id}",
         r.sets.len(),
-        r.iterations,
-        if r.converged { "" } else { " (not converged)" }
+        passes_label(r.scaling, r.iterations, r.converged)
     ));
     Ok(CleOutcome {
         variant: id,
@@ -243,6 +251,7 @@ pub(crate) fn run_cle(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<CleO
         folded: r.folded.as_ref().map(|f| f.folded.clone()),
         sets: r.sets.clone(),
         converted: r.converted.clone(),
+        scaling: r.scaling,
         iterations: r.iterations,
         converged: r.converged,
         layers: r.layers.iter().map(CleLayer::from).collect(),
@@ -271,7 +280,12 @@ pub struct CleOutcome {
     pub folded: Option<Vec<FoldedBn>>,
     pub sets: Vec<CleSet>,
     pub converted: Vec<ConvertedActivation>,
+    /// `once` (each set scaled once, AIMET's) or `settle`; an outcome written before the
+    /// option was `settle`.
+    #[serde(default = "CleScaling::unrecorded")]
+    pub scaling: CleScaling,
     pub iterations: usize,
+    /// With `settle`: the scales settled before the iteration limit.
     pub converged: bool,
     pub layers: Vec<CleLayer>,
     pub hba: Option<HbaReport>,
@@ -279,6 +293,25 @@ pub struct CleOutcome {
     /// Set when the job ran on a Slurm node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmRun>,
+}
+
+/// `in one pass` or `in 7 iteration(s)` (with ` (not converged)` when settling stopped at
+/// the limit).
+fn passes_label(scaling: CleScaling, iterations: usize, converged: bool) -> String {
+    match scaling {
+        CleScaling::Once => "in one pass".into(),
+        CleScaling::Settle => format!(
+            "in {iterations} iteration(s){}",
+            if converged { "" } else { " (not converged)" }
+        ),
+    }
+}
+
+impl CleOutcome {
+    /// How the sets were scaled, e.g. `in one pass`, `in 7 iteration(s)`.
+    pub fn passes(&self) -> String {
+        passes_label(self.scaling, self.iterations, self.converged)
+    }
 }
 
 /// Per equalized layer: the max/median range ratio of its output channels before and after.

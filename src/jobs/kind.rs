@@ -6,6 +6,7 @@ use crate::compress::{LayerRatios, Method};
 use crate::experiment::evaluate::Subset;
 use crate::experiment::quantsim::settings_label;
 use crate::fixes::bias_correction::BcMode;
+use crate::fixes::CleScaling;
 use crate::metrics::MetricSpec;
 use crate::quant::encodings_file::EncodingsVersion;
 use crate::quant::simulate::QuantsimSettings;
@@ -248,6 +249,10 @@ pub enum JobKind {
         /// HBA also into layers that zero-pad their input (AIMET's behaviour).
         #[serde(default)]
         hba_padded: bool,
+        /// Each set scaled once (AIMET's) or until the scales settle; a request written
+        /// before the option meant `settle`.
+        #[serde(default = "CleScaling::unrecorded")]
+        scaling: CleScaling,
         /// A dataset: HBA absorbs only what keeps the outputs on its calibration samples
         /// unchanged, and the FP32 change is measured on its evaluation samples.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -452,11 +457,15 @@ impl JobKind {
                 relu6_to_relu,
                 hba,
                 hba_padded,
+                scaling,
                 ..
             } => {
                 let mut label = format!("cle v{variant}");
                 if *relu6_to_relu {
                     label.push_str(" relu6→relu");
+                }
+                if *scaling != CleScaling::default() {
+                    label.push_str(&format!(" scaling {scaling}"));
                 }
                 match (hba, hba_padded) {
                     (true, true) => label.push_str(" +hba (padded too)"),

@@ -779,6 +779,7 @@ fn fold_bn_then_cle_jobs_make_children_that_carry_the_bn_statistics() {
         relu6_to_relu: true,
         hba: true,
         hba_padded: false,
+        scaling: crate::fixes::CleScaling::default(),
         data: None,
     };
     assert_eq!(cle.label(), format!("cle v{folded} relu6→relu +hba"));
@@ -838,12 +839,14 @@ fn a_cancelled_cle_job_adds_no_variant_and_a_kind_round_trips() {
         relu6_to_relu: false,
         hba: true,
         hba_padded: false,
+        scaling: crate::fixes::CleScaling::Settle,
         data: None,
     };
     let result = run_job_blocking_with(ws.clone(), kind.clone(), &cancel, |_| {});
     assert!(matches!(result, Err(crate::Error::Cancelled)), "{result:?}");
     assert_eq!(ws.lock().unwrap().variants().len(), 1);
-    // Older journals without the HBA fields read with HBA on, padded off.
+    // Older journals without the HBA fields read with HBA on, padded off, and without the
+    // scaling field as what CLE did then: iterate until the scales settle.
     let v: serde_json::Value =
         serde_json::json!({"type": "cle", "variant": 0, "relu6_to_relu": false});
     assert_eq!(serde_json::from_value::<JobKind>(v).unwrap(), kind);

@@ -4,12 +4,14 @@
 //! with nothing picked, Enter runs the fix under the cursor alone. On a quantsim variant
 //! the fixes apply to its FP32 parent with the quantsim's settings (bias correction,
 //! AdaRound and the final quantsim use them); each step's result lands in the variants
-//! tree, ready for the next step or for A/B.
+//! tree, ready for the next step or for A/B. ◂▸ change the bias-correction mode on its row
+//! and how CLE scales its sets (once, AIMET's, or until settled) on the CLE rows.
 
 use super::action::Action;
 use super::state::{App, Pane, Popup};
 use super::update::Effect;
 use qsteer::fixes::bias_correction::BcMode;
+use qsteer::fixes::CleScaling;
 use qsteer::jobs::{ChainStep, JobKind, StepInputs};
 use qsteer::quant::simulate::QuantsimSettings;
 
@@ -48,6 +50,8 @@ pub struct FixForm {
     /// Rows picked for the chain (Space).
     pub chosen: [bool; FIXES.len()],
     pub bc_mode: BcMode,
+    /// How both CLE rows scale their sets (◂▸ on either row).
+    pub cle_scaling: CleScaling,
     /// Why each fix might help, from the diagnosis.
     pub reasons: Vec<String>,
 }
@@ -57,6 +61,7 @@ impl FixForm {
     pub fn row_label(&self, row: usize) -> String {
         match row {
             BC_ROW => format!("{} ◂ {} ▸", FIXES[row], self.bc_mode),
+            1 | RELU6_CLE_ROW => format!("{} ◂ {} ▸", FIXES[row], self.cle_scaling),
             5 => format!(
                 "quantsim at {}",
                 qsteer::experiment::quantsim::settings_label(&self.settings)
@@ -92,6 +97,7 @@ impl FixForm {
             0 => ChainStep::FoldBn,
             1 | RELU6_CLE_ROW => ChainStep::Cle {
                 relu6_to_relu: row == RELU6_CLE_ROW,
+                scaling: self.cle_scaling,
             },
             BC_ROW => ChainStep::BiasCorrect { mode: self.bc_mode },
             4 => ChainStep::AdaRound { iterations: None },
@@ -129,6 +135,7 @@ pub fn open(app: &mut App) {
         cursor: 0,
         chosen: [false; FIXES.len()],
         bc_mode: BcMode::Hybrid,
+        cle_scaling: CleScaling::default(),
         reasons,
     }));
 }
@@ -262,6 +269,13 @@ pub fn action(app: &mut App, form: &mut FixForm, action: Action) -> Vec<Effect> 
         Action::Toggle => form.toggle(form.cursor),
         Action::Left | Action::Right if form.cursor == BC_ROW => {
             form.bc_mode = next_mode(form.bc_mode, action == Action::Right)
+        }
+        // Two values: either arrow flips between them.
+        Action::Left | Action::Right if matches!(form.cursor, 1 | RELU6_CLE_ROW) => {
+            form.cle_scaling = match form.cle_scaling {
+                CleScaling::Once => CleScaling::Settle,
+                CleScaling::Settle => CleScaling::Once,
+            }
         }
         Action::Confirm => match job(app, form) {
             Ok(kind) => {

@@ -1,5 +1,6 @@
 //! The fix dialog's chain: Space picks steps in the fixed order, exclusive rows drop each
-//! other, ◂▸ sets the bias-correction mode, Enter submits one fix-chain job.
+//! other, ◂▸ sets the bias-correction mode and how CLE scales, Enter submits one fix-chain
+//! job.
 
 use super::action::Action;
 use super::state::Pane;
@@ -93,7 +94,8 @@ fn space_picks_a_chain_and_enter_runs_it_as_one_job_on_the_fp32_parent() {
         &vec![
             ChainStep::FoldBn,
             ChainStep::Cle {
-                relu6_to_relu: true
+                relu6_to_relu: true,
+                scaling: qsteer::fixes::CleScaling::default(),
             },
             ChainStep::BiasCorrect {
                 mode: BcMode::Empirical
@@ -107,6 +109,42 @@ fn space_picks_a_chain_and_enter_runs_it_as_one_job_on_the_fp32_parent() {
         "{}",
         app.status
     );
+}
+
+#[test]
+fn arrows_on_a_cle_row_switch_how_cle_scales_and_the_job_carries_it() {
+    use qsteer::fixes::CleScaling;
+    let (mut app, _d) = sample_app();
+    update(&mut app, Action::FixDialog);
+    update(&mut app, Action::Down); // CLE
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("CLE + high-bias absorption ◂ once ▸"),
+        "{screen}"
+    );
+    update(&mut app, Action::Right);
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("CLE + high-bias absorption ◂ settle ▸"),
+        "{screen}"
+    );
+    // Both CLE rows show the one choice; ◂ flips it back.
+    assert!(
+        screen.contains("Relu (changes the function) ◂ settle ▸"),
+        "{screen}"
+    );
+    update(&mut app, Action::Left);
+    update(&mut app, Action::Right);
+    let effects = update(&mut app, Action::Confirm); // the CLE under the cursor alone
+    let Some(Effect::Submit(JobKind::Cle {
+        scaling,
+        relu6_to_relu,
+        ..
+    })) = effects.first()
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!((*scaling, *relu6_to_relu), (CleScaling::Settle, false));
 }
 
 #[test]

@@ -493,7 +493,7 @@ fn fix(f: &mut Frame, app: &App, area: Rect, form: &super::fix_form::FixForm) {
     };
     lines.push(Line::from(Span::styled(text, style)));
     lines.push(Line::from(Span::styled(
-        "↑↓ move  Space pick a step  ◂▸ BC mode  Enter run  Esc closes",
+        "↑↓ move  Space pick a step  ◂▸ mode  Enter run  Esc closes",
         t.dim(),
     )));
     f.render_widget(

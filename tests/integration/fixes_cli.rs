@@ -102,6 +102,57 @@ fn cle_reports_conversions_only_with_consent() {
 }
 
 #[test]
+fn cle_scales_each_set_once_unless_told_to_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A ResNet whose chains are pairs: one pass balances each, settling passes once more.
+    let model = sample_model("resnet_digits").display().to_string();
+    let once = json_ok(d, &["cle", &model, "--json"]);
+    assert_eq!(once["scaling"], "once");
+    assert_eq!(once["iterations"], 1);
+    assert_eq!(once["step"], "cle{relu6_to_relu:false,hba:true}");
+    let settle = json_ok(d, &["cle", &model, "--scaling", "settle", "--json"]);
+    assert_eq!(settle["scaling"], "settle");
+    assert_eq!(
+        settle["step"],
+        "cle{relu6_to_relu:false,hba:true,scaling:settle}"
+    );
+    assert!(settle["converged"].as_bool().unwrap());
+    let text = stdout(&run(d, &["cle", &model, "--scaling", "settle"]));
+    assert!(text.contains("equalized in 2 iteration(s)"), "{text}");
+    let text = stdout(&run(d, &["cle", &model]));
+    assert!(text.contains("equalized in one pass"), "{text}");
+    // The chain takes the same choice.
+    let data = small_digits(d, 16).display().to_string();
+    let chain = json_ok(
+        d,
+        &[
+            "fix",
+            &model,
+            "--chain",
+            "cle",
+            "--cle-scaling",
+            "settle",
+            "--data",
+            &data,
+            "--json",
+        ],
+    );
+    assert_eq!(
+        chain["steps"][0]["step"], "cle{relu6_to_relu:false,hba:true,scaling:settle}",
+        "{chain}"
+    );
+    // A bad value is refused by the argument parser (exit 2), naming it.
+    let o = run(d, &["cle", &model, "--scaling", "twice"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown CLE scaling 'twice' (expected once or settle)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn fix_commands_reject_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -280,23 +280,48 @@ class Aimet:
 
 
 class AimetTorch:
-    """aimet-torch's spatial SVD (greedy, no fine-tuning) on the model converted with
-    onnx2torch, run by aimet_torch_ssvd.py in its own venv (venv-torch.sh)."""
+    """aimet-torch on the model converted with onnx2torch, in its own venv (venv-torch.sh):
+    its spatial SVD (greedy, no fine-tuning; aimet_torch_ssvd.py) and its CLE + bias
+    correction, scored by aimet-onnx's simulation (aimet_torch_cle_bc.py)."""
 
     def __init__(self, work):
         self.work = Path(work)
-        self.python = None
+        self.pythons = {}
+
+    def venv(self, script="venv-torch.sh"):
+        """The python of aimet-torch's venv (`venv-torch-bc.sh`: the release with bias
+        correction)."""
+        if script not in self.pythons:
+            here = Path(__file__).resolve().parent
+            self.pythons[script] = subprocess.run([str(here / script)], check=True,
+                                                  capture_output=True, text=True).stdout.strip()
+        return self.pythons[script]
+
+    def cle_bc(self, model_path, tag):
+        script = Path(__file__).resolve().parent / "aimet_torch_cle_bc.py"
+        work = self.work / f"aimet-torch-{tag}-cle_bc"
+        cmd = [self.venv("venv-torch-bc.sh"), str(script), str(model_path), "--data", str(DATA),
+               "--work", str(work)]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"aimet_torch_cle_bc.py exited {p.returncode}: {p.stderr.strip()[-800:]}")
+        doc = json.loads(p.stdout)
+        (self.work / f"aimet-torch-{tag}-cle_bc.json").write_text(p.stdout)
+        return {"accuracy": doc["accuracy"], "cle_accuracy": doc["cle_accuracy"],
+                "version": doc["version"],
+                "encodings": os.path.relpath(doc["encodings"], self.work),
+                "note": "aimet-torch CLE + empirical bias correction on the onnx2torch model, "
+                        "scored by aimet-onnx's simulation"}
 
     def row(self, row, model_path, tag, _iterations):
+        if row == "cle_bc":
+            return self.cle_bc(model_path, tag)
         if row != "ssvd":
             return None  # aimet-torch's spatial SVD has no layer-wise reconstruction
-        if self.python is None:
-            here = Path(__file__).resolve().parent
-            self.python = subprocess.run([str(here / "venv-torch.sh")], check=True,
-                                         capture_output=True, text=True).stdout.strip()
+        python = self.venv()
         script = Path(__file__).resolve().parent / "aimet_torch_ssvd.py"
         work = self.work / f"aimet-torch-{tag}-{row}"
-        cmd = [self.python, str(script), str(model_path), "--data", str(DATA),
+        cmd = [python, str(script), str(model_path), "--data", str(DATA),
                "--target", str(SSVD_TARGET), "--work", str(work)]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
@@ -394,6 +419,15 @@ def cell(r):
     return s
 
 
+def aimet_cell(results):
+    """The AIMET column's cell: aimet-onnx's, or aimet-torch's where aimet-onnx has no number
+    (bias correction, spatial SVD)."""
+    onnx_cell = results.get("aimet")
+    if onnx_cell and (onnx_cell.get("accuracy") is not None or "error" in onnx_cell):
+        return onnx_cell
+    return results.get("aimet_torch") or onnx_cell
+
+
 def markdown(report):
     models = report["models"]
     quant = any(row["row"] not in SSVD_ROWS for row in report["rows"])
@@ -411,7 +445,7 @@ def markdown(report):
         line = f"| {row['setting']} |"
         for m in models:
             r = row["results"][m]
-            aimet = r.get("aimet") or r.get("aimet_torch")
+            aimet = aimet_cell(r)
             line += f" {cell(aimet)} | {cell(r.get('ort'))} | {cell(r.get('qsteer'))} |"
             if qw:
                 line += f" {cell(r.get('qsteer_qw'))} |"
@@ -533,7 +567,34 @@ def generated_block(report):
            ", and for the spatial SVD rows the whole compression (dictionary, selection, split); "
            f"their AIMET column is aimet-torch {v.get('aimet_torch', '?')} (the model converted "
            "with onnx2torch)")
-        + ".\n"
+        + ".\n" + torch_bc_note(report)
+    )
+
+
+def torch_bc_note(report):
+    """Where the `cle_bc` row's AIMET cell is aimet-torch's: what ran, and the check that its
+    CLE alone reproduces aimet-onnx's `cle` cell."""
+    rows = {r["row"]: r for r in report["rows"]}
+    bc = rows.get("cle_bc", {}).get("results", {})
+    cle = rows.get("cle", {}).get("results", {})
+    checks, versions = [], set()
+    for m in report["models"]:
+        t = bc.get(m, {}).get("aimet_torch")
+        if not t or t.get("accuracy") is None:
+            continue
+        versions.add(t.get("version", "?"))
+        onnx_cle = (cle.get(m, {}).get("aimet") or {}).get("accuracy")
+        checks.append(f"{m} {pct(t.get('cle_accuracy'))} (aimet-onnx's `cle` cell {pct(onnx_cle)})")
+    if not checks:
+        return ""
+    v = "/".join(sorted(versions))
+    return (
+        f"\nThe AIMET cells of the CLE + bias correction row are aimet-torch {v}'s: its "
+        "`equalize_model` and `correct_bias` (empirical, W4A8 tf_enhanced, the 200 calibration "
+        "samples) on the model converted with onnx2torch, the weights written back into the "
+        "BN-folded ONNX model and scored by aimet-onnx's simulation like every other AIMET cell "
+        "(`aimet_torch_cle_bc.py`). The same path without bias correction scores "
+        + ", ".join(checks) + ".\n"
     )
 
 
