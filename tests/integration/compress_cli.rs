@@ -302,10 +302,7 @@ fn latency_profile_names_the_ops_that_take_the_time() {
     assert!((share - 1.0).abs() < 1e-6, "{share}");
     // Which op is slowest depends on the machine's load; that the model's matrix products
     // are profiled under tract's name for them does not.
-    assert!(
-        by_op.iter().any(|o| o["name"] == "OptMatMul"),
-        "{by_op:?}"
-    );
+    assert!(by_op.iter().any(|o| o["name"] == "OptMatMul"), "{by_op:?}");
     assert_eq!(p["by_node"].as_array().unwrap().len(), 4);
     let out = run(&s.root, &args);
     assert!(out.status.success(), "{}", stderr(&out));
