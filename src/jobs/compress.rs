@@ -11,6 +11,7 @@ use super::latency::{known_or_measured, measure_variant};
 use super::lock;
 use crate::compress::build::{build_compressor, reconstruct_outcome, CompressorSpec};
 use crate::compress::greedy::dictionary::Shard;
+use crate::compress::greedy::selection_samples::selection_scorer;
 use crate::compress::greedy::{
     candidates as candidate_ratios, check_target, fill_share, select_greedy, select_manual,
     GreedyEvent, GreedyRequest,
@@ -122,10 +123,26 @@ pub(crate) fn compress_one(
     let selected = match (target, ratios) {
         (Some(t), _) => {
             let settings = spec.settings_key();
+            let selection = selection_scorer(
+                &model,
+                compressor.as_ref(),
+                &scorer,
+                pin,
+                exclude,
+                *candidates,
+                ctx.cancel,
+            )?;
+            if let Some(s) = &selection {
+                ctx.log(format!(
+                    "the dictionary is scored on the first {} of the {samples} evaluation \
+                     samples (its size × the model's MACs exceed the budget); the result on all",
+                    s.data().len()
+                ));
+            }
             let req = GreedyRequest {
                 model: &model,
                 compressor: compressor.as_ref(),
-                scorer: &scorer,
+                scorer: selection.as_ref().unwrap_or(&scorer),
                 target: *t,
                 candidates: *candidates,
                 pin,
@@ -134,7 +151,7 @@ pub(crate) fn compress_one(
                 settings: &settings,
                 changed_part_only: true,
             };
-            greedy(ctx, &req)?
+            greedy(ctx, &req, &scorer)?
         }
         (None, Some(r)) => {
             let (ratios, outcome) =
@@ -335,10 +352,20 @@ pub fn fill_greedy_share(
     let s = setup(workspace, kind, &build_compressor, cancel)?;
     let settings = s.spec.settings_key();
     let cache_dir = s.ws_dir.join("cache");
+    // The same samples as the compress job's, so the shards fill its dictionary's key.
+    let selection = selection_scorer(
+        &s.model,
+        s.compressor.as_ref(),
+        &s.scorer,
+        pin,
+        exclude,
+        *candidates,
+        cancel,
+    )?;
     let req = GreedyRequest {
         model: &s.model,
         compressor: s.compressor.as_ref(),
-        scorer: &s.scorer,
+        scorer: selection.as_ref().unwrap_or(&s.scorer),
         target: *target,
         candidates: *candidates,
         pin,
@@ -360,7 +387,8 @@ pub fn fill_greedy_share(
 
 /// Run the greedy selection, reporting progress, and each dictionary entry as a log line
 /// and a `Partial` event.
-fn greedy(ctx: &JobCtx, req: &GreedyRequest) -> Result<Selected> {
+/// `scorer` scores the result on every evaluation sample (`req.scorer` may hold fewer).
+fn greedy(ctx: &JobCtx, req: &GreedyRequest, scorer: &ModelScorer) -> Result<Selected> {
     let metric = req.scorer.metric();
     let metric = metric.name();
     let sel = select_greedy(req, ctx.cancel, &|ev| match ev {
@@ -411,7 +439,7 @@ fn greedy(ctx: &JobCtx, req: &GreedyRequest) -> Result<Selected> {
         ));
     }
     let mut record = record_of(
-        req.scorer,
+        scorer,
         &sel.outcome,
         &sel.ratios,
         req.compressor.method(),
@@ -549,6 +577,7 @@ fn summary(r: &CompressionRecord, ratios: &LayerRatios, params: u64) -> Value {
         "outputs": (!final_score.outputs.is_empty()).then_some(&final_score.outputs),
         "external": final_score.external,
         "samples": final_score.samples,
+        "selection_samples": r.dictionary.as_ref().map(|d| d.samples),
         "before_reconstruction": r.reconstructed_score.as_ref().map(|_| &r.score),
         "parent_accuracy": r.parent_score.accuracy,
         "threshold": r.threshold,
