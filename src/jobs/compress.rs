@@ -11,7 +11,7 @@ use super::latency::{known_or_measured, measure_variant};
 use super::lock;
 use crate::compress::build::{build_compressor, reconstruct_outcome, CompressorSpec};
 use crate::compress::greedy::dictionary::Shard;
-use crate::compress::greedy::selection_samples::selection_scorer;
+use crate::compress::greedy::selection_samples::{layers_left_out, selection_scorer};
 use crate::compress::greedy::{
     candidates as candidate_ratios, check_target, fill_share, select_greedy, select_manual,
     GreedyEvent, GreedyRequest,
@@ -120,6 +120,7 @@ pub(crate) fn compress_one(
         options.threads
     ));
     let cache_dir = ws_dir.join("cache");
+    let mut left_out: Vec<String> = Vec::new();
     let selected = match (target, ratios) {
         (Some(t), _) => {
             let settings = spec.settings_key();
@@ -139,14 +140,35 @@ pub(crate) fn compress_one(
                     s.data().len()
                 ));
             }
+            let selection_data = selection.as_ref().unwrap_or(&scorer);
+            left_out = layers_left_out(
+                &model,
+                compressor.as_ref(),
+                scorer.sample_shapes(),
+                selection_data.data().len(),
+                pin,
+                exclude,
+                *candidates,
+                *t,
+                ctx.cancel,
+            )?;
+            if !left_out.is_empty() {
+                ctx.log(format!(
+                    "{} layer(s) with the fewest MACs left out of the search to fit the budget \
+                     (kept as they are): {}",
+                    left_out.len(),
+                    left_out.join(", ")
+                ));
+            }
+            let searched_exclude: Vec<String> = exclude.iter().chain(&left_out).cloned().collect();
             let req = GreedyRequest {
                 model: &model,
                 compressor: compressor.as_ref(),
-                scorer: selection.as_ref().unwrap_or(&scorer),
+                scorer: selection_data,
                 target: *t,
                 candidates: *candidates,
                 pin,
-                exclude,
+                exclude: &searched_exclude,
                 cache_dir: Some(&cache_dir),
                 settings: &settings,
                 changed_part_only: true,
@@ -251,6 +273,7 @@ pub(crate) fn compress_one(
     summary["latency_ms"] = json!(latency.median_ms);
     summary["parent_latency_ms"] = json!(parent_latency.median_ms);
     summary["latency_ratio"] = json!(latency.median_ms / parent_latency.median_ms.max(1e-9));
+    summary["left_out"] = json!(left_out);
     Ok(Compressed { id, summary })
 }
 
@@ -362,14 +385,27 @@ pub fn fill_greedy_share(
         *candidates,
         cancel,
     )?;
+    let selection_data = selection.as_ref().unwrap_or(&s.scorer);
+    let left_out = layers_left_out(
+        &s.model,
+        s.compressor.as_ref(),
+        s.scorer.sample_shapes(),
+        selection_data.data().len(),
+        pin,
+        exclude,
+        *candidates,
+        *target,
+        cancel,
+    )?;
+    let searched_exclude: Vec<String> = exclude.iter().chain(&left_out).cloned().collect();
     let req = GreedyRequest {
         model: &s.model,
         compressor: s.compressor.as_ref(),
-        scorer: selection.as_ref().unwrap_or(&s.scorer),
+        scorer: selection_data,
         target: *target,
         candidates: *candidates,
         pin,
-        exclude,
+        exclude: &searched_exclude,
         cache_dir: Some(&cache_dir),
         settings: &settings,
         changed_part_only: true,

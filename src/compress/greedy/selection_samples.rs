@@ -1,11 +1,16 @@
-//! How many evaluation samples score the dictionary. Every entry runs (part of) the model on
-//! every sample, so on a large model a dictionary of a few hundred entries over all the
-//! evaluation samples takes many minutes; the scores only need to rank candidates. When
-//! the dictionary's cost — the parent's MACs per sample × samples × entries — exceeds
-//! [`SELECTION_MAC_BUDGET`], the entries are scored on the first `k` evaluation samples
-//! (fewer samples, never fewer than [`MIN_SELECTION_SAMPLES`]); the compressed model is
-//! still scored on all of them. The count follows from MACs, not from a clock, so a run
-//! that resumes reads the same dictionary key.
+//! What the dictionary is scored on, and over which layers. Every entry runs (part of) the
+//! model on every sample, so on a large model a dictionary of a few hundred entries over
+//! all the evaluation samples takes many minutes; the scores only need to rank candidates.
+//! When the dictionary's cost — the parent's MACs per sample × samples × entries — exceeds
+//! [`SELECTION_MAC_BUDGET`]:
+//!
+//! 1. the entries are scored on the first `k` evaluation samples (as many as fit, never
+//!    fewer than [`MIN_SELECTION_SAMPLES`]); the compressed model is still scored on all;
+//! 2. if that still does not fit, the layers with the fewest MACs are left out of the search
+//!    (kept as they are) until it fits, as long as the searched layers keep at least
+//!    [`MIN_SEARCHED_MAC_SHARE`] of the eligible layers' MACs and the target stays reachable.
+//!
+//! Both follow from MACs, not from a clock, so a run that resumes reads the same dictionary.
 
 use super::candidates;
 use super::plan::plan;
@@ -14,14 +19,18 @@ use crate::compress::scorer::ModelScorer;
 use crate::compress::{LayerCompressor, LayerRatios};
 use crate::model::Model;
 use crate::Result;
+use std::collections::HashMap;
 
 /// MACs the dictionary may spend in total (whole-model MACs per sample × samples ×
-/// entries): about 4 minutes of the debug build on the zoo's detectors' 8 samples, while
-/// the sample models' dictionaries (≤ 1e11) keep every sample.
-pub const SELECTION_MAC_BUDGET: f64 = 5e11;
+/// entries): a few minutes of the debug build on a loaded machine, while the sample
+/// models' dictionaries (≤ 1e11) keep every sample and layer.
+pub const SELECTION_MAC_BUDGET: f64 = 2.5e11;
 
 /// Fewer samples than this rank candidates too coarsely (agreement moves in 1/k steps).
-pub const MIN_SELECTION_SAMPLES: usize = 8;
+pub const MIN_SELECTION_SAMPLES: usize = 4;
+
+/// The searched layers keep at least this share of the eligible layers' MACs.
+pub const MIN_SEARCHED_MAC_SHARE: f64 = 0.8;
 
 /// The samples the dictionary is scored on: all `samples` when the dictionary fits the
 /// budget, else as many as fit (at least [`MIN_SELECTION_SAMPLES`], at most `samples`).
@@ -85,6 +94,86 @@ fn scorer_within(
     scorer.first(model, k, cancel).map(Some)
 }
 
+/// The searched layers the dictionary leaves out, fewest MACs first, so that its entries
+/// over `samples` samples fit the budget (see the module's rule); empty when it fits, or
+/// when leaving layers out would put `target` out of reach.
+#[allow(clippy::too_many_arguments)]
+pub fn layers_left_out(
+    model: &Model,
+    compressor: &dyn LayerCompressor,
+    shapes: &[Vec<usize>],
+    samples: usize,
+    pin: &LayerRatios,
+    exclude: &[String],
+    n: usize,
+    target: f64,
+    cancel: &CancelToken,
+) -> Result<Vec<String>> {
+    left_out_within(
+        SELECTION_MAC_BUDGET,
+        model,
+        compressor,
+        shapes,
+        samples,
+        (pin, exclude),
+        n,
+        target,
+        cancel,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn left_out_within(
+    budget: f64,
+    model: &Model,
+    compressor: &dyn LayerCompressor,
+    shapes: &[Vec<usize>],
+    samples: usize,
+    (pin, exclude): (&LayerRatios, &[String]),
+    n: usize,
+    target: f64,
+    cancel: &CancelToken,
+) -> Result<Vec<String>> {
+    let plan = plan(compressor, model, pin, exclude)?;
+    let ratios = candidates(n)?;
+    let macs = compressor
+        .apply(model, &LayerRatios::new(), cancel)?
+        .macs_before;
+    let per_layer = macs as f64 * samples as f64 * ratios.len() as f64;
+    if per_layer * plan.searched.len() as f64 <= budget || per_layer <= 0.0 {
+        return Ok(Vec::new());
+    }
+    let layer_macs: HashMap<String, u64> = model
+        .layers(&model.shapes(Some(shapes))?)?
+        .into_iter()
+        .map(|l| (l.name, l.macs.unwrap_or(0)))
+        .collect();
+    let of = |l: &String| layer_macs.get(l).copied().unwrap_or(0);
+    // Largest first; equal MACs keep graph order.
+    let mut order = plan.searched.clone();
+    order.sort_by_key(|l| std::cmp::Reverse(of(l)));
+    let total: u64 = order.iter().map(of).sum();
+    let fit = (budget / per_layer).floor() as usize;
+    let (mut share, mut covered) = (0, 0u64);
+    while share < order.len() && (covered as f64) < MIN_SEARCHED_MAC_SHARE * total as f64 {
+        covered += of(&order[share]);
+        share += 1;
+    }
+    let kept = fit.max(share).max(1).min(order.len());
+    let left_out = order.split_off(kept);
+    if left_out.is_empty() {
+        return Ok(left_out);
+    }
+    // The greedy's floor with only the kept layers searched must still meet the target.
+    let mut extreme = plan.pinned.clone();
+    extreme.extend(order.iter().map(|l| (l.clone(), ratios[0])));
+    let floor = compressor.apply(model, &extreme, cancel)?.mac_ratio();
+    if floor > target + super::TOLERANCE {
+        return Ok(Vec::new());
+    }
+    Ok(left_out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +222,38 @@ mod tests {
         req.cache_dir = None;
         let sel = super::super::select_greedy(&req, &cancel, &|_| {}).unwrap();
         assert_eq!(sel.dictionary.samples, 10);
+        // Over the budget with 10 samples too: the layers with the fewest MACs are left
+        // out, the searched ones keep at least 80 % of the MACs and the target stays
+        // reachable; under the budget none are.
+        let shapes = scorer.sample_shapes().to_vec();
+        let all = (&none, &[][..]);
+        let left = |budget: f64, target: f64| {
+            left_out_within(
+                budget, &model, &double, &shapes, 10, all, 4, target, &cancel,
+            )
+            .unwrap()
+        };
+        assert!(left(budget, 0.7).is_empty());
+        let out = left(budget / 4.0, 0.9);
+        assert!(!out.is_empty() && out.len() < layers, "{out:?}");
+        let layer_macs: HashMap<String, u64> = model
+            .layers(&model.shapes(Some(&shapes)).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.name, l.macs.unwrap_or(0)))
+            .collect();
+        let searched = plan(&double, &model, &none, &[]).unwrap().searched;
+        let kept: Vec<&String> = searched.iter().filter(|l| !out.contains(l)).collect();
+        let smallest_kept = kept.iter().map(|l| layer_macs[*l]).min().unwrap();
+        assert!(out.iter().all(|l| layer_macs[l] <= smallest_kept));
+        let share = |ls: &[&String]| ls.iter().map(|l| layer_macs[*l]).sum::<u64>() as f64;
+        let all_layers: Vec<&String> = searched.iter().collect();
+        assert!(share(&kept) >= MIN_SEARCHED_MAC_SHARE * share(&all_layers));
+        // A target only the whole search reaches: nothing is left out.
+        let floor =
+            crate::compress::greedy::reachable_mac_ratio(&double, &model, 4, &none, &[], &cancel)
+                .unwrap();
+        assert!(left(budget / 4.0, floor + 1e-4).is_empty());
         // The whole scorer still scores the result on all 60.
         assert_eq!(
             scorer.score(&sel.outcome.model, &cancel).unwrap().samples,
