@@ -182,14 +182,15 @@ mod tests {
     fn cheap_dictionaries_keep_every_sample_and_large_ones_shrink_to_the_budget() {
         // The sample ResNet: 3.05M MACs, 400 samples, 63 entries.
         assert_eq!(selection_size(3_050_000, 400, 63), 400);
-        // The zoo's DBNet: 573M MACs, 32 samples, 144 entries → 6 fit, floor 8.
-        assert_eq!(selection_size(573_000_000, 32, 144), 8);
-        // A model half as large fits 12 samples.
+        // The zoo's DBNet: 573M MACs, 32 samples, 144 entries → 3 fit, floor 4.
+        assert_eq!(selection_size(573_000_000, 32, 144), MIN_SELECTION_SAMPLES);
+        assert_eq!(MIN_SELECTION_SAMPLES, 4);
+        // A model a third as large fits 10 samples.
         let k = selection_size(173_000_000, 32, 144);
         assert_eq!(k, (SELECTION_MAC_BUDGET / (173e6 * 144.0)) as usize);
         assert!(k > MIN_SELECTION_SAMPLES && k < 32);
         // Never more than there are.
-        assert_eq!(selection_size(573_000_000, 4, 144), 4);
+        assert_eq!(selection_size(573_000_000, 3, 144), 3);
         assert_eq!(selection_size(0, 32, 144), 32);
     }
 
