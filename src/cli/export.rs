@@ -7,7 +7,7 @@ use clap::Args;
 use qsteer::experiment::export::export_source;
 use qsteer::model::Model;
 use qsteer::quant::encodings_file::EncodingsVersion;
-use qsteer::quant::export::{write_export, ExportReport};
+use qsteer::quant::export::{write_export_with_biases, ExportReport};
 use qsteer::quant::import::load_model_encodings;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -65,12 +65,13 @@ pub fn run(args: ExportArgs, common: &Common) -> Result<()> {
         source.workspace_shapes.as_deref(),
     )?;
     let encodings = load_model_encodings(&source.model, &source.encodings, pins.as_deref())?;
-    let report = write_export(
+    let report = write_export_with_biases(
         &args.out,
         &source.name,
         &source.model,
         &encodings.weights,
         &encodings.activations,
+        &encodings.biases,
         args.encodings_version,
     )?;
     warn_float_ops(&report);

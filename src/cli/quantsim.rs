@@ -12,7 +12,7 @@ use super::{
 use clap::Args;
 use qsteer::jobs::{HeadlessJob, JobKind, QuantsimOutcome};
 use qsteer::model::Model;
-use qsteer::quant::export::write_export;
+use qsteer::quant::export::write_export_with_biases;
 use qsteer::quant::import::load_model_encodings;
 use qsteer::{Error, Result};
 use serde_json::json;
@@ -103,12 +103,13 @@ pub fn run(args: QuantsimArgs, common: &Common) -> Result<()> {
         (Some(out_dir), Some(enc)) => {
             let pins = super::lock(&ws).settings().input_shapes.clone();
             let encodings = load_model_encodings(&model, enc, pins.as_deref())?;
-            let report = write_export(
+            let report = write_export_with_biases(
                 out_dir,
                 &format!("{}_v{id}", model_name(&path)),
                 &model,
                 &encodings.weights,
                 &encodings.activations,
+                &encodings.biases,
                 Default::default(),
             )?;
             warn_float_ops(&report);

@@ -136,6 +136,19 @@ impl ModelScorer {
         &self.shapes
     }
 
+    /// A scorer of `parent` on the first `k` of these samples (the same metric; the
+    /// parent runs again on them, as outputs need not carry the batch on axis 0).
+    pub fn first(&self, parent: &Model, k: usize, cancel: &CancelToken) -> Result<ModelScorer> {
+        let k = k.min(self.data.len());
+        let positions: Vec<usize> = (0..k).collect();
+        let mut scoring = self.scoring.clone();
+        if !scoring.indices.is_empty() {
+            scoring.indices.truncate(k);
+        }
+        let data = self.data.subset(&positions);
+        ModelScorer::with_scoring(parent, data, self.options, scoring, cancel)
+    }
+
     /// The parent's score (agreement 1 with itself).
     pub fn parent_score(&self) -> &Score {
         &self.parent_score

@@ -4,7 +4,7 @@
 
 use super::Workspace;
 use crate::quant::encodings_file::EncodingsVersion;
-use crate::quant::export::{write_export, ExportReport};
+use crate::quant::export::{write_export_with_biases, ExportReport};
 use crate::quant::import::load_model_encodings;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -53,12 +53,13 @@ pub fn export_variant(
     let model = ws.load_model(&model_path)?;
     let pins = pins.or(ws.settings().input_shapes.as_deref());
     let loaded = load_model_encodings(&model, &encodings, pins)?;
-    write_export(
+    write_export_with_biases(
         out_dir,
         &format!("{}_v{id}", ws.file().model_name),
         &model,
         &loaded.weights,
         &loaded.activations,
+        &loaded.biases,
         version,
     )
 }

@@ -12,6 +12,7 @@ use super::lock;
 use super::outcome::SlurmRun;
 use crate::compress::build::{build_compressor, reconstruct_outcome, CompressorSpec};
 use crate::compress::greedy::dictionary::Shard;
+use crate::compress::greedy::selection_samples::{layers_left_out, selection_scorer};
 use crate::compress::greedy::{
     candidates as candidate_ratios, check_target, fill_share, select_greedy, select_manual,
     DictionaryReport, GreedyEvent, GreedyRequest,
@@ -96,6 +97,8 @@ pub struct CompressionOutcome {
     pub outputs: Option<Vec<OutputScore>>,
     pub external: Option<serde_json::Map<String, Value>>,
     pub samples: usize,
+    /// The evaluation samples the greedy's dictionary was scored on (null without one).
+    pub selection_samples: Option<usize>,
     /// The score before reconstruction, when it ran.
     pub before_reconstruction: Option<Score>,
     pub parent_accuracy: Option<f64>,
@@ -109,6 +112,8 @@ pub struct CompressionOutcome {
     pub dictionary: Option<DictionaryReport>,
     /// Dictionary entries computed by this run.
     pub evaluations: usize,
+    /// Layers kept as they are because the dictionary's budget left them out of the search.
+    pub left_out: Vec<String>,
     /// Set when the job ran on a Slurm node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmRun>,
@@ -203,22 +208,60 @@ pub(crate) fn compress_one(
         options.threads
     ));
     let cache_dir = ws_dir.join("cache");
+    let mut left_out: Vec<String> = Vec::new();
     let selected = match (target, ratios) {
         (Some(t), _) => {
             let settings = spec.settings_key();
+            let selection = selection_scorer(
+                &model,
+                compressor.as_ref(),
+                &scorer,
+                pin,
+                exclude,
+                *candidates,
+                ctx.cancel,
+            )?;
+            if let Some(s) = &selection {
+                ctx.log(format!(
+                    "the dictionary is scored on the first {} of the {samples} evaluation \
+                     samples (its size × the model's MACs exceed the budget); the result on all",
+                    s.data().len()
+                ));
+            }
+            let selection_data = selection.as_ref().unwrap_or(&scorer);
+            left_out = layers_left_out(
+                &model,
+                compressor.as_ref(),
+                scorer.sample_shapes(),
+                selection_data.data().len(),
+                pin,
+                exclude,
+                *candidates,
+                *t,
+                ctx.cancel,
+            )?;
+            if !left_out.is_empty() {
+                ctx.log(format!(
+                    "{} layer(s) with the fewest MACs left out of the search to fit the budget \
+                     (kept as they are): {}",
+                    left_out.len(),
+                    left_out.join(", ")
+                ));
+            }
+            let searched_exclude: Vec<String> = exclude.iter().chain(&left_out).cloned().collect();
             let req = GreedyRequest {
                 model: &model,
                 compressor: compressor.as_ref(),
-                scorer: &scorer,
+                scorer: selection_data,
                 target: *t,
                 candidates: *candidates,
                 pin,
-                exclude,
+                exclude: &searched_exclude,
                 cache_dir: Some(&cache_dir),
                 settings: &settings,
                 changed_part_only: true,
             };
-            greedy(ctx, &req)?
+            greedy(ctx, &req, &scorer)?
         }
         (None, Some(r)) => {
             let (ratios, outcome) =
@@ -318,6 +361,7 @@ pub(crate) fn compress_one(
     outcome.parent_latency_ms = parent_latency.median_ms;
     outcome.latency_ratio = latency.median_ms / parent_latency.median_ms.max(1e-9);
     outcome.latency = Some(latency);
+    outcome.left_out = left_out;
     Ok(Compressed { id, outcome })
 }
 
@@ -419,14 +463,37 @@ pub fn fill_greedy_share(
     let s = setup(workspace, kind, &build_compressor, cancel)?;
     let settings = s.spec.settings_key();
     let cache_dir = s.ws_dir.join("cache");
+    // The same samples as the compress job's, so the shards fill its dictionary's key.
+    let selection = selection_scorer(
+        &s.model,
+        s.compressor.as_ref(),
+        &s.scorer,
+        pin,
+        exclude,
+        *candidates,
+        cancel,
+    )?;
+    let selection_data = selection.as_ref().unwrap_or(&s.scorer);
+    let left_out = layers_left_out(
+        &s.model,
+        s.compressor.as_ref(),
+        s.scorer.sample_shapes(),
+        selection_data.data().len(),
+        pin,
+        exclude,
+        *candidates,
+        *target,
+        cancel,
+    )?;
+    let searched_exclude: Vec<String> = exclude.iter().chain(&left_out).cloned().collect();
     let req = GreedyRequest {
         model: &s.model,
         compressor: s.compressor.as_ref(),
-        scorer: &s.scorer,
+        scorer: selection_data,
         target: *target,
         candidates: *candidates,
         pin,
-        exclude,
+        exclude: &searched_exclude,
         cache_dir: Some(&cache_dir),
         settings: &settings,
         changed_part_only: true,
@@ -444,7 +511,8 @@ pub fn fill_greedy_share(
 
 /// Run the greedy selection, reporting progress, and each dictionary entry as a log line
 /// and a `Partial` event.
-fn greedy(ctx: &JobCtx, req: &GreedyRequest) -> Result<Selected> {
+/// `scorer` scores the result on every evaluation sample (`req.scorer` may hold fewer).
+fn greedy(ctx: &JobCtx, req: &GreedyRequest, scorer: &ModelScorer) -> Result<Selected> {
     let metric = req.scorer.metric();
     let metric = metric.name();
     let sel = select_greedy(req, ctx.cancel, &|ev| match ev {
@@ -495,7 +563,7 @@ fn greedy(ctx: &JobCtx, req: &GreedyRequest) -> Result<Selected> {
         ));
     }
     let mut record = record_of(
-        req.scorer,
+        scorer,
         &sel.outcome,
         &sel.ratios,
         req.compressor.method(),
@@ -633,6 +701,7 @@ fn outcome_of(r: &CompressionRecord, ratios: &LayerRatios, params: u64) -> Compr
         outputs: (!final_score.outputs.is_empty()).then(|| final_score.outputs.clone()),
         external: final_score.external.clone(),
         samples: final_score.samples,
+        selection_samples: r.dictionary.as_ref().map(|d| d.samples),
         before_reconstruction: r.reconstructed_score.as_ref().map(|_| r.score.clone()),
         parent_accuracy: r.parent_score.accuracy,
         threshold: r.threshold,

@@ -17,7 +17,7 @@ use super::outcome::SlurmRun;
 use crate::experiment::quantsim::{float_variant_path, quantsim_child, quantsim_child_frozen};
 use crate::experiment::Workspace;
 use crate::model::Model;
-use crate::quant::encodings_file::{encodings_document, EncodingsVersion};
+use crate::quant::encodings_file::{encodings_document_with_biases, EncodingsVersion};
 use crate::quant::import::{load_model_encodings, sim_from_encodings, ModelEncodings};
 use crate::quant::per_channel::{per_channel_encodings, per_tensor_encoding};
 use crate::quant::qdq::WeightEncodings;
@@ -121,6 +121,7 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<QatOutco
     let encodings = ModelEncodings {
         weights,
         activations: frozen.activations.clone(),
+        biases: Vec::new(),
     };
     // Scored as the other epochs were, against the FP32 parent.
     let scored_at = Instant::now();
@@ -132,9 +133,10 @@ pub(crate) fn run(ctx: &JobCtx, workspace: &Mutex<Workspace>) -> Result<QatOutco
     let (trained, file) = lock(workspace).transaction(|ws| {
         // The FP32 child is not scored on its own: the quantsim child below is what runs.
         let r = record_child(ws, from.parent, &step, &t.outcome.model, None, None)?;
-        let doc = encodings_document(
+        let doc = encodings_document_with_biases(
             &encodings.weights,
             &encodings.activations,
+            &sim.biases,
             EncodingsVersion::V1,
         )?;
         let rel = ws.write_variant_file(r.id, "qat.encodings", &doc)?;

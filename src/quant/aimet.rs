@@ -17,8 +17,8 @@ use super::encoding::Encoding;
 use crate::{Error, Result};
 
 /// Encoding types in 1.0.0 files.
-const PER_TENSOR: &str = "PER_TENSOR";
-const PER_CHANNEL: &str = "PER_CHANNEL";
+pub(super) const PER_TENSOR: &str = "PER_TENSOR";
+pub(super) const PER_CHANNEL: &str = "PER_CHANNEL";
 
 impl Encoding {
     /// The 0.6.1 object for this encoding (one entry of a tensor's list).
@@ -155,17 +155,17 @@ fn symmetry(symmetric: bool) -> &'static str {
     }
 }
 
-fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
+pub(super) fn object<'a>(v: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
     v.as_object()
         .ok_or_else(|| Error::input(format!("{what} is not a JSON object")))
 }
 
-fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a Value> {
+pub(super) fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a Value> {
     obj.get(key)
         .ok_or_else(|| Error::input(format!("encoding field '{key}' is missing")))
 }
 
-fn check_int_dtype(v: &Value) -> Result<()> {
+pub(super) fn check_int_dtype(v: &Value) -> Result<()> {
     match v.as_str() {
         Some(s) if s.eq_ignore_ascii_case("int") => Ok(()),
         Some(s) => Err(Error::input(format!(
@@ -181,7 +181,7 @@ fn bitwidth(obj: &Map<String, Value>, key: &str) -> Result<u8> {
 }
 
 /// AIMET writes booleans as "True"/"False" in 0.6.1 and as JSON booleans in 1.0.0.
-fn boolean(obj: &Map<String, Value>, key: &str) -> Result<bool> {
+pub(super) fn boolean(obj: &Map<String, Value>, key: &str) -> Result<bool> {
     match field(obj, key)? {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
@@ -192,7 +192,7 @@ fn boolean(obj: &Map<String, Value>, key: &str) -> Result<bool> {
     }
 }
 
-fn number(v: &Value, key: &str) -> Result<f64> {
+pub(super) fn number(v: &Value, key: &str) -> Result<f64> {
     v.as_f64()
         .ok_or_else(|| Error::input(format!("encoding field '{key}' is {v}, not a number")))
 }
@@ -208,7 +208,7 @@ fn integer(v: &Value, key: &str) -> Result<i32> {
     Ok(n as i32)
 }
 
-fn array<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a Vec<Value>> {
+pub(super) fn array<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a Vec<Value>> {
     field(obj, key)?
         .as_array()
         .ok_or_else(|| Error::input(format!("encoding field '{key}' is not a list")))

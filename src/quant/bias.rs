@@ -33,7 +33,7 @@ use crate::{Error, Result};
 
 /// One layer's bias and its grid.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct BiasGrid {
+pub struct BiasGrid {
     /// The bias value (an initializer or a `Constant` node's output).
     pub bias: String,
     /// `s_input · s_weight` in f32, one per output channel or one for the whole bias.
@@ -121,6 +121,61 @@ pub(crate) fn bias_grids(
         });
     }
     grids
+}
+
+/// Round each grid's bias in `model` to its grid (the bias an integer runtime adds).
+pub(crate) fn put_on_grids(model: &mut Model, grids: &[BiasGrid]) -> Result<()> {
+    for grid in grids {
+        if let Some(bias) = model.weight(&grid.bias) {
+            let on_grid = grid.dequantize(bias);
+            model.set_weight(&grid.bias, on_grid)?;
+        }
+    }
+    Ok(())
+}
+
+/// `file`'s grids where it lists a bias, `derived` ones (this module's rule) for the
+/// others: an encodings file without bias entries simulates as a calibrated quantsim does.
+pub fn with_file_grids(derived: Vec<BiasGrid>, file: &[BiasGrid]) -> Vec<BiasGrid> {
+    let mut grids: Vec<BiasGrid> = file.to_vec();
+    grids.extend(
+        derived
+            .into_iter()
+            .filter(|d| !file.iter().any(|f| f.bias == d.bias)),
+    );
+    grids
+}
+
+/// Check a file's bias grid against `model`: it names the 1-D bias of a Conv,
+/// ConvTranspose or Gemm, with one scale or one per element.
+pub(crate) fn check_file_grid(model: &Model, grid: &BiasGrid) -> Result<()> {
+    let reader = model
+        .index()
+        .consumers(&grid.bias)
+        .iter()
+        .find_map(|&(i, _)| {
+            let node = &model.graph().node[i];
+            (matches!(node.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm")
+                && node.input.get(2) == Some(&grid.bias))
+            .then_some(node)
+        });
+    let values = model.weight(&grid.bias).filter(|b| b.ndim() == 1);
+    match (reader, values) {
+        (Some(_), Some(b)) if grid.scales.len() == 1 || grid.scales.len() == b.len() => Ok(()),
+        (Some(node), Some(b)) => Err(Error::input(format!(
+            "param_encodings '{}': {} bias scales, but the bias of '{}' has {} values",
+            grid.bias,
+            grid.scales.len(),
+            node.name,
+            b.len()
+        ))),
+        _ => Err(Error::input(format!(
+            "param_encodings names '{}' with a 32-bit (bias) encoding, but it is not the \
+             stored 1-D bias of a Conv, ConvTranspose or Gemm of {}",
+            grid.bias,
+            model.source()
+        ))),
+    }
 }
 
 /// Swap the float bias for `DequantizeLinear(int32, scale)` writing the same value name (the

@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::aimet::{from_aimet_v1, to_aimet_v1, AimetTensorEncoding};
+use super::aimet_bias::{
+    bias_from_aimet_legacy, bias_from_aimet_v1, bias_to_aimet_legacy, bias_to_aimet_v1,
+    is_bias_entry,
+};
+use super::bias::BiasGrid;
 use super::encoding::Encoding;
 use super::qdq::WeightEncodings;
 use crate::{Error, Result};
@@ -73,6 +78,8 @@ pub struct EncodingsFile {
     pub version: EncodingsVersion,
     pub activations: Vec<AimetTensorEncoding>,
     pub params: Vec<AimetTensorEncoding>,
+    /// The int32 bias entries of `param_encodings` (32 bits; see [`super::aimet_bias`]).
+    pub biases: Vec<BiasGrid>,
 }
 
 /// The document for weight and activation encodings in the given layout.
@@ -81,7 +88,18 @@ pub fn encodings_document(
     activations: &BTreeMap<String, Encoding>,
     version: EncodingsVersion,
 ) -> Result<Value> {
-    let (acts, params) = match version {
+    encodings_document_with_biases(weights, activations, &[], version)
+}
+
+/// [`encodings_document`] with the int32 bias grids as `param_encodings` entries, as AIMET
+/// 2.x writes them.
+pub fn encodings_document_with_biases(
+    weights: &[WeightEncodings],
+    activations: &BTreeMap<String, Encoding>,
+    biases: &[BiasGrid],
+    version: EncodingsVersion,
+) -> Result<Value> {
+    let (acts, mut params) = match version {
         EncodingsVersion::V1 => (
             Value::Array(
                 activations
@@ -114,6 +132,15 @@ pub fn encodings_document(
             )
         }
     };
+    for grid in biases {
+        match &mut params {
+            Value::Array(list) => list.push(bias_to_aimet_v1(grid)),
+            Value::Object(map) => {
+                map.insert(grid.bias.clone(), bias_to_aimet_legacy(grid));
+            }
+            _ => unreachable!("params are built as a list or an object above"),
+        }
+    }
     Ok(json!({
         "version": version.as_str(),
         ACTIVATIONS: acts,
@@ -140,8 +167,8 @@ pub fn parse_encodings(value: &Value) -> Result<EncodingsFile> {
         return Err(Error::input("the document is not a JSON object"));
     };
     let version = detect_version(doc)?;
-    let section = |key: &str| -> Result<Vec<AimetTensorEncoding>> {
-        let read = match doc.get(key) {
+    let section = |key: &str, v: Option<&Value>| -> Result<Vec<AimetTensorEncoding>> {
+        let read = match v {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(v) => match version {
                 EncodingsVersion::V1 => read_v1_section(v),
@@ -150,11 +177,54 @@ pub fn parse_encodings(value: &Value) -> Result<EncodingsFile> {
         };
         read.map_err(|e| Error::input(format!("{key}: {e}")))
     };
+    let (params, biases) = split_biases(doc.get(PARAMS), version)
+        .map_err(|e| Error::input(format!("{PARAMS}: {e}")))?;
     Ok(EncodingsFile {
         version,
-        activations: section(ACTIVATIONS)?,
-        params: section(PARAMS)?,
+        activations: section(ACTIVATIONS, doc.get(ACTIVATIONS))?,
+        params: section(PARAMS, params.as_ref())?,
+        biases,
     })
+}
+
+/// The parameter section without its 32-bit bias entries, and those entries read.
+fn split_biases(
+    params: Option<&Value>,
+    version: EncodingsVersion,
+) -> Result<(Option<Value>, Vec<BiasGrid>)> {
+    let mut biases = Vec::new();
+    let rest = match params {
+        Some(Value::Array(list)) if version == EncodingsVersion::V1 => {
+            let mut rest = Vec::new();
+            for (i, e) in list.iter().enumerate() {
+                if is_bias_entry(e) {
+                    biases.push(
+                        bias_from_aimet_v1(e)
+                            .map_err(|err| Error::input(format!("entry {i}: {err}")))?,
+                    );
+                } else {
+                    rest.push(e.clone());
+                }
+            }
+            Some(Value::Array(rest))
+        }
+        Some(Value::Object(map)) if version == EncodingsVersion::Legacy => {
+            let mut rest = Map::new();
+            for (name, list) in map {
+                match list.as_array() {
+                    Some(l) if l.first().is_some_and(is_bias_entry) => {
+                        biases.push(bias_from_aimet_legacy(name, l)?)
+                    }
+                    _ => {
+                        rest.insert(name.clone(), list.clone());
+                    }
+                }
+            }
+            Some(Value::Object(rest))
+        }
+        other => other.cloned(),
+    };
+    Ok((rest, biases))
 }
 
 /// By the `version` field; a file without one by its layout (1.0.0 uses lists).

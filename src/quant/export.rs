@@ -31,10 +31,10 @@ use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto};
 
-use super::bias::{bias_grids, write_int32_bias};
+use super::bias::{bias_grids, with_file_grids, write_int32_bias, BiasGrid};
 use super::contrib_qdq::{contrib_activation_bits, use_contrib_qdq, CONTRIB_DOMAIN};
 use super::encoding::Encoding;
-use super::encodings_file::{encodings_document, EncodingsVersion};
+use super::encodings_file::{encodings_document_with_biases, EncodingsVersion};
 use super::qdq::WeightEncodings;
 use super::qdq::{ensure_opset, insert_activation_quantizers, ActivationOps, Names};
 use crate::fsutil::{write_atomic, write_json_atomic};
@@ -69,6 +69,17 @@ pub fn export_qdq(
     weights: &[WeightEncodings],
     activations: &BTreeMap<String, Encoding>,
 ) -> Result<QdqExport> {
+    export_qdq_with_biases(model, weights, activations, &[])
+}
+
+/// [`export_qdq`] with an encodings file's int32 bias grids, which take the place of the
+/// derived ones for the biases they name.
+pub fn export_qdq_with_biases(
+    model: &Model,
+    weights: &[WeightEncodings],
+    activations: &BTreeMap<String, Encoding>,
+    file_biases: &[BiasGrid],
+) -> Result<QdqExport> {
     let mut proto = model.proto().clone();
     if !activations.is_empty() {
         insert_activation_quantizers(model, &mut proto, activations, ActivationOps::QdqAt8)?;
@@ -98,7 +109,7 @@ pub fn export_qdq(
         }
         replace_weight(graph, &mut names, w, stored)?;
     }
-    for grid in bias_grids(model, weights, activations) {
+    for grid in with_file_grids(bias_grids(model, weights, activations), file_biases) {
         if let Some(bias) = model.weight(&grid.bias) {
             write_int32_bias(graph, &mut names, &grid, bias)?;
         }
@@ -371,8 +382,23 @@ pub fn write_export(
     activations: &BTreeMap<String, Encoding>,
     version: EncodingsVersion,
 ) -> Result<ExportReport> {
-    let export = export_qdq(model, weights, activations)?;
-    let document = encodings_document(weights, activations, version)?;
+    write_export_with_biases(dir, name, model, weights, activations, &[], version)
+}
+
+/// [`write_export`] with an encodings file's int32 bias grids (see [`export_qdq_with_biases`]);
+/// the encodings file lists every bias the QDQ model stores as int32.
+pub fn write_export_with_biases(
+    dir: &Path,
+    name: &str,
+    model: &Model,
+    weights: &[WeightEncodings],
+    activations: &BTreeMap<String, Encoding>,
+    file_biases: &[BiasGrid],
+    version: EncodingsVersion,
+) -> Result<ExportReport> {
+    let export = export_qdq_with_biases(model, weights, activations, file_biases)?;
+    let biases = with_file_grids(bias_grids(model, weights, activations), file_biases);
+    let document = encodings_document_with_biases(weights, activations, &biases, version)?;
     let output = dir.join(format!("{name}.qdq.onnx"));
     let encodings = dir.join(format!("{name}.encodings.json"));
     write_atomic(&output, &export.proto.encode_to_vec())?;

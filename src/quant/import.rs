@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::aimet::AimetTensorEncoding;
+use super::bias::{bias_grids, check_file_grid, put_on_grids, with_file_grids, BiasGrid};
 use super::encoding::{Encoding, QuantSpec};
 use super::encodings_file::{read_encodings_file, EncodingsFile};
 use super::per_channel::{fake_quant_tensor, fake_quant_weight};
@@ -28,6 +29,9 @@ use crate::{Error, Result};
 pub struct ModelEncodings {
     pub weights: Vec<WeightEncodings>,
     pub activations: BTreeMap<String, Encoding>,
+    /// The file's int32 bias grids (none in files without bias entries: the simulation
+    /// then derives them as a calibrated quantsim does).
+    pub biases: Vec<BiasGrid>,
 }
 
 /// Read `path` and match it to `model`; errors name the file and the tensor. `pins` are
@@ -94,9 +98,19 @@ fn match_encodings_at(
             )));
         }
     }
+    for (i, b) in file.biases.iter().enumerate() {
+        check_file_grid(model, b)?;
+        if file.biases[..i].iter().any(|o| o.bias == b.bias) {
+            return Err(Error::input(format!(
+                "param_encodings lists '{}' twice",
+                b.bias
+            )));
+        }
+    }
     Ok(ModelEncodings {
         weights,
         activations,
+        biases: file.biases.clone(),
     })
 }
 
@@ -181,6 +195,12 @@ pub fn sim_from_encodings(model: &Model, encodings: &ModelEncodings) -> Result<S
         }
         fake_quantized.set_weight(&w.weight, array)?;
     }
+    // The biases are rounded here: the activation pass below sees no weight encodings.
+    let biases = with_file_grids(
+        bias_grids(model, &encodings.weights, &encodings.activations),
+        &encodings.biases,
+    );
+    put_on_grids(&mut fake_quantized, &biases)?;
     // Weights are done: the activation pass of build_quantsim adds the quantizers.
     let config = SimConfig {
         mode: QuantMode::ActivationsOnly,
@@ -193,6 +213,7 @@ pub fn sim_from_encodings(model: &Model, encodings: &ModelEncodings) -> Result<S
     };
     let mut sim = build_quantsim(&fake_quantized, &[], &encodings.activations, &config)?;
     sim.weights = encodings.weights.clone();
+    sim.biases = biases;
     Ok(sim)
 }
 
@@ -400,5 +421,122 @@ pub(crate) mod tests {
             .unwrap()
             .push(entry);
         check(twice, &["twice"]);
+    }
+
+    /// The sample ResNet with its BNs folded: its convs carry biases on the int32 grid.
+    fn folded_resnet_sim() -> (Model, SimModel) {
+        let unfolded = sample_model("resnet_digits.onnx");
+        let folded = crate::fixes::bn_fold::fold_batchnorms(&unfolded)
+            .unwrap()
+            .model;
+        calibrated_sim_of(folded, 8, true)
+    }
+
+    fn reread(doc: &Value) -> EncodingsFile {
+        let text = serde_json::to_string(doc).unwrap();
+        parse_encodings(&serde_json::from_str(&text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn bias_encodings_are_written_as_aimet_does_and_read_back_bit_for_bit() {
+        let (model, sim) = folded_resnet_sim();
+        assert!(
+            !sim.biases.is_empty(),
+            "the folded ResNet has gridded biases"
+        );
+        let expected = outputs(&sim.model, 64);
+        for version in [EncodingsVersion::V1, EncodingsVersion::Legacy] {
+            let doc = crate::quant::encodings_file::encodings_document_with_biases(
+                &sim.weights,
+                &sim.activations,
+                &sim.biases,
+                version,
+            )
+            .unwrap();
+            let first = &sim.biases[0];
+            let bits_field = match version {
+                EncodingsVersion::V1 => doc["param_encodings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["name"] == first.bias.as_str())
+                    .map(|e| e["bw"].clone()),
+                EncodingsVersion::Legacy => {
+                    Some(doc["param_encodings"][first.bias.as_str()][0]["bitwidth"].clone())
+                }
+            };
+            assert_eq!(bits_field, Some(json!(32)), "{version}");
+            let file = reread(&doc);
+            // 0.6.1 is keyed by name, so its order is the names'.
+            let by_name = |g: &[BiasGrid]| {
+                let mut g = g.to_vec();
+                g.sort_by(|a, b| a.bias.cmp(&b.bias));
+                g
+            };
+            assert_eq!(by_name(&file.biases), by_name(&sim.biases), "{version}");
+            let encodings = match_encodings(&model, &file).unwrap();
+            let rebuilt = sim_from_encodings(&model, &encodings).unwrap();
+            assert_eq!(rebuilt.biases.len(), sim.biases.len());
+            assert_eq!(
+                bits(&outputs(&rebuilt.model, 64)),
+                bits(&expected),
+                "{version}"
+            );
+        }
+        // The variant's stored encodings (what export reads) carry them too.
+        let stored = crate::quant::simulate::encodings_json(&sim).unwrap();
+        assert_eq!(reread(&stored).biases, sim.biases);
+    }
+
+    #[test]
+    fn files_without_bias_entries_load_and_simulate_as_the_calibrated_sim() {
+        let (model, sim) = folded_resnet_sim();
+        let file = reread(&v1_doc(&sim));
+        assert!(file.biases.is_empty());
+        let rebuilt = sim_from_encodings(&model, &match_encodings(&model, &file).unwrap()).unwrap();
+        // The biases are rounded by the same rule as the calibrated simulation's.
+        assert_eq!(rebuilt.biases, sim.biases);
+        assert_eq!(
+            bits(&outputs(&rebuilt.model, 64)),
+            bits(&outputs(&sim.model, 64))
+        );
+    }
+
+    #[test]
+    fn a_files_own_bias_grid_is_used_and_a_bad_one_is_named() {
+        let (model, sim) = folded_resnet_sim();
+        let mut biases = sim.biases.clone();
+        biases[0].scales.iter_mut().for_each(|s| *s *= 64.0);
+        let doc = crate::quant::encodings_file::encodings_document_with_biases(
+            &sim.weights,
+            &sim.activations,
+            &biases,
+            EncodingsVersion::V1,
+        )
+        .unwrap();
+        let encodings = match_encodings(&model, &reread(&doc)).unwrap();
+        let rebuilt = sim_from_encodings(&model, &encodings).unwrap();
+        let name = &biases[0].bias;
+        let float = model.weight(name).unwrap();
+        assert_eq!(
+            rebuilt.model.weight(name).unwrap(),
+            &biases[0].dequantize(float)
+        );
+        assert_ne!(rebuilt.model.weight(name), sim.model.weight(name));
+        // A 32-bit entry on a value that is no layer's bias.
+        let mut bad = biases[0].clone();
+        bad.bias = "input".into();
+        let doc = crate::quant::encodings_file::encodings_document_with_biases(
+            &sim.weights,
+            &sim.activations,
+            &[bad],
+            EncodingsVersion::V1,
+        )
+        .unwrap();
+        let err = match_encodings(&model, &reread(&doc)).unwrap_err();
+        assert!(
+            matches!(err, Error::Input(_)) && err.to_string().contains("'input'"),
+            "{err}"
+        );
     }
 }

@@ -24,9 +24,10 @@
 //!   `com.microsoft` Q/DQ used for 4- and 16-bit activations).
 
 pub mod aimet;
+pub mod aimet_bias;
 pub mod analysis;
 pub mod batch_pdf;
-pub(crate) mod bias;
+pub mod bias;
 pub mod calibrate;
 pub mod calibration;
 pub mod contrib_qdq;

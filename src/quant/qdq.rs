@@ -173,6 +173,8 @@ pub struct SimModel {
     pub weights: Vec<WeightEncodings>,
     /// Activation encodings by value name (empty in weights-only mode).
     pub activations: BTreeMap<String, Encoding>,
+    /// The biases the simulation put on the int32 grid (see [`super::bias`]).
+    pub biases: Vec<super::bias::BiasGrid>,
 }
 
 impl SimModel {
@@ -245,14 +247,11 @@ pub fn build_quantsim_with(
             model: sim,
             weights: weight_encodings,
             activations,
+            biases: Vec::new(),
         });
     }
-    for grid in super::bias::bias_grids(&sim, &weight_encodings, &activations) {
-        if let Some(bias) = sim.weight(&grid.bias) {
-            let on_grid = grid.dequantize(bias);
-            sim.set_weight(&grid.bias, on_grid)?;
-        }
-    }
+    let biases = super::bias::bias_grids(&sim, &weight_encodings, &activations);
+    super::bias::put_on_grids(&mut sim, &biases)?;
     let mut proto = sim.proto().clone();
     insert_activation_quantizers(&sim, &mut proto, &activations, activation_ops)?;
     let model = Model::from_proto(proto, &format!("{} (quantsim)", model.source()))?;
@@ -260,6 +259,7 @@ pub fn build_quantsim_with(
         model,
         weights: weight_encodings,
         activations,
+        biases,
     })
 }
 

@@ -8,7 +8,7 @@ use super::calibrate::calibrate;
 use super::calibration::{
     collect_calibration, CalibrationOptions, CalibrationStatistics, ChannelStats,
 };
-use super::encodings_file::{encodings_document, EncodingsVersion};
+use super::encodings_file::{encodings_document_with_biases, EncodingsVersion};
 use super::float_ops::float_op_points;
 use super::mixed_range::{kept_fp32, output_concats, KeptFp32, MixedConcat, DEFAULT_FACTOR};
 use super::points::{
@@ -930,7 +930,12 @@ fn fidelity_known_needed(eval: &EvalRequest) -> Result<Option<bool>> {
 /// The encodings in AIMET's 1.0.0 JSON layout (activations and parameters); other layouts:
 /// [`super::encodings_file::encodings_document`].
 pub fn encodings_json(sim: &SimModel) -> Result<Value> {
-    encodings_document(&sim.weights, &sim.activations, EncodingsVersion::V1)
+    encodings_document_with_biases(
+        &sim.weights,
+        &sim.activations,
+        &sim.biases,
+        EncodingsVersion::V1,
+    )
 }
 
 #[cfg(test)]

@@ -229,6 +229,7 @@ fn qat_forward_matches_the_simulated_model_in_tract() {
         let encodings = ModelEncodings {
             weights: sim.weights.clone(),
             activations: sim.activations.clone(),
+            biases: Vec::new(),
         };
         let mut t = Trainer::new(&model, &FineTuneSettings::default(), DType::F32).unwrap();
         t.set_quant(&model, &encodings).unwrap();
@@ -264,6 +265,7 @@ fn qat_training_lowers_the_loss() {
     let encodings = ModelEncodings {
         weights: sim.weights.clone(),
         activations: sim.activations.clone(),
+        biases: Vec::new(),
     };
     let (train, _) = digits();
     let x = first(&train, 32);

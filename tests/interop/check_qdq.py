@@ -80,6 +80,10 @@ CONFIGS = [
     ("W16A16 per-channel", ["--w-bits", "16", "--a-bits", "16", "--per-channel"], 0),
     # 4-bit activations: the float-op form.
     ("W8A4 per-channel", ["--a-bits", "4", "--per-channel"], 2 / 15),
+    # One side only: the other stays float in the export (see the README on what ORT's
+    # optimized session makes of a float weight behind a quantized input).
+    ("A8 only per-tensor", ["--mode", "a"], 0),
+    ("W8 only per-channel", ["--mode", "w", "--per-channel"], 0),
 ]
 
 

@@ -7,6 +7,7 @@ pub mod dictionary;
 mod evaluate;
 pub mod plan;
 pub mod search;
+pub mod selection_samples;
 pub mod suffix;
 
 #[cfg(test)]
@@ -108,6 +109,10 @@ pub struct DictionaryReport {
     #[serde(default)]
     pub partial: usize,
     pub seconds: f64,
+    /// The evaluation samples each entry was scored on (the first ones; see
+    /// [`selection_samples`]); 0 in records made before this was kept.
+    #[serde(default)]
+    pub samples: usize,
 }
 
 /// The result of a greedy selection.
@@ -413,6 +418,7 @@ fn fill(
         computed,
         partial: evaluator.partial.load(std::sync::atomic::Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
+        samples: req.scorer.data().len(),
     };
     Ok((dict, report))
 }

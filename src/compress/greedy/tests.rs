@@ -18,7 +18,7 @@ fn sample(rel: &str) -> PathBuf {
 
 /// The sample ResNet, the double, and a scorer on 60 evaluation samples (one thread: the
 /// machine is shared).
-fn setup() -> (Model, ZeroChannels, ModelScorer) {
+pub(super) fn setup() -> (Model, ZeroChannels, ModelScorer) {
     let model = Model::load(&sample("resnet_digits.onnx")).unwrap();
     let eval = select_samples(&sample("digits"), Subset::Evaluation, 200, 0).unwrap();
     let data = eval.data.subset(&(0..60).collect::<Vec<_>>());
@@ -31,7 +31,7 @@ fn setup() -> (Model, ZeroChannels, ModelScorer) {
     (model, ZeroChannels { shapes }, scorer)
 }
 
-fn request<'a>(
+pub(super) fn request<'a>(
     model: &'a Model,
     double: &'a ZeroChannels,
     scorer: &'a ModelScorer,
