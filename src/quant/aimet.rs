@@ -117,6 +117,27 @@ fn read_v1(obj: &Map<String, Value>, name: String) -> Result<AimetTensorEncoding
     };
     let bitwidth = bitwidth(obj, "bw")?;
     let symmetric = boolean(obj, "is_sym")?;
+    let (scales, offsets) = scales_and_offsets(obj, per_channel)?;
+    let encodings = scales
+        .iter()
+        .zip(offsets)
+        .map(|(s, o)| {
+            let scale = number(s, "scale")? as f32;
+            Encoding::from_scale_offset(bitwidth, symmetric, scale, integer(o, "offset")?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AimetTensorEncoding {
+        name,
+        per_channel,
+        encodings,
+    })
+}
+
+/// An entry's `scale` and `offset` lists: as many of each, one for a per-tensor entry.
+pub(super) fn scales_and_offsets(
+    obj: &Map<String, Value>,
+    per_channel: bool,
+) -> Result<(&Vec<Value>, &Vec<Value>)> {
     let scales = array(obj, "scale")?;
     let offsets = array(obj, "offset")?;
     if scales.len() != offsets.len() || scales.is_empty() {
@@ -132,19 +153,7 @@ fn read_v1(obj: &Map<String, Value>, name: String) -> Result<AimetTensorEncoding
             scales.len()
         )));
     }
-    let encodings = scales
-        .iter()
-        .zip(offsets)
-        .map(|(s, o)| {
-            let scale = number(s, "scale")? as f32;
-            Encoding::from_scale_offset(bitwidth, symmetric, scale, integer(o, "offset")?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(AimetTensorEncoding {
-        name,
-        per_channel,
-        encodings,
-    })
+    Ok((scales, offsets))
 }
 
 fn symmetry(symmetric: bool) -> &'static str {

@@ -15,7 +15,7 @@
 use serde_json::{json, Map, Value};
 
 use super::aimet::{
-    array, boolean, check_int_dtype, field, number, object, PER_CHANNEL, PER_TENSOR,
+    boolean, check_int_dtype, field, number, object, scales_and_offsets, PER_CHANNEL, PER_TENSOR,
 };
 use super::bias::BiasGrid;
 use crate::{Error, Result};
@@ -89,21 +89,7 @@ pub fn bias_from_aimet_v1(v: &Value) -> Result<BiasGrid> {
             }
         };
         check_symmetric(obj, "is_sym")?;
-        let scales = array(obj, "scale")?;
-        let offsets = array(obj, "offset")?;
-        if scales.len() != offsets.len() || scales.is_empty() {
-            return Err(Error::input(format!(
-                "{} scales and {} offsets",
-                scales.len(),
-                offsets.len()
-            )));
-        }
-        if !per_channel && scales.len() != 1 {
-            return Err(Error::input(format!(
-                "{PER_TENSOR} with {} scales",
-                scales.len()
-            )));
-        }
+        let (scales, offsets) = scales_and_offsets(obj, per_channel)?;
         offsets.iter().try_for_each(check_offset)?;
         grid(name.clone(), scales)
     };
